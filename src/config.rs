@@ -1,0 +1,427 @@
+//! Command line → `Config`, accepting nats-server's flags the way Go's flag
+//! package reads them (`-port 4222`, `--port=4222`, `-js`, `-DV`), plus our own.
+//!
+//! A nats-server flag we do not implement yet is refused with a message naming it,
+//! never ignored.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::limits;
+
+/// Version string reported in INFO. Clients gate features on it; 2.10 is the
+/// protocol level whose client-visible behaviour we implement.
+pub const NATS_COMPAT_VERSION: &str = "2.10.0";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jetcore",
+    about = "A NATS-compatible message server, thread-per-core on glommio",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Bind to host address (default: 0.0.0.0)
+    #[arg(
+        short = 'a',
+        long = "addr",
+        visible_alias = "net",
+        default_value = "0.0.0.0"
+    )]
+    addr: String,
+    /// Use port for clients (default: 4222; -1 picks a random free port)
+    #[arg(
+        short = 'p',
+        long = "port",
+        default_value_t = 4222,
+        allow_negative_numbers = true
+    )]
+    port: i32,
+    /// Server name (default: the server id)
+    #[arg(short = 'n', long = "name", visible_alias = "server_name")]
+    name: Option<String>,
+    /// Enable JetStream (not implemented yet: refused)
+    #[arg(long = "jetstream")]
+    jetstream: bool,
+    /// JetStream storage directory (not implemented yet: refused)
+    #[arg(long = "store_dir")]
+    store_dir: Option<PathBuf>,
+    /// Enable debugging output
+    #[arg(short = 'D', long = "debug")]
+    debug: bool,
+    /// Trace the raw protocol
+    #[arg(short = 'V', long = "trace")]
+    trace: bool,
+    /// Debug and trace
+    #[arg(long = "DV", hide = true)]
+    debug_trace: bool,
+    /// Verbose trace (same as trace: there is no system account)
+    #[arg(long = "VV", hide = true)]
+    verbose_trace: bool,
+    /// Debug and verbose trace
+    #[arg(long = "DVV", hide = true)]
+    debug_verbose_trace: bool,
+    /// Show version and exit
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+    /// Shards (executors, one per core); default: online CPUs
+    #[arg(long = "shards")]
+    shards: Option<usize>,
+    /// Interval between server PINGs (Go duration, e.g. 2m, 500ms; bare number = seconds)
+    #[arg(long = "ping_interval", default_value = "2m")]
+    ping_interval: String,
+    /// Unanswered PINGs before a connection is closed as stale
+    #[arg(long = "ping_max", default_value_t = limits::PINGS_OUT_MAX_DEFAULT)]
+    ping_max: u32,
+    /// Largest message payload in bytes
+    #[arg(long = "max_payload", default_value_t = limits::PAYLOAD_MAX_DEFAULT)]
+    max_payload: usize,
+    /// Outbound bytes queued per connection before it is cut as a slow consumer
+    #[arg(long = "max_pending", default_value_t = limits::PENDING_BYTES_MAX_DEFAULT)]
+    max_pending: usize,
+}
+
+/// Server settings, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: IpAddr,
+    /// Port to bind; 0 picks a free port at startup.
+    pub port: u16,
+    pub name: Option<String>,
+    pub shards: usize,
+    pub log_level: crate::log::Level,
+    pub ping_interval: Duration,
+    pub ping_max: u32,
+    pub max_payload: usize,
+    pub max_pending: usize,
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Config),
+    Version,
+    /// `--help`: the text to print.
+    Help(String),
+}
+
+/// nats-server flags (Go names) that jetcore does not implement yet.
+const UNSUPPORTED: &[&str] = &[
+    "P",
+    "pid",
+    "m",
+    "http_port",
+    "ms",
+    "https_port",
+    "c",
+    "config",
+    "t",
+    "sl",
+    "signal",
+    "client_advertise",
+    "ports_file_dir",
+    "l",
+    "log",
+    "T",
+    "logtime",
+    "logtime_utc",
+    "s",
+    "syslog",
+    "r",
+    "remote_syslog",
+    "log_size_limit",
+    "max_traced_msg_len",
+    "user",
+    "pass",
+    "auth",
+    "tls",
+    "tlscert",
+    "tlskey",
+    "tlsverify",
+    "tlscacert",
+    "routes",
+    "cluster",
+    "cluster_name",
+    "no_advertise",
+    "cluster_advertise",
+    "connect_retries",
+    "cluster_listen",
+    "profile",
+    "help_tls",
+];
+
+/// Long names that Go also accepts with a single dash, mapped to ours.
+const LONG_NAMES: &[(&str, &str)] = &[
+    ("addr", "addr"),
+    ("net", "net"),
+    ("port", "port"),
+    ("name", "name"),
+    ("server_name", "server_name"),
+    ("js", "jetstream"),
+    ("jetstream", "jetstream"),
+    ("sd", "store_dir"),
+    ("store_dir", "store_dir"),
+    ("debug", "debug"),
+    ("trace", "trace"),
+    ("DV", "DV"),
+    ("VV", "VV"),
+    ("DVV", "DVV"),
+    ("version", "version"),
+    ("help", "help"),
+    ("shards", "shards"),
+    ("ping_interval", "ping_interval"),
+    ("ping_max", "ping_max"),
+    ("max_payload", "max_payload"),
+    ("max_pending", "max_pending"),
+];
+
+/// Flags that take a value in the next argument (unless given with `=`).
+const TAKES_VALUE: &[&str] = &[
+    "a",
+    "p",
+    "n",
+    "addr",
+    "net",
+    "port",
+    "name",
+    "server_name",
+    "store_dir",
+    "shards",
+    "ping_interval",
+    "ping_max",
+    "max_payload",
+    "max_pending",
+];
+
+/// Parses the command line (without the program name) into a command.
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    let argv = normalize(args)?;
+    let cli = match Cli::try_parse_from(std::iter::once("jetcore".to_string()).chain(argv)) {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            return Ok(Command::Help(e.render().to_string()))
+        }
+        Err(e) => return Err(e.render().to_string()),
+    };
+    if cli.version {
+        return Ok(Command::Version);
+    }
+    validate(cli).map(Command::Run)
+}
+
+/// Rewrites Go-style flags (`-port`, `-js`, `-DV`) to clap's `--long` form and
+/// refuses nats-server flags we do not support.
+fn normalize<I: IntoIterator<Item = String>>(args: I) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut expect_value = false;
+    for arg in args {
+        if expect_value || arg == "-" || !arg.starts_with('-') {
+            expect_value = false;
+            out.push(arg);
+            continue;
+        }
+        let body = arg.trim_start_matches('-');
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (body, None),
+        };
+        if UNSUPPORTED.contains(&name) {
+            return Err(format!(
+                "jetcore: the nats-server option '{arg}' is not supported yet (see README: what works today)"
+            ));
+        }
+        expect_value = value.is_none() && TAKES_VALUE.contains(&name);
+        let long = LONG_NAMES
+            .iter()
+            .find(|(go, _)| *go == name)
+            .map(|(_, ours)| *ours);
+        match (long, value) {
+            (Some(long), Some(v)) => out.push(format!("--{long}={v}")),
+            (Some(long), None) => out.push(format!("--{long}")),
+            (None, _) => out.push(arg),
+        }
+    }
+    Ok(out)
+}
+
+fn validate(cli: Cli) -> Result<Config, String> {
+    if cli.jetstream || cli.store_dir.is_some() {
+        return Err(
+            "jetcore: JetStream (-js/--jetstream, -sd/--store_dir) is not implemented yet; \
+                    this build serves core NATS only"
+                .to_string(),
+        );
+    }
+    let addr = resolve_host(&cli.addr)?;
+    let port = match cli.port {
+        -1 | 0 => 0,
+        p if (1..=65535).contains(&p) => p as u16,
+        p => {
+            return Err(format!(
+                "jetcore: invalid port {p}: use 1-65535, or -1 for a random port"
+            ))
+        }
+    };
+    let shards = match cli.shards {
+        Some(0) => return Err("jetcore: --shards must be at least 1".to_string()),
+        Some(n) if n > 256 => return Err("jetcore: --shards must be at most 256".to_string()),
+        Some(n) => n,
+        None => online_cpus(),
+    };
+    let ping_interval = parse_duration(&cli.ping_interval)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("jetcore: invalid --ping_interval '{}'", cli.ping_interval))?;
+    if cli.ping_max == 0 {
+        return Err("jetcore: --ping_max must be at least 1".to_string());
+    }
+    if cli.max_payload == 0 || cli.max_payload > limits::PAYLOAD_MAX_LIMIT {
+        return Err(format!(
+            "jetcore: --max_payload must be between 1 and {}",
+            limits::PAYLOAD_MAX_LIMIT
+        ));
+    }
+    if cli.max_pending < cli.max_payload {
+        return Err("jetcore: --max_pending must be at least --max_payload".to_string());
+    }
+    let log_level = if cli.trace || cli.debug_trace || cli.verbose_trace || cli.debug_verbose_trace
+    {
+        crate::log::Level::Trace
+    } else if cli.debug {
+        crate::log::Level::Debug
+    } else {
+        crate::log::Level::Info
+    };
+    Ok(Config {
+        addr,
+        port,
+        name: cli.name,
+        shards,
+        log_level,
+        ping_interval,
+        ping_max: cli.ping_max,
+        max_payload: cli.max_payload,
+        max_pending: cli.max_pending,
+    })
+}
+
+fn resolve_host(host: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    (bare, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .map(|a: SocketAddr| a.ip())
+        .ok_or_else(|| format!("jetcore: cannot resolve listen address '{host}'"))
+}
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Parses a Go duration (`1h2m3.5s`, `300ms`, `10us`) or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().map(|s| s.to_string()))? {
+            Command::Run(cfg) => Ok(cfg),
+            Command::Version | Command::Help(_) => Err("not a run".into()),
+        }
+    }
+
+    #[test]
+    fn go_style_flags_are_accepted() {
+        let cfg = run(&["-a", "127.0.0.1", "-port", "4333", "-n", "x", "--shards=3"]).unwrap();
+        assert_eq!(cfg.addr.to_string(), "127.0.0.1");
+        assert_eq!(cfg.port, 4333);
+        assert_eq!(cfg.name.as_deref(), Some("x"));
+        assert_eq!(cfg.shards, 3);
+        let cfg = run(&["--addr=127.0.0.1", "-p=-1", "-DV"]).unwrap();
+        assert_eq!(cfg.port, 0);
+        assert_eq!(cfg.log_level, crate::log::Level::Trace);
+        let cfg = run(&["-p", "-1", "-D"]).unwrap();
+        assert_eq!(cfg.port, 0);
+        assert_eq!(cfg.log_level, crate::log::Level::Debug);
+        let cfg = run(&["-net", "0.0.0.0", "-server_name", "n1"]).unwrap();
+        assert_eq!(cfg.name.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn unsupported_flags_are_refused_by_name() {
+        for flag in [
+            "--tls",
+            "-m",
+            "--config",
+            "-c",
+            "--user",
+            "-routes",
+            "--cluster=x",
+        ] {
+            let err = run(&[flag, "v"]).unwrap_err();
+            assert!(err.contains("not supported yet"), "{flag}: {err}");
+        }
+        assert!(run(&["-js"]).unwrap_err().contains("JetStream"));
+        assert!(run(&["-sd", "/tmp/x"]).unwrap_err().contains("JetStream"));
+        assert!(run(&["--bogus"]).is_err());
+        assert!(run(&["-p", "70000"]).is_err());
+        assert!(run(&["--shards", "0"]).is_err());
+    }
+
+    #[test]
+    fn version_flag() {
+        assert!(matches!(parse(["-v".to_string()]), Ok(Command::Version)));
+        assert!(matches!(
+            parse(["--version".to_string()]),
+            Ok(Command::Version)
+        ));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

@@ -1,0 +1,92 @@
+//! Every bound the server enforces, in one place, with the reason for its value.
+//!
+//! Relations between bounds are checked at compile time at the bottom of this file.
+
+use std::time::Duration;
+
+/// Longest control line (verb plus arguments) a client may send. nats-server's
+/// default `max_control_line`; a longer line is a protocol error and closes the
+/// connection. The parser never buffers more than this before a line ends.
+pub const CONTROL_LINE_MAX: usize = 4096;
+
+/// Default largest message payload (headers included), nats-server's `max_payload`.
+pub const PAYLOAD_MAX_DEFAULT: usize = 1024 * 1024;
+
+/// Largest `--max_payload` we accept: nats-server warns above 8 MiB and refuses
+/// above 64 MiB; the payload must also fit in one outbound buffer.
+pub const PAYLOAD_MAX_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Outbound bytes a connection may have queued before it is cut as a slow consumer
+/// (nats-server's `max_pending`). Memory per connection is bounded by this.
+pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+
+/// Producers feeding a connection are stalled once its queue passes this share
+/// (in percent) of its cap, giving the reader a chance before it is cut.
+pub const STALL_THRESHOLD_PERCENT: usize = 75;
+
+/// Longest a producer's read loop is paused in one stall. Short, so that one slow
+/// reader costs a fast producer little; the cap, not the stall, protects memory.
+pub const STALL_WAIT_MAX: Duration = Duration::from_millis(5);
+
+/// A socket write that makes no progress for this long marks the reader slow and
+/// closes it (nats-server's default `write_deadline`).
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Bytes requested from the kernel per socket read; a read buffer grows only by this
+/// much beyond the largest message in progress.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Default interval between server PINGs (nats-server `ping_interval`: 2 minutes).
+pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_secs(120);
+
+/// Unanswered server PINGs after which a connection is stale (nats-server `ping_max`).
+pub const PINGS_OUT_MAX_DEFAULT: u32 = 2;
+
+/// Subscriptions one connection may hold. nats-server has no default cap; we keep
+/// one so a single client cannot grow every shard's interest replica without bound.
+pub const SUBS_PER_CONN_MAX: usize = 1_000_000;
+
+/// Client connections per server (nats-server's default `max_connections`, 64K).
+pub const CONNECTIONS_MAX: usize = 65_536;
+
+/// Entries in each shard's subject match cache. When full, it is swept down to
+/// `MATCH_CACHE_SWEEP_TO` (nats-server's sublist cache uses the same 1024/256).
+pub const MATCH_CACHE_ENTRIES_MAX: usize = 1024;
+/// Size the match cache is swept down to when it overflows.
+pub const MATCH_CACHE_SWEEP_TO: usize = 256;
+
+/// Capacity, in batches, of each directed data channel between two shards. A full
+/// channel suspends the sending connection's read loop (back-pressure).
+pub const MESH_CHANNEL_BATCHES: usize = 64;
+
+/// A batch to a peer shard is sent once it holds this many messages...
+pub const MESH_BATCH_MSGS_MAX: usize = 1024;
+/// ...or this many payload bytes, whichever comes first. Memory in flight per
+/// directed channel is at most `MESH_CHANNEL_BATCHES` times this plus one payload.
+pub const MESH_BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// Capacity of each directed control-reply channel (barrier acknowledgements).
+/// Its receivers never send, so a full channel only delays the replying shard.
+pub const MESH_ACK_CHANNEL_MSGS: usize = 1024;
+
+/// How often each shard checks for a shutdown request from the signal thread.
+pub const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// Time allowed on shutdown for queued output to reach clients.
+pub const SHUTDOWN_FLUSH_MAX: Duration = Duration::from_secs(2);
+
+/// io_uring registered buffer memory per shard. glommio locks it (`ulimit -l`);
+/// sockets do not use it, so a small pool keeps the locked total modest.
+pub const IO_MEMORY_PER_SHARD: usize = 512 * 1024;
+
+/// Submission queue depth per shard's io_uring.
+pub const RING_DEPTH: usize = 256;
+
+/// glommio task preemption: a task queue yields to others after this long.
+pub const PREEMPT_TIMER: Duration = Duration::from_millis(10);
+
+const _: () = assert!(MATCH_CACHE_SWEEP_TO < MATCH_CACHE_ENTRIES_MAX);
+const _: () = assert!(PAYLOAD_MAX_DEFAULT <= PAYLOAD_MAX_LIMIT);
+const _: () = assert!(PAYLOAD_MAX_LIMIT <= PENDING_BYTES_MAX_DEFAULT);
+const _: () = assert!(CONTROL_LINE_MAX < READ_CHUNK_BYTES);
+const _: () = assert!(STALL_THRESHOLD_PERCENT < 100);

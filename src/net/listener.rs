@@ -1,0 +1,42 @@
+//! Per-shard accept loop. Every shard binds the client port itself (SO_REUSEPORT),
+//! so the kernel spreads connections over shards; a connection stays where it
+//! was accepted.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+
+use crate::shard::Shard;
+
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let per_shard_max = crate::limits::CONNECTIONS_MAX / usize::from(shard.count);
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                crate::error!("Error accepting client connection: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if shard.stopping.get() {
+            return;
+        }
+        if shard.conns.borrow().len() >= per_shard_max {
+            crate::warn!("Maximum connections exceeded, refusing a client");
+            glommio::spawn_local(refuse(stream)).detach();
+            continue;
+        }
+        glommio::spawn_local(crate::net::conn::serve(shard.clone(), stream)).detach();
+    }
+}
+
+async fn refuse(mut stream: glommio::net::TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let _ = stream
+        .write_all(b"-ERR 'maximum connections exceeded'\r\n")
+        .await;
+    let _ = stream.close().await;
+}

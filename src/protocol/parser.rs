@@ -1,0 +1,355 @@
+//! Byte-level parser for client protocol ops.
+//!
+//! `Parser::next` takes ops off the front of a connection's read buffer. It keeps
+//! its state between calls, so input may be split anywhere across reads: a control
+//! line waits in the buffer until its line feed arrives (never more than
+//! `max_control_line` bytes), and a parsed PUB/HPUB header waits for its payload
+//! without being parsed again. Payloads, subjects and sids are `Bytes` slices of the
+//! read buffer: no copy and no allocation per message.
+//!
+//! Invariant: the parser does no I/O and never buffers beyond the caller's buffer.
+//!
+//! Accepted grammar (verbs case-insensitive, arguments separated by spaces or tabs,
+//! lines ending in `\r\n` or `\n`, payloads followed by exactly `\r\n`):
+//! ```text
+//! CONNECT <json>
+//! PUB <subject> [reply-to] <#bytes>\r\n<payload>\r\n
+//! HPUB <subject> [reply-to] <#header bytes> <#total bytes>\r\n<headers><payload>\r\n
+//! SUB <subject> [queue group] <sid>
+//! UNSUB <sid> [max_msgs]
+//! PING | PONG | +OK | -ERR <text> | INFO <json>
+//! ```
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// One op from a client. Byte fields are slices of the connection's read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOp {
+    Connect(Bytes),
+    Pub(PubOp),
+    Sub {
+        subject: Bytes,
+        queue: Option<Bytes>,
+        sid: Bytes,
+    },
+    Unsub {
+        sid: Bytes,
+        max: Option<u64>,
+    },
+    Ping,
+    Pong,
+    /// `INFO`, `+OK` and `-ERR` from a client carry nothing we act on.
+    Ignored,
+}
+
+/// A PUB or HPUB. `msg` is the header block (when `hdr_len > 0`) followed by the
+/// payload, exactly as it will be forwarded in MSG/HMSG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubOp {
+    pub subject: Bytes,
+    pub reply: Option<Bytes>,
+    /// Length of the header block at the front of `msg`; `None` for a plain PUB.
+    pub hdr_len: Option<usize>,
+    pub msg: Bytes,
+}
+
+/// Input the parser refuses. Each closes the connection: framing errors after an
+/// `-ERR`, argument errors silently (as nats-server does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Unknown verb, or bytes where a verb or payload terminator belongs.
+    UnknownOp,
+    /// Arguments longer than `max_control_line`.
+    ControlLineTooLong,
+    /// A PUB/HPUB whose size exceeds `max_payload`.
+    PayloadTooBig,
+    /// PUB/HPUB arguments that do not parse (count, sizes, header > total).
+    BadPubArgs,
+    /// SUB arguments that do not parse.
+    BadSubArgs,
+    /// UNSUB arguments that do not parse.
+    BadUnsubArgs,
+    /// The client sent `-ERR`.
+    ClientError,
+}
+
+impl ParseError {
+    /// The `-ERR` text nats-server sends for this error, if it sends one.
+    pub fn text(self) -> Option<&'static str> {
+        match self {
+            ParseError::UnknownOp => Some("Unknown Protocol Operation"),
+            ParseError::ControlLineTooLong => Some("maximum control line exceeded"),
+            ParseError::PayloadTooBig => Some("Maximum Payload Violation"),
+            ParseError::BadPubArgs
+            | ParseError::BadSubArgs
+            | ParseError::BadUnsubArgs
+            | ParseError::ClientError => None,
+        }
+    }
+}
+
+/// Longest verb with its separator (`CONNECT `): the control-line limit counts
+/// only the arguments after it.
+const VERB_MAX: usize = 8;
+const VERBS: [&[u8]; 10] = [
+    b"PUB", b"HPUB", b"SUB", b"UNSUB", b"PING", b"PONG", b"CONNECT", b"INFO", b"+OK", b"-ERR",
+];
+
+#[derive(Debug)]
+struct AwaitPayload {
+    subject: Bytes,
+    reply: Option<Bytes>,
+    hdr_len: Option<usize>,
+    total: usize,
+}
+
+/// Parser state for one connection.
+#[derive(Debug)]
+pub struct Parser {
+    payload_max: usize,
+    control_line_max: usize,
+    awaiting: Option<AwaitPayload>,
+    /// Bytes at the front of the buffer already searched for a line feed.
+    scanned: usize,
+}
+
+impl Parser {
+    pub fn new(payload_max: usize, control_line_max: usize) -> Self {
+        Parser {
+            payload_max,
+            control_line_max,
+            awaiting: None,
+            scanned: 0,
+        }
+    }
+
+    /// Takes the next complete op off the front of `buf`; `Ok(None)` means more
+    /// bytes are needed. After an error the connection must be closed.
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ParseError> {
+        if self.awaiting.is_some() {
+            return self.take_payload(buf);
+        }
+        let Some(nl) = memchr::memchr(b'\n', &buf[self.scanned..]).map(|i| i + self.scanned) else {
+            self.scanned = buf.len();
+            if buf.len() > self.control_line_max + VERB_MAX {
+                return Err(too_long_or_unknown(buf));
+            }
+            return Ok(None);
+        };
+        self.scanned = 0;
+        if nl > self.control_line_max + VERB_MAX + 1 {
+            return Err(too_long_or_unknown(buf));
+        }
+        let line = buf.split_to(nl + 1).freeze();
+        let end = if nl > 0 && line[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        self.control_line(line.slice(..end), buf)
+    }
+
+    fn control_line(
+        &mut self,
+        line: Bytes,
+        buf: &mut BytesMut,
+    ) -> Result<Option<ClientOp>, ParseError> {
+        let verb_end = line
+            .iter()
+            .position(|b| *b == b' ' || *b == b'\t')
+            .unwrap_or(line.len());
+        let verb = &line[..verb_end];
+        // PING and PONG ignore whatever follows them on the line.
+        if starts_with_ignore_case(&line, b"PING") {
+            return Ok(Some(ClientOp::Ping));
+        }
+        if starts_with_ignore_case(&line, b"PONG") {
+            return Ok(Some(ClientOp::Pong));
+        }
+        if starts_with_ignore_case(&line, b"CONNECT") {
+            let json_start = skip_blanks(&line, b"CONNECT".len());
+            return Ok(Some(ClientOp::Connect(line.slice(json_start..))));
+        }
+        let rest_start = skip_blanks(&line, verb_end);
+        if line.len() - rest_start > self.control_line_max {
+            return Err(ParseError::ControlLineTooLong);
+        }
+        if rest_start == verb_end && !verb.eq_ignore_ascii_case(b"+OK") {
+            // A verb with nothing after it is not an op nats-server knows.
+            return Err(ParseError::UnknownOp);
+        }
+        let args = || split_args(&line, rest_start);
+        if verb.eq_ignore_ascii_case(b"PUB") {
+            self.start_pub(args(), false, buf)
+        } else if verb.eq_ignore_ascii_case(b"HPUB") {
+            self.start_pub(args(), true, buf)
+        } else if verb.eq_ignore_ascii_case(b"SUB") {
+            parse_sub(args()).map(Some)
+        } else if verb.eq_ignore_ascii_case(b"UNSUB") {
+            parse_unsub(args()).map(Some)
+        } else if verb.eq_ignore_ascii_case(b"INFO") || verb.eq_ignore_ascii_case(b"+OK") {
+            Ok(Some(ClientOp::Ignored))
+        } else if verb.eq_ignore_ascii_case(b"-ERR") {
+            Err(ParseError::ClientError)
+        } else {
+            Err(ParseError::UnknownOp)
+        }
+    }
+
+    fn start_pub(
+        &mut self,
+        args: Vec<Bytes>,
+        headers: bool,
+        buf: &mut BytesMut,
+    ) -> Result<Option<ClientOp>, ParseError> {
+        let sizes = if headers { 2 } else { 1 };
+        if args.len() < 1 + sizes || args.len() > 2 + sizes {
+            return Err(ParseError::BadPubArgs);
+        }
+        let (names, sizes) = args.split_at(args.len() - sizes);
+        let total =
+            parse_size(sizes.last().expect("size argument")).ok_or(ParseError::BadPubArgs)?;
+        let hdr_len = if headers {
+            let h = parse_size(&sizes[0]).ok_or(ParseError::BadPubArgs)?;
+            if h > total {
+                return Err(ParseError::BadPubArgs);
+            }
+            // An empty header block is delivered as a plain MSG.
+            (h > 0).then_some(h)
+        } else {
+            None
+        };
+        if total > self.payload_max {
+            return Err(ParseError::PayloadTooBig);
+        }
+        self.awaiting = Some(AwaitPayload {
+            subject: names[0].clone(),
+            reply: names.get(1).cloned(),
+            hdr_len,
+            total,
+        });
+        self.take_payload(buf)
+    }
+
+    fn take_payload(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ParseError> {
+        let total = self.awaiting.as_ref().expect("awaiting payload").total;
+        if buf.len() < total + 2 {
+            return Ok(None);
+        }
+        if &buf[total..total + 2] != b"\r\n" {
+            return Err(ParseError::UnknownOp);
+        }
+        let pending = self.awaiting.take().expect("awaiting payload");
+        let msg = buf.split_to(total).freeze();
+        buf.advance(2);
+        Ok(Some(ClientOp::Pub(PubOp {
+            subject: pending.subject,
+            reply: pending.reply,
+            hdr_len: pending.hdr_len,
+            msg,
+        })))
+    }
+}
+
+fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
+    line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// Error for an over-long line: over the limit if it starts with a verb we know,
+/// else an unknown op (nats-server reads the verb first).
+fn too_long_or_unknown(buf: &[u8]) -> ParseError {
+    let verb_end = buf
+        .iter()
+        .position(|b| *b == b' ' || *b == b'\t')
+        .unwrap_or(buf.len());
+    let verb = &buf[..verb_end];
+    if VERBS.iter().any(|v| verb.eq_ignore_ascii_case(v))
+        || starts_with_ignore_case(buf, b"CONNECT")
+    {
+        ParseError::ControlLineTooLong
+    } else {
+        ParseError::UnknownOp
+    }
+}
+
+fn skip_blanks(line: &[u8], mut at: usize) -> usize {
+    while at < line.len() && (line[at] == b' ' || line[at] == b'\t') {
+        at += 1;
+    }
+    at
+}
+
+fn split_args(line: &Bytes, start: usize) -> Vec<Bytes> {
+    let mut args = Vec::with_capacity(4);
+    let mut at = start;
+    while at < line.len() {
+        let end = line[at..]
+            .iter()
+            .position(|b| *b == b' ' || *b == b'\t')
+            .map_or(line.len(), |i| i + at);
+        args.push(line.slice(at..end));
+        at = skip_blanks(line, end);
+    }
+    args
+}
+
+/// A decimal size: digits only, no sign, no overflow.
+fn parse_size(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut n: usize = 0;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + usize::from(d - b'0');
+    }
+    Some(n)
+}
+
+fn parse_sub(mut args: Vec<Bytes>) -> Result<ClientOp, ParseError> {
+    match args.len() {
+        2 => {
+            let sid = args.pop().expect("two args");
+            let subject = args.pop().expect("two args");
+            Ok(ClientOp::Sub {
+                subject,
+                queue: None,
+                sid,
+            })
+        }
+        3 => {
+            let sid = args.pop().expect("three args");
+            let queue = args.pop();
+            let subject = args.pop().expect("three args");
+            Ok(ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            })
+        }
+        _ => Err(ParseError::BadSubArgs),
+    }
+}
+
+fn parse_unsub(mut args: Vec<Bytes>) -> Result<ClientOp, ParseError> {
+    match args.len() {
+        1 => Ok(ClientOp::Unsub {
+            sid: args.pop().expect("one arg"),
+            max: None,
+        }),
+        2 => {
+            // A max that is not a positive number unsubscribes at once (as 0 does).
+            let max = parse_size(&args[1]).unwrap_or(0) as u64;
+            Ok(ClientOp::Unsub {
+                sid: args.swap_remove(0),
+                max: Some(max),
+            })
+        }
+        _ => Err(ParseError::BadUnsubArgs),
+    }
+}
+
+#[cfg(test)]
+mod tests;

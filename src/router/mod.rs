@@ -1,0 +1,482 @@
+//! The publish path and interest bookkeeping, as methods on `Shard`.
+//!
+//! A publish is matched against this shard's replica of the whole server's
+//! interest. Local subscribers get the message written into their outbound queue
+//! at once; each remote shard with interest gets it once, in the next batch to that
+//! shard, with the list of its subscriptions to deliver to. A queue group gets one
+//! member, picked here among its members on all shards, so the pick is global.
+//!
+//! Invariant: the interest replica of every shard converges to the same set; a
+//! shard applies a peer's changes in the order the peer made them.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::net::conn::{stall_while_full, CloseReason, Conn, Flow, LocalSub};
+use crate::net::outbound::Verdict;
+use crate::protocol::connect::ConnectOpts;
+use crate::protocol::ops;
+use crate::protocol::parser::{ClientOp, PubOp};
+use crate::shard::msg::{Batch, ShardMsg, SubKey, Target};
+use crate::shard::Shard;
+use crate::subject;
+
+/// Outcome of one local delivery.
+enum Delivered {
+    Yes,
+    /// Delivered, and the target's queue is over its stall threshold.
+    Stalled,
+    No,
+}
+
+impl Shard {
+    /// Applies one client op; returns what the read loop must do next.
+    pub fn handle_op(&self, conn: &Rc<Conn>, op: ClientOp) -> Flow {
+        if crate::log::enabled(crate::log::Level::Trace) {
+            crate::trace!("{} - cid:{} - <<- {op:?}", conn.peer, conn.cid);
+        }
+        match op {
+            ClientOp::Pub(p) => self.client_pub(conn, p),
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => self.client_sub(conn, subject, queue, sid),
+            ClientOp::Unsub { sid, max } => self.client_unsub(conn, sid, max),
+            ClientOp::Ping => {
+                let changed = {
+                    let mut st = conn.st.borrow_mut();
+                    st.active = true;
+                    st.interest_changed
+                };
+                if self.mesh.is_some() && changed {
+                    return Flow::Barrier;
+                }
+                self.pong(conn);
+                Flow::Continue
+            }
+            ClientOp::Pong => {
+                conn.st.borrow_mut().pings_out = 0;
+                Flow::Continue
+            }
+            ClientOp::Connect(json) => self.client_connect(conn, &json),
+            ClientOp::Ignored => Flow::Continue,
+        }
+    }
+
+    fn ok(&self, conn: &Conn) {
+        if conn.st.borrow().opts.verbose {
+            conn.send(ops::OK);
+        }
+    }
+
+    fn client_connect(&self, conn: &Conn, json: &[u8]) -> Flow {
+        let opts = match ConnectOpts::decode(json) {
+            Ok(opts) => opts,
+            Err(e) => {
+                // nats-server closes without an -ERR here.
+                crate::debug!("{} - cid:{} - bad CONNECT: {e}", conn.peer, conn.cid);
+                conn.close(CloseReason::ProtocolError);
+                return Flow::Close;
+            }
+        };
+        if opts.protocol > 1 || opts.protocol < 0 {
+            conn.send_err("invalid client protocol");
+            conn.close(CloseReason::ProtocolError);
+            return Flow::Close;
+        }
+        if opts.no_responders && !opts.headers {
+            conn.send_err("no responders requires headers support");
+            conn.close(CloseReason::ProtocolError);
+            return Flow::Close;
+        }
+        {
+            let mut st = conn.st.borrow_mut();
+            st.opts = opts;
+            st.connected = true;
+        }
+        self.ok(conn);
+        Flow::Continue
+    }
+
+    fn client_pub(&self, conn: &Rc<Conn>, p: PubOp) -> Flow {
+        let (pedantic, echo, no_responders, headers) = {
+            let mut st = conn.st.borrow_mut();
+            st.active = true;
+            (
+                st.opts.pedantic,
+                st.opts.echo,
+                st.opts.no_responders,
+                st.opts.headers,
+            )
+        };
+        if p.hdr_len.is_some() && !headers {
+            // HPUB from a client that did not announce headers: nats-server
+            // closes without an -ERR.
+            conn.close(CloseReason::ProtocolError);
+            return Flow::Close;
+        }
+        if pedantic && !subject::valid_publish(&p.subject) {
+            // nats-server reports it, and still routes the message.
+            conn.send_err("Invalid Publish Subject");
+        }
+        // The +OK precedes any delivery this publish causes on the same connection.
+        self.ok(conn);
+        let (delivered, full) = self.publish(Some(conn), echo, &p);
+        if !delivered && no_responders {
+            if let Some(reply) = &p.reply {
+                self.no_responders(conn, &p.subject, reply);
+            }
+        }
+        if full {
+            Flow::FlushMesh
+        } else {
+            Flow::Continue
+        }
+    }
+
+    /// Routes one message to every matching subscription. Returns whether any
+    /// subscription will receive it, and whether a batch to a peer is full.
+    pub fn publish(&self, from: Option<&Rc<Conn>>, echo: bool, p: &PubOp) -> (bool, bool) {
+        let result = self.interest.borrow_mut().matches(&p.subject);
+        if result.is_empty() {
+            return (false, false);
+        }
+        if let Some(mesh) = &self.mesh {
+            mesh.begin_publish();
+        }
+        let skip_cid = match from {
+            Some(conn) if !echo => Some(conn.cid),
+            _ => None,
+        };
+        let mut delivered = false;
+        let mut full = false;
+        for key in &result.plain {
+            if Some(key.cid) != skip_cid {
+                let (d, f) = self.route(from, *key, p);
+                delivered |= d;
+                full |= f;
+            }
+        }
+        for group in &result.queues {
+            let members: Vec<SubKey> = group
+                .members
+                .iter()
+                .copied()
+                .filter(|k| Some(k.cid) != skip_cid)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let pick = members[(self.random() % members.len() as u64) as usize];
+            let (d, f) = self.route(from, pick, p);
+            delivered |= d;
+            full |= f;
+        }
+        (delivered, full)
+    }
+
+    fn route(&self, from: Option<&Rc<Conn>>, key: SubKey, p: &PubOp) -> (bool, bool) {
+        if key.shard == self.id {
+            let hdr_len = p.hdr_len;
+            match self.deliver_local(
+                key.cid,
+                key.sub,
+                &p.subject,
+                p.reply.as_deref(),
+                hdr_len,
+                &p.msg,
+            ) {
+                Delivered::Yes => (true, false),
+                Delivered::Stalled => {
+                    if let Some(conn) = from {
+                        if conn.cid != key.cid {
+                            conn.stalled_on.set(Some(key.cid));
+                        }
+                    }
+                    (true, false)
+                }
+                Delivered::No => (false, false),
+            }
+        } else {
+            let mesh = self.mesh.as_ref().expect("remote interest implies a mesh");
+            let full = mesh.add_target(
+                key.shard,
+                Target {
+                    cid: key.cid,
+                    sub: key.sub,
+                },
+                || ShardMsg::Deliver {
+                    subject: p.subject.clone(),
+                    reply: p.reply.clone(),
+                    hdr_len: p.hdr_len.map(|h| h as u32),
+                    msg: p.msg.clone(),
+                    targets: (0, 0),
+                },
+            );
+            (true, full)
+        }
+    }
+
+    /// Writes a message to one local subscription, honouring auto-unsubscribe.
+    fn deliver_local(
+        &self,
+        cid: u64,
+        sub: u32,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        hdr_len: Option<usize>,
+        msg: &[u8],
+    ) -> Delivered {
+        let Some(conn) = self.conns.borrow().get(&cid).cloned() else {
+            return Delivered::No;
+        };
+        let (verdict, done) = {
+            let mut st = conn.st.borrow_mut();
+            let Some(s) = st.subs.get_mut(&sub) else {
+                return Delivered::No;
+            };
+            if s.max.is_some_and(|max| s.delivered >= max) {
+                return Delivered::No;
+            }
+            s.delivered += 1;
+            let done = s.max.is_some_and(|max| s.delivered >= max);
+            let sid = s.sid.clone();
+            // A client that did not announce headers gets the payload only.
+            let (hdr_len, msg) = match hdr_len {
+                Some(h) if !st.opts.headers => (None, &msg[h..]),
+                other => (other, msg),
+            };
+            let verdict = conn
+                .out
+                .borrow_mut()
+                .push_msg(subject, &sid, reply, hdr_len, msg);
+            (verdict, done)
+        };
+        conn.wake_writer.notify();
+        if done {
+            self.drop_sub(&conn, sub);
+        }
+        match verdict {
+            Verdict::Ok => Delivered::Yes,
+            Verdict::Stall => Delivered::Stalled,
+            Verdict::Slow => {
+                crate::warn!(
+                    "{} - cid:{} - Slow Consumer Detected: MaxPending of {} exceeded",
+                    conn.peer,
+                    conn.cid,
+                    self.cfg.max_pending
+                );
+                conn.kill(CloseReason::SlowConsumer);
+                Delivered::Yes
+            }
+        }
+    }
+
+    /// Sends the 503 status to the publisher's own subscription on `reply`.
+    fn no_responders(&self, conn: &Conn, subject: &[u8], reply: &[u8]) {
+        let sid = {
+            let st = conn.st.borrow();
+            st.subs
+                .values()
+                .find(|s| subject::matches(&s.subject, reply))
+                .map(|s| s.sid.clone())
+        };
+        if let Some(sid) = sid {
+            let block = crate::protocol::headers::no_responders(subject);
+            conn.out
+                .borrow_mut()
+                .push_msg(reply, &sid, None, Some(block.len()), &block);
+            conn.wake_writer.notify();
+        }
+    }
+
+    fn client_sub(&self, conn: &Conn, subject: Bytes, queue: Option<Bytes>, sid: Bytes) -> Flow {
+        conn.st.borrow_mut().active = true;
+        // Queue names are not checked, as in nats-server.
+        if !subject::valid_subscribe(&subject) {
+            conn.send_err("Invalid Subject");
+            return Flow::Continue;
+        }
+        let sub = {
+            let mut st = conn.st.borrow_mut();
+            if st.sids.contains_key(&sid) {
+                drop(st);
+                self.ok(conn);
+                return Flow::Continue;
+            }
+            if st.subs.len() >= crate::limits::SUBS_PER_CONN_MAX {
+                drop(st);
+                conn.send_err("maximum subscriptions exceeded");
+                return Flow::Continue;
+            }
+            st.next_sub += 1;
+            let sub = st.next_sub;
+            st.sids.insert(sid.clone(), sub);
+            st.subs.insert(
+                sub,
+                LocalSub {
+                    sid,
+                    subject: subject.clone(),
+                    queue: queue.clone(),
+                    max: None,
+                    delivered: 0,
+                },
+            );
+            st.interest_changed = true;
+            sub
+        };
+        let key = SubKey {
+            cid: conn.cid,
+            sub,
+            shard: self.id,
+        };
+        self.interest
+            .borrow_mut()
+            .insert(&subject, queue.as_deref(), key);
+        let full = self.mesh.as_ref().is_some_and(|mesh| {
+            mesh.broadcast(|| ShardMsg::Sub {
+                key,
+                subject: subject.clone(),
+                queue: queue.clone(),
+            })
+        });
+        self.ok(conn);
+        if full {
+            Flow::FlushMesh
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn client_unsub(&self, conn: &Conn, sid: Bytes, max: Option<u64>) -> Flow {
+        let target = {
+            let mut st = conn.st.borrow_mut();
+            st.active = true;
+            match st.sids.get(&sid).copied() {
+                None => None,
+                Some(sub) => {
+                    let s = st.subs.get_mut(&sub).expect("sid index matches subs");
+                    match max {
+                        Some(max) if max > s.delivered => {
+                            s.max = Some(max);
+                            None
+                        }
+                        _ => Some(sub),
+                    }
+                }
+            }
+        };
+        if let Some(sub) = target {
+            self.drop_sub(conn, sub);
+        }
+        self.ok(conn);
+        Flow::Continue
+    }
+
+    /// Removes subscription `sub` of `conn` here and (by broadcast) everywhere.
+    pub fn drop_sub(&self, conn: &Conn, sub: u32) {
+        let removed = {
+            let mut st = conn.st.borrow_mut();
+            let removed = st.subs.remove(&sub);
+            if let Some(s) = &removed {
+                st.sids.remove(&s.sid);
+                st.interest_changed = true;
+            }
+            removed
+        };
+        let Some(s) = removed else { return };
+        let key = SubKey {
+            cid: conn.cid,
+            sub,
+            shard: self.id,
+        };
+        let was_there = self
+            .interest
+            .borrow_mut()
+            .remove(&s.subject, s.queue.as_deref(), key);
+        assert!(was_there, "local subscription missing from interest");
+        if let Some(mesh) = &self.mesh {
+            mesh.broadcast(|| ShardMsg::Unsub {
+                key,
+                subject: s.subject.clone(),
+                queue: s.queue.clone(),
+            });
+        }
+    }
+
+    /// Applies a batch from a peer shard, in order.
+    ///
+    /// Never waits on the data mesh (a receiver blocked on a full channel to a
+    /// peer whose receiver is blocked on us would deadlock): interest changes made
+    /// here are flushed by a separate task. It may wait on the reply mesh, whose
+    /// receivers never wait, and pauses at most once per batch for a congested
+    /// subscriber (back-pressure on the sending shard through the full channel).
+    pub async fn apply_batch(self: &Rc<Self>, batch: Batch) {
+        let from = batch.from;
+        let mut stalled: Option<u64> = None;
+        for msg in batch.msgs {
+            match msg {
+                ShardMsg::Sub {
+                    key,
+                    subject,
+                    queue,
+                } => {
+                    assert_eq!(
+                        key.shard, from,
+                        "interest change from a shard that does not own it"
+                    );
+                    self.interest
+                        .borrow_mut()
+                        .insert(&subject, queue.as_deref(), key);
+                }
+                ShardMsg::Unsub {
+                    key,
+                    subject,
+                    queue,
+                } => {
+                    self.interest
+                        .borrow_mut()
+                        .remove(&subject, queue.as_deref(), key);
+                }
+                ShardMsg::Deliver {
+                    subject,
+                    reply,
+                    hdr_len,
+                    msg,
+                    targets,
+                } => {
+                    let list = &batch.targets[targets.0 as usize..targets.1 as usize];
+                    for t in list {
+                        let outcome = self.deliver_local(
+                            t.cid,
+                            t.sub,
+                            &subject,
+                            reply.as_deref(),
+                            hdr_len.map(|h| h as usize),
+                            &msg,
+                        );
+                        if let Delivered::Stalled = outcome {
+                            stalled = Some(t.cid);
+                        }
+                    }
+                }
+                ShardMsg::Barrier { cid } => {
+                    let mesh = self.mesh.as_ref().expect("barrier implies a mesh");
+                    mesh.ack(from, cid).await;
+                }
+            }
+        }
+        if self.mesh.as_ref().is_some_and(|m| m.has_open()) {
+            let shard = self.clone();
+            glommio::spawn_local(async move { shard.flush_mesh().await }).detach();
+        }
+        if let Some(cid) = stalled {
+            let conn = self.conns.borrow().get(&cid).cloned();
+            if let Some(conn) = conn {
+                stall_while_full(&conn).await;
+            }
+        }
+    }
+}

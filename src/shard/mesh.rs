@@ -1,0 +1,167 @@
+//! The bounded channel mesh between shards, and per-peer batching.
+//!
+//! Two full meshes connect every pair of shards:
+//! - data (`Batch`, capacity `MESH_CHANNEL_BATCHES`): interest changes, deliveries
+//!   and barriers, in the order the sending shard produced them;
+//! - replies (`BarrierAck`, capacity `MESH_ACK_CHANNEL_MSGS`): barrier confirmations.
+//!   Their receivers never send, so request chains form a DAG and cannot deadlock.
+//!
+//! Outgoing messages collect in one open batch per peer; `flush` sends every
+//! non-empty batch. A full channel suspends the flushing task (back-pressure on
+//! the connection whose input produced the messages); nothing is dropped.
+
+use std::cell::{Cell, RefCell};
+
+use glommio::channels::channel_mesh::{Receivers, Senders};
+
+use crate::limits::{MESH_BATCH_BYTES_MAX, MESH_BATCH_MSGS_MAX};
+use crate::shard::msg::{BarrierAck, Batch, ShardMsg, Target};
+
+pub struct Mesh {
+    id: u16,
+    data_tx: Senders<Batch>,
+    ack_tx: Senders<BarrierAck>,
+    open: RefCell<Vec<Batch>>,
+    /// Per peer: (publish number, index in `msgs`) of the Deliver that the current
+    /// publish is adding targets to.
+    current: RefCell<Vec<Option<(u64, usize)>>>,
+    publish_seq: Cell<u64>,
+}
+
+/// Receiving ends, handed to the shard's receiver tasks at startup.
+pub struct MeshReceivers {
+    pub data: Receivers<Batch>,
+    pub acks: Receivers<BarrierAck>,
+}
+
+impl Mesh {
+    pub fn new(data_tx: Senders<Batch>, ack_tx: Senders<BarrierAck>) -> Mesh {
+        let id = data_tx.peer_id() as u16;
+        assert_eq!(
+            ack_tx.peer_id(),
+            data_tx.peer_id(),
+            "meshes must agree on shard ids"
+        );
+        let peers = data_tx.nr_consumers();
+        Mesh {
+            id,
+            data_tx,
+            ack_tx,
+            open: RefCell::new((0..peers).map(|p| new_batch(id, p as u16)).collect()),
+            current: RefCell::new(vec![None; peers]),
+            publish_seq: Cell::new(0),
+        }
+    }
+
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    pub fn peers(&self) -> usize {
+        self.open.borrow().len()
+    }
+
+    /// Starts a new publish: targets added after this go in a new Deliver.
+    pub fn begin_publish(&self) {
+        self.publish_seq.set(self.publish_seq.get() + 1);
+    }
+
+    /// Adds `target` on shard `peer` for the current publish; the message itself
+    /// is queued once per peer, on its first target.
+    pub fn add_target(&self, peer: u16, target: Target, make: impl FnOnce() -> ShardMsg) -> bool {
+        let seq = self.publish_seq.get();
+        let mut open = self.open.borrow_mut();
+        let batch = &mut open[usize::from(peer)];
+        let mut current = self.current.borrow_mut();
+        let slot = &mut current[usize::from(peer)];
+        let index = match *slot {
+            Some((s, index)) if s == seq => index,
+            _ => {
+                let start = batch.targets.len() as u32;
+                let mut msg = make();
+                if let ShardMsg::Deliver {
+                    targets, msg: body, ..
+                } = &mut msg
+                {
+                    *targets = (start, start);
+                    batch.bytes += body.len();
+                }
+                batch.msgs.push(msg);
+                *slot = Some((seq, batch.msgs.len() - 1));
+                batch.msgs.len() - 1
+            }
+        };
+        batch.targets.push(target);
+        if let Some(ShardMsg::Deliver { targets, .. }) = batch.msgs.get_mut(index) {
+            targets.1 += 1;
+        }
+        is_full(batch)
+    }
+
+    /// Queues `msg` for every peer.
+    pub fn broadcast(&self, msg: impl Fn() -> ShardMsg) -> bool {
+        let mut full = false;
+        for (peer, batch) in self.open.borrow_mut().iter_mut().enumerate() {
+            if peer != usize::from(self.id) {
+                batch.msgs.push(msg());
+                full |= is_full(batch);
+            }
+        }
+        full
+    }
+
+    /// Queues `msg` for one peer.
+    pub fn push(&self, peer: u16, msg: ShardMsg) {
+        self.open.borrow_mut()[usize::from(peer)].msgs.push(msg);
+    }
+
+    /// True when some batch holds messages not yet sent.
+    pub fn has_open(&self) -> bool {
+        self.open.borrow().iter().any(|b| !b.msgs.is_empty())
+    }
+
+    /// Sends every non-empty open batch, waiting while a channel is full.
+    pub async fn flush(&self) {
+        for peer in 0..self.peers() {
+            if peer == usize::from(self.id) {
+                continue;
+            }
+            let batch = {
+                let mut open = self.open.borrow_mut();
+                if open[peer].msgs.is_empty() {
+                    continue;
+                }
+                self.current.borrow_mut()[peer] = None;
+                std::mem::replace(&mut open[peer], new_batch(self.id, peer as u16))
+            };
+            if self.data_tx.send_to(peer, batch).await.is_err() {
+                // Only happens when a peer has stopped during shutdown.
+                crate::debug!("shard {}: peer {peer} gone, batch dropped", self.id);
+            }
+        }
+    }
+
+    /// Confirms a barrier to the shard that asked.
+    pub async fn ack(&self, peer: u16, cid: u64) {
+        if self
+            .ack_tx
+            .send_to(usize::from(peer), BarrierAck { cid })
+            .await
+            .is_err()
+        {
+            crate::debug!("shard {}: peer {peer} gone, barrier ack dropped", self.id);
+        }
+    }
+}
+
+fn new_batch(from: u16, to: u16) -> Batch {
+    Batch {
+        from,
+        to,
+        ..Batch::default()
+    }
+}
+
+fn is_full(batch: &Batch) -> bool {
+    batch.msgs.len() >= MESH_BATCH_MSGS_MAX || batch.bytes >= MESH_BATCH_BYTES_MAX
+}

@@ -1,0 +1,105 @@
+//! Subject rules: validation of subscription and publish subjects, and the token
+//! trie that maps subjects to interest (`trie`).
+//!
+//! Tokens are separated by `.`; a token that is exactly `*` matches one token and a
+//! token that is exactly `>` matches one or more trailing tokens. A `*` or `>`
+//! inside a longer token is a literal character, as in nats-server.
+
+pub mod trie;
+
+/// True when `subject` is a valid subscription subject: non-empty tokens, no
+/// whitespace, `>` only as the last token.
+pub fn valid_subscribe(subject: &[u8]) -> bool {
+    valid(subject, true)
+}
+
+/// True when `subject` is a valid literal publish subject (no wildcard tokens).
+pub fn valid_publish(subject: &[u8]) -> bool {
+    valid(subject, false)
+}
+
+fn valid(subject: &[u8], wildcards: bool) -> bool {
+    if subject.is_empty() {
+        return false;
+    }
+    let mut tokens = subject.split(|b| *b == b'.').peekable();
+    while let Some(token) = tokens.next() {
+        if token.is_empty() || token.iter().any(|b| b.is_ascii_whitespace()) {
+            return false;
+        }
+        if token == b"*" || token == b">" {
+            if !wildcards {
+                return false;
+            }
+            if token == b">" && tokens.peek().is_some() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// True when `subject` (literal) is matched by `pattern` (may hold wildcards).
+pub fn matches(pattern: &[u8], subject: &[u8]) -> bool {
+    let mut p = pattern.split(|b| *b == b'.');
+    let mut s = subject.split(|b| *b == b'.');
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return true,
+            (Some(b">"), Some(_)) => return true,
+            (Some(b"*"), Some(_)) => {}
+            (Some(pt), Some(st)) if pt == st => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_sub(subject: &str, expected: bool) {
+        assert_eq!(valid_subscribe(subject.as_bytes()), expected, "{subject:?}");
+    }
+
+    #[test]
+    fn subscribe_subjects_follow_nats_rules() {
+        check_sub("foo", true);
+        check_sub("foo.bar", true);
+        check_sub("foo.*", true);
+        check_sub("*", true);
+        check_sub(">", true);
+        check_sub("foo.>", true);
+        check_sub("foo.*.>", true);
+        check_sub("fo*o", true);
+        check_sub("foo>", true);
+        check_sub("", false);
+        check_sub("foo..bar", false);
+        check_sub(".foo", false);
+        check_sub("foo.", false);
+        check_sub("foo.>.bar", false);
+        check_sub("foo bar", false);
+        check_sub("foo\tbar", false);
+    }
+
+    #[test]
+    fn publish_subjects_are_literal() {
+        assert!(valid_publish(b"foo.bar"));
+        assert!(valid_publish(b"_INBOX.abc"));
+        assert!(!valid_publish(b"foo.*"));
+        assert!(!valid_publish(b"foo.>"));
+        assert!(!valid_publish(b"foo..bar"));
+    }
+
+    #[test]
+    fn pattern_matching() {
+        assert!(matches(b"foo.*", b"foo.bar"));
+        assert!(!matches(b"foo.*", b"foo.bar.baz"));
+        assert!(matches(b"foo.>", b"foo.bar.baz"));
+        assert!(!matches(b"foo.>", b"foo"));
+        assert!(matches(b">", b"a"));
+        assert!(matches(b"a.b", b"a.b"));
+        assert!(!matches(b"a.b", b"a.c"));
+        assert!(!matches(b"a.b.c", b"a.b"));
+    }
+}

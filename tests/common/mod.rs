@@ -1,0 +1,257 @@
+//! Test support: start the real `jetcore` binary on an ephemeral loopback port and
+//! talk to it with async-nats or raw TCP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub shards: usize,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    pub fn start(shards: usize) -> Server {
+        Server::start_with(shards, &[])
+    }
+
+    pub fn start_with(shards: usize, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetcore"));
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "--shards",
+            &shards.to_string(),
+        ]);
+        cmd.args(extra);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        #[allow(clippy::zombie_processes)] // reaped in Drop
+        let mut child = cmd.spawn().expect("start jetcore");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("server did not report its port in time");
+            if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                let port = addr.rsplit(':').next().unwrap().trim().parse().unwrap();
+                return Server {
+                    child,
+                    port,
+                    shards,
+                    log: rx,
+                };
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.expect("connect")
+    }
+
+    /// A client whose connection landed on shard `shard` (cid % shards).
+    pub async fn client_on(&self, shard: usize) -> async_nats::Client {
+        for _ in 0..200 {
+            let c = self.client().await;
+            if c.server_info().client_id as usize % self.shards == shard {
+                return c;
+            }
+        }
+        panic!("no connection landed on shard {shard}");
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A raw protocol connection with the INFO line already read.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub info: String,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut raw = Raw {
+            stream,
+            info: String::new(),
+        };
+        let line = raw.read_line();
+        assert!(line.starts_with("INFO {"), "{line}");
+        raw.info = line;
+        raw
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Reads one line (through CRLF).
+    pub fn read_line(&mut self) -> String {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match self.stream.read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => {
+                    line.push(byte[0]);
+                    if line.ends_with(b"\r\n") {
+                        break;
+                    }
+                }
+                Err(e) => panic!(
+                    "read failed after {:?}: {e}",
+                    String::from_utf8_lossy(&line)
+                ),
+            }
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        self.stream.read_exact(&mut buf).expect("read_exact");
+        buf
+    }
+
+    /// Sends PING and returns everything received before the PONG.
+    pub fn flush(&mut self) -> String {
+        self.send(b"PING\r\n");
+        let mut got = String::new();
+        loop {
+            let line = self.read_line();
+            assert!(
+                !line.is_empty(),
+                "connection closed before PONG; got {got:?}"
+            );
+            if line == "PONG\r\n" {
+                return got;
+            }
+            got.push_str(&line);
+        }
+    }
+
+    /// Reads until the server closes the connection (or `timeout`); returns the bytes
+    /// and whether it closed.
+    pub fn read_until_closed(&mut self, timeout: Duration) -> (String, bool) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(_) => break false,
+            }
+        };
+        (String::from_utf8_lossy(&all).into_owned(), closed)
+    }
+}
+
+/// The shard counts every cross-shard scenario runs with.
+pub const SHARD_COUNTS: [usize; 3] = [1, 2, 4];
+
+/// Makes sure the subscriptions `subscriber` made so far are in force where
+/// `publisher` publishes. async-nats's `flush()` only writes the socket buffer
+/// (no PING round trip), so a test must not rely on it alone: a probe
+/// subscription made after the others travels the same ordered path between
+/// shards, and once a probe message gets through, everything before it has too.
+pub async fn sync_interest(subscriber: &async_nats::Client, publisher: &async_nats::Client) {
+    use futures::StreamExt;
+    let probe = format!("_probe.{}", subscriber.server_info().client_id);
+    let mut sub = subscriber
+        .subscribe(probe.clone())
+        .await
+        .expect("probe subscribe");
+    subscriber.flush().await.expect("flush");
+    for _ in 0..500 {
+        publisher
+            .publish(probe.clone(), bytes::Bytes::new())
+            .await
+            .expect("probe publish");
+        publisher.flush().await.expect("flush");
+        if tokio::time::timeout(Duration::from_millis(10), sub.next())
+            .await
+            .is_ok()
+        {
+            sub.unsubscribe().await.expect("probe unsubscribe");
+            subscriber.flush().await.expect("flush");
+            return;
+        }
+    }
+    panic!("interest never reached the publisher's shard");
+}
