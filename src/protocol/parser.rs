@@ -198,19 +198,18 @@ impl Parser {
 
     fn start_pub(
         &mut self,
-        args: Vec<Bytes>,
+        args: Args,
         headers: bool,
         buf: &mut BytesMut,
     ) -> Result<Option<ClientOp>, ParseError> {
         let sizes = if headers { 2 } else { 1 };
-        if args.len() < 1 + sizes || args.len() > 2 + sizes {
+        if args.count < 1 + sizes || args.count > 2 + sizes {
             return Err(ParseError::BadPubArgs);
         }
-        let (names, sizes) = args.split_at(args.len() - sizes);
-        let total =
-            parse_size(sizes.last().expect("size argument")).ok_or(ParseError::BadPubArgs)?;
+        let names = args.count - sizes;
+        let total = parse_size(args.get(args.count - 1)).ok_or(ParseError::BadPubArgs)?;
         let hdr_len = if headers {
-            let h = parse_size(&sizes[0]).ok_or(ParseError::BadPubArgs)?;
+            let h = parse_size(args.get(names)).ok_or(ParseError::BadPubArgs)?;
             if h > total {
                 return Err(ParseError::BadPubArgs);
             }
@@ -222,9 +221,11 @@ impl Parser {
         if total > self.payload_max {
             return Err(ParseError::PayloadTooBig);
         }
+        let reply = (names == 2).then(|| args.get(1).clone());
+        let [subject, ..] = args.items;
         self.awaiting = Some(AwaitPayload {
-            subject: names[0].clone(),
-            reply: names.get(1).cloned(),
+            subject,
+            reply,
             hdr_len,
             total,
         });
@@ -279,15 +280,34 @@ fn skip_blanks(line: &[u8], mut at: usize) -> usize {
     at
 }
 
-fn split_args(line: &Bytes, start: usize) -> Vec<Bytes> {
-    let mut args = Vec::with_capacity(4);
+/// Up to four arguments of a control line (HPUB has the most), without
+/// allocating; `count` says how many were present, even past four.
+struct Args {
+    items: [Bytes; 4],
+    count: usize,
+}
+
+impl Args {
+    fn get(&self, i: usize) -> &Bytes {
+        &self.items[i]
+    }
+}
+
+fn split_args(line: &Bytes, start: usize) -> Args {
+    let mut args = Args {
+        items: Default::default(),
+        count: 0,
+    };
     let mut at = start;
     while at < line.len() {
         let end = line[at..]
             .iter()
             .position(|b| *b == b' ' || *b == b'\t')
             .map_or(line.len(), |i| i + at);
-        args.push(line.slice(at..end));
+        if args.count < args.items.len() {
+            args.items[args.count] = line.slice(at..end);
+        }
+        args.count += 1;
         at = skip_blanks(line, end);
     }
     args
@@ -308,45 +328,34 @@ fn parse_size(digits: &[u8]) -> Option<usize> {
     Some(n)
 }
 
-fn parse_sub(mut args: Vec<Bytes>) -> Result<ClientOp, ParseError> {
-    match args.len() {
-        2 => {
-            let sid = args.pop().expect("two args");
-            let subject = args.pop().expect("two args");
-            Ok(ClientOp::Sub {
-                subject,
-                queue: None,
-                sid,
-            })
-        }
-        3 => {
-            let sid = args.pop().expect("three args");
-            let queue = args.pop();
-            let subject = args.pop().expect("three args");
-            Ok(ClientOp::Sub {
-                subject,
-                queue,
-                sid,
-            })
-        }
+fn parse_sub(args: Args) -> Result<ClientOp, ParseError> {
+    let count = args.count;
+    let [a, b, c, _] = args.items;
+    match count {
+        2 => Ok(ClientOp::Sub {
+            subject: a,
+            queue: None,
+            sid: b,
+        }),
+        3 => Ok(ClientOp::Sub {
+            subject: a,
+            queue: Some(b),
+            sid: c,
+        }),
         _ => Err(ParseError::BadSubArgs),
     }
 }
 
-fn parse_unsub(mut args: Vec<Bytes>) -> Result<ClientOp, ParseError> {
-    match args.len() {
-        1 => Ok(ClientOp::Unsub {
-            sid: args.pop().expect("one arg"),
-            max: None,
+fn parse_unsub(args: Args) -> Result<ClientOp, ParseError> {
+    let count = args.count;
+    let [sid, max, ..] = args.items;
+    match count {
+        1 => Ok(ClientOp::Unsub { sid, max: None }),
+        // A max that is not a positive number unsubscribes at once (as 0 does).
+        2 => Ok(ClientOp::Unsub {
+            sid,
+            max: Some(parse_size(&max).unwrap_or(0) as u64),
         }),
-        2 => {
-            // A max that is not a positive number unsubscribes at once (as 0 does).
-            let max = parse_size(&args[1]).unwrap_or(0) as u64;
-            Ok(ClientOp::Unsub {
-                sid: args.swap_remove(0),
-                max: Some(max),
-            })
-        }
         _ => Err(ParseError::BadUnsubArgs),
     }
 }

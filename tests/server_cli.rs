@@ -1,0 +1,100 @@
+//! Starting and stopping the server the way users do: flags, signals, exit codes.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::Server;
+
+fn jetcore(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_jetcore"))
+        .args(args)
+        .output()
+        .expect("run jetcore")
+}
+
+#[test]
+fn sigterm_flushes_and_exits_zero() {
+    let server = Server::start(2);
+    let mut sub = server.raw();
+    sub.send(b"CONNECT {\"verbose\":false}\r\nSUB x 1\r\n");
+    sub.flush();
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
+    let (_, closed) = sub.read_until_closed(Duration::from_secs(2));
+    assert!(closed, "clients are disconnected on shutdown");
+}
+
+#[test]
+fn startup_log_names_version_address_shards_and_store() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetcore"))
+        .args(["-a", "127.0.0.1", "-p", "-1", "--shards", "3"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("Starting jetcore version"), "{first}");
+    assert!(first.contains("127.0.0.1:"), "{first}");
+    assert!(first.contains("3 shard(s)"), "{first}");
+    assert!(first.contains("store dir"), "{first}");
+}
+
+#[test]
+fn unsupported_nats_server_flags_are_refused_clearly() {
+    for args in [
+        &["--tls"][..],
+        &["-c", "nats.conf"],
+        &["--user", "u"],
+        &["-m", "8222"],
+    ] {
+        let out = jetcore(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not supported yet"), "{args:?}: {err}");
+    }
+    let out = jetcore(&["-js"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JetStream"));
+    let out = jetcore(&["--no-such-flag"]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn version_and_help() {
+    let out = jetcore(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("jetcore version"));
+    let out = jetcore(&["-h"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--addr", "--port", "--name", "--shards", "--debug", "--trace",
+    ] {
+        assert!(help.contains(flag), "help mentions {flag}");
+    }
+}
+
+#[test]
+fn port_in_use_is_an_error_not_a_shared_port() {
+    let server = Server::start(1);
+    let port = server.port.to_string();
+    let out = jetcore(&["-a", "127.0.0.1", "-p", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Error listening on port"), "{err}");
+}
+
+#[test]
+fn more_shards_than_cores_serve_clients() {
+    let server = Server::start(8);
+    for _ in 0..16 {
+        let mut raw = server.raw();
+        raw.send(b"CONNECT {\"verbose\":false}\r\nSUB a 1\r\nPUB a 2\r\nhi\r\n");
+        assert_eq!(raw.read_line(), "MSG a 1 2\r\n");
+    }
+}
