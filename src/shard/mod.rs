@@ -184,8 +184,23 @@ pub async fn run(
 ) -> Result<(), String> {
     let (mesh, receivers) = match meshes {
         Some(setup) => {
-            let (data_tx, data_rx) = setup.data.join().await.map_err(|e| format!("mesh: {e}"))?;
-            let (ack_tx, ack_rx) = setup.acks.join().await.map_err(|e| format!("mesh: {e}"))?;
+            // glommio wakes tasks waiting for a channel's peer to connect only when
+            // its reactor runs; a parked executor would never run it. Tick until
+            // both meshes are joined.
+            let joined = Rc::new(Cell::new(false));
+            let ticking = joined.clone();
+            glommio::spawn_local(async move {
+                while !ticking.get() {
+                    glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            })
+            .detach();
+            let data = setup.data.join().await;
+            let acks = setup.acks.join().await;
+            joined.set(true);
+            let (data_tx, data_rx) = data.map_err(|e| format!("mesh: {e}"))?;
+            let (ack_tx, ack_rx) = acks.map_err(|e| format!("mesh: {e}"))?;
+            crate::debug!("shard {index} is mesh peer {}", data_tx.peer_id());
             (
                 Some(Mesh::new(data_tx, ack_tx)),
                 Some(MeshReceivers {
