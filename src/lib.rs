@@ -13,6 +13,7 @@
 //! - `shard`: the per-core root that owns all of the above on its core.
 //! - `server`: process startup: executors, signals, exit codes.
 
+pub mod bench;
 pub mod config;
 pub mod limits;
 pub mod log;

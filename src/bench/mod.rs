@@ -1,0 +1,9 @@
+//! `jetcore-bench`, the load generator: client-side protocol (`wire`), latency
+//! maths (`latency`), the modes (`run`), reports (`report`) and the side-by-side
+//! comparison with nats-server (`compare`).
+
+pub mod compare;
+pub mod latency;
+pub mod report;
+pub mod run;
+pub mod wire;

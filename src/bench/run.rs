@@ -1,0 +1,638 @@
+//! The load generator's modes, run thread-per-core: one glommio executor per
+//! worker (default: online CPUs), clients spread over them round-robin.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+
+use crate::bench::latency::{intended_offset, new_histogram};
+use crate::bench::wire::{connect, encode_pub, Reader, ServerOp, Writer};
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Publishers only.
+    Pub,
+    /// Subscribers only (publish from elsewhere).
+    Sub,
+    /// Subscribers and publishers together; every subscriber gets every message.
+    PubSub,
+    /// Requesters, with in-process responders unless `responders` is 0.
+    Request,
+    /// Responders only, for `--duration`.
+    Reply,
+    /// JetStream publish with acks (window 1 = synchronous).
+    JsPub,
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub mode: Mode,
+    /// `host:port`
+    pub server: String,
+    pub msgs: u64,
+    pub size: usize,
+    pub pubs: usize,
+    pub subs: usize,
+    pub responders: usize,
+    pub subject: String,
+    pub multisubject: bool,
+    /// Total msgs/s over all publishers (open loop); `None` = as fast as possible.
+    pub rate: Option<f64>,
+    /// Upper bound on the whole run.
+    pub duration: Duration,
+    pub window: usize,
+    pub stream: String,
+    pub storage: String,
+    pub workers: usize,
+}
+
+/// One client's count and active time.
+#[derive(Debug, Clone)]
+pub struct ClientStat {
+    pub msgs: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub pubs: Vec<ClientStat>,
+    pub subs: Vec<ClientStat>,
+    pub latency: Histogram<u64>,
+    pub elapsed: Duration,
+}
+
+enum Role {
+    Publisher(usize),
+    Subscriber(usize),
+    Requester(usize),
+    Responder(usize),
+}
+
+enum Report {
+    Pub(ClientStat),
+    Sub(ClientStat, Histogram<u64>),
+    Failed(String),
+}
+
+/// Process-wide clock origin: payloads carry nanoseconds since it, so senders and
+/// receivers in this process compare times directly.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+/// Runs `spec` to completion or until its duration bound; errors name the cause.
+pub fn run(spec: &Spec) -> Result<Outcome, String> {
+    validate(spec)?;
+    epoch();
+    if spec.mode == Mode::JsPub {
+        js_create_stream(spec)?;
+    }
+    let mut roles = Vec::new();
+    match spec.mode {
+        Mode::Pub | Mode::JsPub => roles.extend((0..spec.pubs).map(Role::Publisher)),
+        Mode::Sub => roles.extend((0..spec.subs).map(Role::Subscriber)),
+        Mode::PubSub => {
+            roles.extend((0..spec.subs).map(Role::Subscriber));
+            roles.extend((0..spec.pubs).map(Role::Publisher));
+        }
+        Mode::Request => {
+            roles.extend((0..spec.responders).map(Role::Responder));
+            roles.extend((0..spec.pubs).map(Role::Requester));
+        }
+        Mode::Reply => roles.extend((0..spec.responders.max(1)).map(Role::Responder)),
+    }
+    let workers = spec.workers.max(1).min(roles.len().max(1));
+    let mut per_worker: Vec<Vec<Role>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, role) in roles.into_iter().enumerate() {
+        per_worker[i % workers].push(role);
+    }
+    // Everyone connects and subscribes, then all start together.
+    let ready = Arc::new(Barrier::new(workers));
+    // Responders on one worker must outlive requesters on every other worker.
+    let working = Arc::new(AtomicUsize::new(if spec.mode == Mode::Request {
+        spec.pubs
+    } else {
+        0
+    }));
+    let (tx, rx) = sync_channel::<Report>(spec.pubs + spec.subs + spec.responders + 8);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for (w, roles) in per_worker.into_iter().enumerate() {
+        let spec = spec.clone();
+        let ready = ready.clone();
+        let tx = tx.clone();
+        let working = working.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(w % cpus))
+            .name(&format!("bench-{w}"))
+            .io_memory(256 * 1024)
+            .spawn(move || worker(spec, roles, ready, working, tx))
+            .map_err(|e| format!("cannot start a load-generator executor: {e}"))?;
+        handles.push(handle);
+    }
+    drop(tx);
+    let mut outcome = Outcome {
+        pubs: Vec::new(),
+        subs: Vec::new(),
+        latency: new_histogram(),
+        elapsed: Duration::ZERO,
+    };
+    let mut failure = None;
+    for report in rx.iter() {
+        match report {
+            Report::Pub(stat) => outcome.pubs.push(stat),
+            Report::Sub(stat, h) => {
+                outcome
+                    .latency
+                    .add(&h)
+                    .map_err(|e| format!("histogram: {e:?}"))?;
+                outcome.subs.push(stat);
+            }
+            Report::Failed(e) => failure = failure.or(Some(e)),
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    outcome.elapsed = start.elapsed();
+    if spec.mode == Mode::JsPub {
+        js_delete_stream(spec);
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
+fn validate(spec: &Spec) -> Result<(), String> {
+    let stamped = matches!(spec.mode, Mode::PubSub | Mode::Request);
+    if stamped && spec.size < 8 {
+        return Err(
+            "--size must be at least 8 bytes in this mode (payloads carry a timestamp)".into(),
+        );
+    }
+    if matches!(
+        spec.mode,
+        Mode::Pub | Mode::PubSub | Mode::Request | Mode::JsPub
+    ) && spec.pubs == 0
+    {
+        return Err("need at least one publisher (--pub / --clients)".into());
+    }
+    if matches!(spec.mode, Mode::Sub | Mode::PubSub) && spec.subs == 0 {
+        return Err("need at least one subscriber (--sub)".into());
+    }
+    if spec.msgs == 0 {
+        return Err("--msgs must be at least 1".into());
+    }
+    if spec.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err("--rate must be positive".into());
+    }
+    if spec.window == 0 {
+        return Err("--window must be at least 1".into());
+    }
+    Ok(())
+}
+
+async fn worker(
+    spec: Spec,
+    roles: Vec<Role>,
+    ready: Arc<Barrier>,
+    working: Arc<AtomicUsize>,
+    tx: std::sync::mpsc::SyncSender<Report>,
+) {
+    let deadline = Instant::now() + spec.duration;
+    let mut prepared = Vec::new();
+    for role in roles {
+        match prepare(&spec, &role).await {
+            Ok(conn) => prepared.push((role, conn)),
+            Err(e) => {
+                let _ = tx.send(Report::Failed(e));
+                ready.wait();
+                return;
+            }
+        }
+    }
+    // Setup is over on this thread; blocking here is deliberate and brief.
+    ready.wait();
+    let mut tasks = Vec::new();
+    for (role, (reader, writer)) in prepared {
+        let is_responder = matches!(role, Role::Responder(_));
+        let spec = spec.clone();
+        let tx = tx.clone();
+        let working = working.clone();
+        let task = glommio::spawn_local(async move {
+            let report = match role {
+                Role::Publisher(i) => publisher(&spec, i, reader, writer).await.map(Report::Pub),
+                Role::Subscriber(_) => subscriber(&spec, reader, writer)
+                    .await
+                    .map(|(s, h)| Report::Sub(s, h)),
+                Role::Requester(i) => {
+                    let done = requester(&spec, i, reader, writer)
+                        .await
+                        .map(|(s, h)| Report::Sub(s, h));
+                    working.fetch_sub(1, Ordering::SeqCst);
+                    done
+                }
+                Role::Responder(_) => responder(reader, writer).await.map(Report::Pub),
+            };
+            let _ = tx.send(report.unwrap_or_else(Report::Failed));
+        });
+        tasks.push((is_responder, task));
+    }
+    let (responders, others): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|(r, _)| *r);
+    let bounded = async {
+        for (_, t) in others {
+            t.await;
+        }
+        if spec.mode == Mode::Reply {
+            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        }
+        while working.load(Ordering::SeqCst) > 0 {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let timeout = glommio::timer::sleep(deadline.saturating_duration_since(Instant::now()));
+    if futures_lite::future::or(
+        async {
+            bounded.await;
+            true
+        },
+        async {
+            timeout.await;
+            false
+        },
+    )
+    .await
+    {
+        for (_, t) in responders {
+            t.cancel().await;
+        }
+    } else if spec.mode != Mode::Reply {
+        let _ = tx.send(Report::Failed(format!(
+            "run did not finish within {:?} (--duration)",
+            spec.duration
+        )));
+    }
+}
+
+async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
+    let name = match role {
+        Role::Publisher(i) => format!("pub-{i}"),
+        Role::Subscriber(i) => format!("sub-{i}"),
+        Role::Requester(i) => format!("req-{i}"),
+        Role::Responder(i) => format!("rep-{i}"),
+    };
+    let (mut reader, writer) = connect(&spec.server, &name).await?;
+    let sub = match role {
+        Role::Subscriber(i) => Some(if spec.multisubject {
+            format!("SUB {}.> {}\r\n", spec.subject, i + 1)
+        } else {
+            format!("SUB {} 1\r\n", spec.subject)
+        }),
+        Role::Requester(i) => Some(format!("SUB _INBOX.bench.{i}.* 1\r\n")),
+        Role::Responder(_) => Some(format!("SUB {} bench-responders 1\r\n", spec.subject)),
+        Role::Publisher(i) if spec.mode == Mode::JsPub => {
+            Some(format!("SUB _INBOX.js.{i}.* 1\r\n"))
+        }
+        Role::Publisher(_) => None,
+    };
+    if let Some(sub) = sub {
+        writer.write_all(sub.as_bytes()).await?;
+        writer.write_all(b"PING\r\n").await?;
+        reader.until_pong(&writer).await?;
+    }
+    Ok((reader, writer))
+}
+
+fn subject_for(spec: &Spec, publisher: usize) -> String {
+    if spec.multisubject {
+        format!("{}.{publisher}", spec.subject)
+    } else {
+        spec.subject.clone()
+    }
+}
+
+fn share(total: u64, parts: usize, index: usize) -> u64 {
+    let parts = parts as u64;
+    total / parts + u64::from((index as u64) < total % parts)
+}
+
+fn payload(size: usize, stamp: u64) -> Vec<u8> {
+    let mut p = vec![b'x'; size];
+    if size >= 8 {
+        p[..8].copy_from_slice(&stamp.to_le_bytes());
+    }
+    p
+}
+
+async fn publisher(
+    spec: &Spec,
+    index: usize,
+    mut reader: Reader,
+    writer: Writer,
+) -> Result<ClientStat, String> {
+    if spec.mode == Mode::JsPub {
+        return js_publisher(spec, index, reader, writer).await;
+    }
+    let count = share(spec.msgs, spec.pubs, index);
+    let subject = subject_for(spec, index);
+    let rate = spec.rate.map(|r| r / spec.pubs as f64);
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(128 * 1024);
+    let mut sent = 0u64;
+    while sent < count {
+        if let Some(rate) = rate {
+            // Open loop: send what is due, stamped with when it was due.
+            let due = intended_offset(sent, rate);
+            let now = start.elapsed();
+            if due > now {
+                glommio::timer::sleep(due - now).await;
+            }
+            let now = start.elapsed();
+            while sent < count && intended_offset(sent, rate) <= now && out.len() < 64 * 1024 {
+                let intended = start + intended_offset(sent, rate);
+                let stamp = intended.duration_since(epoch()).as_nanos() as u64;
+                encode_pub(
+                    &mut out,
+                    subject.as_bytes(),
+                    None,
+                    &payload(spec.size, stamp),
+                );
+                sent += 1;
+            }
+        } else {
+            let stamp = now_ns();
+            let body = payload(spec.size, stamp);
+            while sent < count && out.len() < 64 * 1024 {
+                encode_pub(&mut out, subject.as_bytes(), None, &body);
+                sent += 1;
+            }
+        }
+        writer.write_all(&out).await?;
+        out.clear();
+    }
+    // The server has processed everything once it answers a PING.
+    writer.write_all(b"PING\r\n").await?;
+    reader.until_pong(&writer).await?;
+    Ok(ClientStat {
+        msgs: count,
+        bytes: count * spec.size as u64,
+        elapsed: start.elapsed(),
+    })
+}
+
+async fn subscriber(
+    spec: &Spec,
+    mut reader: Reader,
+    writer: Writer,
+) -> Result<(ClientStat, Histogram<u64>), String> {
+    let mut hist = new_histogram();
+    let mut got = 0u64;
+    let mut start = None;
+    while got < spec.msgs {
+        match reader.next().await? {
+            ServerOp::Msg { msg, .. } => {
+                start.get_or_insert_with(Instant::now);
+                got += 1;
+                if msg.len() >= 8 && spec.mode == Mode::PubSub {
+                    let sent = u64::from_le_bytes(msg[..8].try_into().expect("8 bytes"));
+                    hist.record(now_ns().saturating_sub(sent).max(1))
+                        .map_err(|e| format!("{e:?}"))?;
+                }
+            }
+            ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
+            _ => {}
+        }
+    }
+    let elapsed = start.map_or(Duration::ZERO, |s| s.elapsed());
+    Ok((
+        ClientStat {
+            msgs: got,
+            bytes: got * spec.size as u64,
+            elapsed,
+        },
+        hist,
+    ))
+}
+
+async fn requester(
+    spec: &Spec,
+    index: usize,
+    mut reader: Reader,
+    writer: Writer,
+) -> Result<(ClientStat, Histogram<u64>), String> {
+    let count = share(spec.msgs, spec.pubs, index);
+    let mut hist = new_histogram();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for k in 0..count {
+        if let Some(rate) = spec.rate.map(|r| r / spec.pubs as f64) {
+            let due = intended_offset(k, rate);
+            let now = start.elapsed();
+            if due > now {
+                glommio::timer::sleep(due - now).await;
+            }
+        }
+        let sent = match spec.rate {
+            Some(r) => (start + intended_offset(k, r / spec.pubs as f64))
+                .duration_since(epoch())
+                .as_nanos() as u64,
+            None => now_ns(),
+        };
+        out.clear();
+        let inbox = format!("_INBOX.bench.{index}.{k}");
+        encode_pub(
+            &mut out,
+            spec.subject.as_bytes(),
+            Some(inbox.as_bytes()),
+            &payload(spec.size, sent),
+        );
+        writer.write_all(&out).await?;
+        loop {
+            match reader.next().await? {
+                ServerOp::Msg { hdr_len, .. } if hdr_len > 0 => {
+                    return Err(format!(
+                        "request to {} got a status reply (no responders?)",
+                        spec.subject
+                    ))
+                }
+                ServerOp::Msg { .. } => break,
+                ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
+                _ => {}
+            }
+        }
+        hist.record(now_ns().saturating_sub(sent).max(1))
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    Ok((
+        ClientStat {
+            msgs: count,
+            bytes: count * spec.size as u64,
+            elapsed: start.elapsed(),
+        },
+        hist,
+    ))
+}
+
+/// Echoes every request until cancelled (or the connection fails).
+async fn responder(mut reader: Reader, writer: Writer) -> Result<ClientStat, String> {
+    let mut out = Vec::new();
+    loop {
+        match reader.next().await? {
+            ServerOp::Msg {
+                reply: Some(reply),
+                msg,
+                hdr_len,
+                ..
+            } => {
+                out.clear();
+                encode_pub(&mut out, &reply, None, &msg[hdr_len..]);
+                writer.write_all(&out).await?;
+            }
+            ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
+            _ => {}
+        }
+    }
+}
+
+async fn js_publisher(
+    spec: &Spec,
+    index: usize,
+    mut reader: Reader,
+    writer: Writer,
+) -> Result<ClientStat, String> {
+    let count = share(spec.msgs, spec.pubs, index);
+    let body = payload(spec.size, 0);
+    let start = Instant::now();
+    let mut sent_at: Vec<u64> = Vec::with_capacity(count as usize);
+    let mut acked = 0u64;
+    let mut out = Vec::with_capacity(64 * 1024);
+    let prefix = format!("_INBOX.js.{index}.");
+    while acked < count {
+        while (sent_at.len() as u64) < count
+            && sent_at.len() as u64 - acked < spec.window as u64
+            && out.len() < 64 * 1024
+        {
+            let inbox = format!("{prefix}{}", sent_at.len());
+            encode_pub(
+                &mut out,
+                spec.subject.as_bytes(),
+                Some(inbox.as_bytes()),
+                &body,
+            );
+            sent_at.push(now_ns());
+        }
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+        match reader.next().await? {
+            ServerOp::Msg { msg, hdr_len, .. } => {
+                if hdr_len > 0 {
+                    return Err(
+                        "JetStream publish got a status reply: no stream listens on the subject"
+                            .into(),
+                    );
+                }
+                if memchr::memmem::find(&msg, b"\"error\"").is_some() {
+                    return Err(format!(
+                        "JetStream refused a publish: {}",
+                        String::from_utf8_lossy(&msg)
+                    ));
+                }
+                acked += 1;
+            }
+            ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
+            _ => {}
+        }
+    }
+    Ok(ClientStat {
+        msgs: count,
+        bytes: count * spec.size as u64,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// One request/response on a fresh connection (JetStream API calls).
+fn api_request(spec: &Spec, subject: &str, body: &str) -> Result<Bytes, String> {
+    let server = spec.server.clone();
+    let (subject, body) = (subject.to_string(), body.to_string());
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(128 * 1024)
+        .spawn(move || async move {
+            let (mut reader, writer) = connect(&server, "bench-api").await?;
+            let mut out = b"SUB _INBOX.api.* 1\r\n".to_vec();
+            encode_pub(
+                &mut out,
+                subject.as_bytes(),
+                Some(b"_INBOX.api.1"),
+                body.as_bytes(),
+            );
+            writer.write_all(&out).await?;
+            let answer = async {
+                loop {
+                    match reader.next().await? {
+                        ServerOp::Msg { hdr_len, msg, .. }
+                            if hdr_len > 0 && msg.starts_with(b"NATS/1.0 503") =>
+                        {
+                            return Err::<Bytes, String>(
+                                "JetStream is not enabled on this server (no responders)".into(),
+                            )
+                        }
+                        ServerOp::Msg { msg, .. } => return Ok(msg),
+                        _ => {}
+                    }
+                }
+            };
+            let timeout = async {
+                glommio::timer::sleep(Duration::from_secs(5)).await;
+                Err("JetStream API did not answer within 5 s".to_string())
+            };
+            futures_lite::future::or(answer, timeout).await
+        })
+        .map_err(|e| format!("executor: {e}"))?
+        .join()
+        .map_err(|e| format!("executor: {e}"))?
+}
+
+fn js_create_stream(spec: &Spec) -> Result<(), String> {
+    let config = serde_json::json!({"name": spec.stream, "subjects": [spec.subject], "storage": spec.storage});
+    let reply = api_request(
+        spec,
+        &format!("$JS.API.STREAM.CREATE.{}", spec.stream),
+        &config.to_string(),
+    )?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&reply).map_err(|e| format!("bad API reply: {e}"))?;
+    match value.get("error") {
+        Some(err) => Err(format!("cannot create stream {}: {err}", spec.stream)),
+        None => Ok(()),
+    }
+}
+
+fn js_delete_stream(spec: &Spec) {
+    let _ = api_request(spec, &format!("$JS.API.STREAM.DELETE.{}", spec.stream), "");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shares_add_up() {
+        for (total, parts) in [(10u64, 3usize), (1, 4), (1000, 7)] {
+            let sum: u64 = (0..parts).map(|i| super::share(total, parts, i)).sum();
+            assert_eq!(sum, total);
+        }
+    }
+}

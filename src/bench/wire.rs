@@ -1,0 +1,269 @@
+//! The client side of the protocol, for the load generator: a parser for what a
+//! server sends (MSG, HMSG, PING, PONG, +OK, -ERR, INFO) and a glommio connection
+//! split into a reader and a writer that may run in separate tasks.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+/// One op from a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerOp {
+    Msg {
+        subject: Bytes,
+        reply: Option<Bytes>,
+        hdr_len: usize,
+        msg: Bytes,
+    },
+    Ping,
+    Pong,
+    Ok,
+    Err(String),
+    Info(Bytes),
+}
+
+/// Takes the next complete op off `buf`; `Ok(None)` = need more bytes.
+pub fn parse(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
+    let Some(nl) = memchr::memchr(b'\n', buf) else {
+        if buf.len() > 64 * 1024 {
+            return Err("server sent an over-long line".into());
+        }
+        return Ok(None);
+    };
+    let end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    let line = &buf[..end];
+    let (headers, args_at) = if line.starts_with(b"MSG ") {
+        (false, 4)
+    } else if line.starts_with(b"HMSG ") {
+        (true, 5)
+    } else {
+        let op = if line.starts_with(b"PING") {
+            ServerOp::Ping
+        } else if line.starts_with(b"PONG") {
+            ServerOp::Pong
+        } else if line.starts_with(b"+OK") {
+            ServerOp::Ok
+        } else if line.starts_with(b"-ERR") {
+            ServerOp::Err(
+                String::from_utf8_lossy(&line[4..])
+                    .trim()
+                    .trim_matches('\'')
+                    .to_string(),
+            )
+        } else if line.starts_with(b"INFO") {
+            let info = Bytes::copy_from_slice(&line[4..]);
+            buf.advance(nl + 1);
+            return Ok(Some(ServerOp::Info(info)));
+        } else {
+            return Err(format!(
+                "unexpected from server: {:?}",
+                String::from_utf8_lossy(line)
+            ));
+        };
+        buf.advance(nl + 1);
+        return Ok(Some(op));
+    };
+    let args: Vec<&[u8]> = line[args_at..]
+        .split(|b| *b == b' ')
+        .filter(|a| !a.is_empty())
+        .collect();
+    let number = |a: &[u8]| -> Result<usize, String> {
+        std::str::from_utf8(a)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| "bad size from server".to_string())
+    };
+    let sizes = if headers { 2 } else { 1 };
+    if args.len() < 2 + sizes || args.len() > 3 + sizes {
+        return Err(format!("bad MSG line: {:?}", String::from_utf8_lossy(line)));
+    }
+    let total = number(args[args.len() - 1])?;
+    let hdr_len = if headers {
+        number(args[args.len() - 2])?
+    } else {
+        0
+    };
+    if buf.len() < nl + 1 + total + 2 {
+        return Ok(None);
+    }
+    let subject = Bytes::copy_from_slice(args[0]);
+    let reply = (args.len() == 3 + sizes).then(|| Bytes::copy_from_slice(args[2]));
+    buf.advance(nl + 1);
+    let msg = buf.split_to(total).freeze();
+    buf.advance(2);
+    Ok(Some(ServerOp::Msg {
+        subject,
+        reply,
+        hdr_len,
+        msg,
+    }))
+}
+
+/// Appends `PUB <subject> [reply] <len>\r\n<payload>\r\n`.
+pub fn encode_pub(out: &mut Vec<u8>, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) {
+    out.extend_from_slice(b"PUB ");
+    out.extend_from_slice(subject);
+    out.push(b' ');
+    if let Some(r) = reply {
+        out.extend_from_slice(r);
+        out.push(b' ');
+    }
+    crate::protocol::ops::push_decimal(out, payload.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The read half of a connection.
+pub struct Reader {
+    stream: Rc<RefCell<TcpStream>>,
+    buf: BytesMut,
+    /// Server PINGs seen; the owner answers them with PONG on its writer.
+    pub pings: u64,
+}
+
+/// The write half of a connection.
+#[derive(Clone)]
+pub struct Writer {
+    stream: Rc<RefCell<TcpStream>>,
+}
+
+/// Connects, reads INFO, sends CONNECT and waits for the PONG of a PING, so the
+/// server has registered the connection before the run starts.
+pub async fn connect(addr: &str, name: &str) -> Result<(Reader, Writer), String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let stream = Rc::new(RefCell::new(stream));
+    let mut reader = Reader {
+        stream: stream.clone(),
+        buf: BytesMut::with_capacity(256 * 1024),
+        pings: 0,
+    };
+    let writer = Writer { stream };
+    match reader.next().await? {
+        ServerOp::Info(_) => {}
+        other => return Err(format!("expected INFO from {addr}, got {other:?}")),
+    }
+    let connect = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1,\"name\":\"{name}\",\"lang\":\"rust\",\"version\":\"jetcore-bench\"}}\r\nPING\r\n"
+    );
+    writer.write_all(connect.as_bytes()).await?;
+    reader.until_pong(&writer).await?;
+    Ok((reader, writer))
+}
+
+impl Reader {
+    /// The next op, reading as needed. Errors when the server closes or sends -ERR.
+    pub async fn next(&mut self) -> Result<ServerOp, String> {
+        loop {
+            if let Some(op) = parse(&mut self.buf)? {
+                if let ServerOp::Err(e) = op {
+                    return Err(format!("server error: {e}"));
+                }
+                return Ok(op);
+            }
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(256 * 1024);
+            }
+            let stream = self.stream.clone();
+            let buf = &mut self.buf;
+            let n = poll_fn(|cx| {
+                let spare = buf.chunk_mut();
+                // SAFETY: the kernel writes into this region; only `n` bytes are exposed.
+                let spare =
+                    unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr(), spare.len()) };
+                Pin::new(&mut *stream.borrow_mut()).poll_read(cx, spare)
+            })
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+            if n == 0 {
+                return Err("server closed the connection".into());
+            }
+            // SAFETY: `n` bytes were just written by the read.
+            unsafe { buf.advance_mut(n) };
+        }
+    }
+
+    /// Reads until PONG, answering server PINGs; messages in between are dropped.
+    pub async fn until_pong(&mut self, writer: &Writer) -> Result<(), String> {
+        loop {
+            match self.next().await? {
+                ServerOp::Pong => return Ok(()),
+                ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Writer {
+    pub async fn write_all(&self, mut bytes: &[u8]) -> Result<(), String> {
+        while !bytes.is_empty() {
+            let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, bytes))
+                .await
+                .map_err(|e| format!("write failed: {e}"))?;
+            if n == 0 {
+                return Err("server closed the connection".into());
+            }
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(input: &[u8]) -> Vec<ServerOp> {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(op) = parse(&mut buf).unwrap() {
+            out.push(op);
+        }
+        out
+    }
+
+    #[test]
+    fn parses_server_ops_and_waits_for_whole_messages() {
+        let got = ops(b"INFO {}\r\nMSG a 1 2\r\nhi\r\nHMSG b 2 r 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n+OK\r\nMSG c 1 5\r\nhe");
+        assert_eq!(got.len(), 5);
+        assert_eq!(
+            got[1],
+            ServerOp::Msg {
+                subject: "a".into(),
+                reply: None,
+                hdr_len: 0,
+                msg: "hi".into()
+            }
+        );
+        assert_eq!(
+            got[2],
+            ServerOp::Msg {
+                subject: "b".into(),
+                reply: Some("r".into()),
+                hdr_len: 12,
+                msg: "NATS/1.0\r\n\r\nhi".into()
+            }
+        );
+        assert_eq!(got[3], ServerOp::Ping);
+    }
+
+    #[test]
+    fn encodes_pub() {
+        let mut out = Vec::new();
+        encode_pub(&mut out, b"s", Some(b"r"), b"xyz");
+        assert_eq!(out, b"PUB s r 3\r\nxyz\r\n");
+    }
+}

