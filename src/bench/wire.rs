@@ -3,12 +3,9 @@
 //! split into a reader and a writer that may run in separate tasks.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
-use std::pin::Pin;
 use std::rc::Rc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncWrite};
+use bytes::{Buf, Bytes, BytesMut};
 use glommio::net::TcpStream;
 
 /// One op from a server.
@@ -176,22 +173,12 @@ impl Reader {
             if self.buf.capacity() - self.buf.len() < 16 * 1024 {
                 self.buf.reserve(256 * 1024);
             }
-            let stream = self.stream.clone();
-            let buf = &mut self.buf;
-            let n = poll_fn(|cx| {
-                let spare = buf.chunk_mut();
-                // SAFETY: the kernel writes into this region; only `n` bytes are exposed.
-                let spare =
-                    unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr(), spare.len()) };
-                Pin::new(&mut *stream.borrow_mut()).poll_read(cx, spare)
-            })
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
+            let n = crate::net::io::read_into(&self.stream, &mut self.buf)
+                .await
+                .map_err(|e| format!("read failed: {e}"))?;
             if n == 0 {
                 return Err("server closed the connection".into());
             }
-            // SAFETY: `n` bytes were just written by the read.
-            unsafe { buf.advance_mut(n) };
         }
     }
 
@@ -208,17 +195,10 @@ impl Reader {
 }
 
 impl Writer {
-    pub async fn write_all(&self, mut bytes: &[u8]) -> Result<(), String> {
-        while !bytes.is_empty() {
-            let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, bytes))
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
-            if n == 0 {
-                return Err("server closed the connection".into());
-            }
-            bytes = &bytes[n..];
-        }
-        Ok(())
+    pub async fn write_all(&self, bytes: &[u8]) -> Result<(), String> {
+        crate::net::io::write_all(&self.stream, bytes)
+            .await
+            .map_err(|e| format!("write failed: {e}"))
     }
 }
 

@@ -11,15 +11,12 @@
 //! the write loop flushes what is queued (unless discarding) and shuts the socket.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
-use bytes::{BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncWrite};
+use bytes::{Bytes, BytesMut};
 use glommio::net::TcpStream;
 
 use crate::limits::{READ_CHUNK_BYTES, STALL_WAIT_MAX};
@@ -209,7 +206,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
-        match read_some(conn, &mut buf).await {
+        match crate::net::io::read_into(&conn.stream, &mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -250,21 +247,6 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     }
 }
 
-/// Reads what the socket has into the spare capacity of `buf`.
-async fn read_some(conn: &Conn, buf: &mut BytesMut) -> std::io::Result<usize> {
-    let n = poll_fn(|cx| {
-        let spare = buf.chunk_mut();
-        // SAFETY: the kernel only writes into this region; only the `n` bytes it
-        // reports as read are exposed, by `advance_mut` below.
-        let spare = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr(), spare.len()) };
-        Pin::new(&mut *conn.stream.borrow_mut()).poll_read(cx, spare)
-    })
-    .await?;
-    // SAFETY: `n` bytes were just written by the read.
-    unsafe { buf.advance_mut(n) };
-    Ok(n)
-}
-
 async fn write_loop(conn: Rc<Conn>) {
     let mut writing: Vec<u8> = Vec::new();
     loop {
@@ -283,7 +265,7 @@ async fn write_loop(conn: Rc<Conn>) {
             conn.wake_writer.wait().await;
             continue;
         }
-        let result = write_all(&conn, &writing).await;
+        let result = crate::net::io::write_all(&conn.stream, &writing).await;
         writing.clear();
         if writing.capacity() > 4 * READ_CHUNK_BYTES * 16 {
             writing = Vec::new();
@@ -305,18 +287,6 @@ async fn write_loop(conn: Rc<Conn>) {
         }
     }
     conn.shutdown_socket(libc::SHUT_RDWR);
-}
-
-async fn write_all(conn: &Conn, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        let n =
-            poll_fn(|cx| Pin::new(&mut *conn.stream.borrow_mut()).poll_write(cx, bytes)).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        bytes = &bytes[n..];
-    }
-    Ok(())
 }
 
 async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {

@@ -2,5 +2,6 @@
 //! write loops (`conn`), and each shard's accept loop (`listener`).
 
 pub mod conn;
+pub mod io;
 pub mod listener;
 pub mod outbound;

@@ -1,0 +1,38 @@
+//! Socket I/O shared by the server's connections and the load generator: a glommio
+//! `TcpStream` in a `RefCell`, so a reader task and a writer task can use it at
+//! once (glommio keeps separate read and write wakers). No borrow outlives a poll.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::Pin;
+
+use bytes::{BufMut, BytesMut};
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+/// Reads what the socket has into the spare capacity of `buf`; 0 means closed.
+pub async fn read_into(stream: &RefCell<TcpStream>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let n = poll_fn(|cx| {
+        let spare = buf.chunk_mut();
+        // SAFETY: the kernel only writes into this region; only the `n` bytes it
+        // reports as read are exposed, by `advance_mut` below.
+        let spare = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr(), spare.len()) };
+        Pin::new(&mut *stream.borrow_mut()).poll_read(cx, spare)
+    })
+    .await?;
+    // SAFETY: `n` bytes were just written by the read.
+    unsafe { buf.advance_mut(n) };
+    Ok(n)
+}
+
+/// Writes all of `bytes`.
+pub async fn write_all(stream: &RefCell<TcpStream>, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
