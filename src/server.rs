@@ -108,6 +108,7 @@ fn executor_builder(placement: Placement, index: usize) -> LocalExecutorBuilder 
         .io_memory(limits::IO_MEMORY_PER_SHARD)
         .ring_depth(limits::RING_DEPTH)
         .preempt_timer(limits::PREEMPT_TIMER)
+        .spin_before_park(limits::SPIN_BEFORE_PARK)
 }
 
 /// Fails early, with the fix, when io_uring cannot start here.
