@@ -126,6 +126,8 @@ pub fn run(spec: &Spec) -> Result<Outcome, String> {
     } else {
         0
     }));
+    // Bounded: about one report per client; the main thread drains it while the
+    // workers run, so a full channel only makes a worker wait briefly.
     let (tx, rx) = sync_channel::<Report>(spec.pubs + spec.subs + spec.responders + 8);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let start = Instant::now();
