@@ -42,12 +42,16 @@ struct Cli {
     /// Server name (default: the server id)
     #[arg(short = 'n', long = "name", visible_alias = "server_name")]
     name: Option<String>,
-    /// Enable JetStream (not implemented yet: refused)
+    /// Enable JetStream
     #[arg(long = "jetstream")]
     jetstream: bool,
-    /// JetStream storage directory (not implemented yet: refused)
+    /// JetStream storage directory (default: $TMPDIR/jetcore; streams under <dir>/jetstream)
     #[arg(long = "store_dir")]
     store_dir: Option<PathBuf>,
+    /// When a JetStream publish is acknowledged: `always` (after fdatasync; the
+    /// default) or `interval=<duration>` (after the write; fdatasync that often)
+    #[arg(long = "sync", default_value = "always")]
+    sync: String,
     /// Enable debugging output
     #[arg(short = 'D', long = "debug")]
     debug: bool,
@@ -96,6 +100,9 @@ pub struct Config {
     pub ping_max: u32,
     pub max_payload: usize,
     pub max_pending: usize,
+    /// JetStream store directory when JetStream is enabled.
+    pub jetstream: Option<PathBuf>,
+    pub sync: crate::js::SyncMode,
 }
 
 /// What the command line asked for.
@@ -175,6 +182,7 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("ping_max", "ping_max"),
     ("max_payload", "max_payload"),
     ("max_pending", "max_pending"),
+    ("sync", "sync"),
 ];
 
 /// Flags that take a value in the next argument (unless given with `=`).
@@ -193,6 +201,7 @@ const TAKES_VALUE: &[&str] = &[
     "ping_max",
     "max_payload",
     "max_pending",
+    "sync",
 ];
 
 /// Parses the command line (without the program name) into a command.
@@ -247,13 +256,23 @@ fn normalize<I: IntoIterator<Item = String>>(args: I) -> Result<Vec<String>, Str
 }
 
 fn validate(cli: Cli) -> Result<Config, String> {
-    if cli.jetstream || cli.store_dir.is_some() {
-        return Err(
-            "jetcore: JetStream (-js/--jetstream, -sd/--store_dir) is not implemented yet; \
-                    this build serves core NATS only"
-                .to_string(),
-        );
-    }
+    // As in nats-server, giving a store directory enables JetStream.
+    let jetstream = (cli.jetstream || cli.store_dir.is_some()).then(|| {
+        cli.store_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("jetcore"))
+    });
+    let sync = match cli.sync.as_str() {
+        "always" => crate::js::SyncMode::Always,
+        other => match other.strip_prefix("interval=").and_then(parse_duration) {
+            Some(d) if !d.is_zero() => crate::js::SyncMode::Interval(d),
+            _ => {
+                return Err(format!(
+                    "jetcore: invalid --sync '{other}': use 'always' or 'interval=<duration>' (e.g. interval=1s)"
+                ))
+            }
+        },
+    };
     let addr = resolve_host(&cli.addr)?;
     let port = match cli.port {
         -1 | 0 => 0,
@@ -303,6 +322,8 @@ fn validate(cli: Cli) -> Result<Config, String> {
         ping_max: cli.ping_max,
         max_payload: cli.max_payload,
         max_pending: cli.max_pending,
+        jetstream,
+        sync,
     })
 }
 
@@ -398,8 +419,20 @@ mod tests {
             let err = run(&[flag, "v"]).unwrap_err();
             assert!(err.contains("not supported yet"), "{flag}: {err}");
         }
-        assert!(run(&["-js"]).unwrap_err().contains("JetStream"));
-        assert!(run(&["-sd", "/tmp/x"]).unwrap_err().contains("JetStream"));
+        let js = run(&["-js", "-sd", "/tmp/x", "--sync=interval=1s"]).unwrap();
+        assert_eq!(
+            js.jetstream.as_deref(),
+            Some(std::path::Path::new("/tmp/x"))
+        );
+        assert_eq!(
+            js.sync,
+            crate::js::SyncMode::Interval(Duration::from_secs(1))
+        );
+        assert!(run(&["-sd", "/tmp/y"]).unwrap().jetstream.is_some());
+        assert!(run(&[]).unwrap().jetstream.is_none());
+        assert!(run(&["-js", "--sync", "sometimes"])
+            .unwrap_err()
+            .contains("--sync"));
         assert!(run(&["--bogus"]).is_err());
         assert!(run(&["-p", "70000"]).is_err());
         assert!(run(&["--shards", "0"]).is_err());

@@ -10,11 +10,13 @@
 //! - `shard::msg`, `shard::mesh`: what crosses shards, and the bounded mesh.
 //! - `net`: connections (read/write/ping loops), outbound queues, accept loops.
 //! - `router`: the publish path and interest bookkeeping.
+//! - `js`: JetStream: streams on their owner shard, segment files, the API.
 //! - `shard`: the per-core root that owns all of the above on its core.
 //! - `server`: process startup: executors, signals, exit codes.
 
 pub mod bench;
 pub mod config;
+pub mod js;
 pub mod limits;
 pub mod log;
 pub mod net;

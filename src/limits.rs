@@ -97,3 +97,37 @@ const _: () = assert!(PAYLOAD_MAX_DEFAULT <= PAYLOAD_MAX_LIMIT);
 const _: () = assert!(PAYLOAD_MAX_LIMIT <= PENDING_BYTES_MAX_DEFAULT);
 const _: () = assert!(CONTROL_LINE_MAX < READ_CHUNK_BYTES);
 const _: () = assert!(STALL_THRESHOLD_PERCENT < 100);
+
+/// A stream segment file is closed and a new one started once it holds this
+/// many bytes (a segment is deleted whole, so this is also the reclaim unit).
+pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Largest single DMA read or write: glommio warns that requests above a
+/// device's `max_sectors_kb` have hung on some kernels (issue 633); 128 KiB is
+/// the smallest common value and glommio's own default.
+pub const DMA_IO_MAX: usize = 128 * 1024;
+
+/// Bytes of recent messages each file stream keeps in memory for reads; older
+/// ones are read back from disk. When full, the oldest cached are dropped.
+pub const STREAM_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Bytes of messages a stream accepts that are not yet written and synced.
+/// Past `STALL_THRESHOLD_PERCENT` of it the publishing connection is paused
+/// until the writer catches up; past all of it a publish fails with 429/10167.
+pub const STREAM_INGEST_BYTES: usize = 64 * 1024 * 1024;
+/// The same bound in messages.
+pub const STREAM_INGEST_MSGS: usize = 256 * 1024;
+
+/// How often each shard checks its streams for messages past `max_age`.
+pub const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Message ids remembered per stream for duplicate detection are bounded by
+/// the duplicate window; this caps them too (oldest forgotten first).
+pub const DEDUPE_IDS_MAX: usize = 1_000_000;
+
+/// Items per STREAM.NAMES and STREAM.LIST page (nats-server's).
+pub const API_NAMES_PAGE: usize = 1024;
+pub const API_LIST_PAGE: usize = 256;
+
+/// Longest the coordinator waits for every shard's part of a listing.
+pub const GATHER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

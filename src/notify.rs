@@ -39,3 +39,34 @@ impl Notify {
         .await
     }
 }
+
+/// A broadcast wake-up for any number of waiters on one shard: `notify_all`
+/// wakes everyone waiting now; waiters re-check their condition.
+#[derive(Default)]
+pub struct Event {
+    epoch: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Event {
+    pub fn notify_all(&self) {
+        self.epoch.set(self.epoch.get() + 1);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Waits for the next `notify_all`.
+    pub async fn wait(&self) {
+        let start = self.epoch.get();
+        poll_fn(|cx| {
+            if self.epoch.get() != start {
+                Poll::Ready(())
+            } else {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}

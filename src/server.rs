@@ -38,11 +38,28 @@ pub fn run(cfg: Config) -> i32 {
         cfg,
     });
     crate::info!(
-        "Starting jetcore version {} (NATS {}) on {listen} with {} shard(s); store dir: none (JetStream not enabled)",
+        "Starting jetcore version {} (NATS {}) on {listen} with {} shard(s)",
         env!("CARGO_PKG_VERSION"),
         crate::config::NATS_COMPAT_VERSION,
         server.cfg.shards
     );
+    match &server.cfg.jetstream {
+        Some(dir) => {
+            crate::info!("Starting JetStream");
+            crate::info!("  Store Directory: \"{}\"", dir.join("jetstream").display());
+            crate::info!(
+                "  Durability: {}",
+                match server.cfg.sync {
+                    crate::js::SyncMode::Always =>
+                        "fdatasync before every acknowledgement (--sync always)".to_string(),
+                    crate::js::SyncMode::Interval(d) => format!(
+                        "acknowledged after the write, fdatasync every {d:?} (--sync interval)"
+                    ),
+                }
+            );
+        }
+        None => crate::info!("JetStream not enabled (use -js)"),
+    }
     crate::info!(
         "Server name is {} (id {})",
         server.server_name,

@@ -28,20 +28,37 @@ fn sigterm_flushes_and_exits_zero() {
 
 #[test]
 fn startup_log_names_version_address_shards_and_store() {
+    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_jetcore"))
-        .args(["-a", "127.0.0.1", "-p", "-1", "--shards", "3"])
+        .args(["-a", "127.0.0.1", "-p", "-1", "--shards", "3", "-js", "-sd"])
+        .arg(dir.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    let mut rest = String::new();
+    for _ in 0..3 {
+        std::io::BufRead::read_line(&mut stderr, &mut rest).unwrap();
+    }
     let _ = child.kill();
     let _ = child.wait();
     assert!(first.contains("Starting jetcore version"), "{first}");
     assert!(first.contains("127.0.0.1:"), "{first}");
     assert!(first.contains("3 shard(s)"), "{first}");
-    assert!(first.contains("store dir"), "{first}");
+    assert!(rest.contains("Starting JetStream"), "{rest}");
+    assert!(
+        rest.contains(&format!(
+            "Store Directory: \"{}/jetstream\"",
+            dir.path().display()
+        )),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("fdatasync before every acknowledgement"),
+        "{rest}"
+    );
 }
 
 #[test]
@@ -57,9 +74,9 @@ fn unsupported_nats_server_flags_are_refused_clearly() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("not supported yet"), "{args:?}: {err}");
     }
-    let out = jetcore(&["-js"]);
+    let out = jetcore(&["-js", "--sync", "never"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("JetStream"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sync"));
     let out = jetcore(&["--no-such-flag"]);
     assert_ne!(out.status.code(), Some(0));
 }

@@ -80,6 +80,8 @@ pub struct Conn {
     pub barrier_done: Notify,
     /// Connection whose queue passed the stall threshold while this one produced.
     pub stalled_on: Cell<Option<u64>>,
+    /// Stream (uid, on this shard) whose ingest queue passed its stall threshold.
+    pub stalled_stream: Cell<Option<u32>>,
     pub peer: String,
     pub ip: String,
 }
@@ -95,6 +97,7 @@ impl Conn {
             barrier_acks: Cell::new(0),
             barrier_done: Notify::new(),
             stalled_on: Cell::new(None),
+            stalled_stream: Cell::new(None),
             peer,
             ip,
         }
@@ -240,6 +243,9 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         shard.flush_mesh().await;
         if let Some(target) = conn.stalled_on.take() {
             shard.stall_on(target).await;
+        }
+        if let Some(uid) = conn.stalled_stream.take() {
+            shard.stall_on_stream(uid).await;
         }
         if conn.is_closing() {
             return;

@@ -139,9 +139,12 @@ impl Shard {
     /// Routes one message to every matching subscription. Returns whether any
     /// subscription will receive it, and whether a batch to a peer is full.
     pub fn publish(&self, from: Option<&Rc<Conn>>, echo: bool, p: &PubOp) -> (bool, bool) {
+        // JetStream's API listens on all of `$JS.API.>` (routed by name, not by
+        // interest); it still reaches ordinary subscribers below.
+        let api = self.js.is_some() && p.subject.starts_with(b"$JS.API.") && self.route_api(p);
         let result = self.interest.borrow_mut().matches(&p.subject);
         if result.is_empty() {
-            return (false, false);
+            return (api, false);
         }
         if let Some(mesh) = &self.mesh {
             mesh.begin_publish();
@@ -150,7 +153,7 @@ impl Shard {
             Some(conn) if !echo => Some(conn.cid),
             _ => None,
         };
-        let mut delivered = false;
+        let mut delivered = api;
         let mut full = false;
         for key in &result.plain {
             if Some(key.cid) != skip_cid {
@@ -178,6 +181,16 @@ impl Shard {
     }
 
     fn route(&self, from: Option<&Rc<Conn>>, key: SubKey, p: &PubOp) -> (bool, bool) {
+        if key.shard == self.id && key.cid == crate::js::JS_CID {
+            let congested =
+                self.deliver_js(key.sub, &p.subject, p.reply.as_ref(), p.hdr_len, &p.msg);
+            if congested {
+                if let Some(conn) = from {
+                    conn.stalled_stream.set(Some(key.sub));
+                }
+            }
+            return (true, false);
+        }
         if key.shard == self.id {
             let hdr_len = p.hdr_len;
             match self.deliver_local(
@@ -416,6 +429,7 @@ impl Shard {
     pub async fn apply_batch(self: &Rc<Self>, batch: Batch) {
         let from = batch.from;
         let mut stalled: Option<u64> = None;
+        let mut stalled_stream: Option<u32> = None;
         for msg in batch.msgs {
             match msg {
                 ShardMsg::Sub {
@@ -449,6 +463,18 @@ impl Shard {
                 } => {
                     let list = &batch.targets[targets.0 as usize..targets.1 as usize];
                     for t in list {
+                        if t.cid == crate::js::JS_CID {
+                            if self.deliver_js(
+                                t.sub,
+                                &subject,
+                                reply.as_ref(),
+                                hdr_len.map(|h| h as usize),
+                                &msg,
+                            ) {
+                                stalled_stream = Some(t.sub);
+                            }
+                            continue;
+                        }
                         let outcome = self.deliver_local(
                             t.cid,
                             t.sub,
@@ -462,6 +488,7 @@ impl Shard {
                         }
                     }
                 }
+                m @ (ShardMsg::Api { .. } | ShardMsg::Js { .. }) => self.handle_js_local(m),
                 ShardMsg::Barrier { cid } => {
                     let mesh = self.mesh.as_ref().expect("barrier implies a mesh");
                     mesh.ack(from, cid).await;
@@ -471,6 +498,9 @@ impl Shard {
         if self.mesh.as_ref().is_some_and(|m| m.has_open()) {
             let shard = self.clone();
             glommio::spawn_local(async move { shard.flush_mesh().await }).detach();
+        }
+        if let Some(uid) = stalled_stream {
+            self.stall_on_stream(uid).await;
         }
         if let Some(cid) = stalled {
             let conn = self.conns.borrow().get(&cid).cloned();

@@ -51,9 +51,36 @@ pub struct Shard {
     rng: Cell<u64>,
     pub stopping: Cell<bool>,
     info_prefix: String,
+    /// JetStream state of this shard (None when JetStream is off).
+    pub js: Option<crate::js::Js>,
+    /// A flush of the mesh is scheduled (JetStream messages queued outside a read loop).
+    pub flush_pending: Cell<bool>,
+    me: std::rc::Weak<Shard>,
 }
 
 impl Shard {
+    /// This shard as an `Rc` (for tasks it spawns).
+    pub fn me(&self) -> Rc<Shard> {
+        self.me.upgrade().expect("shard alive while its tasks run")
+    }
+
+    /// Publishes a server-originated message (JetStream replies) through the
+    /// normal routing; `hdr` is a header block placed before `body`.
+    pub fn reply(&self, subject: &bytes::Bytes, hdr: Option<&[u8]>, body: &[u8]) {
+        let mut msg = Vec::with_capacity(hdr.map_or(0, <[u8]>::len) + body.len());
+        if let Some(h) = hdr {
+            msg.extend_from_slice(h);
+        }
+        msg.extend_from_slice(body);
+        let p = crate::protocol::parser::PubOp {
+            subject: subject.clone(),
+            reply: None,
+            hdr_len: hdr.map(<[u8]>::len),
+            msg: bytes::Bytes::from(msg),
+        };
+        self.publish(None, true, &p);
+    }
+
     /// Globally unique connection id: shards interleave their counters.
     pub fn next_cid(&self) -> u64 {
         let n = self.next_conn.get() + 1;
@@ -162,7 +189,7 @@ fn info_prefix(server: &Server) -> String {
         port: server.listen.port(),
         headers: true,
         max_payload: server.cfg.max_payload,
-        jetstream: false,
+        jetstream: server.cfg.jetstream.is_some(),
     };
     let json = serde_json::to_string(&info).expect("INFO serializes");
     // Drop the closing brace: the per-connection fields follow.
@@ -212,7 +239,12 @@ pub async fn run(
         None => (None, None),
     };
     let id = mesh.as_ref().map_or(index as u16, |m| m.id());
-    let shard = Rc::new(Shard {
+    let js = server
+        .cfg
+        .jetstream
+        .as_ref()
+        .map(|dir| crate::js::Js::new(dir.join("jetstream"), server.cfg.sync));
+    let shard = Rc::new_cyclic(|me| Shard {
         id,
         count: server.cfg.shards as u16,
         cfg: Rc::new(server.cfg.clone()),
@@ -226,9 +258,15 @@ pub async fn run(
         ),
         stopping: Cell::new(false),
         info_prefix: info_prefix(&server),
+        js,
+        flush_pending: Cell::new(false),
+        me: me.clone(),
     });
     if let Some(receivers) = receivers {
         spawn_receivers(&shard, receivers);
+    }
+    if let Some(dir) = &server.cfg.jetstream {
+        crate::js::open(&shard, dir, server.cfg.sync).await?;
     }
     let listener = TcpListener::bind(server.listen)
         .map_err(|e| format!("shard {id}: cannot listen on {}: {e}", server.listen))?;
@@ -242,6 +280,7 @@ pub async fn run(
     }
     shard.stopping.set(true);
     accept.cancel().await;
+    crate::js::close_all(&shard).await;
     drain_connections(&shard).await;
     Ok(())
 }

@@ -45,6 +45,22 @@ pub enum ShardMsg {
         msg: Bytes,
         targets: (u32, u32),
     },
+    /// A JetStream API request for the receiving shard to answer (it owns the
+    /// stream, or coordinates the catalogue).
+    Api {
+        subject: Bytes,
+        reply: Bytes,
+        hdr_len: Option<u32>,
+        msg: Bytes,
+    },
+    /// JetStream control between shards (catalogue changes, commands from the
+    /// coordinator to a stream's owner, gathers); `kind` is a `js::cmd` value.
+    Js {
+        kind: u8,
+        arg: u64,
+        reply: Bytes,
+        body: Bytes,
+    },
     /// Asks the receiver to confirm (on the reply mesh) that it applied everything
     /// this shard sent before; lets PONG mean "your SUBs are in force everywhere".
     Barrier { cid: u64 },

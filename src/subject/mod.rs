@@ -54,6 +54,37 @@ pub fn matches(pattern: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// True when some literal subject is matched by both patterns.
+pub fn overlaps(a: &[u8], b: &[u8]) -> bool {
+    let mut x = a.split(|c| *c == b'.');
+    let mut y = b.split(|c| *c == b'.');
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(b">"), Some(_)) | (Some(_), Some(b">")) => return true,
+            (Some(b"*"), Some(_)) | (Some(_), Some(b"*")) => {}
+            (Some(p), Some(q)) if p == q => {}
+            _ => return false,
+        }
+    }
+}
+
+/// True when every subject matched by `inner` is also matched by `outer`.
+pub fn subset_of(inner: &[u8], outer: &[u8]) -> bool {
+    let mut x = inner.split(|c| *c == b'.');
+    let mut y = outer.split(|c| *c == b'.');
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(_), Some(b">")) => return true,
+            (Some(b">"), Some(_)) => return false,
+            (Some(_), Some(b"*")) => {}
+            (Some(p), Some(q)) if p == q && p != b"*" => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +132,18 @@ mod tests {
         assert!(matches(b"a.b", b"a.b"));
         assert!(!matches(b"a.b", b"a.c"));
         assert!(!matches(b"a.b.c", b"a.b"));
+    }
+
+    #[test]
+    fn pattern_overlap_and_subset() {
+        assert!(overlaps(b"a.>", b"a.b"));
+        assert!(overlaps(b"a.*", b"*.b"));
+        assert!(overlaps(b">", b"x"));
+        assert!(!overlaps(b"a.*", b"a.b.c"));
+        assert!(!overlaps(b"a.b", b"a.c"));
+        assert!(subset_of(b"a.b", b"a.*"));
+        assert!(subset_of(b"a.*", b"a.>"));
+        assert!(!subset_of(b"a.>", b"a.*"));
+        assert!(!subset_of(b"a.*", b"a.b"));
     }
 }

@@ -63,6 +63,20 @@ impl Server {
         }
     }
 
+    /// Starts with JetStream on `dir` (kept by the caller across restarts).
+    pub fn start_js(shards: usize, dir: &std::path::Path, extra: &[&str]) -> Server {
+        let dir = dir.to_str().expect("utf-8 path").to_string();
+        let mut args: Vec<&str> = vec!["-js", "-sd", &dir];
+        args.extend_from_slice(extra);
+        Server::start_with(shards, &args)
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything).
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -201,6 +215,69 @@ impl Raw {
                 return got;
             }
             got.push_str(&line);
+        }
+    }
+
+    /// Sends CONNECT (headers on) and subscribes `_R.>` for `request`.
+    pub fn setup_requests(&mut self) {
+        self.send(b"CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1}\r\nSUB _R.> 1\r\n");
+        let got = self.flush();
+        assert!(got.is_empty() || got.starts_with("INFO"), "{got}");
+    }
+
+    /// Publishes `body` (with header block `hdr`, if any) to `subject` with a
+    /// reply subject and returns the first reply: (header block, payload).
+    pub fn request(
+        &mut self,
+        subject: &str,
+        hdr: Option<&[u8]>,
+        body: &[u8],
+    ) -> (Vec<u8>, Vec<u8>) {
+        self.send_request(subject, hdr, body);
+        self.read_msg()
+    }
+
+    pub fn send_request(&mut self, subject: &str, hdr: Option<&[u8]>, body: &[u8]) {
+        let mut out = match hdr {
+            Some(h) => format!(
+                "HPUB {subject} _R.x {} {}\r\n",
+                h.len(),
+                h.len() + body.len()
+            )
+            .into_bytes(),
+            None => format!("PUB {subject} _R.x {}\r\n", body.len()).into_bytes(),
+        };
+        if let Some(h) = hdr {
+            out.extend_from_slice(h);
+        }
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n");
+        self.send(&out);
+    }
+
+    /// Reads one MSG/HMSG (skipping PING/PONG/INFO lines): (header block, payload).
+    pub fn read_msg(&mut self) -> (Vec<u8>, Vec<u8>) {
+        loop {
+            let line = self.read_line();
+            assert!(
+                !line.is_empty(),
+                "connection closed while waiting for a message"
+            );
+            let parts: Vec<&str> = line.trim_end().split(' ').collect();
+            match parts[0] {
+                "MSG" => {
+                    let n: usize = parts.last().unwrap().parse().unwrap();
+                    let data = self.read_exact(n + 2);
+                    return (Vec::new(), data[..n].to_vec());
+                }
+                "HMSG" => {
+                    let total: usize = parts[parts.len() - 1].parse().unwrap();
+                    let hdr: usize = parts[parts.len() - 2].parse().unwrap();
+                    let data = self.read_exact(total + 2);
+                    return (data[..hdr].to_vec(), data[hdr..total].to_vec());
+                }
+                _ => continue,
+            }
         }
     }
 

@@ -1,0 +1,137 @@
+//! JetStream API errors: HTTP-like `code`, the `err_code` clients switch on, and
+//! the `description` text, as nats-server 2.15 writes them.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    pub code: u16,
+    pub err_code: u16,
+    pub description: String,
+}
+
+fn e(code: u16, err_code: u16, description: impl Into<String>) -> ApiError {
+    ApiError {
+        code,
+        err_code,
+        description: description.into(),
+    }
+}
+
+impl ApiError {
+    pub fn bad_request() -> Self {
+        e(400, 10003, "bad request")
+    }
+    pub fn invalid_json(msg: &str) -> Self {
+        e(400, 10025, format!("invalid JSON: {msg}"))
+    }
+    pub fn not_enabled() -> Self {
+        e(503, 10076, "JetStream not enabled")
+    }
+    pub fn stream_not_found() -> Self {
+        e(404, 10059, "stream not found")
+    }
+    pub fn name_mismatch() -> Self {
+        e(400, 10056, "stream name in subject does not match request")
+    }
+    pub fn name_in_use() -> Self {
+        e(
+            400,
+            10058,
+            "stream name already in use with a different configuration",
+        )
+    }
+    pub fn invalid_config(msg: impl std::fmt::Display) -> Self {
+        e(500, 10052, msg.to_string())
+    }
+    pub fn create_failed(msg: impl std::fmt::Display) -> Self {
+        e(500, 10049, msg.to_string())
+    }
+    pub fn update_failed(msg: impl std::fmt::Display) -> Self {
+        e(500, 10069, msg.to_string())
+    }
+    pub fn delete_failed(msg: impl std::fmt::Display) -> Self {
+        e(500, 10050, msg.to_string())
+    }
+    pub fn subjects_overlap() -> Self {
+        e(400, 10065, "subjects overlap with an existing stream")
+    }
+    pub fn replicas_not_supported() -> Self {
+        e(
+            500,
+            10074,
+            "replicas > 1 not supported in non-clustered mode",
+        )
+    }
+    pub fn max_streams() -> Self {
+        e(400, 10027, "maximum number of streams reached")
+    }
+    pub fn no_message_found() -> Self {
+        e(404, 10037, "no message found")
+    }
+    pub fn msg_delete_failed(msg: impl std::fmt::Display) -> Self {
+        e(500, 10057, msg.to_string())
+    }
+    pub fn sealed() -> Self {
+        e(400, 10109, "invalid operation on sealed stream")
+    }
+    pub fn purge_failed(msg: impl std::fmt::Display) -> Self {
+        e(500, 10110, msg.to_string())
+    }
+    pub fn mirror_not_updatable() -> Self {
+        e(400, 10055, "stream mirror configuration can not be updated")
+    }
+    pub fn msg_too_big() -> Self {
+        e(400, 10054, "message size exceeds maximum allowed")
+    }
+    pub fn header_too_big() -> Self {
+        e(400, 10097, "header size exceeds maximum allowed of 64k")
+    }
+    pub fn expected_stream() -> Self {
+        e(400, 10060, "expected stream does not match")
+    }
+    pub fn wrong_last_seq(seq: u64) -> Self {
+        e(400, 10071, format!("wrong last sequence: {seq}"))
+    }
+    pub fn wrong_last_msg_id(id: &str) -> Self {
+        e(400, 10070, format!("wrong last msg ID: {id}"))
+    }
+    pub fn rollup_not_permitted() -> Self {
+        e(500, 10111, "rollup not permitted")
+    }
+    pub fn store_failed(msg: impl std::fmt::Display) -> Self {
+        e(503, 10077, msg.to_string())
+    }
+    pub fn insufficient_storage() -> Self {
+        e(500, 10047, "insufficient storage resources available")
+    }
+    pub fn too_many_requests() -> Self {
+        e(429, 10167, "too many requests")
+    }
+    pub fn ttl_disabled() -> Self {
+        e(400, 10166, "per-message TTL is disabled")
+    }
+    pub fn batch_disabled() -> Self {
+        e(400, 10174, "atomic publish is disabled")
+    }
+    pub fn expected_subject_seq_subject_alone() -> Self {
+        e(
+            400,
+            10193,
+            "expected last subject sequence subject requires expected last subject sequence",
+        )
+    }
+    pub fn source_header_not_allowed() -> Self {
+        e(400, 10227, "message stream source header is not allowed")
+    }
+    pub fn max_consumers() -> Self {
+        e(400, 10026, "maximum consumers limit reached")
+    }
+    pub fn required_api_level(level: u32) -> Self {
+        e(
+            412,
+            10185,
+            format!("JetStream minimum api level required: {level}"),
+        )
+    }
+}

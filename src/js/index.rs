@@ -1,0 +1,548 @@
+//! A stream's in-memory index: sequence → message location (and cached bytes),
+//! per-subject first/last/count, deleted sequences, totals. Rebuilt from the
+//! segments at start; memory streams keep every message's bytes here.
+//!
+//! Entries sit in a deque indexed by `seq - first_seq`; an interior delete marks
+//! its entry, a delete at the front pops it. Memory: one entry per sequence
+//! between first and last (≈64 bytes), bounded by the stream's own limits.
+
+use std::collections::VecDeque;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub ts: i64,
+    pub subj: u32,
+    pub hdr_len: u32,
+    pub len: u32,
+    /// Segment (its first sequence) and byte offset of the record; memory
+    /// streams use 0/0.
+    pub seg: u64,
+    pub off: u64,
+    /// Header block + payload when cached (always, for memory streams).
+    pub data: Option<Bytes>,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubjState {
+    pub subject: Bytes,
+    pub count: u64,
+    /// May be stale (too low) after deletes; `first_of` repairs it.
+    pub first: u64,
+    pub last: u64,
+}
+
+/// A message as read from the index or a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMsg {
+    pub seq: u64,
+    pub ts: i64,
+    pub subject: Bytes,
+    pub hdr_len: usize,
+    /// Header block then payload.
+    pub data: Bytes,
+}
+
+impl StoredMsg {
+    pub fn hdr(&self) -> &[u8] {
+        &self.data[..self.hdr_len]
+    }
+    pub fn payload(&self) -> &[u8] {
+        &self.data[self.hdr_len..]
+    }
+}
+
+/// What a removal took away (for byte accounting and segment bookkeeping).
+#[derive(Debug, Clone, Copy)]
+pub struct Removed {
+    pub seq: u64,
+    pub seg: u64,
+    pub size: u64,
+}
+
+#[derive(Debug)]
+pub struct Index {
+    entries: VecDeque<Entry>,
+    /// Sequence of `entries[0]`; when empty, the next sequence is `first`.
+    first: u64,
+    pub msgs: u64,
+    pub bytes: u64,
+    /// Interior deleted entries.
+    pub deleted: u64,
+    subjects: AHashMap<Bytes, u32>,
+    subj: Vec<Option<SubjState>>,
+    free: Vec<u32>,
+    memory: bool,
+    /// Bytes held by cached `data` (file streams).
+    pub cached_bytes: u64,
+    /// Oldest sequence that may still hold cached data.
+    cache_floor: u64,
+    /// Timestamp of the last message ever stored (kept after removals).
+    pub last_ts: i64,
+}
+
+/// nats-server's accounting size of a message (`bytes` in stream state).
+pub fn msg_size(memory: bool, subject: usize, hdr: usize, payload: usize) -> u64 {
+    if memory {
+        (subject + hdr + payload + 16) as u64
+    } else if hdr == 0 {
+        (22 + subject + payload + 8) as u64
+    } else {
+        (22 + subject + 4 + hdr + payload + 8) as u64
+    }
+}
+
+impl Index {
+    pub fn new(memory: bool, first_seq: u64) -> Index {
+        Index {
+            entries: VecDeque::new(),
+            first: first_seq.max(1),
+            msgs: 0,
+            bytes: 0,
+            deleted: 0,
+            subjects: AHashMap::new(),
+            subj: Vec::new(),
+            free: Vec::new(),
+            memory,
+            cached_bytes: 0,
+            cache_floor: 0,
+            last_ts: 0,
+        }
+    }
+
+    /// First sequence of the stream (last + 1 when empty).
+    pub fn first_seq(&self) -> u64 {
+        self.first
+    }
+    pub fn last_seq(&self) -> u64 {
+        self.first + self.entries.len() as u64 - 1
+    }
+    pub fn num_subjects(&self) -> usize {
+        self.subjects.len()
+    }
+
+    pub fn entry(&self, seq: u64) -> Option<&Entry> {
+        if seq < self.first {
+            return None;
+        }
+        self.entries
+            .get((seq - self.first) as usize)
+            .filter(|e| !e.deleted)
+    }
+
+    pub fn subject_of(&self, e: &Entry) -> &Bytes {
+        &self.subj[e.subj as usize]
+            .as_ref()
+            .expect("live subject")
+            .subject
+    }
+
+    pub fn size_of(&self, e: &Entry) -> u64 {
+        let subj = self.subject_of(e).len();
+        msg_size(
+            self.memory,
+            subj,
+            e.hdr_len as usize,
+            (e.len - e.hdr_len) as usize,
+        )
+    }
+
+    pub fn first_ts(&self) -> i64 {
+        self.entries.iter().find(|e| !e.deleted).map_or(0, |e| e.ts)
+    }
+
+    /// Adds message `seq` (must be above the last sequence; a gap is recorded as
+    /// deleted sequences, or skipped when the stream is empty).
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        seq: u64,
+        ts: i64,
+        subject: &Bytes,
+        hdr_len: usize,
+        len: usize,
+        seg: u64,
+        off: u64,
+        data: Option<Bytes>,
+    ) {
+        assert!(
+            seq > self.last_seq() || (self.entries.is_empty() && seq >= self.first),
+            "sequence {seq} not after {}",
+            self.last_seq()
+        );
+        if self.msgs == 0 {
+            self.entries.clear();
+            self.deleted = 0;
+            self.first = seq;
+        }
+        while self.last_seq() + 1 < seq {
+            self.entries.push_back(Entry {
+                ts: 0,
+                subj: 0,
+                hdr_len: 0,
+                len: 0,
+                seg: 0,
+                off: 0,
+                data: None,
+                deleted: true,
+            });
+            self.deleted += 1;
+        }
+        let subj = match self.subjects.get(subject) {
+            Some(&id) => {
+                let s = self.subj[id as usize].as_mut().expect("live subject");
+                s.count += 1;
+                s.last = seq;
+                id
+            }
+            None => {
+                let state = SubjState {
+                    subject: subject.clone(),
+                    count: 1,
+                    first: seq,
+                    last: seq,
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.subj[id as usize] = Some(state);
+                        id
+                    }
+                    None => {
+                        self.subj.push(Some(state));
+                        (self.subj.len() - 1) as u32
+                    }
+                };
+                self.subjects.insert(subject.clone(), id);
+                id
+            }
+        };
+        if let Some(d) = &data {
+            if !self.memory {
+                self.cached_bytes += d.len() as u64;
+            }
+        }
+        self.entries.push_back(Entry {
+            ts,
+            subj,
+            hdr_len: hdr_len as u32,
+            len: len as u32,
+            seg,
+            off,
+            data,
+            deleted: false,
+        });
+        self.msgs += 1;
+        self.bytes += msg_size(self.memory, subject.len(), hdr_len, len - hdr_len);
+        self.last_ts = ts;
+    }
+
+    /// Removes message `seq`; None if it is not there.
+    pub fn remove(&mut self, seq: u64) -> Option<Removed> {
+        if seq < self.first {
+            return None;
+        }
+        let i = (seq - self.first) as usize;
+        let size;
+        let seg;
+        {
+            let e = self.entries.get(i)?;
+            if e.deleted {
+                return None;
+            }
+            size = self.size_of(e);
+            seg = e.seg;
+        }
+        let e = &mut self.entries[i];
+        e.deleted = true;
+        if let Some(d) = e.data.take() {
+            if !self.memory {
+                self.cached_bytes -= d.len() as u64;
+            }
+        }
+        let id = e.subj;
+        self.msgs -= 1;
+        self.bytes -= size;
+        self.deleted += 1;
+        let s = self.subj[id as usize].as_mut().expect("live subject");
+        s.count -= 1;
+        if s.count == 0 {
+            let s = self.subj[id as usize].take().expect("live subject");
+            self.subjects.remove(&s.subject);
+            self.free.push(id);
+        } else if s.first == seq {
+            s.first = seq + 1; // repaired lazily by first_of
+        } else if s.last == seq {
+            let subj = id;
+            let mut last = seq;
+            while last > self.first {
+                last -= 1;
+                let e = &self.entries[(last - self.first) as usize];
+                if !e.deleted && e.subj == subj {
+                    break;
+                }
+            }
+            self.subj[id as usize].as_mut().expect("live subject").last = last;
+        }
+        self.trim_front();
+        Some(Removed { seq, seg, size })
+    }
+
+    /// Drops deleted entries from the front so `first` is a live message.
+    fn trim_front(&mut self) {
+        while self.entries.front().is_some_and(|e| e.deleted) {
+            self.entries.pop_front();
+            self.first += 1;
+            self.deleted -= 1;
+        }
+        if self.entries.is_empty() {
+            self.deleted = 0;
+        }
+    }
+
+    /// Moves the first sequence up to `floor` (purge / restart); entries below go.
+    pub fn raise_floor(&mut self, floor: u64) -> Vec<Removed> {
+        let mut out = Vec::new();
+        // trim_front keeps `first` on a live message, so each removal advances it.
+        while self.msgs > 0 && self.first < floor {
+            let seq = self.first;
+            out.extend(self.remove(seq));
+        }
+        if floor > self.last_seq() {
+            self.entries.clear();
+            self.deleted = 0;
+            self.first = floor;
+        }
+        out
+    }
+
+    /// Subject state by literal subject.
+    pub fn subject(&self, subject: &[u8]) -> Option<&SubjState> {
+        let id = *self.subjects.get(subject)?;
+        self.subj[id as usize].as_ref()
+    }
+
+    /// The first live sequence of a subject, repairing the lazy `first`.
+    pub fn first_of(&mut self, subject: &[u8]) -> Option<u64> {
+        let id = *self.subjects.get(subject)?;
+        let (mut seq, last) = {
+            let s = self.subj[id as usize].as_ref()?;
+            (s.first.max(self.first), s.last)
+        };
+        while seq <= last {
+            if let Some(e) = self.entry(seq) {
+                if e.subj == id {
+                    break;
+                }
+            }
+            seq += 1;
+        }
+        self.subj[id as usize].as_mut()?.first = seq;
+        Some(seq)
+    }
+
+    /// Subjects matching `filter`, with their counts, sorted by subject.
+    pub fn subjects_matching(&self, filter: &[u8]) -> Vec<(Bytes, u64)> {
+        let mut out: Vec<(Bytes, u64)> = self
+            .subjects
+            .iter()
+            .filter(|(s, _)| crate::subject::matches(filter, s))
+            .map(|(s, id)| {
+                (
+                    s.clone(),
+                    self.subj[*id as usize].as_ref().map_or(0, |st| st.count),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// First live sequence ≥ `from` whose subject matches `filter` (all if None).
+    pub fn next_matching(&self, from: u64, filter: Option<&[u8]>) -> Option<u64> {
+        let from = from.max(self.first);
+        if let Some(f) = filter {
+            if !f.contains(&b'*') && !f.contains(&b'>') {
+                let s = self.subject(f)?;
+                if s.last < from {
+                    return None;
+                }
+                let start = from.max(s.first);
+                let id = *self.subjects.get(f)?;
+                return (start..=s.last).find(|&q| self.entry(q).is_some_and(|e| e.subj == id));
+            }
+        }
+        let mut seq = from;
+        let last = self.last_seq();
+        while seq <= last {
+            if let Some(e) = self.entry(seq) {
+                if filter.is_none_or(|f| crate::subject::matches(f, self.subject_of(e))) {
+                    return Some(seq);
+                }
+            }
+            seq += 1;
+        }
+        None
+    }
+
+    /// Count of live messages ≥ `from` matching `filter`.
+    pub fn count_matching(&self, from: u64, filter: Option<&[u8]>) -> u64 {
+        if from <= self.first && filter.is_none_or(|f| f == b">") {
+            return self.msgs;
+        }
+        let mut n = 0;
+        let mut seq = from.max(self.first);
+        while seq <= self.last_seq() {
+            if let Some(e) = self.entry(seq) {
+                if filter.is_none_or(|f| crate::subject::matches(f, self.subject_of(e))) {
+                    n += 1;
+                }
+            }
+            seq += 1;
+        }
+        n
+    }
+
+    /// Live sequences (ascending) whose subject matches `filter`.
+    pub fn seqs_matching(&self, filter: Option<&[u8]>, below: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let end = below.min(self.last_seq() + 1);
+        let mut seq = self.first;
+        while seq < end {
+            if let Some(e) = self.entry(seq) {
+                if filter.is_none_or(|f| crate::subject::matches(f, self.subject_of(e))) {
+                    out.push(seq);
+                }
+            }
+            seq += 1;
+        }
+        out
+    }
+
+    /// Interior deleted sequences, ascending.
+    pub fn deleted_seqs(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.deleted)
+            .map(|(i, _)| self.first + i as u64)
+            .collect()
+    }
+
+    /// Cached data of `seq`, if any.
+    pub fn cached(&self, seq: u64) -> Option<StoredMsg> {
+        let e = self.entry(seq)?;
+        let data = e.data.clone()?;
+        Some(StoredMsg {
+            seq,
+            ts: e.ts,
+            subject: self.subject_of(e).clone(),
+            hdr_len: e.hdr_len as usize,
+            data,
+        })
+    }
+
+    /// Drops cached bytes of the oldest messages until at most `max` are held.
+    pub fn evict(&mut self, max: u64) {
+        if self.memory {
+            return;
+        }
+        let mut seq = self.cache_floor.max(self.first);
+        let last = self.last_seq();
+        while self.cached_bytes > max && seq <= last {
+            let i = (seq - self.first) as usize;
+            if let Some(d) = self.entries[i].data.take() {
+                self.cached_bytes -= d.len() as u64;
+            }
+            seq += 1;
+        }
+        self.cache_floor = seq;
+    }
+
+    /// Sets the cached bytes of `seq` after reading it from disk.
+    pub fn fill_cache(&mut self, seq: u64, data: Bytes) {
+        if seq < self.first || self.memory {
+            return;
+        }
+        let i = (seq - self.first) as usize;
+        if let Some(e) = self.entries.get_mut(i) {
+            if !e.deleted && e.data.is_none() {
+                self.cached_bytes += data.len() as u64;
+                e.data = Some(data);
+                self.cache_floor = self.cache_floor.min(seq);
+            }
+        }
+    }
+
+    /// Sequence of the oldest live message, by timestamp order == sequence order.
+    pub fn oldest(&self) -> Option<(u64, i64)> {
+        if self.msgs == 0 {
+            None
+        } else {
+            self.entry(self.first).map(|e| (self.first, e.ts))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn appends_removes_and_subject_state() {
+        let mut ix = Index::new(true, 1);
+        for (i, s) in ["a", "b", "a", "c", "a"].iter().enumerate() {
+            ix.append(
+                i as u64 + 1,
+                100 + i as i64,
+                &b(s),
+                0,
+                2,
+                0,
+                0,
+                Some(b("hi")),
+            );
+        }
+        assert_eq!(
+            (ix.first_seq(), ix.last_seq(), ix.msgs, ix.num_subjects()),
+            (1, 5, 5, 3)
+        );
+        assert_eq!(ix.bytes, 5 * (1 + 2 + 16));
+        ix.remove(3);
+        assert_eq!((ix.msgs, ix.deleted, ix.deleted_seqs()), (4, 1, vec![3]));
+        ix.remove(1);
+        assert_eq!(ix.first_seq(), 2);
+        assert_eq!(ix.first_of(b"a"), Some(5));
+        assert_eq!(ix.subject(b"a").unwrap().count, 1);
+        assert_eq!(ix.next_matching(1, Some(b"c")), Some(4));
+        assert_eq!(ix.next_matching(3, Some(b"*")), Some(4));
+        ix.remove(5);
+        assert_eq!(ix.subject(b"a").map(|s| s.count), None);
+        assert_eq!(ix.subject(b"c").unwrap().last, 4);
+        let removed = ix.raise_floor(10);
+        assert_eq!(removed.len(), 2);
+        assert_eq!(
+            (ix.first_seq(), ix.last_seq(), ix.msgs, ix.bytes),
+            (10, 9, 0, 0)
+        );
+        ix.append(10, 1, &b("z"), 0, 0, 0, 0, None);
+        assert_eq!((ix.first_seq(), ix.last_seq()), (10, 10));
+    }
+
+    #[test]
+    fn gaps_are_deleted_sequences() {
+        let mut ix = Index::new(false, 1);
+        ix.append(1, 1, &b("a"), 0, 1, 1, 0, None);
+        ix.append(4, 1, &b("a"), 0, 1, 1, 0, None);
+        assert_eq!((ix.msgs, ix.deleted, ix.deleted_seqs()), (2, 2, vec![2, 3]));
+        assert_eq!(ix.subject(b"a").unwrap().last, 4);
+        ix.remove(4);
+        assert_eq!(ix.subject(b"a").unwrap().last, 1);
+    }
+}

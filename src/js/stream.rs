@@ -1,0 +1,977 @@
+//! One stream on its owner shard: publish checks, group commit, limits, reads.
+//!
+//! State split, so that an ack never claims more than the disk holds:
+//! - `ix` (the index) holds only committed messages: written, and synced when
+//!   the sync mode says so. Reads and stream info see only these.
+//! - `w` holds what was accepted but not yet committed: staged record bytes and
+//!   the pending acks, plus provisional counters (next sequence, last msg id)
+//!   that the publish checks (expected-last-sequence, duplicates, discard new)
+//!   consult together with the index.
+//!
+//! The writer task takes everything staged, writes it in one go (O_DIRECT,
+//! then fdatasync), applies it to the index, enforces limits, and only then
+//! sends the acks. A failed write fails every pending publish with an error
+//! and cuts the file back to the committed end, so a publish that got an error
+//! never reappears.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+use crate::js::config::StreamConfig;
+use crate::js::errors::ApiError;
+use crate::js::filelog::{self, FileLog};
+use crate::js::index::{msg_size, Index, StoredMsg};
+use crate::js::record;
+use crate::limits::{DEDUPE_IDS_MAX, STREAM_CACHE_BYTES, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
+use crate::notify::{Event, Notify};
+use crate::protocol::headers;
+
+/// What a stored message asks for after it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollup {
+    None,
+    Subject,
+    All,
+}
+
+enum Pending {
+    Msg {
+        seq: u64,
+        ts: i64,
+        subject: Bytes,
+        hdr_len: usize,
+        data: Bytes,
+        /// Offset of its record in the staged bytes.
+        rel: usize,
+        reply: Option<Bytes>,
+        msg_id: Option<String>,
+        rollup: Rollup,
+    },
+    /// A duplicate of a message not yet committed: acked with it.
+    Dup { seq: u64, reply: Bytes },
+    /// Completion of an API operation whose records are staged.
+    Op(Rc<Cell<Option<Result<(), ApiError>>>>),
+}
+
+#[derive(Default)]
+struct WriteState {
+    staged: Vec<u8>,
+    pending: Vec<Pending>,
+    /// Next sequence to assign (provisional).
+    next_seq: u64,
+    /// Messages and accounting bytes accepted but not committed.
+    msgs: u64,
+    bytes: u64,
+    last_msg_id: Option<String>,
+    /// Per-subject count of pending messages (for discard new per subject).
+    subj_pending: AHashMap<Bytes, (u64, u64)>,
+    /// Pending message ids → sequence.
+    ids: AHashMap<String, u64>,
+}
+
+/// Remembered message ids within the duplicate window, oldest first.
+#[derive(Default)]
+struct Dedupe {
+    ids: AHashMap<String, u64>,
+    order: VecDeque<(i64, String)>,
+}
+
+impl Dedupe {
+    fn insert(&mut self, id: String, seq: u64, ts: i64) {
+        if self.order.len() >= DEDUPE_IDS_MAX {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        self.ids.insert(id.clone(), seq);
+        self.order.push_back((ts, id));
+    }
+    fn expire(&mut self, cutoff: i64) {
+        while self.order.front().is_some_and(|(ts, _)| *ts < cutoff) {
+            let (_, id) = self.order.pop_front().expect("checked");
+            self.ids.remove(&id);
+        }
+    }
+}
+
+pub struct Stream {
+    pub uid: u32,
+    pub name: String,
+    pub dir: PathBuf,
+    pub cfg: RefCell<StreamConfig>,
+    pub created: i64,
+    pub ix: RefCell<Index>,
+    log: RefCell<Option<FileLog>>,
+    w: RefCell<WriteState>,
+    dedupe: RefCell<Dedupe>,
+    last_msg_id: RefCell<Option<String>>,
+    /// Wakes the writer task.
+    wake: Notify,
+    /// Fired after every commit (and failure), for waiters on durability.
+    pub committed: Event,
+    /// Set when the stream is deleted or the server stops: the writer exits.
+    pub closed: Cell<bool>,
+    writer_done: Event,
+    writer_running: Cell<bool>,
+    /// Last I/O error, for logs and `store failed` answers.
+    pub io_error: RefCell<Option<String>>,
+}
+
+/// The answer to a publish that the caller sends at once (errors, duplicates
+/// of committed messages); stored publishes are answered by the writer.
+pub enum Ingest {
+    Accepted,
+    Reply(Vec<u8>),
+    /// Nothing to send (no reply subject).
+    Silent,
+}
+
+pub fn pub_ack(stream: &str, seq: u64, duplicate: bool) -> Vec<u8> {
+    let name = crate::js::json::go_escape(serde_json::to_vec(stream).expect("string"));
+    let mut out = Vec::with_capacity(48 + name.len());
+    out.extend_from_slice(b"{\"stream\":");
+    out.extend_from_slice(&name);
+    out.extend_from_slice(format!(",\"seq\":{seq}").as_bytes());
+    if duplicate {
+        // nats-server writes this one field with a space after the colon.
+        out.extend_from_slice(b",\"duplicate\": true");
+    }
+    out.push(b'}');
+    out
+}
+
+pub fn pub_err(stream: &str, e: &ApiError) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct R<'a> {
+        error: &'a ApiError,
+        stream: &'a str,
+        seq: u64,
+    }
+    crate::js::json::encode(&R {
+        error: e,
+        stream,
+        seq: 0,
+    })
+}
+
+impl Stream {
+    pub fn new(
+        uid: u32,
+        cfg: StreamConfig,
+        created: i64,
+        dir: PathBuf,
+        ix: Index,
+        log: Option<FileLog>,
+        last_msg_id: Option<String>,
+    ) -> Stream {
+        let next = ix.last_seq() + 1;
+        Stream {
+            uid,
+            name: cfg.name.clone(),
+            dir,
+            cfg: RefCell::new(cfg),
+            created,
+            ix: RefCell::new(ix),
+            log: RefCell::new(log),
+            w: RefCell::new(WriteState {
+                next_seq: next,
+                last_msg_id: last_msg_id.clone(),
+                ..Default::default()
+            }),
+            dedupe: RefCell::new(Dedupe::default()),
+            last_msg_id: RefCell::new(last_msg_id),
+            wake: Notify::new(),
+            committed: Event::default(),
+            closed: Cell::new(false),
+            writer_done: Event::default(),
+            writer_running: Cell::new(false),
+            io_error: RefCell::new(None),
+        }
+    }
+
+    /// Remembers a recovered message id (start-up).
+    pub fn remember_id(&self, id: String, seq: u64, ts: i64) {
+        self.dedupe.borrow_mut().insert(id, seq, ts);
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.log.borrow().is_some()
+    }
+
+    /// Bytes staged or pending: above the stall threshold the publisher waits.
+    pub fn congested(&self) -> bool {
+        let w = self.w.borrow();
+        w.staged.len() * 100 > STREAM_INGEST_BYTES * crate::limits::STALL_THRESHOLD_PERCENT
+            || w.pending.len() * 100 > STREAM_INGEST_MSGS * crate::limits::STALL_THRESHOLD_PERCENT
+    }
+
+    /// Waits while the stream is congested (back-pressure on a publisher).
+    pub async fn wait_uncongested(&self) {
+        while self.congested() && !self.closed.get() {
+            self.committed.wait().await;
+        }
+    }
+
+    /// Checks and accepts one published message.
+    pub fn ingest(
+        &self,
+        subject: &Bytes,
+        reply: Option<&Bytes>,
+        hdr_len: Option<usize>,
+        msg: &Bytes,
+    ) -> Ingest {
+        let reply_with = |e: ApiError| match reply {
+            Some(_) => Ingest::Reply(pub_err(&self.name, &e)),
+            None => Ingest::Silent,
+        };
+        let cfg = self.cfg.borrow();
+        let hdr_len = hdr_len.unwrap_or(0);
+        let hdr = &msg[..hdr_len];
+        if cfg.sealed {
+            return reply_with(ApiError::sealed());
+        }
+        if self.closed.get() {
+            return reply_with(ApiError::stream_not_found());
+        }
+        if cfg.max_msg_size > 0 && msg.len() > cfg.max_msg_size as usize {
+            return reply_with(ApiError::msg_too_big());
+        }
+        if hdr_len > 64 * 1024 {
+            return reply_with(ApiError::header_too_big());
+        }
+        let mut msg_id = None;
+        let mut rollup = Rollup::None;
+        let ix = self.ix.borrow();
+        let mut w = self.w.borrow_mut();
+        if w.staged.len() >= STREAM_INGEST_BYTES || w.pending.len() >= STREAM_INGEST_MSGS {
+            return reply_with(ApiError::too_many_requests());
+        }
+        if hdr_len > 0 {
+            if headers::get(hdr, b"Nats-Stream-Source").is_some() {
+                return reply_with(ApiError::source_header_not_allowed());
+            }
+            if headers::get(hdr, b"Nats-TTL").is_some() && !cfg.allow_msg_ttl {
+                return reply_with(ApiError::ttl_disabled());
+            }
+            if headers::get(hdr, b"Nats-Batch-Id").is_some() {
+                return reply_with(ApiError::batch_disabled());
+            }
+            if let Some(id) = headers::get(hdr, b"Nats-Msg-Id").filter(|v| !v.is_empty()) {
+                let id = String::from_utf8_lossy(id).into_owned();
+                if let Some(&seq) = w.ids.get(&id) {
+                    // The original is not committed yet: answer with it.
+                    if let Some(r) = reply {
+                        w.pending.push(Pending::Dup {
+                            seq,
+                            reply: r.clone(),
+                        });
+                        return Ingest::Accepted;
+                    }
+                    return Ingest::Silent;
+                }
+                if let Some(&seq) = self.dedupe.borrow().ids.get(&id) {
+                    return match reply {
+                        Some(_) => Ingest::Reply(pub_ack(&self.name, seq, true)),
+                        None => Ingest::Silent,
+                    };
+                }
+                msg_id = Some(id);
+            }
+            if let Some(v) = headers::get(hdr, b"Nats-Expected-Stream") {
+                if v != self.name.as_bytes() {
+                    return reply_with(ApiError::expected_stream());
+                }
+            }
+            let last = w.next_seq - 1;
+            if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Sequence") {
+                match parse_u64(v) {
+                    Some(want) if want == last => {}
+                    _ => return reply_with(ApiError::wrong_last_seq(last)),
+                }
+            }
+            let subj_filter = headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject");
+            if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence") {
+                let filter = subj_filter.unwrap_or(subject);
+                let have = last_for(&ix, &w, filter);
+                match parse_u64(v) {
+                    Some(want) if want == have => {}
+                    _ => return reply_with(ApiError::wrong_last_seq(have)),
+                }
+            } else if subj_filter.is_some() {
+                return reply_with(ApiError::expected_subject_seq_subject_alone());
+            }
+            if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Msg-Id") {
+                let have = w.last_msg_id.clone().unwrap_or_default();
+                if v != have.as_bytes() {
+                    return reply_with(ApiError::wrong_last_msg_id(&have));
+                }
+            }
+            if let Some(v) = headers::get(hdr, b"Nats-Rollup") {
+                if !cfg.allow_rollup_hdrs || cfg.deny_purge {
+                    return reply_with(ApiError::rollup_not_permitted());
+                }
+                rollup = match v {
+                    b"sub" => Rollup::Subject,
+                    b"all" => Rollup::All,
+                    _ => {
+                        return reply_with(ApiError::invalid_config(format!(
+                            "rollup value invalid: {:?}",
+                            String::from_utf8_lossy(v)
+                        )))
+                    }
+                };
+            }
+        }
+        let size = msg_size(cfg.memory(), subject.len(), hdr_len, msg.len() - hdr_len);
+        if cfg.discard_new() {
+            if cfg.max_msgs > 0 && ix.msgs + w.msgs >= cfg.max_msgs as u64 {
+                return reply_with(ApiError::store_failed("maximum messages exceeded"));
+            }
+            if cfg.max_bytes > 0 && ix.bytes + w.bytes + size > cfg.max_bytes as u64 {
+                return reply_with(ApiError::store_failed("maximum bytes exceeded"));
+            }
+            if cfg.discard_new_per_subject && cfg.max_msgs_per_subject > 0 {
+                let have = ix.subject(subject).map_or(0, |s| s.count)
+                    + w.subj_pending.get(subject).map_or(0, |p| p.0);
+                if have >= cfg.max_msgs_per_subject as u64 {
+                    return reply_with(ApiError::store_failed(
+                        "maximum messages per subject exceeded",
+                    ));
+                }
+            }
+        }
+        if cfg.max_bytes > 0 && size > cfg.max_bytes as u64 {
+            return reply_with(ApiError::store_failed("maximum bytes exceeded"));
+        }
+        drop(ix);
+        let seq = w.next_seq;
+        w.next_seq += 1;
+        let ts = crate::js::json::now_nanos();
+        let rel = w.staged.len();
+        if self.is_file() {
+            record::encode(
+                &mut w.staged,
+                record::KIND_MSG,
+                seq,
+                ts,
+                subject,
+                hdr_len,
+                msg,
+            );
+        }
+        w.msgs += 1;
+        w.bytes += size;
+        let e = w.subj_pending.entry(subject.clone()).or_insert((0, 0));
+        e.0 += 1;
+        e.1 = seq;
+        if let Some(id) = &msg_id {
+            w.ids.insert(id.clone(), seq);
+            w.last_msg_id = Some(id.clone());
+        } else {
+            w.last_msg_id = None;
+        }
+        let reply = if cfg.no_ack { None } else { reply.cloned() };
+        w.pending.push(Pending::Msg {
+            seq,
+            ts,
+            subject: subject.clone(),
+            hdr_len,
+            data: msg.clone(),
+            rel,
+            reply,
+            msg_id,
+            rollup,
+        });
+        drop(w);
+        self.wake.notify();
+        Ingest::Accepted
+    }
+
+    /// Stages a delete or floor record for the next write (file streams).
+    fn stage(&self, kind: u8, seq: u64) {
+        if self.is_file() {
+            let mut w = self.w.borrow_mut();
+            record::encode(
+                &mut w.staged,
+                kind,
+                seq,
+                crate::js::json::now_nanos(),
+                b"",
+                0,
+                b"",
+            );
+            drop(w);
+            self.wake.notify();
+        }
+    }
+
+    /// Waits until everything staged so far is committed; the result of that write.
+    pub async fn sync_point(&self) -> Result<(), ApiError> {
+        let done = Rc::new(Cell::new(None));
+        self.w.borrow_mut().pending.push(Pending::Op(done.clone()));
+        self.wake.notify();
+        loop {
+            if let Some(r) = done.take() {
+                return r;
+            }
+            if self.closed.get() && !self.writer_running.get() {
+                return Err(ApiError::stream_not_found());
+            }
+            self.committed.wait().await;
+        }
+    }
+
+    /// Removes message `seq` (MSG.DELETE); durable before it returns Ok.
+    pub async fn delete_msg(&self, seq: u64) -> Result<(), ApiError> {
+        let removed = self.remove_and_record(seq);
+        if !removed {
+            return Err(ApiError::msg_delete_failed("no message found"));
+        }
+        self.sync_point().await
+    }
+
+    /// Removes `seq` from the index, staging its delete (or floor) record.
+    fn remove_and_record(&self, seq: u64) -> bool {
+        let (removed, first_before, first_after) = {
+            let mut ix = self.ix.borrow_mut();
+            let before = ix.first_seq();
+            let r = ix.remove(seq);
+            (r, before, ix.first_seq())
+        };
+        let Some(r) = removed else { return false };
+        self.segment_lost(r.seg);
+        if seq == first_before {
+            self.stage(record::KIND_FLOOR, first_after);
+        } else {
+            self.stage(record::KIND_DELETE, seq);
+        }
+        true
+    }
+
+    fn segment_lost(&self, seg: u64) {
+        if let Some(log) = self.log.borrow_mut().as_mut() {
+            if let Some(s) = log.segs.get_mut(&seg) {
+                s.live = s.live.saturating_sub(1);
+            }
+        }
+    }
+
+    /// PURGE: everything, or by filter, below `seq`, or keeping the newest `keep`.
+    pub async fn purge(
+        &self,
+        filter: Option<&str>,
+        seq: Option<u64>,
+        keep: Option<u64>,
+    ) -> Result<u64, ApiError> {
+        let filter = filter.filter(|f| !f.is_empty() && *f != ">");
+        let purged;
+        {
+            let mut ix = self.ix.borrow_mut();
+            let last = ix.last_seq();
+            match filter {
+                None => {
+                    let floor = match (seq, keep) {
+                        (Some(s), _) => s,
+                        (None, Some(k)) if k > 0 => {
+                            // Keep the newest k live messages.
+                            let live = ix.seqs_matching(None, u64::MAX);
+                            if (live.len() as u64) <= k {
+                                return Ok(0);
+                            }
+                            live[live.len() - k as usize]
+                        }
+                        _ => last + 1,
+                    };
+                    let removed = ix.raise_floor(floor);
+                    drop(ix);
+                    purged = removed.len() as u64;
+                    for r in &removed {
+                        self.segment_lost(r.seg);
+                    }
+                    let first = self.ix.borrow().first_seq();
+                    self.stage(record::KIND_FLOOR, first);
+                }
+                Some(f) => {
+                    let mut seqs = ix.seqs_matching(Some(f.as_bytes()), seq.unwrap_or(u64::MAX));
+                    if let Some(k) = keep {
+                        let k = k as usize;
+                        if seq.is_none() {
+                            // Keep the newest k per matching subject... nats-server keeps k of the filter.
+                            seqs.truncate(seqs.len().saturating_sub(k));
+                        }
+                    }
+                    drop(ix);
+                    purged = seqs.len() as u64;
+                    for s in seqs {
+                        self.remove_and_record(s);
+                    }
+                }
+            }
+        }
+        self.gc_segments().await;
+        self.sync_point()
+            .await
+            .map_err(|e| ApiError::purge_failed(e.description))?;
+        Ok(purged)
+    }
+
+    /// Reads message `seq` (cache, else disk, verifying the record).
+    pub async fn load(&self, seq: u64) -> Option<StoredMsg> {
+        let (seg, off, len, subj_len) = {
+            let ix = self.ix.borrow();
+            if let Some(m) = ix.cached(seq) {
+                return Some(m);
+            }
+            let e = ix.entry(seq)?;
+            let subj_len = ix.subject_of(e).len();
+            (
+                e.seg,
+                e.off,
+                record::encoded_len(subj_len, e.len as usize),
+                subj_len,
+            )
+        };
+        let file = self.log.borrow().as_ref()?.segs.get(&seg)?.file.clone()?;
+        let bytes = match filelog::read_at(&file, off, len).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                crate::error!(
+                    "JetStream stream '{}': reading sequence {seq}: {e}",
+                    self.name
+                );
+                return None;
+            }
+        };
+        match record::decode(&bytes, len) {
+            record::Decoded::Record(r, _)
+                if r.seq == seq && r.kind == record::KIND_MSG && r.subject.len() == subj_len =>
+            {
+                let data = Bytes::copy_from_slice(r.data);
+                let msg = StoredMsg {
+                    seq,
+                    ts: r.ts,
+                    subject: Bytes::copy_from_slice(r.subject),
+                    hdr_len: r.hdr_len,
+                    data: data.clone(),
+                };
+                let mut ix = self.ix.borrow_mut();
+                ix.fill_cache(seq, data);
+                ix.evict(STREAM_CACHE_BYTES);
+                Some(msg)
+            }
+            _ => {
+                crate::error!(
+                    "JetStream stream '{}': sequence {seq} failed its checksum on read; not served",
+                    self.name
+                );
+                None
+            }
+        }
+    }
+
+    /// The committed last message id (for restarts) and state for info.
+    pub fn last_msg_id(&self) -> Option<String> {
+        self.last_msg_id.borrow().clone()
+    }
+
+    /// Removes messages past `max_age`; true if any went.
+    pub fn expire(&self, now: i64) -> bool {
+        let max_age = self.cfg.borrow().max_age;
+        if max_age <= 0 {
+            return false;
+        }
+        let cutoff = now - max_age;
+        let mut any = false;
+        loop {
+            let oldest = self.ix.borrow().oldest();
+            match oldest {
+                Some((seq, ts)) if ts <= cutoff => {
+                    let r = self.ix.borrow_mut().remove(seq);
+                    if let Some(r) = r {
+                        self.segment_lost(r.seg);
+                    }
+                    any = true;
+                }
+                _ => break,
+            }
+        }
+        if any {
+            let first = self.ix.borrow().first_seq();
+            self.stage(record::KIND_FLOOR, first);
+        }
+        let window = self.cfg.borrow().duplicate_window;
+        self.dedupe.borrow_mut().expire(now - window);
+        any
+    }
+
+    /// Applies the limits (discard old) after a config change.
+    pub fn enforce_limits(&self) {
+        let per = self.cfg.borrow().max_msgs_per_subject;
+        if per > 0 {
+            let over: Vec<Bytes> = self
+                .ix
+                .borrow()
+                .subjects_matching(b">")
+                .into_iter()
+                .filter(|(_, n)| *n > per as u64)
+                .map(|(s, _)| s)
+                .collect();
+            for s in over {
+                self.trim_subject(&s, per as u64);
+            }
+        }
+        self.enforce_global();
+    }
+
+    fn trim_subject(&self, subject: &[u8], max: u64) {
+        loop {
+            let first = {
+                let mut ix = self.ix.borrow_mut();
+                match ix.subject(subject) {
+                    Some(s) if s.count > max => ix.first_of(subject),
+                    _ => None,
+                }
+            };
+            match first {
+                Some(seq) => {
+                    self.remove_and_record(seq);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Applies one committed batch to the index; returns the replies to send.
+    fn commit(&self, pending: Vec<Pending>, seg: u64, base: u64) -> Vec<(Bytes, Vec<u8>)> {
+        let mut replies = Vec::new();
+        let cfg = self.cfg.borrow().clone();
+        let mut touched: Vec<Bytes> = Vec::new();
+        for p in pending {
+            match p {
+                Pending::Msg {
+                    seq,
+                    ts,
+                    subject,
+                    hdr_len,
+                    data,
+                    rel,
+                    reply,
+                    msg_id,
+                    rollup,
+                } => {
+                    {
+                        let mut ix = self.ix.borrow_mut();
+                        let len = data.len();
+                        ix.append(
+                            seq,
+                            ts,
+                            &subject,
+                            hdr_len,
+                            len,
+                            seg,
+                            base + rel as u64,
+                            Some(data),
+                        );
+                    }
+                    if let Some(log) = self.log.borrow_mut().as_mut() {
+                        if let Some(s) = log.segs.get_mut(&seg) {
+                            s.live += 1;
+                        }
+                    }
+                    {
+                        let mut w = self.w.borrow_mut();
+                        w.msgs -= 1;
+                        let size = {
+                            let ix = self.ix.borrow();
+                            ix.entry(seq).map_or(0, |e| ix.size_of(e))
+                        };
+                        w.bytes = w.bytes.saturating_sub(size);
+                        if let Some(e) = w.subj_pending.get_mut(&subject) {
+                            e.0 -= 1;
+                            if e.0 == 0 {
+                                w.subj_pending.remove(&subject);
+                            }
+                        }
+                        if let Some(id) = &msg_id {
+                            w.ids.remove(id);
+                        }
+                    }
+                    if let Some(id) = msg_id.clone() {
+                        self.dedupe.borrow_mut().insert(id, seq, ts);
+                    }
+                    *self.last_msg_id.borrow_mut() = msg_id;
+                    match rollup {
+                        Rollup::None => {}
+                        Rollup::Subject => {
+                            let older = self.ix.borrow().seqs_matching(Some(&subject), seq);
+                            for s in older {
+                                self.remove_and_record(s);
+                            }
+                        }
+                        Rollup::All => {
+                            let removed = self.ix.borrow_mut().raise_floor(seq);
+                            for r in &removed {
+                                self.segment_lost(r.seg);
+                            }
+                            self.stage(record::KIND_FLOOR, seq);
+                        }
+                    }
+                    if cfg.max_msgs_per_subject > 0 {
+                        touched.push(subject.clone());
+                    }
+                    if let Some(r) = reply {
+                        replies.push((r, pub_ack(&self.name, seq, false)));
+                    }
+                }
+                Pending::Dup { seq, reply } => {
+                    replies.push((reply, pub_ack(&self.name, seq, true)))
+                }
+                Pending::Op(done) => done.set(Some(Ok(()))),
+            }
+        }
+        for s in touched {
+            self.trim_subject(&s, cfg.max_msgs_per_subject as u64);
+        }
+        if cfg.max_msgs > 0 || cfg.max_bytes > 0 {
+            self.enforce_global();
+        }
+        self.ix.borrow_mut().evict(STREAM_CACHE_BYTES);
+        replies
+    }
+
+    fn enforce_global(&self) {
+        let cfg = self.cfg.borrow().clone();
+        let mut moved = false;
+        loop {
+            let (msgs, bytes, first) = {
+                let ix = self.ix.borrow();
+                (ix.msgs, ix.bytes, ix.first_seq())
+            };
+            let over = (cfg.max_msgs > 0 && msgs > cfg.max_msgs as u64)
+                || (cfg.max_bytes > 0 && bytes > cfg.max_bytes as u64);
+            if !over || msgs == 0 {
+                break;
+            }
+            let r = self.ix.borrow_mut().remove(first);
+            if let Some(r) = r {
+                self.segment_lost(r.seg);
+            }
+            moved = true;
+        }
+        if moved {
+            let first = self.ix.borrow().first_seq();
+            self.stage(record::KIND_FLOOR, first);
+        }
+    }
+
+    /// Fails every pending publish after a failed write; returns the replies.
+    fn fail(&self, pending: Vec<Pending>, err: &ApiError) -> Vec<(Bytes, Vec<u8>)> {
+        let mut replies = Vec::new();
+        let mut w = self.w.borrow_mut();
+        // Everything accepted after the failed batch was numbered after it: fail it too.
+        let later = std::mem::take(&mut w.pending);
+        w.staged.clear();
+        w.msgs = 0;
+        w.bytes = 0;
+        w.subj_pending.clear();
+        w.ids.clear();
+        w.next_seq = self.ix.borrow().last_seq() + 1;
+        w.last_msg_id = self.last_msg_id.borrow().clone();
+        drop(w);
+        for p in pending.into_iter().chain(later) {
+            match p {
+                Pending::Msg { reply: Some(r), .. } => replies.push((r, pub_err(&self.name, err))),
+                Pending::Dup { reply, .. } => replies.push((reply, pub_err(&self.name, err))),
+                Pending::Op(done) => done.set(Some(Err(err.clone()))),
+                Pending::Msg { .. } => {}
+            }
+        }
+        replies
+    }
+
+    /// Deletes segments whose messages are all gone (never the active one).
+    pub async fn gc_segments(&self) {
+        let first_live = self.ix.borrow().first_seq();
+        let doomed: Vec<u64> = match self.log.borrow().as_ref() {
+            None => return,
+            Some(log) => log
+                .segs
+                .iter()
+                .filter(|(k, s)| {
+                    **k != log.active
+                        && s.live == 0
+                        && (s.tomb_min >= **k || s.tomb_min < first_live)
+                })
+                .map(|(k, _)| *k)
+                .collect(),
+        };
+        for first in doomed {
+            let seg = self
+                .log
+                .borrow_mut()
+                .as_mut()
+                .and_then(|l| l.take_segment(first));
+            if let Some(seg) = seg {
+                filelog::discard_segment(seg, &self.name).await;
+            }
+        }
+    }
+
+    /// The writer: group commit until the stream closes.
+    pub async fn run_writer(self: Rc<Self>, shard: Rc<crate::shard::Shard>) {
+        self.writer_running.set(true);
+        loop {
+            let has_work = {
+                let w = self.w.borrow();
+                !w.staged.is_empty() || !w.pending.is_empty()
+            };
+            if !has_work {
+                if self.closed.get() {
+                    break;
+                }
+                self.wake.wait().await;
+                continue;
+            }
+            let (staged, pending, next_seq) = {
+                let mut w = self.w.borrow_mut();
+                (
+                    std::mem::take(&mut w.staged),
+                    std::mem::take(&mut w.pending),
+                    w.next_seq,
+                )
+            };
+            // A new segment is named by the first message it will hold.
+            let first = pending
+                .iter()
+                .find_map(|p| match p {
+                    Pending::Msg { seq, .. } => Some(*seq),
+                    _ => None,
+                })
+                .unwrap_or(next_seq);
+            let result = self.write(&staged, first).await;
+            let replies = match result {
+                Ok((seg, base)) => {
+                    *self.io_error.borrow_mut() = None;
+                    self.commit(pending, seg, base)
+                }
+                Err(e) => {
+                    let err = if e.raw_os_error() == Some(libc::ENOSPC)
+                        || e.raw_os_error() == Some(libc::EDQUOT)
+                    {
+                        ApiError::insufficient_storage()
+                    } else {
+                        ApiError::store_failed(format!("write failed: {e}"))
+                    };
+                    crate::error!(
+                        "JetStream stream '{}': write failed: {e}; {} pending publishes failed",
+                        self.name,
+                        pending.len()
+                    );
+                    *self.io_error.borrow_mut() = Some(e.to_string());
+                    self.fail(pending, &err)
+                }
+            };
+            for (reply, body) in replies {
+                shard.reply(&reply, None, &body);
+            }
+            shard.flush_mesh().await;
+            self.committed.notify_all();
+            self.gc_segments().await;
+        }
+        self.writer_running.set(false);
+        self.committed.notify_all();
+        self.writer_done.notify_all();
+    }
+
+    /// Writes staged bytes; returns (segment, file offset of the first staged byte).
+    async fn write(&self, staged: &[u8], next_seq: u64) -> std::io::Result<(u64, u64)> {
+        if staged.is_empty() || !self.is_file() {
+            let active = self.log.borrow().as_ref().map_or(0, |l| l.active);
+            return Ok((active, 0));
+        }
+        let roll = self.log.borrow().as_ref().is_some_and(|l| l.should_roll());
+        if roll {
+            let dir = self.dir.clone();
+            let path = dir.join(filelog::segment_name(next_seq));
+            let file = filelog::open_dma(&path).await?;
+            filelog::sync_dir(&dir)?;
+            if let Some(l) = self.log.borrow_mut().as_mut() {
+                l.install(next_seq, path, file);
+            }
+        }
+        let (job, seg, base) = {
+            let log = self.log.borrow();
+            let log = log.as_ref().expect("file stream");
+            (log.prepare(staged), log.active, log.staging_base())
+        };
+        match job.run().await {
+            Ok(()) => {
+                if let Some(log) = self.log.borrow_mut().as_mut() {
+                    log.finish(staged);
+                }
+                Ok((seg, base))
+            }
+            Err(e) => {
+                // Cut anything the failed write left past the committed end.
+                let file = self
+                    .log
+                    .borrow()
+                    .as_ref()
+                    .and_then(|l| l.segs.get(&seg).and_then(|s| s.file.clone()));
+                if let Some(f) = file {
+                    let _ = f.truncate(base).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops the writer after it has written what is staged, and closes files.
+    pub async fn close(&self) {
+        self.closed.set(true);
+        self.wake.notify();
+        while self.writer_running.get() {
+            self.writer_done.wait().await;
+        }
+        let log = self.log.borrow_mut().take();
+        if let Some(mut log) = log {
+            log.close().await;
+        }
+    }
+}
+
+fn parse_u64(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// Last sequence stored (or pending) on subjects matching `filter`; 0 if none.
+fn last_for(ix: &Index, w: &WriteState, filter: &[u8]) -> u64 {
+    let literal = !filter.contains(&b'*') && !filter.contains(&b'>');
+    let pending = if literal {
+        w.subj_pending.get(filter).map(|p| p.1)
+    } else {
+        w.subj_pending
+            .iter()
+            .filter(|(s, _)| crate::subject::matches(filter, s))
+            .map(|(_, p)| p.1)
+            .max()
+    };
+    if let Some(p) = pending {
+        return p;
+    }
+    if literal {
+        ix.subject(filter).map_or(0, |s| s.last)
+    } else {
+        ix.subjects_matching(filter)
+            .iter()
+            .filter_map(|(s, _)| ix.subject(s).map(|st| st.last))
+            .max()
+            .unwrap_or(0)
+    }
+}

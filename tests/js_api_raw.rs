@@ -1,0 +1,581 @@
+//! JetStream API over raw TCP, byte for byte against what nats-server 2.15.1
+//! answered to the same requests (captured with a raw client; timestamps and
+//! the server id masked, and `_nats.level`/`_nats.ver` in `metadata` carrying
+//! our own API level and version).
+
+mod common;
+
+use common::{Raw, Server};
+
+/// Masks the parts that legitimately differ between runs and servers.
+fn mask(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body).into_owned();
+    let mut out = String::new();
+    let mut rest = s.as_str();
+    // "key":"<time>" for time-valued keys, and the leader's name.
+    let keys = [
+        "\"created\":\"",
+        "\"ts\":\"",
+        "\"first_ts\":\"",
+        "\"last_ts\":\"",
+        "\"time\":\"",
+        "\"leader\":\"",
+    ];
+    loop {
+        let next = keys
+            .iter()
+            .filter_map(|k| rest.find(k).map(|i| (i, *k)))
+            .min();
+        let Some((i, k)) = next else {
+            out.push_str(rest);
+            break;
+        };
+        out.push_str(&rest[..i + k.len()]);
+        rest = &rest[i + k.len()..];
+        let end = rest.find('"').unwrap();
+        let value = &rest[..end];
+        out.push_str(if value == "0001-01-01T00:00:00Z" {
+            value
+        } else {
+            "*"
+        });
+        rest = &rest[end..];
+    }
+    out.replace("\"_nats.level\":\"5\"", "\"_nats.level\":\"0\"")
+        .replace("\"_nats.ver\":\"2.15.1\"", "\"_nats.ver\":\"2.10.0\"")
+}
+
+fn pubh(raw: &mut Raw, subject: &str, pairs: &[(&str, &str)], body: &str) -> String {
+    let mut h = String::from("NATS/1.0\r\n");
+    for (k, v) in pairs {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str("\r\n");
+    let hdr = if pairs.is_empty() {
+        None
+    } else {
+        Some(h.as_bytes())
+    };
+    String::from_utf8(raw.request(subject, hdr, body.as_bytes()).1).unwrap()
+}
+
+fn setup(shards: usize) -> (Server, Raw, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(shards, dir.path(), &[]);
+    let mut raw = server.raw();
+    raw.setup_requests();
+    (server, raw, dir)
+}
+
+fn req(raw: &mut Raw, subject: &str, body: &str) -> String {
+    mask(&raw.request(subject, None, body.as_bytes()).1)
+}
+
+const MINIMAL_CONFIG: &str = r#"{"name":"A","subjects":["a.\u003e"],"retention":"limits","max_consumers":-1,"max_msgs":-1,"max_bytes":-1,"max_age":0,"max_msgs_per_subject":-1,"max_msg_size":-1,"discard":"old","storage":"file","num_replicas":1,"duplicate_window":120000000000,"compression":"none","allow_direct":false,"mirror_direct":false,"sealed":false,"deny_delete":false,"deny_purge":false,"allow_rollup_hdrs":false,"consumer_limits":{},"allow_msg_ttl":false,"metadata":{"_nats.level":"5","_nats.req.level":"0","_nats.ver":"2.15.1"}}"#;
+
+#[test]
+fn create_info_and_errors_match_nats_server_bytes() {
+    for shards in [1, 2] {
+        let (_server, mut raw, _dir) = setup(shards);
+        let empty_state = r#""state":{"messages":0,"bytes":0,"first_seq":0,"first_ts":"0001-01-01T00:00:00Z","last_seq":0,"last_ts":"0001-01-01T00:00:00Z","consumer_count":0}"#;
+        let created = format!(
+            r#"{{"type":"io.nats.jetstream.api.v1.stream_create_response","config":{MINIMAL_CONFIG},"created":"*",{empty_state},"ts":"*","did_create":true}}"#
+        );
+        let created = mask(created.as_bytes());
+        assert_eq!(
+            req(
+                &mut raw,
+                "$JS.API.STREAM.CREATE.A",
+                r#"{"name":"A","subjects":["a.>"]}"#
+            ),
+            created
+        );
+        // Idempotent: the same answer again (nats-server says did_create again).
+        assert_eq!(
+            req(
+                &mut raw,
+                "$JS.API.STREAM.CREATE.A",
+                r#"{"name":"A","subjects":["a.>"]}"#
+            ),
+            created
+        );
+        assert_eq!(
+            req(
+                &mut raw,
+                "$JS.API.STREAM.CREATE.A",
+                r#"{"name":"A","subjects":["a.>"],"max_msgs":5}"#
+            ),
+            r#"{"type":"io.nats.jetstream.api.v1.stream_create_response","error":{"code":400,"err_code":10058,"description":"stream name already in use with a different configuration"}}"#
+        );
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "$JS.API.STREAM.CREATE.M1",
+                r#"{"name":"M2","subjects":["m.>"]}"#,
+                r#"{"code":400,"err_code":10056,"description":"stream name in subject does not match request"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.E",
+                "",
+                r#"{"code":400,"err_code":10056,"description":"stream name in subject does not match request"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.S*",
+                r#"{"name":"S*","subjects":["sx.>"]}"#,
+                r#"{"code":500,"err_code":10052,"description":"stream name is required and can not contain '.', '*', '\u003e', '\\', '/'"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.R3",
+                r#"{"name":"R3","subjects":["r3.>"],"num_replicas":3}"#,
+                r#"{"code":500,"err_code":10074,"description":"replicas \u003e 1 not supported in non-clustered mode"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.SEAL",
+                r#"{"name":"SEAL","subjects":["seal.>"],"sealed":true}"#,
+                r#"{"code":500,"err_code":10052,"description":"stream configuration for create can not be sealed"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.AGE",
+                r#"{"name":"AGE","max_age":50000000}"#,
+                r#"{"code":500,"err_code":10052,"description":"max age needs to be \u003e= 100ms"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.DW",
+                r#"{"name":"DW","max_age":1000000000,"duplicate_window":2000000000}"#,
+                r#"{"code":500,"err_code":10052,"description":"duplicates window can not be larger then max age"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.DN",
+                r#"{"name":"DN","discard_new_per_subject":true}"#,
+                r#"{"code":500,"err_code":10052,"description":"discard new per subject requires discard new policy to be set"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.DN2",
+                r#"{"name":"DN2","discard":"new","discard_new_per_subject":true}"#,
+                r#"{"code":500,"err_code":10052,"description":"discard new per subject requires max msgs per subject \u003e 0"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.RU",
+                r#"{"name":"RU","deny_purge":true,"allow_rollup_hdrs":true}"#,
+                r#"{"code":500,"err_code":10052,"description":"roll-ups require the purge permission"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.OV",
+                r#"{"name":"OV","subjects":["a.b"]}"#,
+                r#"{"code":400,"err_code":10065,"description":"subjects overlap with an existing stream"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.ALL",
+                r#"{"name":"ALL","subjects":[">"]}"#,
+                r#"{"code":500,"err_code":10052,"description":"capturing all subjects requires no-ack to be true"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.JSAPI",
+                r#"{"name":"JSAPI","subjects":["$JS.API.>"]}"#,
+                r#"{"code":500,"err_code":10052,"description":"subjects that overlap with jetstream api require no-ack to be true"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.EMP",
+                r#"{"name":"EMP","subjects":["x..b"]}"#,
+                r#"{"code":500,"err_code":10052,"description":"invalid subject"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.RB",
+                r#"{"name":"RB","retention":"bogus"}"#,
+                r#"{"code":400,"err_code":10025,"description":"invalid JSON: can not unmarshal \"\\\"bogus\\\"\""}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.CE",
+                r#"{"name":"CE","compression":""}"#,
+                r#"{"code":400,"err_code":10025,"description":"invalid JSON: unknown compression algorithm"}"#,
+            ),
+            (
+                "$JS.API.STREAM.CREATE.PS",
+                r#"{"name":"P/S"}"#,
+                r#"{"code":400,"err_code":10056,"description":"stream name in subject does not match request"}"#,
+            ),
+        ];
+        for (subject, body, error) in cases {
+            let want = format!(
+                r#"{{"type":"io.nats.jetstream.api.v1.stream_create_response","error":{error}}}"#
+            );
+            assert_eq!(req(&mut raw, subject, body), want, "{subject} {body}");
+        }
+        // Invalid JSON gets 10025 (the decoder's text differs from Go's).
+        let bad = req(
+            &mut raw,
+            "$JS.API.STREAM.CREATE.X",
+            r#"{"name":"X" "subjects":[]}"#,
+        );
+        assert!(bad.starts_with(r#"{"type":"io.nats.jetstream.api.v1.stream_create_response","error":{"code":400,"err_code":10025,"description":"invalid JSON: "#), "{bad}");
+        // The docs' mirror example as printed (a missing comma) is refused the same way.
+        let printed = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/examples/mirror-minimal.as-printed.json"
+        ))
+        .unwrap();
+        let bad = req(&mut raw, "$JS.API.STREAM.CREATE.MIRROR_TARGET", &printed);
+        assert!(bad.contains(r#""err_code":10025"#), "{bad}");
+
+        // Info: paging fields first, cluster leader, then ts.
+        let info = req(&mut raw, "$JS.API.STREAM.INFO.A", "");
+        let want = mask(format!(r#"{{"type":"io.nats.jetstream.api.v1.stream_info_response","total":0,"offset":0,"limit":0,"config":{MINIMAL_CONFIG},"created":"*",{empty_state},"cluster":{{"leader":"*"}},"ts":"*"}}"#).as_bytes());
+        assert_eq!(info, want);
+        assert_eq!(
+            req(&mut raw, "$JS.API.STREAM.INFO.NOPE", ""),
+            r#"{"type":"io.nats.jetstream.api.v1.stream_info_response","error":{"code":404,"err_code":10059,"description":"stream not found"},"total":0,"offset":0,"limit":0}"#
+        );
+        assert_eq!(
+            req(&mut raw, "$JS.API.STREAM.NAMES", ""),
+            r#"{"type":"io.nats.jetstream.api.v1.stream_names_response","total":1,"offset":0,"limit":1024,"streams":["A"]}"#
+        );
+        assert_eq!(
+            req(&mut raw, "$JS.API.STREAM.NAMES", r#"{"subject":"zzz"}"#),
+            r#"{"type":"io.nats.jetstream.api.v1.stream_names_response","total":0,"offset":0,"limit":1024,"streams":null}"#
+        );
+        assert_eq!(
+            req(&mut raw, "$JS.API.STREAM.LIST", r#"{"subject":"zzz"}"#),
+            r#"{"type":"io.nats.jetstream.api.v1.stream_list_response","total":0,"offset":0,"limit":256,"streams":[]}"#
+        );
+        assert_eq!(
+            req(&mut raw, "$JS.API.STREAM.DELETE.A", ""),
+            r#"{"type":"io.nats.jetstream.api.v1.stream_delete_response","success":true}"#
+        );
+        assert_eq!(
+            req(&mut raw, "$JS.API.STREAM.DELETE.A", ""),
+            r#"{"type":"io.nats.jetstream.api.v1.stream_delete_response","error":{"code":404,"err_code":10059,"description":"stream not found"}}"#
+        );
+        // Unknown API subjects get no answer at all (but do not 503 either).
+        raw.send_request("$JS.API.FOO", None, b"");
+        assert_eq!(raw.flush(), "");
+    }
+}
+
+#[test]
+fn publish_acks_and_header_checks_match_nats_server_bytes() {
+    let (_server, mut raw, _dir) = setup(2);
+    req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.PB",
+        r#"{"name":"PB","subjects":["pb.>"],"max_msg_size":100}"#,
+    );
+    assert_eq!(
+        pubh(&mut raw, "pb.a", &[], "one"),
+        r#"{"stream":"PB","seq":1}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "pb.a", &[("Nats-Msg-Id", "m1")], "two"),
+        r#"{"stream":"PB","seq":2}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "pb.b", &[("Nats-Msg-Id", "m1")], "other"),
+        r#"{"stream":"PB","seq":2,"duplicate": true}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "pb.a", &[("Nats-Expected-Stream", "NOPE")], "x"),
+        r#"{"error":{"code":400,"err_code":10060,"description":"expected stream does not match"},"stream":"PB","seq":0}"#
+    );
+    assert_eq!(
+        pubh(
+            &mut raw,
+            "pb.a",
+            &[("Nats-Expected-Last-Sequence", "1")],
+            "x"
+        ),
+        r#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 2"},"stream":"PB","seq":0}"#
+    );
+    assert_eq!(
+        pubh(
+            &mut raw,
+            "pb.a",
+            &[("Nats-Expected-Last-Sequence", "2")],
+            "x"
+        ),
+        r#"{"stream":"PB","seq":3}"#
+    );
+    assert_eq!(
+        pubh(
+            &mut raw,
+            "pb.c",
+            &[("Nats-Expected-Last-Subject-Sequence", "5")],
+            "x"
+        ),
+        r#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 0"},"stream":"PB","seq":0}"#
+    );
+    assert_eq!(
+        pubh(
+            &mut raw,
+            "pb.c",
+            &[("Nats-Expected-Last-Subject-Sequence", "0")],
+            "x"
+        ),
+        r#"{"stream":"PB","seq":4}"#
+    );
+    assert_eq!(
+        pubh(
+            &mut raw,
+            "pb.a",
+            &[("Nats-Expected-Last-Msg-Id", "zz")],
+            "x"
+        ),
+        r#"{"error":{"code":400,"err_code":10070,"description":"wrong last msg ID: "},"stream":"PB","seq":0}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "pb.a", &[("Nats-Rollup", "sub")], "x"),
+        r#"{"error":{"code":500,"err_code":10111,"description":"rollup not permitted"},"stream":"PB","seq":0}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "pb.a", &[], &"x".repeat(101)),
+        r#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"},"stream":"PB","seq":0}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "pb.a", &[("Nats-TTL", "1s")], "x"),
+        r#"{"error":{"code":400,"err_code":10166,"description":"per-message TTL is disabled"},"stream":"PB","seq":0}"#
+    );
+    // A publish without a reply is stored silently.
+    raw.send(b"PUB pb.z 1\r\nq\r\n");
+    assert_eq!(raw.flush(), "");
+    let info = req(&mut raw, "$JS.API.STREAM.INFO.PB", "");
+    assert!(info.contains(r#""messages":5,"#), "{info}");
+
+    // Discard new.
+    req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.DN",
+        r#"{"name":"DN","subjects":["dn.>"],"discard":"new","max_msgs":1}"#,
+    );
+    assert_eq!(
+        pubh(&mut raw, "dn.a", &[], "1"),
+        r#"{"stream":"DN","seq":1}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "dn.a", &[], "2"),
+        r#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"DN","seq":0}"#
+    );
+    req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.DNS",
+        r#"{"name":"DNS","subjects":["dns.>"],"discard":"new","max_msgs_per_subject":1,"discard_new_per_subject":true}"#,
+    );
+    assert_eq!(
+        pubh(&mut raw, "dns.a", &[], "1"),
+        r#"{"stream":"DNS","seq":1}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "dns.a", &[], "2"),
+        r#"{"error":{"code":503,"err_code":10077,"description":"maximum messages per subject exceeded"},"stream":"DNS","seq":0}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "dns.b", &[], "3"),
+        r#"{"stream":"DNS","seq":2}"#
+    );
+    req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.DNB",
+        r#"{"name":"DNB","subjects":["dnb.>"],"discard":"new","max_bytes":40}"#,
+    );
+    assert_eq!(
+        pubh(&mut raw, "dnb.a", &[], "1"),
+        r#"{"stream":"DNB","seq":1}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "dnb.a", &[], "2"),
+        r#"{"error":{"code":503,"err_code":10077,"description":"maximum bytes exceeded"},"stream":"DNB","seq":0}"#
+    );
+}
+
+#[test]
+fn get_delete_purge_and_direct_get_match_nats_server_bytes() {
+    let (_server, mut raw, _dir) = setup(2);
+    req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.DG",
+        r#"{"name":"DG","subjects":["dg.>"],"allow_direct":true}"#,
+    );
+    for (s, b) in [("dg.x", "one"), ("dg.y", "two"), ("dg.x", "three")] {
+        raw.request(s, None, b.as_bytes());
+    }
+    let h = b"NATS/1.0\r\nFoo: bar\r\n\r\n";
+    raw.request("dg.h", Some(h), b"hdrbody");
+    assert_eq!(
+        req(&mut raw, "$JS.API.STREAM.MSG.GET.DG", r#"{"seq":1}"#),
+        r#"{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","message":{"subject":"dg.x","seq":1,"data":"b25l","time":"*"}}"#
+    );
+    assert_eq!(
+        req(
+            &mut raw,
+            "$JS.API.STREAM.MSG.GET.DG",
+            r#"{"last_by_subj":"dg.x"}"#
+        ),
+        r#"{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","message":{"subject":"dg.x","seq":3,"data":"dGhyZWU=","time":"*"}}"#
+    );
+    assert_eq!(
+        req(
+            &mut raw,
+            "$JS.API.STREAM.MSG.GET.DG",
+            r#"{"next_by_subj":"dg.*","seq":2}"#
+        ),
+        r#"{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","message":{"subject":"dg.y","seq":2,"data":"dHdv","time":"*"}}"#
+    );
+    assert_eq!(
+        req(&mut raw, "$JS.API.STREAM.MSG.GET.DG", r#"{"seq":4}"#),
+        r#"{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","message":{"subject":"dg.h","seq":4,"hdrs":"TkFUUy8xLjANCkZvbzogYmFyDQoNCg==","data":"aGRyYm9keQ==","time":"*"}}"#
+    );
+    for (body, err) in [
+        (
+            "",
+            r#"{"code":400,"err_code":10003,"description":"bad request"}"#,
+        ),
+        (
+            r#"{"seq":1,"last_by_subj":"dg.x"}"#,
+            r#"{"code":400,"err_code":10003,"description":"bad request"}"#,
+        ),
+        (
+            r#"{"seq":99}"#,
+            r#"{"code":404,"err_code":10037,"description":"no message found"}"#,
+        ),
+        (
+            r#"{"seq":1,"batch":2}"#,
+            r#"{"code":400,"err_code":10003,"description":"bad request"}"#,
+        ),
+    ] {
+        assert_eq!(
+            req(&mut raw, "$JS.API.STREAM.MSG.GET.DG", body),
+            format!(
+                r#"{{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{err}}}"#
+            ),
+            "{body}"
+        );
+    }
+    // Direct get: headers, then the batch with pending counts and 204 EOB.
+    let (hdr, body) = raw.request("$JS.API.DIRECT.GET.DG", None, br#"{"seq":1}"#);
+    let hdr = String::from_utf8(hdr).unwrap();
+    assert!(hdr.starts_with("NATS/1.0\r\nNats-Stream: DG\r\nNats-Subject: dg.x\r\nNats-Sequence: 1\r\nNats-Time-Stamp: "), "{hdr}");
+    assert_eq!(body, b"one");
+    raw.send_request("$JS.API.DIRECT.GET.DG", None, br#"{"seq":1,"batch":3}"#);
+    for (i, (seq, subj, pending, last)) in [(1, "dg.x", 3, 0), (2, "dg.y", 2, 1), (3, "dg.x", 1, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let (h, _) = raw.read_msg();
+        let h = String::from_utf8(h).unwrap();
+        assert!(
+            h.contains(&format!("Nats-Subject: {subj}\r\nNats-Sequence: {seq}\r\n")),
+            "{i}: {h}"
+        );
+        assert!(
+            h.ends_with(&format!(
+                "Nats-Num-Pending: {pending}\r\nNats-Last-Sequence: {last}\r\n\r\n"
+            )),
+            "{i}: {h}"
+        );
+    }
+    let (h, b) = raw.read_msg();
+    assert_eq!(
+        h,
+        b"NATS/1.0 204 EOB\r\nNats-Num-Pending: 1\r\nNats-Last-Sequence: 3\r\n\r\n"
+    );
+    assert!(b.is_empty());
+    let (h, b) = raw.request("$JS.API.DIRECT.GET.DG.dg.x", None, b"");
+    assert!(String::from_utf8(h)
+        .unwrap()
+        .contains("Nats-Sequence: 3\r\n"));
+    assert_eq!(b, b"three");
+    let (h, _) = raw.request("$JS.API.DIRECT.GET.DG.dg.h", None, b"");
+    assert!(String::from_utf8(h)
+        .unwrap()
+        .starts_with("NATS/1.0\r\nFoo: bar\r\nNats-Stream: DG\r\n"));
+    for (subject, body, status) in [
+        (
+            "$JS.API.DIRECT.GET.DG",
+            "",
+            "NATS/1.0 408 Empty Request\r\n\r\n",
+        ),
+        (
+            "$JS.API.DIRECT.GET.DG",
+            "{bad",
+            "NATS/1.0 408 Malformed Request\r\n\r\n",
+        ),
+        (
+            "$JS.API.DIRECT.GET.DG",
+            r#"{"seq":1,"last_by_subj":"dg.x"}"#,
+            "NATS/1.0 408 Bad Request\r\n\r\n",
+        ),
+        (
+            "$JS.API.DIRECT.GET.DG",
+            r#"{"seq":99}"#,
+            "NATS/1.0 404 Message Not Found\r\n\r\n",
+        ),
+        (
+            "$JS.API.DIRECT.GET.DG.dg.x",
+            r#"{"seq":1}"#,
+            "NATS/1.0 408 Bad Request\r\n\r\n",
+        ),
+        (
+            "$JS.API.DIRECT.GET.NOPE",
+            r#"{"seq":1}"#,
+            "NATS/1.0 503\r\nNats-Subject: $JS.API.DIRECT.GET.NOPE\r\n\r\n",
+        ),
+    ] {
+        let (h, b) = raw.request(subject, None, body.as_bytes());
+        assert_eq!(String::from_utf8(h).unwrap(), status, "{subject} {body}");
+        assert!(b.is_empty());
+    }
+    // Message delete and purge.
+    assert_eq!(
+        req(&mut raw, "$JS.API.STREAM.MSG.DELETE.DG", r#"{"seq":2}"#),
+        r#"{"type":"io.nats.jetstream.api.v1.stream_msg_delete_response","success":true}"#
+    );
+    for (body, err) in [
+        (
+            r#"{"seq":2}"#,
+            r#"{"code":400,"err_code":10043,"description":"sequence 2 not found"}"#,
+        ),
+        (
+            r#"{"seq":99}"#,
+            r#"{"code":500,"err_code":10057,"description":"stream store EOF"}"#,
+        ),
+        (
+            r#"{"seq":0}"#,
+            r#"{"code":500,"err_code":10057,"description":"no message found"}"#,
+        ),
+        (
+            "{}",
+            r#"{"code":400,"err_code":10003,"description":"bad request"}"#,
+        ),
+    ] {
+        assert_eq!(
+            req(&mut raw, "$JS.API.STREAM.MSG.DELETE.DG", body),
+            format!(
+                r#"{{"type":"io.nats.jetstream.api.v1.stream_msg_delete_response","error":{err}}}"#
+            ),
+            "{body}"
+        );
+    }
+    let info = req(
+        &mut raw,
+        "$JS.API.STREAM.INFO.DG",
+        r#"{"deleted_details":true}"#,
+    );
+    assert!(
+        info.contains(r#""num_subjects":2,"num_deleted":1,"deleted":[2],"consumer_count":0"#),
+        "{info}"
+    );
+    assert_eq!(
+        req(&mut raw, "$JS.API.STREAM.PURGE.DG", r#"{"seq":3,"keep":1}"#),
+        r#"{"type":"io.nats.jetstream.api.v1.stream_purge_response","error":{"code":400,"err_code":10003,"description":"bad request"},"purged":0}"#
+    );
+    assert_eq!(
+        req(
+            &mut raw,
+            "$JS.API.STREAM.PURGE.DG",
+            r#"{"filter":"dg.x","keep":1}"#
+        ),
+        r#"{"type":"io.nats.jetstream.api.v1.stream_purge_response","success":true,"purged":1}"#
+    );
+    assert_eq!(
+        req(&mut raw, "$JS.API.STREAM.PURGE.DG", ""),
+        r#"{"type":"io.nats.jetstream.api.v1.stream_purge_response","success":true,"purged":2}"#
+    );
+    let info = req(&mut raw, "$JS.API.STREAM.INFO.DG", "");
+    assert!(info.contains(r#""state":{"messages":0,"bytes":0,"first_seq":5,"first_ts":"0001-01-01T00:00:00Z","last_seq":4,"last_ts":"*","consumer_count":0}"#), "{info}");
+}
