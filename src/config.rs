@@ -52,6 +52,9 @@ struct Cli {
     /// default) or `interval=<duration>` (after the write; fdatasync that often)
     #[arg(long = "sync", default_value = "always")]
     sync: String,
+    /// Size at which a stream's segment file is closed and a new one begun
+    #[arg(long = "segment_bytes", default_value_t = limits::SEGMENT_BYTES_DEFAULT)]
+    segment_bytes: u64,
     /// Enable debugging output
     #[arg(short = 'D', long = "debug")]
     debug: bool,
@@ -103,6 +106,7 @@ pub struct Config {
     /// JetStream store directory when JetStream is enabled.
     pub jetstream: Option<PathBuf>,
     pub sync: crate::js::SyncMode,
+    pub segment_bytes: u64,
 }
 
 /// What the command line asked for.
@@ -183,6 +187,7 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("max_payload", "max_payload"),
     ("max_pending", "max_pending"),
     ("sync", "sync"),
+    ("segment_bytes", "segment_bytes"),
 ];
 
 /// Flags that take a value in the next argument (unless given with `=`).
@@ -202,6 +207,7 @@ const TAKES_VALUE: &[&str] = &[
     "max_payload",
     "max_pending",
     "sync",
+    "segment_bytes",
 ];
 
 /// Parses the command line (without the program name) into a command.
@@ -273,6 +279,12 @@ fn validate(cli: Cli) -> Result<Config, String> {
             }
         },
     };
+    if cli.segment_bytes < limits::SEGMENT_BYTES_MIN {
+        return Err(format!(
+            "jetcore: --segment_bytes must be at least {}",
+            limits::SEGMENT_BYTES_MIN
+        ));
+    }
     let addr = resolve_host(&cli.addr)?;
     let port = match cli.port {
         -1 | 0 => 0,
@@ -324,6 +336,7 @@ fn validate(cli: Cli) -> Result<Config, String> {
         max_pending: cli.max_pending,
         jetstream,
         sync,
+        segment_bytes: cli.segment_bytes,
     })
 }
 

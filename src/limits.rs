@@ -98,9 +98,12 @@ const _: () = assert!(PAYLOAD_MAX_LIMIT <= PENDING_BYTES_MAX_DEFAULT);
 const _: () = assert!(CONTROL_LINE_MAX < READ_CHUNK_BYTES);
 const _: () = assert!(STALL_THRESHOLD_PERCENT < 100);
 
-/// A stream segment file is closed and a new one started once it holds this
-/// many bytes (a segment is deleted whole, so this is also the reclaim unit).
-pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+/// Default size at which a stream segment file is closed and a new one started
+/// (`--segment_bytes`); a segment is deleted whole, so this is also the unit
+/// in which disk space comes back.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+/// Smallest `--segment_bytes`: one DMA block.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
 
 /// Largest single DMA read or write: glommio warns that requests above a
 /// device's `max_sectors_kb` have hung on some kernels (issue 633); 128 KiB is

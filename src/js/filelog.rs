@@ -4,7 +4,7 @@
 //! Writing is split so no borrow is held across I/O: `prepare` takes the staged
 //! records (plus the partial last block, rewritten each time) into DMA buffers,
 //! the writer task awaits `WriteJob::run`, then `finish` records the new end.
-//! Segments roll over at `SEGMENT_BYTES`; a segment is named by the first
+//! Segments roll over at `segment_bytes` (`--segment_bytes`); a segment is named by the first
 //! sequence it was opened for. Recovery (`recover`) runs once at start with
 //! blocking reads.
 
@@ -15,7 +15,7 @@ use std::rc::Rc;
 use glommio::io::{DmaFile, OpenOptions};
 
 use crate::js::record::{self, Decoded};
-use crate::limits::{DMA_IO_MAX, SEGMENT_BYTES};
+use crate::limits::DMA_IO_MAX;
 
 const BLOCK: u64 = 4096;
 
@@ -46,6 +46,7 @@ pub struct FileLog {
     carry: Vec<u8>,
     carry_base: u64,
     pub sync: bool,
+    pub segment_bytes: u64,
 }
 
 /// One group-commit write: aligned buffers for consecutive file ranges.
@@ -98,7 +99,7 @@ impl FileLog {
 
     /// True when the active segment is full and the next write should roll.
     pub fn should_roll(&self) -> bool {
-        self.staging_base() >= SEGMENT_BYTES
+        self.staging_base() >= self.segment_bytes
     }
 
     /// Makes a freshly created file the active segment for records from `first`.
@@ -388,6 +389,7 @@ impl FileLog {
         mut segs: BTreeMap<u64, Segment>,
         next_seq: u64,
         sync: bool,
+        segment_bytes: u64,
     ) -> std::io::Result<FileLog> {
         for seg in segs.values_mut() {
             seg.file = Some(Rc::new(open_dma(&seg.path).await?));
@@ -399,6 +401,7 @@ impl FileLog {
             carry: Vec::new(),
             carry_base: 0,
             sync,
+            segment_bytes,
         };
         match log.segs.iter().next_back().map(|(k, s)| (*k, s.size)) {
             Some((first, size)) => {

@@ -117,7 +117,11 @@ pub fn decode_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Stri
     let v = if trimmed {
         Value::Object(Map::new())
     } else {
-        decode(bytes)?
+        match decode(bytes)? {
+            // Go decodes `null` into a struct as "nothing set".
+            Value::Null => Value::Object(Map::new()),
+            v => v,
+        }
     };
     serde_json::from_value(v).map_err(|e| e.to_string())
 }

@@ -120,7 +120,7 @@ impl Js {
 /// streams (blocking scan, before the shard accepts clients).
 pub async fn open(shard: &Rc<Shard>, store_dir: &Path, sync: SyncMode) -> Result<(), String> {
     let js = shard.js.as_ref().expect("JetStream enabled");
-    let _ = (store_dir, sync);
+    let _ = store_dir;
     let dir = js.streams_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("JetStream store {}: {e}", dir.display()))?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -160,6 +160,10 @@ pub async fn open(shard: &Rc<Shard>, store_dir: &Path, sync: SyncMode) -> Result
     js.next_uid.set(max_uid + 1);
     let s = shard.clone();
     glommio::spawn_local(async move { expiry_loop(s).await }).detach();
+    if let SyncMode::Interval(every) = sync {
+        let s = shard.clone();
+        glommio::spawn_local(async move { sync_loop(s, every).await }).detach();
+    }
     Ok(())
 }
 
@@ -243,7 +247,7 @@ async fn recover_stream(shard: &Rc<Shard>, dir: PathBuf, meta: Meta) -> Result<R
         let next = ix.last_seq() + 1;
         let sync = matches!(js.sync, SyncMode::Always);
         log = Some(
-            filelog::FileLog::open(dir.clone(), segs, next, sync)
+            filelog::FileLog::open(dir.clone(), segs, next, sync, shard.cfg.segment_bytes)
                 .await
                 .map_err(|e| format!("stream {}: {e}", cfg.name))?,
         );
@@ -375,6 +379,20 @@ async fn expiry_loop(shard: Rc<Shard>) {
         for s in streams {
             if s.expire(now) {
                 s.gc_segments().await;
+            }
+        }
+    }
+}
+
+/// `--sync interval=<d>`: fdatasync every owned file stream that often.
+async fn sync_loop(shard: Rc<Shard>, every: std::time::Duration) {
+    let js = shard.js.as_ref().expect("JetStream enabled");
+    while !shard.stopping.get() {
+        glommio::timer::sleep(every).await;
+        let streams: Vec<Rc<Stream>> = js.streams.borrow().values().cloned().collect();
+        for s in streams {
+            if let Err(e) = s.sync_now().await {
+                crate::error!("JetStream stream '{}': periodic sync failed: {e}", s.name);
             }
         }
     }
@@ -619,6 +637,7 @@ impl Shard {
                     BTreeMap::new(),
                     first,
                     matches!(js.sync, SyncMode::Always),
+                    self.cfg.segment_bytes,
                 )
                 .await
                 .map(Some)

@@ -861,9 +861,13 @@ impl Stream {
                     self.commit(pending, seg, base)
                 }
                 Err(e) => {
-                    let err = if e.raw_os_error() == Some(libc::ENOSPC)
-                        || e.raw_os_error() == Some(libc::EDQUOT)
-                    {
+                    // glommio keeps the kind, not the errno, of its I/O errors.
+                    let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                        || matches!(
+                            e.kind(),
+                            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                        );
+                    let err = if full {
                         ApiError::insufficient_storage()
                     } else {
                         ApiError::store_failed(format!("write failed: {e}"))
@@ -897,6 +901,8 @@ impl Stream {
         }
         let roll = self.log.borrow().as_ref().is_some_and(|l| l.should_roll());
         if roll {
+            // In interval mode the closing segment may hold unsynced writes.
+            self.sync_now().await?;
             let dir = self.dir.clone();
             let path = dir.join(filelog::segment_name(next_seq));
             let file = filelog::open_dma(&path).await?;
@@ -932,12 +938,30 @@ impl Stream {
         }
     }
 
+    /// fdatasync of the active segment (interval mode's periodic sync).
+    pub async fn sync_now(&self) -> std::io::Result<()> {
+        let file = {
+            let log = self.log.borrow();
+            match log.as_ref() {
+                Some(l) if !l.sync => l.segs.get(&l.active).and_then(|s| s.file.clone()),
+                _ => None,
+            }
+        };
+        match file {
+            Some(f) => f.fdatasync().await.map_err(std::io::Error::from),
+            None => Ok(()),
+        }
+    }
+
     /// Stops the writer after it has written what is staged, and closes files.
     pub async fn close(&self) {
         self.closed.set(true);
         self.wake.notify();
         while self.writer_running.get() {
             self.writer_done.wait().await;
+        }
+        if let Err(e) = self.sync_now().await {
+            crate::error!("JetStream stream '{}': final sync failed: {e}", self.name);
         }
         let log = self.log.borrow_mut().take();
         if let Some(mut log) = log {

@@ -14,6 +14,8 @@ pub struct Server {
     pub port: u16,
     pub shards: usize,
     pub log: mpsc::Receiver<String>,
+    /// Log lines up to "Listening for client connections".
+    pub startup_log: Vec<String>,
 }
 
 impl Server {
@@ -46,11 +48,13 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut startup_log = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
                 .recv_timeout(left)
                 .expect("server did not report its port in time");
+            startup_log.push(line.clone());
             if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
                 let port = addr.rsplit(':').next().unwrap().trim().parse().unwrap();
                 return Server {
@@ -58,6 +62,7 @@ impl Server {
                     port,
                     shards,
                     log: rx,
+                    startup_log,
                 };
             }
         }
@@ -150,6 +155,8 @@ extern "C" {
 pub struct Raw {
     pub stream: TcpStream,
     pub info: String,
+    /// Reply subject used by `request` (unique per connection).
+    pub inbox: String,
 }
 
 impl Raw {
@@ -158,9 +165,12 @@ impl Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut raw = Raw {
             stream,
             info: String::new(),
+            inbox: format!("_R{n}"),
         };
         let line = raw.read_line();
         assert!(line.starts_with("INFO {"), "{line}");
@@ -220,7 +230,11 @@ impl Raw {
 
     /// Sends CONNECT (headers on) and subscribes `_R.>` for `request`.
     pub fn setup_requests(&mut self) {
-        self.send(b"CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1}\r\nSUB _R.> 1\r\n");
+        let setup = format!(
+            "CONNECT {{\"verbose\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1}}\r\nSUB {}.> 1\r\n",
+            self.inbox
+        );
+        self.send(setup.as_bytes());
         let got = self.flush();
         assert!(got.is_empty() || got.starts_with("INFO"), "{got}");
     }
@@ -240,12 +254,13 @@ impl Raw {
     pub fn send_request(&mut self, subject: &str, hdr: Option<&[u8]>, body: &[u8]) {
         let mut out = match hdr {
             Some(h) => format!(
-                "HPUB {subject} _R.x {} {}\r\n",
+                "HPUB {subject} {}.x {} {}\r\n",
+                self.inbox,
                 h.len(),
                 h.len() + body.len()
             )
             .into_bytes(),
-            None => format!("PUB {subject} _R.x {}\r\n", body.len()).into_bytes(),
+            None => format!("PUB {subject} {}.x {}\r\n", self.inbox, body.len()).into_bytes(),
         };
         if let Some(h) = hdr {
             out.extend_from_slice(h);

@@ -1,0 +1,476 @@
+//! What survives: SIGTERM and restart, kill -9 while publishing, a torn last
+//! record, a flipped byte in an older segment, and a full disk.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Raw, Server};
+
+fn raw(server: &Server) -> Raw {
+    let mut r = server.raw();
+    r.setup_requests();
+    r
+}
+
+fn req(raw: &mut Raw, subject: &str, body: &str) -> serde_json::Value {
+    let (_, b) = raw.request(subject, None, body.as_bytes());
+    serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&b)))
+}
+
+fn state(raw: &mut Raw, stream: &str) -> serde_json::Value {
+    req(raw, &format!("$JS.API.STREAM.INFO.{stream}"), "")["state"].clone()
+}
+
+/// (subject, payload, headers) of message `seq`, or None if it is not there.
+fn get(raw: &mut Raw, stream: &str, seq: u64) -> Option<(String, Vec<u8>)> {
+    let v = req(
+        raw,
+        &format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        &format!("{{\"seq\":{seq}}}"),
+    );
+    let m = v.get("message")?;
+    let data = m
+        .get("data")
+        .and_then(|d| d.as_str())
+        .map(b64)
+        .unwrap_or_default();
+    Some((m["subject"].as_str().unwrap().to_string(), data))
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= u32::from(val(*c)) << (18 - 6 * i);
+        }
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    out
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    let mut p = format!("m{i:08}-").into_bytes();
+    p.extend((0..(i % 200)).map(|k| (k as u8).wrapping_mul(31).wrapping_add(i as u8)));
+    p
+}
+
+#[test]
+fn everything_returns_after_sigterm_with_the_same_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &["--segment_bytes", "8192"]);
+    let mut r = raw(&server);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.K",
+        r#"{"name":"K","subjects":["k.>"],"max_msgs_per_subject":3}"#,
+    );
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.M",
+        r#"{"name":"M","subjects":["m.>"],"storage":"memory"}"#,
+    );
+    for i in 0..300u64 {
+        let hdr = format!("NATS/1.0\r\nNats-Msg-Id: id{i}\r\n\r\n");
+        r.request(&format!("k.s{}", i % 40), Some(hdr.as_bytes()), &payload(i));
+    }
+    r.request("m.a", None, b"volatile");
+    req(&mut r, "$JS.API.STREAM.MSG.DELETE.K", r#"{"seq":299}"#);
+    req(&mut r, "$JS.API.STREAM.PURGE.K", r#"{"filter":"k.s1"}"#);
+    let before = state(&mut r, "K");
+    let mut contents = Vec::new();
+    for seq in 1..=300 {
+        contents.push(get(&mut r, "K", seq));
+    }
+    assert_eq!(before["messages"], 40 * 3 - 3 - 1);
+    let segments = std::fs::read_dir(dir.path().join("jetstream/streams/K"))
+        .unwrap()
+        .count();
+    assert!(segments > 2, "small segments roll over ({segments} files)");
+    assert!(server.terminate().success());
+
+    let server = Server::start_js(4, dir.path(), &["--segment_bytes", "8192"]);
+    let mut r = raw(&server);
+    let after = state(&mut r, "K");
+    for key in [
+        "messages",
+        "bytes",
+        "first_seq",
+        "last_seq",
+        "num_subjects",
+        "num_deleted",
+        "first_ts",
+        "last_ts",
+    ] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+    for seq in 1..=300u64 {
+        assert_eq!(
+            get(&mut r, "K", seq),
+            contents[seq as usize - 1],
+            "seq {seq}"
+        );
+    }
+    // Duplicate detection survives the restart; sequences continue.
+    let dup = String::from_utf8(
+        r.request(
+            "k.s0",
+            Some(b"NATS/1.0\r\nNats-Msg-Id: id280\r\n\r\n"),
+            b"x",
+        )
+        .1,
+    )
+    .unwrap();
+    assert_eq!(dup, r#"{"stream":"K","seq":281,"duplicate": true}"#);
+    let next = String::from_utf8(r.request("k.new", None, b"x").1).unwrap();
+    assert_eq!(next, r#"{"stream":"K","seq":301}"#);
+    // A memory stream keeps its config, not its messages.
+    let m = state(&mut r, "M");
+    assert_eq!(m["messages"], 0);
+}
+
+/// Publishes pipelined with a window, recording which message each ack names.
+fn publish_until_killed(
+    port: u16,
+    base: u64,
+    acked: Arc<Mutex<HashMap<u64, u64>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    s.write_all(b"CONNECT {\"verbose\":false,\"headers\":true}\r\nSUB _A.* 1\r\n")
+        .unwrap();
+    let acked_reader = acked.clone();
+    let reader_thread = std::thread::spawn(move || loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if let Some(rest) = line.strip_prefix("MSG _A.") {
+            let mut parts = rest.split_whitespace();
+            let i: u64 = base + parts.next().unwrap().parse::<u64>().unwrap();
+            let n: usize = parts.nth(1).unwrap().parse().unwrap();
+            let mut body = vec![0u8; n + 2];
+            if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+                return;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body[..n]).unwrap();
+            if let Some(seq) = v["seq"].as_u64().filter(|_| v.get("error").is_none()) {
+                acked_reader.lock().unwrap().insert(i, seq);
+            }
+        }
+    });
+    let mut i = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let p = payload(base + i);
+        let mut msg = format!("PUB d.x _A.{i} {}\r\n", p.len()).into_bytes();
+        msg.extend_from_slice(&p);
+        msg.extend_from_slice(b"\r\n");
+        if s.write_all(&msg).is_err() {
+            break;
+        }
+        i += 1;
+        while i > acked.lock().unwrap().len() as u64 + 256
+            && !stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = reader_thread.join();
+}
+
+#[test]
+fn kill_9_while_publishing_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all_acked: HashMap<u64, u64> = HashMap::new();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    for round in 0..4u64 {
+        let server = Server::start_js(2, dir.path(), &["--segment_bytes", "65536"]);
+        let mut r = raw(&server);
+        if round == 0 {
+            req(
+                &mut r,
+                "$JS.API.STREAM.CREATE.D",
+                r#"{"name":"D","subjects":["d.>"]}"#,
+            );
+        }
+        let acked = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let port = server.port;
+        let (a, s) = (acked.clone(), stop.clone());
+        let base = round * 10_000_000;
+        let publisher = std::thread::spawn(move || publish_until_killed(port, base, a, s));
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(150 + rng % 400));
+        server.kill9();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        publisher.join().unwrap();
+        let acked = acked.lock().unwrap().clone();
+        assert!(
+            !acked.is_empty(),
+            "round {round}: some publishes were acknowledged"
+        );
+
+        let server = Server::start_js(2, dir.path(), &["--segment_bytes", "65536"]);
+        let mut r = raw(&server);
+        let st = state(&mut r, "D");
+        let first = st["first_seq"].as_u64().unwrap();
+        let last = st["last_seq"].as_u64().unwrap();
+        assert_eq!(
+            st["messages"].as_u64().unwrap(),
+            last - first + 1,
+            "no holes"
+        );
+        // Every acknowledged message is there, byte for byte.
+        for (i, seq) in &acked {
+            assert!(
+                *seq <= last,
+                "round {round}: acked seq {seq} beyond last {last}"
+            );
+            let (subject, data) = get(&mut r, "D", *seq)
+                .unwrap_or_else(|| panic!("round {round}: acked seq {seq} missing"));
+            assert_eq!(subject, "d.x");
+            assert_eq!(data, payload(*i), "round {round}: seq {seq}");
+        }
+        // Whatever else is stored from this round was sent, in order.
+        let round_first = all_acked.values().max().map_or(1, |m| m + 1);
+        let mut prev: Option<u64> = None;
+        for seq in round_first..=last {
+            let (_, data) = get(&mut r, "D", seq).unwrap();
+            let i: u64 = std::str::from_utf8(&data[1..9]).unwrap().parse().unwrap();
+            assert_eq!(
+                data,
+                payload(i),
+                "round {round}: seq {seq} is a message we sent"
+            );
+            if let Some(p) = prev {
+                // In send order; a new round starts its own numbering.
+                assert!(
+                    i == p + 1 || (i == round * 10_000_000 && p < i),
+                    "round {round}: seq {seq}: {p} then {i}"
+                );
+            }
+            prev = Some(i);
+        }
+        // Earlier rounds are untouched.
+        for seq in all_acked.values() {
+            assert!(
+                get(&mut r, "D", *seq).is_some(),
+                "earlier acked seq {seq} missing"
+            );
+        }
+        all_acked.extend(acked);
+        server.kill9();
+    }
+}
+
+/// Record boundaries of a segment file (offsets of each record, then the end).
+fn record_offsets(file: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 4 <= file.len() {
+        let len = u32::from_le_bytes(file[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        out.push(pos);
+        pos += len;
+    }
+    out.push(pos);
+    out
+}
+
+fn segments(dir: &std::path::Path, stream: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("jetstream/streams").join(stream))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn torn_tail_and_flipped_byte_drop_exactly_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(1, dir.path(), &["--segment_bytes", "8192"]);
+    let mut r = raw(&server);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.T",
+        r#"{"name":"T","subjects":["t.>"]}"#,
+    );
+    for i in 0..200u64 {
+        r.request("t.x", None, &payload(i));
+    }
+    assert!(server.terminate().success());
+    let segs = segments(dir.path(), "T");
+    assert!(segs.len() >= 3, "{segs:?}");
+
+    // Tear the last record of the last segment in half.
+    let last = segs.last().unwrap();
+    let bytes = std::fs::read(last).unwrap();
+    let offs = record_offsets(&bytes);
+    let (start, end) = (offs[offs.len() - 2], offs[offs.len() - 1]);
+    let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    f.set_len(((start + end) / 2) as u64).unwrap();
+    drop(f);
+    // Flip one byte inside the payload of the third record of the first segment.
+    let first = &segs[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let offs = record_offsets(&bytes);
+    let target = offs[2] + 40;
+    bytes[target] ^= 0x55;
+    std::fs::write(first, &bytes).unwrap();
+
+    let server = Server::start_js(1, dir.path(), &["--segment_bytes", "8192"]);
+    let logged = server.startup_log.join("\n");
+    assert!(logged.contains("checksum mismatch"), "{logged}");
+    assert!(logged.contains("torn write"), "{logged}");
+    let mut r = raw(&server);
+    let st = state(&mut r, "T");
+    assert_eq!(st["last_seq"], 199, "the torn record 200 is gone");
+    assert_eq!(st["messages"], 198, "and so is the damaged record 3");
+    assert_eq!(st["num_deleted"], 1);
+    assert_eq!(
+        get(&mut r, "T", 3),
+        None,
+        "a corrupt record is never served"
+    );
+    for seq in [1u64, 2, 4, 100, 199] {
+        assert_eq!(
+            get(&mut r, "T", seq).unwrap().1,
+            payload(seq - 1),
+            "seq {seq}"
+        );
+    }
+    // The sequence continues after the last good record.
+    let ack = String::from_utf8(r.request("t.x", None, b"after").1).unwrap();
+    assert_eq!(ack, r#"{"stream":"T","seq":200}"#);
+    assert!(server.terminate().success());
+    let server = Server::start_js(1, dir.path(), &["--segment_bytes", "8192"]);
+    let mut r = raw(&server);
+    assert_eq!(get(&mut r, "T", 200).unwrap().1, b"after");
+}
+
+fn sh(cmd: &str) -> bool {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_full_disk_fails_publishes_and_recovers() {
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root to loop-mount a small filesystem (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fs.img");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let (img_s, mnt_s) = (img.display().to_string(), mnt.display().to_string());
+    assert!(sh(&format!("dd if=/dev/zero of={img_s} bs=1M count=24 status=none && mkfs.ext4 -q -F {img_s} && mount -o loop {img_s} {mnt_s}")), "loop mount");
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            sh(&format!("umount -l {}", self.0));
+        }
+    }
+    let _guard = Unmount(mnt_s.clone());
+    // Ballast we delete later to give space back.
+    assert!(sh(&format!(
+        "dd if=/dev/zero of={mnt_s}/ballast bs=1M count=4 status=none"
+    )));
+    let store = mnt.join("store");
+    let server = Server::start_js(2, &store, &[]);
+    let mut r = raw(&server);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.F",
+        r#"{"name":"F","subjects":["f.>"]}"#,
+    );
+    let body = vec![b'z'; 16 * 1024];
+    let mut acked = Vec::new();
+    let mut error = None;
+    for _ in 0..5000 {
+        let (_, b) = r.request("f.x", None, &body);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        match v["seq"].as_u64() {
+            Some(seq) if v.get("error").is_none() => acked.push(seq),
+            _ => {
+                error = Some(v);
+                break;
+            }
+        }
+    }
+    let error = error.expect("the disk filled up");
+    assert_eq!(error["error"]["err_code"], 10047, "{error}");
+    assert_eq!(
+        error["error"]["description"],
+        "insufficient storage resources available"
+    );
+    // The server is up and answers; other streams and clients are fine.
+    let st = state(&mut r, "F");
+    assert_eq!(st["last_seq"].as_u64(), acked.last().copied());
+    let mut other = raw(&server);
+    assert_eq!(req(&mut other, "$JS.API.INFO", "")["streams"], 1);
+    // Space comes back: publishing works again, with the next sequence.
+    std::fs::remove_file(mnt.join("ballast")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seq = loop {
+        let (_, b) = r.request("f.x", None, b"again");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        if let Some(seq) = v["seq"].as_u64().filter(|_| v.get("error").is_none()) {
+            break seq;
+        }
+        assert!(Instant::now() < deadline, "publishing never recovered: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(seq, acked.last().unwrap() + 1);
+    let before = state(&mut r, "F");
+    assert!(server.terminate().success());
+    // After a restart: every acked message, nothing that failed.
+    let server = Server::start_js(2, &store, &[]);
+    let mut r = raw(&server);
+    let st = state(&mut r, "F");
+    assert_eq!(st, before);
+    assert_eq!(st["messages"].as_u64().unwrap(), acked.len() as u64 + 1);
+    assert_eq!(st["last_seq"].as_u64().unwrap(), seq);
+    assert_eq!(get(&mut r, "F", seq).unwrap().1, b"again");
+    assert_eq!(get(&mut r, "F", acked[acked.len() / 2]).unwrap().1, body);
+    drop(server);
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
