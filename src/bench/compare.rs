@@ -233,7 +233,9 @@ fn scenario(
             }
             let started = match (which, name) {
                 (_, "ceiling") => ServerProcess::sink(),
-                ("jetcore", _) => ServerProcess::jetcore(&opts.jetcore, opts.shards),
+                ("jetcore", _) => {
+                    ServerProcess::jetcore(&opts.jetcore, opts.shards, name.starts_with("js"))
+                }
                 (_, _) => match nats {
                     Some(path) => ServerProcess::nats(path, name.starts_with("js")),
                     None => continue,
@@ -367,14 +369,25 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn jetcore(path: &Path, shards: Option<usize>) -> Result<ServerProcess, String> {
+    fn jetcore(
+        path: &Path,
+        shards: Option<usize>,
+        jetstream: bool,
+    ) -> Result<ServerProcess, String> {
         let port = free_port()?;
         let mut cmd = Command::new(path);
         cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
         if let Some(n) = shards {
             cmd.args(["--shards", &n.to_string()]);
         }
-        ServerProcess::spawn(cmd, port, None)
+        // Default durability (fdatasync before every ack), fresh store.
+        let store = jetstream.then(|| {
+            let dir = std::env::temp_dir()
+                .join(format!("jetcore-bench-jc-{}-{port}", std::process::id()));
+            cmd.args(["-js", "-sd"]).arg(&dir);
+            dir
+        });
+        ServerProcess::spawn(cmd, port, store)
     }
 
     fn nats(path: &Path, jetstream: bool) -> Result<ServerProcess, String> {

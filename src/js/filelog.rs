@@ -58,6 +58,20 @@ pub struct WriteJob {
 
 impl WriteJob {
     pub async fn run(self) -> std::io::Result<()> {
+        if self.chunks.len() == 1 {
+            let (pos, buf) = self.chunks.into_iter().next().expect("one chunk");
+            let want = buf.len();
+            let n = self.file.write_at(buf, pos).await?;
+            if n != want {
+                return Err(std::io::Error::other(format!(
+                    "short write: {n} of {want} bytes"
+                )));
+            }
+            if self.sync {
+                self.file.fdatasync().await?;
+            }
+            return Ok(());
+        }
         // Every chunk is submitted before any is awaited, so they are in flight together.
         let handles: Vec<_> = self
             .chunks
@@ -138,17 +152,7 @@ impl FileLog {
         while done < padded {
             let n = (padded - done).min(DMA_IO_MAX);
             let mut buf = file.alloc_dma_buffer(n);
-            let out = buf.as_bytes_mut();
-            for (i, b) in out.iter_mut().enumerate() {
-                let at = done + i;
-                *b = if at < self.carry.len() {
-                    self.carry[at]
-                } else if at < total {
-                    staged[at - self.carry.len()]
-                } else {
-                    0
-                };
-            }
+            fill(buf.as_bytes_mut(), done, &self.carry, staged);
             chunks.push((self.carry_base + done as u64, buf));
             done += n;
         }
@@ -226,15 +230,36 @@ pub async fn read_at(file: &DmaFile, off: u64, len: usize) -> std::io::Result<Op
     Ok(Some(out[skip..skip + len].to_vec()))
 }
 
+/// Copies bytes `[from, from + out.len())` of `carry ++ staged` into `out`,
+/// zero-filling past their end.
+fn fill(out: &mut [u8], from: usize, carry: &[u8], staged: &[u8]) {
+    let mut at = 0;
+    if from < carry.len() {
+        let n = (carry.len() - from).min(out.len());
+        out[..n].copy_from_slice(&carry[from..from + n]);
+        at = n;
+    }
+    let s_from = (from + at).saturating_sub(carry.len());
+    if s_from < staged.len() && at < out.len() {
+        let n = (staged.len() - s_from).min(out.len() - at);
+        out[at..at + n].copy_from_slice(&staged[s_from..s_from + n]);
+        at += n;
+    }
+    out[at..].fill(0);
+}
+
 pub fn segment_name(first: u64) -> String {
     format!("{first:020}.seg")
 }
 
-pub async fn open_dma(path: &Path) -> std::io::Result<DmaFile> {
+/// Opens a segment for O_DIRECT I/O; with `dsync` every write returns only once
+/// it is on stable storage (O_DSYNC: the write is its own fdatasync).
+pub async fn open_dma(path: &Path, dsync: bool) -> std::io::Result<DmaFile> {
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
+        .custom_flags(if dsync { libc::O_DSYNC } else { 0 })
         .dma_open(path)
         .await
         .map_err(|e| match e {
@@ -392,7 +417,7 @@ impl FileLog {
         segment_bytes: u64,
     ) -> std::io::Result<FileLog> {
         for seg in segs.values_mut() {
-            seg.file = Some(Rc::new(open_dma(&seg.path).await?));
+            seg.file = Some(Rc::new(open_dma(&seg.path, sync).await?));
         }
         let mut log = FileLog {
             dir,
@@ -416,11 +441,34 @@ impl FileLog {
             }
             None => {
                 let path = log.dir.join(segment_name(next_seq));
-                let file = open_dma(&path).await?;
+                let file = open_dma(&path, sync).await?;
                 sync_dir(&log.dir)?;
                 log.install(next_seq, path, file);
             }
         }
         Ok(log)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fill_joins_carry_and_staged_then_zeros() {
+        let carry = b"abc";
+        let staged = b"defgh";
+        for from in 0..10 {
+            for len in 0..10 {
+                let mut out = vec![9u8; len];
+                super::fill(&mut out, from, carry, staged);
+                let all: Vec<u8> = b"abcdefgh"
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(0))
+                    .skip(from)
+                    .take(len)
+                    .collect();
+                assert_eq!(out, all, "from {from} len {len}");
+            }
+        }
     }
 }

@@ -905,7 +905,8 @@ impl Stream {
             self.sync_now().await?;
             let dir = self.dir.clone();
             let path = dir.join(filelog::segment_name(next_seq));
-            let file = filelog::open_dma(&path).await?;
+            let dsync = self.log.borrow().as_ref().is_some_and(|l| l.sync);
+            let file = filelog::open_dma(&path, dsync).await?;
             filelog::sync_dir(&dir)?;
             if let Some(l) = self.log.borrow_mut().as_mut() {
                 l.install(next_seq, path, file);
