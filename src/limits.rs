@@ -134,3 +134,9 @@ pub const API_LIST_PAGE: usize = 256;
 
 /// Longest the coordinator waits for every shard's part of a listing.
 pub const GATHER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Group-commit writes a stream keeps in flight at once. Under load the next
+/// batch is written while the previous one completes (acks still go out in
+/// order); each write starts on a fresh 4 KiB block, so overlapping writes
+/// never share one.
+pub const STREAM_WRITES_IN_FLIGHT: usize = 4;

@@ -540,24 +540,30 @@ async fn js_publisher(
             writer.write_all(&out).await?;
             out.clear();
         }
-        match reader.next().await? {
-            ServerOp::Msg { msg, hdr_len, .. } => {
-                if hdr_len > 0 {
-                    return Err(
-                        "JetStream publish got a status reply: no stream listens on the subject"
-                            .into(),
-                    );
+        // Take every ack already received before refilling the window, so the
+        // next write carries as many publishes as it can (as clients do).
+        let mut op = Some(reader.next().await?);
+        while let Some(o) = op {
+            match o {
+                ServerOp::Msg { msg, hdr_len, .. } => {
+                    if hdr_len > 0 {
+                        return Err(
+                            "JetStream publish got a status reply: no stream listens on the subject"
+                                .into(),
+                        );
+                    }
+                    if memchr::memmem::find(&msg, b"\"error\"").is_some() {
+                        return Err(format!(
+                            "JetStream refused a publish: {}",
+                            String::from_utf8_lossy(&msg)
+                        ));
+                    }
+                    acked += 1;
                 }
-                if memchr::memmem::find(&msg, b"\"error\"").is_some() {
-                    return Err(format!(
-                        "JetStream refused a publish: {}",
-                        String::from_utf8_lossy(&msg)
-                    ));
-                }
-                acked += 1;
+                ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
+                _ => {}
             }
-            ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
-            _ => {}
+            op = reader.try_next()?;
         }
     }
     Ok(ClientStat {

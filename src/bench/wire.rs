@@ -182,6 +182,14 @@ impl Reader {
         }
     }
 
+    /// The next op already buffered, without reading from the socket.
+    pub fn try_next(&mut self) -> Result<Option<ServerOp>, String> {
+        match parse(&mut self.buf)? {
+            Some(ServerOp::Err(e)) => Err(format!("server error: {e}")),
+            other => Ok(other),
+        }
+    }
+
     /// Reads until PONG, answering server PINGs; messages in between are dropped.
     pub async fn until_pong(&mut self, writer: &Writer) -> Result<(), String> {
         loop {

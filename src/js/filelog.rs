@@ -47,6 +47,23 @@ pub struct FileLog {
     carry_base: u64,
     pub sync: bool,
     pub segment_bytes: u64,
+    /// End of the data of the last write issued (completed or not).
+    reserved_end: u64,
+    inflight: usize,
+}
+
+/// The log state before a write, to go back to if it fails.
+pub struct Restore {
+    carry: Vec<u8>,
+    carry_base: u64,
+    reserved_end: u64,
+}
+
+impl Restore {
+    /// Where the data ended before the failed write.
+    pub fn end(&self) -> u64 {
+        self.reserved_end
+    }
 }
 
 /// One group-commit write: aligned buffers for consecutive file ranges.
@@ -106,14 +123,10 @@ impl WriteJob {
 }
 
 impl FileLog {
-    /// Where the next staged records will start, in the active segment.
-    pub fn staging_base(&self) -> u64 {
-        self.carry_base + self.carry.len() as u64
-    }
-
-    /// True when the active segment is full and the next write should roll.
+    /// True when the active segment is full and the next write should roll
+    /// (only once nothing is in flight).
     pub fn should_roll(&self) -> bool {
-        self.staging_base() >= self.segment_bytes
+        self.reserved_end >= self.segment_bytes
     }
 
     /// Makes a freshly created file the active segment for records from `first`.
@@ -131,6 +144,7 @@ impl FileLog {
         self.active = first;
         self.carry.clear();
         self.carry_base = 0;
+        self.reserved_end = 0;
     }
 
     /// Takes segment `first` out of the log (never the active one).
@@ -141,40 +155,91 @@ impl FileLog {
         self.segs.remove(&first)
     }
 
-    /// Builds the write for `staged` records (appended after the carry).
-    pub fn prepare(&self, staged: &[u8]) -> WriteJob {
+    /// Builds the write for `staged` records. With no write in flight they follow
+    /// the carry (the partial last block is rewritten whole); with writes in
+    /// flight they start at the next block, so concurrent writes never touch the
+    /// same block (the gap is zeros, which recovery skips). Returns the job, the
+    /// file offset of the first staged byte, and the state to restore if it fails.
+    pub fn prepare(&mut self, staged: &[u8]) -> (WriteJob, u64, Restore) {
+        let restore = Restore {
+            carry: self.carry.clone(),
+            carry_base: self.carry_base,
+            reserved_end: self.reserved_end,
+        };
         let seg = &self.segs[&self.active];
         let file = seg.file.clone().expect("active segment is open");
-        let total = self.carry.len() + staged.len();
+        let (start, prefix): (u64, &[u8]) = if self.inflight == 0 {
+            (self.carry_base, &self.carry)
+        } else {
+            (align_up(self.reserved_end), &[])
+        };
+        let total = prefix.len() + staged.len();
         let padded = align_up(total as u64) as usize;
         let mut chunks = Vec::new();
         let mut done = 0usize;
         while done < padded {
             let n = (padded - done).min(DMA_IO_MAX);
             let mut buf = file.alloc_dma_buffer(n);
-            fill(buf.as_bytes_mut(), done, &self.carry, staged);
-            chunks.push((self.carry_base + done as u64, buf));
+            fill(buf.as_bytes_mut(), done, prefix, staged);
+            chunks.push((start + done as u64, buf));
             done += n;
         }
-        WriteJob {
-            file,
-            chunks,
-            sync: self.sync,
+        let staged_at = start + prefix.len() as u64;
+        let end = staged_at + staged.len() as u64;
+        // The next write issued after this one completes rewrites its last block.
+        let new_base = align_down(end);
+        let mut carry = Vec::with_capacity((end - new_base) as usize);
+        let from = (new_base - start) as usize;
+        if from < prefix.len() {
+            carry.extend_from_slice(&prefix[from..]);
+            carry.extend_from_slice(staged);
+        } else {
+            carry.extend_from_slice(&staged[from - prefix.len()..]);
+        }
+        self.carry = carry;
+        self.carry_base = new_base;
+        self.reserved_end = end;
+        self.inflight += 1;
+        // Synchronous mode opens files O_DSYNC: no separate fdatasync needed.
+        (
+            WriteJob {
+                file,
+                chunks,
+                sync: false,
+            },
+            staged_at,
+            restore,
+        )
+    }
+
+    /// Records a completed write that ends at `end`.
+    pub fn finish(&mut self, end: u64) {
+        self.inflight -= 1;
+        if let Some(seg) = self.segs.get_mut(&self.active) {
+            seg.size = seg.size.max(end);
         }
     }
 
-    /// Records a completed write of `staged` records.
-    pub fn finish(&mut self, staged: &[u8]) {
-        let mut all = std::mem::take(&mut self.carry);
-        all.extend_from_slice(staged);
-        let end = self.carry_base + all.len() as u64;
-        let keep_from = align_down(end);
-        let cut = (keep_from - self.carry_base) as usize;
-        self.carry = all[cut..].to_vec();
-        self.carry_base = keep_from;
+    /// Forgets a failed write and everything issued after it (all of which
+    /// have completed): the log ends where it ended before.
+    pub fn rollback(&mut self, restore: Restore) {
+        self.inflight = 0;
+        self.carry = restore.carry;
+        self.carry_base = restore.carry_base;
+        self.reserved_end = restore.reserved_end;
         if let Some(seg) = self.segs.get_mut(&self.active) {
-            seg.size = end;
+            seg.size = restore.reserved_end;
         }
+    }
+
+    /// Writes in flight.
+    pub fn inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// The data end of the active segment before any write in flight.
+    pub fn reserved_end(&self) -> u64 {
+        self.reserved_end
     }
 
     /// Closes every file (explicitly, as glommio asks).
@@ -318,7 +383,16 @@ pub fn recover(
         let mut tomb_min = u64::MAX;
         while pos < buf.len() {
             match record::decode(&buf[pos..], max_record) {
-                Decoded::End => break,
+                Decoded::End => {
+                    // A write issued while another was in flight starts at the
+                    // next block; the zeros before it are padding.
+                    let next = align_up(pos as u64) as usize;
+                    if next > pos && next + 4 <= buf.len() && buf[next..next + 4] != [0; 4] {
+                        pos = next;
+                        continue;
+                    }
+                    break;
+                }
                 Decoded::Record(r, n) => {
                     if r.kind == record::KIND_MSG {
                         if r.seq <= last_msg_seq {
@@ -427,10 +501,13 @@ impl FileLog {
             carry_base: 0,
             sync,
             segment_bytes,
+            reserved_end: 0,
+            inflight: 0,
         };
         match log.segs.iter().next_back().map(|(k, s)| (*k, s.size)) {
             Some((first, size)) => {
                 log.active = first;
+                log.reserved_end = size;
                 log.carry_base = align_down(size);
                 if size > log.carry_base {
                     let file = log.segs[&first].file.clone().expect("opened above");
@@ -452,6 +529,29 @@ impl FileLog {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn recovery_skips_padding_between_overlapped_writes_and_cuts_a_torn_tail() {
+        use crate::js::record::{encode, KIND_MSG};
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = Vec::new();
+        encode(&mut file, KIND_MSG, 1, 10, b"a", 0, b"one");
+        // The second write of a pipeline starts on the next block.
+        file.resize(4096, 0);
+        encode(&mut file, KIND_MSG, 2, 11, b"a", 0, b"two");
+        let good = file.len();
+        encode(&mut file, KIND_MSG, 3, 12, b"a", 0, b"three");
+        file.truncate(file.len() - 2); // torn
+        file.resize(8192, 0);
+        let path = dir.path().join(super::segment_name(1));
+        std::fs::write(&path, &file).unwrap();
+        let (recs, segs) = super::recover(dir.path(), "T", 1 << 20).unwrap();
+        let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(recs[1].off, 4096);
+        assert_eq!(segs[&1].size, good as u64);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good as u64);
+    }
+
     #[test]
     fn fill_joins_carry_and_staged_then_zeros() {
         let carry = b"abc";

@@ -27,9 +27,27 @@ use crate::js::errors::ApiError;
 use crate::js::filelog::{self, FileLog};
 use crate::js::index::{msg_size, Index, StoredMsg};
 use crate::js::record;
-use crate::limits::{DEDUPE_IDS_MAX, STREAM_CACHE_BYTES, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
+use crate::limits::{
+    DEDUPE_IDS_MAX, STREAM_CACHE_BYTES, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS,
+    STREAM_WRITES_IN_FLIGHT,
+};
 use crate::notify::{Event, Notify};
 use crate::protocol::headers;
+
+/// One write in flight and the publishes it will acknowledge.
+struct Flight {
+    /// None for a batch with nothing to write (it completes with the one before).
+    task: Option<glommio::Task<std::io::Result<()>>>,
+    pending: Vec<Pending>,
+    seg: u64,
+    base: u64,
+    end: u64,
+    restore: Option<filelog::Restore>,
+}
+
+fn restore_end(r: &filelog::Restore) -> u64 {
+    r.end()
+}
 
 /// What a stored message asks for after it is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -823,83 +841,197 @@ impl Stream {
         }
     }
 
-    /// The writer: group commit until the stream closes.
+    /// The writer: group commit until the stream closes. Up to
+    /// `STREAM_WRITES_IN_FLIGHT` writes overlap; they complete, and are
+    /// acknowledged, strictly in order.
     pub async fn run_writer(self: Rc<Self>, shard: Rc<crate::shard::Shard>) {
         self.writer_running.set(true);
+        let mut flights: VecDeque<Flight> = VecDeque::new();
         loop {
             let has_work = {
                 let w = self.w.borrow();
                 !w.staged.is_empty() || !w.pending.is_empty()
             };
-            if !has_work {
-                if self.closed.get() {
-                    break;
+            let roll_blocked =
+                !flights.is_empty() && self.log.borrow().as_ref().is_some_and(|l| l.should_roll());
+            if has_work && flights.len() < STREAM_WRITES_IN_FLIGHT && !roll_blocked {
+                let (staged, pending, next_seq) = {
+                    let mut w = self.w.borrow_mut();
+                    (
+                        std::mem::take(&mut w.staged),
+                        std::mem::take(&mut w.pending),
+                        w.next_seq,
+                    )
+                };
+                if !self.is_file() || staged.is_empty() {
+                    // Nothing to write (memory stream, or only waiters): commit in order.
+                    if flights.is_empty() {
+                        let replies = self.commit(pending, 0, 0);
+                        self.after_commit(&shard, replies).await;
+                    } else {
+                        flights.push_back(Flight {
+                            task: None,
+                            pending,
+                            seg: 0,
+                            base: 0,
+                            end: 0,
+                            restore: None,
+                        });
+                    }
+                    continue;
                 }
-                self.wake.wait().await;
+                // A new segment is named by the first message it will hold.
+                let first = pending
+                    .iter()
+                    .find_map(|p| match p {
+                        Pending::Msg { seq, .. } => Some(*seq),
+                        _ => None,
+                    })
+                    .unwrap_or(next_seq);
+                match self.launch(&staged, first).await {
+                    Ok((task, seg, base, restore)) => {
+                        let end = base + staged.len() as u64;
+                        flights.push_back(Flight {
+                            task: Some(task),
+                            pending,
+                            seg,
+                            base,
+                            end,
+                            restore: Some(restore),
+                        });
+                    }
+                    Err(e) => {
+                        let replies = self.write_failed(&e, pending, Vec::new());
+                        self.after_commit(&shard, replies).await;
+                    }
+                }
                 continue;
             }
-            let (staged, pending, next_seq) = {
-                let mut w = self.w.borrow_mut();
-                (
-                    std::mem::take(&mut w.staged),
-                    std::mem::take(&mut w.pending),
-                    w.next_seq,
-                )
+            if flights.is_empty() {
+                if !has_work {
+                    if self.closed.get() {
+                        break;
+                    }
+                    self.wake.wait().await;
+                }
+                continue;
+            }
+            // Wait for the oldest write; or for new work while there is room.
+            let can_launch = flights.len() < STREAM_WRITES_IN_FLIGHT && !roll_blocked;
+            let result = {
+                let head = &mut flights[0];
+                match &mut head.task {
+                    None => Some(Ok(())),
+                    Some(task) if can_launch => {
+                        futures_lite::future::or(async { Some(task.await) }, async {
+                            self.wake.wait().await;
+                            None
+                        })
+                        .await
+                    }
+                    Some(task) => Some(task.await),
+                }
             };
-            // A new segment is named by the first message it will hold.
-            let first = pending
-                .iter()
-                .find_map(|p| match p {
-                    Pending::Msg { seq, .. } => Some(*seq),
-                    _ => None,
-                })
-                .unwrap_or(next_seq);
-            let result = self.write(&staged, first).await;
+            let Some(result) = result else { continue };
+            let f = flights.pop_front().expect("head present");
             let replies = match result {
-                Ok((seg, base)) => {
+                Ok(()) => {
+                    if let Some(log) = self.log.borrow_mut().as_mut() {
+                        if f.task.is_some() {
+                            log.finish(f.end);
+                        }
+                    }
                     *self.io_error.borrow_mut() = None;
-                    self.commit(pending, seg, base)
+                    self.commit(f.pending, f.seg, f.base)
                 }
                 Err(e) => {
-                    // glommio keeps the kind, not the errno, of its I/O errors.
-                    let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-                        || matches!(
-                            e.kind(),
-                            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-                        );
-                    let err = if full {
-                        ApiError::insufficient_storage()
-                    } else {
-                        ApiError::store_failed(format!("write failed: {e}"))
-                    };
-                    crate::error!(
-                        "JetStream stream '{}': write failed: {e}; {} pending publishes failed",
-                        self.name,
-                        pending.len()
-                    );
-                    *self.io_error.borrow_mut() = Some(e.to_string());
-                    self.fail(pending, &err)
+                    // Everything after the failed write depends on it: wait for
+                    // the rest, then cut the file back and fail them all.
+                    let mut later = Vec::new();
+                    for mut g in flights.drain(..) {
+                        if let Some(t) = g.task.take() {
+                            let _ = t.await;
+                        }
+                        later.extend(g.pending);
+                    }
+                    let restore = f.restore.expect("file writes carry their restore point");
+                    let cut = restore_end(&restore);
+                    if let Some(log) = self.log.borrow_mut().as_mut() {
+                        log.rollback(restore);
+                    }
+                    let file = self
+                        .log
+                        .borrow()
+                        .as_ref()
+                        .and_then(|l| l.segs.get(&f.seg).and_then(|s| s.file.clone()));
+                    if let Some(file) = file {
+                        let _ = file.truncate(cut).await;
+                    }
+                    self.write_failed(&e, f.pending, later)
                 }
             };
-            for (reply, body) in replies {
-                shard.reply(&reply, None, &body);
-            }
-            shard.flush_mesh().await;
-            self.committed.notify_all();
-            self.gc_segments().await;
+            self.after_commit(&shard, replies).await;
         }
         self.writer_running.set(false);
         self.committed.notify_all();
         self.writer_done.notify_all();
     }
 
-    /// Writes staged bytes; returns (segment, file offset of the first staged byte).
-    async fn write(&self, staged: &[u8], next_seq: u64) -> std::io::Result<(u64, u64)> {
-        if staged.is_empty() || !self.is_file() {
-            let active = self.log.borrow().as_ref().map_or(0, |l| l.active);
-            return Ok((active, 0));
+    async fn after_commit(&self, shard: &crate::shard::Shard, replies: Vec<(Bytes, Vec<u8>)>) {
+        for (reply, body) in replies {
+            shard.reply(&reply, None, &body);
         }
-        let roll = self.log.borrow().as_ref().is_some_and(|l| l.should_roll());
+        shard.flush_mesh().await;
+        self.committed.notify_all();
+        self.gc_segments().await;
+    }
+
+    fn write_failed(
+        &self,
+        e: &std::io::Error,
+        pending: Vec<Pending>,
+        later: Vec<Pending>,
+    ) -> Vec<(Bytes, Vec<u8>)> {
+        // glommio keeps the kind, not the errno, of its I/O errors.
+        let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            || matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            );
+        let err = if full {
+            ApiError::insufficient_storage()
+        } else {
+            ApiError::store_failed(format!("write failed: {e}"))
+        };
+        crate::error!(
+            "JetStream stream '{}': write failed: {e}; {} pending publishes failed",
+            self.name,
+            pending.len() + later.len()
+        );
+        *self.io_error.borrow_mut() = Some(e.to_string());
+        let mut all = pending;
+        all.extend(later);
+        self.fail(all, &err)
+    }
+
+    /// Starts writing staged bytes (rolling the segment first when it is full
+    /// and nothing is in flight); returns the I/O task, the segment, the file
+    /// offset of the first staged byte and the restore point.
+    async fn launch(
+        &self,
+        staged: &[u8],
+        next_seq: u64,
+    ) -> std::io::Result<(
+        glommio::Task<std::io::Result<()>>,
+        u64,
+        u64,
+        filelog::Restore,
+    )> {
+        let roll = self
+            .log
+            .borrow()
+            .as_ref()
+            .is_some_and(|l| l.should_roll() && l.inflight() == 0);
         if roll {
             // In interval mode the closing segment may hold unsynced writes.
             self.sync_now().await?;
@@ -912,31 +1044,13 @@ impl Stream {
                 l.install(next_seq, path, file);
             }
         }
-        let (job, seg, base) = {
-            let log = self.log.borrow();
-            let log = log.as_ref().expect("file stream");
-            (log.prepare(staged), log.active, log.staging_base())
+        let (job, seg, base, restore) = {
+            let mut log = self.log.borrow_mut();
+            let log = log.as_mut().expect("file stream");
+            let (job, base, restore) = log.prepare(staged);
+            (job, log.active, base, restore)
         };
-        match job.run().await {
-            Ok(()) => {
-                if let Some(log) = self.log.borrow_mut().as_mut() {
-                    log.finish(staged);
-                }
-                Ok((seg, base))
-            }
-            Err(e) => {
-                // Cut anything the failed write left past the committed end.
-                let file = self
-                    .log
-                    .borrow()
-                    .as_ref()
-                    .and_then(|l| l.segs.get(&seg).and_then(|s| s.file.clone()));
-                if let Some(f) = file {
-                    let _ = f.truncate(base).await;
-                }
-                Err(e)
-            }
-        }
+        Ok((glommio::spawn_local(job.run()), seg, base, restore))
     }
 
     /// fdatasync of the active segment (interval mode's periodic sync).
