@@ -1036,6 +1036,10 @@ pub async fn direct_get(
     let mut sent = 0i64;
     let mut last = 0u64;
     let mut bytes = 0i64;
+    // Counted once; each message delivered (or found gone) takes one off.
+    let mut remaining =
+        s.ix.borrow()
+            .count_matching(from, filter.as_deref().map(str::as_bytes));
     loop {
         if sent >= req.batch {
             break;
@@ -1046,6 +1050,7 @@ pub async fn direct_get(
         let Some(seq) = next else { break };
         let Some(m) = s.load(seq).await else {
             from = seq + 1;
+            remaining = remaining.saturating_sub(1);
             continue;
         };
         let size = (m.data.len() + m.subject.len()) as i64;
@@ -1053,9 +1058,8 @@ pub async fn direct_get(
             break;
         }
         bytes += size;
-        let pending =
-            s.ix.borrow()
-                .count_matching(seq + 1, filter.as_deref().map(str::as_bytes));
+        remaining = remaining.saturating_sub(1);
+        let pending = remaining;
         let h = direct_headers(&s.name, &m, Some((pending, last)), req.no_hdr);
         shard.reply(reply, Some(&h), m.payload());
         sent += 1;
@@ -1065,9 +1069,7 @@ pub async fn direct_get(
     if sent == 0 {
         return status(shard, reply, "404 Message Not Found");
     }
-    let pending =
-        s.ix.borrow()
-            .count_matching(from, filter.as_deref().map(str::as_bytes));
+    let pending = remaining;
     let block = headers::block(
         Some("204 EOB"),
         &[

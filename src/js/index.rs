@@ -389,8 +389,20 @@ impl Index {
 
     /// Count of live messages ≥ `from` matching `filter`.
     pub fn count_matching(&self, from: u64, filter: Option<&[u8]>) -> u64 {
-        if from <= self.first && filter.is_none_or(|f| f == b">") {
+        let all = filter.is_none_or(|f| f == b">");
+        if all && from <= self.first {
             return self.msgs;
+        }
+        if all && self.deleted == 0 {
+            return (self.last_seq() + 1).saturating_sub(from);
+        }
+        if let Some(f) = filter.filter(|f| !f.contains(&b'*') && !f.contains(&b'>')) {
+            match self.subject(f) {
+                None => return 0,
+                Some(s) if from <= s.first => return s.count,
+                Some(s) if from > s.last => return 0,
+                Some(_) => {}
+            }
         }
         let mut n = 0;
         let mut seq = from.max(self.first);
