@@ -670,6 +670,18 @@ impl Stream {
         let mut replies = Vec::new();
         let cfg = self.cfg.borrow().clone();
         let mut touched: Vec<Bytes> = Vec::new();
+        // Count this batch into its segment first: removals below may hit it.
+        let stored_here = pending
+            .iter()
+            .filter(|p| matches!(p, Pending::Msg { .. }))
+            .count() as u64;
+        if stored_here > 0 {
+            if let Some(log) = self.log.borrow_mut().as_mut() {
+                if let Some(s) = log.segs.get_mut(&seg) {
+                    s.live += stored_here;
+                }
+            }
+        }
         for p in pending {
             match p {
                 Pending::Msg {
@@ -696,11 +708,6 @@ impl Stream {
                             base + rel as u64,
                             Some(data),
                         );
-                    }
-                    if let Some(log) = self.log.borrow_mut().as_mut() {
-                        if let Some(s) = log.segs.get_mut(&seg) {
-                            s.live += 1;
-                        }
                     }
                     {
                         let mut w = self.w.borrow_mut();

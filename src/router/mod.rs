@@ -139,10 +139,24 @@ impl Shard {
     /// Routes one message to every matching subscription. Returns whether any
     /// subscription will receive it, and whether a batch to a peer is full.
     pub fn publish(&self, from: Option<&Rc<Conn>>, echo: bool, p: &PubOp) -> (bool, bool) {
+        self.publish_caching(from, echo, p, true)
+    }
+
+    /// `publish`, saying whether the subject's match may be cached.
+    pub fn publish_caching(
+        &self,
+        from: Option<&Rc<Conn>>,
+        echo: bool,
+        p: &PubOp,
+        cache: bool,
+    ) -> (bool, bool) {
         // JetStream's API listens on all of `$JS.API.>` (routed by name, not by
         // interest); it still reaches ordinary subscribers below.
         let api = self.js.is_some() && p.subject.starts_with(b"$JS.API.") && self.route_api(p);
-        let result = self.interest.borrow_mut().matches(&p.subject);
+        let result = self
+            .interest
+            .borrow_mut()
+            .matches_caching(&p.subject, cache);
         if result.is_empty() {
             return (api, false);
         }

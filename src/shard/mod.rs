@@ -78,7 +78,8 @@ impl Shard {
             hdr_len: hdr.map(<[u8]>::len),
             msg: bytes::Bytes::from(msg),
         };
-        self.publish(None, true, &p);
+        // Replies go to one-off inboxes: caching their match would only churn.
+        self.publish_caching(None, true, &p, false);
     }
 
     /// Globally unique connection id: shards interleave their counters.

@@ -144,6 +144,12 @@ impl<T: Copy + Eq> SubjectTrie<T> {
 
     /// All entries matching the literal `subject`, cached.
     pub fn matches(&mut self, subject: &[u8]) -> Rc<MatchResult<T>> {
+        self.matches_caching(subject, true)
+    }
+
+    /// Like `matches`; with `cache` false a miss is not remembered (for
+    /// one-off subjects such as reply inboxes, which would only churn it).
+    pub fn matches_caching(&mut self, subject: &[u8], cache: bool) -> Rc<MatchResult<T>> {
         if let Some(hit) = self.cache.get(subject) {
             return hit.clone();
         }
@@ -153,6 +159,9 @@ impl<T: Copy + Eq> SubjectTrie<T> {
             self.match_into(subject, &mut result);
         }
         let result = Rc::new(result);
+        if !cache {
+            return result;
+        }
         if self.cache.len() >= MATCH_CACHE_ENTRIES_MAX {
             self.sweep_cache();
         }
