@@ -125,8 +125,14 @@ pub const STREAM_INGEST_MSGS: usize = 256 * 1024;
 pub const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Message ids remembered per stream for duplicate detection are bounded by
-/// the duplicate window; this caps them too (oldest forgotten first).
+/// the duplicate window; these cap them too, in ids and in id bytes (oldest
+/// forgotten first, so a flood of long ids cannot exhaust memory).
 pub const DEDUPE_IDS_MAX: usize = 1_000_000;
+pub const DEDUPE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Longest one pause of a publisher on a congested stream; the publisher is
+/// re-checked after its next read (the stream's hard cap still rejects).
+pub const STREAM_STALL_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Items per STREAM.NAMES and STREAM.LIST page (nats-server's).
 pub const API_NAMES_PAGE: usize = 1024;

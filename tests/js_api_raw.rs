@@ -323,6 +323,15 @@ fn publish_acks_and_header_checks_match_nats_server_bytes() {
         pubh(&mut raw, "pb.a", &[("Nats-Rollup", "sub")], "x"),
         r#"{"error":{"code":500,"err_code":10111,"description":"rollup not permitted"},"stream":"PB","seq":0}"#
     );
+    req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.RU",
+        r#"{"name":"RU","subjects":["ru"],"allow_rollup_hdrs":true}"#,
+    );
+    assert_eq!(
+        pubh(&mut raw, "ru", &[("Nats-Rollup", "bogus")], "x"),
+        r#"{"error":{"code":500,"err_code":10111,"description":"rollup value invalid: \"bogus\""},"stream":"RU","seq":0}"#
+    );
     assert_eq!(
         pubh(&mut raw, "pb.a", &[], &"x".repeat(101)),
         r#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"},"stream":"PB","seq":0}"#
@@ -578,4 +587,32 @@ fn get_delete_purge_and_direct_get_match_nats_server_bytes() {
     );
     let info = req(&mut raw, "$JS.API.STREAM.INFO.DG", "");
     assert!(info.contains(r#""state":{"messages":0,"bytes":0,"first_seq":5,"first_ts":"0001-01-01T00:00:00Z","last_seq":4,"last_ts":"*","consumer_count":0}"#), "{info}");
+    // A purge floor past the end moves the sequence: the next message gets it.
+    assert_eq!(
+        req(&mut raw, "$JS.API.STREAM.PURGE.DG", r#"{"seq":100}"#),
+        r#"{"type":"io.nats.jetstream.api.v1.stream_purge_response","success":true,"purged":0}"#
+    );
+    let info = req(&mut raw, "$JS.API.STREAM.INFO.DG", "");
+    assert!(
+        info.contains(r#""first_seq":100,"first_ts":"0001-01-01T00:00:00Z","last_seq":99,"#),
+        "{info}"
+    );
+    assert_eq!(
+        pubh(&mut raw, "dg.x", &[], "after"),
+        r#"{"stream":"DG","seq":100}"#
+    );
+    // A request without a reply subject is still carried out.
+    raw.send(b"PUB $JS.API.STREAM.CREATE.NR 13\r\n{\"name\":\"NR\"}\r\n");
+    assert_eq!(raw.flush(), "");
+    let info = req(&mut raw, "$JS.API.STREAM.INFO.NR", "");
+    assert!(info.contains(r#""name":"NR""#), "{info}");
+    // Delete, then create the same name at once: the new stream is intact.
+    req(&mut raw, "$JS.API.STREAM.DELETE.NR", "");
+    let created = req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.NR",
+        r#"{"name":"NR","subjects":["nr"]}"#,
+    );
+    assert!(created.contains(r#""did_create":true"#), "{created}");
+    assert_eq!(pubh(&mut raw, "nr", &[], "x"), r#"{"stream":"NR","seq":1}"#);
 }

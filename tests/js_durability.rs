@@ -503,3 +503,62 @@ extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+#[test]
+fn deletes_stay_deleted_when_segments_are_reclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--segment_bytes", "4096"];
+    let server = Server::start_js(1, dir.path(), &args);
+    let mut r = raw(&server);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.G",
+        r#"{"name":"G","subjects":["g.>"]}"#,
+    );
+    for i in 0..40u64 {
+        r.request("g.keep", None, &payload(i));
+    }
+    // A delete of an old message, recorded in a newer segment...
+    req(&mut r, "$JS.API.STREAM.MSG.DELETE.G", r#"{"seq":3}"#);
+    // ...whose own messages then all go, so that segment has no live message.
+    let mut doomed = Vec::new();
+    for i in 0..40u64 {
+        let (_, b) = r.request("g.tmp", None, &payload(i));
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        doomed.push(v["seq"].as_u64().unwrap());
+    }
+    for seq in &doomed {
+        req(
+            &mut r,
+            "$JS.API.STREAM.MSG.DELETE.G",
+            &format!("{{\"seq\":{seq}}}"),
+        );
+    }
+    r.request("g.keep", None, b"tail");
+    let before = state(&mut r, "G");
+    assert_eq!(before["messages"], 40);
+    assert!(server.terminate().success());
+    let server = Server::start_js(1, dir.path(), &args);
+    let mut r = raw(&server);
+    let after = state(&mut r, "G");
+    for key in ["messages", "first_seq", "last_seq", "num_deleted"] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+    assert_eq!(get(&mut r, "G", 3), None, "a deleted message stays deleted");
+    assert_eq!(get(&mut r, "G", doomed[5]), None);
+    // Purging everything lets every old segment go but keeps the sequence.
+    req(&mut r, "$JS.API.STREAM.PURGE.G", "");
+    assert_eq!(
+        segments(dir.path(), "G").len(),
+        1,
+        "only the active segment is left"
+    );
+    assert!(server.terminate().success());
+    let server = Server::start_js(1, dir.path(), &args);
+    let mut r = raw(&server);
+    let st = state(&mut r, "G");
+    assert_eq!(
+        (st["messages"].as_u64(), st["first_seq"].as_u64()),
+        (Some(0), before["last_seq"].as_u64().map(|l| l + 1))
+    );
+}

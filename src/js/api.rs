@@ -679,10 +679,11 @@ fn delete(shard: &Rc<Shard>, name: &str, reply: &Bytes, body: &[u8]) {
         );
     }
     let js = shard.js.as_ref().expect("JetStream enabled");
-    let Some(entry) = js.catalog.borrow_mut().remove(name) else {
+    // The entry stays until the owner has removed the files (cmd::FORGET), so
+    // a create of the same name cannot race with the deletion.
+    let Some(entry) = js.catalog.borrow().get(name).cloned() else {
         return reply_err(shard, reply, kind, &ApiError::stream_not_found());
     };
-    shard.broadcast_catalog(name, None);
     shard.send_to(
         entry.owner,
         ShardMsg::Js {

@@ -96,6 +96,9 @@ impl ApiError {
     pub fn wrong_last_msg_id(id: &str) -> Self {
         e(400, 10070, format!("wrong last msg ID: {id}"))
     }
+    pub fn rollup_invalid(value: &str) -> Self {
+        e(500, 10111, format!("rollup value invalid: {value:?}"))
+    }
     pub fn rollup_not_permitted() -> Self {
         e(500, 10111, "rollup not permitted")
     }

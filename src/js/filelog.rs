@@ -33,8 +33,9 @@ pub struct Segment {
     pub size: u64,
     /// Live messages stored in this segment.
     pub live: u64,
-    /// Lowest sequence a delete record in this segment refers to (u64::MAX: none).
-    pub tomb_min: u64,
+    /// Holds delete or floor records: those speak for messages in older
+    /// segments, so the segment may only go once it is the oldest.
+    pub markers: bool,
 }
 
 pub struct FileLog {
@@ -138,7 +139,7 @@ impl FileLog {
                 file: Some(Rc::new(file)),
                 size: 0,
                 live: 0,
-                tomb_min: u64::MAX,
+                markers: false,
             },
         );
         self.active = first;
@@ -261,7 +262,11 @@ pub async fn discard_segment(mut seg: Segment, stream: &str) {
             let _ = f.close().await;
         }
     }
-    match std::fs::remove_file(&seg.path) {
+    let removed = std::fs::remove_file(&seg.path).and_then(|()| match seg.path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    });
+    match removed {
         Ok(()) => crate::debug!(
             "JetStream stream '{stream}': removed segment {}",
             seg.path.display()
@@ -344,20 +349,23 @@ pub struct Recovered {
     pub kind: u8,
     pub seq: u64,
     pub ts: i64,
-    pub subject: Vec<u8>,
+    /// Slices of the segment's buffer (one segment is held at a time).
+    pub subject: bytes::Bytes,
     pub hdr_len: usize,
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
 }
 
-/// Scans every segment in `dir` (blocking; startup only), verifying each record.
+/// Scans every segment in `dir` (blocking; startup only), verifying each record
+/// and handing it to `each` in file order; one segment is in memory at a time.
 /// A bad record is dropped and logged; the scan resynchronises on the next valid
-/// record, and a bad tail of the last segment is truncated. Returns the records
-/// in file order, and the segments (without open files).
+/// record, and a bad tail of the last segment is truncated. Returns the segments
+/// (without open files).
 pub fn recover(
     dir: &Path,
     stream: &str,
     max_record: usize,
-) -> std::io::Result<(Vec<Recovered>, BTreeMap<u64, Segment>)> {
+    mut each: impl FnMut(Recovered),
+) -> std::io::Result<BTreeMap<u64, Segment>> {
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -371,16 +379,15 @@ pub fn recover(
         }
     }
     names.sort();
-    let mut out = Vec::new();
     let mut segs = BTreeMap::new();
     let mut last_msg_seq = 0u64;
     let count = names.len();
     for (i, (first, path)) in names.into_iter().enumerate() {
         let is_last = i + 1 == count;
-        let buf = std::fs::read(&path)?;
+        let buf = bytes::Bytes::from(std::fs::read(&path)?);
         let mut pos = 0usize;
         let mut end = 0usize;
-        let mut tomb_min = u64::MAX;
+        let mut markers = false;
         while pos < buf.len() {
             match record::decode(&buf[pos..], max_record) {
                 Decoded::End => {
@@ -402,18 +409,20 @@ pub fn recover(
                             continue;
                         }
                         last_msg_seq = r.seq;
-                    } else if r.kind == record::KIND_DELETE {
-                        tomb_min = tomb_min.min(r.seq);
+                    } else {
+                        markers = true;
                     }
-                    out.push(Recovered {
+                    let subj_at = pos + record::HEADER;
+                    let data_at = subj_at + r.subject.len();
+                    each(Recovered {
                         seg: first,
                         off: pos as u64,
                         kind: r.kind,
                         seq: r.seq,
                         ts: r.ts,
-                        subject: r.subject.to_vec(),
+                        subject: buf.slice(subj_at..data_at),
                         hdr_len: r.hdr_len,
-                        data: r.data.to_vec(),
+                        data: buf.slice(data_at..pos + n),
                     });
                     pos += n;
                     end = pos;
@@ -455,11 +464,11 @@ pub fn recover(
                 file: None,
                 size: end as u64,
                 live: 0,
-                tomb_min,
+                markers,
             },
         );
     }
-    Ok((out, segs))
+    Ok(segs)
 }
 
 /// Finds the next offset ≥ `from` holding a valid record that continues the
@@ -511,9 +520,15 @@ impl FileLog {
                 log.carry_base = align_down(size);
                 if size > log.carry_base {
                     let file = log.segs[&first].file.clone().expect("opened above");
-                    let bytes =
-                        read_at(&file, log.carry_base, (size - log.carry_base) as usize).await?;
-                    log.carry = bytes.unwrap_or_default();
+                    let want = (size - log.carry_base) as usize;
+                    let bytes = read_at(&file, log.carry_base, want).await?;
+                    // Rewriting the block without its records would destroy them.
+                    log.carry = bytes.ok_or_else(|| {
+                        std::io::Error::other(format!(
+                            "short read of the last block in {}",
+                            log.dir.display()
+                        ))
+                    })?;
                 }
             }
             None => {
@@ -544,7 +559,8 @@ mod tests {
         file.resize(8192, 0);
         let path = dir.path().join(super::segment_name(1));
         std::fs::write(&path, &file).unwrap();
-        let (recs, segs) = super::recover(dir.path(), "T", 1 << 20).unwrap();
+        let mut recs = Vec::new();
+        let segs = super::recover(dir.path(), "T", 1 << 20, |r| recs.push(r)).unwrap();
         let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![1, 2]);
         assert_eq!(recs[1].off, 4096);

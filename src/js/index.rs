@@ -199,6 +199,8 @@ impl Index {
                 id
             }
             None => {
+                // Its own copy: the caller's bytes may pin a larger buffer.
+                let subject = &Bytes::copy_from_slice(subject);
                 let state = SubjState {
                     subject: subject.clone(),
                     count: 1,

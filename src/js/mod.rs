@@ -55,8 +55,9 @@ pub mod cmd {
     pub const DELETE: u8 = 4;
     /// Coordinator → owner: existing stream, identical create: answer with info.
     pub const CREATE_SAME: u8 = 5;
-    /// Owner → coordinator: creating stream `body` failed; forget it.
-    pub const CREATE_FAILED: u8 = 6;
+    /// Owner → coordinator: stream `body` is gone (create failed, or deleted
+    /// and its files removed); forget it, so the name can be used again.
+    pub const FORGET: u8 = 6;
     /// Coordinator → all: report streams (`body` = request JSON) for gather `arg`.
     pub const GATHER: u8 = 7;
     /// Any → coordinator: part of gather `arg` (`body` = JSON array).
@@ -195,47 +196,62 @@ async fn recover_stream(shard: &Rc<Shard>, dir: PathBuf, meta: Meta) -> Result<R
     if !memory {
         let max_record =
             crate::js::record::HEADER + 64 * 1024 + crate::limits::PAYLOAD_MAX_LIMIT + 65_536;
-        let (records, segs) = filelog::recover(&dir, &cfg.name, max_record)
-            .map_err(|e| format!("stream {}: {e}", cfg.name))?;
         let window_start = json::now_nanos() - cfg.duplicate_window;
-        for r in records {
-            match r.kind {
-                record::KIND_MSG => {
-                    if r.seq <= ix.last_seq() && !(ix.msgs == 0 && r.seq >= ix.first_seq()) {
-                        continue;
+        let rollups = cfg.allow_rollup_hdrs;
+        let segs = filelog::recover(&dir, &cfg.name, max_record, |r| match r.kind {
+            record::KIND_MSG => {
+                if r.seq <= ix.last_seq() && !(ix.msgs == 0 && r.seq >= ix.first_seq()) {
+                    return;
+                }
+                let hdr = &r.data[..r.hdr_len];
+                let id = crate::protocol::headers::get(hdr, b"Nats-Msg-Id")
+                    .filter(|v| !v.is_empty())
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
+                if let Some(id) = &id {
+                    if r.ts >= window_start {
+                        ids.push((id.clone(), r.seq, r.ts));
                     }
-                    let subject = Bytes::from(r.subject);
-                    let data = Bytes::from(r.data);
-                    let id = crate::protocol::headers::get(&data[..r.hdr_len], b"Nats-Msg-Id")
-                        .map(|v| String::from_utf8_lossy(v).into_owned());
-                    if let Some(id) = &id {
-                        if r.ts >= window_start {
-                            ids.push((id.clone(), r.seq, r.ts));
+                }
+                let rollup = if rollups {
+                    crate::protocol::headers::get(hdr, b"Nats-Rollup").map(<[u8]>::to_vec)
+                } else {
+                    None
+                };
+                last_id = id;
+                let len = r.data.len();
+                ix.append(
+                    r.seq,
+                    r.ts,
+                    &r.subject,
+                    r.hdr_len,
+                    len,
+                    r.seg,
+                    r.off,
+                    Some(r.data),
+                );
+                // A rollup's removals may not have reached the disk: redo them.
+                match rollup.as_deref() {
+                    Some(b"sub") => {
+                        while let Some(older) = ix.first_of(&r.subject).filter(|s| *s < r.seq) {
+                            ix.remove(older);
                         }
                     }
-                    last_id = id;
-                    let len = data.len();
-                    ix.append(
-                        r.seq,
-                        r.ts,
-                        &subject,
-                        r.hdr_len,
-                        len,
-                        r.seg,
-                        r.off,
-                        Some(data),
-                    );
-                    // Keep memory bounded while loading a large stream.
-                    ix.evict(crate::limits::STREAM_CACHE_BYTES);
+                    Some(b"all") => {
+                        ix.raise_floor(r.seq);
+                    }
+                    _ => {}
                 }
-                record::KIND_DELETE => {
-                    ix.remove(r.seq);
-                }
-                _ => {
-                    ix.raise_floor(r.seq);
-                }
+                // Keep memory bounded while loading a large stream.
+                ix.evict(crate::limits::STREAM_CACHE_BYTES);
             }
-        }
+            record::KIND_DELETE => {
+                ix.remove(r.seq);
+            }
+            _ => {
+                ix.raise_floor(r.seq);
+            }
+        })
+        .map_err(|e| format!("stream {}: {e}", cfg.name))?;
         let mut segs = segs;
         for seq in ix.first_seq()..=ix.last_seq() {
             if let Some(e) = ix.entry(seq) {
@@ -416,9 +432,9 @@ impl Shard {
         if rest.starts_with(b"DIRECT.GET.") {
             return false;
         }
-        let Some(reply) = p.reply.clone() else {
-            return true;
-        };
+        // Without a reply subject the request is still carried out (as
+        // nats-server does); its answer goes nowhere.
+        let reply = p.reply.clone().unwrap_or_default();
         let target = match api::stream_of(rest) {
             Some(name) => js.catalog.borrow().get(name).map_or(0, |e| e.owner),
             None => 0,
@@ -523,7 +539,7 @@ impl Shard {
                 let name = String::from_utf8_lossy(&body).into_owned();
                 self.delete_owned(&name, reply).await;
             }
-            cmd::CREATE_FAILED => {
+            cmd::FORGET => {
                 let name = String::from_utf8_lossy(&body).into_owned();
                 js.catalog.borrow_mut().remove(&name);
                 self.broadcast_catalog(&name, None);
@@ -656,7 +672,7 @@ impl Shard {
                 self.send_to(
                     0,
                     ShardMsg::Js {
-                        kind: cmd::CREATE_FAILED,
+                        kind: cmd::FORGET,
                         arg: 0,
                         reply: Bytes::new(),
                         body: Bytes::from(name),
@@ -753,6 +769,16 @@ impl Shard {
         stream.close().await;
         let result = std::fs::remove_dir_all(&stream.dir)
             .and_then(|()| filelog::sync_dir(&js.streams_dir()));
+        // Only now may the name be reused: the coordinator held it until here.
+        self.send_to(
+            0,
+            ShardMsg::Js {
+                kind: cmd::FORGET,
+                arg: 0,
+                reply: Bytes::new(),
+                body: Bytes::from(name.to_string()),
+            },
+        );
         match result {
             Ok(()) => self.reply(
                 &reply,

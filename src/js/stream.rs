@@ -28,7 +28,7 @@ use crate::js::filelog::{self, FileLog};
 use crate::js::index::{msg_size, Index, StoredMsg};
 use crate::js::record;
 use crate::limits::{
-    DEDUPE_IDS_MAX, STREAM_CACHE_BYTES, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS,
+    DEDUPE_BYTES_MAX, DEDUPE_IDS_MAX, STREAM_CACHE_BYTES, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS,
     STREAM_WRITES_IN_FLIGHT,
 };
 use crate::notify::{Event, Notify};
@@ -43,6 +43,8 @@ struct Flight {
     base: u64,
     end: u64,
     restore: Option<filelog::Restore>,
+    /// The records written (cached messages are slices of it).
+    batch: Bytes,
 }
 
 fn restore_end(r: &filelog::Restore) -> u64 {
@@ -63,7 +65,10 @@ enum Pending {
         ts: i64,
         subject: Bytes,
         hdr_len: usize,
-        data: Bytes,
+        /// Memory streams: a copy of header + payload. File streams read it
+        /// from the written batch, so nothing pins a connection's read buffer.
+        data: Option<Bytes>,
+        len: usize,
         /// Offset of its record in the staged bytes.
         rel: usize,
         reply: Option<Bytes>,
@@ -90,6 +95,8 @@ struct WriteState {
     subj_pending: AHashMap<Bytes, (u64, u64)>,
     /// Pending message ids → sequence.
     ids: AHashMap<String, u64>,
+    /// Delete or floor records are among the staged bytes.
+    markers_staged: bool,
 }
 
 /// Remembered message ids within the duplicate window, oldest first.
@@ -97,13 +104,19 @@ struct WriteState {
 struct Dedupe {
     ids: AHashMap<String, u64>,
     order: VecDeque<(i64, String)>,
+    bytes: usize,
 }
 
 impl Dedupe {
     fn insert(&mut self, id: String, seq: u64, ts: i64) {
-        if self.order.len() >= DEDUPE_IDS_MAX {
-            if let Some((_, old)) = self.order.pop_front() {
-                self.ids.remove(&old);
+        self.bytes += id.len();
+        while self.order.len() >= DEDUPE_IDS_MAX || self.bytes > DEDUPE_BYTES_MAX {
+            match self.order.pop_front() {
+                Some((_, old)) => {
+                    self.bytes -= old.len();
+                    self.ids.remove(&old);
+                }
+                None => break,
             }
         }
         self.ids.insert(id.clone(), seq);
@@ -112,6 +125,7 @@ impl Dedupe {
     fn expire(&mut self, cutoff: i64) {
         while self.order.front().is_some_and(|(ts, _)| *ts < cutoff) {
             let (_, id) = self.order.pop_front().expect("checked");
+            self.bytes -= id.len();
             self.ids.remove(&id);
         }
     }
@@ -228,11 +242,17 @@ impl Stream {
             || w.pending.len() * 100 > STREAM_INGEST_MSGS * crate::limits::STALL_THRESHOLD_PERCENT
     }
 
-    /// Waits while the stream is congested (back-pressure on a publisher).
+    /// Waits while the stream is congested (back-pressure on a publisher), at
+    /// most `STREAM_STALL_MAX` per call so shards feeding each other's streams
+    /// can never wait on each other for good; the hard cap (429) still holds.
     pub async fn wait_uncongested(&self) {
-        while self.congested() && !self.closed.get() {
-            self.committed.wait().await;
-        }
+        let wait = async {
+            while self.congested() && !self.closed.get() {
+                self.committed.wait().await;
+            }
+        };
+        futures_lite::future::or(wait, glommio::timer::sleep(crate::limits::STREAM_STALL_MAX))
+            .await;
     }
 
     /// Checks and accepts one published message.
@@ -336,12 +356,7 @@ impl Stream {
                 rollup = match v {
                     b"sub" => Rollup::Subject,
                     b"all" => Rollup::All,
-                    _ => {
-                        return reply_with(ApiError::invalid_config(format!(
-                            "rollup value invalid: {:?}",
-                            String::from_utf8_lossy(v)
-                        )))
-                    }
+                    _ => return reply_with(ApiError::rollup_invalid(&String::from_utf8_lossy(v))),
                 };
             }
         }
@@ -394,12 +409,14 @@ impl Stream {
             w.last_msg_id = None;
         }
         let reply = if cfg.no_ack { None } else { reply.cloned() };
+        let data = (!self.is_file()).then(|| Bytes::copy_from_slice(msg));
         w.pending.push(Pending::Msg {
             seq,
             ts,
             subject: subject.clone(),
             hdr_len,
-            data: msg.clone(),
+            data,
+            len: msg.len(),
             rel,
             reply,
             msg_id,
@@ -423,6 +440,7 @@ impl Stream {
                 0,
                 b"",
             );
+            w.markers_staged = true;
             drop(w);
             self.wake.notify();
         }
@@ -506,7 +524,12 @@ impl Stream {
                         _ => last + 1,
                     };
                     let removed = ix.raise_floor(floor);
+                    let next = ix.last_seq() + 1;
                     drop(ix);
+                    // A floor past the end moves the next sequence with it.
+                    let mut w = self.w.borrow_mut();
+                    w.next_seq = w.next_seq.max(next);
+                    drop(w);
                     purged = removed.len() as u64;
                     for r in &removed {
                         self.segment_lost(r.seg);
@@ -666,7 +689,13 @@ impl Stream {
     }
 
     /// Applies one committed batch to the index; returns the replies to send.
-    fn commit(&self, pending: Vec<Pending>, seg: u64, base: u64) -> Vec<(Bytes, Vec<u8>)> {
+    fn commit(
+        &self,
+        pending: Vec<Pending>,
+        seg: u64,
+        base: u64,
+        batch: &Bytes,
+    ) -> Vec<(Bytes, Vec<u8>)> {
         let mut replies = Vec::new();
         let cfg = self.cfg.borrow().clone();
         let mut touched: Vec<Bytes> = Vec::new();
@@ -690,24 +719,32 @@ impl Stream {
                     subject,
                     hdr_len,
                     data,
+                    len,
                     rel,
                     reply,
                     msg_id,
                     rollup,
                 } => {
+                    let data = data.unwrap_or_else(|| {
+                        let at = rel + record::HEADER + subject.len();
+                        batch.slice(at..at + len)
+                    });
                     {
                         let mut ix = self.ix.borrow_mut();
-                        let len = data.len();
-                        ix.append(
-                            seq,
-                            ts,
-                            &subject,
-                            hdr_len,
-                            len,
-                            seg,
-                            base + rel as u64,
-                            Some(data),
-                        );
+                        // A purge past the end may have moved the first sequence
+                        // beyond a message still in flight: it is stored and gone.
+                        if seq >= ix.first_seq() && seq > ix.last_seq() {
+                            ix.append(
+                                seq,
+                                ts,
+                                &subject,
+                                hdr_len,
+                                len,
+                                seg,
+                                base + rel as u64,
+                                Some(data),
+                            );
+                        }
                     }
                     {
                         let mut w = self.w.borrow_mut();
@@ -808,7 +845,20 @@ impl Stream {
         w.ids.clear();
         w.next_seq = self.ix.borrow().last_seq() + 1;
         w.last_msg_id = self.last_msg_id.borrow().clone();
+        w.markers_staged = false;
         drop(w);
+        // Deletes already applied in memory may have been in the lost write:
+        // stage them again, so the disk catches up with what readers saw.
+        if self.is_file() {
+            let (first, deleted) = {
+                let ix = self.ix.borrow();
+                (ix.first_seq(), ix.deleted_seqs())
+            };
+            self.stage(record::KIND_FLOOR, first);
+            for seq in deleted {
+                self.stage(record::KIND_DELETE, seq);
+            }
+        }
         for p in pending.into_iter().chain(later) {
             match p {
                 Pending::Msg { reply: Some(r), .. } => replies.push((r, pub_err(&self.name, err))),
@@ -822,19 +872,23 @@ impl Stream {
 
     /// Deletes segments whose messages are all gone (never the active one).
     pub async fn gc_segments(&self) {
-        let first_live = self.ix.borrow().first_seq();
         let doomed: Vec<u64> = match self.log.borrow().as_ref() {
             None => return,
-            Some(log) => log
-                .segs
-                .iter()
-                .filter(|(k, s)| {
-                    **k != log.active
-                        && s.live == 0
-                        && (s.tomb_min >= **k || s.tomb_min < first_live)
-                })
-                .map(|(k, _)| *k)
-                .collect(),
+            Some(log) => {
+                // A segment holding delete/floor records speaks for older
+                // segments: it goes only once nothing older is left.
+                let mut oldest = true;
+                let mut out = Vec::new();
+                for (k, s) in &log.segs {
+                    let gone = *k != log.active && s.live == 0 && (oldest || !s.markers);
+                    if gone {
+                        out.push(*k);
+                    } else {
+                        oldest = false;
+                    }
+                }
+                out
+            }
         };
         for first in doomed {
             let seg = self
@@ -870,10 +924,11 @@ impl Stream {
                         w.next_seq,
                     )
                 };
+                let markers = std::mem::take(&mut self.w.borrow_mut().markers_staged);
                 if !self.is_file() || staged.is_empty() {
                     // Nothing to write (memory stream, or only waiters): commit in order.
                     if flights.is_empty() {
-                        let replies = self.commit(pending, 0, 0);
+                        let replies = self.commit(pending, 0, 0, &Bytes::new());
                         self.after_commit(&shard, replies).await;
                     } else {
                         flights.push_back(Flight {
@@ -883,6 +938,7 @@ impl Stream {
                             base: 0,
                             end: 0,
                             restore: None,
+                            batch: Bytes::new(),
                         });
                     }
                     continue;
@@ -898,6 +954,16 @@ impl Stream {
                 match self.launch(&staged, first).await {
                     Ok((task, seg, base, restore)) => {
                         let end = base + staged.len() as u64;
+                        if markers {
+                            if let Some(s) = self
+                                .log
+                                .borrow_mut()
+                                .as_mut()
+                                .and_then(|l| l.segs.get_mut(&seg))
+                            {
+                                s.markers = true;
+                            }
+                        }
                         flights.push_back(Flight {
                             task: Some(task),
                             pending,
@@ -905,6 +971,7 @@ impl Stream {
                             base,
                             end,
                             restore: Some(restore),
+                            batch: Bytes::from(staged),
                         });
                     }
                     Err(e) => {
@@ -949,7 +1016,7 @@ impl Stream {
                         }
                     }
                     *self.io_error.borrow_mut() = None;
-                    self.commit(f.pending, f.seg, f.base)
+                    self.commit(f.pending, f.seg, f.base, &f.batch)
                 }
                 Err(e) => {
                     // Everything after the failed write depends on it: wait for
@@ -972,7 +1039,12 @@ impl Stream {
                         .as_ref()
                         .and_then(|l| l.segs.get(&f.seg).and_then(|s| s.file.clone()));
                     if let Some(file) = file {
-                        let _ = file.truncate(cut).await;
+                        if let Err(e) = file.truncate(cut).await {
+                            crate::error!(
+                                "JetStream stream '{}': cutting back a failed write: {e}",
+                                self.name
+                            );
+                        }
                     }
                     self.write_failed(&e, f.pending, later)
                 }
@@ -1043,6 +1115,9 @@ impl Stream {
             // In interval mode the closing segment may hold unsynced writes.
             self.sync_now().await?;
             let dir = self.dir.clone();
+            // Unique even when the full segment held no messages (only markers).
+            let active = self.log.borrow().as_ref().map_or(0, |l| l.active);
+            let next_seq = next_seq.max(active + 1);
             let path = dir.join(filelog::segment_name(next_seq));
             let dsync = self.log.borrow().as_ref().is_some_and(|l| l.sync);
             let file = filelog::open_dma(&path, dsync).await?;

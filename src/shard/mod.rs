@@ -67,6 +67,9 @@ impl Shard {
     /// Publishes a server-originated message (JetStream replies) through the
     /// normal routing; `hdr` is a header block placed before `body`.
     pub fn reply(&self, subject: &bytes::Bytes, hdr: Option<&[u8]>, body: &[u8]) {
+        if subject.is_empty() {
+            return; // the request had no reply subject
+        }
         let mut msg = Vec::with_capacity(hdr.map_or(0, <[u8]>::len) + body.len());
         if let Some(h) = hdr {
             msg.extend_from_slice(h);
