@@ -518,15 +518,20 @@ fn deletes_stay_deleted_when_segments_are_reclaimed() {
     for i in 0..40u64 {
         r.request("g.keep", None, &payload(i));
     }
-    // A delete of an old message, recorded in a newer segment...
-    req(&mut r, "$JS.API.STREAM.MSG.DELETE.G", r#"{"seq":3}"#);
-    // ...whose own messages then all go, so that segment has no live message.
+    // Temporary messages fill segments of their own...
     let mut doomed = Vec::new();
-    for i in 0..40u64 {
-        let (_, b) = r.request("g.tmp", None, &payload(i));
-        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-        doomed.push(v["seq"].as_u64().unwrap());
-    }
+    let mut publish_tmp = |r: &mut Raw, n: u64| {
+        for i in 0..n {
+            let (_, b) = r.request("g.tmp", None, &payload(i));
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            doomed.push(v["seq"].as_u64().unwrap());
+        }
+    };
+    publish_tmp(&mut r, 40);
+    // ...one of which records the delete of an old message...
+    req(&mut r, "$JS.API.STREAM.MSG.DELETE.G", r#"{"seq":3}"#);
+    publish_tmp(&mut r, 40);
+    // ...and then loses all its own messages.
     for seq in &doomed {
         req(
             &mut r,
