@@ -567,3 +567,93 @@ fn deletes_stay_deleted_when_segments_are_reclaimed() {
         (Some(0), before["last_seq"].as_u64().map(|l| l + 1))
     );
 }
+
+#[test]
+fn erase_overwrites_the_bytes_and_no_erase_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &[]);
+    let mut r = raw(&server);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.E",
+        r#"{"name":"E","subjects":["e.>"]}"#,
+    );
+    r.request("e.a", None, b"first-SECRET-one");
+    r.request("e.b", None, b"middle-SECRET-two");
+    r.request("e.c", None, b"last-SECRET-three");
+    let on_disk = |needle: &[u8]| {
+        segments(dir.path(), "E").iter().any(|p| {
+            let b = std::fs::read(p).unwrap();
+            b.windows(needle.len()).any(|w| w == needle)
+        })
+    };
+    assert!(on_disk(b"middle-SECRET-two") && on_disk(b"last-SECRET-three"));
+    let ok = serde_json::json!({"type":"io.nats.jetstream.api.v1.stream_msg_delete_response","success":true});
+    assert_eq!(
+        req(&mut r, "$JS.API.STREAM.MSG.DELETE.E", r#"{"seq":2}"#),
+        ok
+    );
+    assert!(
+        !on_disk(b"middle-SECRET-two"),
+        "erased bytes are gone from the file"
+    );
+    assert_eq!(
+        req(
+            &mut r,
+            "$JS.API.STREAM.MSG.DELETE.E",
+            r#"{"seq":1,"no_erase":true}"#
+        ),
+        ok
+    );
+    assert!(
+        on_disk(b"first-SECRET-one"),
+        "no_erase only marks the message deleted"
+    );
+    // Erasing the last message keeps its sequence in use.
+    assert_eq!(
+        req(&mut r, "$JS.API.STREAM.MSG.DELETE.E", r#"{"seq":3}"#),
+        ok
+    );
+    assert!(!on_disk(b"last-SECRET-three"));
+    let before = state(&mut r, "E");
+    assert!(server.terminate().success());
+    let server = Server::start_js(2, dir.path(), &[]);
+    let mut r = raw(&server);
+    let after = state(&mut r, "E");
+    for key in ["messages", "first_seq", "last_seq"] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+    assert_eq!(after["last_seq"], 3);
+    let ack = String::from_utf8(r.request("e.d", None, b"x").1).unwrap();
+    assert_eq!(ack, r#"{"stream":"E","seq":4}"#);
+}
+
+#[test]
+fn messages_beyond_the_cache_are_read_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &[]);
+    let mut r = raw(&server);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.BIG",
+        r#"{"name":"BIG","subjects":["big"],"allow_direct":true}"#,
+    );
+    // 36 MiB: more than the 32 MiB a stream keeps cached, so the first
+    // messages are only on disk.
+    let body = |i: u64| -> Vec<u8> { (0..256 * 1024).map(|k| (k as u64 * 7 + i) as u8).collect() };
+    for i in 0..144u64 {
+        r.request("big", None, &body(i));
+    }
+    for seq in [1u64, 2, 70, 144] {
+        assert_eq!(
+            get(&mut r, "BIG", seq).unwrap().1,
+            body(seq - 1),
+            "MSG.GET {seq}"
+        );
+    }
+    let (h, b) = r.request("$JS.API.DIRECT.GET.BIG", None, br#"{"seq":3}"#);
+    assert!(String::from_utf8(h)
+        .unwrap()
+        .contains("Nats-Sequence: 3\r\n"));
+    assert_eq!(b, body(2));
+}

@@ -916,10 +916,7 @@ async fn msg_delete(shard: &Shard, s: &Stream, reply: &Bytes, body: &[u8]) {
             },
         );
     }
-    // Erasing overwrites nothing on disk yet: the record stays until its
-    // segment is reclaimed (documented in STORAGE.md); both forms delete.
-    let _ = req.no_erase;
-    match s.delete_msg(req.seq).await {
+    match s.delete_msg(req.seq, !req.no_erase).await {
         Ok(()) => shard.reply(
             reply,
             None,

@@ -75,6 +75,24 @@ pub struct WriteJob {
 }
 
 impl WriteJob {
+    /// A write of `data` (block-aligned position, whole blocks) at `pos`.
+    pub fn single(file: Rc<DmaFile>, pos: u64, data: &[u8]) -> WriteJob {
+        let mut chunks = Vec::new();
+        let mut done = 0;
+        while done < data.len() {
+            let n = (data.len() - done).min(DMA_IO_MAX);
+            let mut buf = file.alloc_dma_buffer(n);
+            buf.as_bytes_mut().copy_from_slice(&data[done..done + n]);
+            chunks.push((pos + done as u64, buf));
+            done += n;
+        }
+        WriteJob {
+            file,
+            chunks,
+            sync: false,
+        }
+    }
+
     pub async fn run(self) -> std::io::Result<()> {
         if self.chunks.len() == 1 {
             let (pos, buf) = self.chunks.into_iter().next().expect("one chunk");
@@ -213,6 +231,21 @@ impl FileLog {
         )
     }
 
+    /// Applies bytes rewritten at `start` of segment `seg` to the carry, if
+    /// they cover the active segment's last partial block.
+    pub fn patch_carry(&mut self, seg: u64, start: u64, bytes: &[u8]) {
+        if seg != self.active || self.carry.is_empty() {
+            return;
+        }
+        let (c0, c1) = (self.carry_base, self.carry_base + self.carry.len() as u64);
+        let (b0, b1) = (start, start + bytes.len() as u64);
+        let (lo, hi) = (c0.max(b0), c1.min(b1));
+        if lo < hi {
+            self.carry[(lo - c0) as usize..(hi - c0) as usize]
+                .copy_from_slice(&bytes[(lo - b0) as usize..(hi - b0) as usize]);
+        }
+    }
+
     /// Records a completed write that ends at `end`.
     pub fn finish(&mut self, end: u64) {
         self.inflight -= 1;
@@ -278,6 +311,21 @@ pub async fn discard_segment(mut seg: Segment, stream: &str) {
     }
 }
 
+/// Reads whole blocks from aligned `start`, up to `len` bytes (fewer at the
+/// end of the file).
+pub async fn read_blocks(file: &DmaFile, start: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let n = (len - out.len()).min(DMA_IO_MAX);
+        let r = file.read_at_aligned(start + out.len() as u64, n).await?;
+        out.extend_from_slice(&r[..]);
+        if r.len() < n {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Reads `len` bytes at `off` with aligned reads of at most `DMA_IO_MAX`.
 pub async fn read_at(file: &DmaFile, off: u64, len: usize) -> std::io::Result<Option<Vec<u8>>> {
     let start = align_down(off);
@@ -320,6 +368,25 @@ fn fill(out: &mut [u8], from: usize, carry: &[u8], staged: &[u8]) {
 
 pub fn segment_name(first: u64) -> String {
     format!("{first:020}.seg")
+}
+
+/// Settles, for this shard, whether the store's device takes polled I/O.
+///
+/// glommio decides it with a read at offset 0 of the first DMA file opened on
+/// a device, and caches the answer per device. On an empty file that read
+/// succeeds without touching the device, so glommio would pick the poll ring
+/// even where the device has no poll queues; every later read then fails with
+/// EOPNOTSUPP. Opening a file that has a block of data first makes the probe
+/// real.
+pub async fn probe_device(root: &Path, shard: u16) -> std::io::Result<()> {
+    let path = root.join(format!(".probe-{shard}"));
+    std::fs::write(&path, vec![0u8; BLOCK as usize])?;
+    let file = open_dma(&path, false).await;
+    let _ = std::fs::remove_file(&path);
+    file?
+        .close()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Opens a segment for O_DIRECT I/O; with `dsync` every write returns only once

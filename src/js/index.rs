@@ -320,6 +320,33 @@ impl Index {
         out
     }
 
+    /// Makes sure `seq` counts as used: past the end, the sequences up to it
+    /// become deleted ones (or the empty stream's first moves past it).
+    pub fn skip_through(&mut self, seq: u64) {
+        if seq <= self.last_seq() {
+            return;
+        }
+        if self.msgs == 0 {
+            self.entries.clear();
+            self.deleted = 0;
+            self.first = seq + 1;
+            return;
+        }
+        while self.last_seq() < seq {
+            self.entries.push_back(Entry {
+                ts: 0,
+                subj: 0,
+                hdr_len: 0,
+                len: 0,
+                seg: 0,
+                off: 0,
+                data: None,
+                deleted: true,
+            });
+            self.deleted += 1;
+        }
+    }
+
     /// Subject state by literal subject.
     pub fn subject(&self, subject: &[u8]) -> Option<&SubjState> {
         let id = *self.subjects.get(subject)?;

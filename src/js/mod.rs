@@ -124,6 +124,9 @@ pub async fn open(shard: &Rc<Shard>, store_dir: &Path, sync: SyncMode) -> Result
     let _ = store_dir;
     let dir = js.streams_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("JetStream store {}: {e}", dir.display()))?;
+    filelog::probe_device(&js.root, shard.id)
+        .await
+        .map_err(|e| format!("JetStream store {}: {e}", js.root.display()))?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| format!("JetStream store {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -245,6 +248,9 @@ async fn recover_stream(shard: &Rc<Shard>, dir: PathBuf, meta: Meta) -> Result<R
                 ix.evict(crate::limits::STREAM_CACHE_BYTES);
             }
             record::KIND_DELETE => {
+                // An erased last message leaves only its delete record: the
+                // sequence it had is still used.
+                ix.skip_through(r.seq);
                 ix.remove(r.seq);
             }
             _ => {

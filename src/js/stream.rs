@@ -97,6 +97,17 @@ struct WriteState {
     ids: AHashMap<String, u64>,
     /// Delete or floor records are among the staged bytes.
     markers_staged: bool,
+    /// Records to overwrite once nothing is in flight.
+    erases: Vec<Erase>,
+}
+
+/// A deleted message's record to overwrite on disk.
+struct Erase {
+    seq: u64,
+    seg: u64,
+    off: u64,
+    len: usize,
+    done: Rc<Cell<Option<Result<(), ApiError>>>>,
 }
 
 /// Remembered message ids within the duplicate window, oldest first.
@@ -463,12 +474,95 @@ impl Stream {
     }
 
     /// Removes message `seq` (MSG.DELETE); durable before it returns Ok.
-    pub async fn delete_msg(&self, seq: u64) -> Result<(), ApiError> {
+    /// Removes message `seq` (MSG.DELETE); durable before it returns Ok. With
+    /// `erase` the record's bytes on disk are then overwritten too.
+    pub async fn delete_msg(&self, seq: u64, erase: bool) -> Result<(), ApiError> {
+        let at = {
+            let ix = self.ix.borrow();
+            ix.entry(seq).map(|e| {
+                (
+                    e.seg,
+                    e.off,
+                    record::encoded_len(ix.subject_of(e).len(), e.len as usize),
+                )
+            })
+        };
         let removed = self.remove_and_record(seq);
         if !removed {
             return Err(ApiError::msg_delete_failed("no message found"));
         }
-        self.sync_point().await
+        self.sync_point().await?;
+        match at {
+            Some((seg, off, len)) if erase && self.is_file() => {
+                let done = Rc::new(Cell::new(None));
+                self.w.borrow_mut().erases.push(Erase {
+                    seq,
+                    seg,
+                    off,
+                    len,
+                    done: done.clone(),
+                });
+                self.wake.notify();
+                loop {
+                    if let Some(r) = done.take() {
+                        return r;
+                    }
+                    if self.closed.get() && !self.writer_running.get() {
+                        return Err(ApiError::stream_not_found());
+                    }
+                    self.committed.wait().await;
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Overwrites a deleted message's record in place with a delete record of
+    /// the same length (zeros where its subject, headers and payload were).
+    /// Runs in the writer with no write in flight, so it races with nothing.
+    async fn erase(&self, e: &Erase) -> Result<(), ApiError> {
+        let fail =
+            |why: String| ApiError::msg_delete_failed(format!("message erase failed: {why}"));
+        let file = {
+            let log = self.log.borrow();
+            match log
+                .as_ref()
+                .and_then(|l| l.segs.get(&e.seg))
+                .and_then(|s| s.file.clone())
+            {
+                Some(f) => f,
+                // The segment is gone already: nothing left to erase.
+                None => return Ok(()),
+            }
+        };
+        let start = e.off & !4095;
+        let end = (e.off + e.len as u64 + 4095) & !4095;
+        let mut blocks = filelog::read_blocks(&file, start, (end - start) as usize)
+            .await
+            .map_err(|x| fail(x.to_string()))?;
+        if blocks.len() < (e.off - start) as usize + e.len {
+            return Err(fail("short read".into()));
+        }
+        // Past the end of the file reads as zeros; write whole blocks back.
+        blocks.resize((end - start) as usize, 0);
+        let mut rec = Vec::with_capacity(e.len);
+        record::encode(
+            &mut rec,
+            record::KIND_DELETE,
+            e.seq,
+            crate::js::json::now_nanos(),
+            b"",
+            0,
+            &vec![0; e.len - record::HEADER],
+        );
+        let at = (e.off - start) as usize;
+        blocks[at..at + e.len].copy_from_slice(&rec);
+        // The writer keeps its own copy of the active segment's last block.
+        if let Some(log) = self.log.borrow_mut().as_mut() {
+            log.patch_carry(e.seg, start, &blocks);
+        }
+        let job = filelog::WriteJob::single(file, start, &blocks);
+        job.run().await.map_err(|x| fail(x.to_string()))
     }
 
     /// Removes `seq` from the index, staging its delete (or floor) record.
@@ -909,9 +1003,18 @@ impl Stream {
         self.writer_running.set(true);
         let mut flights: VecDeque<Flight> = VecDeque::new();
         loop {
+            if flights.is_empty() && !self.w.borrow().erases.is_empty() {
+                let erases = std::mem::take(&mut self.w.borrow_mut().erases);
+                for e in erases {
+                    let r = self.erase(&e).await;
+                    e.done.set(Some(r));
+                }
+                self.committed.notify_all();
+                continue;
+            }
             let has_work = {
                 let w = self.w.borrow();
-                !w.staged.is_empty() || !w.pending.is_empty()
+                !w.staged.is_empty() || !w.pending.is_empty() || !w.erases.is_empty()
             };
             let roll_blocked =
                 !flights.is_empty() && self.log.borrow().as_ref().is_some_and(|l| l.should_roll());
