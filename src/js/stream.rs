@@ -1224,6 +1224,8 @@ impl Stream {
             let path = dir.join(filelog::segment_name(next_seq));
             let dsync = self.log.borrow().as_ref().is_some_and(|l| l.sync);
             let file = filelog::open_dma(&path, dsync).await?;
+            let bytes = self.log.borrow().as_ref().map_or(0, |l| l.segment_bytes);
+            filelog::preallocate(&file, bytes).await;
             filelog::sync_dir(&dir)?;
             if let Some(l) = self.log.borrow_mut().as_mut() {
                 l.install(next_seq, path, file);
