@@ -210,7 +210,7 @@ fn create_info_and_errors_match_nats_server_bytes() {
         // The docs' mirror example as printed (a missing comma) is refused the same way.
         let printed = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/examples/mirror-minimal.as-printed.json"
+            "/tests/fixtures/stream-configs/mirror-minimal.as-printed.json"
         ))
         .unwrap();
         let bad = req(&mut raw, "$JS.API.STREAM.CREATE.MIRROR_TARGET", &printed);
