@@ -94,7 +94,7 @@ fn every_mode_completes_and_counts_add_up() {
 fn failures_are_reported_with_nonzero_exit() {
     let server = Server::start(1);
     let addr = format!("127.0.0.1:{}", server.port);
-    // No JetStream yet: a clear error, not a hang.
+    // No JetStream on this server (no -js): a clear error, not a hang.
     let (ok, _, err) = bench(&[
         "js",
         "pub",
@@ -154,4 +154,40 @@ fn compare_runs_against_jetcore_alone() {
         .unwrap()
         .contains("| pubsub16 |"));
     assert!(dir.path().join("reqrep.svg").exists());
+}
+
+#[test]
+fn jetstream_and_kv_modes_count_what_they_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &[]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    // js pub: every publish acknowledged.
+    let (ok, out, err) = bench(&[
+        "js", "pub", "-s", &addr, "--msgs", "3000", "--pub", "2", "--window", "32", "bench.js",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(count_in("[", &out).iter().sum::<u64>(), 3000, "{out}");
+    // js get: every get answered (with the preloaded message), latency recorded.
+    let (ok, out, err) = bench(&[
+        "js", "get", "-s", &addr, "--msgs", "2000", "--pub", "2", "--window", "16", "bench.js",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(count_in("[", &out).iter().sum::<u64>(), 2000, "{out}");
+    assert!(out.contains("(2000 samples)"), "{out}");
+    // kv put and kv get over 50 keys.
+    let (ok, out, err) = bench(&[
+        "kv", "put", "-s", &addr, "--msgs", "1000", "--keys", "50", "--window", "16", "--pub", "2",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(count_in("[", &out).iter().sum::<u64>(), 1000, "{out}");
+    let (ok, out, err) = bench(&[
+        "kv", "get", "-s", &addr, "--msgs", "1000", "--keys", "50", "--window", "16", "--pub", "2",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(count_in("[", &out).iter().sum::<u64>(), 1000, "{out}");
+    // Every run removed its stream.
+    let mut raw = server.raw();
+    raw.setup_requests();
+    let (_, names) = raw.request("$JS.API.STREAM.NAMES", None, b"");
+    assert!(String::from_utf8(names).unwrap().contains(r#""total":0"#));
 }

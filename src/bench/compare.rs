@@ -50,6 +50,18 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "jspub128",
         "JetStream async publish 128 B, file storage, window 256",
     ),
+    (
+        "jsget128",
+        "JetStream direct get by sequence, 128 B messages, file storage, window 64",
+    ),
+    (
+        "kvput",
+        "key-value put 128 B over 1000 keys (history 1), file storage, window 256",
+    ),
+    (
+        "kvget",
+        "key-value get of 1000 keys (direct get of the last value), window 64",
+    ),
 ];
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,6 +195,7 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
         stream: "BENCH".into(),
         storage: "file".into(),
         workers: opts.workers,
+        keys: 1000,
     };
     match name {
         "ceiling" | "pub16" => spec.mode = Mode::Pub,
@@ -202,6 +215,25 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
             spec.size = 128;
             spec.subject = "bench.js".into();
             spec.msgs = (opts.msgs / 4).max(1000);
+        }
+        "jsget128" => {
+            spec.mode = Mode::JsGet;
+            spec.size = 128;
+            spec.subject = "bench.js".into();
+            spec.window = 64;
+            spec.msgs = (opts.msgs / 10).max(1000);
+        }
+        "kvput" | "kvget" => {
+            spec.mode = if name == "kvput" {
+                Mode::KvPut
+            } else {
+                Mode::KvGet
+            };
+            spec.size = 128;
+            spec.stream = "bench".into();
+            spec.keys = 1000;
+            spec.window = if name == "kvput" { 256 } else { 64 };
+            spec.msgs = (opts.msgs / 10).max(1000);
         }
         _ => {}
     }
@@ -234,10 +266,13 @@ fn scenario(
             let started = match (which, name) {
                 (_, "ceiling") => ServerProcess::sink(),
                 ("jetcore", _) => {
-                    ServerProcess::jetcore(&opts.jetcore, opts.shards, name.starts_with("js"))
+                    let js = name.starts_with("js") || name.starts_with("kv");
+                    ServerProcess::jetcore(&opts.jetcore, opts.shards, js)
                 }
                 (_, _) => match nats {
-                    Some(path) => ServerProcess::nats(path, name.starts_with("js")),
+                    Some(path) => {
+                        ServerProcess::nats(path, name.starts_with("js") || name.starts_with("kv"))
+                    }
                     None => continue,
                 },
             };

@@ -28,6 +28,26 @@ pub enum Mode {
     Reply,
     /// JetStream publish with acks (window 1 = synchronous).
     JsPub,
+    /// Direct gets by sequence from a stream preloaded with `msgs` messages.
+    JsGet,
+    /// Key-value puts (JetStream publishes to `$KV.<bucket>.<key>`) over `keys` keys.
+    KvPut,
+    /// Key-value gets (direct get of a key's last value) over `keys` preloaded keys.
+    KvGet,
+}
+
+impl Mode {
+    fn jetstream(self) -> bool {
+        matches!(self, Mode::JsPub | Mode::JsGet | Mode::KvPut | Mode::KvGet)
+    }
+    /// Modes whose clients publish with acks.
+    fn acked(self) -> bool {
+        matches!(self, Mode::JsPub | Mode::KvPut)
+    }
+    /// Modes whose clients send get requests.
+    fn gets(self) -> bool {
+        matches!(self, Mode::JsGet | Mode::KvGet)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +70,8 @@ pub struct Spec {
     pub stream: String,
     pub storage: String,
     pub workers: usize,
+    /// Key-value modes: distinct keys.
+    pub keys: usize,
 }
 
 /// One client's count and active time.
@@ -96,12 +118,41 @@ fn now_ns() -> u64 {
 pub fn run(spec: &Spec) -> Result<Outcome, String> {
     validate(spec)?;
     epoch();
-    if spec.mode == Mode::JsPub {
+    if spec.mode.jetstream() {
         js_create_stream(spec)?;
+        // Gets need something to read: load it first, untimed.
+        let preload = match spec.mode {
+            Mode::JsGet => Some((Mode::JsPub, spec.msgs)),
+            Mode::KvGet => Some((Mode::KvPut, spec.keys as u64)),
+            _ => None,
+        };
+        if let Some((mode, msgs)) = preload {
+            let load = Spec {
+                mode,
+                msgs,
+                pubs: 1,
+                rate: None,
+                ..spec.clone()
+            };
+            if let Err(e) = run_roles(&load) {
+                js_delete_stream(spec);
+                return Err(format!("preloading the stream: {e}"));
+            }
+        }
     }
+    let outcome = run_roles(spec);
+    if spec.mode.jetstream() {
+        js_delete_stream(spec);
+    }
+    outcome
+}
+
+/// Runs the clients of `spec` (setup and teardown are `run`'s).
+fn run_roles(spec: &Spec) -> Result<Outcome, String> {
     let mut roles = Vec::new();
     match spec.mode {
-        Mode::Pub | Mode::JsPub => roles.extend((0..spec.pubs).map(Role::Publisher)),
+        Mode::Pub | Mode::JsPub | Mode::KvPut => roles.extend((0..spec.pubs).map(Role::Publisher)),
+        Mode::JsGet | Mode::KvGet => roles.extend((0..spec.pubs).map(Role::Requester)),
         Mode::Sub => roles.extend((0..spec.subs).map(Role::Subscriber)),
         Mode::PubSub => {
             roles.extend((0..spec.subs).map(Role::Subscriber));
@@ -121,11 +172,13 @@ pub fn run(spec: &Spec) -> Result<Outcome, String> {
     // Everyone connects and subscribes, then all start together.
     let ready = Arc::new(Barrier::new(workers));
     // Responders on one worker must outlive requesters on every other worker.
-    let working = Arc::new(AtomicUsize::new(if spec.mode == Mode::Request {
-        spec.pubs
-    } else {
-        0
-    }));
+    let working = Arc::new(AtomicUsize::new(
+        if matches!(spec.mode, Mode::Request | Mode::JsGet | Mode::KvGet) {
+            spec.pubs
+        } else {
+            0
+        },
+    ));
     // Bounded: about one report per client; the main thread drains it while the
     // workers run, so a full channel only makes a worker wait briefly.
     let (tx, rx) = sync_channel::<Report>(spec.pubs + spec.subs + spec.responders + 8);
@@ -169,9 +222,6 @@ pub fn run(spec: &Spec) -> Result<Outcome, String> {
         let _ = h.join();
     }
     outcome.elapsed = start.elapsed();
-    if spec.mode == Mode::JsPub {
-        js_delete_stream(spec);
-    }
     match failure {
         Some(e) => Err(e),
         None => Ok(outcome),
@@ -187,7 +237,13 @@ fn validate(spec: &Spec) -> Result<(), String> {
     }
     if matches!(
         spec.mode,
-        Mode::Pub | Mode::PubSub | Mode::Request | Mode::JsPub
+        Mode::Pub
+            | Mode::PubSub
+            | Mode::Request
+            | Mode::JsPub
+            | Mode::JsGet
+            | Mode::KvPut
+            | Mode::KvGet
     ) && spec.pubs == 0
     {
         return Err("need at least one publisher (--pub / --clients)".into());
@@ -203,6 +259,9 @@ fn validate(spec: &Spec) -> Result<(), String> {
     }
     if spec.window == 0 {
         return Err("--window must be at least 1".into());
+    }
+    if matches!(spec.mode, Mode::KvPut | Mode::KvGet) && spec.keys == 0 {
+        return Err("--keys must be at least 1".into());
     }
     Ok(())
 }
@@ -241,9 +300,12 @@ async fn worker(
                     .await
                     .map(|(s, h)| Report::Sub(s, h)),
                 Role::Requester(i) => {
-                    let done = requester(&spec, i, reader, writer)
-                        .await
-                        .map(|(s, h)| Report::Sub(s, h));
+                    let done = if spec.mode.gets() {
+                        getter(&spec, i, reader, writer).await
+                    } else {
+                        requester(&spec, i, reader, writer).await
+                    }
+                    .map(|(s, h)| Report::Sub(s, h));
                     working.fetch_sub(1, Ordering::SeqCst);
                     done
                 }
@@ -305,9 +367,7 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
         }),
         Role::Requester(i) => Some(format!("SUB _INBOX.bench.{i}.* 1\r\n")),
         Role::Responder(_) => Some(format!("SUB {} bench-responders 1\r\n", spec.subject)),
-        Role::Publisher(i) if spec.mode == Mode::JsPub => {
-            Some(format!("SUB _INBOX.js.{i}.* 1\r\n"))
-        }
+        Role::Publisher(i) if spec.mode.acked() => Some(format!("SUB _INBOX.js.{i}.* 1\r\n")),
         Role::Publisher(_) => None,
     };
     if let Some(sub) = sub {
@@ -345,7 +405,7 @@ async fn publisher(
     mut reader: Reader,
     writer: Writer,
 ) -> Result<ClientStat, String> {
-    if spec.mode == Mode::JsPub {
+    if spec.mode.acked() {
         return js_publisher(spec, index, reader, writer).await;
     }
     let count = share(spec.msgs, spec.pubs, index);
@@ -527,13 +587,13 @@ async fn js_publisher(
             && sent_at.len() as u64 - acked < spec.window as u64
             && out.len() < 64 * 1024
         {
-            let inbox = format!("{prefix}{}", sent_at.len());
-            encode_pub(
-                &mut out,
-                spec.subject.as_bytes(),
-                Some(inbox.as_bytes()),
-                &body,
-            );
+            let n = sent_at.len();
+            let inbox = format!("{prefix}{n}");
+            let subject = match spec.mode {
+                Mode::KvPut => kv_key(spec, index + n * spec.pubs),
+                _ => spec.subject.clone(),
+            };
+            encode_pub(&mut out, subject.as_bytes(), Some(inbox.as_bytes()), &body);
             sent_at.push(now_ns());
         }
         if !out.is_empty() {
@@ -615,23 +675,147 @@ fn api_request(spec: &Spec, subject: &str, body: &str) -> Result<Bytes, String> 
         .map_err(|e| format!("executor: {e}"))?
 }
 
+/// The stream a run uses: `--stream`, or `KV_<--stream>` for a bucket.
+fn stream_name(spec: &Spec) -> String {
+    match spec.mode {
+        Mode::KvPut | Mode::KvGet => format!("KV_{}", spec.stream),
+        _ => spec.stream.clone(),
+    }
+}
+
+/// The subject of key `n` (modulo `--keys`) in the bucket.
+fn kv_key(spec: &Spec, n: usize) -> String {
+    format!("$KV.{}.k{}", spec.stream, n % spec.keys)
+}
+
 fn js_create_stream(spec: &Spec) -> Result<(), String> {
-    let config = serde_json::json!({"name": spec.stream, "subjects": [spec.subject], "storage": spec.storage});
+    let name = stream_name(spec);
+    let config = match spec.mode {
+        // What clients send for a bucket with history 1.
+        Mode::KvPut | Mode::KvGet => serde_json::json!({
+            "name": name, "subjects": [format!("$KV.{}.>", spec.stream)], "storage": spec.storage,
+            "max_msgs_per_subject": 1, "discard": "new", "allow_rollup_hdrs": true,
+            "deny_delete": true, "allow_direct": true, "max_msgs": -1, "max_consumers": -1,
+        }),
+        _ => serde_json::json!({
+            "name": name, "subjects": [spec.subject], "storage": spec.storage,
+            "allow_direct": spec.mode == Mode::JsGet,
+        }),
+    };
     let reply = api_request(
         spec,
-        &format!("$JS.API.STREAM.CREATE.{}", spec.stream),
+        &format!("$JS.API.STREAM.CREATE.{name}"),
         &config.to_string(),
     )?;
     let value: serde_json::Value =
         serde_json::from_slice(&reply).map_err(|e| format!("bad API reply: {e}"))?;
     match value.get("error") {
-        Some(err) => Err(format!("cannot create stream {}: {err}", spec.stream)),
+        Some(err) => Err(format!("cannot create stream {name}: {err}")),
         None => Ok(()),
     }
 }
 
 fn js_delete_stream(spec: &Spec) {
-    let _ = api_request(spec, &format!("$JS.API.STREAM.DELETE.{}", spec.stream), "");
+    let _ = api_request(
+        spec,
+        &format!("$JS.API.STREAM.DELETE.{}", stream_name(spec)),
+        "",
+    );
+}
+
+/// Direct gets with up to `--window` in flight: by sequence (`js get`, cycling
+/// over the preloaded messages) or a key's last value (`kv get`). Latency is
+/// each get's round trip.
+async fn getter(
+    spec: &Spec,
+    index: usize,
+    mut reader: Reader,
+    writer: Writer,
+) -> Result<(ClientStat, Histogram<u64>), String> {
+    let count = share(spec.msgs, spec.pubs, index);
+    let mut hist = new_histogram();
+    let start = Instant::now();
+    let name = stream_name(spec);
+    let mut sent_at: Vec<u64> = Vec::with_capacity(count as usize);
+    let mut done = 0u64;
+    let mut bytes = 0u64;
+    let mut out = Vec::with_capacity(64 * 1024);
+    let prefix = format!("_INBOX.bench.{index}.");
+    while done < count {
+        while (sent_at.len() as u64) < count
+            && sent_at.len() as u64 - done < spec.window as u64
+            && out.len() < 64 * 1024
+        {
+            let n = sent_at.len();
+            let inbox = format!("{prefix}{n}");
+            let k = index + n * spec.pubs;
+            match spec.mode {
+                Mode::KvGet => {
+                    let subject = format!("$JS.API.DIRECT.GET.{name}.{}", kv_key(spec, k));
+                    encode_pub(&mut out, subject.as_bytes(), Some(inbox.as_bytes()), b"");
+                }
+                _ => {
+                    let seq = k as u64 % spec.msgs.max(1) + 1;
+                    let body = format!("{{\"seq\":{seq}}}");
+                    let subject = format!("$JS.API.DIRECT.GET.{name}");
+                    encode_pub(
+                        &mut out,
+                        subject.as_bytes(),
+                        Some(inbox.as_bytes()),
+                        body.as_bytes(),
+                    );
+                }
+            }
+            sent_at.push(now_ns());
+        }
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+        let mut op = Some(reader.next().await?);
+        while let Some(o) = op {
+            match o {
+                ServerOp::Msg {
+                    subject,
+                    hdr_len,
+                    msg,
+                    ..
+                } => {
+                    let hdr = &msg[..hdr_len];
+                    if hdr.starts_with(b"NATS/1.0 4") || hdr.starts_with(b"NATS/1.0 5") {
+                        let status =
+                            String::from_utf8_lossy(&hdr[..hdr.len().min(40)]).into_owned();
+                        return Err(format!(
+                            "direct get failed: {}",
+                            status.lines().next().unwrap_or("")
+                        ));
+                    }
+                    let n: usize = std::str::from_utf8(&subject[prefix.len().min(subject.len())..])
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or("a get reply arrived on an unknown inbox")?;
+                    let sent = *sent_at
+                        .get(n)
+                        .ok_or("a get reply for a request never sent")?;
+                    hist.record(now_ns().saturating_sub(sent).max(1))
+                        .map_err(|e| format!("{e:?}"))?;
+                    bytes += (msg.len() - hdr_len) as u64;
+                    done += 1;
+                }
+                ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
+                _ => {}
+            }
+            op = reader.try_next()?;
+        }
+    }
+    Ok((
+        ClientStat {
+            msgs: count,
+            bytes,
+            elapsed: start.elapsed(),
+        },
+        hist,
+    ))
 }
 
 #[cfg(test)]

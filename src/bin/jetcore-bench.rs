@@ -37,6 +37,11 @@ enum Cmd {
         #[command(subcommand)]
         mode: JsCmd,
     },
+    /// Key-value modes (a bucket is a stream KV_<--stream>)
+    Kv {
+        #[command(subcommand)]
+        mode: KvCmd,
+    },
     /// Run the scenarios against jetcore and nats-server, alternating, and record results
     Compare(CompareArgs),
 }
@@ -45,6 +50,16 @@ enum Cmd {
 enum JsCmd {
     /// Publish to a stream with acks: --window 1 is synchronous, larger is async
     Pub(Common),
+    /// Direct gets by sequence from a stream preloaded with --msgs messages (--window in flight)
+    Get(Common),
+}
+
+#[derive(Subcommand)]
+enum KvCmd {
+    /// Puts over --keys keys, with acks (--window in flight)
+    Put(Common),
+    /// Gets of --keys preloaded keys (direct get, --window in flight)
+    Get(Common),
 }
 
 #[derive(Args, Clone)]
@@ -91,6 +106,9 @@ struct Common {
     /// Load-generator executors (default: online CPUs)
     #[arg(long)]
     workers: Option<usize>,
+    /// Key-value: distinct keys
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
     /// Write the latency distribution here (HdrHistogram .hgrm text)
     #[arg(long)]
     hgrm: Option<PathBuf>,
@@ -141,6 +159,15 @@ fn main() {
         Cmd::Js {
             mode: JsCmd::Pub(c),
         } => single(Mode::JsPub, c),
+        Cmd::Js {
+            mode: JsCmd::Get(c),
+        } => single(Mode::JsGet, c),
+        Cmd::Kv {
+            mode: KvCmd::Put(c),
+        } => single(Mode::KvPut, c),
+        Cmd::Kv {
+            mode: KvCmd::Get(c),
+        } => single(Mode::KvGet, c),
         Cmd::Compare(c) => compare_cmd(c),
     };
     if let Err(e) = result {
@@ -177,6 +204,7 @@ fn single(mode: Mode, c: Common) -> Result<(), String> {
         stream: c.stream.clone(),
         storage: c.storage.clone(),
         workers: workers(c.workers),
+        keys: c.keys,
     };
     let progress = spawn_progress(duration);
     let outcome = run(&spec);
