@@ -960,15 +960,13 @@ fn status(shard: &Shard, reply: &Bytes, text: &str) {
     shard.reply(reply, Some(&block), &[]);
 }
 
-/// Serves `$JS.API.DIRECT.GET.<stream>[.<subject>]` (replies are messages).
-pub async fn direct_get(
-    shard: &Shard,
+/// A parsed direct-get request, or the status to answer it with.
+fn direct_request(
     s: &Stream,
     subject: &Bytes,
-    reply: &Bytes,
     hdr_len: Option<usize>,
     msg: &Bytes,
-) {
+) -> Result<GetRequest, &'static str> {
     let body = &msg[hdr_len.unwrap_or(0)..];
     let prefix = format!("$JS.API.DIRECT.GET.{}", s.name);
     let tail = &subject[prefix.len()..];
@@ -980,7 +978,7 @@ pub async fn direct_get(
             .filter(|b| !b.is_ascii_whitespace())
             .collect();
         if !empty && trimmed != b"{}" {
-            return status(shard, reply, "408 Bad Request");
+            return Err("408 Bad Request");
         }
         GetRequest {
             last_by_subj: String::from_utf8_lossy(subj).into_owned(),
@@ -988,11 +986,11 @@ pub async fn direct_get(
         }
     } else {
         if empty {
-            return status(shard, reply, "408 Empty Request");
+            return Err("408 Empty Request");
         }
         match json::decode_as::<GetRequest>(body) {
             Ok(r) => r,
-            Err(_) => return status(shard, reply, "408 Malformed Request"),
+            Err(_) => return Err("408 Malformed Request"),
         }
     };
     let has_last = !req.last_by_subj.is_empty();
@@ -1003,11 +1001,63 @@ pub async fn direct_get(
         && req.start_time.is_none()
         && req.multi_last.is_empty()
     {
-        return status(shard, reply, "408 Empty Request");
+        return Err("408 Empty Request");
     }
     if has_last && (req.seq > 0 || has_next || req.batch > 0) {
-        return status(shard, reply, "408 Bad Request");
+        return Err("408 Bad Request");
     }
+    Ok(req)
+}
+
+/// Answers a direct get at once when it needs no disk read (a bad request, or
+/// one message that is cached); false means the caller must run `direct_get`.
+/// Most gets take this path, with no task spawned and no mesh flush of their own.
+pub fn direct_get_now(
+    shard: &Shard,
+    s: &Stream,
+    subject: &Bytes,
+    reply: &Bytes,
+    hdr_len: Option<usize>,
+    msg: &Bytes,
+) -> bool {
+    let req = match direct_request(s, subject, hdr_len, msg) {
+        Ok(r) => r,
+        Err(st) => {
+            status(shard, reply, st);
+            return true;
+        }
+    };
+    if !req.multi_last.is_empty() || req.batch > 0 {
+        return false;
+    }
+    let seq = match select(s, &req, None) {
+        Ok(Some(seq)) => seq,
+        _ => {
+            status(shard, reply, "404 Message Not Found");
+            return true;
+        }
+    };
+    let Some(m) = s.ix.borrow().cached(seq) else {
+        return false;
+    };
+    let h = direct_headers(&s.name, &m, None, req.no_hdr);
+    shard.reply(reply, Some(&h), m.payload());
+    true
+}
+
+/// Serves `$JS.API.DIRECT.GET.<stream>[.<subject>]` (replies are messages).
+pub async fn direct_get(
+    shard: &Shard,
+    s: &Stream,
+    subject: &Bytes,
+    reply: &Bytes,
+    hdr_len: Option<usize>,
+    msg: &Bytes,
+) {
+    let req = match direct_request(s, subject, hdr_len, msg) {
+        Ok(r) => r,
+        Err(st) => return status(shard, reply, st),
+    };
     if !req.multi_last.is_empty() {
         return multi_last(shard, s, reply, &req).await;
     }

@@ -835,6 +835,9 @@ impl Shard {
         let Some(stream) = stream else { return false };
         if sub & DIRECT_BIT != 0 {
             if let Some(reply) = reply {
+                if api::direct_get_now(self, &stream, subject, reply, hdr_len, msg) {
+                    return false;
+                }
                 let shard = self.me();
                 let (subject, reply, msg) = (subject.clone(), reply.clone(), msg.clone());
                 glommio::spawn_local(async move {
