@@ -664,12 +664,19 @@ fn interval_sync_mode_stores_and_recovers_the_same_way() {
     let args = ["--sync", "interval=100ms", "--segment_bytes", "16384"];
     let server = Server::start_js(2, dir.path(), &args);
     assert!(
-        server.startup_log.iter().any(|l| l.contains("fdatasync every 100ms")),
+        server
+            .startup_log
+            .iter()
+            .any(|l| l.contains("fdatasync every 100ms")),
         "{:?}",
         server.startup_log
     );
     let mut r = raw(&server);
-    req(&mut r, "$JS.API.STREAM.CREATE.IV", r#"{"name":"IV","subjects":["iv"]}"#);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.IV",
+        r#"{"name":"IV","subjects":["iv"]}"#,
+    );
     for i in 0..300u64 {
         let ack = String::from_utf8(r.request("iv", None, &payload(i)).1).unwrap();
         assert_eq!(ack, format!(r#"{{"stream":"IV","seq":{}}}"#, i + 1));
@@ -680,6 +687,9 @@ fn interval_sync_mode_stores_and_recovers_the_same_way() {
     let server = Server::start_js(2, dir.path(), &args);
     let mut r = raw(&server);
     let st = state(&mut r, "IV");
-    assert_eq!((st["messages"].as_u64(), st["last_seq"].as_u64()), (Some(300), Some(300)));
+    assert_eq!(
+        (st["messages"].as_u64(), st["last_seq"].as_u64()),
+        (Some(300), Some(300))
+    );
     assert_eq!(get(&mut r, "IV", 150).unwrap().1, payload(149));
 }
