@@ -149,3 +149,8 @@ pub const GATHER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 /// (JetStream publish across shards: 2.7-3.4 µs/msg of server CPU with 4,
 /// 2.3-2.4 with 1; on one shard 1.36 and 1.28).
 pub const STREAM_WRITES_IN_FLIGHT: usize = 1;
+
+/// Compaction copies the live messages of the oldest segment forward when there
+/// are at most this many (and a dead segment waits behind it); more, and the
+/// segment is left for later (its space is mostly live anyway).
+pub const COMPACT_LIVE_MAX: u64 = 4096;

@@ -693,3 +693,39 @@ fn interval_sync_mode_stores_and_recovers_the_same_way() {
     );
     assert_eq!(get(&mut r, "IV", 150).unwrap().1, payload(149));
 }
+
+#[test]
+fn compaction_lets_old_segments_go_under_a_key_value_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--segment_bytes", "4096"];
+    let server = Server::start_js(1, dir.path(), &args);
+    let mut r = raw(&server);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.KV_c",
+        r#"{"name":"KV_c","subjects":["$KV.c.>"],"max_msgs_per_subject":1,"allow_direct":true}"#,
+    );
+    // One key written once, one rewritten many times.
+    r.request("$KV.c.once", None, b"written-once");
+    for i in 0..3000u64 {
+        r.request("$KV.c.hot", None, &payload(i));
+    }
+    let files = segments(dir.path(), "KV_c").len();
+    assert!(
+        files <= 4,
+        "old segments were reclaimed ({files} files left)"
+    );
+    let st = state(&mut r, "KV_c");
+    assert_eq!(st["messages"], 2);
+    assert!(server.terminate().success());
+    let server = Server::start_js(1, dir.path(), &args);
+    let mut r = raw(&server);
+    let after = state(&mut r, "KV_c");
+    for key in ["messages", "first_seq", "last_seq", "bytes"] {
+        assert_eq!(st[key], after[key], "{key}");
+    }
+    assert_eq!(get(&mut r, "KV_c", 1).unwrap().1, b"written-once");
+    assert_eq!(get(&mut r, "KV_c", 3001).unwrap().1, payload(2999));
+    let (_, b) = r.request("$JS.API.DIRECT.GET.KV_c.$KV.c.once", None, b"");
+    assert_eq!(b, b"written-once");
+}

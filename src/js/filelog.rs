@@ -486,7 +486,7 @@ pub fn recover(
                             continue;
                         }
                         last_msg_seq = r.seq;
-                    } else {
+                    } else if r.kind != record::KIND_MOVED {
                         markers = true;
                     }
                     let subj_at = pos + record::HEADER;
@@ -555,7 +555,7 @@ fn resync(buf: &[u8], from: usize, max_record: usize, last_seq: u64) -> Option<u
         let kind = buf[p + 8];
         if !matches!(
             kind,
-            record::KIND_MSG | record::KIND_DELETE | record::KIND_FLOOR
+            record::KIND_MSG | record::KIND_DELETE | record::KIND_FLOOR | record::KIND_MOVED
         ) || buf[p + 9] != 0
         {
             return false;

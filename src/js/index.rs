@@ -320,6 +320,117 @@ impl Index {
         out
     }
 
+    /// Points live message `seq` at a new location (compaction moved it);
+    /// returns the segment it was in.
+    pub fn relocate(&mut self, seq: u64, seg: u64, off: u64) -> Option<u64> {
+        if seq < self.first {
+            return None;
+        }
+        let e = self.entries.get_mut((seq - self.first) as usize)?;
+        if e.deleted {
+            return None;
+        }
+        let old = e.seg;
+        e.seg = seg;
+        e.off = off;
+        Some(old)
+    }
+
+    /// Recovery of a moved record: message `seq` at a new location, whether or
+    /// not its original record (in a reclaimed segment) was seen. Sequences
+    /// between it and the rest of the index read as deleted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_moved(
+        &mut self,
+        seq: u64,
+        ts: i64,
+        subject: &Bytes,
+        hdr_len: usize,
+        len: usize,
+        seg: u64,
+        off: u64,
+        data: Option<Bytes>,
+    ) {
+        if self.relocate(seq, seg, off).is_some() {
+            return;
+        }
+        if seq > self.last_seq() || (self.msgs == 0 && seq >= self.first) {
+            self.append(seq, ts, subject, hdr_len, len, seg, off, data);
+            return;
+        }
+        // Below the first sequence: extend the front with deleted slots.
+        while seq < self.first {
+            self.entries.push_front(Entry {
+                ts: 0,
+                subj: 0,
+                hdr_len: 0,
+                len: 0,
+                seg: 0,
+                off: 0,
+                data: None,
+                deleted: true,
+            });
+            self.first -= 1;
+            self.deleted += 1;
+        }
+        // Fill the deleted slot at `seq` as a live message.
+        let subj = self.intern(subject, seq);
+        if let Some(d) = &data {
+            if !self.memory {
+                self.cached_bytes += d.len() as u64;
+            }
+        }
+        let i = (seq - self.first) as usize;
+        self.entries[i] = Entry {
+            ts,
+            subj,
+            hdr_len: hdr_len as u32,
+            len: len as u32,
+            seg,
+            off,
+            data,
+            deleted: false,
+        };
+        self.deleted -= 1;
+        self.msgs += 1;
+        self.bytes += msg_size(self.memory, subject.len(), hdr_len, len - hdr_len);
+        self.cache_floor = self.cache_floor.min(seq);
+    }
+
+    /// Counts one more message with `subject` at `seq`; its subject id.
+    fn intern(&mut self, subject: &Bytes, seq: u64) -> u32 {
+        match self.subjects.get(subject) {
+            Some(&id) => {
+                let s = self.subj[id as usize].as_mut().expect("live subject");
+                s.count += 1;
+                s.first = s.first.min(seq);
+                s.last = s.last.max(seq);
+                id
+            }
+            None => {
+                let subject = Bytes::copy_from_slice(subject);
+                let state = SubjState {
+                    subject: subject.clone(),
+                    count: 1,
+                    first: seq,
+                    last: seq,
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.subj[id as usize] = Some(state);
+                        id
+                    }
+                    None => {
+                        self.subj.push(Some(state));
+                        (self.subj.len() - 1) as u32
+                    }
+                };
+                self.subjects.insert(subject, id);
+                id
+            }
+        }
+    }
+
     /// Makes sure `seq` counts as used: past the end, the sequences up to it
     /// become deleted ones (or the empty stream's first moves past it).
     pub fn skip_through(&mut self, seq: u64) {
@@ -574,6 +685,35 @@ mod tests {
         );
         ix.append(10, 1, &b("z"), 0, 0, 0, 0, None);
         assert_eq!((ix.first_seq(), ix.last_seq()), (10, 10));
+    }
+
+    #[test]
+    fn moved_messages_land_in_their_slot() {
+        let mut ix = Index::new(false, 1);
+        for seq in [5u64, 6, 7] {
+            ix.append(seq, 1, &b("a"), 0, 1, 2, seq * 10, None);
+        }
+        // Message 3 was moved forward; its old segment is gone.
+        ix.insert_moved(3, 1, &b("k"), 0, 2, 9, 100, None);
+        assert_eq!(
+            (ix.first_seq(), ix.last_seq(), ix.msgs, ix.deleted),
+            (3, 7, 4, 1)
+        );
+        assert_eq!(ix.entry(3).map(|e| (e.seg, e.off)), Some((9, 100)));
+        assert_eq!(ix.subject(b"k").unwrap().count, 1);
+        // Seen twice (original still on disk): only the location changes.
+        ix.insert_moved(6, 1, &b("a"), 0, 1, 9, 200, None);
+        assert_eq!((ix.msgs, ix.entry(6).map(|e| e.off)), (4, Some(200)));
+        assert_eq!(ix.relocate(5, 9, 300), Some(2));
+        // Past the end appends.
+        ix.insert_moved(9, 1, &b("a"), 0, 1, 9, 400, None);
+        assert_eq!((ix.last_seq(), ix.deleted), (9, 2));
+        // An empty index whose sequence moved on (deletes of reclaimed
+        // messages) takes an older moved message below its first.
+        let mut ix = Index::new(false, 1);
+        ix.skip_through(120);
+        ix.insert_moved(1, 1, &b("k"), 0, 1, 9, 0, None);
+        assert_eq!((ix.first_seq(), ix.last_seq(), ix.msgs), (1, 120, 1));
     }
 
     #[test]

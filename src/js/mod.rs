@@ -247,6 +247,21 @@ async fn recover_stream(shard: &Rc<Shard>, dir: PathBuf, meta: Meta) -> Result<R
                 // Keep memory bounded while loading a large stream.
                 ix.evict(crate::limits::STREAM_CACHE_BYTES);
             }
+            record::KIND_MOVED => {
+                // A live message that compaction copied forward.
+                let len = r.data.len();
+                ix.insert_moved(
+                    r.seq,
+                    r.ts,
+                    &r.subject,
+                    r.hdr_len,
+                    len,
+                    r.seg,
+                    r.off,
+                    Some(r.data),
+                );
+                ix.evict(crate::limits::STREAM_CACHE_BYTES);
+            }
             record::KIND_DELETE => {
                 // An erased last message leaves only its delete record: the
                 // sequence it had is still used.

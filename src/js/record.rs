@@ -3,7 +3,8 @@
 //! ```text
 //! 0  u32 len      whole record, header included (0 = end of data: zero padding)
 //! 4  u32 crc32c   of bytes 8..len
-//! 8  u8  kind     1 message, 2 delete (seq), 3 floor (everything below seq is gone)
+//! 8  u8  kind     1 message, 2 delete (seq), 3 floor (everything below seq is gone),
+//!                 4 moved (a live message copied forward by compaction)
 //! 9  u8  0
 //! 10 u16 subject length
 //! 12 u32 header length
@@ -20,6 +21,9 @@ pub const HEADER: usize = 32;
 pub const KIND_MSG: u8 = 1;
 pub const KIND_DELETE: u8 = 2;
 pub const KIND_FLOOR: u8 = 3;
+/// A live message copied forward from an old segment (compaction); it keeps its
+/// sequence and timestamp, and supersedes the original record.
+pub const KIND_MOVED: u8 = 4;
 
 /// A decoded record borrowing from the buffer it was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +106,8 @@ pub fn decode(buf: &[u8], max_len: usize) -> Decoded<'_> {
     let hdr_len = u32::from_le_bytes(buf[12..16].try_into().unwrap()) as usize;
     let seq = u64::from_le_bytes(buf[16..24].try_into().unwrap());
     let ts = i64::from_le_bytes(buf[24..32].try_into().unwrap());
-    if !matches!(kind, KIND_MSG | KIND_DELETE | KIND_FLOOR) || HEADER + subj_len > len {
+    if !matches!(kind, KIND_MSG | KIND_DELETE | KIND_FLOOR | KIND_MOVED) || HEADER + subj_len > len
+    {
         return Decoded::Bad("bad record kind or subject length");
     }
     let subject = &buf[HEADER..HEADER + subj_len];

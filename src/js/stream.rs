@@ -79,6 +79,8 @@ enum Pending {
     Dup { seq: u64, reply: Bytes },
     /// Completion of an API operation whose records are staged.
     Op(Rc<Cell<Option<Result<(), ApiError>>>>),
+    /// A live message copied forward by compaction (record at `rel`).
+    Move { seq: u64, rel: usize },
 }
 
 #[derive(Default)]
@@ -163,6 +165,8 @@ pub struct Stream {
     writer_running: Cell<bool>,
     /// Last I/O error, for logs and `store failed` answers.
     pub io_error: RefCell<Option<String>>,
+    /// Compaction moves staged and not yet committed.
+    moves_pending: Cell<usize>,
 }
 
 /// The answer to a publish that the caller sends at once (errors, duplicates
@@ -234,6 +238,7 @@ impl Stream {
             writer_done: Event::default(),
             writer_running: Cell::new(false),
             io_error: RefCell::new(None),
+            moves_pending: Cell::new(0),
         }
     }
 
@@ -889,6 +894,19 @@ impl Stream {
                     replies.push((reply, pub_ack(&self.name, seq, true)))
                 }
                 Pending::Op(done) => done.set(Some(Ok(()))),
+                Pending::Move { seq, rel } => {
+                    self.moves_pending
+                        .set(self.moves_pending.get().saturating_sub(1));
+                    let old = self.ix.borrow_mut().relocate(seq, seg, base + rel as u64);
+                    if let (Some(old), Some(log)) = (old, self.log.borrow_mut().as_mut()) {
+                        if let Some(s) = log.segs.get_mut(&old) {
+                            s.live = s.live.saturating_sub(1);
+                        }
+                        if let Some(s) = log.segs.get_mut(&seg) {
+                            s.live += 1;
+                        }
+                    }
+                }
             }
         }
         for s in touched {
@@ -958,6 +976,9 @@ impl Stream {
                 Pending::Msg { reply: Some(r), .. } => replies.push((r, pub_err(&self.name, err))),
                 Pending::Dup { reply, .. } => replies.push((reply, pub_err(&self.name, err))),
                 Pending::Op(done) => done.set(Some(Err(err.clone()))),
+                Pending::Move { .. } => self
+                    .moves_pending
+                    .set(self.moves_pending.get().saturating_sub(1)),
                 Pending::Msg { .. } => {}
             }
         }
@@ -994,6 +1015,74 @@ impl Stream {
                 filelog::discard_segment(seg, &self.name).await;
             }
         }
+        self.compact().await;
+    }
+
+    /// Compaction: when the oldest segment holds a few live messages and keeps a
+    /// newer, dead segment (one with delete records) from being reclaimed, copy
+    /// those messages forward (same sequence and time, `KIND_MOVED`). Once that
+    /// write commits, the oldest segment has no live message and goes, and the
+    /// dead ones after it follow.
+    async fn compact(&self) {
+        if self.moves_pending.get() > 0 || self.closed.get() {
+            return;
+        }
+        let target = {
+            let log = self.log.borrow();
+            let Some(log) = log.as_ref() else { return };
+            let mut it = log.segs.iter();
+            match (it.next(), it.next()) {
+                (Some((&oldest, s0)), Some((&second, s1)))
+                    if oldest != log.active
+                        && second != log.active
+                        && s0.live > 0
+                        && s0.live <= crate::limits::COMPACT_LIVE_MAX
+                        && s1.live == 0 =>
+                {
+                    Some((oldest, second))
+                }
+                _ => None,
+            }
+        };
+        let Some((oldest, second)) = target else {
+            return;
+        };
+        let seqs: Vec<u64> = {
+            let ix = self.ix.borrow();
+            // Moved messages sit below their segment's name: scan from the first.
+            (ix.first_seq()..second.min(ix.last_seq() + 1))
+                .filter(|&q| ix.entry(q).is_some_and(|e| e.seg == oldest))
+                .collect()
+        };
+        let mut msgs = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(m) = self.load(seq).await {
+                msgs.push(m);
+            }
+        }
+        let mut w = self.w.borrow_mut();
+        let ix = self.ix.borrow();
+        for m in msgs {
+            // Deleted meanwhile: nothing to move (its delete is staged already).
+            if ix.entry(m.seq).is_none_or(|e| e.seg != oldest) {
+                continue;
+            }
+            let rel = w.staged.len();
+            record::encode(
+                &mut w.staged,
+                record::KIND_MOVED,
+                m.seq,
+                m.ts,
+                &m.subject,
+                m.hdr_len,
+                &m.data,
+            );
+            w.pending.push(Pending::Move { seq: m.seq, rel });
+            self.moves_pending.set(self.moves_pending.get() + 1);
+        }
+        drop(ix);
+        drop(w);
+        self.wake.notify();
     }
 
     /// The writer: group commit until the stream closes. Up to

@@ -51,9 +51,9 @@ impl Server {
         let mut startup_log = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("server did not report its port in time");
+            let line = rx.recv_timeout(left).unwrap_or_else(|e| {
+                panic!("server did not report its port in time ({e}); its log: {startup_log:#?}")
+            });
             startup_log.push(line.clone());
             if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
                 let port = addr.rsplit(':').next().unwrap().trim().parse().unwrap();
