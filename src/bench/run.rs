@@ -602,35 +602,52 @@ async fn js_publisher(
         }
         // Take every ack already received before refilling the window, so the
         // next write carries as many publishes as it can (as clients do).
-        let mut op = Some(reader.next().await?);
-        while let Some(o) = op {
-            match o {
-                ServerOp::Msg { msg, hdr_len, .. } => {
-                    if hdr_len > 0 {
-                        return Err(
-                            "JetStream publish got a status reply: no stream listens on the subject"
-                                .into(),
-                        );
-                    }
-                    if memchr::memmem::find(&msg, b"\"error\"").is_some() {
-                        return Err(format!(
-                            "JetStream refused a publish: {}",
-                            String::from_utf8_lossy(&msg)
-                        ));
-                    }
-                    acked += 1;
-                }
-                ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
-                _ => {}
+        drain(&mut reader, &writer, |msg, hdr_len, _| {
+            if hdr_len > 0 {
+                return Err(
+                    "JetStream publish got a status reply: no stream listens on the subject".into(),
+                );
             }
-            op = reader.try_next()?;
-        }
+            if memchr::memmem::find(&msg, b"\"error\"").is_some() {
+                return Err(format!(
+                    "JetStream refused a publish: {}",
+                    String::from_utf8_lossy(&msg)
+                ));
+            }
+            acked += 1;
+            Ok(())
+        })
+        .await?;
     }
     Ok(ClientStat {
         msgs: count,
         bytes: count * spec.size as u64,
         elapsed: start.elapsed(),
     })
+}
+
+/// Waits for the next message, then takes every one already buffered, handing
+/// each (payload, header length, subject) to `each`; server PINGs are answered.
+async fn drain(
+    reader: &mut Reader,
+    writer: &Writer,
+    mut each: impl FnMut(Bytes, usize, Bytes) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut op = Some(reader.next().await?);
+    while let Some(o) = op {
+        match o {
+            ServerOp::Msg {
+                subject,
+                hdr_len,
+                msg,
+                ..
+            } => each(msg, hdr_len, subject)?,
+            ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
+            _ => {}
+        }
+        op = reader.try_next()?;
+    }
+    Ok(())
 }
 
 /// One request/response on a fresh connection (JetStream API calls).
@@ -772,41 +789,29 @@ async fn getter(
             writer.write_all(&out).await?;
             out.clear();
         }
-        let mut op = Some(reader.next().await?);
-        while let Some(o) = op {
-            match o {
-                ServerOp::Msg {
-                    subject,
-                    hdr_len,
-                    msg,
-                    ..
-                } => {
-                    let hdr = &msg[..hdr_len];
-                    if hdr.starts_with(b"NATS/1.0 4") || hdr.starts_with(b"NATS/1.0 5") {
-                        let status =
-                            String::from_utf8_lossy(&hdr[..hdr.len().min(40)]).into_owned();
-                        return Err(format!(
-                            "direct get failed: {}",
-                            status.lines().next().unwrap_or("")
-                        ));
-                    }
-                    let n: usize = std::str::from_utf8(&subject[prefix.len().min(subject.len())..])
-                        .ok()
-                        .and_then(|t| t.parse().ok())
-                        .ok_or("a get reply arrived on an unknown inbox")?;
-                    let sent = *sent_at
-                        .get(n)
-                        .ok_or("a get reply for a request never sent")?;
-                    hist.record(now_ns().saturating_sub(sent).max(1))
-                        .map_err(|e| format!("{e:?}"))?;
-                    bytes += (msg.len() - hdr_len) as u64;
-                    done += 1;
-                }
-                ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
-                _ => {}
+        drain(&mut reader, &writer, |msg, hdr_len, subject| {
+            let hdr = &msg[..hdr_len];
+            if hdr.starts_with(b"NATS/1.0 4") || hdr.starts_with(b"NATS/1.0 5") {
+                let status = String::from_utf8_lossy(&hdr[..hdr.len().min(40)]).into_owned();
+                return Err(format!(
+                    "direct get failed: {}",
+                    status.lines().next().unwrap_or("")
+                ));
             }
-            op = reader.try_next()?;
-        }
+            let n: usize = std::str::from_utf8(&subject[prefix.len().min(subject.len())..])
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or("a get reply arrived on an unknown inbox")?;
+            let sent = *sent_at
+                .get(n)
+                .ok_or("a get reply for a request never sent")?;
+            hist.record(now_ns().saturating_sub(sent).max(1))
+                .map_err(|e| format!("{e:?}"))?;
+            bytes += (msg.len() - hdr_len) as u64;
+            done += 1;
+            Ok(())
+        })
+        .await?;
     }
     Ok((
         ClientStat {

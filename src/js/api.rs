@@ -60,6 +60,45 @@ pub fn error_body(kind: &str, e: &ApiError) -> Vec<u8> {
     out
 }
 
+/// Decodes a request body, or answers 10025 and returns None.
+fn decode_request<T: serde::de::DeserializeOwned>(
+    shard: &Shard,
+    reply: &Bytes,
+    kind: &str,
+    body: &[u8],
+) -> Option<T> {
+    match json::decode_as(body) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            reply_err(shard, reply, kind, &ApiError::invalid_json(&e));
+            None
+        }
+    }
+}
+
+/// Refuses a removal on a sealed stream (10109) or one that denies it (`denied`);
+/// true when it may go ahead.
+fn may_remove(
+    shard: &Shard,
+    reply: &Bytes,
+    kind: &str,
+    sealed: bool,
+    denied: Option<ApiError>,
+) -> bool {
+    let refusal = if sealed {
+        Some(ApiError::sealed())
+    } else {
+        denied
+    };
+    match refusal {
+        Some(e) => {
+            reply_err(shard, reply, kind, &e);
+            false
+        }
+        None => true,
+    }
+}
+
 pub fn reply_err(shard: &Shard, reply: &Bytes, kind: &str, e: &ApiError) {
     if let Some(js) = &shard.js {
         js.api_errors.set(js.api_errors.get() + 1);
@@ -449,9 +488,8 @@ async fn names(shard: &Rc<Shard>, reply: &Bytes, body: &[u8], list: bool) {
     } else {
         "stream_names_response"
     };
-    let req: NamesRequest = match json::decode_as(body) {
-        Ok(r) => r,
-        Err(e) => return reply_err(shard, reply, kind, &ApiError::invalid_json(&e)),
+    let Some(req) = decode_request::<NamesRequest>(shard, reply, kind, body) else {
+        return;
     };
     let js = shard.js.as_ref().expect("JetStream enabled");
     if !list {
@@ -696,16 +734,9 @@ fn delete(shard: &Rc<Shard>, name: &str, reply: &Bytes, body: &[u8]) {
 }
 
 fn info(shard: &Shard, s: &Stream, reply: &Bytes, body: &[u8]) {
-    let req: InfoRequest = match json::decode_as(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return reply_err(
-                shard,
-                reply,
-                "stream_info_response",
-                &ApiError::invalid_json(&e),
-            )
-        }
+    let Some(req) = decode_request::<InfoRequest>(shard, reply, "stream_info_response", body)
+    else {
+        return;
     };
     let out = stream_info(shard, s, "stream_info_response", Some(&req), false);
     shard.reply(reply, None, &out);
@@ -721,24 +752,16 @@ struct PurgeRequest {
 
 async fn purge(shard: &Shard, s: &Stream, reply: &Bytes, body: &[u8]) {
     let kind = "stream_purge_response";
-    let req: PurgeRequest = match json::decode_as(body) {
-        Ok(r) => r,
-        Err(e) => return reply_err(shard, reply, kind, &ApiError::invalid_json(&e)),
+    let Some(req) = decode_request::<PurgeRequest>(shard, reply, kind, body) else {
+        return;
     };
     let (sealed, deny) = {
         let c = s.cfg.borrow();
         (c.sealed, c.deny_purge)
     };
-    if sealed {
-        return reply_err(shard, reply, kind, &ApiError::sealed());
-    }
-    if deny {
-        return reply_err(
-            shard,
-            reply,
-            kind,
-            &ApiError::purge_failed("stream purge not permitted"),
-        );
+    let denied = deny.then(|| ApiError::purge_failed("stream purge not permitted"));
+    if !may_remove(shard, reply, kind, sealed, denied) {
+        return;
     }
     if req.seq > 0 && req.keep > 0 {
         return reply_err(shard, reply, kind, &ApiError::bad_request());
@@ -813,9 +836,8 @@ fn select(s: &Stream, req: &GetRequest, from: Option<u64>) -> Result<Option<u64>
 
 async fn msg_get(shard: &Shard, s: &Stream, reply: &Bytes, body: &[u8]) {
     let kind = "stream_msg_get_response";
-    let req: GetRequest = match json::decode_as(body) {
-        Ok(r) => r,
-        Err(e) => return reply_err(shard, reply, kind, &ApiError::invalid_json(&e)),
+    let Some(req) = decode_request::<GetRequest>(shard, reply, kind, body) else {
+        return;
     };
     let has_last = !req.last_by_subj.is_empty();
     let has_next = !req.next_by_subj.is_empty();
@@ -860,24 +882,16 @@ struct DeleteRequest {
 
 async fn msg_delete(shard: &Shard, s: &Stream, reply: &Bytes, body: &[u8]) {
     let kind = "stream_msg_delete_response";
-    let req: DeleteRequest = match json::decode_as(body) {
-        Ok(r) => r,
-        Err(e) => return reply_err(shard, reply, kind, &ApiError::invalid_json(&e)),
+    let Some(req) = decode_request::<DeleteRequest>(shard, reply, kind, body) else {
+        return;
     };
     let (sealed, deny) = {
         let c = s.cfg.borrow();
         (c.sealed, c.deny_delete)
     };
-    if sealed {
-        return reply_err(shard, reply, kind, &ApiError::sealed());
-    }
-    if deny {
-        return reply_err(
-            shard,
-            reply,
-            kind,
-            &ApiError::msg_delete_failed("message delete not permitted"),
-        );
+    let denied = deny.then(|| ApiError::msg_delete_failed("message delete not permitted"));
+    if !may_remove(shard, reply, kind, sealed, denied) {
+        return;
     }
     if body.iter().all(|b| b.is_ascii_whitespace())
         || (req.seq == 0 && !String::from_utf8_lossy(body).contains("seq"))

@@ -271,11 +271,6 @@ impl FileLog {
         self.inflight
     }
 
-    /// The data end of the active segment before any write in flight.
-    pub fn reserved_end(&self) -> u64 {
-        self.reserved_end
-    }
-
     /// Closes every file (explicitly, as glommio asks).
     pub async fn close(&mut self) {
         for seg in self.segs.values_mut() {

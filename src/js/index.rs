@@ -191,36 +191,7 @@ impl Index {
             });
             self.deleted += 1;
         }
-        let subj = match self.subjects.get(subject) {
-            Some(&id) => {
-                let s = self.subj[id as usize].as_mut().expect("live subject");
-                s.count += 1;
-                s.last = seq;
-                id
-            }
-            None => {
-                // Its own copy: the caller's bytes may pin a larger buffer.
-                let subject = &Bytes::copy_from_slice(subject);
-                let state = SubjState {
-                    subject: subject.clone(),
-                    count: 1,
-                    first: seq,
-                    last: seq,
-                };
-                let id = match self.free.pop() {
-                    Some(id) => {
-                        self.subj[id as usize] = Some(state);
-                        id
-                    }
-                    None => {
-                        self.subj.push(Some(state));
-                        (self.subj.len() - 1) as u32
-                    }
-                };
-                self.subjects.insert(subject.clone(), id);
-                id
-            }
-        };
+        let subj = self.intern(subject, seq);
         if let Some(d) = &data {
             if !self.memory {
                 self.cached_bytes += d.len() as u64;

@@ -119,9 +119,8 @@ impl Js {
 
 /// Opens JetStream on shard `shard`: reads the catalogue, recovers owned
 /// streams (blocking scan, before the shard accepts clients).
-pub async fn open(shard: &Rc<Shard>, store_dir: &Path, sync: SyncMode) -> Result<(), String> {
+pub async fn open(shard: &Rc<Shard>, sync: SyncMode) -> Result<(), String> {
     let js = shard.js.as_ref().expect("JetStream enabled");
-    let _ = store_dir;
     let dir = js.streams_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("JetStream store {}: {e}", dir.display()))?;
     filelog::probe_device(&js.root, shard.id)

@@ -47,10 +47,6 @@ struct Flight {
     batch: Bytes,
 }
 
-fn restore_end(r: &filelog::Restore) -> u64 {
-    r.end()
-}
-
 /// What a stored message asks for after it is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rollup {
@@ -467,6 +463,11 @@ impl Stream {
         let done = Rc::new(Cell::new(None));
         self.w.borrow_mut().pending.push(Pending::Op(done.clone()));
         self.wake.notify();
+        self.wait_done(&done).await
+    }
+
+    /// Waits for the writer to fill `done` (or to stop).
+    async fn wait_done(&self, done: &Cell<Option<Result<(), ApiError>>>) -> Result<(), ApiError> {
         loop {
             if let Some(r) = done.take() {
                 return r;
@@ -478,7 +479,6 @@ impl Stream {
         }
     }
 
-    /// Removes message `seq` (MSG.DELETE); durable before it returns Ok.
     /// Removes message `seq` (MSG.DELETE); durable before it returns Ok. With
     /// `erase` the record's bytes on disk are then overwritten too.
     pub async fn delete_msg(&self, seq: u64, erase: bool) -> Result<(), ApiError> {
@@ -508,15 +508,7 @@ impl Stream {
                     done: done.clone(),
                 });
                 self.wake.notify();
-                loop {
-                    if let Some(r) = done.take() {
-                        return r;
-                    }
-                    if self.closed.get() && !self.writer_running.get() {
-                        return Err(ApiError::stream_not_found());
-                    }
-                    self.committed.wait().await;
-                }
+                self.wait_done(&done).await
             }
             _ => Ok(()),
         }
@@ -713,11 +705,6 @@ impl Stream {
                 None
             }
         }
-    }
-
-    /// The committed last message id (for restarts) and state for info.
-    pub fn last_msg_id(&self) -> Option<String> {
-        self.last_msg_id.borrow().clone()
     }
 
     /// Removes messages past `max_age`; true if any went.
@@ -1221,7 +1208,7 @@ impl Stream {
                         later.extend(g.pending);
                     }
                     let restore = f.restore.expect("file writes carry their restore point");
-                    let cut = restore_end(&restore);
+                    let cut = restore.end();
                     if let Some(log) = self.log.borrow_mut().as_mut() {
                         log.rollback(restore);
                     }

@@ -269,8 +269,8 @@ pub async fn run(
     if let Some(receivers) = receivers {
         spawn_receivers(&shard, receivers);
     }
-    if let Some(dir) = &server.cfg.jetstream {
-        crate::js::open(&shard, dir, server.cfg.sync).await?;
+    if server.cfg.jetstream.is_some() {
+        crate::js::open(&shard, server.cfg.sync).await?;
     }
     let listener = TcpListener::bind(server.listen)
         .map_err(|e| format!("shard {id}: cannot listen on {}: {e}", server.listen))?;

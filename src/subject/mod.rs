@@ -69,22 +69,6 @@ pub fn overlaps(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// True when every subject matched by `inner` is also matched by `outer`.
-pub fn subset_of(inner: &[u8], outer: &[u8]) -> bool {
-    let mut x = inner.split(|c| *c == b'.');
-    let mut y = outer.split(|c| *c == b'.');
-    loop {
-        match (x.next(), y.next()) {
-            (None, None) => return true,
-            (Some(_), Some(b">")) => return true,
-            (Some(b">"), Some(_)) => return false,
-            (Some(_), Some(b"*")) => {}
-            (Some(p), Some(q)) if p == q && p != b"*" => {}
-            _ => return false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,15 +119,11 @@ mod tests {
     }
 
     #[test]
-    fn pattern_overlap_and_subset() {
+    fn pattern_overlap() {
         assert!(overlaps(b"a.>", b"a.b"));
         assert!(overlaps(b"a.*", b"*.b"));
         assert!(overlaps(b">", b"x"));
         assert!(!overlaps(b"a.*", b"a.b.c"));
         assert!(!overlaps(b"a.b", b"a.c"));
-        assert!(subset_of(b"a.b", b"a.*"));
-        assert!(subset_of(b"a.*", b"a.>"));
-        assert!(!subset_of(b"a.>", b"a.*"));
-        assert!(!subset_of(b"a.*", b"a.b"));
     }
 }
