@@ -1,5 +1,14 @@
 //! Test support: start the real `jetcore` binary on an ephemeral loopback port and
 //! talk to it with async-nats or raw TCP.
+//!
+//! Reference runs: with `JETCORE_TEST_SERVER=nats-server` in the environment,
+//! `Server::start_js` starts nats-server instead (`nats-server -a 127.0.0.1 -p -1 -js
+//! -sd <dir>`; `-p -1` lets it pick a free port, which it logs like jetcore does), so a
+//! test's expectations can be proved against the reference before jetcore passes them.
+//! The shard count and jetcore-only flags are ignored there; `client_on(shard)` returns
+//! any connection; url, raw, terminate, kill9 and restart on the same dir work alike.
+//! The binary is `nats-server` from PATH, or the value itself when it names a file
+//! (`JETCORE_TEST_SERVER=/path/to/nats-server`). `start`/`start_with` always run jetcore.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +25,19 @@ pub struct Server {
     pub log: mpsc::Receiver<String>,
     /// Log lines up to "Listening for client connections".
     pub startup_log: Vec<String>,
+    /// This is nats-server (see the module doc), not jetcore.
+    pub nats_server: bool,
+}
+
+/// The nats-server binary to run instead of jetcore, if `JETCORE_TEST_SERVER` asks for one.
+pub fn reference_server() -> Option<String> {
+    let v = std::env::var("JETCORE_TEST_SERVER").ok()?;
+    match v.as_str() {
+        "" | "jetcore" => None,
+        "nats-server" => Some(v),
+        path if std::path::Path::new(path).is_file() => Some(v),
+        other => panic!("JETCORE_TEST_SERVER={other}: expected nats-server or its path"),
+    }
 }
 
 impl Server {
@@ -34,9 +56,16 @@ impl Server {
             &shards.to_string(),
         ]);
         cmd.args(extra);
+        Server::spawn(cmd, shards, false)
+    }
+
+    /// Runs `cmd` (stderr carries the log) and waits for the port it listens on.
+    fn spawn(mut cmd: Command, shards: usize, nats_server: bool) -> Server {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         #[allow(clippy::zombie_processes)] // reaped in Drop
-        let mut child = cmd.spawn().expect("start jetcore");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -63,14 +92,21 @@ impl Server {
                     shards,
                     log: rx,
                     startup_log,
+                    nats_server,
                 };
             }
         }
     }
 
     /// Starts with JetStream on `dir` (kept by the caller across restarts).
+    /// Under `JETCORE_TEST_SERVER=nats-server`, nats-server on `dir` (shards and extra ignored).
     pub fn start_js(shards: usize, dir: &std::path::Path, extra: &[&str]) -> Server {
         let dir = dir.to_str().expect("utf-8 path").to_string();
+        if let Some(bin) = reference_server() {
+            let mut cmd = Command::new(bin);
+            cmd.args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", &dir]);
+            return Server::spawn(cmd, shards, true);
+        }
         let mut args: Vec<&str> = vec!["-js", "-sd", &dir];
         args.extend_from_slice(extra);
         Server::start_with(shards, &args)
@@ -125,6 +161,9 @@ impl Server {
 
     /// A client whose connection landed on shard `shard` (cid % shards).
     pub async fn client_on(&self, shard: usize) -> async_nats::Client {
+        if self.nats_server {
+            return self.client().await;
+        }
         for _ in 0..200 {
             let c = self.client().await;
             if c.server_info().client_id as usize % self.shards == shard {
