@@ -23,6 +23,10 @@ pub const API_LEVEL: u32 = 0;
 /// For subjects about one stream, its name (the token after the verb).
 pub fn stream_of(rest: &[u8]) -> Option<&str> {
     let s = std::str::from_utf8(rest).ok()?;
+    if s.starts_with("CONSUMER.") {
+        let tokens: Vec<&str> = s.split('.').collect();
+        return crate::js::capi::stream_of(&tokens);
+    }
     for prefix in [
         "STREAM.INFO.",
         "STREAM.PURGE.",
@@ -47,6 +51,9 @@ fn error_extras(kind: &str) -> &'static str {
         "stream_purge_response" => r#","purged":0"#,
         "stream_names_response" => r#","total":0,"offset":0,"limit":0,"streams":null"#,
         "stream_list_response" => r#","total":0,"offset":0,"limit":0,"streams":[]"#,
+        "consumer_names_response" | "consumer_list_response" => {
+            r#","total":0,"offset":0,"limit":0,"consumers":[]"#
+        }
         _ => "",
     }
 }
@@ -216,7 +223,7 @@ pub fn stream_info(
         subjects,
         num_deleted: ix.deleted,
         deleted,
-        consumer_count: 0,
+        consumer_count: s.consumers.borrow().len() as u64,
     };
     let mut out = format!("{{\"type\":\"{}\"", prefix_type(kind));
     if kind == "stream_info_response" {
@@ -336,14 +343,7 @@ pub async fn handle(
                 msg_delete(shard, &s, &reply, &body).await;
             }
         }
-        ["CONSUMER", ..] => {
-            let e = ApiError {
-                code: 501,
-                err_code: 10003,
-                description: "consumers are not supported by this server yet".into(),
-            };
-            reply_err(shard, &reply, "consumer_create_response", &e);
-        }
+        ["CONSUMER", ..] => crate::js::capi::handle(shard, &tokens, &reply, &body).await,
         // nats-server does not answer unknown API subjects.
         _ => {}
     }
@@ -406,8 +406,9 @@ async fn account_info(shard: &Rc<Shard>, reply: &Bytes) {
     let js = shard.js.as_ref().expect("JetStream enabled");
     let parts = shard.gather(serde_json::json!({"usage": true})).await;
     let (mut memory, mut storage, mut streams, mut reserved) = (0u64, 0u64, 0u64, 0i64);
-    let (mut total, mut errors) = (0u64, 0u64);
+    let (mut total, mut errors, mut consumers) = (0u64, 0u64, 0u64);
     for p in &parts {
+        consumers += p["consumers"].as_u64().unwrap_or(0);
         memory += p["memory"].as_u64().unwrap_or(0);
         storage += p["storage"].as_u64().unwrap_or(0);
         streams += p["streams"].as_u64().unwrap_or(0);
@@ -419,12 +420,12 @@ async fn account_info(shard: &Rc<Shard>, reply: &Bytes) {
     let body = format!(
         concat!(
             "{{\"type\":\"io.nats.jetstream.api.v1.account_info_response\",\"memory\":{},\"storage\":{},",
-            "\"reserved_memory\":0,\"reserved_storage\":{},\"streams\":{},\"consumers\":0,",
+            "\"reserved_memory\":0,\"reserved_storage\":{},\"streams\":{},\"consumers\":{},",
             "\"limits\":{{\"max_memory\":-1,\"max_storage\":-1,\"max_streams\":-1,\"max_consumers\":-1,",
             "\"max_ack_pending\":-1,\"memory_max_stream_bytes\":-1,\"storage_max_stream_bytes\":-1,",
             "\"max_bytes_required\":false}},\"api\":{{\"level\":{},\"total\":{},\"errors\":{}}}}}"
         ),
-        memory, storage, reserved, streams, API_LEVEL, total, errors
+        memory, storage, reserved, streams, consumers, API_LEVEL, total, errors
     );
     shard.reply(reply, None, body.as_bytes());
 }
@@ -451,6 +452,7 @@ pub fn gather_part(shard: &Shard, body: &[u8]) -> Vec<u8> {
         let part = serde_json::json!([{
             "memory": memory, "storage": storage, "reserved_storage": reserved,
             "streams": streams.len(), "api_total": js.api_total.get(), "api_errors": js.api_errors.get(),
+            "consumers": crate::js::capi::count(shard),
         }]);
         return serde_json::to_vec(&part).expect("json");
     }

@@ -19,6 +19,21 @@ fn e(code: u16, err_code: u16, description: impl Into<String>) -> ApiError {
 }
 
 impl ApiError {
+    pub fn new(code: u16, err_code: u16, description: impl Into<String>) -> Self {
+        e(code, err_code, description)
+    }
+    pub fn consumer_not_found() -> Self {
+        e(404, 10014, "consumer not found")
+    }
+    pub fn consumer_exists() -> Self {
+        e(400, 10148, "consumer already exists")
+    }
+    pub fn consumer_missing() -> Self {
+        e(400, 10149, "consumer does not exist")
+    }
+    pub fn consumer_create(msg: impl std::fmt::Display) -> Self {
+        e(500, 10012, msg.to_string())
+    }
     pub fn bad_request() -> Self {
         e(400, 10003, "bad request")
     }

@@ -17,7 +17,7 @@ use glommio::io::{DmaFile, OpenOptions};
 use crate::js::record::{self, Decoded};
 use crate::limits::DMA_IO_MAX;
 
-const BLOCK: u64 = 4096;
+pub const BLOCK: u64 = 4096;
 
 fn align_down(v: u64) -> u64 {
     v & !(BLOCK - 1)

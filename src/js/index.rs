@@ -82,7 +82,18 @@ pub struct Index {
     cache_floor: u64,
     /// Timestamp of the last message ever stored (kept after removals).
     pub last_ts: i64,
+    /// Messages removed so far (a generation counter for consumers' counts).
+    pub removals: u64,
+    /// The most recent removals (sequence, subject), at most
+    /// `REMOVED_LOG_MAX`, kept only while `track_removals` (the stream has
+    /// consumers): consumers correct their pending counts from it, and recount
+    /// when they fell behind it.
+    pub recent_removed: VecDeque<(u64, Bytes)>,
+    pub track_removals: bool,
 }
+
+/// Bound of `Index::recent_removed`; when full the oldest entry is dropped.
+pub const REMOVED_LOG_MAX: usize = 4096;
 
 /// nats-server's accounting size of a message (`bytes` in stream state).
 pub fn msg_size(memory: bool, subject: usize, hdr: usize, payload: usize) -> u64 {
@@ -110,6 +121,9 @@ impl Index {
             cached_bytes: 0,
             cache_floor: 0,
             last_ts: 0,
+            removals: 0,
+            recent_removed: VecDeque::new(),
+            track_removals: false,
         }
     }
 
@@ -239,6 +253,18 @@ impl Index {
         self.msgs -= 1;
         self.bytes -= size;
         self.deleted += 1;
+        self.removals += 1;
+        if self.track_removals {
+            if self.recent_removed.len() == REMOVED_LOG_MAX {
+                self.recent_removed.pop_front();
+            }
+            let subject = self.subj[id as usize]
+                .as_ref()
+                .expect("live subject")
+                .subject
+                .clone();
+            self.recent_removed.push_back((seq, subject));
+        }
         let s = self.subj[id as usize].as_mut().expect("live subject");
         s.count -= 1;
         if s.count == 0 {
@@ -528,6 +554,114 @@ impl Index {
         n
     }
 
+    /// Count of live messages ≥ `from` matching any of `filters` (all if
+    /// empty; the filters do not overlap). Uses the per-subject counts; scans
+    /// entries (one id lookup each) only from `from` when a matching subject
+    /// has messages on both sides of it.
+    pub fn count_filtered(&self, from: u64, filters: &[Bytes]) -> u64 {
+        if filters.is_empty() {
+            return self.count_matching(from, None);
+        }
+        let from = from.max(self.first);
+        let mut total = 0;
+        // Subjects with messages on both sides of `from` are counted by one
+        // scan of the entries from `from` to the last of their messages.
+        let mut straddle: Vec<bool> = Vec::new();
+        let mut scan_to = 0;
+        let mut consider = |id: u32| {
+            let Some(s) = self.subj[id as usize].as_ref() else {
+                return;
+            };
+            if from <= s.first {
+                total += s.count;
+            } else if from <= s.last {
+                if straddle.is_empty() {
+                    straddle = vec![false; self.subj.len()];
+                }
+                straddle[id as usize] = true;
+                scan_to = scan_to.max(s.last);
+            }
+        };
+        for f in filters {
+            if !f.contains(&b'*') && !f.contains(&b'>') {
+                if let Some(id) = self.subjects.get(f) {
+                    consider(*id);
+                }
+            } else {
+                for (subject, id) in &self.subjects {
+                    if crate::subject::matches(f, subject) {
+                        consider(*id);
+                    }
+                }
+            }
+        }
+        for seq in from..=scan_to {
+            let e = &self.entries[(seq - self.first) as usize];
+            if !e.deleted && straddle[e.subj as usize] {
+                total += 1;
+            }
+        }
+        total
+    }
+
+    /// First live sequence ≥ `from` matching any of `filters` (all if empty).
+    pub fn next_filtered(&self, from: u64, filters: &[Bytes]) -> Option<u64> {
+        match filters {
+            [] => self.next_matching(from, None),
+            [f] => self.next_matching(from, Some(f)),
+            many => many
+                .iter()
+                .filter_map(|f| self.next_matching(from, Some(f)))
+                .min(),
+        }
+    }
+
+    /// The subject of live message `seq`.
+    pub fn subject_at(&self, seq: u64) -> Option<&Bytes> {
+        self.entry(seq).map(|e| self.subject_of(e))
+    }
+
+    /// The last live sequence of every subject matching one of `filters`, ascending.
+    pub fn last_per_subject(&self, filters: &[Bytes]) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .subj
+            .iter()
+            .flatten()
+            .filter(|s| {
+                filters.is_empty()
+                    || filters
+                        .iter()
+                        .any(|f| crate::subject::matches(f, &s.subject))
+            })
+            .map(|s| s.last)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// First live sequence with a timestamp ≥ `ts`.
+    pub fn first_at_or_after(&self, ts: i64) -> Option<u64> {
+        // Timestamps rise with sequences: binary search over the entries.
+        let n = self.entries.len();
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            // Deleted entries carry no timestamp: use the next live one.
+            let mut j = mid;
+            while j < n && self.entries[j].deleted {
+                j += 1;
+            }
+            if j == n || self.entries[j].ts >= ts {
+                hi = mid;
+            } else {
+                lo = j + 1;
+            }
+        }
+        (lo..n)
+            .find(|&i| !self.entries[i].deleted)
+            .map(|i| self.first + i as u64)
+    }
+
     /// Live sequences (ascending) whose subject matches `filter`.
     pub fn seqs_matching(&self, filter: Option<&[u8]>, below: u64) -> Vec<u64> {
         let mut out = Vec::new();
@@ -685,6 +819,43 @@ mod tests {
         ix.skip_through(120);
         ix.insert_moved(1, 1, &b("k"), 0, 1, 9, 0, None);
         assert_eq!((ix.first_seq(), ix.last_seq(), ix.msgs), (1, 120, 1));
+    }
+
+    #[test]
+    fn filtered_counts_match_a_plain_scan() {
+        let mut ix = Index::new(false, 1);
+        let names = ["a.x", "a.y", "b.x", "a.z"];
+        for seq in 1..=400u64 {
+            let s = b(names[(seq * 7 % 4) as usize]);
+            ix.append(seq, 0, &s, 0, 10, 1, seq, None);
+        }
+        for seq in (5..400).step_by(13) {
+            ix.remove(seq);
+        }
+        let cases: Vec<Vec<Bytes>> = vec![
+            vec![b("a.x")],
+            vec![b("a.*")],
+            vec![b("a.x"), b("b.x")],
+            vec![b("*.x"), b("a.z")],
+            vec![b("nope")],
+        ];
+        for filters in &cases {
+            for from in [1, 2, 50, 199, 200, 399, 400, 401] {
+                let expect = (from..=ix.last_seq())
+                    .filter(|q| {
+                        ix.entry(*q).is_some_and(|e| {
+                            let s = ix.subject_of(e);
+                            filters.iter().any(|f| crate::subject::matches(f, s))
+                        })
+                    })
+                    .count() as u64;
+                assert_eq!(
+                    ix.count_filtered(from, filters),
+                    expect,
+                    "{filters:?} from {from}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //!   routing, in order with the publisher's own subscriptions.
 
 pub mod api;
+pub mod capi;
+pub mod cconfig;
 pub mod config;
+pub mod consumer;
 pub mod errors;
 pub mod filelog;
 pub mod index;
@@ -41,6 +44,14 @@ use crate::shard::Shard;
 pub const JS_CID: u64 = 0;
 /// Set in `SubKey::sub` for a stream's direct-get subscriptions.
 pub const DIRECT_BIT: u32 = 0x8000_0000;
+/// Set in `SubKey::sub` for a stream's pull requests (`CONSUMER.MSG.NEXT`).
+pub const NEXT_BIT: u32 = 0x4000_0000;
+/// Set in `SubKey::sub` for a stream's acks (`$JS.ACK.<stream>.>`).
+pub const ACK_BIT: u32 = 0x2000_0000;
+/// Set in `SubKey::sub` for a stream's flow-control answers (`$JS.FC.<stream>.>`).
+pub const FC_BIT: u32 = 0x1000_0000;
+/// The stream uid part of an internal `SubKey::sub`.
+pub const UID_MASK: u32 = 0x0FFF_FFFF;
 
 /// `ShardMsg::Js` kinds.
 pub mod cmd {
@@ -157,7 +168,10 @@ pub async fn open(shard: &Rc<Shard>, sync: SyncMode) -> Result<(), String> {
             .insert(meta.config.name.clone(), entry);
         if owner == shard.id {
             let stream = recover_stream(shard, path, meta).await?;
-            start_stream(shard, stream);
+            start_stream(shard, stream.clone());
+            for c in consumer::recover(&stream) {
+                capi::start(shard, &stream, c);
+            }
         }
     }
     js.next_uid.set(max_uid + 1);
@@ -352,6 +366,21 @@ fn interest_of(entry: &CatalogEntry) -> Vec<(Bytes, SubKey)> {
         out.push((Bytes::from(format!("$JS.API.DIRECT.GET.{name}")), key));
         out.push((Bytes::from(format!("$JS.API.DIRECT.GET.{name}.>")), key));
     }
+    // Consumer traffic of the stream goes to its owner in order; a missing
+    // consumer is answered there with a no-responders status.
+    let name = &entry.config.name;
+    let key = |bit: u32| SubKey {
+        cid: JS_CID,
+        sub: entry.uid | bit,
+        shard: entry.owner,
+    };
+    out.push((
+        Bytes::from(format!("$JS.API.CONSUMER.MSG.NEXT.{name}.*")),
+        key(NEXT_BIT),
+    ));
+    out.push((Bytes::from(format!("$JS.ACK.{name}.>")), key(ACK_BIT)));
+    out.push((Bytes::from(format!("$JS.ACK.*.*.{name}.>")), key(ACK_BIT)));
+    out.push((Bytes::from(format!("$JS.FC.{name}.>")), key(FC_BIT)));
     out
 }
 
@@ -439,6 +468,11 @@ pub async fn close_all(shard: &Shard) {
     let Some(js) = &shard.js else { return };
     let streams: Vec<Rc<Stream>> = js.streams.borrow().values().cloned().collect();
     for s in streams {
+        let consumers: Vec<Rc<consumer::Consumer>> =
+            s.consumers.borrow().values().cloned().collect();
+        for c in consumers {
+            c.stop(shard, false).await;
+        }
         s.close().await;
     }
 }
@@ -449,7 +483,7 @@ impl Shard {
     pub fn route_api(&self, p: &crate::protocol::parser::PubOp) -> bool {
         let Some(js) = &self.js else { return false };
         let rest = &p.subject[b"$JS.API.".len()..];
-        if rest.starts_with(b"DIRECT.GET.") {
+        if rest.starts_with(b"DIRECT.GET.") || rest.starts_with(b"CONSUMER.MSG.NEXT.") {
             return false;
         }
         // Without a reply subject the request is still carried out (as
@@ -779,6 +813,13 @@ impl Shard {
             return;
         };
         js.by_uid.borrow_mut().remove(&stream.uid);
+        let consumers: Vec<Rc<consumer::Consumer>> =
+            std::mem::take(&mut *stream.consumers.borrow_mut())
+                .into_values()
+                .collect();
+        for c in consumers {
+            c.stop(self, true).await;
+        }
         let entry = CatalogEntry {
             owner: self.id,
             uid: stream.uid,
@@ -845,8 +886,13 @@ impl Shard {
         msg: &Bytes,
     ) -> bool {
         let Some(js) = &self.js else { return false };
-        let stream = js.by_uid.borrow().get(&(sub & !DIRECT_BIT)).cloned();
+        let stream = js.by_uid.borrow().get(&(sub & UID_MASK)).cloned();
         let Some(stream) = stream else { return false };
+        let kind = sub & (NEXT_BIT | ACK_BIT | FC_BIT);
+        if kind != 0 {
+            capi::on_internal(self, &stream, kind, subject, reply, hdr_len, msg);
+            return false;
+        }
         if sub & DIRECT_BIT != 0 {
             if let Some(reply) = reply {
                 if api::direct_get_now(self, &stream, subject, reply, hdr_len, msg) {

@@ -163,6 +163,10 @@ pub struct Stream {
     pub io_error: RefCell<Option<String>>,
     /// Compaction moves staged and not yet committed.
     moves_pending: Cell<usize>,
+    /// Consumers of this stream, by name (owned here; cleared on delete).
+    pub consumers: RefCell<std::collections::BTreeMap<String, Rc<crate::js::consumer::Consumer>>>,
+    /// Interest retention: messages up to here were checked for interest.
+    pub interest_checked: Cell<u64>,
 }
 
 /// The answer to a publish that the caller sends at once (errors, duplicates
@@ -235,6 +239,8 @@ impl Stream {
             writer_running: Cell::new(false),
             io_error: RefCell::new(None),
             moves_pending: Cell::new(0),
+            consumers: RefCell::new(std::collections::BTreeMap::new()),
+            interest_checked: Cell::new(next - 1),
         }
     }
 
@@ -580,6 +586,19 @@ impl Stream {
         true
     }
 
+    /// Removes message `seq` because retention no longer needs it (acked by
+    /// every interested consumer); its delete record is written with the next batch.
+    pub fn remove_retained(&self, seq: u64) -> bool {
+        self.remove_and_record(seq)
+    }
+
+    /// Wakes every consumer (new messages, removals).
+    pub fn wake_consumers(&self) {
+        for c in self.consumers.borrow().values() {
+            c.wake.notify();
+        }
+    }
+
     fn segment_lost(&self, seg: u64) {
         if let Some(log) = self.log.borrow_mut().as_mut() {
             if let Some(s) = log.segs.get_mut(&seg) {
@@ -682,7 +701,9 @@ impl Stream {
         };
         match record::decode(&bytes, len) {
             record::Decoded::Record(r, _)
-                if r.seq == seq && r.kind == record::KIND_MSG && r.subject.len() == subj_len =>
+                if r.seq == seq
+                    && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED)
+                    && r.subject.len() == subj_len =>
             {
                 let data = Bytes::copy_from_slice(r.data);
                 let msg = StoredMsg {
@@ -705,6 +726,77 @@ impl Stream {
                 None
             }
         }
+    }
+
+    /// Reads message `seq` and the live messages stored after it in the same
+    /// segment, about `window` bytes in one read (sequential consumers read
+    /// ahead this way instead of one read per message). Only records the
+    /// index still points at are returned; the cache is left alone.
+    pub async fn load_run(&self, seq: u64, window: usize) -> Vec<StoredMsg> {
+        let (seg, off) = {
+            let ix = self.ix.borrow();
+            if let Some(m) = ix.cached(seq) {
+                return vec![m];
+            }
+            match ix.entry(seq) {
+                Some(e) => (e.seg, e.off),
+                None => return Vec::new(),
+            }
+        };
+        let Some(file) = self
+            .log
+            .borrow()
+            .as_ref()
+            .and_then(|l| l.segs.get(&seg))
+            .and_then(|s| s.file.clone())
+        else {
+            return Vec::new();
+        };
+        let start = off & !(filelog::BLOCK - 1);
+        let bytes =
+            match filelog::read_blocks(&file, start, window.max(filelog::BLOCK as usize)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    crate::error!(
+                        "JetStream stream '{}': reading sequence {seq}: {e}",
+                        self.name
+                    );
+                    return Vec::new();
+                }
+            };
+        let max_record = record::HEADER + 64 * 1024 + crate::limits::PAYLOAD_MAX_LIMIT + 65_536;
+        let mut out = Vec::new();
+        let mut pos = (off - start) as usize;
+        {
+            let ix = self.ix.borrow();
+            while pos < bytes.len() {
+                match record::decode(&bytes[pos..], max_record) {
+                    record::Decoded::Record(r, n) => {
+                        let here = start + pos as u64;
+                        let live = ix
+                            .entry(r.seq)
+                            .is_some_and(|e| e.seg == seg && e.off == here);
+                        if live && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED) {
+                            out.push(StoredMsg {
+                                seq: r.seq,
+                                ts: r.ts,
+                                subject: Bytes::copy_from_slice(r.subject),
+                                hdr_len: r.hdr_len,
+                                data: Bytes::copy_from_slice(r.data),
+                            });
+                        }
+                        pos += n;
+                    }
+                    // The window ends inside a record, at the tail, or at damage
+                    // (the first record was checked by recovery; read it singly).
+                    _ => break,
+                }
+            }
+        }
+        if out.first().map(|m| m.seq) != Some(seq) {
+            return self.load(seq).await.into_iter().collect();
+        }
+        out
     }
 
     /// Removes messages past `max_age`; true if any went.
@@ -1241,6 +1333,7 @@ impl Stream {
         }
         shard.flush_mesh().await;
         self.committed.notify_all();
+        crate::js::consumer::after_commit(self);
         self.gc_segments().await;
     }
 

@@ -153,10 +153,35 @@ impl Shard {
         // JetStream's API listens on all of `$JS.API.>` (routed by name, not by
         // interest); it still reaches ordinary subscribers below.
         let api = self.js.is_some() && p.subject.starts_with(b"$JS.API.") && self.route_api(p);
-        let result = self
+        self.publish_matched(from, echo, p, &p.subject, cache, api)
+    }
+
+    /// Delivers a JetStream message to the subscribers of `to`, showing it with
+    /// its own subject (`p.subject`), as consumers deliver stored messages to an
+    /// inbox or deliver subject. Returns whether anyone will receive it.
+    pub fn deliver_to(&self, to: &[u8], p: &PubOp) -> bool {
+        self.publish_matched(None, true, p, to, false, false).0
+    }
+
+    /// Whether anything subscribes to `subject` (a push consumer is bound).
+    pub fn has_interest(&self, subject: &[u8]) -> bool {
+        !self
             .interest
             .borrow_mut()
-            .matches_caching(&p.subject, cache);
+            .matches_caching(subject, false)
+            .is_empty()
+    }
+
+    fn publish_matched(
+        &self,
+        from: Option<&Rc<Conn>>,
+        echo: bool,
+        p: &PubOp,
+        match_on: &[u8],
+        cache: bool,
+        api: bool,
+    ) -> (bool, bool) {
+        let result = self.interest.borrow_mut().matches_caching(match_on, cache);
         if result.is_empty() {
             return (api, false);
         }

@@ -1,0 +1,588 @@
+//! Consumer API: create (all subject forms and actions), info, delete, names,
+//! list, pause; answered by the stream's owner in nats-server 2.15's shapes.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::js::api::{reply_err, API_LEVEL};
+use crate::js::cconfig::ConsumerConfig;
+use crate::js::config::Retention;
+use crate::js::consumer::{self, Consumer, Meta};
+use crate::js::errors::ApiError;
+use crate::js::json::{self, now_nanos, rfc3339};
+use crate::js::stream::Stream;
+use crate::shard::Shard;
+
+const CREATE: &str = "consumer_create_response";
+
+/// Handles `CONSUMER.*` on the stream's owner; `tokens` follow `$JS.API.`.
+pub async fn handle(shard: &Rc<Shard>, tokens: &[&str], reply: &Bytes, body: &[u8]) {
+    let find = |name: &str, kind: &str| -> Option<Rc<Stream>> {
+        let js = shard.js.as_ref().expect("JetStream enabled");
+        let s = js.streams.borrow().get(name).cloned();
+        if s.is_none() {
+            reply_err(shard, reply, kind, &ApiError::stream_not_found());
+        }
+        s
+    };
+    match tokens {
+        ["CONSUMER", "CREATE", stream, rest @ ..] => {
+            let (name, filter) = match rest {
+                [] => (None, None),
+                [name] => (Some(*name), None),
+                [name, filter @ ..] => (Some(*name), Some(filter.join("."))),
+            };
+            create(shard, stream, name, filter, false, reply, body, &find).await;
+        }
+        ["CONSUMER", "DURABLE", "CREATE", stream, name] => {
+            create(shard, stream, Some(name), None, true, reply, body, &find).await;
+        }
+        ["CONSUMER", "INFO", stream, name] => {
+            let kind = "consumer_info_response";
+            if let Some(s) = find(stream, kind) {
+                match lookup(&s, name) {
+                    Some(c) => shard.reply(reply, None, &info(shard, &c, kind)),
+                    None => reply_err(shard, reply, kind, &ApiError::consumer_not_found()),
+                }
+            }
+        }
+        ["CONSUMER", "DELETE", stream, name] => {
+            let kind = "consumer_delete_response";
+            if let Some(s) = find(stream, kind) {
+                if remove_consumer(shard, &s, name).await {
+                    shard.reply(
+                        reply,
+                        None,
+                        br#"{"type":"io.nats.jetstream.api.v1.consumer_delete_response","success":true}"#,
+                    );
+                } else {
+                    reply_err(shard, reply, kind, &ApiError::consumer_not_found());
+                }
+            }
+        }
+        ["CONSUMER", "NAMES", stream] => names(shard, stream, reply, body, false),
+        ["CONSUMER", "LIST", stream] => names(shard, stream, reply, body, true),
+        ["CONSUMER", "PAUSE", stream, name] => {
+            let kind = "consumer_pause_response";
+            if let Some(s) = find(stream, kind) {
+                pause(shard, &s, name, reply, body).await;
+            }
+        }
+        // nats-server does not answer other consumer subjects (e.g. INFO.<s>).
+        _ => {}
+    }
+}
+
+fn lookup(stream: &Stream, name: &str) -> Option<Rc<Consumer>> {
+    stream.consumers.borrow().get(name).cloned()
+}
+
+/// The config as echoed: metadata with the levels (`with_server` adds the
+/// server's level and version, as create/info answers do; list items do not).
+fn config_out(cfg: &ConsumerConfig, with_server: bool) -> ConsumerConfig {
+    let mut c = cfg.clone();
+    let mut m = c.metadata.take().unwrap_or_default();
+    let req = if cfg.pause_until.is_some() { 1 } else { 0 };
+    m.insert("_nats.req.level".into(), req.to_string());
+    if with_server {
+        m.insert("_nats.level".into(), API_LEVEL.to_string());
+        m.insert(
+            "_nats.ver".into(),
+            crate::config::NATS_COMPAT_VERSION.into(),
+        );
+    }
+    c.metadata = Some(m);
+    c
+}
+
+/// Consumer info JSON; `kind` is the response type, or "list" for a list item.
+pub fn info(shard: &Shard, c: &Consumer, kind: &str) -> Vec<u8> {
+    let snap = c.snapshot();
+    let bound = {
+        let cfg = c.cfg.borrow();
+        cfg.is_push() && shard.has_interest(cfg.deliver_subject.as_bytes())
+    };
+    let cfg = c.cfg.borrow();
+    let mut out = String::with_capacity(1024);
+    out.push('{');
+    if kind != "list" {
+        out.push_str(&format!("\"type\":\"io.nats.jetstream.api.v1.{kind}\","));
+    }
+    out.push_str(&format!(
+        "\"stream_name\":{},\"name\":{},\"created\":\"{}\",\"config\":",
+        str_json(&c.stream.name),
+        str_json(&c.name),
+        rfc3339(c.created)
+    ));
+    out.push_str(
+        &String::from_utf8(json::encode(&config_out(&cfg, kind != "list"))).expect("utf8"),
+    );
+    let active = |t: i64| {
+        if t == 0 {
+            String::new()
+        } else {
+            format!(",\"last_active\":\"{}\"", rfc3339(t))
+        }
+    };
+    out.push_str(&format!(
+        ",\"delivered\":{{\"consumer_seq\":{},\"stream_seq\":{}{}}}",
+        snap.dseq,
+        snap.sseq,
+        active(snap.last_delivered)
+    ));
+    let ack_active = if cfg.ack() == crate::js::cconfig::AckPolicy::None {
+        0
+    } else {
+        snap.last_ack
+    };
+    out.push_str(&format!(
+        ",\"ack_floor\":{{\"consumer_seq\":{},\"stream_seq\":{}{}}}",
+        snap.ack_c,
+        snap.ack_s,
+        active(ack_active)
+    ));
+    out.push_str(&format!(
+        ",\"num_ack_pending\":{},\"num_redelivered\":{},\"num_waiting\":{},\"num_pending\":{}",
+        snap.num_ack_pending, snap.num_redelivered, snap.num_waiting, snap.num_pending
+    ));
+    if bound {
+        out.push_str(",\"push_bound\":true");
+    }
+    let now = now_nanos();
+    let pause = cfg.pause_until_nanos();
+    if pause > now {
+        out.push_str(&format!(
+            ",\"paused\":true,\"pause_remaining\":{}",
+            pause - now
+        ));
+    }
+    out.push_str(&format!(",\"ts\":\"{}\"}}", rfc3339(now)));
+    out.into_bytes()
+}
+
+fn str_json(s: &str) -> String {
+    String::from_utf8(json::go_escape(serde_json::to_vec(s).expect("string"))).expect("utf8")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn create(
+    shard: &Rc<Shard>,
+    stream_name: &str,
+    subject_name: Option<&str>,
+    subject_filter: Option<String>,
+    durable_api: bool,
+    reply: &Bytes,
+    body: &[u8],
+    find: &dyn Fn(&str, &str) -> Option<Rc<Stream>>,
+) {
+    let err = |e: ApiError| reply_err(shard, reply, CREATE, &e);
+    let req = match ConsumerConfig::decode_request(body) {
+        Ok(r) => r,
+        Err(e) => return err(e),
+    };
+    if req.stream_name != stream_name {
+        return err(ApiError::name_mismatch());
+    }
+    let mut cfg = req.config.unwrap_or_default();
+    if !cfg.durable_name.is_empty() && !cfg.name.is_empty() && cfg.durable_name != cfg.name {
+        return err(ApiError::new(
+            400,
+            10132,
+            "consumer Durable and Name have to be equal if both are provided",
+        ));
+    }
+    let mut generated_name = None;
+    let name = match subject_name {
+        None => {
+            if !cfg.durable_name.is_empty() {
+                return err(ApiError::new(
+                    400,
+                    10020,
+                    "consumer expected to be ephemeral but a durable name was set in request",
+                ));
+            }
+            // A generated name is not echoed in the config, as in nats-server.
+            if cfg.name.is_empty() {
+                let generated = consumer::random_token(shard, 8);
+                let n = generated.clone();
+                generated_name = Some(n);
+                generated
+            } else {
+                cfg.name.clone()
+            }
+        }
+        Some(n) => {
+            if durable_api && cfg.durable_name.is_empty() {
+                return err(ApiError::new(
+                    400,
+                    10018,
+                    "consumer expected to be durable but a durable name was not set",
+                ));
+            }
+            if !cfg.durable_name.is_empty() && cfg.durable_name != n {
+                return err(ApiError::new(
+                    400,
+                    10017,
+                    "consumer name in subject does not match durable name in request",
+                ));
+            }
+            n.to_string()
+        }
+    };
+    if !crate::js::config::valid_name(&name) {
+        return err(ApiError::new(
+            400,
+            10127,
+            "consumer name can not contain path separators",
+        ));
+    }
+    if let Some(f) = &subject_filter {
+        if !cfg.filter_subjects.is_empty() {
+            return err(ApiError::new(
+                400,
+                10137,
+                "consumer with multiple subject filters cannot use subject based API",
+            ));
+        }
+        if &cfg.filter_subject != f {
+            return err(ApiError::new(
+                400,
+                10131,
+                "Consumer create request did not match filtered subject from create subject",
+            ));
+        }
+    }
+    if generated_name.is_none() {
+        cfg.name = name.clone();
+    }
+    let action = req.action.as_str();
+    if !matches!(action, "" | "create" | "update") {
+        return err(ApiError::invalid_json(&format!(
+            "unknown consumer action: {:?}",
+            action
+        )));
+    }
+    let Some(stream) = find(stream_name, CREATE) else {
+        return;
+    };
+    let scfg = stream.cfg.borrow().clone();
+    if let Err(e) = cfg.normalize(&scfg) {
+        return err(e);
+    }
+    if let Some(existing) = lookup(&stream, &name) {
+        let old = existing.cfg.borrow().clone();
+        if old == cfg {
+            return shard.reply(reply, None, &info(shard, &existing, CREATE));
+        }
+        if action == "create" {
+            return err(ApiError::consumer_exists());
+        }
+        if let Err(e) = cfg.check_update(&old) {
+            return err(e);
+        }
+        if existing.cfg.borrow().is_durable() {
+            let dir = consumer::consumers_dir(&stream).join(&name);
+            let meta = Meta {
+                created: existing.created,
+                config: cfg.clone(),
+            };
+            if let Err(e) = consumer::write_meta(&dir, &meta) {
+                return err(ApiError::consumer_create(e));
+            }
+        }
+        existing.update(cfg);
+        return shard.reply(reply, None, &info(shard, &existing, CREATE));
+    }
+    if action == "update" {
+        return err(ApiError::consumer_missing());
+    }
+    let count = stream.consumers.borrow().len() as i64;
+    if scfg.max_consumers > 0 && count >= scfg.max_consumers {
+        return err(ApiError::max_consumers());
+    }
+    if scfg.retention() == Retention::WorkQueue {
+        let mine = cfg.filters();
+        for other in stream.consumers.borrow().values() {
+            let theirs = other.cfg.borrow().filters();
+            if mine.is_empty() {
+                return err(ApiError::new(
+                    400,
+                    10099,
+                    "multiple non-filtered consumers not allowed on workqueue stream",
+                ));
+            }
+            let overlap = mine.is_empty()
+                || theirs.is_empty()
+                || mine.iter().any(|a| {
+                    theirs
+                        .iter()
+                        .any(|b| crate::subject::overlaps(a.as_bytes(), b.as_bytes()))
+                });
+            if overlap {
+                return err(ApiError::new(
+                    400,
+                    10100,
+                    "filtered consumer not unique on workqueue stream",
+                ));
+            }
+        }
+    }
+    let created = now_nanos();
+    let durable = cfg.is_durable();
+    let dir = consumer::consumers_dir(&stream).join(&name);
+    if durable {
+        let meta = Meta {
+            created,
+            config: cfg.clone(),
+        };
+        if let Err(e) = consumer::write_meta(&dir, &meta)
+            .and_then(|()| crate::js::filelog::sync_dir(&consumer::consumers_dir(&stream)))
+        {
+            let _ = std::fs::remove_dir_all(&dir);
+            return err(ApiError::consumer_create(e));
+        }
+    }
+    let state_dir = (durable && !cfg.mem_storage && stream.is_file()).then_some(dir);
+    let c = Rc::new(Consumer::new(
+        &stream,
+        name.clone(),
+        cfg,
+        created,
+        state_dir,
+    ));
+    start(shard, &stream, c.clone());
+    action_advisory(shard, &stream.name, &name, "create");
+    shard.reply(reply, None, &info(shard, &c, CREATE));
+}
+
+/// Registers a consumer with its stream and starts its task.
+pub fn start(shard: &Rc<Shard>, stream: &Rc<Stream>, c: Rc<Consumer>) {
+    stream.ix.borrow_mut().track_removals = true;
+    stream
+        .consumers
+        .borrow_mut()
+        .insert(c.name.clone(), c.clone());
+    glommio::spawn_local(c.clone().run(shard.clone())).detach();
+    c.wake.notify();
+}
+
+fn action_advisory(shard: &Shard, stream: &str, name: &str, action: &str) {
+    let body = format!(
+        concat!(
+            "{{\"type\":\"io.nats.jetstream.advisory.v1.consumer_action\",\"id\":\"{}\",",
+            "\"timestamp\":\"{}\",\"stream\":{},\"consumer\":{},\"action\":\"{}\"}}"
+        ),
+        consumer::random_token(shard, 22),
+        rfc3339(now_nanos()),
+        str_json(stream),
+        str_json(name),
+        action
+    );
+    let verb = if action == "create" {
+        "CREATED"
+    } else {
+        "DELETED"
+    };
+    let subject = Bytes::from(format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.{verb}.{stream}.{name}"
+    ));
+    shard.reply(&subject, None, body.as_bytes());
+}
+
+/// Deletes a consumer (API, inactivity); false if there is none.
+pub async fn remove_consumer(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str) -> bool {
+    let c = stream.consumers.borrow_mut().remove(name);
+    let Some(c) = c else { return false };
+    if stream.consumers.borrow().is_empty() {
+        let mut ix = stream.ix.borrow_mut();
+        ix.track_removals = false;
+        ix.recent_removed.clear();
+    }
+    c.stop(shard, true).await;
+    if c.cfg.borrow().is_durable() {
+        let dir = consumer::consumers_dir(stream).join(name);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            crate::error!("JetStream: removing consumer {}: {e}", dir.display());
+        }
+    }
+    consumer::retain_sweep(stream);
+    action_advisory(shard, &stream.name, name, "delete");
+    shard.flush_mesh().await;
+    true
+}
+
+fn names(shard: &Shard, stream: &str, reply: &Bytes, body: &[u8], list: bool) {
+    let kind = if list {
+        "consumer_list_response"
+    } else {
+        "consumer_names_response"
+    };
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Req {
+        offset: i64,
+    }
+    let req: Req = match json::decode_as(body) {
+        Ok(r) => r,
+        Err(e) => return reply_err(shard, reply, kind, &ApiError::invalid_json(&e)),
+    };
+    let js = shard.js.as_ref().expect("JetStream enabled");
+    let s = js.streams.borrow().get(stream).cloned();
+    let Some(s) = s else {
+        return reply_err(shard, reply, kind, &ApiError::stream_not_found());
+    };
+    let all: Vec<Rc<Consumer>> = s.consumers.borrow().values().cloned().collect();
+    let total = all.len();
+    let offset = (req.offset.max(0) as usize).min(total);
+    let limit = if list {
+        crate::limits::API_LIST_PAGE
+    } else {
+        crate::limits::API_NAMES_PAGE
+    };
+    let items: Vec<String> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|c| {
+            if list {
+                String::from_utf8(info(shard, c, "list")).expect("utf8")
+            } else {
+                str_json(&c.name)
+            }
+        })
+        .collect();
+    let out = format!(
+        "{{\"type\":\"io.nats.jetstream.api.v1.{kind}\",\"total\":{total},\"offset\":{offset},\"limit\":{limit},\"consumers\":[{}]}}",
+        items.join(",")
+    );
+    shard.reply(reply, None, out.as_bytes());
+}
+
+async fn pause(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str, reply: &Bytes, body: &[u8]) {
+    let kind = "consumer_pause_response";
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Req {
+        pause_until: Option<String>,
+    }
+    let req: Req = match json::decode_as(body) {
+        Ok(r) => r,
+        Err(e) => return reply_err(shard, reply, kind, &ApiError::invalid_json(&e)),
+    };
+    let Some(c) = lookup(stream, name) else {
+        return reply_err(shard, reply, kind, &ApiError::consumer_not_found());
+    };
+    let until = req
+        .pause_until
+        .as_deref()
+        .and_then(json::parse_rfc3339)
+        .unwrap_or(0);
+    let mut cfg = c.cfg.borrow().clone();
+    cfg.pause_until = (until > 0).then(|| rfc3339(until));
+    if cfg.is_durable() {
+        let meta = Meta {
+            created: c.created,
+            config: cfg.clone(),
+        };
+        let dir = consumer::consumers_dir(stream).join(name);
+        if let Err(e) = consumer::write_meta(&dir, &meta) {
+            return reply_err(shard, reply, kind, &ApiError::consumer_create(e));
+        }
+    }
+    c.update(cfg);
+    let now = now_nanos();
+    let out = if until > now {
+        format!(
+            "{{\"type\":\"io.nats.jetstream.api.v1.{kind}\",\"paused\":true,\"pause_until\":\"{}\",\"pause_remaining\":{}}}",
+            rfc3339(until),
+            until - now
+        )
+    } else {
+        format!(
+            "{{\"type\":\"io.nats.jetstream.api.v1.{kind}\",\"paused\":false,\"pause_until\":\"{}\"}}",
+            rfc3339(until)
+        )
+    };
+    shard.reply(reply, None, out.as_bytes());
+}
+
+/// Requests and acks arriving on a stream's internal subscriptions.
+pub fn on_internal(
+    shard: &Shard,
+    stream: &Rc<Stream>,
+    kind: u32,
+    subject: &Bytes,
+    reply: Option<&Bytes>,
+    hdr_len: Option<usize>,
+    msg: &Bytes,
+) {
+    let body = &msg[hdr_len.unwrap_or(0)..];
+    let text = String::from_utf8_lossy(subject);
+    let tokens: Vec<&str> = text.split('.').collect();
+    let no_responders = |shard: &Shard| {
+        if let Some(r) = reply.filter(|r| !r.is_empty()) {
+            let block = crate::protocol::headers::no_responders(subject);
+            shard.reply(r, Some(&block), b"");
+        }
+    };
+    match kind {
+        crate::js::NEXT_BIT => {
+            // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
+            let c = tokens.get(6).and_then(|n| lookup(stream, n));
+            match c {
+                Some(c) => c.pull_request(shard, reply, body),
+                None => no_responders(shard),
+            }
+        }
+        crate::js::ACK_BIT => {
+            // v1: $JS.ACK.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>
+            // v2: $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>[...]
+            let at = match tokens.len() {
+                9 => 2,
+                n if n >= 11 => 4,
+                _ => return no_responders(shard),
+            };
+            if tokens[at] != stream.name {
+                return no_responders(shard);
+            }
+            let c = lookup(stream, tokens[at + 1]);
+            let dc = tokens[at + 2].parse::<u64>().ok();
+            let sseq = tokens[at + 3].parse::<u64>().ok();
+            match (c, dc, sseq) {
+                (Some(c), Some(dc), Some(sseq))
+                    if c.cfg.borrow().ack() != crate::js::cconfig::AckPolicy::None =>
+                {
+                    c.ack(shard, sseq, dc, reply, body)
+                }
+                _ => no_responders(shard),
+            }
+        }
+        _ => {
+            // $JS.FC.<stream>.<consumer>.<token>
+            if let Some(c) = tokens.get(3).and_then(|n| lookup(stream, n)) {
+                c.fc_reply(subject);
+            }
+        }
+    }
+}
+
+/// Whether `tokens` (after `$JS.API.`) name a consumer call, for routing.
+pub fn stream_of<'a>(tokens: &[&'a str]) -> Option<&'a str> {
+    match tokens {
+        ["CONSUMER", "DURABLE", "CREATE", s, ..] => Some(s),
+        ["CONSUMER", "CREATE" | "INFO" | "DELETE" | "NAMES" | "LIST" | "PAUSE", s, ..] => Some(s),
+        _ => None,
+    }
+}
+
+/// The consumer count of every owned stream, for account info.
+pub fn count(shard: &Shard) -> u64 {
+    let js = shard.js.as_ref().expect("JetStream enabled");
+    js.streams
+        .borrow()
+        .values()
+        .map(|s| s.consumers.borrow().len() as u64)
+        .sum()
+}
