@@ -280,3 +280,67 @@ async fn key_value_buckets_work_on_streams() {
     kv1.purge("b").await.unwrap();
     assert_eq!(kv.get("b").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn key_value_keys_history_and_watch_use_consumers() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &[]);
+    let js = jetstream::new(server.client_on(1).await);
+    let kv = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "w".into(),
+            history: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (k, v) in [("a", "1"), ("b", "1"), ("a", "2"), ("c", "1")] {
+        kv.put(k, v.into()).await.unwrap();
+    }
+    kv.delete("c").await.unwrap();
+    // keys: an ordered, headers-only, last-per-subject consumer; deleted keys left out.
+    let mut keys: Vec<String> = kv
+        .keys()
+        .await
+        .unwrap()
+        .map(|k| k.unwrap())
+        .collect()
+        .await;
+    keys.sort();
+    assert_eq!(keys, ["a", "b"]);
+    // history: every revision of one key, in order.
+    let revs: Vec<(u64, Vec<u8>)> = kv
+        .history("a")
+        .await
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.revision, e.value.to_vec())
+        })
+        .collect()
+        .await;
+    assert_eq!(revs, [(1, b"1".to_vec()), (3, b"2".to_vec())]);
+    // watch: the current values first (last per subject), then live updates.
+    let mut watch = kv.watch_with_history(">").await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let e = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push((e.key.clone(), e.revision));
+    }
+    assert_eq!(
+        seen,
+        [("b".to_string(), 2), ("a".to_string(), 3), ("c".to_string(), 5)]
+    );
+    kv.put("b", "9".into()).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.key.as_str(), e.revision, &e.value[..]), ("b", 6, &b"9"[..]));
+}
