@@ -20,6 +20,7 @@ fn mask(body: &[u8]) -> String {
         "\"last_ts\":\"",
         "\"time\":\"",
         "\"leader\":\"",
+        "\"last_active\":\"",
     ];
     loop {
         let next = keys
@@ -615,4 +616,122 @@ fn get_delete_purge_and_direct_get_match_nats_server_bytes() {
     );
     assert!(created.contains(r#""did_create":true"#), "{created}");
     assert_eq!(pubh(&mut raw, "nr", &[], "x"), r#"{"stream":"NR","seq":1}"#);
+}
+
+/// Consumers: create, info, errors, names and a pull, against the bytes
+/// nats-server 2.15.1 sent for the same requests (js-consumer-ref captures).
+#[test]
+fn consumer_api_and_pull_match_nats_server_bytes() {
+    for shards in [1, 2] {
+        let (_server, mut raw, _dir) = setup(shards);
+        req(
+            &mut raw,
+            "$JS.API.STREAM.CREATE.S",
+            r#"{"name":"S","subjects":["s.>"]}"#,
+        );
+        for (subject, body) in [("s.a", "one"), ("s.b", "two"), ("s.a", "three")] {
+            pubh(&mut raw, subject, &[], body);
+        }
+        pubh(&mut raw, "s.c", &[("X-Foo", "bar")], "four");
+        let meta = r#""metadata":{"_nats.level":"5","_nats.req.level":"0","_nats.ver":"2.15.1"}"#;
+        let cases: Vec<(&str, String, String)> = vec![
+            (
+                "$JS.API.CONSUMER.CREATE.S.C1",
+                r#"{"stream_name":"S","config":{"durable_name":"C1","ack_policy":"explicit"}}"#.into(),
+                format!(r#"{{"type":"io.nats.jetstream.api.v1.consumer_create_response","stream_name":"S","name":"C1","created":"*","config":{{"durable_name":"C1","name":"C1","deliver_policy":"all","ack_policy":"explicit","ack_wait":30000000000,"max_deliver":-1,"replay_policy":"instant","max_waiting":512,"max_ack_pending":1000,"num_replicas":0,{meta}}},"delivered":{{"consumer_seq":0,"stream_seq":0}},"ack_floor":{{"consumer_seq":0,"stream_seq":0}},"num_ack_pending":0,"num_redelivered":0,"num_waiting":0,"num_pending":4,"ts":"*"}}"#),
+            ),
+            (
+                "$JS.API.CONSUMER.CREATE.S.DL",
+                r#"{"stream_name":"S","config":{"durable_name":"DL","ack_policy":"explicit","deliver_policy":"last"}}"#.into(),
+                format!(r#"{{"type":"io.nats.jetstream.api.v1.consumer_create_response","stream_name":"S","name":"DL","created":"*","config":{{"durable_name":"DL","name":"DL","deliver_policy":"last","ack_policy":"explicit","ack_wait":30000000000,"max_deliver":-1,"replay_policy":"instant","max_waiting":512,"max_ack_pending":1000,"num_replicas":0,{meta}}},"delivered":{{"consumer_seq":0,"stream_seq":3}},"ack_floor":{{"consumer_seq":0,"stream_seq":3}},"num_ack_pending":0,"num_redelivered":0,"num_waiting":0,"num_pending":1,"ts":"*"}}"#),
+            ),
+            (
+                "$JS.API.CONSUMER.CREATE.S.DLP2",
+                r#"{"stream_name":"S","config":{"durable_name":"DLP2","ack_policy":"explicit","deliver_policy":"last_per_subject","filter_subject":"s.a"}}"#.into(),
+                format!(r#"{{"type":"io.nats.jetstream.api.v1.consumer_create_response","stream_name":"S","name":"DLP2","created":"*","config":{{"durable_name":"DLP2","name":"DLP2","deliver_policy":"last_per_subject","ack_policy":"explicit","ack_wait":30000000000,"max_deliver":-1,"filter_subject":"s.a","replay_policy":"instant","max_waiting":512,"max_ack_pending":1000,"num_replicas":0,{meta}}},"delivered":{{"consumer_seq":0,"stream_seq":2}},"ack_floor":{{"consumer_seq":0,"stream_seq":2}},"num_ack_pending":0,"num_redelivered":0,"num_waiting":0,"num_pending":1,"ts":"*"}}"#),
+            ),
+            (
+                "$JS.API.CONSUMER.CREATE.S.NC",
+                r#"{"stream_name":"S"}"#.into(),
+                format!(r#"{{"type":"io.nats.jetstream.api.v1.consumer_create_response","stream_name":"S","name":"NC","created":"*","config":{{"name":"NC","deliver_policy":"all","ack_policy":"none","max_deliver":-1,"replay_policy":"instant","max_waiting":512,"inactive_threshold":5000000000,"num_replicas":0,{meta}}},"delivered":{{"consumer_seq":0,"stream_seq":0}},"ack_floor":{{"consumer_seq":0,"stream_seq":0}},"num_ack_pending":0,"num_redelivered":0,"num_waiting":0,"num_pending":4,"ts":"*"}}"#),
+            ),
+            (
+                "$JS.API.CONSUMER.CREATE.S.BO4",
+                r#"{"stream_name":"S","config":{"durable_name":"BO4","ack_policy":"explicit","backoff":[1000000000,2000000000],"max_deliver":1}}"#.into(),
+                r#"{"type":"io.nats.jetstream.api.v1.consumer_create_response","error":{"code":400,"err_code":10116,"description":"max deliver is required to be \u003e length of backoff values"}}"#.into(),
+            ),
+            (
+                "$JS.API.CONSUMER.CREATE.S",
+                r#"{"stream_name":"S","config":{"durable_name":"E1"}}"#.into(),
+                r#"{"type":"io.nats.jetstream.api.v1.consumer_create_response","error":{"code":400,"err_code":10020,"description":"consumer expected to be ephemeral but a durable name was set in request"}}"#.into(),
+            ),
+            (
+                "$JS.API.CONSUMER.CREATE.S.EB",
+                String::new(),
+                r#"{"type":"io.nats.jetstream.api.v1.consumer_create_response","error":{"code":400,"err_code":10056,"description":"stream name in subject does not match request"}}"#.into(),
+            ),
+            (
+                "$JS.API.CONSUMER.INFO.S.NOPE",
+                String::new(),
+                r#"{"type":"io.nats.jetstream.api.v1.consumer_info_response","error":{"code":404,"err_code":10014,"description":"consumer not found"}}"#.into(),
+            ),
+            (
+                "$JS.API.CONSUMER.NAMES.NOSTREAM",
+                String::new(),
+                r#"{"type":"io.nats.jetstream.api.v1.consumer_names_response","error":{"code":404,"err_code":10059,"description":"stream not found"},"total":0,"offset":0,"limit":0,"consumers":[]}"#.into(),
+            ),
+            (
+                "$JS.API.CONSUMER.NAMES.S",
+                r#"{"offset":1}"#.into(),
+                r#"{"type":"io.nats.jetstream.api.v1.consumer_names_response","total":4,"offset":1,"limit":1024,"consumers":["DL","DLP2","NC"]}"#.into(),
+            ),
+        ];
+        for (subject, body, want) in cases {
+            assert_eq!(
+                req(&mut raw, subject, &body),
+                mask(want.as_bytes()),
+                "{subject} on {shards} shards"
+            );
+        }
+        // A pull of two: stored subjects, v1 ack subjects with the stored
+        // timestamp and the pending count after each message.
+        let pull = format!(
+            "PUB $JS.API.CONSUMER.MSG.NEXT.S.C1 {}.pull 11\r\n{{\"batch\":2}}\r\n",
+            raw.inbox
+        );
+        raw.send(pull.as_bytes());
+        let mut lines = Vec::new();
+        for _ in 0..2 {
+            let line = raw.read_line();
+            let body = raw.read_line();
+            let t: Vec<&str> = line.trim_end().split(' ').collect();
+            let ack: Vec<&str> = t[3].split('.').collect();
+            assert_eq!(ack[7].len(), 19, "{line}");
+            lines.push(format!(
+                "{} {} {} {} {}",
+                t[1],
+                ack[..7].join("."),
+                ack[8],
+                t[4],
+                body.trim_end()
+            ));
+        }
+        assert_eq!(
+            lines,
+            [
+                "s.a $JS.ACK.S.C1.1.1.1 3 3 one",
+                "s.b $JS.ACK.S.C1.1.2.2 2 3 two"
+            ]
+        );
+        // A pull on a missing consumer: no responders, as nats-server (no JSON).
+        let (hdr, body) = raw.request("$JS.API.CONSUMER.MSG.NEXT.S.NOPE", None, b"");
+        assert_eq!(
+            (String::from_utf8(hdr).unwrap(), body),
+            (
+                "NATS/1.0 503\r\nNats-Subject: $JS.API.CONSUMER.MSG.NEXT.S.NOPE\r\n\r\n"
+                    .to_string(),
+                Vec::new()
+            )
+        );
+    }
 }

@@ -300,13 +300,7 @@ async fn key_value_keys_history_and_watch_use_consumers() {
     }
     kv.delete("c").await.unwrap();
     // keys: an ordered, headers-only, last-per-subject consumer; deleted keys left out.
-    let mut keys: Vec<String> = kv
-        .keys()
-        .await
-        .unwrap()
-        .map(|k| k.unwrap())
-        .collect()
-        .await;
+    let mut keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
     keys.sort();
     assert_eq!(keys, ["a", "b"]);
     // history: every revision of one key, in order.
@@ -334,7 +328,11 @@ async fn key_value_keys_history_and_watch_use_consumers() {
     }
     assert_eq!(
         seen,
-        [("b".to_string(), 2), ("a".to_string(), 3), ("c".to_string(), 5)]
+        [
+            ("b".to_string(), 2),
+            ("a".to_string(), 3),
+            ("c".to_string(), 5)
+        ]
     );
     kv.put("b", "9".into()).await.unwrap();
     let e = tokio::time::timeout(Duration::from_secs(5), watch.next())
@@ -342,5 +340,8 @@ async fn key_value_keys_history_and_watch_use_consumers() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!((e.key.as_str(), e.revision, &e.value[..]), ("b", 6, &b"9"[..]));
+    assert_eq!(
+        (e.key.as_str(), e.revision, &e.value[..]),
+        ("b", 6, &b"9"[..])
+    );
 }
