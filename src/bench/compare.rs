@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::bench::consume::ConsumeSpec;
 use crate::bench::report::{summarize, svg, Summary};
 use crate::bench::run::{run, Mode, Spec};
 
@@ -196,6 +197,7 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
         storage: "file".into(),
         workers: opts.workers,
         keys: 1000,
+        consume: ConsumeSpec::default(),
     };
     match name {
         "ceiling" | "pub16" => spec.mode = Mode::Pub,
