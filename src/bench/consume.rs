@@ -117,9 +117,15 @@ pub fn parse_ack_subject(subject: &[u8]) -> Option<AckSubject<'_>> {
     })
 }
 
-/// The consumer's inbox prefix (one wildcard SUB per client covers it).
+/// The consumer's inbox prefix (one wildcard SUB per client covers it). The
+/// process id keeps two bench processes on one server apart.
 fn inbox(index: usize) -> String {
-    format!("_INBOX.jc.{index}")
+    format!("_INBOX.jc.{}.{index}", std::process::id())
+}
+
+/// The deliver subject of an ordered consumer.
+fn ordered_deliver(index: usize, generation: u64) -> String {
+    format!("_INBOX.jcord.{}.{index}.{generation}", std::process::id())
 }
 
 /// The deliver subject of the durable push consumer.
@@ -578,7 +584,7 @@ impl<'a> Consumer<'a> {
         if generation > 0 {
             out.extend_from_slice(format!("UNSUB {}\r\n", 1 + generation).as_bytes());
         }
-        let deliver = format!("_INBOX.jcord.{}.{generation}", self.index);
+        let deliver = ordered_deliver(self.index, generation);
         out.extend_from_slice(format!("SUB {deliver} {}\r\n", 2 + generation).as_bytes());
         let unique = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -720,10 +726,11 @@ mod tests {
         c.tally();
         c.after_read(&mut out);
         let t = text(&out);
-        assert!(
-            t.contains("PUB $JS.API.CONSUMER.MSG.NEXT.S.jetcore-bench _INBOX.jc.0.pull "),
-            "{t}"
+        let next = format!(
+            "PUB $JS.API.CONSUMER.MSG.NEXT.S.jetcore-bench {}.pull ",
+            inbox(0)
         );
+        assert!(t.contains(&next), "{t}");
         assert!(
             t.contains(r#"{"batch":5,"expires":30000000000,"idle_heartbeat":15000000000}"#),
             "{t}"
@@ -739,7 +746,7 @@ mod tests {
         let mut c = Consumer::new(&spec, 0, &shared);
         let mut out = Vec::new();
         c.pending = 10;
-        let inbox = "_INBOX.jc.0.pull";
+        let inbox = &format!("{}.pull", inbox(0));
         // Heartbeats need no answer; an expired request no longer owes its rest.
         let hb =
             "NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: 0\r\nNats-Last-Stream: 0\r\n\r\n";
@@ -821,13 +828,16 @@ mod tests {
         let t = text(&out);
         let first = c.ordered.as_ref().unwrap().name.clone();
         assert!(
-            t.starts_with("SUB _INBOX.jcord.0.0 2\r\nPUB $JS.API.CONSUMER.CREATE.S.jcord0x"),
+            t.starts_with(&format!(
+                "SUB {} 2\r\nPUB $JS.API.CONSUMER.CREATE.S.jcord0x",
+                ordered_deliver(0, 0)
+            )),
             "{t}"
         );
         let body: serde_json::Value = serde_json::from_str(t.lines().nth(2).unwrap()).unwrap();
         let config = &body["config"];
         assert_eq!(config["name"], first.as_str());
-        assert_eq!(config["deliver_subject"], "_INBOX.jcord.0.0");
+        assert_eq!(config["deliver_subject"], ordered_deliver(0, 0).as_str());
         assert_eq!(config["deliver_policy"], "all");
         assert_eq!(config["ack_policy"], "none");
         assert_eq!(config["flow_control"], true);
@@ -838,7 +848,12 @@ mod tests {
         // The create reply may come after the first messages.
         c.on_msg(data(&first, 1, 1, 1), &mut out).unwrap();
         c.on_msg(
-            msg("_INBOX.jc.0.api0", None, "", r#"{"type":"x","name":"n"}"#),
+            msg(
+                &format!("{}.api0", inbox(0)),
+                None,
+                "",
+                r#"{"type":"x","name":"n"}"#,
+            ),
             &mut out,
         )
         .unwrap();
@@ -850,11 +865,19 @@ mod tests {
         assert!(out.is_empty(), "ordered consumers do not ack");
         c.after_read(&mut out);
         let t = text(&out);
-        assert!(t.starts_with(&format!("PUB $JS.API.CONSUMER.DELETE.S.{first} _INBOX.jc.0.del 0\r\n\r\nUNSUB 2\r\nSUB _INBOX.jcord.0.1 3\r\nPUB $JS.API.CONSUMER.CREATE.S.jcord0x")), "{t}");
+        let reset = format!(
+            "PUB $JS.API.CONSUMER.DELETE.S.{first} {}.del 0\r\n\r\nUNSUB 2\r\nSUB {} 3\r\nPUB $JS.API.CONSUMER.CREATE.S.jcord0x",
+            inbox(0),
+            ordered_deliver(0, 1)
+        );
+        assert!(t.starts_with(&reset), "{t}");
         let body: serde_json::Value = serde_json::from_str(t.lines().nth(5).unwrap()).unwrap();
         assert_eq!(body["config"]["deliver_policy"], "by_start_sequence");
         assert_eq!(body["config"]["opt_start_seq"], 3);
-        assert_eq!(body["config"]["deliver_subject"], "_INBOX.jcord.0.1");
+        assert_eq!(
+            body["config"]["deliver_subject"],
+            ordered_deliver(0, 1).as_str()
+        );
         let o = c.ordered.as_ref().unwrap();
         assert_eq!((o.resets, o.next_cseq, o.last_sseq), (1, 1, 2));
         let second = o.name.clone();
@@ -869,7 +892,7 @@ mod tests {
         let err = c
             .on_msg(
                 msg(
-                    "_INBOX.jc.0.api1",
+                    &format!("{}.api1", inbox(0)),
                     None,
                     "",
                     r#"{"error":{"code":400,"description":"nope"}}"#,
@@ -892,14 +915,14 @@ mod tests {
         let hb = |last: u64| {
             format!("NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: {last}\r\nNats-Last-Stream: {last}\r\n\r\n")
         };
-        c.on_msg(msg("_INBOX.jcord.0.0", None, &hb(1), ""), &mut out)
+        c.on_msg(msg(&ordered_deliver(0, 0), None, &hb(1), ""), &mut out)
             .unwrap();
         assert!(!c.ordered.as_ref().unwrap().gap);
         // Another subject's heartbeat (an old consumer) says nothing about this one.
-        c.on_msg(msg("_INBOX.jcord.0.7", None, &hb(9), ""), &mut out)
+        c.on_msg(msg(&ordered_deliver(0, 7), None, &hb(9), ""), &mut out)
             .unwrap();
         assert!(!c.ordered.as_ref().unwrap().gap);
-        c.on_msg(msg("_INBOX.jcord.0.0", None, &hb(2), ""), &mut out)
+        c.on_msg(msg(&ordered_deliver(0, 0), None, &hb(2), ""), &mut out)
             .unwrap();
         assert!(c.ordered.as_ref().unwrap().gap);
     }

@@ -476,9 +476,9 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
         } else {
             format!("SUB {} 1\r\n", spec.subject)
         }),
-        Role::Requester(i) => Some(format!("SUB _INBOX.bench.{i}.* 1\r\n")),
+        Role::Requester(i) => Some(format!("SUB {}.* 1\r\n", inbox("bench", *i))),
         Role::Responder(_) => Some(format!("SUB {} bench-responders 1\r\n", spec.subject)),
-        Role::Publisher(i) if spec.mode.acked() => Some(format!("SUB _INBOX.js.{i}.* 1\r\n")),
+        Role::Publisher(i) if spec.mode.acked() => Some(format!("SUB {}.* 1\r\n", inbox("js", *i))),
         Role::Publisher(_) => None,
     };
     if let Some(sub) = sub {
@@ -487,6 +487,12 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
         reader.until_pong(&writer).await?;
     }
     Ok((reader, writer))
+}
+
+/// A client's reply subject prefix; the process id keeps two bench processes
+/// on one server from taking each other's replies.
+fn inbox(kind: &str, index: usize) -> String {
+    format!("_INBOX.{kind}.{}.{index}", std::process::id())
 }
 
 fn subject_for(spec: &Spec, publisher: usize) -> String {
@@ -625,7 +631,7 @@ async fn requester(
             None => now_ns(),
         };
         out.clear();
-        let inbox = format!("_INBOX.bench.{index}.{k}");
+        let inbox = format!("{}.{k}", inbox("bench", index));
         encode_pub(
             &mut out,
             spec.subject.as_bytes(),
@@ -694,7 +700,7 @@ async fn js_publisher(
     let mut sent = 0u64;
     let mut acked = 0u64;
     let mut out = Vec::with_capacity(64 * 1024);
-    let prefix = format!("_INBOX.js.{index}.");
+    let prefix = format!("{}.", inbox("js", index));
     while acked < count {
         let now = start.elapsed();
         while sent < count
@@ -742,6 +748,9 @@ async fn js_publisher(
                     "JetStream refused a publish: {}",
                     String::from_utf8_lossy(&d.msg)
                 ));
+            }
+            if acked == sent {
+                return Err("an ack arrived for a publish never sent".into());
             }
             acked += 1;
             Ok(())
@@ -917,7 +926,7 @@ async fn getter(
     let mut done = 0u64;
     let mut bytes = 0u64;
     let mut out = Vec::with_capacity(64 * 1024);
-    let prefix = format!("_INBOX.bench.{index}.");
+    let prefix = format!("{}.", inbox("bench", index));
     while done < count {
         while (sent_at.len() as u64) < count
             && sent_at.len() as u64 - done < spec.window as u64
