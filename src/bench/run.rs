@@ -366,7 +366,15 @@ async fn worker(
     let deadline = Instant::now() + spec.duration;
     let mut prepared = Vec::new();
     for role in roles {
-        match prepare(&spec, &role).await {
+        // Bounded too: a server that accepts and never answers must not hang.
+        let timeout = async {
+            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            Err(format!(
+                "connecting did not finish within {:?} (--duration)",
+                spec.duration
+            ))
+        };
+        match futures_lite::future::or(prepare(&spec, &role), timeout).await {
             Ok(conn) => prepared.push((role, conn)),
             Err(e) => {
                 let _ = tx.send(Report::Failed(e));
@@ -826,16 +834,19 @@ pub(crate) fn api_request(spec: &Spec, subject: &str, body: &str) -> Result<Byte
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(128 * 1024)
         .spawn(move || async move {
-            let (mut reader, writer) = connect(&server, "bench-api").await?;
-            let mut out = b"SUB _INBOX.api.* 1\r\n".to_vec();
-            encode_pub(
-                &mut out,
-                subject.as_bytes(),
-                Some(b"_INBOX.api.1"),
-                body.as_bytes(),
-            );
-            writer.write_all(&out).await?;
+            // Bounded as a whole: a server that accepts but never speaks
+            // (stopped, or not NATS) must not hang the run's setup or teardown.
             let answer = async {
+                let (mut reader, writer) = connect(&server, "bench-api").await?;
+                let reply = format!("{}.1", inbox("api", 0));
+                let mut out = format!("SUB {} 1\r\n", reply).into_bytes();
+                encode_pub(
+                    &mut out,
+                    subject.as_bytes(),
+                    Some(reply.as_bytes()),
+                    body.as_bytes(),
+                );
+                writer.write_all(&out).await?;
                 loop {
                     match reader.next().await? {
                         ServerOp::Msg { hdr_len, msg, .. }
@@ -852,7 +863,9 @@ pub(crate) fn api_request(spec: &Spec, subject: &str, body: &str) -> Result<Byte
             };
             let timeout = async {
                 glommio::timer::sleep(Duration::from_secs(5)).await;
-                Err("JetStream API did not answer within 5 s".to_string())
+                Err(format!(
+                    "JetStream API ({subject}) did not answer within 5 s"
+                ))
             };
             futures_lite::future::or(answer, timeout).await
         })
