@@ -201,6 +201,13 @@ fn ordered_config(spec: &Spec, name: &str, deliver: &str, start_seq: u64) -> ser
     serde_json::json!({"stream_name": spec.stream, "config": config})
 }
 
+/// Deletes an ordered consumer; the answer goes to an inbox nobody waits on.
+fn delete_ordered(out: &mut Vec<u8>, spec: &Spec, index: usize, name: &str) {
+    let delete = format!("$JS.API.CONSUMER.DELETE.{}.{name}", spec.stream);
+    let reply = format!("{}.del", inbox(index));
+    encode_pub(out, delete.as_bytes(), Some(reply.as_bytes()), b"");
+}
+
 /// The JetStream error in an API reply, if it holds one.
 fn api_error(reply: &[u8]) -> Result<(), String> {
     let value: serde_json::Value = serde_json::from_slice(reply).map_err(|e| {
@@ -351,6 +358,11 @@ pub(crate) async fn consume(
             ));
         }
         c.after_read(&mut out);
+    }
+    // An ordered consumer is removed when done, as clients do (it would
+    // linger for its inactive threshold on a stream the run does not delete).
+    if let Some(o) = &c.ordered {
+        delete_ordered(&mut out, spec, index, &o.name);
     }
     // Acks of the last read, then a PING so the server has taken them before
     // the run (and its CPU sample) ends.
@@ -562,9 +574,7 @@ impl<'a> Consumer<'a> {
                 let Some(o) = self.ordered.as_ref().filter(|o| o.gap) else {
                     return;
                 };
-                let delete = format!("$JS.API.CONSUMER.DELETE.{}.{}", self.spec.stream, o.name);
-                let reply = format!("{}.del", inbox(self.index));
-                encode_pub(out, delete.as_bytes(), Some(reply.as_bytes()), b"");
+                delete_ordered(out, self.spec, self.index, &o.name);
                 let (from, resets) = (o.last_sseq + 1, o.resets + 1);
                 self.create_ordered(out, from, resets);
             }
