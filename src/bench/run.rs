@@ -395,15 +395,14 @@ async fn worker(
             let report = match role {
                 Role::Publisher(i) => publisher(&spec, i, reader, writer).await.map(Report::Pub),
                 Role::Subscriber(i) if spec.mode == Mode::JsConsume => {
-                    match consume::consume(&spec, i, reader, writer, &shared).await {
-                        Ok(c) => {
+                    consume::consume(&spec, i, reader, writer, &shared)
+                        .await
+                        .map(|c| {
                             if c.resets > 0 {
                                 let _ = tx.send(Report::Resets(c.resets));
                             }
-                            Ok(Report::Sub(c.stat, c.latency))
-                        }
-                        Err(e) => Err(e),
-                    }
+                            Report::Sub(c.stat, c.latency)
+                        })
                 }
                 Role::Subscriber(_) => subscriber(&spec, reader, writer)
                     .await
