@@ -12,15 +12,17 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::bench::consume::{ConsumeKind, ConsumeSpec};
 use crate::bench::report::{summarize, svg, Summary};
-use crate::bench::run::{run, Mode, Spec};
+use crate::bench::run::{run_marked, Mode, Spec};
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub rounds: usize,
     pub msgs: u64,
     pub out: PathBuf,
-    pub jetcore: PathBuf,
+    /// `None`: measure nats-server alone.
+    pub jetcore: Option<PathBuf>,
     pub nats_server: Option<PathBuf>,
     pub scenarios: Vec<String>,
     pub shards: Option<usize>,
@@ -62,7 +64,25 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "kvget",
         "key-value get of 1000 keys (direct get of the last value), window 64",
     ),
+    (
+        "jsconsume",
+        "JetStream durable pull consumer, explicit acks, batch 500, over a preloaded 128 B file stream",
+    ),
+    (
+        "jsordered",
+        "JetStream ordered consumer replaying a preloaded 128 B file stream",
+    ),
+    (
+        "jsconsumelat",
+        "JetStream publish→pull-consumer delivery latency, 128 B at 20,000 msgs/s (open loop, CO-corrected)",
+    ),
 ];
+
+/// jsconsumelat's rate: fixed rather than a share of a measured peak, so it
+/// does not depend on which scenarios ran before it, and low enough that
+/// neither server (nor the load generator, publishing and consuming on 2
+/// cores) is near saturation: it measures latency, not capacity.
+const JS_CONSUME_LATENCY_RATE: f64 = 20_000.0;
 
 #[derive(Debug, Clone, Serialize)]
 struct Round {
@@ -119,7 +139,12 @@ pub fn compare(opts: &Options) -> Result<(), String> {
     let nats_version = nats
         .as_ref()
         .map_or("not available".to_string(), |p| version_of(p));
-    println!("jetcore: {}", opts.jetcore.display());
+    println!(
+        "jetcore: {}",
+        opts.jetcore
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string())
+    );
     println!(
         "nats-server: {} ({nats_version})",
         nats.as_ref()
@@ -196,6 +221,7 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
         storage: "file".into(),
         workers: opts.workers,
         keys: 1000,
+        consume: ConsumeSpec::default(),
     };
     match name {
         "ceiling" | "pub16" => spec.mode = Mode::Pub,
@@ -235,6 +261,27 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
             spec.window = if name == "kvput" { 256 } else { 64 };
             spec.msgs = (opts.msgs / 10).max(1000);
         }
+        // Throughput of the consume phase alone: the preload is setup.
+        "jsconsume" | "jsordered" | "jsconsumelat" => {
+            spec.mode = Mode::JsConsume;
+            spec.size = 128;
+            spec.subject = "bench.js".into();
+            spec.consume.kind = if name == "jsordered" {
+                ConsumeKind::Ordered
+            } else {
+                ConsumeKind::Pull
+            };
+            spec.consume.ack = name != "jsordered";
+            spec.msgs = match name {
+                "jsconsume" => opts.msgs,
+                // 1 M messages with the default --msgs.
+                "jsordered" => (opts.msgs / 2).max(1000),
+                _ => {
+                    spec.rate = Some(JS_CONSUME_LATENCY_RATE);
+                    opts.msgs.min(JS_CONSUME_LATENCY_RATE as u64 * 10).max(1000)
+                }
+            };
+        }
         _ => {}
     }
     spec
@@ -265,10 +312,13 @@ fn scenario(
             }
             let started = match (which, name) {
                 (_, "ceiling") => ServerProcess::sink(),
-                ("jetcore", _) => {
-                    let js = name.starts_with("js") || name.starts_with("kv");
-                    ServerProcess::jetcore(&opts.jetcore, opts.shards, js)
-                }
+                ("jetcore", _) => match &opts.jetcore {
+                    Some(path) => {
+                        let js = name.starts_with("js") || name.starts_with("kv");
+                        ServerProcess::jetcore(path, opts.shards, js)
+                    }
+                    None => continue,
+                },
                 (_, _) => match nats {
                     Some(path) => {
                         ServerProcess::nats(path, name.starts_with("js") || name.starts_with("kv"))
@@ -285,9 +335,13 @@ fn scenario(
                 }
             };
             let spec = spec_for(name, opts, started.addr.clone(), nats_rate);
-            let cpu_before = started.cpu_secs();
-            let outcome = run(&spec);
-            let cpu = started.cpu_secs() - cpu_before;
+            // Server CPU over the measured phase only (not a preload).
+            let mut marks = Vec::with_capacity(2);
+            let outcome = run_marked(&spec, &mut || marks.push(started.cpu_secs()));
+            let cpu = match marks[..] {
+                [before, after] => after - before,
+                _ => 0.0,
+            };
             drop(started);
             let outcome = match outcome {
                 Ok(o) => o,

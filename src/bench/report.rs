@@ -19,6 +19,9 @@ pub struct Summary {
     pub sub_msgs: u64,
     pub elapsed_secs: f64,
     pub latency: Option<Percentiles>,
+    /// Ordered consumers: recreations after a sequence gap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer_resets: Option<u64>,
 }
 
 pub fn summarize(outcome: &Outcome) -> Summary {
@@ -35,6 +38,7 @@ pub fn summarize(outcome: &Outcome) -> Summary {
         sub_msgs: outcome.subs.iter().map(|s| s.msgs).sum(),
         elapsed_secs: outcome.elapsed.as_secs_f64(),
         latency: (!outcome.latency.is_empty()).then(|| Percentiles::of(&outcome.latency)),
+        consumer_resets: outcome.resets,
     }
 }
 
@@ -118,6 +122,9 @@ pub fn render(outcome: &Outcome) -> String {
             "Latency (µs): p50 {:.1} | p90 {:.1} | p99 {:.1} | p99.9 {:.1} | p99.99 {:.1} | max {:.1} ({} samples)",
             p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.p9999_us, p.max_us, p.count
         );
+    }
+    if let Some(n) = outcome.resets {
+        let _ = writeln!(out, "Ordered consumer resets (sequence gaps): {n}");
     }
     out
 }

@@ -1,7 +1,7 @@
 //! The load generator's modes, run thread-per-core: one glommio executor per
 //! worker (default: online CPUs), clients spread over them round-robin.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
@@ -10,8 +10,9 @@ use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
+use crate::bench::consume::{self, ConsumeKind, ConsumeSpec};
 use crate::bench::latency::{intended_offset, new_histogram};
-use crate::bench::wire::{connect, encode_pub, Reader, ServerOp, Writer};
+use crate::bench::wire::{connect, encode_pub, status, Reader, ServerOp, Writer};
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +35,21 @@ pub enum Mode {
     KvPut,
     /// Key-value gets (direct get of a key's last value) over `keys` preloaded keys.
     KvGet,
+    /// JetStream consumers (`consume` in the spec) reading `msgs` messages: a
+    /// preloaded stream, or with `rate`, messages published meanwhile.
+    JsConsume,
 }
 
 impl Mode {
     fn jetstream(self) -> bool {
-        matches!(self, Mode::JsPub | Mode::JsGet | Mode::KvPut | Mode::KvGet)
+        matches!(
+            self,
+            Mode::JsPub | Mode::JsGet | Mode::KvPut | Mode::KvGet | Mode::JsConsume
+        )
     }
-    /// Modes whose clients publish with acks.
+    /// Modes whose publishers publish with acks.
     fn acked(self) -> bool {
-        matches!(self, Mode::JsPub | Mode::KvPut)
+        matches!(self, Mode::JsPub | Mode::KvPut | Mode::JsConsume)
     }
     /// Modes whose clients send get requests.
     fn gets(self) -> bool {
@@ -72,6 +79,8 @@ pub struct Spec {
     pub workers: usize,
     /// Key-value modes: distinct keys.
     pub keys: usize,
+    /// `js consume`: consumers are `subs` clients.
+    pub consume: ConsumeSpec,
 }
 
 /// One client's count and active time.
@@ -88,6 +97,8 @@ pub struct Outcome {
     pub subs: Vec<ClientStat>,
     pub latency: Histogram<u64>,
     pub elapsed: Duration,
+    /// Ordered consumers: how many times one was recreated after a sequence gap.
+    pub resets: Option<u64>,
 }
 
 enum Role {
@@ -100,7 +111,25 @@ enum Role {
 enum Report {
     Pub(ClientStat),
     Sub(ClientStat, Histogram<u64>),
+    Resets(u64),
     Failed(String),
+}
+
+/// What the clients of one run share across executors.
+pub(crate) struct Shared {
+    /// Requesters still running (responders outlive them).
+    working: AtomicUsize,
+    /// Messages consumed so far by all consumers (`js consume`).
+    pub(crate) consumed: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(working: usize) -> Shared {
+        Shared {
+            working: AtomicUsize::new(working),
+            consumed: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Process-wide clock origin: payloads carry nanoseconds since it, so senders and
@@ -110,41 +139,67 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
 /// Runs `spec` to completion or until its duration bound; errors name the cause.
 pub fn run(spec: &Spec) -> Result<Outcome, String> {
+    run_marked(spec, &mut || {})
+}
+
+/// `run`, calling `mark` just before and just after the measured phase (after
+/// setup and any preload, before teardown), so a caller can sample the server
+/// around exactly what was measured.
+pub fn run_marked(spec: &Spec, mark: &mut dyn FnMut()) -> Result<Outcome, String> {
     validate(spec)?;
     epoch();
-    if spec.mode.jetstream() {
+    // `js consume --no-preload` reads a stream that exists and leaves it be.
+    let own_stream =
+        spec.mode.jetstream() && (spec.mode != Mode::JsConsume || spec.consume.preload);
+    if own_stream {
         js_create_stream(spec)?;
-        // Gets need something to read: load it first, untimed.
-        let preload = match spec.mode {
-            Mode::JsGet => Some((Mode::JsPub, spec.msgs)),
-            Mode::KvGet => Some((Mode::KvPut, spec.keys as u64)),
-            _ => None,
-        };
-        if let Some((mode, msgs)) = preload {
-            let load = Spec {
-                mode,
-                msgs,
-                pubs: 1,
-                rate: None,
-                ..spec.clone()
-            };
-            if let Err(e) = run_roles(&load) {
-                js_delete_stream(spec);
-                return Err(format!("preloading the stream: {e}"));
-            }
-        }
     }
-    let outcome = run_roles(spec);
-    if spec.mode.jetstream() {
+    let outcome = setup(spec).and_then(|()| {
+        mark();
+        let outcome = run_roles(spec);
+        mark();
+        outcome
+    });
+    if spec.mode == Mode::JsConsume && spec.consume.kind != ConsumeKind::Ordered && !own_stream {
+        consume::delete_durable(spec);
+    }
+    if own_stream {
         js_delete_stream(spec);
     }
     outcome
+}
+
+/// What a mode needs before it is measured: data to read (loaded untimed) and
+/// the durable consumer.
+fn setup(spec: &Spec) -> Result<(), String> {
+    let preload = match spec.mode {
+        Mode::JsGet => Some((Mode::JsPub, spec.msgs)),
+        Mode::KvGet => Some((Mode::KvPut, spec.keys as u64)),
+        Mode::JsConsume if spec.consume.preload && spec.rate.is_none() => {
+            Some((Mode::JsPub, spec.msgs))
+        }
+        _ => None,
+    };
+    if let Some((mode, msgs)) = preload {
+        let load = Spec {
+            mode,
+            msgs,
+            pubs: 1,
+            rate: None,
+            ..spec.clone()
+        };
+        run_roles(&load).map_err(|e| format!("preloading the stream: {e}"))?;
+    }
+    if spec.mode == Mode::JsConsume && spec.consume.kind != ConsumeKind::Ordered {
+        consume::create_durable(spec)?;
+    }
+    Ok(())
 }
 
 /// Runs the clients of `spec` (setup and teardown are `run`'s).
@@ -163,6 +218,12 @@ fn run_roles(spec: &Spec) -> Result<Outcome, String> {
             roles.extend((0..spec.pubs).map(Role::Requester));
         }
         Mode::Reply => roles.extend((0..spec.responders.max(1)).map(Role::Responder)),
+        Mode::JsConsume => {
+            roles.extend((0..spec.subs).map(Role::Subscriber));
+            if spec.rate.is_some() {
+                roles.extend((0..spec.pubs).map(Role::Publisher));
+            }
+        }
     }
     let workers = spec.workers.max(1).min(roles.len().max(1));
     let mut per_worker: Vec<Vec<Role>> = (0..workers).map(|_| Vec::new()).collect();
@@ -172,7 +233,7 @@ fn run_roles(spec: &Spec) -> Result<Outcome, String> {
     // Everyone connects and subscribes, then all start together.
     let ready = Arc::new(Barrier::new(workers));
     // Responders on one worker must outlive requesters on every other worker.
-    let working = Arc::new(AtomicUsize::new(
+    let shared = Arc::new(Shared::new(
         if matches!(spec.mode, Mode::Request | Mode::JsGet | Mode::KvGet) {
             spec.pubs
         } else {
@@ -189,11 +250,11 @@ fn run_roles(spec: &Spec) -> Result<Outcome, String> {
         let spec = spec.clone();
         let ready = ready.clone();
         let tx = tx.clone();
-        let working = working.clone();
+        let shared = shared.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(w % cpus))
             .name(&format!("bench-{w}"))
             .io_memory(256 * 1024)
-            .spawn(move || worker(spec, roles, ready, working, tx))
+            .spawn(move || worker(spec, roles, ready, shared, tx))
             .map_err(|e| format!("cannot start a load-generator executor: {e}"))?;
         handles.push(handle);
     }
@@ -203,6 +264,8 @@ fn run_roles(spec: &Spec) -> Result<Outcome, String> {
         subs: Vec::new(),
         latency: new_histogram(),
         elapsed: Duration::ZERO,
+        resets: (spec.mode == Mode::JsConsume && spec.consume.kind == ConsumeKind::Ordered)
+            .then_some(0),
     };
     let mut failure = None;
     for report in rx.iter() {
@@ -215,6 +278,7 @@ fn run_roles(spec: &Spec) -> Result<Outcome, String> {
                     .map_err(|e| format!("histogram: {e:?}"))?;
                 outcome.subs.push(stat);
             }
+            Report::Resets(n) => *outcome.resets.get_or_insert(0) += n,
             Report::Failed(e) => failure = failure.or(Some(e)),
         }
     }
@@ -263,6 +327,32 @@ fn validate(spec: &Spec) -> Result<(), String> {
     if matches!(spec.mode, Mode::KvPut | Mode::KvGet) && spec.keys == 0 {
         return Err("--keys must be at least 1".into());
     }
+    if spec.mode == Mode::JsConsume {
+        let c = &spec.consume;
+        if spec.subs == 0 {
+            return Err("need at least one consumer (--clients)".into());
+        }
+        if c.batch == 0 {
+            return Err("--batch must be at least 1".into());
+        }
+        if c.kind == ConsumeKind::Ordered && c.ack {
+            return Err("ordered consumers do not ack (--ack none)".into());
+        }
+        if spec.rate.is_some() && c.kind != ConsumeKind::Pull {
+            return Err(
+                "--rate measures publish→delivery latency with a pull consumer (--mode pull)"
+                    .into(),
+            );
+        }
+        if spec.rate.is_some() && spec.size < 8 {
+            return Err(
+                "--size must be at least 8 bytes with --rate (payloads carry a timestamp)".into(),
+            );
+        }
+        if spec.rate.is_some() && spec.pubs == 0 {
+            return Err("need at least one publisher with --rate".into());
+        }
+    }
     Ok(())
 }
 
@@ -270,13 +360,21 @@ async fn worker(
     spec: Spec,
     roles: Vec<Role>,
     ready: Arc<Barrier>,
-    working: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     tx: std::sync::mpsc::SyncSender<Report>,
 ) {
     let deadline = Instant::now() + spec.duration;
     let mut prepared = Vec::new();
     for role in roles {
-        match prepare(&spec, &role).await {
+        // Bounded too: a server that accepts and never answers must not hang.
+        let timeout = async {
+            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            Err(format!(
+                "connecting did not finish within {:?} (--duration)",
+                spec.duration
+            ))
+        };
+        match futures_lite::future::or(prepare(&spec, &role), timeout).await {
             Ok(conn) => prepared.push((role, conn)),
             Err(e) => {
                 let _ = tx.send(Report::Failed(e));
@@ -292,10 +390,20 @@ async fn worker(
         let is_responder = matches!(role, Role::Responder(_));
         let spec = spec.clone();
         let tx = tx.clone();
-        let working = working.clone();
+        let shared = shared.clone();
         let task = glommio::spawn_local(async move {
             let report = match role {
                 Role::Publisher(i) => publisher(&spec, i, reader, writer).await.map(Report::Pub),
+                Role::Subscriber(i) if spec.mode == Mode::JsConsume => {
+                    consume::consume(&spec, i, reader, writer, &shared)
+                        .await
+                        .map(|c| {
+                            if c.resets > 0 {
+                                let _ = tx.send(Report::Resets(c.resets));
+                            }
+                            Report::Sub(c.stat, c.latency)
+                        })
+                }
                 Role::Subscriber(_) => subscriber(&spec, reader, writer)
                     .await
                     .map(|(s, h)| Report::Sub(s, h)),
@@ -306,7 +414,7 @@ async fn worker(
                         requester(&spec, i, reader, writer).await
                     }
                     .map(|(s, h)| Report::Sub(s, h));
-                    working.fetch_sub(1, Ordering::SeqCst);
+                    shared.working.fetch_sub(1, Ordering::SeqCst);
                     done
                 }
                 Role::Responder(_) => responder(reader, writer).await.map(Report::Pub),
@@ -323,7 +431,7 @@ async fn worker(
         if spec.mode == Mode::Reply {
             glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
         }
-        while working.load(Ordering::SeqCst) > 0 {
+        while shared.working.load(Ordering::SeqCst) > 0 {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
     };
@@ -344,8 +452,17 @@ async fn worker(
             t.cancel().await;
         }
     } else if spec.mode != Mode::Reply {
+        let progress = if spec.mode == Mode::JsConsume {
+            format!(
+                ": {} of {} messages consumed",
+                shared.consumed.load(Ordering::Relaxed),
+                consume::target(&spec)
+            )
+        } else {
+            String::new()
+        };
         let _ = tx.send(Report::Failed(format!(
-            "run did not finish within {:?} (--duration)",
+            "run did not finish within {:?} (--duration){progress}",
             spec.duration
         )));
     }
@@ -360,14 +477,15 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
     };
     let (mut reader, writer) = connect(&spec.server, &name).await?;
     let sub = match role {
+        Role::Subscriber(i) if spec.mode == Mode::JsConsume => Some(consume::prepare_ops(spec, *i)),
         Role::Subscriber(i) => Some(if spec.multisubject {
             format!("SUB {}.> {}\r\n", spec.subject, i + 1)
         } else {
             format!("SUB {} 1\r\n", spec.subject)
         }),
-        Role::Requester(i) => Some(format!("SUB _INBOX.bench.{i}.* 1\r\n")),
+        Role::Requester(i) => Some(format!("SUB {}.* 1\r\n", inbox("bench", *i))),
         Role::Responder(_) => Some(format!("SUB {} bench-responders 1\r\n", spec.subject)),
-        Role::Publisher(i) if spec.mode.acked() => Some(format!("SUB _INBOX.js.{i}.* 1\r\n")),
+        Role::Publisher(i) if spec.mode.acked() => Some(format!("SUB {}.* 1\r\n", inbox("js", *i))),
         Role::Publisher(_) => None,
     };
     if let Some(sub) = sub {
@@ -376,6 +494,12 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
         reader.until_pong(&writer).await?;
     }
     Ok((reader, writer))
+}
+
+/// A client's reply subject prefix; the process id keeps two bench processes
+/// on one server from taking each other's replies.
+fn inbox(kind: &str, index: usize) -> String {
+    format!("_INBOX.{kind}.{}.{index}", std::process::id())
 }
 
 fn subject_for(spec: &Spec, publisher: usize) -> String {
@@ -514,7 +638,7 @@ async fn requester(
             None => now_ns(),
         };
         out.clear();
-        let inbox = format!("_INBOX.bench.{index}.{k}");
+        let inbox = format!("{}.{k}", inbox("bench", index));
         encode_pub(
             &mut out,
             spec.subject.as_bytes(),
@@ -576,43 +700,64 @@ async fn js_publisher(
     writer: Writer,
 ) -> Result<ClientStat, String> {
     let count = share(spec.msgs, spec.pubs, index);
-    let body = payload(spec.size, 0);
+    let mut body = payload(spec.size, 0);
+    // With --rate, message n is due at start + n / rate and carries that time.
+    let rate = spec.rate.map(|r| r / spec.pubs as f64);
     let start = Instant::now();
-    let mut sent_at: Vec<u64> = Vec::with_capacity(count as usize);
+    let mut sent = 0u64;
     let mut acked = 0u64;
     let mut out = Vec::with_capacity(64 * 1024);
-    let prefix = format!("_INBOX.js.{index}.");
+    let prefix = format!("{}.", inbox("js", index));
     while acked < count {
-        while (sent_at.len() as u64) < count
-            && sent_at.len() as u64 - acked < spec.window as u64
+        let now = start.elapsed();
+        while sent < count
+            && sent - acked < spec.window as u64
             && out.len() < 64 * 1024
+            && rate.is_none_or(|r| intended_offset(sent, r) <= now)
         {
-            let n = sent_at.len();
-            let inbox = format!("{prefix}{n}");
+            let inbox = format!("{prefix}{sent}");
             let subject = match spec.mode {
-                Mode::KvPut => kv_key(spec, index + n * spec.pubs),
+                Mode::KvPut => kv_key(spec, index + sent as usize * spec.pubs),
                 _ => spec.subject.clone(),
             };
+            if let Some(r) = rate {
+                let intended = start + intended_offset(sent, r);
+                let stamp = intended.duration_since(epoch()).as_nanos() as u64;
+                body[..8].copy_from_slice(&stamp.to_le_bytes());
+            }
             encode_pub(&mut out, subject.as_bytes(), Some(inbox.as_bytes()), &body);
-            sent_at.push(now_ns());
+            sent += 1;
         }
         if !out.is_empty() {
             writer.write_all(&out).await?;
             out.clear();
         }
+        // At a rate, wait for acks only until the next message is due.
+        let wait = match rate {
+            Some(r) if sent < count && sent - acked < spec.window as u64 => {
+                Some(intended_offset(sent, r).saturating_sub(start.elapsed()))
+            }
+            _ => None,
+        };
+        if wait == Some(Duration::ZERO) {
+            continue;
+        }
         // Take every ack already received before refilling the window, so the
         // next write carries as many publishes as it can (as clients do).
-        drain(&mut reader, &writer, |msg, hdr_len, _| {
-            if hdr_len > 0 {
+        drain_within(&mut reader, &writer, wait, |d| {
+            if d.hdr_len > 0 {
                 return Err(
                     "JetStream publish got a status reply: no stream listens on the subject".into(),
                 );
             }
-            if memchr::memmem::find(&msg, b"\"error\"").is_some() {
+            if memchr::memmem::find(&d.msg, b"\"error\"").is_some() {
                 return Err(format!(
                     "JetStream refused a publish: {}",
-                    String::from_utf8_lossy(&msg)
+                    String::from_utf8_lossy(&d.msg)
                 ));
+            }
+            if acked == sent {
+                return Err("an ack arrived for a publish never sent".into());
             }
             acked += 1;
             Ok(())
@@ -626,47 +771,81 @@ async fn js_publisher(
     })
 }
 
-/// Waits for the next message, then takes every one already buffered, handing
-/// each (payload, header length, subject) to `each`; server PINGs are answered.
-async fn drain(
+/// A message from the server, as `drain_within` hands it on.
+pub(crate) struct Delivered {
+    pub subject: Bytes,
+    pub reply: Option<Bytes>,
+    pub hdr_len: usize,
+    pub msg: Bytes,
+}
+
+/// Waits for the next message (at most `wait`, if given), then takes every one
+/// already buffered, handing each to `each`; server PINGs are answered. `false`
+/// = the wait ran out with nothing read.
+pub(crate) async fn drain_within(
     reader: &mut Reader,
     writer: &Writer,
-    mut each: impl FnMut(Bytes, usize, Bytes) -> Result<(), String>,
-) -> Result<(), String> {
-    let mut op = Some(reader.next().await?);
+    wait: Option<Duration>,
+    mut each: impl FnMut(Delivered) -> Result<(), String>,
+) -> Result<bool, String> {
+    let first = match wait {
+        None => reader.next().await?,
+        Some(wait) => {
+            // Reader::next is cancel-safe: glommio reads only when polled ready,
+            // and nothing is taken off the buffer until an op is whole.
+            let next = async { Some(reader.next().await) };
+            let timeout = async {
+                glommio::timer::sleep(wait).await;
+                None
+            };
+            match futures_lite::future::or(next, timeout).await {
+                Some(op) => op?,
+                None => return Ok(false),
+            }
+        }
+    };
+    let mut op = Some(first);
     while let Some(o) = op {
         match o {
             ServerOp::Msg {
                 subject,
+                reply,
                 hdr_len,
                 msg,
-                ..
-            } => each(msg, hdr_len, subject)?,
+            } => each(Delivered {
+                subject,
+                reply,
+                hdr_len,
+                msg,
+            })?,
             ServerOp::Ping => writer.write_all(b"PONG\r\n").await?,
             _ => {}
         }
         op = reader.try_next()?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// One request/response on a fresh connection (JetStream API calls).
-fn api_request(spec: &Spec, subject: &str, body: &str) -> Result<Bytes, String> {
+pub(crate) fn api_request(spec: &Spec, subject: &str, body: &str) -> Result<Bytes, String> {
     let server = spec.server.clone();
     let (subject, body) = (subject.to_string(), body.to_string());
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(128 * 1024)
         .spawn(move || async move {
-            let (mut reader, writer) = connect(&server, "bench-api").await?;
-            let mut out = b"SUB _INBOX.api.* 1\r\n".to_vec();
-            encode_pub(
-                &mut out,
-                subject.as_bytes(),
-                Some(b"_INBOX.api.1"),
-                body.as_bytes(),
-            );
-            writer.write_all(&out).await?;
+            // Bounded as a whole: a server that accepts but never speaks
+            // (stopped, or not NATS) must not hang the run's setup or teardown.
             let answer = async {
+                let (mut reader, writer) = connect(&server, "bench-api").await?;
+                let reply = format!("{}.1", inbox("api", 0));
+                let mut out = format!("SUB {} 1\r\n", reply).into_bytes();
+                encode_pub(
+                    &mut out,
+                    subject.as_bytes(),
+                    Some(reply.as_bytes()),
+                    body.as_bytes(),
+                );
+                writer.write_all(&out).await?;
                 loop {
                     match reader.next().await? {
                         ServerOp::Msg { hdr_len, msg, .. }
@@ -683,7 +862,9 @@ fn api_request(spec: &Spec, subject: &str, body: &str) -> Result<Bytes, String> 
             };
             let timeout = async {
                 glommio::timer::sleep(Duration::from_secs(5)).await;
-                Err("JetStream API did not answer within 5 s".to_string())
+                Err(format!(
+                    "JetStream API ({subject}) did not answer within 5 s"
+                ))
             };
             futures_lite::future::or(answer, timeout).await
         })
@@ -757,7 +938,7 @@ async fn getter(
     let mut done = 0u64;
     let mut bytes = 0u64;
     let mut out = Vec::with_capacity(64 * 1024);
-    let prefix = format!("_INBOX.bench.{index}.");
+    let prefix = format!("{}.", inbox("bench", index));
     while done < count {
         while (sent_at.len() as u64) < count
             && sent_at.len() as u64 - done < spec.window as u64
@@ -789,14 +970,10 @@ async fn getter(
             writer.write_all(&out).await?;
             out.clear();
         }
-        drain(&mut reader, &writer, |msg, hdr_len, subject| {
-            let hdr = &msg[..hdr_len];
-            if hdr.starts_with(b"NATS/1.0 4") || hdr.starts_with(b"NATS/1.0 5") {
-                let status = String::from_utf8_lossy(&hdr[..hdr.len().min(40)]).into_owned();
-                return Err(format!(
-                    "direct get failed: {}",
-                    status.lines().next().unwrap_or("")
-                ));
+        drain_within(&mut reader, &writer, None, |d| {
+            let (msg, hdr_len, subject) = (d.msg, d.hdr_len, d.subject);
+            if let Some((code, text)) = status(&msg[..hdr_len]).filter(|(c, _)| *c >= 400) {
+                return Err(format!("direct get failed: NATS/1.0 {code} {text}"));
             }
             let n: usize = std::str::from_utf8(&subject[prefix.len().min(subject.len())..])
                 .ok()

@@ -120,6 +120,27 @@ pub fn encode_pub(out: &mut Vec<u8>, subject: &[u8], reply: Option<&[u8]>, paylo
     out.extend_from_slice(b"\r\n");
 }
 
+/// The status of a header block: `NATS/1.0 408 Request Timeout` gives
+/// `(408, "Request Timeout")`; an ordinary block (`NATS/1.0` alone) gives `None`.
+pub fn status(hdr: &[u8]) -> Option<(u16, &str)> {
+    let end = memchr::memmem::find(hdr, b"\r\n").unwrap_or(hdr.len());
+    let line = std::str::from_utf8(&hdr[..end]).ok()?;
+    let rest = line.strip_prefix("NATS/1.0 ")?.trim_start();
+    let code = rest
+        .get(..3)
+        .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))?;
+    Some((code.parse().ok()?, rest[3..].trim()))
+}
+
+/// The value of header `name` (matched case-insensitively) in a header block.
+pub fn header<'a>(hdr: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(hdr).ok()?;
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
 /// The read half of a connection.
 pub struct Reader {
     stream: Rc<RefCell<TcpStream>>,
@@ -246,6 +267,26 @@ mod tests {
             }
         );
         assert_eq!(got[3], ServerOp::Ping);
+    }
+
+    #[test]
+    fn status_lines_and_headers() {
+        let timeout = b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 6\r\nnats-pending-bytes: 0\r\n\r\n";
+        assert_eq!(status(timeout), Some((408, "Request Timeout")));
+        assert_eq!(header(timeout, "Nats-Pending-Messages"), Some("6"));
+        assert_eq!(header(timeout, "Nats-Pending-Bytes"), Some("0"));
+        assert_eq!(header(timeout, "Nats-Last-Consumer"), None);
+        assert_eq!(status(b"NATS/1.0 503\r\n\r\n"), Some((503, "")));
+        assert_eq!(
+            status(b"NATS/1.0 100 FlowControl Request\r\n\r\n"),
+            Some((100, "FlowControl Request"))
+        );
+        // Stored headers are not a status, and neither is garbage.
+        let stored = b"NATS/1.0\r\nX-Foo: bar\r\n\r\n";
+        assert_eq!(status(stored), None);
+        assert_eq!(header(stored, "x-foo"), Some("bar"));
+        assert_eq!(status(b"NATS/1.0 +12 x\r\n\r\n"), None);
+        assert_eq!(status(b"HTTP/1.1 200 OK\r\n\r\n"), None);
     }
 
     #[test]

