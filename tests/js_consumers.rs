@@ -1893,3 +1893,162 @@ async fn durable_consumer_state_survives_sigterm() {
 async fn durable_consumer_state_survives_kill_9() {
     durable_consumer_survives(|server| server.kill9()).await;
 }
+
+// ---------------------------------------------------------------------------------
+// Edge cases found in review: each of these crashed, jammed or miscounted once.
+
+#[tokio::test]
+async fn sampled_acks_publish_metrics_and_the_server_stays_up() {
+    let e = env(1).await;
+    make_stream(&e.js, "SM", &["sm.>"]).await;
+    for i in 0..5 {
+        publish(&e.js, "sm.a", format!("{i}")).await;
+    }
+    let mut metrics = e
+        .client
+        .subscribe("$JS.EVENT.METRIC.CONSUMER.ACK.SM.M")
+        .await
+        .unwrap();
+    e.client.flush().await.unwrap();
+    let c =
+        e.js.get_stream("SM")
+            .await
+            .unwrap()
+            .create_consumer(pull::Config {
+                sample_frequency: 100,
+                ..durable("M")
+            })
+            .await
+            .unwrap();
+    for m in fetch(&c, 5).await {
+        m.ack().await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let m = next_within(&mut metrics, Duration::from_secs(3))
+            .await
+            .expect("a metric per sampled ack");
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["type"], "io.nats.jetstream.metric.v1.consumer_ack");
+        seen.push((
+            v["stream_seq"].as_u64().unwrap(),
+            v["deliveries"].as_u64().unwrap(),
+        ));
+    }
+    seen.sort();
+    assert_eq!(seen, [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]);
+    assert_eq!(
+        info_when(&c, |i| i.num_ack_pending == 0)
+            .await
+            .ack_floor
+            .stream_sequence,
+        5
+    );
+}
+
+#[test]
+fn statuses_sent_to_api_subjects_do_not_reenter_the_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(1, dir.path(), &[]);
+    let mut r = server.raw();
+    r.setup_requests();
+    raw_json(
+        &mut r,
+        "$JS.API.STREAM.CREATE.RE",
+        r#"{"name":"RE","subjects":["re.>"]}"#,
+    );
+    raw_json(
+        &mut r,
+        "$JS.API.CONSUMER.CREATE.RE.C",
+        r#"{"stream_name":"RE","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+    );
+    // The 408 for this request goes to the PAUSE API of the same consumer.
+    let body = r#"{"expires":300000000}"#;
+    r.send(
+        format!(
+            "PUB $JS.API.CONSUMER.MSG.NEXT.RE.C $JS.API.CONSUMER.PAUSE.RE.C {}\r\n{body}\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.RE.C", "");
+    assert_eq!(v["name"], "C", "{v}");
+}
+
+#[tokio::test]
+async fn deliver_subject_inside_the_stream_is_a_cycle() {
+    let e = env(1).await;
+    make_stream(&e.js, "CY", &["cy.>"]).await;
+    let v = api(
+        &e.client,
+        "CONSUMER.CREATE.CY.P",
+        json!({"stream_name":"CY","config":{"durable_name":"P","deliver_subject":"cy.out"}}),
+    )
+    .await;
+    assert_eq!(err_code(&v), 10081, "{v}");
+}
+
+#[tokio::test]
+async fn num_pending_and_ack_pending_follow_a_purge() {
+    let e = env(1).await;
+    let s = make_stream(&e.js, "PG", &["pg.>"]).await;
+    for i in 0..100 {
+        publish(&e.js, "pg.a", format!("{i}")).await;
+    }
+    let c = s
+        .create_consumer(pull::Config {
+            max_ack_pending: 10,
+            ..durable("C")
+        })
+        .await
+        .unwrap();
+    assert_eq!(fetch(&c, 10).await.len(), 10);
+    assert_eq!(info(&c).await.num_pending, 90);
+    e.js.get_stream("PG").await.unwrap().purge().await.unwrap();
+    // Nothing is left to deliver or to wait an ack for.
+    let i = info_when(&c, |i| i.num_pending == 0 && i.num_ack_pending == 0).await;
+    assert_eq!((i.num_pending, i.num_ack_pending), (0, 0));
+    // And the consumer is not jammed by acks it can never get.
+    publish(&e.js, "pg.a", "new").await;
+    let got = batch(&c, 5, Duration::from_millis(500)).await;
+    assert_eq!(seqs(&got), [101]);
+}
+
+#[test]
+fn a_requester_that_went_away_stops_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(1, dir.path(), &[]);
+    let mut r = server.raw();
+    r.setup_requests();
+    raw_json(
+        &mut r,
+        "$JS.API.STREAM.CREATE.GO",
+        r#"{"name":"GO","subjects":["go.>"]}"#,
+    );
+    raw_json(
+        &mut r,
+        "$JS.API.CONSUMER.CREATE.GO.C",
+        r#"{"stream_name":"GO","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+    );
+    {
+        let mut gone = server.raw();
+        gone.setup_requests();
+        gone.send(
+            b"SUB _gone.> 5\r\nPUB $JS.API.CONSUMER.MSG.NEXT.GO.C _gone.x 2\r\n10\r\nPING\r\n",
+        );
+        gone.flush();
+        let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.GO.C", "");
+        assert_eq!(v["num_waiting"], 1, "{v}");
+    }
+    // The connection is closed: within a couple of seconds the request is dropped.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.GO.C", "");
+        if v["num_waiting"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "request still waiting: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

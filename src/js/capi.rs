@@ -271,6 +271,25 @@ async fn create(
     if let Err(e) = cfg.normalize(&scfg) {
         return err(e);
     }
+    // Deliveries into the stream's own subjects would be stored and delivered
+    // again without end.
+    if cfg.is_push()
+        && scfg
+            .subjects
+            .iter()
+            .any(|s| crate::subject::matches(s.as_bytes(), cfg.deliver_subject.as_bytes()))
+    {
+        return err(ApiError::new(
+            400,
+            10081,
+            "consumer deliver subject forms a cycle",
+        ));
+    }
+    if scfg.retention() == Retention::WorkQueue {
+        if let Some(e) = workqueue_conflict(&stream, &name, &cfg) {
+            return err(e);
+        }
+    }
     if let Some(existing) = lookup(&stream, &name) {
         let old = existing.cfg.borrow().clone();
         if old == cfg {
@@ -302,33 +321,6 @@ async fn create(
     if scfg.max_consumers > 0 && count >= scfg.max_consumers {
         return err(ApiError::max_consumers());
     }
-    if scfg.retention() == Retention::WorkQueue {
-        let mine = cfg.filters();
-        for other in stream.consumers.borrow().values() {
-            let theirs = other.cfg.borrow().filters();
-            if mine.is_empty() {
-                return err(ApiError::new(
-                    400,
-                    10099,
-                    "multiple non-filtered consumers not allowed on workqueue stream",
-                ));
-            }
-            let overlap = mine.is_empty()
-                || theirs.is_empty()
-                || mine.iter().any(|a| {
-                    theirs
-                        .iter()
-                        .any(|b| crate::subject::overlaps(a.as_bytes(), b.as_bytes()))
-                });
-            if overlap {
-                return err(ApiError::new(
-                    400,
-                    10100,
-                    "filtered consumer not unique on workqueue stream",
-                ));
-            }
-        }
-    }
     let created = now_nanos();
     let durable = cfg.is_durable();
     let dir = consumer::consumers_dir(&stream).join(&name);
@@ -339,6 +331,7 @@ async fn create(
         };
         if let Err(e) = consumer::write_meta(&dir, &meta)
             .and_then(|()| crate::js::filelog::sync_dir(&consumer::consumers_dir(&stream)))
+            .and_then(|()| crate::js::filelog::sync_dir(&stream.dir))
         {
             let _ = std::fs::remove_dir_all(&dir);
             return err(ApiError::consumer_create(e));
@@ -352,9 +345,51 @@ async fn create(
         created,
         state_dir,
     ));
+    // The starting position is saved before the answer: after a crash the
+    // consumer resumes there, not at whatever "new" or "last" means by then.
+    if !c.save(true).await {
+        let _ = std::fs::remove_dir_all(consumer::consumers_dir(&stream).join(&name));
+        return err(ApiError::consumer_create("cannot save the consumer state"));
+    }
+    // Created by a concurrent request while this one saved: answer with that one.
+    if let Some(other) = lookup(&stream, &name) {
+        return shard.reply(reply, None, &info(shard, &other, CREATE));
+    }
     start(shard, &stream, c.clone());
     action_advisory(shard, &stream.name, &name, "create");
     shard.reply(reply, None, &info(shard, &c, CREATE));
+}
+
+/// A workqueue stream lets one consumer take each subject.
+fn workqueue_conflict(stream: &Stream, name: &str, cfg: &ConsumerConfig) -> Option<ApiError> {
+    let mine = cfg.filters();
+    for other in stream.consumers.borrow().values() {
+        if other.name == name {
+            continue;
+        }
+        if mine.is_empty() {
+            return Some(ApiError::new(
+                400,
+                10099,
+                "multiple non-filtered consumers not allowed on workqueue stream",
+            ));
+        }
+        let theirs = other.cfg.borrow().filters();
+        let overlap = theirs.is_empty()
+            || mine.iter().any(|a| {
+                theirs
+                    .iter()
+                    .any(|b| crate::subject::overlaps(a.as_bytes(), b.as_bytes()))
+            });
+        if overlap {
+            return Some(ApiError::new(
+                400,
+                10100,
+                "filtered consumer not unique on workqueue stream",
+            ));
+        }
+    }
+    None
 }
 
 /// Registers a consumer with its stream and starts its task.
@@ -400,11 +435,28 @@ pub async fn remove_consumer(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str)
         ix.track_removals = false;
         ix.recent_removed.clear();
     }
-    c.stop(shard, true).await;
-    if c.cfg.borrow().is_durable() {
+    // Out of the way at once, so a consumer created again under this name
+    // while this one stops gets a directory of its own.
+    let doomed = if c.cfg.borrow().is_durable() {
         let dir = consumer::consumers_dir(stream).join(name);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            crate::error!("JetStream: removing consumer {}: {e}", dir.display());
+        let away = consumer::consumers_dir(stream).join(format!(
+            ".deleted-{name}-{}",
+            consumer::random_token(shard, 8)
+        ));
+        match std::fs::rename(&dir, &away) {
+            Ok(()) => Some(away),
+            Err(e) => {
+                crate::error!("JetStream: removing consumer {}: {e}", dir.display());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    c.stop(shard, true).await;
+    if let Some(away) = doomed {
+        if let Err(e) = std::fs::remove_dir_all(&away) {
+            crate::error!("JetStream: removing consumer {}: {e}", away.display());
         }
     }
     consumer::retain_sweep(stream);
@@ -540,13 +592,13 @@ pub fn on_internal(
             // v1: $JS.ACK.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>
             // v2: $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>[...]
             let at = match tokens.len() {
-                9 => 2,
-                n if n >= 11 => 4,
-                _ => return no_responders(shard),
+                9 if tokens[2] == stream.name => 2,
+                n if n >= 11 && tokens[4] == stream.name => 4,
+                // Malformed: nobody can take it, as in nats-server.
+                _ if tokens.get(2) == Some(&stream.name.as_str()) => return no_responders(shard),
+                // Another stream's ack matched the v2 pattern: not ours.
+                _ => return,
             };
-            if tokens[at] != stream.name {
-                return no_responders(shard);
-            }
             let c = lookup(stream, tokens[at + 1]);
             let dc = tokens[at + 2].parse::<u64>().ok();
             let sseq = tokens[at + 3].parse::<u64>().ok();

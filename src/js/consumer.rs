@@ -38,6 +38,9 @@ pub const FC_WINDOW_MAX: u64 = 32 * 1024 * 1024;
 pub const ACK_REPLIES_MAX: usize = 65_536;
 /// How often a durable consumer's changed state is saved.
 pub const SAVE_INTERVAL_NS: i64 = 100_000_000;
+/// How often a consumer checks that its push subscriber or pull requesters
+/// are still there.
+const INTEREST_CHECK_NS: i64 = 1_000_000_000;
 /// How often an unbound push consumer looks for a subscriber.
 const BIND_POLL_NS: i64 = 50_000_000;
 /// Read-ahead per disk read for a consumer (its buffer holds at most this).
@@ -68,6 +71,8 @@ struct Pend {
     dc: u64,
     /// Redelivery deadline (ns).
     deadline: i64,
+    /// When it was last delivered (ns).
+    delivered: i64,
 }
 
 #[derive(Default)]
@@ -113,6 +118,7 @@ struct State {
     last_save: i64,
     ack_replies: Vec<Bytes>,
     bound: bool,
+    last_interest_check: i64,
 }
 
 pub struct Consumer {
@@ -329,8 +335,16 @@ impl Consumer {
         st.exhausted = saved.exhausted.into_iter().collect();
         for (sseq, cseq, dc) in saved.pending {
             // Whatever was in flight at the stop is redelivered after ack_wait.
-            let deadline = now + ack_wait;
-            st.pending.insert(sseq, Pend { cseq, dc, deadline });
+            let deadline = now.saturating_add(ack_wait);
+            st.pending.insert(
+                sseq,
+                Pend {
+                    cseq,
+                    dc,
+                    deadline,
+                    delivered: 0,
+                },
+            );
             st.timers.insert((deadline, sseq));
         }
         let ix = self.stream.ix.borrow();
@@ -368,11 +382,25 @@ impl Consumer {
             st.np = ix.count_filtered(st.cursor, &filters) + st.lps.len() as u64;
             st.np_upto = ix.last_seq();
             st.np_gen = ix.removals;
+            // Pending messages removed from the stream (purge, limits) no
+            // longer wait for an ack.
+            let gone: Vec<u64> = st
+                .pending
+                .keys()
+                .copied()
+                .filter(|q| ix.entry(*q).is_none())
+                .collect();
+            for q in gone {
+                self.settle(st, q);
+            }
             return;
         }
         for (seq, subject) in ix.recent_removed.iter().rev().take(behind as usize) {
             if *seq >= st.cursor && *seq <= st.np_upto && matches_any(&filters, subject) {
                 st.np = st.np.saturating_sub(1);
+            }
+            if st.pending.contains_key(seq) {
+                self.settle(st, *seq);
             }
         }
         st.np_gen = ix.removals;
@@ -530,9 +558,13 @@ impl Consumer {
             reply: reply.clone(),
             batch,
             max_bytes: (req.max_bytes > 0).then_some(req.max_bytes as u64),
-            expires: if expires > 0 { now + expires } else { 0 },
+            expires: if expires > 0 {
+                now.saturating_add(expires)
+            } else {
+                0
+            },
             hb: req.idle_heartbeat,
-            next_hb: now + req.idle_heartbeat,
+            next_hb: now.saturating_add(req.idle_heartbeat),
             fresh: req.no_wait,
             got: 0,
         });
@@ -558,6 +590,9 @@ impl Consumer {
         };
         let mut removed: Vec<u64> = Vec::new();
         let mut wake = false;
+        // Published after the state borrow ends (a publish may re-enter).
+        let mut sampled: Option<Pend> = None;
+        let mut terminated: Option<(Pend, Option<String>)> = None;
         let lowest = self.st.borrow().pending.first_key_value().map(|(s, _)| *s);
         let lowest = lowest.is_some_and(|l| {
             if cfg.ack() == AckPolicy::All {
@@ -585,10 +620,10 @@ impl Consumer {
                             }
                         }
                         _ => {
-                            if st.pending.contains_key(&sseq) {
+                            if let Some(p) = st.pending.get(&sseq).copied() {
                                 self.settle(&mut st, sseq);
                                 removed.push(sseq);
-                                self.sample_ack(shard, &cfg, sseq, now);
+                                sampled = Some(p);
                             }
                         }
                     }
@@ -602,7 +637,7 @@ impl Consumer {
                     if let Some(p) = st.pending.get(&sseq).copied() {
                         st.timers.remove(&(p.deadline, sseq));
                         if delay > 0 {
-                            let deadline = now + delay;
+                            let deadline = now.saturating_add(delay);
                             st.pending.get_mut(&sseq).expect("pending").deadline = deadline;
                             st.timers.insert((deadline, sseq));
                         } else {
@@ -616,7 +651,7 @@ impl Consumer {
                     if let Some(p) = st.pending.get(&sseq).copied() {
                         if !st.due.contains(&sseq) {
                             st.timers.remove(&(p.deadline, sseq));
-                            let deadline = now + cfg.ack_wait.max(1);
+                            let deadline = now.saturating_add(cfg.ack_wait.max(1));
                             st.pending.get_mut(&sseq).expect("pending").deadline = deadline;
                             st.timers.insert((deadline, sseq));
                         }
@@ -633,7 +668,7 @@ impl Consumer {
                         } else {
                             Some(arg.to_string())
                         };
-                        self.advisory_term(shard, sseq, p.cseq, dc.max(p.dc), reason);
+                        terminated = Some((p, reason));
                     }
                 }
                 _ => {} // unknown bodies are accepted and ignored, as nats-server does
@@ -642,6 +677,12 @@ impl Consumer {
                 st.dirty = true;
                 update_floor(&mut st, lowest);
             }
+        }
+        if let Some(p) = sampled {
+            self.sample_ack(shard, &cfg, sseq, p, now);
+        }
+        if let Some((p, reason)) = terminated {
+            self.advisory_term(shard, sseq, p.cseq, dc.max(p.dc), reason);
         }
         if !removed.is_empty() {
             retain_check(&self.stream, &removed);
@@ -674,15 +715,12 @@ impl Consumer {
         }
     }
 
-    fn sample_ack(&self, shard: &Shard, cfg: &ConsumerConfig, sseq: u64, now: i64) {
+    fn sample_ack(&self, shard: &Shard, cfg: &ConsumerConfig, sseq: u64, p: Pend, now: i64) {
         let pct = cfg.sample_percent();
         if pct == 0 || shard.random() % 100 >= pct {
             return;
         }
-        let (cseq, dc, delivered_at) = {
-            let st = self.st.borrow();
-            (st.dseq, 1, st.last_delivered)
-        };
+        let (cseq, dc, delivered_at) = (p.cseq, p.dc, p.delivered);
         let body = format!(
             concat!(
                 "{{\"type\":\"io.nats.jetstream.metric.v1.consumer_ack\",\"id\":\"{}\",",
@@ -783,7 +821,7 @@ impl Consumer {
             self.done.wait().await;
         }
         if !deleted {
-            self.save().await;
+            self.save(true).await;
         }
     }
 
@@ -824,16 +862,21 @@ impl Consumer {
             };
             if dirty_save {
                 let last = self.st.borrow().last_save;
-                if now - last >= SAVE_INTERVAL_NS || !self.st.borrow().ack_replies.is_empty() {
-                    self.save().await;
-                    let replies = std::mem::take(&mut self.st.borrow_mut().ack_replies);
-                    for r in replies {
-                        shard.reply(&r, None, b"");
+                let confirming = !self.st.borrow().ack_replies.is_empty();
+                if now - last >= SAVE_INTERVAL_NS || confirming {
+                    // Acks are confirmed only once the state holding them is saved.
+                    if self.save(confirming).await {
+                        let replies = std::mem::take(&mut self.st.borrow_mut().ack_replies);
+                        for r in replies {
+                            shard.reply(&r, None, b"");
+                        }
+                        shard.flush_mesh().await;
+                        continue;
                     }
-                    shard.flush_mesh().await;
-                    continue;
+                    deadline = deadline.min(now + SAVE_INTERVAL_NS);
+                } else {
+                    deadline = deadline.min(last + SAVE_INTERVAL_NS);
                 }
-                deadline = deadline.min(last + SAVE_INTERVAL_NS);
             }
             let wait = (deadline - now_nanos()).max(0) as u64;
             if wait == 0 {
@@ -862,7 +905,7 @@ impl Consumer {
         if busy {
             return 0;
         }
-        st.last_activity + cfg.inactive_threshold
+        st.last_activity.saturating_add(cfg.inactive_threshold)
     }
 
     /// One round of work; returns the next deadline (ns) it knows of.
@@ -932,7 +975,15 @@ impl Consumer {
                     self.settle(&mut st, sseq);
                     update_floor(&mut st, lowest);
                 } else {
-                    self.advance_past(&mut st, sseq);
+                    // Its removal is counted from the index's removal log; an
+                    // initial last-per-subject start is below the cursor and
+                    // is not, so it is counted here.
+                    self.sync_pending(&mut st);
+                    if st.lps.front() == Some(&sseq) {
+                        self.advance_past(&mut st, sseq);
+                    } else {
+                        st.cursor = st.cursor.max(sseq + 1);
+                    }
                 }
                 continue;
             };
@@ -973,14 +1024,36 @@ impl Consumer {
             }
         }
         if cfg.is_push() && cfg.idle_heartbeat > 0 {
-            next = next.min(st.last_push.max(self.created) + cfg.idle_heartbeat);
+            next = next.min(
+                st.last_push
+                    .max(self.created)
+                    .saturating_add(cfg.idle_heartbeat),
+            );
+        }
+        if cfg.is_push() || !st.waiting.is_empty() {
+            // Notice a subscriber or requester that went away.
+            next = next.min(now.saturating_add(INTEREST_CHECK_NS));
         }
         next
     }
 
     /// Chooses the next message: a due redelivery first, else the next new one.
     fn pick(&self, shard: &Shard, cfg: &ConsumerConfig) -> Option<(u64, bool)> {
+        let mut gave_up = Vec::new();
+        let picked = self.pick_inner(cfg, &mut gave_up);
+        for (sseq, dc) in gave_up {
+            self.advisory_max_deliver(shard, sseq, dc);
+        }
+        picked
+    }
+
+    fn pick_inner(
+        &self,
+        cfg: &ConsumerConfig,
+        gave_up: &mut Vec<(u64, u64)>,
+    ) -> Option<(u64, bool)> {
         let mut st = self.st.borrow_mut();
+        self.sync_pending(&mut st);
         while let Some(&sseq) = st.due.first() {
             let dc = st.pending.get(&sseq).map(|p| p.dc);
             match dc {
@@ -992,7 +1065,7 @@ impl Consumer {
                     self.settle(&mut st, sseq);
                     st.exhausted.insert(sseq);
                     st.dirty = true;
-                    self.advisory_max_deliver(shard, sseq, dc);
+                    gave_up.push((sseq, dc));
                 }
                 Some(_) => return Some((sseq, true)),
             }
@@ -1077,11 +1150,10 @@ impl Consumer {
             st.np.saturating_sub(1)
         };
         let (dc, cseq) = if redelivery {
-            let p = st
-                .pending
-                .get(&msg.seq)
-                .copied()
-                .expect("due message pending");
+            // Acked or terminated while it was being read: nothing to redeliver.
+            let Some(p) = st.pending.get(&msg.seq).copied() else {
+                return true;
+            };
             (p.dc + 1, st.dseq + 1)
         } else {
             (1, st.dseq + 1)
@@ -1146,12 +1218,20 @@ impl Consumer {
             }
         } else {
             let delay = cfg.redelivery_delay(dc);
-            let deadline = now + delay.max(1);
+            let deadline = now.saturating_add(delay.max(1));
             if let Some(old) = st.pending.get(&msg.seq).copied() {
                 st.timers.remove(&(old.deadline, msg.seq));
             }
             st.due.remove(&msg.seq);
-            st.pending.insert(msg.seq, Pend { cseq, dc, deadline });
+            st.pending.insert(
+                msg.seq,
+                Pend {
+                    cseq,
+                    dc,
+                    deadline,
+                    delivered: now,
+                },
+            );
             st.timers.insert((deadline, msg.seq));
         }
         st.dirty = true;
@@ -1164,7 +1244,7 @@ impl Consumer {
                 .saturating_mul(1_000_000_000)
                 .checked_div(cfg.rate_limit_bps)
             {
-                st.hold_until = now + ns as i64;
+                st.hold_until = now.saturating_add(ns.min(i64::MAX as u64) as i64);
             }
         } else {
             let front = st.waiting.front_mut().expect("target request");
@@ -1172,7 +1252,7 @@ impl Consumer {
             if let Some(left) = front.max_bytes.as_mut() {
                 *left -= size;
             }
-            front.next_hb = now + front.hb;
+            front.next_hb = now.saturating_add(front.hb);
             front.got += 1;
             if front.batch == 0 {
                 st.waiting.pop_front();
@@ -1208,10 +1288,16 @@ impl Consumer {
 
     /// Pull requests past their expiry get 408; heartbeats for the waiting.
     fn expire_requests(&self, shard: &Shard, now: i64, next: &mut i64) {
-        let cfg = self.cfg.borrow();
+        let cfg = self.cfg.borrow().clone();
         let mut out: Vec<(Bytes, Vec<u8>)> = Vec::new();
         {
             let mut st = self.st.borrow_mut();
+            if !st.waiting.is_empty() && now - st.last_interest_check >= INTEREST_CHECK_NS {
+                // A requester that went away (its inbox has no subscriber)
+                // waits no longer, as in nats-server.
+                st.last_interest_check = now;
+                st.waiting.retain(|r| shard.has_interest(&r.reply));
+            }
             let (last_c, last_s) = (st.dseq, st.sseq);
             st.waiting.retain_mut(|r| {
                 if r.expires != 0 && r.expires <= now {
@@ -1240,13 +1326,13 @@ impl Consumer {
                             ],
                         ),
                     ));
-                    r.next_hb = now + r.hb;
+                    r.next_hb = now.saturating_add(r.hb);
                 }
                 true
             });
             if cfg.is_push() && cfg.idle_heartbeat > 0 {
                 let base = st.last_push.max(self.created);
-                if base + cfg.idle_heartbeat <= now {
+                if base.saturating_add(cfg.idle_heartbeat) <= now {
                     let mut extra = vec![
                         ("Nats-Last-Consumer", last_c.to_string()),
                         ("Nats-Last-Stream", last_s.to_string()),
@@ -1262,7 +1348,7 @@ impl Consumer {
                         status("100 Idle Heartbeat", &extra),
                     ));
                     st.last_push = now;
-                    *next = (*next).min(now + cfg.idle_heartbeat);
+                    *next = (*next).min(now.saturating_add(cfg.idle_heartbeat));
                 }
             }
         }
@@ -1310,9 +1396,14 @@ impl Consumer {
         }
     }
 
-    /// Saves the state of a durable consumer (temp file, fdatasync, rename).
-    pub async fn save(&self) {
-        let Some(dir) = &self.dir else { return };
+    /// Saves the state of a durable consumer (temp file, fdatasync, rename;
+    /// with `sync_dir` also the directory, so the rename survives power loss).
+    /// False if it could not be saved.
+    pub async fn save(&self, sync_dir: bool) -> bool {
+        let Some(dir) = &self.dir else { return true };
+        if self.closed.get() && self.stream.consumers.borrow().get(&self.name).is_none() {
+            return true; // deleted: its directory is gone or reused
+        }
         let saved = {
             let mut st = self.st.borrow_mut();
             st.dirty = false;
@@ -1338,9 +1429,13 @@ impl Consumer {
             f.fdatasync().await?;
             f.close().await?;
             std::fs::rename(&tmp, dir.join("state.json"))?;
+            if sync_dir {
+                crate::js::filelog::sync_dir(dir)?;
+            }
             Ok::<(), glommio::GlommioError<()>>(())
         }
         .await;
+        let ok = result.is_ok();
         if let Err(e) = result {
             crate::error!(
                 "JetStream: saving consumer '{} > {}' state: {e}",
@@ -1349,6 +1444,7 @@ impl Consumer {
             );
             self.st.borrow_mut().dirty = true;
         }
+        ok
     }
 }
 
@@ -1419,8 +1515,6 @@ fn update_floor(st: &mut State, lowest: bool) {
         None => {
             st.ack_s = st.sseq;
             st.ack_c = st.dseq;
-            let floor = st.ack_s;
-            st.exhausted.retain(|s| *s > floor);
         }
         Some(_) if !lowest => {}
         Some((s, p)) => {
@@ -1432,6 +1526,11 @@ fn update_floor(st: &mut State, lowest: bool) {
                 st.ack_c = fc;
             }
         }
+    }
+    // Given-up messages below the floor no longer count as redelivered.
+    let floor = st.ack_s;
+    while st.exhausted.first().is_some_and(|s| *s <= floor) {
+        st.exhausted.pop_first();
     }
 }
 
@@ -1597,6 +1696,7 @@ mod tests {
                     cseq: s,
                     dc: 1,
                     deadline: 0,
+                    delivered: 0,
                 },
             );
         }

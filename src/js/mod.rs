@@ -172,6 +172,8 @@ pub async fn open(shard: &Rc<Shard>, sync: SyncMode) -> Result<(), String> {
             for c in consumer::recover(&stream) {
                 capi::start(shard, &stream, c);
             }
+            // Acks whose removals did not reach the disk before a crash.
+            consumer::retain_sweep(&stream);
         }
     }
     js.next_uid.set(max_uid + 1);
@@ -531,6 +533,10 @@ impl Shard {
                 msg,
             } => {
                 glommio::spawn_local(async move {
+                    // glommio runs a new task at once; a request published by
+                    // server code (a status or advisory sent to an API subject)
+                    // must not run inside its sender, which may hold state.
+                    futures_lite::future::yield_now().await;
                     api::handle(&shard, subject, reply, hdr_len.map(|h| h as usize), msg).await;
                 })
                 .detach();
