@@ -291,7 +291,7 @@ async fn create(
         }
     }
     if let Some(existing) = lookup(&stream, &name) {
-        let old = existing.cfg.borrow().clone();
+        let old = (**existing.cfg.borrow()).clone();
         if old == cfg {
             return shard.reply(reply, None, &info(shard, &existing, CREATE));
         }
@@ -531,7 +531,7 @@ async fn pause(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str, reply: &Bytes
         .as_deref()
         .and_then(json::parse_rfc3339)
         .unwrap_or(0);
-    let mut cfg = c.cfg.borrow().clone();
+    let mut cfg = (**c.cfg.borrow()).clone();
     cfg.pause_until = (until > 0).then(|| rfc3339(until));
     if cfg.is_durable() {
         let meta = Meta {
@@ -571,8 +571,18 @@ pub fn on_internal(
     msg: &Bytes,
 ) {
     let body = &msg[hdr_len.unwrap_or(0)..];
-    let text = String::from_utf8_lossy(subject);
-    let tokens: Vec<&str> = text.split('.').collect();
+    // One ack per delivered message comes through here: split without
+    // allocating (a v2 ack may carry extra tokens; 16 are plenty to read).
+    let mut slots: [&str; 16] = [""; 16];
+    let mut count = 0;
+    for t in subject.split(|b| *b == b'.') {
+        if count < slots.len() {
+            slots[count] = std::str::from_utf8(t).unwrap_or("");
+        }
+        count += 1;
+    }
+    let tokens = &slots[..count.min(slots.len())];
+    let long = count;
     let no_responders = |shard: &Shard| {
         if let Some(r) = reply.filter(|r| !r.is_empty()) {
             let block = crate::protocol::headers::no_responders(subject);
@@ -591,7 +601,7 @@ pub fn on_internal(
         crate::js::ACK_BIT => {
             // v1: $JS.ACK.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>
             // v2: $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>[...]
-            let at = match tokens.len() {
+            let at = match long {
                 9 if tokens[2] == stream.name => 2,
                 n if n >= 11 && tokens[4] == stream.name => 4,
                 // Malformed: nobody can take it, as in nats-server.

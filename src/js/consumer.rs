@@ -43,8 +43,9 @@ pub const SAVE_INTERVAL_NS: i64 = 100_000_000;
 const INTEREST_CHECK_NS: i64 = 1_000_000_000;
 /// How often an unbound push consumer looks for a subscriber.
 const BIND_POLL_NS: i64 = 50_000_000;
-/// Read-ahead per disk read for a consumer (its buffer holds at most this).
-const PREFETCH_BYTES: usize = 256 * 1024;
+/// Read-ahead per disk read for a consumer; it holds at most two such
+/// buffers (one being delivered, one being read).
+const PREFETCH_BYTES: usize = 1024 * 1024;
 /// Deliveries per pass before the task yields to the shard.
 const PASS_MAX: usize = 1024;
 
@@ -124,7 +125,8 @@ struct State {
 pub struct Consumer {
     pub name: String,
     pub stream: Rc<Stream>,
-    pub cfg: RefCell<ConsumerConfig>,
+    /// Shared so a delivery pass holds it without copying.
+    pub cfg: RefCell<Rc<ConsumerConfig>>,
     pub created: i64,
     filters: RefCell<Vec<Bytes>>,
     st: RefCell<State>,
@@ -136,6 +138,11 @@ pub struct Consumer {
     running: Cell<bool>,
     /// Messages read ahead from disk, ascending.
     prefetch: RefCell<VecDeque<StoredMsg>>,
+    /// The next disk read, in flight: (its first sequence, the read).
+    #[allow(clippy::type_complexity)]
+    ahead: RefCell<Option<(u64, glommio::Task<Vec<StoredMsg>>)>>,
+    /// `$JS.ACK.<stream>.<name>.`
+    ack_prefix: Vec<u8>,
 }
 
 /// What is persisted beside `meta.json` for a durable consumer.
@@ -304,9 +311,10 @@ impl Consumer {
             st.np_gen = ix.removals;
         }
         Consumer {
+            ack_prefix: format!("$JS.ACK.{}.{name}.", stream.name).into_bytes(),
             name,
             stream: stream.clone(),
-            cfg: RefCell::new(cfg),
+            cfg: RefCell::new(Rc::new(cfg)),
             created,
             filters: RefCell::new(filters),
             st: RefCell::new(st),
@@ -316,6 +324,7 @@ impl Consumer {
             done: crate::notify::Event::default(),
             running: Cell::new(false),
             prefetch: RefCell::new(VecDeque::new()),
+            ahead: RefCell::new(None),
         }
     }
 
@@ -360,7 +369,7 @@ impl Consumer {
     /// Applies an updated config (immutable fields already checked).
     pub fn update(&self, cfg: ConsumerConfig) {
         let refilter = cfg.filters() != self.cfg.borrow().filters();
-        *self.cfg.borrow_mut() = cfg;
+        *self.cfg.borrow_mut() = Rc::new(cfg);
         if refilter {
             *self.filters.borrow_mut() = filters_of(&self.cfg.borrow());
             let ix = self.stream.ix.borrow();
@@ -456,10 +465,20 @@ impl Consumer {
     }
 
     fn ack_subject(&self, dc: u64, sseq: u64, cseq: u64, ts: i64, pending: u64) -> Bytes {
-        Bytes::from(format!(
-            "$JS.ACK.{}.{}.{dc}.{sseq}.{cseq}.{ts}.{pending}",
-            self.stream.name, self.name
-        ))
+        // Built by hand: this runs once per delivery.
+        let prefix = &self.ack_prefix;
+        let mut out = Vec::with_capacity(prefix.len() + 5 * 20);
+        out.extend_from_slice(prefix);
+        for (i, n) in [dc, sseq, cseq, ts.max(0) as u64, pending]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.push(b'.');
+            }
+            push_decimal(&mut out, n);
+        }
+        Bytes::from(out)
     }
 
     /// A new pull request on `$JS.API.CONSUMER.MSG.NEXT.<stream>.<name>`.
@@ -581,7 +600,11 @@ impl Consumer {
         reply: Option<&Bytes>,
         body: &[u8],
     ) {
-        let cfg = self.cfg.borrow().clone();
+        // Only what acks need: no config clone per ack.
+        let (policy, ack_wait, sample) = {
+            let c = self.cfg.borrow();
+            (c.ack(), c.ack_wait, c.sample_percent())
+        };
         let now = now_nanos();
         let text = std::str::from_utf8(body).unwrap_or("");
         let (verb, arg) = match text.find(' ') {
@@ -595,7 +618,7 @@ impl Consumer {
         let mut terminated: Option<(Pend, Option<String>)> = None;
         let lowest = self.st.borrow().pending.first_key_value().map(|(s, _)| *s);
         let lowest = lowest.is_some_and(|l| {
-            if cfg.ack() == AckPolicy::All {
+            if policy == AckPolicy::All {
                 l <= sseq
             } else {
                 l == sseq
@@ -610,7 +633,7 @@ impl Consumer {
                     if verb == "+NXT" {
                         next_req = Some(arg.as_bytes().to_vec());
                     }
-                    match cfg.ack() {
+                    match policy {
                         AckPolicy::All => {
                             let upto: Vec<u64> =
                                 st.pending.range(..=sseq).map(|(s, _)| *s).collect();
@@ -651,7 +674,7 @@ impl Consumer {
                     if let Some(p) = st.pending.get(&sseq).copied() {
                         if !st.due.contains(&sseq) {
                             st.timers.remove(&(p.deadline, sseq));
-                            let deadline = now.saturating_add(cfg.ack_wait.max(1));
+                            let deadline = now.saturating_add(ack_wait.max(1));
                             st.pending.get_mut(&sseq).expect("pending").deadline = deadline;
                             st.timers.insert((deadline, sseq));
                         }
@@ -679,7 +702,7 @@ impl Consumer {
             }
         }
         if let Some(p) = sampled {
-            self.sample_ack(shard, &cfg, sseq, p, now);
+            self.sample_ack(shard, sample, sseq, p, now);
         }
         if let Some((p, reason)) = terminated {
             self.advisory_term(shard, sseq, p.cseq, dc.max(p.dc), reason);
@@ -715,8 +738,7 @@ impl Consumer {
         }
     }
 
-    fn sample_ack(&self, shard: &Shard, cfg: &ConsumerConfig, sseq: u64, p: Pend, now: i64) {
-        let pct = cfg.sample_percent();
+    fn sample_ack(&self, shard: &Shard, pct: u64, sseq: u64, p: Pend, now: i64) {
         if pct == 0 || shard.random() % 100 >= pct {
             return;
         }
@@ -931,17 +953,23 @@ impl Consumer {
             }
         }
         let mut sent = 0usize;
+        // The clock is read once per few deliveries, not per message.
+        let mut now = now;
         loop {
             if self.closed.get() {
                 return next;
+            }
+            if sent % 64 == 63 {
+                now = now_nanos();
             }
             if sent >= PASS_MAX {
                 shard.flush_mesh().await;
                 glommio::yield_if_needed().await;
                 sent = 0;
+                now = now_nanos();
             }
             let hold = self.st.borrow().hold_until;
-            if hold > now_nanos() {
+            if hold != 0 && hold > now {
                 next = next.min(hold);
                 break;
             }
@@ -959,7 +987,7 @@ impl Consumer {
                 }
                 match st.waiting.front() {
                     // An expired request is answered by the next pass.
-                    Some(r) if r.expires != 0 && r.expires <= now_nanos() => break,
+                    Some(r) if r.expires != 0 && r.expires <= now => break,
                     Some(r) => r.reply.clone(),
                     None => break,
                 }
@@ -1002,7 +1030,7 @@ impl Consumer {
                     }
                 }
             }
-            if !self.deliver(shard, &cfg, &target, msg, redelivery) {
+            if !self.deliver(shard, &cfg, &target, msg, redelivery, now) {
                 break;
             }
             sent += 1;
@@ -1100,32 +1128,60 @@ impl Consumer {
     }
 
     /// Reads a message: from the read-ahead buffer, the stream's cache, or
-    /// disk with read-ahead (`PREFETCH_BYTES` per read).
+    /// disk. Disk reads are `PREFETCH_BYTES` long, and the next one is started
+    /// as soon as a read arrives, so a consumer replaying from disk delivers
+    /// one buffer while the next is read.
     async fn load(&self, seq: u64) -> Option<StoredMsg> {
-        {
-            let mut pf = self.prefetch.borrow_mut();
-            while pf.front().is_some_and(|m| m.seq < seq) {
-                pf.pop_front();
+        for _ in 0..2 {
+            {
+                let mut pf = self.prefetch.borrow_mut();
+                while pf.front().is_some_and(|m| m.seq < seq) {
+                    pf.pop_front();
+                }
+                if pf.front().is_some_and(|m| m.seq == seq) {
+                    let m = pf.pop_front();
+                    // Deleted since it was read: not served.
+                    return m.filter(|_| self.stream.ix.borrow().entry(seq).is_some());
+                }
             }
-            if pf.front().is_some_and(|m| m.seq == seq) {
-                let m = pf.pop_front();
-                // Deleted since it was read: not served.
-                return m.filter(|_| self.stream.ix.borrow().entry(seq).is_some());
+            if let Some(m) = self.stream.ix.borrow().cached(seq) {
+                return Some(m);
+            }
+            if !self.stream.is_file() {
+                return None;
+            }
+            let ahead = self.ahead.borrow_mut().take();
+            match ahead {
+                Some((start, task)) if start <= seq => {
+                    let run = task.await;
+                    self.take_run(run);
+                }
+                // A read of somewhere else (dropping it cancels it).
+                _ => break,
             }
         }
-        if let Some(m) = self.stream.ix.borrow().cached(seq) {
-            return Some(m);
-        }
-        if !self.stream.is_file() {
+        let run = self.stream.load_run(seq, PREFETCH_BYTES).await;
+        if run.first().map(|m| m.seq) != Some(seq) {
             return None;
         }
-        let mut run = self.stream.load_run(seq, PREFETCH_BYTES).await;
-        if run.is_empty() {
-            return None;
-        }
-        let first = run.remove(0);
+        self.take_run(run);
+        let first = self.prefetch.borrow_mut().pop_front();
+        first
+    }
+
+    /// Makes `run` the read-ahead buffer and starts reading what follows it.
+    fn take_run(&self, run: Vec<StoredMsg>) {
+        let next = run.last().map(|m| m.seq + 1);
         *self.prefetch.borrow_mut() = run.into();
-        Some(first)
+        let Some(next) = next else { return };
+        if self.stream.ix.borrow().cached(next).is_some()
+            || next > self.stream.ix.borrow().last_seq()
+        {
+            return;
+        }
+        let stream = self.stream.clone();
+        let task = glommio::spawn_local(async move { stream.load_run(next, PREFETCH_BYTES).await });
+        *self.ahead.borrow_mut() = Some((next, task));
     }
 
     /// Sends one message; false if it did not go (the request cannot take it).
@@ -1136,8 +1192,8 @@ impl Consumer {
         target: &Bytes,
         msg: StoredMsg,
         redelivery: bool,
+        now: i64,
     ) -> bool {
-        let now = now_nanos();
         let mut st = self.st.borrow_mut();
         if !cfg.is_push() && st.waiting.front().map(|r| &r.reply) != Some(target) {
             return false;
@@ -1446,6 +1502,21 @@ impl Consumer {
         }
         ok
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// The header block of a headers-only delivery: stored headers plus

@@ -754,7 +754,9 @@ impl Stream {
         };
         let start = off & !(filelog::BLOCK - 1);
         let bytes =
-            match filelog::read_blocks(&file, start, window.max(filelog::BLOCK as usize)).await {
+            match filelog::read_blocks_concurrent(file, start, window.max(filelog::BLOCK as usize))
+                .await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     crate::error!(
@@ -765,6 +767,9 @@ impl Stream {
                 }
             };
         let max_record = record::HEADER + 64 * 1024 + crate::limits::PAYLOAD_MAX_LIMIT + 65_536;
+        // Messages are slices of the one read buffer: no copy per message.
+        let buf = Bytes::from(bytes);
+        let bytes = &buf[..];
         let mut out = Vec::new();
         let mut pos = (off - start) as usize;
         {
@@ -777,12 +782,16 @@ impl Stream {
                             .entry(r.seq)
                             .is_some_and(|e| e.seg == seg && e.off == here);
                         if live && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED) {
+                            let at = |part: &[u8]| {
+                                let from = part.as_ptr() as usize - bytes.as_ptr() as usize;
+                                buf.slice(from..from + part.len())
+                            };
                             out.push(StoredMsg {
                                 seq: r.seq,
                                 ts: r.ts,
-                                subject: Bytes::copy_from_slice(r.subject),
+                                subject: at(r.subject),
                                 hdr_len: r.hdr_len,
-                                data: Bytes::copy_from_slice(r.data),
+                                data: at(r.data),
                             });
                         }
                         pos += n;

@@ -139,7 +139,10 @@ impl Shard {
     /// Routes one message to every matching subscription. Returns whether any
     /// subscription will receive it, and whether a batch to a peer is full.
     pub fn publish(&self, from: Option<&Rc<Conn>>, echo: bool, p: &PubOp) -> (bool, bool) {
-        self.publish_caching(from, echo, p, true)
+        // Every ack subject is unique (it names one delivery): caching its
+        // match would only evict useful entries.
+        let cache = !p.subject.starts_with(b"$JS.ACK.");
+        self.publish_caching(from, echo, p, cache)
     }
 
     /// `publish`, saying whether the subject's match may be cached.
@@ -160,7 +163,8 @@ impl Shard {
     /// its own subject (`p.subject`), as consumers deliver stored messages to an
     /// inbox or deliver subject. Returns whether anyone will receive it.
     pub fn deliver_to(&self, to: &[u8], p: &PubOp) -> bool {
-        self.publish_matched(None, true, p, to, false, false).0
+        // Deliver subjects and request inboxes repeat for many messages.
+        self.publish_matched(None, true, p, to, true, false).0
     }
 
     /// Whether anything subscribes to `subject` (a push consumer is bound).
