@@ -573,16 +573,18 @@ pub fn on_internal(
     let body = &msg[hdr_len.unwrap_or(0)..];
     // One ack per delivered message comes through here: split without
     // allocating (a v2 ack may carry extra tokens; 16 are plenty to read).
-    let mut slots: [&str; 16] = [""; 16];
+    let mut slots: [&[u8]; 16] = [b""; 16];
     let mut count = 0;
     for t in subject.split(|b| *b == b'.') {
         if count < slots.len() {
-            slots[count] = std::str::from_utf8(t).unwrap_or("");
+            slots[count] = t;
         }
         count += 1;
     }
     let tokens = &slots[..count.min(slots.len())];
     let long = count;
+    let name = stream.name.as_bytes();
+    let consumer = |t: &[u8]| std::str::from_utf8(t).ok().and_then(|n| lookup(stream, n));
     let no_responders = |shard: &Shard| {
         if let Some(r) = reply.filter(|r| !r.is_empty()) {
             let block = crate::protocol::headers::no_responders(subject);
@@ -592,7 +594,7 @@ pub fn on_internal(
     match kind {
         crate::js::NEXT_BIT => {
             // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>
-            let c = tokens.get(6).and_then(|n| lookup(stream, n));
+            let c = tokens.get(6).and_then(|n| consumer(n));
             match c {
                 Some(c) => c.pull_request(shard, reply, body),
                 None => no_responders(shard),
@@ -602,16 +604,16 @@ pub fn on_internal(
             // v1: $JS.ACK.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>
             // v2: $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>[...]
             let at = match long {
-                9 if tokens[2] == stream.name => 2,
-                n if n >= 11 && tokens[4] == stream.name => 4,
+                9 if tokens[2] == name => 2,
+                n if n >= 11 && tokens[4] == name => 4,
                 // Malformed: nobody can take it, as in nats-server.
-                _ if tokens.get(2) == Some(&stream.name.as_str()) => return no_responders(shard),
+                _ if tokens.get(2) == Some(&name) => return no_responders(shard),
                 // Another stream's ack matched the v2 pattern: not ours.
                 _ => return,
             };
-            let c = lookup(stream, tokens[at + 1]);
-            let dc = tokens[at + 2].parse::<u64>().ok();
-            let sseq = tokens[at + 3].parse::<u64>().ok();
+            let c = consumer(tokens[at + 1]);
+            let dc = parse_u64(tokens[at + 2]);
+            let sseq = parse_u64(tokens[at + 3]);
             match (c, dc, sseq) {
                 (Some(c), Some(dc), Some(sseq))
                     if c.cfg.borrow().ack() != crate::js::cconfig::AckPolicy::None =>
@@ -623,11 +625,26 @@ pub fn on_internal(
         }
         _ => {
             // $JS.FC.<stream>.<consumer>.<token>
-            if let Some(c) = tokens.get(3).and_then(|n| lookup(stream, n)) {
+            if let Some(c) = tokens.get(3).and_then(|n| consumer(n)) {
                 c.fc_reply(subject);
             }
         }
     }
+}
+
+/// A decimal token; None if empty, not digits, or too large.
+fn parse_u64(t: &[u8]) -> Option<u64> {
+    if t.is_empty() || t.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in t {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
 }
 
 /// Whether `tokens` (after `$JS.API.`) name a consumer call, for routing.
