@@ -96,11 +96,20 @@ pub struct AckSubject<'a> {
 
 pub fn parse_ack_subject(subject: &[u8]) -> Option<AckSubject<'_>> {
     let text = std::str::from_utf8(subject).ok()?;
-    let tokens: Vec<&str> = text.split('.').collect();
+    // Once per delivered message: split into a fixed array, no allocation.
+    let mut slots: [&str; 16] = [""; 16];
+    let mut count = 0;
+    for t in text.split('.') {
+        if count < slots.len() {
+            slots[count] = t;
+        }
+        count += 1;
+    }
+    let tokens = &slots[..count.min(slots.len())];
     if tokens.len() < 2 || tokens[0] != "$JS" || tokens[1] != "ACK" {
         return None;
     }
-    let at = match tokens.len() {
+    let at = match count {
         9 => 2,
         n if n >= 11 => 4,
         _ => return None,
@@ -287,6 +296,9 @@ struct Ordered {
 struct Consumer<'a> {
     spec: &'a Spec,
     index: usize,
+    /// `<inbox>.`: API replies and pull deliveries arrive under it (built once,
+    /// not per message).
+    inbox_dot: Vec<u8>,
     shared: &'a Shared,
     /// Pull: messages asked for and not yet delivered or expired.
     pending: u64,
@@ -386,6 +398,7 @@ impl<'a> Consumer<'a> {
         Consumer {
             spec,
             index,
+            inbox_dot: format!("{}.", inbox(index)).into_bytes(),
             shared,
             pending: 0,
             ordered: None,
@@ -440,9 +453,7 @@ impl<'a> Consumer<'a> {
             return self.on_status(code, text, hdr, &d, out);
         }
         if let Some(o) = &self.ordered {
-            if d.subject
-                .starts_with(format!("{}.", inbox(self.index)).as_bytes())
-            {
+            if d.subject.starts_with(&self.inbox_dot) {
                 // API replies: only the current consumer's create matters.
                 let current = format!("{}.api{}", inbox(self.index), o.generation);
                 if *d.subject == *current.as_bytes() {
