@@ -334,16 +334,18 @@ pub async fn read_blocks_concurrent(
         let n = (len - at).min(DMA_IO_MAX);
         let f = file.clone();
         let pos = start + at as u64;
-        reads.push(glommio::spawn_local(async move {
-            f.read_at_aligned(pos, n).await.map(|r| (r[..].to_vec(), n))
-        }));
+        reads.push((
+            n,
+            glommio::spawn_local(async move { f.read_at_aligned(pos, n).await }),
+        ));
         at += n;
     }
     let mut out = Vec::with_capacity(len);
-    for r in reads {
-        let (bytes, asked) = r.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+    for (asked, r) in reads {
+        // Copied once, from the DMA buffer into the result.
+        let bytes = r.await.map_err(|e| std::io::Error::other(e.to_string()))?;
         let short = bytes.len() < asked;
-        out.extend_from_slice(&bytes);
+        out.extend_from_slice(&bytes[..]);
         // The file ends here: later pieces read nothing.
         if short {
             break;
