@@ -26,6 +26,8 @@ pub struct Options {
     pub nats_server: Option<PathBuf>,
     pub scenarios: Vec<String>,
     pub shards: Option<usize>,
+    /// `--sync` for jetcore (default: its own, `always`).
+    pub sync: Option<String>,
     pub workers: usize,
     pub command: String,
 }
@@ -315,7 +317,7 @@ fn scenario(
                 ("jetcore", _) => match &opts.jetcore {
                     Some(path) => {
                         let js = name.starts_with("js") || name.starts_with("kv");
-                        ServerProcess::jetcore(path, opts.shards, js)
+                        ServerProcess::jetcore(path, opts.shards, opts.sync.as_deref(), js)
                     }
                     None => continue,
                 },
@@ -461,6 +463,7 @@ impl ServerProcess {
     fn jetcore(
         path: &Path,
         shards: Option<usize>,
+        sync: Option<&str>,
         jetstream: bool,
     ) -> Result<ServerProcess, String> {
         let port = free_port()?;
@@ -469,7 +472,11 @@ impl ServerProcess {
         if let Some(n) = shards {
             cmd.args(["--shards", &n.to_string()]);
         }
-        // Default durability (fdatasync before every ack), fresh store.
+        if let Some(mode) = sync {
+            cmd.args(["--sync", mode]);
+        }
+        // Default durability (stable storage before every ack) unless `sync`
+        // says otherwise; a fresh store.
         let store = jetstream.then(|| {
             let dir = std::env::temp_dir()
                 .join(format!("jetcore-bench-jc-{}-{port}", std::process::id()));

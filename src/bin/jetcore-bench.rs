@@ -169,6 +169,9 @@ struct CompareArgs {
     /// --shards for jetcore (default: its own default, one per CPU)
     #[arg(long)]
     shards: Option<usize>,
+    /// --sync for jetcore: always (its default) or interval=<duration>
+    #[arg(long)]
+    jetcore_sync: Option<String>,
     /// Load-generator executors
     #[arg(long)]
     workers: Option<usize>,
@@ -326,6 +329,7 @@ fn compare_cmd(c: CompareArgs) -> Result<(), String> {
         nats_server: c.nats_server,
         scenarios: c.scenarios,
         shards: c.shards,
+        sync: c.jetcore_sync,
         workers: workers(c.workers),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
