@@ -606,13 +606,31 @@ impl Index {
 
     /// First live sequence ≥ `from` matching any of `filters` (all if empty).
     pub fn next_filtered(&self, from: u64, filters: &[Bytes]) -> Option<u64> {
+        let literal = |f: &Bytes| !f.contains(&b'*') && !f.contains(&b'>');
         match filters {
             [] => self.next_matching(from, None),
             [f] => self.next_matching(from, Some(f)),
-            many => many
+            // Literal subjects are found through their own state.
+            many if many.iter().all(literal) => many
                 .iter()
                 .filter_map(|f| self.next_matching(from, Some(f)))
                 .min(),
+            // One scan that stops at the first entry any filter takes (one scan
+            // per filter would go to the end for a filter with nothing ahead).
+            many => {
+                let last = self.last_seq();
+                let mut seq = from.max(self.first);
+                while seq <= last {
+                    if let Some(e) = self.entry(seq) {
+                        let s = self.subject_of(e);
+                        if many.iter().any(|f| crate::subject::matches(f, s)) {
+                            return Some(seq);
+                        }
+                    }
+                    seq += 1;
+                }
+                None
+            }
         }
     }
 
@@ -852,6 +870,17 @@ mod tests {
                 assert_eq!(
                     ix.count_filtered(from, filters),
                     expect,
+                    "{filters:?} from {from}"
+                );
+                let first = (from..=ix.last_seq()).find(|q| {
+                    ix.entry(*q).is_some_and(|e| {
+                        let s = ix.subject_of(e);
+                        filters.iter().any(|f| crate::subject::matches(f, s))
+                    })
+                });
+                assert_eq!(
+                    ix.next_filtered(from, filters),
+                    first,
                     "{filters:?} from {from}"
                 );
             }
