@@ -2107,3 +2107,194 @@ async fn consumers_read_beyond_the_cache_from_disk_in_order() {
     let want: Vec<usize> = (0..n).filter(|i| i % 3 == 1).collect();
     assert_eq!(got, want);
 }
+
+// ---------------------------------------------------------------------------------
+// Less common options, each checked once on the wire.
+
+/// A raw client with a stream `O` (`o.>`) holding `n` messages on `o.a`, 16 bytes each.
+fn raw_stream(n: usize) -> (Server, Raw, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(1, dir.path(), &[]);
+    let mut r = server.raw();
+    r.setup_requests();
+    raw_json(
+        &mut r,
+        "$JS.API.STREAM.CREATE.O",
+        r#"{"name":"O","subjects":["o.>"],"max_consumers":3}"#,
+    );
+    for i in 0..n {
+        r.request("o.a", None, format!("message-{i:08}").as_bytes());
+    }
+    (server, r, dir)
+}
+
+fn pull_raw(r: &mut Raw, consumer: &str, reply: &str, body: &str) {
+    r.send(
+        format!(
+            "PUB $JS.API.CONSUMER.MSG.NEXT.O.{consumer} {reply} {}\r\n{body}\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+}
+
+#[test]
+fn headers_only_next_and_consumer_limits() {
+    let (_server, mut r, _dir) = raw_stream(3);
+    r.send(b"SUB _h.> 77\r\n");
+    r.flush();
+    // headers_only: the stored headers (none here) plus Nats-Msg-Size, no payload.
+    raw_json(
+        &mut r,
+        "$JS.API.CONSUMER.CREATE.O.H",
+        r#"{"stream_name":"O","config":{"durable_name":"H","ack_policy":"explicit","headers_only":true}}"#,
+    );
+    pull_raw(&mut r, "H", "_h.1", "1");
+    let (subject, reply, hdr, payload) = read_full(&mut r);
+    assert_eq!(subject, "o.a");
+    assert_eq!(hdr, "NATS/1.0\r\nNats-Msg-Size: 16\r\n\r\n");
+    assert!(payload.is_empty());
+    // +NXT acks and asks for the next message on the ack's reply subject.
+    let ack = reply.unwrap();
+    r.send(format!("PUB {ack} _h.2 4\r\n+NXT\r\n").as_bytes());
+    let (subject, reply, _, _) = read_full(&mut r);
+    assert_eq!(subject, "o.a");
+    assert_eq!(reply.unwrap().split('.').nth(5), Some("2"));
+    let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.O.H", "");
+    assert_eq!(
+        (&v["ack_floor"]["stream_seq"], &v["num_ack_pending"]),
+        (&json!(1), &json!(1)),
+        "{v}"
+    );
+    // The stream allows 3 consumers.
+    for name in ["L2", "L3"] {
+        let v = raw_json(
+            &mut r,
+            &format!("$JS.API.CONSUMER.CREATE.O.{name}"),
+            &format!(r#"{{"stream_name":"O","config":{{"durable_name":"{name}"}}}}"#),
+        );
+        assert_eq!(v["name"], name, "{v}");
+    }
+    let v = raw_json(
+        &mut r,
+        "$JS.API.CONSUMER.CREATE.O.L4",
+        r#"{"stream_name":"O","config":{"durable_name":"L4"}}"#,
+    );
+    assert_eq!(err_code(&v), 10026, "{v}");
+    // LIST pages by offset, sorted or not: names and total.
+    let v = raw_json(&mut r, "$JS.API.CONSUMER.LIST.O", r#"{"offset":1}"#);
+    assert_eq!((&v["total"], &v["offset"]), (&json!(3), &json!(1)), "{v}");
+    assert_eq!(v["consumers"].as_array().unwrap().len(), 2, "{v}");
+}
+
+#[test]
+fn pause_holds_delivery_until_resumed() {
+    let (_server, mut r, _dir) = raw_stream(2);
+    r.send(b"SUB _p.> 78\r\n");
+    r.flush();
+    raw_json(
+        &mut r,
+        "$JS.API.CONSUMER.CREATE.O.P",
+        r#"{"stream_name":"O","config":{"durable_name":"P","ack_policy":"explicit"}}"#,
+    );
+    let v = raw_json(
+        &mut r,
+        "$JS.API.CONSUMER.PAUSE.O.P",
+        r#"{"pause_until":"2099-01-01T00:00:00Z"}"#,
+    );
+    assert_eq!(
+        v["type"],
+        "io.nats.jetstream.api.v1.consumer_pause_response"
+    );
+    assert_eq!(
+        (&v["paused"], &v["pause_until"]),
+        (&json!(true), &json!("2099-01-01T00:00:00Z")),
+        "{v}"
+    );
+    let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.O.P", "");
+    assert_eq!(v["paused"], true, "{v}");
+    assert!(v["pause_remaining"].as_i64().unwrap() > 0, "{v}");
+    // A pull while paused gets nothing: it times out.
+    pull_raw(&mut r, "P", "_p.1", r#"{"batch":1,"expires":500000000}"#);
+    let (subject, _, hdr, _) = read_full(&mut r);
+    assert_eq!(
+        (subject.as_str(), hdr.as_str()),
+        (
+            "_p.1",
+            "NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 1\r\nNats-Pending-Bytes: 0\r\n\r\n"
+        )
+    );
+    // Resumed, the next pull is served.
+    let v = raw_json(&mut r, "$JS.API.CONSUMER.PAUSE.O.P", "");
+    assert_eq!(v["paused"], false, "{v}");
+    pull_raw(&mut r, "P", "_p.2", r#"{"batch":1,"expires":2000000000}"#);
+    let (subject, _, _, payload) = read_full(&mut r);
+    assert_eq!(
+        (subject.as_str(), &payload[..]),
+        ("o.a", &b"message-00000000"[..])
+    );
+}
+
+#[tokio::test]
+async fn replay_original_keeps_the_gaps_and_rate_limit_slows_push() {
+    let e = env(1).await;
+    make_stream(&e.js, "RP", &["rp.>"]).await;
+    for i in 0..3 {
+        publish(&e.js, "rp.a", format!("{i}")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // replay original: the 300 ms gaps between the stored messages come back.
+    let mut sub = e.client.subscribe("out.replay").await.unwrap();
+    e.client.flush().await.unwrap();
+    let v = api(
+        &e.client,
+        "CONSUMER.CREATE.RP.O",
+        json!({"stream_name":"RP","config":{"durable_name":"O","deliver_subject":"out.replay","replay_policy":"original"}}),
+    )
+    .await;
+    assert_eq!(v["config"]["replay_policy"], "original", "{v}");
+    let mut at = Vec::new();
+    for _ in 0..3 {
+        next_within(&mut sub, Duration::from_secs(3)).await.unwrap();
+        at.push(Instant::now());
+    }
+    for w in at.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap > Duration::from_millis(200) && gap < Duration::from_millis(900),
+            "gap {gap:?}"
+        );
+    }
+    // rate_limit_bps: 800 bits/s is 100 bytes/s after a burst of one maximum
+    // message (the stream's max_msg_size, as nats-server does): three 90-byte
+    // messages take more than half a second.
+    e.js.create_stream(stream::Config {
+        max_message_size: 200,
+        ..stream_cfg("RL", &["rl.>"])
+    })
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        publish(&e.js, "rl.a", vec![b'x'; 90]).await;
+    }
+    let mut slow = e.client.subscribe("out.slow").await.unwrap();
+    e.client.flush().await.unwrap();
+    let t = Instant::now();
+    let v = api(
+        &e.client,
+        "CONSUMER.CREATE.RL.R",
+        json!({"stream_name":"RL","config":{"durable_name":"R","deliver_subject":"out.slow","rate_limit_bps":800}}),
+    )
+    .await;
+    assert_eq!(v["config"]["rate_limit_bps"], 800, "{v}");
+    for _ in 0..3 {
+        next_within(&mut slow, Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    assert!(
+        t.elapsed() > Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -119,6 +119,9 @@ struct State {
     last_save: i64,
     ack_replies: Vec<Bytes>,
     bound: bool,
+    /// Rate limit: bytes that may go now, as of `tokens_at` (0 = not started).
+    tokens: f64,
+    tokens_at: i64,
     last_interest_check: i64,
 }
 
@@ -912,6 +915,17 @@ impl Consumer {
         self.done.notify_all();
     }
 
+    /// The rate limiter's burst: the stream's max_msg_size, else the server's
+    /// max_payload.
+    fn burst_bytes(&self, shard: &Shard) -> u64 {
+        let max = self.stream.cfg.borrow().max_msg_size;
+        if max > 0 {
+            max as u64
+        } else {
+            shard.cfg.max_payload as u64
+        }
+    }
+
     /// When the consumer becomes removable for inactivity (0 = never).
     fn inactive_deadline(&self) -> i64 {
         let cfg = self.cfg.borrow();
@@ -939,7 +953,8 @@ impl Consumer {
         self.fire_timers(now, &mut next);
         let pause = cfg.pause_until_nanos();
         if pause > now {
-            return next.min(pause);
+            // Requests still expire and get heartbeats while paused.
+            return self.deadlines(&cfg, now, next.min(pause));
         }
         if cfg.is_push() {
             let bound = shard.has_interest(cfg.deliver_subject.as_bytes());
@@ -1039,6 +1054,12 @@ impl Consumer {
         if !cfg.is_push() {
             self.finish_no_wait(shard);
         }
+        self.deadlines(&cfg, now, next)
+    }
+
+    /// The earliest of `next` and the consumer's own deadlines: redelivery
+    /// timers, request expiries and heartbeats, push heartbeats, interest checks.
+    fn deadlines(&self, cfg: &ConsumerConfig, now: i64, mut next: i64) -> i64 {
         let st = self.st.borrow();
         if let Some((d, _)) = st.timers.first() {
             next = next.min(*d);
@@ -1296,11 +1317,23 @@ impl Consumer {
             if cfg.flow_control {
                 st.fc_bytes += size;
             }
-            if let Some(ns) = (size * 8)
-                .saturating_mul(1_000_000_000)
-                .checked_div(cfg.rate_limit_bps)
-            {
-                st.hold_until = now.saturating_add(ns.min(i64::MAX as u64) as i64);
+            if cfg.rate_limit_bps > 0 {
+                // A token bucket in bytes, as nats-server's: it refills at the
+                // rate and holds at most one maximum-size message (the burst).
+                let rate = cfg.rate_limit_bps as f64 / 8.0;
+                let burst = self.burst_bytes(shard) as f64;
+                if st.tokens_at == 0 {
+                    st.tokens = burst;
+                } else {
+                    let refill = (now - st.tokens_at).max(0) as f64 * rate / 1e9;
+                    st.tokens = (st.tokens + refill).min(burst);
+                }
+                st.tokens_at = now;
+                st.tokens -= size as f64;
+                if st.tokens < 0.0 {
+                    let wait = (-st.tokens / rate * 1e9).min(i64::MAX as f64 / 2.0) as i64;
+                    st.hold_until = now.saturating_add(wait);
+                }
             }
         } else {
             let front = st.waiting.front_mut().expect("target request");
