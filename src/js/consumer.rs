@@ -146,6 +146,10 @@ pub struct Consumer {
     ahead: RefCell<Option<(u64, glommio::Task<Vec<StoredMsg>>)>>,
     /// `$JS.ACK.<stream>.<name>.`
     ack_prefix: Vec<u8>,
+    /// Generation of the last saved state, and which slots' files exist on disk
+    /// (their directory entries synced).
+    save_gen: Cell<u64>,
+    slot_synced: Cell<[bool; 2]>,
 }
 
 /// What is persisted beside `meta.json` for a durable consumer.
@@ -328,6 +332,8 @@ impl Consumer {
             running: Cell::new(false),
             prefetch: RefCell::new(VecDeque::new()),
             ahead: RefCell::new(None),
+            save_gen: Cell::new(0),
+            slot_synced: Cell::new([false, false]),
         }
     }
 
@@ -1485,10 +1491,14 @@ impl Consumer {
         }
     }
 
-    /// Saves the state of a durable consumer (temp file, fdatasync, rename;
-    /// with `sync_dir` also the directory, so the rename survives power loss).
+    /// Saves the state of a durable consumer. Two slots, `state.0` and
+    /// `state.1`, are written in turn in place (fdatasync, no rename), each
+    /// with a generation and a checksum: a torn write spoils only the slot
+    /// being written, and start-up takes the newest valid one. The directory
+    /// is synced once per slot, when the slot's file is first created.
+    /// `_confirm` marks saves that confirm acks (they are no different now).
     /// False if it could not be saved.
-    pub async fn save(&self, sync_dir: bool) -> bool {
+    pub async fn save(&self, _confirm: bool) -> bool {
         let Some(dir) = &self.dir else { return true };
         if self.closed.get() && self.stream.consumers.borrow().get(&self.name).is_none() {
             return true; // deleted: its directory is gone or reused
@@ -1510,31 +1520,77 @@ impl Consumer {
                 last_ack: st.last_ack,
             }
         };
-        let bytes = serde_json::to_vec(&saved).expect("state serializes");
-        let tmp = dir.join("state.json.tmp");
+        let gen = self.save_gen.get() + 1;
+        let bytes = encode_state(gen, &saved);
+        let slot = (gen % 2) as usize;
+        let path = dir.join(STATE_SLOTS[slot]);
+        let fresh = !self.slot_synced.get()[slot];
         let result = async {
-            let f = glommio::io::BufferedFile::create(&tmp).await?;
+            let f = glommio::io::BufferedFile::create(&path).await?;
             f.write_at(bytes, 0).await?;
             f.fdatasync().await?;
             f.close().await?;
-            std::fs::rename(&tmp, dir.join("state.json"))?;
-            if sync_dir {
+            if fresh {
                 crate::js::filelog::sync_dir(dir)?;
             }
             Ok::<(), glommio::GlommioError<()>>(())
         }
         .await;
         let ok = result.is_ok();
-        if let Err(e) = result {
-            crate::error!(
-                "JetStream: saving consumer '{} > {}' state: {e}",
-                self.stream.name,
-                self.name
-            );
-            self.st.borrow_mut().dirty = true;
+        match result {
+            Ok(()) => {
+                self.save_gen.set(gen);
+                let mut synced = self.slot_synced.get();
+                synced[slot] = true;
+                self.slot_synced.set(synced);
+            }
+            Err(e) => {
+                crate::error!(
+                    "JetStream: saving consumer '{} > {}' state: {e}",
+                    self.stream.name,
+                    self.name
+                );
+                self.st.borrow_mut().dirty = true;
+            }
         }
         ok
     }
+}
+
+/// The two state slots of a durable consumer.
+const STATE_SLOTS: [&str; 2] = ["state.0", "state.1"];
+
+/// A state slot: generation (8 bytes LE), JSON length (4), crc32c of the JSON
+/// (4), the JSON.
+fn encode_state(gen: u64, saved: &Saved) -> Vec<u8> {
+    let json = serde_json::to_vec(saved).expect("state serializes");
+    let mut out = Vec::with_capacity(16 + json.len());
+    out.extend_from_slice(&gen.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
+    out.extend_from_slice(&json);
+    out
+}
+
+/// A slot's generation and state, if it is whole.
+fn decode_state(raw: &[u8]) -> Option<(u64, Saved)> {
+    let gen = u64::from_le_bytes(raw.get(0..8)?.try_into().ok()?);
+    let len = u32::from_le_bytes(raw.get(8..12)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(raw.get(12..16)?.try_into().ok()?);
+    let json = raw.get(16..16 + len)?;
+    if crc32c::crc32c(json) != crc {
+        return None;
+    }
+    Some((gen, serde_json::from_slice(json).ok()?))
+}
+
+/// The newest whole state of a durable consumer's directory.
+fn load_state(dir: &std::path::Path) -> Option<(u64, Saved)> {
+    STATE_SLOTS
+        .iter()
+        .filter_map(|name| std::fs::read(dir.join(name)).ok())
+        .filter_map(|raw| decode_state(&raw))
+        .max_by_key(|(gen, _)| *gen)
 }
 
 /// Appends `n` in decimal.
@@ -1724,14 +1780,21 @@ pub fn recover(stream: &Rc<Stream>) -> Vec<Rc<Consumer>> {
         let name = meta.config.name.clone();
         let state_dir = (!meta.config.mem_storage && stream.is_file()).then(|| path.clone());
         let c = Consumer::new(stream, name, meta.config, meta.created, state_dir);
-        if let Ok(raw) = std::fs::read(path.join("state.json")) {
-            match serde_json::from_slice::<Saved>(&raw) {
-                Ok(saved) => c.restore(saved),
-                Err(e) => crate::error!(
-                    "JetStream: consumer {}: bad state.json ({e}); starting from its deliver policy",
-                    path.display()
-                ),
+        match load_state(&path) {
+            Some((gen, saved)) => {
+                c.save_gen.set(gen);
+                // A slot file that exists was created (and its entry synced) before.
+                c.slot_synced.set([
+                    path.join(STATE_SLOTS[0]).exists(),
+                    path.join(STATE_SLOTS[1]).exists(),
+                ]);
+                c.restore(saved);
             }
+            None if STATE_SLOTS.iter().any(|n| path.join(n).exists()) => crate::error!(
+                "JetStream: consumer {}: no whole state slot; starting from its deliver policy",
+                path.display()
+            ),
+            None => {}
         }
         out.push(Rc::new(c));
     }
@@ -1753,6 +1816,30 @@ pub fn write_meta(dir: &std::path::Path, meta: &Meta) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_slots_reject_torn_writes() {
+        let saved = Saved {
+            sseq: 7,
+            pending: vec![(5, 6, 2)],
+            ..Default::default()
+        };
+        let raw = encode_state(3, &saved);
+        let (gen, back) = decode_state(&raw).unwrap();
+        assert_eq!((gen, back.sseq, back.pending), (3, 7, vec![(5, 6, 2)]));
+        for cut in [0, 10, 16, raw.len() - 1] {
+            assert!(decode_state(&raw[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut flipped = raw.clone();
+        flipped[20] ^= 1;
+        assert!(decode_state(&flipped).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STATE_SLOTS[1]), encode_state(5, &saved)).unwrap();
+        let mut torn = encode_state(6, &saved);
+        torn.truncate(torn.len() - 3);
+        std::fs::write(dir.path().join(STATE_SLOTS[0]), torn).unwrap();
+        assert_eq!(load_state(dir.path()).unwrap().0, 5);
+    }
 
     #[test]
     fn go_durations() {
