@@ -1948,31 +1948,23 @@ async fn sampled_acks_publish_metrics_and_the_server_stays_up() {
 
 #[test]
 fn statuses_sent_to_api_subjects_do_not_reenter_the_consumer() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_js(1, dir.path(), &[]);
-    let mut r = server.raw();
-    r.setup_requests();
+    let (_server, mut r, _dir) = raw_stream(0);
     raw_json(
         &mut r,
-        "$JS.API.STREAM.CREATE.RE",
-        r#"{"name":"RE","subjects":["re.>"]}"#,
-    );
-    raw_json(
-        &mut r,
-        "$JS.API.CONSUMER.CREATE.RE.C",
-        r#"{"stream_name":"RE","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        "$JS.API.CONSUMER.CREATE.O.C",
+        r#"{"stream_name":"O","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
     );
     // The 408 for this request goes to the PAUSE API of the same consumer.
     let body = r#"{"expires":300000000}"#;
     r.send(
         format!(
-            "PUB $JS.API.CONSUMER.MSG.NEXT.RE.C $JS.API.CONSUMER.PAUSE.RE.C {}\r\n{body}\r\n",
+            "PUB $JS.API.CONSUMER.MSG.NEXT.O.C $JS.API.CONSUMER.PAUSE.O.C {}\r\n{body}\r\n",
             body.len()
         )
         .as_bytes(),
     );
     std::thread::sleep(Duration::from_millis(800));
-    let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.RE.C", "");
+    let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.O.C", "");
     assert_eq!(v["name"], "C", "{v}");
 }
 
@@ -2017,34 +2009,26 @@ async fn num_pending_and_ack_pending_follow_a_purge() {
 
 #[test]
 fn a_requester_that_went_away_stops_waiting() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_js(1, dir.path(), &[]);
-    let mut r = server.raw();
-    r.setup_requests();
+    let (server, mut r, _dir) = raw_stream(0);
     raw_json(
         &mut r,
-        "$JS.API.STREAM.CREATE.GO",
-        r#"{"name":"GO","subjects":["go.>"]}"#,
-    );
-    raw_json(
-        &mut r,
-        "$JS.API.CONSUMER.CREATE.GO.C",
-        r#"{"stream_name":"GO","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
+        "$JS.API.CONSUMER.CREATE.O.C",
+        r#"{"stream_name":"O","config":{"durable_name":"C","ack_policy":"explicit"}}"#,
     );
     {
         let mut gone = server.raw();
         gone.setup_requests();
         gone.send(
-            b"SUB _gone.> 5\r\nPUB $JS.API.CONSUMER.MSG.NEXT.GO.C _gone.x 2\r\n10\r\nPING\r\n",
+            b"SUB _gone.> 5\r\nPUB $JS.API.CONSUMER.MSG.NEXT.O.C _gone.x 2\r\n10\r\nPING\r\n",
         );
         gone.flush();
-        let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.GO.C", "");
+        let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.O.C", "");
         assert_eq!(v["num_waiting"], 1, "{v}");
     }
     // The connection is closed: within a couple of seconds the request is dropped.
     let deadline = Instant::now() + Duration::from_secs(4);
     loop {
-        let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.GO.C", "");
+        let v = raw_json(&mut r, "$JS.API.CONSUMER.INFO.O.C", "");
         if v["num_waiting"] == 0 {
             break;
         }

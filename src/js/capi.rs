@@ -347,7 +347,7 @@ async fn create(
     ));
     // The starting position is saved before the answer: after a crash the
     // consumer resumes there, not at whatever "new" or "last" means by then.
-    if !c.save(true).await {
+    if !c.save().await {
         let _ = std::fs::remove_dir_all(consumer::consumers_dir(&stream).join(&name));
         return err(ApiError::consumer_create("cannot save the consumer state"));
     }

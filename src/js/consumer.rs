@@ -186,7 +186,6 @@ pub struct Snapshot {
     pub num_redelivered: u64,
     pub num_waiting: u64,
     pub num_pending: u64,
-    pub bound: bool,
 }
 
 pub fn consumers_dir(stream: &Stream) -> PathBuf {
@@ -371,10 +370,6 @@ impl Consumer {
         st.np_gen = ix.removals;
     }
 
-    pub fn is_durable_file(&self) -> bool {
-        self.dir.is_some()
-    }
-
     /// Applies an updated config (immutable fields already checked).
     pub fn update(&self, cfg: ConsumerConfig) {
         let refilter = cfg.filters() != self.cfg.borrow().filters();
@@ -457,7 +452,6 @@ impl Consumer {
             num_redelivered: redelivered,
             num_waiting: waiting,
             num_pending: st.np,
-            bound: st.bound,
         }
     }
 
@@ -852,7 +846,7 @@ impl Consumer {
             self.done.wait().await;
         }
         if !deleted {
-            self.save(true).await;
+            self.save().await;
         }
     }
 
@@ -896,7 +890,7 @@ impl Consumer {
                 let confirming = !self.st.borrow().ack_replies.is_empty();
                 if now - last >= SAVE_INTERVAL_NS || confirming {
                     // Acks are confirmed only once the state holding them is saved.
-                    if self.save(confirming).await {
+                    if self.save().await {
                         let replies = std::mem::take(&mut self.st.borrow_mut().ack_replies);
                         for r in replies {
                             shard.reply(&r, None, b"");
@@ -1496,9 +1490,8 @@ impl Consumer {
     /// with a generation and a checksum: a torn write spoils only the slot
     /// being written, and start-up takes the newest valid one. The directory
     /// is synced once per slot, when the slot's file is first created.
-    /// `_confirm` marks saves that confirm acks (they are no different now).
     /// False if it could not be saved.
-    pub async fn save(&self, _confirm: bool) -> bool {
+    pub async fn save(&self) -> bool {
         let Some(dir) = &self.dir else { return true };
         if self.closed.get() && self.stream.consumers.borrow().get(&self.name).is_none() {
             return true; // deleted: its directory is gone or reused
@@ -1633,38 +1626,12 @@ fn parse_nak_delay(arg: &str) -> i64 {
         }
         return json::decode_as::<D>(arg.as_bytes()).map_or(0, |d| d.delay.max(0));
     }
-    parse_go_duration(arg).unwrap_or(0)
-}
-
-/// Parses Go duration text such as `1.5s`, `300ms`, `1m30s`.
-pub fn parse_go_duration(s: &str) -> Option<i64> {
-    let mut total: f64 = 0.0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
+    // A Go duration; a bare number has no unit, so Go (and nats-server)
+    // refuse it, where the command line's parser reads seconds.
+    if arg.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
     }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += n * mult;
-        rest = &rest[unit_end..];
-    }
-    Some(total as i64)
+    crate::config::parse_duration(arg).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
 /// Recomputes the ack floor after pending messages settled; `lowest` says
@@ -1718,7 +1685,7 @@ pub fn retain_check(stream: &Stream, seqs: &[u64]) {
             .any(|c| matches_any(&c.filters.borrow(), &subject));
         // A workqueue keeps what no consumer has taken yet.
         if !needed && (interested || retention == Retention::Interest) {
-            any |= stream.remove_retained(seq);
+            any |= stream.remove_and_record(seq);
         }
     }
     if any {
@@ -1848,9 +1815,9 @@ mod tests {
         assert_eq!(go_duration(500_000_000), "500ms");
         assert_eq!(go_duration(90_000_000_000), "1m30s");
         assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
-        assert_eq!(parse_go_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_go_duration("250ms"), Some(250_000_000));
-        assert_eq!(parse_go_duration("x"), None);
+        assert_eq!(parse_nak_delay("1m30s"), 90_000_000_000);
+        assert_eq!(parse_nak_delay("250ms"), 250_000_000);
+        assert_eq!(parse_nak_delay("x"), 0);
     }
 
     #[test]

@@ -307,27 +307,9 @@ pub async fn discard_segment(mut seg: Segment, stream: &str) {
 }
 
 /// Reads whole blocks from aligned `start`, up to `len` bytes (fewer at the
-/// end of the file).
-pub async fn read_blocks(file: &DmaFile, start: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        let n = (len - out.len()).min(DMA_IO_MAX);
-        let r = file.read_at_aligned(start + out.len() as u64, n).await?;
-        out.extend_from_slice(&r[..]);
-        if r.len() < n {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-/// `read_blocks` with its `DMA_IO_MAX` pieces in flight together (a virtual
+/// end of the file), its `DMA_IO_MAX` pieces in flight together (a virtual
 /// disk reads many requests at once far faster than one after another).
-pub async fn read_blocks_concurrent(
-    file: Rc<DmaFile>,
-    start: u64,
-    len: usize,
-) -> std::io::Result<Vec<u8>> {
+pub async fn read_blocks(file: Rc<DmaFile>, start: u64, len: usize) -> std::io::Result<Vec<u8>> {
     let mut reads = Vec::new();
     let mut at = 0usize;
     while at < len {

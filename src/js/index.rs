@@ -26,6 +26,22 @@ pub struct Entry {
     pub deleted: bool,
 }
 
+impl Entry {
+    /// A sequence with no message (deleted, or never stored).
+    fn gap() -> Entry {
+        Entry {
+            ts: 0,
+            subj: 0,
+            hdr_len: 0,
+            len: 0,
+            seg: 0,
+            off: 0,
+            data: None,
+            deleted: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SubjState {
     pub subject: Bytes,
@@ -193,16 +209,7 @@ impl Index {
             self.first = seq;
         }
         while self.last_seq() + 1 < seq {
-            self.entries.push_back(Entry {
-                ts: 0,
-                subj: 0,
-                hdr_len: 0,
-                len: 0,
-                seg: 0,
-                off: 0,
-                data: None,
-                deleted: true,
-            });
+            self.entries.push_back(Entry::gap());
             self.deleted += 1;
         }
         let subj = self.intern(subject, seq);
@@ -441,16 +448,7 @@ impl Index {
             return;
         }
         while self.last_seq() < seq {
-            self.entries.push_back(Entry {
-                ts: 0,
-                subj: 0,
-                hdr_len: 0,
-                len: 0,
-                seg: 0,
-                off: 0,
-                data: None,
-                deleted: true,
-            });
+            self.entries.push_back(Entry::gap());
             self.deleted += 1;
         }
     }

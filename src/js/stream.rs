@@ -540,7 +540,7 @@ impl Stream {
         };
         let start = e.off & !4095;
         let end = (e.off + e.len as u64 + 4095) & !4095;
-        let mut blocks = filelog::read_blocks(&file, start, (end - start) as usize)
+        let mut blocks = filelog::read_blocks(file.clone(), start, (end - start) as usize)
             .await
             .map_err(|x| fail(x.to_string()))?;
         if blocks.len() < (e.off - start) as usize + e.len {
@@ -568,8 +568,9 @@ impl Stream {
         job.run().await.map_err(|x| fail(x.to_string()))
     }
 
-    /// Removes `seq` from the index, staging its delete (or floor) record.
-    fn remove_and_record(&self, seq: u64) -> bool {
+    /// Removes `seq` from the index, staging its delete (or floor) record
+    /// (also how retention drops a message every consumer is done with).
+    pub fn remove_and_record(&self, seq: u64) -> bool {
         let (removed, first_before, first_after) = {
             let mut ix = self.ix.borrow_mut();
             let before = ix.first_seq();
@@ -584,12 +585,6 @@ impl Stream {
             self.stage(record::KIND_DELETE, seq);
         }
         true
-    }
-
-    /// Removes message `seq` because retention no longer needs it (acked by
-    /// every interested consumer); its delete record is written with the next batch.
-    pub fn remove_retained(&self, seq: u64) -> bool {
-        self.remove_and_record(seq)
     }
 
     /// Wakes every consumer (new messages, removals).
@@ -754,9 +749,7 @@ impl Stream {
         };
         let start = off & !(filelog::BLOCK - 1);
         let bytes =
-            match filelog::read_blocks_concurrent(file, start, window.max(filelog::BLOCK as usize))
-                .await
-            {
+            match filelog::read_blocks(file, start, window.max(filelog::BLOCK as usize)).await {
                 Ok(b) => b,
                 Err(e) => {
                     crate::error!(
