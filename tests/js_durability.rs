@@ -440,13 +440,34 @@ fn a_full_disk_fails_publishes_and_recovers() {
         "dd if=/dev/zero of={mnt_s}/ballast bs=1M count=4 status=none"
     )));
     let store = mnt.join("store");
-    let server = Server::start_js(2, &store, &[]);
+    // Small segments: a 32 MiB preallocation would take the whole disk at once.
+    let seg = ["--segment_bytes", "1048576"];
+    let server = Server::start_js(2, &store, &seg);
     let mut r = raw(&server);
     req(
         &mut r,
         "$JS.API.STREAM.CREATE.F",
         r#"{"name":"F","subjects":["f.>"]}"#,
     );
+    // A consumer with a pull waiting: it is handed each message as it is
+    // accepted, before its write completes, so it sees the ones that fail.
+    let created = req(
+        &mut r,
+        "$JS.API.CONSUMER.CREATE.F.C",
+        r#"{"stream_name":"F","config":{"durable_name":"C","ack_policy":"none"}}"#,
+    );
+    assert!(created.get("error").is_none(), "{created}");
+    let mut c = raw(&server);
+    let pull = format!("{}.pull", c.inbox);
+    let next = r#"{"batch":100000,"expires":60000000000}"#;
+    c.send(
+        format!(
+            "PUB $JS.API.CONSUMER.MSG.NEXT.F.C {pull} {}\r\n{next}\r\n",
+            next.len()
+        )
+        .as_bytes(),
+    );
+    c.flush();
     let body = vec![b'z'; 16 * 1024];
     let mut acked = Vec::new();
     let mut error = None;
@@ -485,10 +506,32 @@ fn a_full_disk_fails_publishes_and_recovers() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(seq, acked.last().unwrap() + 1);
+    // The consumer went back to the last stored message: the reused sequence
+    // is delivered with the new message, once.
+    let mut past_end = 0;
+    let again = loop {
+        let (sseq, data) = read_delivery(&mut c);
+        if data == b"again" {
+            break sseq;
+        }
+        assert_eq!(data, body);
+        if sseq > *acked.last().unwrap() {
+            past_end += 1; // handed out, then its write failed
+        }
+    };
+    eprintln!("{past_end} deliveries of messages whose write failed");
+    assert_eq!(again, seq);
+    let info = req(&mut r, "$JS.API.CONSUMER.INFO.F.C", "");
+    assert_eq!(
+        info["delivered"]["stream_seq"].as_u64(),
+        Some(seq),
+        "{info}"
+    );
+    assert_eq!(info["num_pending"].as_u64(), Some(0), "{info}");
     let before = state(&mut r, "F");
     assert!(server.terminate().success());
     // After a restart: every acked message, nothing that failed.
-    let server = Server::start_js(2, &store, &[]);
+    let server = Server::start_js(2, &store, &seg);
     let mut r = raw(&server);
     let st = state(&mut r, "F");
     assert_eq!(st, before);
@@ -497,6 +540,23 @@ fn a_full_disk_fails_publishes_and_recovers() {
     assert_eq!(get(&mut r, "F", seq).unwrap().1, b"again");
     assert_eq!(get(&mut r, "F", acked[acked.len() / 2]).unwrap().1, body);
     drop(server);
+}
+
+/// The next consumer delivery on `c`: (stream sequence from its ack subject, payload).
+fn read_delivery(c: &mut Raw) -> (u64, Vec<u8>) {
+    loop {
+        let line = c.read_line();
+        assert!(!line.is_empty(), "connection closed");
+        let parts: Vec<&str> = line.trim_end().split(' ').collect();
+        if parts[0] != "MSG" {
+            continue;
+        }
+        let n: usize = parts[parts.len() - 1].parse().unwrap();
+        let data = c.read_exact(n + 2)[..n].to_vec();
+        let reply: Vec<&str> = parts[3].split('.').collect();
+        assert_eq!(reply[..4], ["$JS", "ACK", "F", "C"], "{line}");
+        return (reply[5].parse().unwrap(), data);
+    }
 }
 
 extern "C" {

@@ -76,7 +76,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ),
     (
         "jsconsumelat",
-        "JetStream publish→pull-consumer delivery latency, 128 B at 20,000 msgs/s (open loop, CO-corrected)",
+        "JetStream publish→pull-consumer delivery latency, 128 B at 20,000 msgs/s, publish window 4000 (open loop, CO-corrected)",
     ),
 ];
 
@@ -85,6 +85,12 @@ pub const SCENARIOS: &[(&str, &str)] = &[
 /// neither server (nor the load generator, publishing and consuming on 2
 /// cores) is near saturation: it measures latency, not capacity.
 const JS_CONSUME_LATENCY_RATE: f64 = 20_000.0;
+
+/// jsconsumelat's publish window: nats.go's default limit of pending async
+/// publishes (4,000), as a client publishing at a fixed rate would have it.
+/// With 256, a 13 ms stall in pub acks would stop the publisher, and the
+/// latency would measure the pub-ack path instead of publish→delivery.
+const JS_CONSUME_LATENCY_WINDOW: usize = 4000;
 
 #[derive(Debug, Clone, Serialize)]
 struct Round {
@@ -280,6 +286,9 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
                 "jsordered" => (opts.msgs / 2).max(1000),
                 _ => {
                     spec.rate = Some(JS_CONSUME_LATENCY_RATE);
+                    // nats.go's PublishAsync default: an open-loop publisher
+                    // is not held back by a short stall in pub acks.
+                    spec.window = JS_CONSUME_LATENCY_WINDOW;
                     opts.msgs.min(JS_CONSUME_LATENCY_RATE as u64 * 10).max(1000)
                 }
             };

@@ -150,6 +150,10 @@ pub struct Consumer {
     /// (their directory entries synced).
     save_gen: Cell<u64>,
     slot_synced: Cell<[bool; 2]>,
+    /// A background save is running, and the event it fires when it ends.
+    saving: Cell<bool>,
+    saved: crate::notify::Event,
+    save_failed: Cell<bool>,
 }
 
 /// What is persisted beside `meta.json` for a durable consumer.
@@ -291,7 +295,8 @@ impl Consumer {
                     .last()
                     .copied()
                     .unwrap_or(last + 1),
-                DeliverPolicy::New => last + 1,
+                // After every accepted message, committed or still in flight.
+                DeliverPolicy::New => stream.next_seq(),
                 DeliverPolicy::ByStartSeq => cfg.opt_start_seq,
                 DeliverPolicy::ByStartTime => ix
                     .first_at_or_after(cfg.start_time_nanos())
@@ -333,6 +338,9 @@ impl Consumer {
             ahead: RefCell::new(None),
             save_gen: Cell::new(0),
             slot_synced: Cell::new([false, false]),
+            saving: Cell::new(false),
+            save_failed: Cell::new(false),
+            saved: crate::notify::Event::default(),
         }
     }
 
@@ -364,10 +372,31 @@ impl Consumer {
             );
             st.timers.insert((deadline, sseq));
         }
+        // Saved positions may name previewed messages lost in a crash.
+        self.clamp(&mut st);
+    }
+
+    /// Takes back every position past the stream's last committed message
+    /// (deliveries of previewed messages whose write failed or was lost), so
+    /// the sequences given again are delivered as new; recounts `np`.
+    fn clamp(&self, st: &mut State) {
         let ix = self.stream.ix.borrow();
+        let last = ix.last_seq();
+        st.cursor = st.cursor.min(last + 1);
+        st.sseq = st.sseq.min(last);
+        st.ack_s = st.ack_s.min(last);
+        let lost: Vec<u64> = st.pending.range(last + 1..).map(|(s, _)| *s).collect();
+        for q in lost {
+            if let Some(p) = st.pending.remove(&q) {
+                st.timers.remove(&(p.deadline, q));
+            }
+            st.due.remove(&q);
+        }
+        st.exhausted.retain(|q| *q <= last);
         st.np = ix.count_filtered(st.cursor, &self.filters.borrow()) + st.lps.len() as u64;
-        st.np_upto = ix.last_seq();
+        st.np_upto = last;
         st.np_gen = ix.removals;
+        st.dirty = true;
     }
 
     /// Applies an updated config (immutable fields already checked).
@@ -401,7 +430,7 @@ impl Consumer {
                 .pending
                 .keys()
                 .copied()
-                .filter(|q| ix.entry(*q).is_none())
+                .filter(|q| *q <= ix.last_seq() && ix.entry(*q).is_none())
                 .collect();
             for q in gone {
                 self.settle(st, q);
@@ -845,6 +874,10 @@ impl Consumer {
         while self.running.get() {
             self.done.wait().await;
         }
+        // One save at a time: both would write the same slot.
+        while self.saving.get() {
+            self.saved.wait().await;
+        }
         if !deleted {
             self.save().await;
         }
@@ -885,20 +918,38 @@ impl Consumer {
                 let st = self.st.borrow();
                 self.dir.is_some() && (st.dirty || !st.ack_replies.is_empty())
             };
-            if dirty_save {
+            // A save in progress wakes the task when it ends.
+            if dirty_save && !self.saving.get() {
                 let last = self.st.borrow().last_save;
                 let confirming = !self.st.borrow().ack_replies.is_empty();
-                if now - last >= SAVE_INTERVAL_NS || confirming {
-                    // Acks are confirmed only once the state holding them is saved.
-                    if self.save().await {
-                        let replies = std::mem::take(&mut self.st.borrow_mut().ack_replies);
-                        for r in replies {
-                            shard.reply(&r, None, b"");
+                // After a failed save, retry at the interval, not at once.
+                if now - last >= SAVE_INTERVAL_NS || (confirming && !self.save_failed.get()) {
+                    // Saved beside delivery, so a slow fdatasync does not stall it.
+                    self.saving.set(true);
+                    let me = self.clone();
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        // Taken with the snapshot (no await between): these
+                        // acks are in the state being saved, later ones not.
+                        let replies = std::mem::take(&mut me.st.borrow_mut().ack_replies);
+                        let ok = me.save().await;
+                        me.save_failed.set(!ok);
+                        if ok {
+                            for r in replies {
+                                shard.reply(&r, None, b"");
+                            }
+                            shard.flush_mesh().await;
+                        } else {
+                            let mut st = me.st.borrow_mut();
+                            let later = std::mem::replace(&mut st.ack_replies, replies);
+                            st.ack_replies.extend(later);
+                            st.last_save = now_nanos();
                         }
-                        shard.flush_mesh().await;
-                        continue;
-                    }
-                    deadline = deadline.min(now + SAVE_INTERVAL_NS);
+                        me.saving.set(false);
+                        me.saved.notify_all();
+                        me.wake.notify();
+                    })
+                    .detach();
                 } else {
                     deadline = deadline.min(last + SAVE_INTERVAL_NS);
                 }
@@ -1129,11 +1180,16 @@ impl Consumer {
             return Some((s, false));
         }
         let ix = self.stream.ix.borrow();
-        match ix.next_filtered(st.cursor, &self.filters.borrow()) {
+        let filters = self.filters.borrow();
+        match ix.next_filtered(st.cursor, &filters) {
             Some(s) => Some((s, false)),
             None => {
                 st.cursor = st.cursor.max(ix.last_seq() + 1);
-                None
+                drop(ix);
+                // Accepted messages still being written deliver now.
+                self.stream
+                    .preview_next(st.cursor, |s| matches_any(&filters, s))
+                    .map(|s| (s, false))
             }
         }
     }
@@ -1144,6 +1200,11 @@ impl Consumer {
             st.lps.pop_front();
         } else {
             st.cursor = st.cursor.max(sseq + 1);
+            if sseq > st.np_upto {
+                // A previewed message: never counted, and not counted at
+                // its commit either (it is below the cursor by then).
+                return;
+            }
         }
         st.np = st.np.saturating_sub(1);
     }
@@ -1153,6 +1214,9 @@ impl Consumer {
     /// as soon as a read arrives, so a consumer replaying from disk delivers
     /// one buffer while the next is read.
     async fn load(&self, seq: u64) -> Option<StoredMsg> {
+        if let Some(m) = self.stream.preview_get(seq) {
+            return Some(m);
+        }
         for _ in 0..2 {
             {
                 let mut pf = self.prefetch.borrow_mut();
@@ -1221,7 +1285,7 @@ impl Consumer {
         }
         self.sync_pending(&mut st);
         // Pending after this one (redeliveries do not change it).
-        let pending_after = if redelivery {
+        let pending_after = if redelivery || msg.seq > st.np_upto {
             st.np
         } else {
             st.np.saturating_sub(1)
@@ -1524,7 +1588,7 @@ impl Consumer {
             f.fdatasync().await?;
             f.close().await?;
             if fresh {
-                crate::js::filelog::sync_dir(dir)?;
+                crate::js::filelog::sync_dir_async(dir).await?;
             }
             Ok::<(), glommio::GlommioError<()>>(())
         }
@@ -1694,7 +1758,8 @@ pub fn retain_check(stream: &Stream, seqs: &[u64]) {
 }
 
 /// After a commit: wake consumers; interest streams drop new messages that no
-/// consumer is interested in.
+/// consumer is interested in, and both interest and workqueue streams drop
+/// messages every consumer already took from the preview.
 pub fn after_commit(stream: &Stream) {
     let has_consumers = !stream.consumers.borrow().is_empty();
     if has_consumers {
@@ -1703,12 +1768,27 @@ pub fn after_commit(stream: &Stream) {
     let last = stream.ix.borrow().last_seq();
     let from = stream.interest_checked.get() + 1;
     stream.interest_checked.set(last);
-    if stream.cfg.borrow().retention() != Retention::Interest || from > last {
+    // Workqueue streams check too: a previewed message may have been acked
+    // (or taken by an ack-none consumer) before its commit.
+    let retention = stream.cfg.borrow().retention();
+    if retention == Retention::Limits
+        || (retention == Retention::WorkQueue && !has_consumers)
+        || from > last
+    {
         return;
     }
     let first = stream.ix.borrow().first_seq();
     let seqs: Vec<u64> = (from.max(first)..=last).collect();
     retain_check(stream, &seqs);
+}
+
+/// After a failed write: consumers forget what they delivered past the last
+/// committed message (its sequences will be given to new messages).
+pub fn rewind_all(stream: &Stream) {
+    for c in stream.consumers.borrow().values() {
+        c.clamp(&mut c.st.borrow_mut());
+        c.wake.notify();
+    }
 }
 
 /// Sweeps a whole interest/workqueue stream (after a consumer went away).

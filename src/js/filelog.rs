@@ -290,10 +290,15 @@ pub async fn discard_segment(mut seg: Segment, stream: &str) {
             let _ = f.close().await;
         }
     }
-    let removed = std::fs::remove_file(&seg.path).and_then(|()| match seg.path.parent() {
-        Some(dir) => sync_dir(dir),
-        None => Ok(()),
-    });
+    let path = seg.path.clone();
+    let removed = glommio::executor()
+        .spawn_blocking(move || {
+            std::fs::remove_file(&path).and_then(|()| match path.parent() {
+                Some(dir) => sync_dir(dir),
+                None => Ok(()),
+            })
+        })
+        .await;
     match removed {
         Ok(()) => crate::debug!(
             "JetStream stream '{stream}': removed segment {}",
@@ -427,6 +432,15 @@ pub async fn open_dma(path: &Path, dsync: bool) -> std::io::Result<DmaFile> {
 
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// `sync_dir` on glommio's blocking-thread pool: a directory fsync can take
+/// tens of milliseconds on a busy disk, and must not stall the shard.
+pub async fn sync_dir_async(dir: &Path) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || sync_dir(&dir))
+        .await
 }
 
 /// A record found by recovery.
@@ -622,7 +636,7 @@ impl FileLog {
                 let path = log.dir.join(segment_name(next_seq));
                 let file = open_dma(&path, sync).await?;
                 preallocate(&file, segment_bytes).await;
-                sync_dir(&log.dir)?;
+                sync_dir_async(&log.dir).await?;
                 log.install(next_seq, path, file);
             }
         }

@@ -167,6 +167,12 @@ pub struct Stream {
     pub consumers: RefCell<std::collections::BTreeMap<String, Rc<crate::js::consumer::Consumer>>>,
     /// Interest retention: messages up to here were checked for interest.
     pub interest_checked: Cell<u64>,
+    /// Accepted messages whose write has not completed, ascending, kept while
+    /// the stream has consumers so they deliver without waiting for the disk
+    /// (nats-server delivers from its cache the same way). Bounded by the
+    /// ingest bounds: it holds only what is staged or in flight. Emptied as
+    /// writes commit; cleared, and consumers rewound, when a write fails.
+    preview: RefCell<VecDeque<StoredMsg>>,
 }
 
 /// The answer to a publish that the caller sends at once (errors, duplicates
@@ -241,6 +247,7 @@ impl Stream {
             moves_pending: Cell::new(0),
             consumers: RefCell::new(std::collections::BTreeMap::new()),
             interest_checked: Cell::new(next - 1),
+            preview: RefCell::new(VecDeque::new()),
         }
     }
 
@@ -442,7 +449,52 @@ impl Stream {
         });
         drop(w);
         self.wake.notify();
+        if self.is_file() && !self.consumers.borrow().is_empty() {
+            // The record is encoded into the staged batch; the preview keeps
+            // the received bytes (the subject already pins the same buffer).
+            self.preview.borrow_mut().push_back(StoredMsg {
+                seq,
+                ts,
+                subject: subject.clone(),
+                hdr_len,
+                data: msg.clone(),
+            });
+            self.wake_consumers();
+        }
         Ingest::Accepted
+    }
+
+    /// The sequence the next accepted message will get.
+    pub fn next_seq(&self) -> u64 {
+        self.w.borrow().next_seq
+    }
+
+    /// The first previewed (accepted, not yet committed) message at or after
+    /// `from` whose subject passes `keep`.
+    pub fn preview_next(&self, from: u64, keep: impl Fn(&[u8]) -> bool) -> Option<u64> {
+        let pv = self.preview.borrow();
+        let first = self.ix.borrow().first_seq();
+        let at = pv.partition_point(|m| m.seq < from.max(first));
+        pv.range(at..).find(|m| keep(&m.subject)).map(|m| m.seq)
+    }
+
+    /// Previewed message `seq`, if it is still waiting for its write.
+    pub fn preview_get(&self, seq: u64) -> Option<StoredMsg> {
+        let pv = self.preview.borrow();
+        if pv.front().is_none_or(|m| m.seq > seq) || seq < self.ix.borrow().first_seq() {
+            return None;
+        }
+        let at = pv.partition_point(|m| m.seq < seq);
+        pv.get(at).filter(|m| m.seq == seq).cloned()
+    }
+
+    /// Drops previewed messages that are now in the index (or were purged).
+    fn preview_committed(&self) {
+        let last = self.ix.borrow().last_seq();
+        let mut pv = self.preview.borrow_mut();
+        while pv.front().is_some_and(|m| m.seq <= last) {
+            pv.pop_front();
+        }
     }
 
     /// Stages a delete or floor record for the next write (file streams).
@@ -997,6 +1049,7 @@ impl Stream {
             self.enforce_global();
         }
         self.ix.borrow_mut().evict(STREAM_CACHE_BYTES);
+        self.preview_committed();
         replies
     }
 
@@ -1040,6 +1093,10 @@ impl Stream {
         w.last_msg_id = self.last_msg_id.borrow().clone();
         w.markers_staged = false;
         drop(w);
+        // Their sequences will be given again: consumers that delivered them
+        // go back to the last committed message.
+        self.preview.borrow_mut().clear();
+        crate::js::consumer::rewind_all(self);
         // Deletes already applied in memory may have been in the lost write:
         // stage them again, so the disk catches up with what readers saw.
         if self.is_file() {
@@ -1397,7 +1454,7 @@ impl Stream {
             let file = filelog::open_dma(&path, dsync).await?;
             let bytes = self.log.borrow().as_ref().map_or(0, |l| l.segment_bytes);
             filelog::preallocate(&file, bytes).await;
-            filelog::sync_dir(&dir)?;
+            filelog::sync_dir_async(&dir).await?;
             if let Some(l) = self.log.borrow_mut().as_mut() {
                 l.install(next_seq, path, file);
             }
