@@ -65,6 +65,13 @@ pub const MESH_BATCH_MSGS_MAX: usize = 1024;
 /// directed channel is at most `MESH_CHANNEL_BATCHES` times this plus one payload.
 pub const MESH_BATCH_BYTES_MAX: usize = 256 * 1024;
 
+/// A message for another shard whose subject, reply and body together are at
+/// most this long is copied into its batch's one buffer (`ShardMsg::Packed`):
+/// a copy of a few hundred bytes costs less than sharing reference counts
+/// between cores and freeing each piece on the receiving core. Longer
+/// messages travel as shared `Bytes`.
+pub const MESH_PACK_MAX: usize = 16 * 1024;
+
 /// Capacity of each directed control-reply channel (barrier acknowledgements).
 /// Its receivers never send, so a full channel only delays the replying shard.
 pub const MESH_ACK_CHANNEL_MSGS: usize = 1024;

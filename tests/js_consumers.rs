@@ -2282,3 +2282,84 @@ async fn replay_original_keeps_the_gaps_and_rate_limit_slows_push() {
         t.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_start_sequence_past_the_end_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &[]);
+    let js = jetstream::new(server.client().await);
+    let s = make_stream(&js, "FUT", &["fut.>"]).await;
+    s.create_consumer(pull::Config {
+        deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: 5 },
+        ..durable("C")
+    })
+    .await
+    .unwrap();
+    drop((js, s));
+    assert!(server.terminate().success());
+    // A start beyond the stream's end is where the consumer was told to
+    // begin, not a position to cut back at start-up.
+    let server = Server::start_js(2, dir.path(), &[]);
+    let js = jetstream::new(server.client().await);
+    for i in 0..8 {
+        publish(&js, "fut.x", format!("{i}")).await;
+    }
+    let s = js.get_stream("FUT").await.unwrap();
+    let c: PullConsumer = s.get_consumer("C").await.unwrap();
+    assert_eq!(seqs(&fetch(&c, 10).await), vec![5, 6, 7, 8]);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn consumers_created_while_publishing_miss_nothing() {
+    // Messages accepted before a consumer exists reach it after their commit,
+    // the ones accepted after it before; none is skipped, and a workqueue keeps
+    // every one until it is acked.
+    let e = env(2).await;
+    e.js.create_stream(stream::Config {
+        retention: RetentionPolicy::WorkQueue,
+        ..stream_cfg("WQP", &["wqp.>"])
+    })
+    .await
+    .unwrap();
+    const N: u64 = 3000;
+    // Bursts from another connection, before, during and after the create.
+    let publisher = {
+        let client = e.server.client().await;
+        tokio::spawn(async move {
+            for i in 0..N {
+                let body = format!("{i:01000}");
+                client.publish("wqp.x", body.into()).await.unwrap();
+                if i % 50 == 49 {
+                    client.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            client.flush().await.unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let s = e.js.get_stream("WQP").await.unwrap();
+    // Ephemeral: its create waits for no write of its own.
+    let c = s
+        .create_consumer(pull::Config {
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Pulled while publishing goes on: the consumer catches up with the
+    // stored messages while later ones are still being written.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (got.len() as u64) < N && Instant::now() < deadline {
+        for m in batch(&c, 500, Duration::from_millis(500)).await {
+            got.push(sseq(&m));
+            m.ack().await.unwrap();
+        }
+    }
+    publisher.await.unwrap();
+    assert_eq!(got, (1..=N).collect::<Vec<_>>());
+    let st = state_when(&e.js, "WQP", |st| st.messages == 0).await;
+    assert_eq!(st.messages, 0);
+}

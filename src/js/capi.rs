@@ -428,8 +428,20 @@ fn action_advisory(shard: &Shard, stream: &str, name: &str, action: &str) {
 
 /// Deletes a consumer (API, inactivity); false if there is none.
 pub async fn remove_consumer(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str) -> bool {
-    let c = stream.consumers.borrow_mut().remove(name);
-    let Some(c) = c else { return false };
+    let Some(c) = lookup(stream, name) else {
+        return false;
+    };
+    // No save may still be writing into the directory renamed below (a
+    // consumer created again under this name would get its slot).
+    c.closed.set(true);
+    c.wake.notify();
+    c.wait_saved().await;
+    // Removed by a concurrent delete meanwhile (perhaps created again): not ours.
+    match stream.consumers.borrow().get(name) {
+        Some(now) if Rc::ptr_eq(now, &c) => {}
+        _ => return false,
+    }
+    stream.consumers.borrow_mut().remove(name);
     if stream.consumers.borrow().is_empty() {
         let mut ix = stream.ix.borrow_mut();
         ix.track_removals = false;
@@ -614,11 +626,12 @@ pub fn on_internal(
             let c = consumer(tokens[at + 1]);
             let dc = parse_u64(tokens[at + 2]);
             let sseq = parse_u64(tokens[at + 3]);
-            match (c, dc, sseq) {
-                (Some(c), Some(dc), Some(sseq))
+            let cseq = parse_u64(tokens[at + 4]);
+            match (c, dc, sseq, cseq) {
+                (Some(c), Some(dc), Some(sseq), Some(cseq))
                     if c.cfg.borrow().ack() != crate::js::cconfig::AckPolicy::None =>
                 {
-                    c.ack(shard, sseq, dc, reply, body)
+                    c.ack(shard, sseq, cseq, dc, reply, body)
                 }
                 _ => no_responders(shard),
             }

@@ -94,6 +94,9 @@ struct State {
     due: BTreeSet<u64>,
     /// Messages that reached max_deliver and were given up.
     exhausted: BTreeSet<u64>,
+    /// Set by `clamp`: deliveries up to this consumer sequence of stream
+    /// sequences past this one were of messages that are gone.
+    lost: Option<(u64, u64)>,
     /// Matching messages ≥ cursor, counted up to `np_upto`, as of
     /// `np_gen` removals from the stream.
     np: u64,
@@ -381,10 +384,22 @@ impl Consumer {
     /// the sequences given again are delivered as new; recounts `np`.
     fn clamp(&self, st: &mut State) {
         let ix = self.stream.ix.borrow();
-        let last = ix.last_seq();
-        st.cursor = st.cursor.min(last + 1);
-        st.sseq = st.sseq.min(last);
-        st.ack_s = st.ack_s.min(last);
+        // A start sequence configured past the end stays where it is.
+        let start = {
+            let cfg = self.cfg.borrow();
+            match cfg.deliver() {
+                DeliverPolicy::ByStartSeq => cfg.opt_start_seq,
+                _ => 0,
+            }
+        };
+        let end = ix.last_seq().max(start.saturating_sub(1));
+        if st.cursor > end + 1 || st.sseq > end {
+            st.lost = Some((end, st.dseq));
+        }
+        st.cursor = st.cursor.min(end + 1);
+        st.sseq = st.sseq.min(end);
+        st.ack_s = st.ack_s.min(end);
+        let last = end;
         let lost: Vec<u64> = st.pending.range(last + 1..).map(|(s, _)| *s).collect();
         for q in lost {
             if let Some(p) = st.pending.remove(&q) {
@@ -394,7 +409,7 @@ impl Consumer {
         }
         st.exhausted.retain(|q| *q <= last);
         st.np = ix.count_filtered(st.cursor, &self.filters.borrow()) + st.lps.len() as u64;
-        st.np_upto = last;
+        st.np_upto = ix.last_seq();
         st.np_gen = ix.removals;
         st.dirty = true;
     }
@@ -436,6 +451,17 @@ impl Consumer {
                 self.settle(st, q);
             }
             return;
+        }
+        // Delivered from the preview, then purged before their commit: never
+        // in the removal log.
+        let first = ix.first_seq();
+        while let Some(q) = st
+            .pending
+            .first_key_value()
+            .map(|(q, _)| *q)
+            .filter(|q| *q < first)
+        {
+            self.settle(st, q);
         }
         for (seq, subject) in ix.recent_removed.iter().rev().take(behind as usize) {
             if *seq >= st.cursor && *seq <= st.np_upto && matches_any(&filters, subject) {
@@ -628,10 +654,24 @@ impl Consumer {
         self: &Rc<Self>,
         shard: &Shard,
         sseq: u64,
+        cseq: u64,
         dc: u64,
         reply: Option<&Bytes>,
         body: &[u8],
     ) {
+        // An ack for a delivery whose write failed (or a crash lost) must not
+        // settle the new message that was given its sequence since.
+        if self
+            .st
+            .borrow()
+            .lost
+            .is_some_and(|(s, c)| sseq > s && cseq <= c)
+        {
+            if let Some(r) = reply.filter(|r| !r.is_empty()) {
+                shard.reply(r, None, b"");
+            }
+            return;
+        }
         // Only what acks need: no config clone per ack.
         let (policy, ack_wait, sample) = {
             let c = self.cfg.borrow();
@@ -861,6 +901,13 @@ impl Consumer {
         }
     }
 
+    /// Waits for a background save in progress to end.
+    pub async fn wait_saved(&self) {
+        while self.saving.get() {
+            self.saved.wait().await;
+        }
+    }
+
     /// Sends `409 Consumer Deleted` to waiting requests and stops the task.
     pub async fn stop(&self, shard: &Shard, deleted: bool) {
         if deleted {
@@ -875,9 +922,7 @@ impl Consumer {
             self.done.wait().await;
         }
         // One save at a time: both would write the same slot.
-        while self.saving.get() {
-            self.saved.wait().await;
-        }
+        self.wait_saved().await;
         if !deleted {
             self.save().await;
         }

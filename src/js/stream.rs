@@ -452,13 +452,20 @@ impl Stream {
         if self.is_file() && !self.consumers.borrow().is_empty() {
             // The record is encoded into the staged batch; the preview keeps
             // the received bytes (the subject already pins the same buffer).
-            self.preview.borrow_mut().push_back(StoredMsg {
+            let mut pv = self.preview.borrow_mut();
+            // Accepted while there were no consumers: what the preview lacks
+            // is read after its commit, and nothing past the hole before.
+            if pv.back().is_some_and(|m| m.seq + 1 != seq) {
+                pv.clear();
+            }
+            pv.push_back(StoredMsg {
                 seq,
                 ts,
                 subject: subject.clone(),
                 hdr_len,
                 data: msg.clone(),
             });
+            drop(pv);
             self.wake_consumers();
         }
         Ingest::Accepted
@@ -473,7 +480,18 @@ impl Stream {
     /// `from` whose subject passes `keep`.
     pub fn preview_next(&self, from: u64, keep: impl Fn(&[u8]) -> bool) -> Option<u64> {
         let pv = self.preview.borrow();
-        let first = self.ix.borrow().first_seq();
+        let (first, last) = {
+            let ix = self.ix.borrow();
+            (ix.first_seq(), ix.last_seq())
+        };
+        // Only a preview that continues the index: messages accepted before it
+        // began are delivered first, once committed.
+        if pv
+            .front()
+            .is_none_or(|m| m.seq > last.max(first.saturating_sub(1)) + 1)
+        {
+            return None;
+        }
         let at = pv.partition_point(|m| m.seq < from.max(first));
         pv.range(at..).find(|m| keep(&m.subject)).map(|m| m.seq)
     }

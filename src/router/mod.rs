@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::limits::MESH_PACK_MAX;
 use crate::net::conn::{stall_while_full, CloseReason, Conn, Flow, LocalSub};
 use crate::net::outbound::Verdict;
 use crate::protocol::connect::ConnectOpts;
@@ -263,12 +264,31 @@ impl Shard {
                     cid: key.cid,
                     sub: key.sub,
                 },
-                || ShardMsg::Deliver {
-                    subject: p.subject.clone(),
-                    reply: p.reply.clone(),
-                    hdr_len: p.hdr_len.map(|h| h as u32),
-                    msg: p.msg.clone(),
-                    targets: (0, 0),
+                |packed| {
+                    let reply_len = p.reply.as_ref().map_or(0, Bytes::len);
+                    if p.subject.len() + reply_len + p.msg.len() > MESH_PACK_MAX {
+                        return ShardMsg::Deliver {
+                            subject: p.subject.clone(),
+                            reply: p.reply.clone(),
+                            hdr_len: p.hdr_len.map(|h| h as u32),
+                            msg: p.msg.clone(),
+                            targets: (0, 0),
+                        };
+                    }
+                    let at = packed.len() as u32;
+                    packed.extend_from_slice(&p.subject);
+                    if let Some(r) = &p.reply {
+                        packed.extend_from_slice(r);
+                    }
+                    packed.extend_from_slice(&p.msg);
+                    ShardMsg::Packed {
+                        at,
+                        subject_len: p.subject.len() as u32,
+                        reply_len: p.reply.as_ref().map_or(u32::MAX, |r| r.len() as u32),
+                        hdr_len: p.hdr_len.map(|h| h as u32),
+                        msg_len: p.msg.len() as u32,
+                        targets: (0, 0),
+                    }
                 },
             );
             (true, full)
@@ -462,6 +482,34 @@ impl Shard {
         }
     }
 
+    /// Delivers one message from a peer's batch to its targets on this shard.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_remote(
+        &self,
+        list: &[Target],
+        subject: &Bytes,
+        reply: Option<&Bytes>,
+        hdr_len: Option<u32>,
+        msg: &Bytes,
+        stalled: &mut Option<u64>,
+        stalled_stream: &mut Option<u32>,
+    ) {
+        let hdr_len = hdr_len.map(|h| h as usize);
+        for t in list {
+            if t.cid == crate::js::JS_CID {
+                if self.deliver_js(t.sub, subject, reply, hdr_len, msg) {
+                    *stalled_stream = Some(t.sub);
+                }
+                continue;
+            }
+            let outcome =
+                self.deliver_local(t.cid, t.sub, subject, reply.map(|r| &r[..]), hdr_len, msg);
+            if let Delivered::Stalled = outcome {
+                *stalled = Some(t.cid);
+            }
+        }
+    }
+
     /// Applies a batch from a peer shard, in order.
     ///
     /// Never waits on the data mesh (a receiver blocked on a full channel to a
@@ -470,10 +518,18 @@ impl Shard {
     /// receivers never wait, and pauses at most once per batch for a congested
     /// subscriber (back-pressure on the sending shard through the full channel).
     pub async fn apply_batch(self: &Rc<Self>, batch: Batch) {
-        let from = batch.from;
+        let Batch {
+            from,
+            msgs,
+            targets: batch_targets,
+            packed,
+            ..
+        } = batch;
+        // Slices of it go to streams as `Bytes`; dropped here when none did.
+        let packed = Bytes::from(packed);
         let mut stalled: Option<u64> = None;
         let mut stalled_stream: Option<u32> = None;
-        for msg in batch.msgs {
+        for msg in msgs {
             match msg {
                 ShardMsg::Sub {
                     key,
@@ -497,6 +553,35 @@ impl Shard {
                         .borrow_mut()
                         .remove(&subject, queue.as_deref(), key);
                 }
+                ShardMsg::Packed {
+                    at,
+                    subject_len,
+                    reply_len,
+                    hdr_len,
+                    msg_len,
+                    targets,
+                } => {
+                    let at = at as usize;
+                    let subject_end = at + subject_len as usize;
+                    let reply_end = match reply_len {
+                        u32::MAX => subject_end,
+                        n => subject_end + n as usize,
+                    };
+                    let subject = packed.slice(at..subject_end);
+                    let reply =
+                        (reply_len != u32::MAX).then(|| packed.slice(subject_end..reply_end));
+                    let msg = packed.slice(reply_end..reply_end + msg_len as usize);
+                    let list = &batch_targets[targets.0 as usize..targets.1 as usize];
+                    self.deliver_remote(
+                        list,
+                        &subject,
+                        reply.as_ref(),
+                        hdr_len,
+                        &msg,
+                        &mut stalled,
+                        &mut stalled_stream,
+                    );
+                }
                 ShardMsg::Deliver {
                     subject,
                     reply,
@@ -504,32 +589,16 @@ impl Shard {
                     msg,
                     targets,
                 } => {
-                    let list = &batch.targets[targets.0 as usize..targets.1 as usize];
-                    for t in list {
-                        if t.cid == crate::js::JS_CID {
-                            if self.deliver_js(
-                                t.sub,
-                                &subject,
-                                reply.as_ref(),
-                                hdr_len.map(|h| h as usize),
-                                &msg,
-                            ) {
-                                stalled_stream = Some(t.sub);
-                            }
-                            continue;
-                        }
-                        let outcome = self.deliver_local(
-                            t.cid,
-                            t.sub,
-                            &subject,
-                            reply.as_deref(),
-                            hdr_len.map(|h| h as usize),
-                            &msg,
-                        );
-                        if let Delivered::Stalled = outcome {
-                            stalled = Some(t.cid);
-                        }
-                    }
+                    let list = &batch_targets[targets.0 as usize..targets.1 as usize];
+                    self.deliver_remote(
+                        list,
+                        &subject,
+                        reply.as_ref(),
+                        hdr_len,
+                        &msg,
+                        &mut stalled,
+                        &mut stalled_stream,
+                    );
                 }
                 m @ (ShardMsg::Api { .. } | ShardMsg::Js { .. }) => self.handle_js_local(m),
                 ShardMsg::Barrier { cid } => {

@@ -68,7 +68,13 @@ impl Mesh {
 
     /// Adds `target` on shard `peer` for the current publish; the message itself
     /// is queued once per peer, on its first target.
-    pub fn add_target(&self, peer: u16, target: Target, make: impl FnOnce() -> ShardMsg) -> bool {
+    /// `make` may append the message's bytes to the batch's packed buffer.
+    pub fn add_target(
+        &self,
+        peer: u16,
+        target: Target,
+        make: impl FnOnce(&mut Vec<u8>) -> ShardMsg,
+    ) -> bool {
         let seq = self.publish_seq.get();
         let mut open = self.open.borrow_mut();
         let batch = &mut open[usize::from(peer)];
@@ -78,13 +84,20 @@ impl Mesh {
             Some((s, index)) if s == seq => index,
             _ => {
                 let start = batch.targets.len() as u32;
-                let mut msg = make();
-                if let ShardMsg::Deliver {
-                    targets, msg: body, ..
-                } = &mut msg
-                {
-                    *targets = (start, start);
-                    batch.bytes += body.len();
+                let before = batch.packed.len();
+                let mut msg = make(&mut batch.packed);
+                match &mut msg {
+                    ShardMsg::Deliver {
+                        targets, msg: body, ..
+                    } => {
+                        *targets = (start, start);
+                        batch.bytes += body.len();
+                    }
+                    ShardMsg::Packed { targets, .. } => {
+                        *targets = (start, start);
+                        batch.bytes += batch.packed.len() - before;
+                    }
+                    _ => {}
                 }
                 batch.msgs.push(msg);
                 *slot = Some((seq, batch.msgs.len() - 1));
@@ -92,7 +105,9 @@ impl Mesh {
             }
         };
         batch.targets.push(target);
-        if let Some(ShardMsg::Deliver { targets, .. }) = batch.msgs.get_mut(index) {
+        if let Some(ShardMsg::Deliver { targets, .. } | ShardMsg::Packed { targets, .. }) =
+            batch.msgs.get_mut(index)
+        {
             targets.1 += 1;
         }
         is_full(batch)

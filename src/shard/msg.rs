@@ -45,6 +45,17 @@ pub enum ShardMsg {
         msg: Bytes,
         targets: (u32, u32),
     },
+    /// A `Deliver` whose subject, reply and message were copied into the
+    /// batch's `packed` buffer, back to back from `at`.
+    Packed {
+        at: u32,
+        subject_len: u32,
+        /// `u32::MAX`: no reply.
+        reply_len: u32,
+        hdr_len: Option<u32>,
+        msg_len: u32,
+        targets: (u32, u32),
+    },
     /// A JetStream API request for the receiving shard to answer (it owns the
     /// stream, or coordinates the catalogue).
     Api {
@@ -75,6 +86,8 @@ pub struct Batch {
     pub to: u16,
     pub msgs: Vec<ShardMsg>,
     pub targets: Vec<Target>,
+    /// The bytes of every `Packed` message (one allocation per batch).
+    pub packed: Vec<u8>,
     /// Payload bytes held, to bound batch size.
     pub bytes: usize,
 }
