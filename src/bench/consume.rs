@@ -95,18 +95,25 @@ pub struct AckSubject<'a> {
 }
 
 pub fn parse_ack_subject(subject: &[u8]) -> Option<AckSubject<'_>> {
-    let text = std::str::from_utf8(subject).ok()?;
-    // Once per delivered message: split into a fixed array, no allocation.
-    let mut slots: [&str; 16] = [""; 16];
+    // Once per delivered message: token bounds in a fixed array, numbers read
+    // as bytes; no allocation, no UTF-8 pass over the whole subject.
+    let mut ends = [0usize; 16];
     let mut count = 0;
-    for t in text.split('.') {
-        if count < slots.len() {
-            slots[count] = t;
+    for dot in memchr::memchr_iter(b'.', subject) {
+        if count < ends.len() {
+            ends[count] = dot;
         }
         count += 1;
     }
-    let tokens = &slots[..count.min(slots.len())];
-    if tokens.len() < 2 || tokens[0] != "$JS" || tokens[1] != "ACK" {
+    if count < ends.len() {
+        ends[count] = subject.len();
+    }
+    count += 1;
+    let token = |i: usize| {
+        let start = if i == 0 { 0 } else { ends[i - 1] + 1 };
+        &subject[start..ends[i]]
+    };
+    if count < 2 || token(0) != b"$JS" || token(1) != b"ACK" {
         return None;
     }
     let at = match count {
@@ -114,10 +121,24 @@ pub fn parse_ack_subject(subject: &[u8]) -> Option<AckSubject<'_>> {
         n if n >= 11 => 4,
         _ => return None,
     };
-    let number = |i: usize| tokens[at + i].parse::<u64>().ok();
+    let number = |i: usize| {
+        let t = token(at + i);
+        if t.is_empty() {
+            return None;
+        }
+        let mut n = 0u64;
+        for &d in t {
+            let v = d.wrapping_sub(b'0');
+            if v > 9 {
+                return None;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(v))?;
+        }
+        Some(n)
+    };
     Some(AckSubject {
-        stream: tokens[at],
-        consumer: tokens[at + 1],
+        stream: std::str::from_utf8(token(at)).ok()?,
+        consumer: std::str::from_utf8(token(at + 1)).ok()?,
         delivered: number(2)?,
         stream_seq: number(3)?,
         consumer_seq: number(4)?,

@@ -69,10 +69,26 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
         buf.advance(nl + 1);
         return Ok(Some(op));
     };
-    let args: Vec<&[u8]> = line[args_at..]
-        .split(|b| *b == b' ')
-        .filter(|a| !a.is_empty())
-        .collect();
+    // Once per message: argument ranges in a fixed array, no allocation.
+    let mut ranges = [(0usize, 0usize); 6];
+    let mut count = 0;
+    let mut start = args_at;
+    for end in memchr::memchr_iter(b' ', &line[args_at..])
+        .map(|i| args_at + i)
+        .chain(std::iter::once(line.len()))
+    {
+        if end > start {
+            if count < ranges.len() {
+                ranges[count] = (start, end);
+            }
+            count += 1;
+        }
+        start = end + 1;
+    }
+    let ranges = &ranges[..count.min(ranges.len())];
+    let args: [&[u8]; 6] =
+        std::array::from_fn(|i| ranges.get(i).map_or(&b""[..], |r| &line[r.0..r.1]));
+    let args = &args[..ranges.len()];
     let number = |a: &[u8]| -> Result<usize, String> {
         std::str::from_utf8(a)
             .ok()
@@ -80,7 +96,7 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
             .ok_or_else(|| "bad size from server".to_string())
     };
     let sizes = if headers { 2 } else { 1 };
-    if args.len() < 2 + sizes || args.len() > 3 + sizes {
+    if count < 2 + sizes || count > 3 + sizes {
         return Err(format!("bad MSG line: {:?}", String::from_utf8_lossy(line)));
     }
     let total = number(args[args.len() - 1])?;
@@ -92,9 +108,12 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<ServerOp>, String> {
     if buf.len() < nl + 1 + total + 2 {
         return Ok(None);
     }
-    let subject = Bytes::copy_from_slice(args[0]);
-    let reply = (args.len() == 3 + sizes).then(|| Bytes::copy_from_slice(args[2]));
-    buf.advance(nl + 1);
+    // Subject and reply are slices of the line, not copies.
+    let has_reply = count == 3 + sizes;
+    let (subject_at, reply_at) = (ranges[0], ranges[2]);
+    let line = buf.split_to(nl + 1).freeze();
+    let subject = line.slice(subject_at.0..subject_at.1);
+    let reply = has_reply.then(|| line.slice(reply_at.0..reply_at.1));
     let msg = buf.split_to(total).freeze();
     buf.advance(2);
     Ok(Some(ServerOp::Msg {

@@ -38,6 +38,11 @@ pub const FC_WINDOW_MAX: u64 = 32 * 1024 * 1024;
 pub const ACK_REPLIES_MAX: usize = 65_536;
 /// How often a durable consumer's changed state is saved.
 pub const SAVE_INTERVAL_NS: i64 = 100_000_000;
+
+/// Ack subjects are built in buffers of this size. A buffer is reused once
+/// every subject cut from it was dropped (they are copied out at delivery);
+/// otherwise a new one is allocated and the old freed with its last subject.
+pub const ACK_ARENA_BYTES: usize = 64 * 1024;
 /// How often a consumer checks that its push subscriber or pull requesters
 /// are still there.
 const INTEREST_CHECK_NS: i64 = 1_000_000_000;
@@ -149,6 +154,10 @@ pub struct Consumer {
     ahead: RefCell<Option<(u64, glommio::Task<Vec<StoredMsg>>)>>,
     /// `$JS.ACK.<stream>.<name>.`
     ack_prefix: Vec<u8>,
+    /// Where ack subjects are built (`ACK_ARENA_BYTES` at a time).
+    ack_arena: RefCell<bytes::BytesMut>,
+    /// Who its deliveries go to, while the interest is unchanged.
+    memo: RefCell<crate::router::DeliverMemo>,
     /// Generation of the last saved state, and which slots' files exist on disk
     /// (their directory entries synced).
     save_gen: Cell<u64>,
@@ -326,6 +335,8 @@ impl Consumer {
         }
         Consumer {
             ack_prefix: format!("$JS.ACK.{}.{name}.", stream.name).into_bytes(),
+            ack_arena: RefCell::new(bytes::BytesMut::new()),
+            memo: RefCell::new(None),
             name,
             stream: stream.clone(),
             cfg: RefCell::new(Rc::new(cfg)),
@@ -433,6 +444,16 @@ impl Consumer {
     /// Brings `np` up to date with the stream (new messages and removals).
     fn sync_pending(&self, st: &mut State) {
         let ix = self.stream.ix.borrow();
+        // Nothing committed or removed since the last call (once per delivery).
+        if ix.removals == st.np_gen
+            && ix.last_seq() <= st.np_upto
+            && st
+                .pending
+                .first_key_value()
+                .is_none_or(|(q, _)| *q >= ix.first_seq())
+        {
+            return;
+        }
         let filters = self.filters.borrow();
         let behind = ix.removals - st.np_gen;
         if behind > ix.recent_removed.len() as u64 {
@@ -523,20 +544,26 @@ impl Consumer {
     }
 
     fn ack_subject(&self, dc: u64, sseq: u64, cseq: u64, ts: i64, pending: u64) -> Bytes {
-        // Built by hand: this runs once per delivery.
+        // Built by hand, into a shared buffer: this runs once per delivery, and
+        // the subject is copied out (into a connection or a mesh batch) and
+        // dropped right after, so the buffer is reused instead of a malloc each.
         let prefix = &self.ack_prefix;
-        let mut out = Vec::with_capacity(prefix.len() + 5 * 20);
+        let mut out = self.ack_arena.borrow_mut();
+        let need = prefix.len() + 5 * 21;
+        if out.capacity() - out.len() < need {
+            out.reserve(ACK_ARENA_BYTES.max(need));
+        }
         out.extend_from_slice(prefix);
         for (i, n) in [dc, sseq, cseq, ts.max(0) as u64, pending]
             .into_iter()
             .enumerate()
         {
             if i > 0 {
-                out.push(b'.');
+                out.extend_from_slice(b".");
             }
-            push_decimal(&mut out, n);
+            push_decimal(&mut *out, n);
         }
-        Bytes::from(out)
+        out.split().freeze()
     }
 
     /// A new pull request on `$JS.API.CONSUMER.MSG.NEXT.<stream>.<name>`.
@@ -1259,9 +1286,6 @@ impl Consumer {
     /// as soon as a read arrives, so a consumer replaying from disk delivers
     /// one buffer while the next is read.
     async fn load(&self, seq: u64) -> Option<StoredMsg> {
-        if let Some(m) = self.stream.preview_get(seq) {
-            return Some(m);
-        }
         for _ in 0..2 {
             {
                 let mut pf = self.prefetch.borrow_mut();
@@ -1279,6 +1303,9 @@ impl Consumer {
             }
             if !self.stream.is_file() {
                 return None;
+            }
+            if let Some(m) = self.stream.preview_get(seq) {
+                return Some(m);
             }
             let ahead = self.ahead.borrow_mut().take();
             match ahead {
@@ -1460,10 +1487,12 @@ impl Consumer {
             && cfg.flow_control
             && st.fc_pending.is_none()
             && st.fc_bytes * 2 >= st.fc_window;
-        let retention_now = cfg.ack() == AckPolicy::None && !redelivery;
+        let retention_now = cfg.ack() == AckPolicy::None
+            && !redelivery
+            && self.stream.cfg.borrow().retention() != Retention::Limits;
         let seq = msg.seq;
         drop(st);
-        shard.deliver_to(target, &p);
+        shard.deliver_to_memo(target, &p, &self.memo);
         if fc_due {
             let token = random_token(shard, 4);
             let fc = Bytes::from(format!("$JS.FC.{}.{}.{token}", self.stream.name, self.name));
@@ -1696,7 +1725,7 @@ fn load_state(dir: &std::path::Path) -> Option<(u64, Saved)> {
 }
 
 /// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+fn push_decimal(out: &mut impl bytes::BufMut, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -1707,7 +1736,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    out.put_slice(&digits[i..]);
 }
 
 /// The header block of a headers-only delivery: stored headers plus

@@ -9,6 +9,7 @@
 //! Invariant: the interest replica of every shard converges to the same set; a
 //! shard applies a peer's changes in the order the peer made them.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -22,6 +23,11 @@ use crate::protocol::parser::{ClientOp, PubOp};
 use crate::shard::msg::{Batch, ShardMsg, SubKey, Target};
 use crate::shard::Shard;
 use crate::subject;
+use crate::subject::trie::MatchResult;
+
+/// A consumer's last match of its delivery subject: (interest generation,
+/// subject, result).
+pub type DeliverMemo = Option<(u64, Box<[u8]>, Rc<MatchResult<SubKey>>)>;
 
 /// Outcome of one local delivery.
 enum Delivered {
@@ -168,6 +174,24 @@ impl Shard {
         self.publish_matched(None, true, p, to, true, false).0
     }
 
+    /// `deliver_to` for a sender that delivers to one subject many times (a
+    /// consumer): the match is kept in `memo` until the interest changes.
+    pub fn deliver_to_memo(&self, to: &[u8], p: &PubOp, memo: &RefCell<DeliverMemo>) -> bool {
+        let generation = self.interest.borrow().generation();
+        let result = {
+            let mut m = memo.borrow_mut();
+            match &*m {
+                Some((g, subject, r)) if *g == generation && subject[..] == *to => r.clone(),
+                _ => {
+                    let r = self.interest.borrow_mut().matches_caching(to, true);
+                    *m = Some((generation, to.into(), r.clone()));
+                    r
+                }
+            }
+        };
+        self.publish_result(None, true, p, &result, false).0
+    }
+
     /// Whether anything subscribes to `subject` (a push consumer is bound).
     pub fn has_interest(&self, subject: &[u8]) -> bool {
         !self
@@ -187,6 +211,17 @@ impl Shard {
         api: bool,
     ) -> (bool, bool) {
         let result = self.interest.borrow_mut().matches_caching(match_on, cache);
+        self.publish_result(from, echo, p, &result, api)
+    }
+
+    fn publish_result(
+        &self,
+        from: Option<&Rc<Conn>>,
+        echo: bool,
+        p: &PubOp,
+        result: &MatchResult<SubKey>,
+        api: bool,
+    ) -> (bool, bool) {
         if result.is_empty() {
             return (api, false);
         }

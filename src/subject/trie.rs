@@ -81,6 +81,9 @@ pub struct SubjectTrie<T> {
     root: Node<T>,
     len: usize,
     cache: AHashMap<Box<[u8]>, Rc<MatchResult<T>>>,
+    /// Changes with every insert and removal: a match result taken at one
+    /// generation holds until the next.
+    generation: u64,
 }
 
 impl<T: Copy + Eq> Default for SubjectTrie<T> {
@@ -95,7 +98,12 @@ impl<T: Copy + Eq> SubjectTrie<T> {
             root: Node::new(),
             len: 0,
             cache: AHashMap::new(),
+            generation: 0,
         }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Number of entries held.
@@ -129,6 +137,7 @@ impl<T: Copy + Eq> SubjectTrie<T> {
         }
         self.len += 1;
         self.cache.clear();
+        self.generation += 1;
     }
 
     /// Removes `entry` from `subject`/`queue`; returns whether it was present.
@@ -138,6 +147,7 @@ impl<T: Copy + Eq> SubjectTrie<T> {
         if removed {
             self.len -= 1;
             self.cache.clear();
+            self.generation += 1;
         }
         removed
     }
