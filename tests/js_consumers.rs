@@ -2363,3 +2363,39 @@ async fn consumers_created_while_publishing_miss_nothing() {
     let st = state_when(&e.js, "WQP", |st| st.messages == 0).await;
     assert_eq!(st.messages, 0);
 }
+
+#[tokio::test]
+async fn interest_streams_keep_given_up_messages_until_their_consumer_goes() {
+    // nats-server keeps a message given up after max_deliver (for a dead letter
+    // queue) while the consumer that gave it up exists, even once every other
+    // consumer acked it; deleting that consumer lets it go.
+    let e = env(2).await;
+    let s =
+        e.js.create_stream(stream::Config {
+            retention: RetentionPolicy::Interest,
+            ..stream_cfg("IMD", &["imd.>"])
+        })
+        .await
+        .unwrap();
+    let a = s
+        .create_consumer(pull::Config {
+            ack_wait: Duration::from_millis(300),
+            max_deliver: 1,
+            ..durable("A")
+        })
+        .await
+        .unwrap();
+    let b = s.create_consumer(durable("B")).await.unwrap();
+    publish(&e.js, "imd.x", "poison").await;
+    assert_eq!(seqs(&fetch(&a, 1).await), vec![1]);
+    // Past its ack wait, A gives it up (a waiting pull gets nothing).
+    assert!(batch(&a, 1, Duration::from_millis(800)).await.is_empty());
+    for m in fetch(&b, 1).await {
+        m.double_ack().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stream_state(&e.js, "IMD").await.messages, 1);
+    s.delete_consumer("A").await.unwrap();
+    let st = state_when(&e.js, "IMD", |st| st.messages == 0).await;
+    assert_eq!(st.messages, 0);
+}

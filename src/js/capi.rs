@@ -471,7 +471,7 @@ pub async fn remove_consumer(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str)
             crate::error!("JetStream: removing consumer {}: {e}", away.display());
         }
     }
-    consumer::retain_sweep(stream);
+    consumer::retain_after_removal(stream, &c).await;
     action_advisory(shard, &stream.name, name, "delete");
     shard.flush_mesh().await;
     true

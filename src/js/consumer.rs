@@ -540,7 +540,9 @@ impl Consumer {
         if st.lps.contains(&seq) {
             return true;
         }
-        seq >= st.cursor || st.pending.contains_key(&seq)
+        // Given up after max_deliver: kept for the user to deal with (a dead
+        // letter queue), as nats-server keeps it, while this consumer exists.
+        seq >= st.cursor || st.pending.contains_key(&seq) || st.exhausted.contains(&seq)
     }
 
     fn ack_subject(&self, dc: u64, sseq: u64, cseq: u64, ts: i64, pending: u64) -> Bytes {
@@ -1865,7 +1867,49 @@ pub fn rewind_all(stream: &Stream) {
     }
 }
 
-/// Sweeps a whole interest/workqueue stream (after a consumer went away).
+/// After consumer `gone` of an interest stream was removed: the messages only
+/// it still needed go. Only those at or after its lowest needed sequence can
+/// be such, and they are checked a chunk at a time, so a consumer that was far
+/// behind on a big stream does not stall the shard. (A workqueue keeps what a
+/// removed consumer did not ack: nothing to do there.)
+pub async fn retain_after_removal(stream: &Stream, gone: &Consumer) {
+    if stream.cfg.borrow().retention() != Retention::Interest {
+        return;
+    }
+    let mut from = {
+        let st = gone.st.borrow();
+        let mut low = st.cursor;
+        if let Some((q, _)) = st.pending.first_key_value() {
+            low = low.min(*q);
+        }
+        if let Some(q) = st.lps.iter().min() {
+            low = low.min(*q);
+        }
+        if let Some(q) = st.exhausted.first() {
+            low = low.min(*q);
+        }
+        low
+    };
+    const CHUNK: u64 = 4096;
+    loop {
+        let (first, last) = {
+            let ix = stream.ix.borrow();
+            (ix.first_seq(), ix.last_seq())
+        };
+        from = from.max(first);
+        if from > last {
+            return;
+        }
+        let to = last.min(from + CHUNK - 1);
+        let seqs: Vec<u64> = (from..=to).collect();
+        retain_check(stream, &seqs);
+        from = to + 1;
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Sweeps a whole interest/workqueue stream (start-up: acks whose removals
+/// did not reach the disk before a crash).
 pub fn retain_sweep(stream: &Stream) {
     if stream.cfg.borrow().retention() == Retention::Limits {
         return;
