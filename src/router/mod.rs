@@ -210,6 +210,20 @@ impl Shard {
         cache: bool,
         api: bool,
     ) -> (bool, bool) {
+        if !cache {
+            // One-off subjects (acks): matched into a reused buffer, not an
+            // allocation per publish. Taken out while in use: routing may
+            // publish again, and a nested call then allocates its own.
+            let hit = self.interest.borrow().cached_match(match_on);
+            if let Some(r) = hit {
+                return self.publish_result(from, echo, p, &r, api);
+            }
+            let mut r = std::mem::take(&mut *self.match_scratch.borrow_mut());
+            self.interest.borrow().match_uncached(match_on, &mut r);
+            let out = self.publish_result(from, echo, p, &r, api);
+            *self.match_scratch.borrow_mut() = r;
+            return out;
+        }
         let result = self.interest.borrow_mut().matches_caching(match_on, cache);
         self.publish_result(from, echo, p, &result, api)
     }

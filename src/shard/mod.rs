@@ -46,6 +46,8 @@ pub struct Shard {
     pub server: Arc<Server>,
     pub conns: RefCell<AHashMap<u64, Rc<Conn>>>,
     pub interest: RefCell<SubjectTrie<SubKey>>,
+    /// Reused by uncached matches (see `publish_matched`); one result's worth.
+    pub match_scratch: RefCell<crate::subject::trie::MatchResult<SubKey>>,
     pub mesh: Option<Mesh>,
     next_conn: Cell<u64>,
     rng: Cell<u64>,
@@ -255,6 +257,7 @@ pub async fn run(
         server: server.clone(),
         conns: RefCell::new(AHashMap::new()),
         interest: RefCell::new(SubjectTrie::new()),
+        match_scratch: RefCell::new(Default::default()),
         mesh,
         next_conn: Cell::new(0),
         rng: Cell::new(

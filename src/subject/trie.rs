@@ -179,10 +179,36 @@ impl<T: Copy + Eq> SubjectTrie<T> {
         result
     }
 
+    /// The cached match of `subject`, if there is one.
+    pub fn cached_match(&self, subject: &[u8]) -> Option<Rc<MatchResult<T>>> {
+        self.cache.get(subject).cloned()
+    }
+
+    /// `matches_caching` without the cache, into a caller's (reused) buffer.
+    pub fn match_uncached(&self, subject: &[u8], result: &mut MatchResult<T>) {
+        result.plain.clear();
+        result.queues.clear();
+        if !has_empty_token(subject) {
+            self.match_into(subject, result);
+        }
+    }
+
     /// All entries matching the literal `subject`, into a caller's buffer, uncached.
     pub fn match_into(&self, subject: &[u8], result: &mut MatchResult<T>) {
-        let tokens: Vec<&[u8]> = subject.split(|b| *b == b'.').collect();
-        collect(&self.root, &tokens, result);
+        // Tokens on the stack: this runs for every uncached publish (acks).
+        const ON_STACK: usize = 32;
+        let mut tokens: [&[u8]; ON_STACK] = [&[]; ON_STACK];
+        let mut n = 0;
+        for t in subject.split(|b| *b == b'.') {
+            if n == ON_STACK {
+                let all: Vec<&[u8]> = subject.split(|b| *b == b'.').collect();
+                collect(&self.root, &all, result);
+                return;
+            }
+            tokens[n] = t;
+            n += 1;
+        }
+        collect(&self.root, &tokens[..n], result);
     }
 
     fn sweep_cache(&mut self) {
