@@ -345,3 +345,53 @@ async fn key_value_keys_history_and_watch_use_consumers() {
         ("b", 6, &b"9"[..])
     );
 }
+
+#[tokio::test]
+async fn a_reply_sent_while_routing_does_not_take_the_message_s_subscribers() {
+    // A duplicate publish is answered at once, while its own routing is under
+    // way; that answer must not carry away the subscribers on another shard
+    // that the message itself has not reached yet.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &[]);
+    let admin = jetstream::new(server.client().await);
+    admin
+        .create_stream(cfg("DUP", &["orders.>"]))
+        .await
+        .unwrap();
+    let mut subs = Vec::new();
+    let mut watchers = Vec::new();
+    for shard in 0..2 {
+        let c = server.client_on(shard).await;
+        watchers.push(c.subscribe(">").await.unwrap());
+        subs.push(c.subscribe("orders.1").await.unwrap());
+        c.flush().await.unwrap();
+        std::mem::forget(c); // keep the connection for the subscriptions
+    }
+    // From each shard (one of them owns the stream): an original, then a duplicate.
+    for shard in 0..2 {
+        let js = jetstream::new(server.client_on(shard).await);
+        let id = format!("id-{shard}");
+        for _ in 0..2 {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", id.as_str());
+            js.publish_with_headers("orders.1", h, "order".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    for sub in &mut subs {
+        for _ in 0..4 {
+            let m = tokio::time::timeout(Duration::from_secs(3), futures::StreamExt::next(sub))
+                .await
+                .expect("every publish reaches orders.1 on both shards")
+                .unwrap();
+            assert_eq!(
+                (m.subject.as_str(), &m.payload[..]),
+                ("orders.1", &b"order"[..])
+            );
+        }
+    }
+    drop(watchers);
+}

@@ -2399,3 +2399,40 @@ async fn interest_streams_keep_given_up_messages_until_their_consumer_goes() {
     let st = state_when(&e.js, "IMD", |st| st.messages == 0).await;
     assert_eq!(st.messages, 0);
 }
+
+#[tokio::test]
+async fn a_given_up_message_stays_when_the_ack_floor_passes_it() {
+    // Interest stream, one consumer: message 1 is given up, message 2 acked,
+    // so nothing is pending and the ack floor moves past 1. nats-server still
+    // keeps 1 (for dead-letter handling) until the consumer is deleted.
+    let e = env(2).await;
+    let s =
+        e.js.create_stream(stream::Config {
+            retention: RetentionPolicy::Interest,
+            ..stream_cfg("IFL", &["ifl.>"])
+        })
+        .await
+        .unwrap();
+    let a = s
+        .create_consumer(pull::Config {
+            ack_wait: Duration::from_millis(300),
+            max_deliver: 1,
+            ..durable("A")
+        })
+        .await
+        .unwrap();
+    publish(&e.js, "ifl.x", "poison").await;
+    assert_eq!(seqs(&fetch(&a, 1).await), vec![1]);
+    assert!(batch(&a, 1, Duration::from_millis(800)).await.is_empty());
+    publish(&e.js, "ifl.x", "fine").await;
+    let got = fetch(&a, 1).await;
+    assert_eq!(seqs(&got), vec![2]);
+    got[0].double_ack().await.unwrap();
+    let i = info(&a).await;
+    assert_eq!((pos(&i.ack_floor).1, i.num_ack_pending), (2, 0));
+    let st = state_when(&e.js, "IFL", |st| st.messages == 1).await;
+    assert_eq!((st.messages, st.first_sequence), (1, 1));
+    s.delete_consumer("A").await.unwrap();
+    let st = state_when(&e.js, "IFL", |st| st.messages == 0).await;
+    assert_eq!(st.messages, 0);
+}

@@ -43,6 +43,9 @@ pub const SAVE_INTERVAL_NS: i64 = 100_000_000;
 /// every subject cut from it was dropped (they are copied out at delivery);
 /// otherwise a new one is allocated and the old freed with its last subject.
 pub const ACK_ARENA_BYTES: usize = 64 * 1024;
+
+/// Failed writes remembered for telling late acks of lost deliveries apart.
+pub const LOST_RANGES_MAX: usize = 16;
 /// How often a consumer checks that its push subscriber or pull requesters
 /// are still there.
 const INTEREST_CHECK_NS: i64 = 1_000_000_000;
@@ -101,7 +104,8 @@ struct State {
     exhausted: BTreeSet<u64>,
     /// Set by `clamp`: deliveries up to this consumer sequence of stream
     /// sequences past this one were of messages that are gone.
-    lost: Option<(u64, u64)>,
+    /// (The last `LOST_RANGES_MAX` such clamps; older ones are forgotten.)
+    lost: VecDeque<(u64, u64)>,
     /// Matching messages ≥ cursor, counted up to `np_upto`, as of
     /// `np_gen` removals from the stream.
     np: u64,
@@ -405,7 +409,11 @@ impl Consumer {
         };
         let end = ix.last_seq().max(start.saturating_sub(1));
         if st.cursor > end + 1 || st.sseq > end {
-            st.lost = Some((end, st.dseq));
+            if st.lost.len() >= LOST_RANGES_MAX {
+                st.lost.pop_front();
+            }
+            let d = st.dseq;
+            st.lost.push_back((end, d));
         }
         st.cursor = st.cursor.min(end + 1);
         st.sseq = st.sseq.min(end);
@@ -471,6 +479,7 @@ impl Consumer {
             for q in gone {
                 self.settle(st, q);
             }
+            st.exhausted.retain(|q| ix.entry(*q).is_some());
             return;
         }
         // Delivered from the preview, then purged before their commit: never
@@ -488,6 +497,7 @@ impl Consumer {
             if *seq >= st.cursor && *seq <= st.np_upto && matches_any(&filters, subject) {
                 st.np = st.np.saturating_sub(1);
             }
+            st.exhausted.remove(seq);
             if st.pending.contains_key(seq) {
                 self.settle(st, *seq);
             }
@@ -509,8 +519,9 @@ impl Consumer {
     pub fn snapshot(&self) -> Snapshot {
         let mut st = self.st.borrow_mut();
         self.sync_pending(&mut st);
-        let redelivered =
-            st.pending.values().filter(|p| p.dc > 1).count() as u64 + st.exhausted.len() as u64;
+        // Given-up messages count as redelivered until the ack floor passes them.
+        let redelivered = st.pending.values().filter(|p| p.dc > 1).count() as u64
+            + st.exhausted.range(st.ack_s + 1..).count() as u64;
         let now = now_nanos();
         let waiting = st
             .waiting
@@ -529,6 +540,12 @@ impl Consumer {
             num_waiting: waiting,
             num_pending: st.np,
         }
+    }
+
+    /// Whether given-up messages stay recorded below the ack floor (they keep
+    /// their message in an interest or workqueue stream).
+    fn keeps_given_up(&self) -> bool {
+        self.stream.cfg.borrow().retention() != Retention::Limits
     }
 
     /// Whether this consumer still needs `seq` (for interest/workqueue retention).
@@ -661,7 +678,9 @@ impl Consumer {
             return;
         }
         st.waiting.push_back(PullReq {
-            reply: reply.clone(),
+            // Its own copy: kept while the request waits, it must not pin the
+            // buffer it arrived in (a mesh batch or a read buffer).
+            reply: Bytes::copy_from_slice(reply),
             batch,
             max_bytes: (req.max_bytes > 0).then_some(req.max_bytes as u64),
             expires: if expires > 0 {
@@ -694,7 +713,8 @@ impl Consumer {
             .st
             .borrow()
             .lost
-            .is_some_and(|(s, c)| sseq > s && cseq <= c)
+            .iter()
+            .any(|&(s, c)| sseq > s && cseq <= c)
         {
             if let Some(r) = reply.filter(|r| !r.is_empty()) {
                 shard.reply(r, None, b"");
@@ -799,7 +819,7 @@ impl Consumer {
             }
             if !removed.is_empty() {
                 st.dirty = true;
-                update_floor(&mut st, lowest);
+                update_floor(&mut st, lowest, self.keeps_given_up());
             }
         }
         if let Some(p) = sampled {
@@ -818,8 +838,13 @@ impl Consumer {
         } else if let Some(reply) = reply.filter(|r| !r.is_empty()) {
             // Confirm once the state holding this ack is saved (durables).
             let mut st = self.st.borrow_mut();
-            if self.dir.is_some() && st.ack_replies.len() < ACK_REPLIES_MAX && !removed.is_empty() {
-                st.ack_replies.push(reply.clone());
+            // A consumer that stopped saves no more: confirm at once.
+            if self.dir.is_some()
+                && !self.closed.get()
+                && st.ack_replies.len() < ACK_REPLIES_MAX
+                && !removed.is_empty()
+            {
+                st.ack_replies.push(Bytes::copy_from_slice(reply));
                 wake = true;
             } else {
                 drop(st);
@@ -952,8 +977,13 @@ impl Consumer {
         }
         // One save at a time: both would write the same slot.
         self.wait_saved().await;
-        if !deleted {
-            self.save().await;
+        let replies = std::mem::take(&mut self.st.borrow_mut().ack_replies);
+        // A deleted consumer's acks are moot; at shutdown they are confirmed
+        // once the last save holds them.
+        if deleted || self.save().await {
+            for r in replies {
+                shard.reply(&r, None, b"");
+            }
         }
     }
 
@@ -1141,7 +1171,7 @@ impl Consumer {
                 if redelivery {
                     let lowest = st.pending.first_key_value().map(|(s, _)| *s) == Some(sseq);
                     self.settle(&mut st, sseq);
-                    update_floor(&mut st, lowest);
+                    update_floor(&mut st, lowest, self.keeps_given_up());
                 } else {
                     // Its removal is counted from the index's removal log; an
                     // initial last-per-subject start is below the cursor and
@@ -1777,7 +1807,10 @@ fn parse_nak_delay(arg: &str) -> i64 {
 /// Recomputes the ack floor after pending messages settled; `lowest` says
 /// whether the oldest pending message was among them (only that moves the
 /// floor while others remain, as in nats-server).
-fn update_floor(st: &mut State, lowest: bool) {
+/// Moves the ack floor. Given-up messages below it are forgotten, except on
+/// interest and workqueue streams (`keep_given_up`): there nats-server keeps
+/// them in the stream, for dead-letter handling, while the consumer exists.
+fn update_floor(st: &mut State, lowest: bool, keep_given_up: bool) {
     match st.pending.first_key_value() {
         None => {
             st.ack_s = st.sseq;
@@ -1795,6 +1828,9 @@ fn update_floor(st: &mut State, lowest: bool) {
         }
     }
     // Given-up messages below the floor no longer count as redelivered.
+    if keep_given_up {
+        return;
+    }
     let floor = st.ack_s;
     while st.exhausted.first().is_some_and(|s| *s <= floor) {
         st.exhausted.pop_first();
@@ -1891,13 +1927,15 @@ pub async fn retain_after_removal(stream: &Stream, gone: &Consumer) {
         low
     };
     const CHUNK: u64 = 4096;
+    // Messages committed from now on are checked by `after_commit`.
+    let end = stream.ix.borrow().last_seq();
     loop {
         let (first, last) = {
             let ix = stream.ix.borrow();
-            (ix.first_seq(), ix.last_seq())
+            (ix.first_seq(), ix.last_seq().min(end))
         };
         from = from.max(first);
-        if from > last {
+        if from > last || stream.closed.get() {
             return;
         }
         let to = last.min(from + CHUNK - 1);
@@ -2057,16 +2095,16 @@ mod tests {
             );
         }
         st.pending.remove(&1);
-        update_floor(&mut st, true);
+        update_floor(&mut st, true, false);
         assert_eq!((st.ack_s, st.ack_c), (1, 1));
         st.pending.remove(&3);
-        update_floor(&mut st, false);
+        update_floor(&mut st, false, false);
         assert_eq!((st.ack_s, st.ack_c), (1, 1));
         st.pending.remove(&2);
-        update_floor(&mut st, true);
+        update_floor(&mut st, true, false);
         assert_eq!((st.ack_s, st.ack_c), (3, 3));
         st.pending.clear();
-        update_floor(&mut st, false);
+        update_floor(&mut st, false, false);
         assert_eq!((st.ack_s, st.ack_c), (5, 5));
     }
 }

@@ -239,9 +239,7 @@ impl Shard {
         if result.is_empty() {
             return (api, false);
         }
-        if let Some(mesh) = &self.mesh {
-            mesh.begin_publish();
-        }
+        let pub_seq = self.mesh.as_ref().map_or(0, |m| m.begin_publish());
         let skip_cid = match from {
             Some(conn) if !echo => Some(conn.cid),
             _ => None,
@@ -250,7 +248,7 @@ impl Shard {
         let mut full = false;
         for key in &result.plain {
             if Some(key.cid) != skip_cid {
-                let (d, f) = self.route(from, *key, p);
+                let (d, f) = self.route(from, *key, p, pub_seq);
                 delivered |= d;
                 full |= f;
             }
@@ -266,14 +264,14 @@ impl Shard {
                 continue;
             }
             let pick = members[(self.random() % members.len() as u64) as usize];
-            let (d, f) = self.route(from, pick, p);
+            let (d, f) = self.route(from, pick, p, pub_seq);
             delivered |= d;
             full |= f;
         }
         (delivered, full)
     }
 
-    fn route(&self, from: Option<&Rc<Conn>>, key: SubKey, p: &PubOp) -> (bool, bool) {
+    fn route(&self, from: Option<&Rc<Conn>>, key: SubKey, p: &PubOp, pub_seq: u64) -> (bool, bool) {
         if key.shard == self.id && key.cid == crate::js::JS_CID {
             let congested =
                 self.deliver_js(key.sub, &p.subject, p.reply.as_ref(), p.hdr_len, &p.msg);
@@ -309,6 +307,7 @@ impl Shard {
             let mesh = self.mesh.as_ref().expect("remote interest implies a mesh");
             let full = mesh.add_target(
                 key.shard,
+                pub_seq,
                 Target {
                     cid: key.cid,
                     sub: key.sub,
@@ -616,11 +615,22 @@ impl Shard {
                         u32::MAX => subject_end,
                         n => subject_end + n as usize,
                     };
-                    let subject = packed.slice(at..subject_end);
-                    let reply =
-                        (reply_len != u32::MAX).then(|| packed.slice(subject_end..reply_end));
-                    let msg = packed.slice(reply_end..reply_end + msg_len as usize);
+                    let end = reply_end + msg_len as usize;
                     let list = &batch_targets[targets.0 as usize..targets.1 as usize];
+                    // A stream keeps what it stores until the write commits:
+                    // give it its own copy, not a slice pinning the whole batch.
+                    let stored = |t: &Target| {
+                        t.cid == crate::js::JS_CID && t.sub & !crate::js::UID_MASK == 0
+                    };
+                    let own = if list.iter().any(stored) {
+                        Bytes::copy_from_slice(&packed[at..end])
+                    } else {
+                        packed.slice(at..end)
+                    };
+                    let (reply_end, subject_end) = (reply_end - at, subject_end - at);
+                    let subject = own.slice(..subject_end);
+                    let reply = (reply_len != u32::MAX).then(|| own.slice(subject_end..reply_end));
+                    let msg = own.slice(reply_end..);
                     self.deliver_remote(
                         list,
                         &subject,

@@ -61,9 +61,12 @@ impl Mesh {
         self.open.borrow().len()
     }
 
-    /// Starts a new publish: targets added after this go in a new Deliver.
-    pub fn begin_publish(&self) {
+    /// Starts a new publish; its targets are added with the number returned,
+    /// so a publish made while routing this one (a reply sent at once) does not
+    /// take its targets.
+    pub fn begin_publish(&self) -> u64 {
         self.publish_seq.set(self.publish_seq.get() + 1);
+        self.publish_seq.get()
     }
 
     /// Adds `target` on shard `peer` for the current publish; the message itself
@@ -72,10 +75,10 @@ impl Mesh {
     pub fn add_target(
         &self,
         peer: u16,
+        seq: u64,
         target: Target,
         make: impl FnOnce(&mut Vec<u8>) -> ShardMsg,
     ) -> bool {
-        let seq = self.publish_seq.get();
         let mut open = self.open.borrow_mut();
         let batch = &mut open[usize::from(peer)];
         let mut current = self.current.borrow_mut();
