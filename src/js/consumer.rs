@@ -426,7 +426,9 @@ impl Consumer {
             }
             st.due.remove(&q);
         }
-        st.exhausted.retain(|q| *q <= last);
+        // Also drops given-up messages removed before a restart.
+        st.exhausted
+            .retain(|q| *q <= last && ix.entry(*q).is_some());
         st.np = ix.count_filtered(st.cursor, &self.filters.borrow()) + st.lps.len() as u64;
         st.np_upto = ix.last_seq();
         st.np_gen = ix.removals;
@@ -838,9 +840,18 @@ impl Consumer {
         } else if let Some(reply) = reply.filter(|r| !r.is_empty()) {
             // Confirm once the state holding this ack is saved (durables).
             let mut st = self.st.borrow_mut();
-            // A consumer that stopped saves no more: confirm at once.
+            // A deleted consumer saves no more: its acks are confirmed at once.
+            // One stopping at shutdown queues them for its last save (after
+            // that save, they get no answer and the client asks again).
+            let deleted = self.closed.get()
+                && !self
+                    .stream
+                    .consumers
+                    .borrow()
+                    .get(&self.name)
+                    .is_some_and(|c| std::ptr::eq(Rc::as_ptr(c), Rc::as_ptr(self)));
             if self.dir.is_some()
-                && !self.closed.get()
+                && !deleted
                 && st.ack_replies.len() < ACK_REPLIES_MAX
                 && !removed.is_empty()
             {
@@ -984,6 +995,7 @@ impl Consumer {
             for r in replies {
                 shard.reply(&r, None, b"");
             }
+            shard.flush_mesh().await;
         }
     }
 
