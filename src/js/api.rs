@@ -129,6 +129,18 @@ fn metadata_out(
     } else {
         0
     };
+    with_levels(&mut m, req, with_server);
+    m
+}
+
+/// Adds the levels nats-server shows in stream and consumer metadata: the
+/// config's required API level, and (in create/update/info answers) the
+/// server's level and version.
+pub(crate) fn with_levels(
+    m: &mut std::collections::BTreeMap<String, String>,
+    req: u32,
+    with_server: bool,
+) {
     m.insert("_nats.req.level".into(), req.to_string());
     if with_server {
         m.insert("_nats.level".into(), API_LEVEL.to_string());
@@ -137,7 +149,6 @@ fn metadata_out(
             crate::config::NATS_COMPAT_VERSION.into(),
         );
     }
-    m
 }
 
 fn config_out(cfg: &StreamConfig, with_server: bool) -> StreamConfig {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::js::api::{reply_err, API_LEVEL};
+use crate::js::api::{reply_err, with_levels};
 use crate::js::cconfig::ConsumerConfig;
 use crate::js::config::Retention;
 use crate::js::consumer::{self, Consumer, Meta};
@@ -85,14 +85,7 @@ fn config_out(cfg: &ConsumerConfig, with_server: bool) -> ConsumerConfig {
     let mut c = cfg.clone();
     let mut m = c.metadata.take().unwrap_or_default();
     let req = if cfg.pause_until.is_some() { 1 } else { 0 };
-    m.insert("_nats.req.level".into(), req.to_string());
-    if with_server {
-        m.insert("_nats.level".into(), API_LEVEL.to_string());
-        m.insert(
-            "_nats.ver".into(),
-            crate::config::NATS_COMPAT_VERSION.into(),
-        );
-    }
+    with_levels(&mut m, req, with_server);
     c.metadata = Some(m);
     c
 }

@@ -582,7 +582,7 @@ impl Consumer {
             if i > 0 {
                 out.extend_from_slice(b".");
             }
-            push_decimal(&mut *out, n);
+            crate::protocol::ops::push_decimal(&mut *out, n);
         }
         out.split().freeze()
     }
@@ -1769,20 +1769,6 @@ fn load_state(dir: &std::path::Path) -> Option<(u64, Saved)> {
 }
 
 /// Appends `n` in decimal.
-fn push_decimal(out: &mut impl bytes::BufMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[i..]);
-}
-
 /// The header block of a headers-only delivery: stored headers plus
 /// `Nats-Msg-Size`.
 fn headers_only(hdr: &[u8], size: usize) -> Vec<u8> {
@@ -2028,6 +2014,8 @@ pub fn write_meta(dir: &std::path::Path, meta: &Meta) -> std::io::Result<()> {
     crate::js::filelog::sync_dir(dir)
 }
 
+// Unit tests only: each unwrap() here is an assertion on a fixed input,
+// never reached by a client's data.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -364,16 +364,7 @@ impl Index {
         }
         // Below the first sequence: extend the front with deleted slots.
         while seq < self.first {
-            self.entries.push_front(Entry {
-                ts: 0,
-                subj: 0,
-                hdr_len: 0,
-                len: 0,
-                seg: 0,
-                off: 0,
-                data: None,
-                deleted: true,
-            });
+            self.entries.push_front(Entry::gap());
             self.first -= 1;
             self.deleted += 1;
         }

@@ -578,7 +578,7 @@ impl Shard {
         let mut stalled: Option<u64> = None;
         let mut stalled_stream: Option<u32> = None;
         for msg in msgs {
-            match msg {
+            let (subject, reply, hdr_len, msg, targets) = match msg {
                 ShardMsg::Sub {
                     key,
                     subject,
@@ -591,6 +591,7 @@ impl Shard {
                     self.interest
                         .borrow_mut()
                         .insert(&subject, queue.as_deref(), key);
+                    continue;
                 }
                 ShardMsg::Unsub {
                     key,
@@ -600,6 +601,7 @@ impl Shard {
                     self.interest
                         .borrow_mut()
                         .remove(&subject, queue.as_deref(), key);
+                    continue;
                 }
                 ShardMsg::Packed {
                     at,
@@ -628,18 +630,9 @@ impl Shard {
                         packed.slice(at..end)
                     };
                     let (reply_end, subject_end) = (reply_end - at, subject_end - at);
-                    let subject = own.slice(..subject_end);
                     let reply = (reply_len != u32::MAX).then(|| own.slice(subject_end..reply_end));
-                    let msg = own.slice(reply_end..);
-                    self.deliver_remote(
-                        list,
-                        &subject,
-                        reply.as_ref(),
-                        hdr_len,
-                        &msg,
-                        &mut stalled,
-                        &mut stalled_stream,
-                    );
+                    let (subject, msg) = (own.slice(..subject_end), own.slice(reply_end..));
+                    (subject, reply, hdr_len, msg, targets)
                 }
                 ShardMsg::Deliver {
                     subject,
@@ -647,24 +640,27 @@ impl Shard {
                     hdr_len,
                     msg,
                     targets,
-                } => {
-                    let list = &batch_targets[targets.0 as usize..targets.1 as usize];
-                    self.deliver_remote(
-                        list,
-                        &subject,
-                        reply.as_ref(),
-                        hdr_len,
-                        &msg,
-                        &mut stalled,
-                        &mut stalled_stream,
-                    );
+                } => (subject, reply, hdr_len, msg, targets),
+                m @ (ShardMsg::Api { .. } | ShardMsg::Js { .. }) => {
+                    self.handle_js_local(m);
+                    continue;
                 }
-                m @ (ShardMsg::Api { .. } | ShardMsg::Js { .. }) => self.handle_js_local(m),
                 ShardMsg::Barrier { cid } => {
                     let mesh = self.mesh.as_ref().expect("barrier implies a mesh");
                     mesh.ack(from, cid).await;
+                    continue;
                 }
-            }
+            };
+            let list = &batch_targets[targets.0 as usize..targets.1 as usize];
+            self.deliver_remote(
+                list,
+                &subject,
+                reply.as_ref(),
+                hdr_len,
+                &msg,
+                &mut stalled,
+                &mut stalled_stream,
+            );
         }
         if self.mesh.as_ref().is_some_and(|m| m.has_open()) {
             let shard = self.clone();
