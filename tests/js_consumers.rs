@@ -2370,26 +2370,8 @@ async fn interest_streams_keep_given_up_messages_until_their_consumer_goes() {
     // queue) while the consumer that gave it up exists, even once every other
     // consumer acked it; deleting that consumer lets it go.
     let e = env(2).await;
-    let s =
-        e.js.create_stream(stream::Config {
-            retention: RetentionPolicy::Interest,
-            ..stream_cfg("IMD", &["imd.>"])
-        })
-        .await
-        .unwrap();
-    let a = s
-        .create_consumer(pull::Config {
-            ack_wait: Duration::from_millis(300),
-            max_deliver: 1,
-            ..durable("A")
-        })
-        .await
-        .unwrap();
-    let b = s.create_consumer(durable("B")).await.unwrap();
-    publish(&e.js, "imd.x", "poison").await;
-    assert_eq!(seqs(&fetch(&a, 1).await), vec![1]);
-    // Past its ack wait, A gives it up (a waiting pull gets nothing).
-    assert!(batch(&a, 1, Duration::from_millis(800)).await.is_empty());
+    let (s, _a, b) = given_up_in_interest_stream(&e, "IMD", true).await;
+    let b = b.unwrap();
     for m in fetch(&b, 1).await {
         m.double_ack().await.unwrap();
     }
@@ -2406,24 +2388,7 @@ async fn a_given_up_message_stays_when_the_ack_floor_passes_it() {
     // so nothing is pending and the ack floor moves past 1. nats-server still
     // keeps 1 (for dead-letter handling) until the consumer is deleted.
     let e = env(2).await;
-    let s =
-        e.js.create_stream(stream::Config {
-            retention: RetentionPolicy::Interest,
-            ..stream_cfg("IFL", &["ifl.>"])
-        })
-        .await
-        .unwrap();
-    let a = s
-        .create_consumer(pull::Config {
-            ack_wait: Duration::from_millis(300),
-            max_deliver: 1,
-            ..durable("A")
-        })
-        .await
-        .unwrap();
-    publish(&e.js, "ifl.x", "poison").await;
-    assert_eq!(seqs(&fetch(&a, 1).await), vec![1]);
-    assert!(batch(&a, 1, Duration::from_millis(800)).await.is_empty());
+    let (s, a, _) = given_up_in_interest_stream(&e, "IFL", false).await;
     publish(&e.js, "ifl.x", "fine").await;
     let got = fetch(&a, 1).await;
     assert_eq!(seqs(&got), vec![2]);
@@ -2435,4 +2400,40 @@ async fn a_given_up_message_stays_when_the_ack_floor_passes_it() {
     s.delete_consumer("A").await.unwrap();
     let st = state_when(&e.js, "IFL", |st| st.messages == 0).await;
     assert_eq!(st.messages, 0);
+}
+
+/// An interest stream `name` (subjects `<name lowercase>.>`) whose consumer A
+/// (max_deliver 1) was handed message 1 and gave it up; with `other`, a
+/// consumer B that has not taken it yet.
+async fn given_up_in_interest_stream(
+    e: &Env,
+    name: &str,
+    other: bool,
+) -> (stream::Stream, PullConsumer, Option<PullConsumer>) {
+    let subjects = format!("{}.>", name.to_lowercase());
+    let s =
+        e.js.create_stream(stream::Config {
+            retention: RetentionPolicy::Interest,
+            ..stream_cfg(name, &[&subjects])
+        })
+        .await
+        .unwrap();
+    let a = s
+        .create_consumer(pull::Config {
+            ack_wait: Duration::from_millis(300),
+            max_deliver: 1,
+            ..durable("A")
+        })
+        .await
+        .unwrap();
+    let b = if other {
+        Some(s.create_consumer(durable("B")).await.unwrap())
+    } else {
+        None
+    };
+    publish(&e.js, &format!("{}.x", name.to_lowercase()), "poison").await;
+    assert_eq!(seqs(&fetch(&a, 1).await), vec![1]);
+    // Past its ack wait, A gives it up (a waiting pull gets nothing).
+    assert!(batch(&a, 1, Duration::from_millis(800)).await.is_empty());
+    (s, a, b)
 }
