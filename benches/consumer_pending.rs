@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use jetcore::js::index::Index;
+use jetcore::js::store::index::Index;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");

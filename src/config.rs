@@ -90,6 +90,17 @@ struct Cli {
     max_pending: usize,
 }
 
+/// How JetStream appends reach stable storage before they are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every group-commit write is O_DSYNC (its own fdatasync) before its acks
+    /// (the default).
+    Always,
+    /// Acks after the write completes (O_DIRECT: in the device, maybe not on
+    /// stable media); fdatasync at most this often.
+    Interval(Duration),
+}
+
 /// Server settings, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -105,7 +116,7 @@ pub struct Config {
     pub max_pending: usize,
     /// JetStream store directory when JetStream is enabled.
     pub jetstream: Option<PathBuf>,
-    pub sync: crate::js::SyncMode,
+    pub sync: SyncMode,
     pub segment_bytes: u64,
 }
 
@@ -269,9 +280,9 @@ fn validate(cli: Cli) -> Result<Config, String> {
             .unwrap_or_else(|| std::env::temp_dir().join("jetcore"))
     });
     let sync = match cli.sync.as_str() {
-        "always" => crate::js::SyncMode::Always,
+        "always" => SyncMode::Always,
         other => match other.strip_prefix("interval=").and_then(parse_duration) {
-            Some(d) if !d.is_zero() => crate::js::SyncMode::Interval(d),
+            Some(d) if !d.is_zero() => SyncMode::Interval(d),
             _ => {
                 return Err(format!(
                     "jetcore: invalid --sync '{other}': use 'always' or 'interval=<duration>' (e.g. interval=1s)"
@@ -437,10 +448,7 @@ mod tests {
             js.jetstream.as_deref(),
             Some(std::path::Path::new("/tmp/x"))
         );
-        assert_eq!(
-            js.sync,
-            crate::js::SyncMode::Interval(Duration::from_secs(1))
-        );
+        assert_eq!(js.sync, SyncMode::Interval(Duration::from_secs(1)));
         assert!(run(&["-sd", "/tmp/y"]).unwrap().jetstream.is_some());
         assert!(run(&[]).unwrap().jetstream.is_none());
         assert!(run(&["-js", "--sync", "sometimes"])

@@ -29,7 +29,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             glommio::spawn_local(refuse(stream)).detach();
             continue;
         }
-        glommio::spawn_local(crate::net::conn::serve(shard.clone(), stream)).detach();
+        glommio::spawn_local(crate::net::session::serve(shard.clone(), stream)).detach();
     }
 }
 

@@ -1,7 +1,9 @@
-//! Client connections: outbound queues (`outbound`), the per-connection read and
-//! write loops (`conn`), and each shard's accept loop (`listener`).
+//! Client connections: socket I/O helpers (`io`), outbound queues (`outbound`),
+//! a connection's shared state (`conn`), the tasks that drive it (`session`),
+//! and each shard's accept loop (`listener`).
 
 pub mod conn;
 pub mod io;
 pub mod listener;
 pub mod outbound;
+pub mod session;

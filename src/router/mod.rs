@@ -20,8 +20,8 @@ use crate::net::outbound::Verdict;
 use crate::protocol::connect::ConnectOpts;
 use crate::protocol::ops;
 use crate::protocol::parser::{ClientOp, PubOp};
-use crate::shard::msg::{Batch, ShardMsg, SubKey, Target};
-use crate::shard::Shard;
+use crate::shard::msg::{self, Batch, ShardMsg, SubKey, Target, JS_CID};
+use crate::shard::{JetStream, Shard};
 use crate::subject;
 use crate::subject::trie::MatchResult;
 
@@ -38,9 +38,17 @@ enum Delivered {
 }
 
 impl Shard {
+    /// JetStream on this shard; only called for what only JetStream sends
+    /// (internal subscriptions, its own commands), so it is there.
+    fn jetstream(&self) -> &Rc<dyn JetStream> {
+        self.js
+            .get()
+            .expect("JetStream traffic implies JetStream is on")
+    }
+
     /// Applies one client op; returns what the read loop must do next.
     pub fn handle_op(&self, conn: &Rc<Conn>, op: ClientOp) -> Flow {
-        if crate::log::enabled(crate::log::Level::Trace) {
+        if self.trace {
             crate::trace!("{} - cid:{} - <<- {op:?}", conn.peer, conn.cid);
         }
         match op {
@@ -162,7 +170,8 @@ impl Shard {
     ) -> (bool, bool) {
         // JetStream's API listens on all of `$JS.API.>` (routed by name, not by
         // interest); it still reaches ordinary subscribers below.
-        let api = self.js.is_some() && p.subject.starts_with(b"$JS.API.") && self.route_api(p);
+        let api =
+            p.subject.starts_with(b"$JS.API.") && self.js.get().is_some_and(|js| js.route_api(p));
         self.publish_matched(from, echo, p, &p.subject, cache, api)
     }
 
@@ -272,9 +281,10 @@ impl Shard {
     }
 
     fn route(&self, from: Option<&Rc<Conn>>, key: SubKey, p: &PubOp, pub_seq: u64) -> (bool, bool) {
-        if key.shard == self.id && key.cid == crate::js::JS_CID {
+        if key.shard == self.id && key.cid == JS_CID {
             let congested =
-                self.deliver_js(key.sub, &p.subject, p.reply.as_ref(), p.hdr_len, &p.msg);
+                self.jetstream()
+                    .deliver(key.sub, &p.subject, p.reply.as_ref(), p.hdr_len, &p.msg);
             if congested {
                 if let Some(conn) = from {
                     conn.stalled_stream.set(Some(key.sub));
@@ -544,8 +554,11 @@ impl Shard {
     ) {
         let hdr_len = hdr_len.map(|h| h as usize);
         for t in list {
-            if t.cid == crate::js::JS_CID {
-                if self.deliver_js(t.sub, subject, reply, hdr_len, msg) {
+            if t.cid == JS_CID {
+                if self
+                    .jetstream()
+                    .deliver(t.sub, subject, reply, hdr_len, msg)
+                {
                     *stalled_stream = Some(t.sub);
                 }
                 continue;
@@ -621,9 +634,7 @@ impl Shard {
                     let list = &batch_targets[targets.0 as usize..targets.1 as usize];
                     // A stream keeps what it stores until the write commits:
                     // give it its own copy, not a slice pinning the whole batch.
-                    let stored = |t: &Target| {
-                        t.cid == crate::js::JS_CID && t.sub & !crate::js::UID_MASK == 0
-                    };
+                    let stored = |t: &Target| t.cid == JS_CID && msg::stores(t.sub);
                     let own = if list.iter().any(stored) {
                         Bytes::copy_from_slice(&packed[at..end])
                     } else {
@@ -641,8 +652,12 @@ impl Shard {
                     msg,
                     targets,
                 } => (subject, reply, hdr_len, msg, targets),
-                m @ (ShardMsg::Api { .. } | ShardMsg::Js { .. }) => {
-                    self.handle_js_local(m);
+                ShardMsg::Api(req) => {
+                    self.jetstream().api(req);
+                    continue;
+                }
+                ShardMsg::Js(cmd) => {
+                    self.jetstream().command(cmd);
                     continue;
                 }
                 ShardMsg::Barrier { cid } => {

@@ -3,26 +3,54 @@
 //!
 //! Lives on: every shard, one each. Everything here is `!Send` and touched only by
 //! tasks of this shard. Cross-shard effects go through `mesh` as `ShardMsg`s.
+//! `server::shard` builds a `Shard` and runs it; `router` holds the publish path.
 
 pub mod mesh;
 pub mod msg;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
-use std::time::Instant;
 
 use ahash::AHashMap;
-use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
+use bytes::Bytes;
 
 use crate::config::Config;
-use crate::net::conn::{CloseReason, Conn};
-use crate::shard::mesh::{Mesh, MeshReceivers};
-use crate::shard::msg::{BarrierAck, Batch, SubKey};
+use crate::net::conn::Conn;
+use crate::protocol::parser::PubOp;
+use crate::shard::mesh::Mesh;
+use crate::shard::msg::{ApiRequest, BarrierAck, JsCmd, SubKey};
 use crate::subject::trie::SubjectTrie;
+
+/// What the core (router, connections, the mesh receiver) needs from
+/// JetStream. JetStream sits above the publish path (it publishes through it),
+/// so the shard reaches it through this trait; `js::Js` implements it.
+pub trait JetStream {
+    /// A publish to `$JS.API.>` (or a domain's API prefix); true when
+    /// JetStream takes it (it then counts as having a responder).
+    fn route_api(&self, p: &PubOp) -> bool;
+    /// A message for internal subscription `sub` (see `msg::JS_CID`) on this
+    /// shard; true when the stream behind it is congested.
+    fn deliver(
+        &self,
+        sub: u32,
+        subject: &Bytes,
+        reply: Option<&Bytes>,
+        hdr_len: Option<usize>,
+        msg: &Bytes,
+    ) -> bool;
+    /// An API request routed to this shard.
+    fn api(&self, req: ApiRequest);
+    /// A command from another shard (or this one).
+    fn command(&self, cmd: JsCmd);
+    /// Waits, a bounded time, while internal subscription `sub`'s stream is
+    /// congested (back-pressure on whoever published to it).
+    fn stall(&self, sub: u32) -> Pin<Box<dyn Future<Output = ()>>>;
+}
 
 /// Set by the signal thread; each shard polls it (never on the publish path).
 pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
@@ -49,15 +77,19 @@ pub struct Shard {
     /// Reused by uncached matches (see `publish_matched`); one result's worth.
     pub match_scratch: RefCell<crate::subject::trie::MatchResult<SubKey>>,
     pub mesh: Option<Mesh>,
-    next_conn: Cell<u64>,
-    rng: Cell<u64>,
+    pub(crate) next_conn: Cell<u64>,
+    pub(crate) rng: Cell<u64>,
     pub stopping: Cell<bool>,
-    info_prefix: String,
-    /// JetStream state of this shard (None when JetStream is off).
-    pub js: Option<crate::js::Js>,
+    pub(crate) info_prefix: String,
+    /// JetStream on this shard, set once at start-up when it is enabled. The
+    /// JetStream object holds this shard in turn: both live as long as the
+    /// shard's executor.
+    pub js: OnceCell<Rc<dyn JetStream>>,
+    /// Protocol tracing (`-V`), read per client op: a field, not the global level.
+    pub trace: bool,
     /// A flush of the mesh is scheduled (JetStream messages queued outside a read loop).
     pub flush_pending: Cell<bool>,
-    me: std::rc::Weak<Shard>,
+    pub(crate) me: std::rc::Weak<Shard>,
 }
 
 impl Shard {
@@ -166,10 +198,18 @@ impl Shard {
     }
 
     /// A barrier acknowledgement arrived for connection `cid`.
-    fn barrier_acked(&self, ack: BarrierAck) {
+    pub fn barrier_acked(&self, ack: BarrierAck) {
         if let Some(conn) = self.conns.borrow().get(&ack.cid) {
             conn.barrier_acks.set(conn.barrier_acks.get() + 1);
             conn.barrier_done.notify();
+        }
+    }
+
+    /// Waits while the stream behind internal subscription `sub` is congested.
+    pub async fn stall_on_stream(&self, sub: u32) {
+        let wait = self.js.get().map(|js| js.stall(sub));
+        if let Some(wait) = wait {
+            wait.await;
         }
     }
 
@@ -183,7 +223,7 @@ impl Shard {
 }
 
 /// Builds the INFO JSON up to (not including) the per-connection fields.
-fn info_prefix(server: &Server) -> String {
+pub fn info_prefix(server: &Server) -> String {
     let host = server.listen.ip().to_string();
     let info = crate::protocol::connect::Info {
         server_id: &server.server_id,
@@ -200,134 +240,4 @@ fn info_prefix(server: &Server) -> String {
     let json = serde_json::to_string(&info).expect("INFO serializes");
     // Drop the closing brace: the per-connection fields follow.
     format!("INFO {},", &json[..json.len() - 1])
-}
-
-/// Meshes every shard joins at startup (cloned into each executor).
-#[derive(Clone)]
-pub struct MeshSetup {
-    pub data: MeshBuilder<Batch, glommio::channels::channel_mesh::Full>,
-    pub acks: MeshBuilder<BarrierAck, glommio::channels::channel_mesh::Full>,
-}
-
-/// Runs shard `index` until shutdown.
-pub async fn run(
-    server: Arc<Server>,
-    index: usize,
-    meshes: Option<MeshSetup>,
-) -> Result<(), String> {
-    let (mesh, receivers) = match meshes {
-        Some(setup) => {
-            // glommio wakes tasks waiting for a channel's peer to connect only when
-            // its reactor runs; a parked executor would never run it. Tick until
-            // both meshes are joined.
-            let joined = Rc::new(Cell::new(false));
-            let ticking = joined.clone();
-            glommio::spawn_local(async move {
-                while !ticking.get() {
-                    glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
-                }
-            })
-            .detach();
-            let data = setup.data.join().await;
-            let acks = setup.acks.join().await;
-            joined.set(true);
-            let (data_tx, data_rx) = data.map_err(|e| format!("mesh: {e}"))?;
-            let (ack_tx, ack_rx) = acks.map_err(|e| format!("mesh: {e}"))?;
-            crate::debug!("shard {index} is mesh peer {}", data_tx.peer_id());
-            (
-                Some(Mesh::new(data_tx, ack_tx)),
-                Some(MeshReceivers {
-                    data: data_rx,
-                    acks: ack_rx,
-                }),
-            )
-        }
-        None => (None, None),
-    };
-    let id = mesh.as_ref().map_or(index as u16, |m| m.id());
-    let js = server
-        .cfg
-        .jetstream
-        .as_ref()
-        .map(|dir| crate::js::Js::new(dir.join("jetstream"), server.cfg.sync));
-    let shard = Rc::new_cyclic(|me| Shard {
-        id,
-        count: server.cfg.shards as u16,
-        cfg: Rc::new(server.cfg.clone()),
-        server: server.clone(),
-        conns: RefCell::new(AHashMap::new()),
-        interest: RefCell::new(SubjectTrie::new()),
-        match_scratch: RefCell::new(Default::default()),
-        mesh,
-        next_conn: Cell::new(0),
-        rng: Cell::new(
-            0x9E37_79B9_7F4A_7C15 ^ (u64::from(id) + 1).wrapping_mul(0x1234_5678_9ABC_DEF1),
-        ),
-        stopping: Cell::new(false),
-        info_prefix: info_prefix(&server),
-        js,
-        flush_pending: Cell::new(false),
-        me: me.clone(),
-    });
-    if let Some(receivers) = receivers {
-        spawn_receivers(&shard, receivers);
-    }
-    if server.cfg.jetstream.is_some() {
-        crate::js::open(&shard, server.cfg.sync).await?;
-    }
-    let listener = TcpListener::bind(server.listen)
-        .map_err(|e| format!("shard {id}: cannot listen on {}: {e}", server.listen))?;
-    if server.bound.fetch_add(1, Ordering::SeqCst) + 1 == server.cfg.shards {
-        crate::info!("Listening for client connections on {}", server.listen);
-        crate::info!("Server is ready");
-    }
-    let accept = glommio::spawn_local(crate::net::listener::accept_loop(shard.clone(), listener));
-    while !SHUTDOWN.load(Ordering::Relaxed) {
-        glommio::timer::sleep(crate::limits::SHUTDOWN_POLL).await;
-    }
-    shard.stopping.set(true);
-    accept.cancel().await;
-    crate::js::close_all(&shard).await;
-    drain_connections(&shard).await;
-    Ok(())
-}
-
-fn spawn_receivers(shard: &Rc<Shard>, mut receivers: MeshReceivers) {
-    for (peer, rx) in receivers.data.streams() {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(batch) = rx.recv().await {
-                assert_eq!(usize::from(batch.from), peer, "batch from the wrong peer");
-                assert_eq!(batch.to, shard.id, "batch delivered to the wrong shard");
-                shard.apply_batch(batch).await;
-            }
-        })
-        .detach();
-    }
-    for (_, rx) in receivers.acks.streams() {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(ack) = rx.recv().await {
-                shard.barrier_acked(ack);
-            }
-        })
-        .detach();
-    }
-}
-
-/// Closes every connection after flushing its queue, waiting at most
-/// `SHUTDOWN_FLUSH_MAX`.
-async fn drain_connections(shard: &Rc<Shard>) {
-    let conns: Vec<Rc<Conn>> = shard.conns.borrow().values().cloned().collect();
-    for conn in &conns {
-        conn.close(CloseReason::ServerShutdown);
-    }
-    let start = Instant::now();
-    while start.elapsed() < crate::limits::SHUTDOWN_FLUSH_MAX {
-        let busy = conns.iter().any(|c| c.out.borrow().pending() > 0);
-        if !busy && shard.conns.borrow().is_empty() {
-            break;
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }

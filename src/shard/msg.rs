@@ -1,8 +1,34 @@
 //! `ShardMsg`: the only data that crosses between shards, carried in `Batch`es over
 //! the data mesh, and `BarrierAck` over the reply mesh. Everything here is owned and
-//! `Send` (`Bytes`, integers); nothing borrows shard state.
+//! `Send` (`Bytes`, integers, owned configs); nothing borrows shard state.
+//!
+//! Each variant says who sends it and who receives it. Nothing is ever dropped
+//! on the way (a full channel suspends the sender), except by a shard that is
+//! stopping: see `Mesh::flush`.
 
 use bytes::Bytes;
+
+use crate::js::types::catalog::{CatalogEntry, GatherAsk, GatherPart};
+
+/// Connection id of JetStream's internal subscriptions (never a client's: client
+/// ids start at `shards`). Their `SubKey::sub` is a stream uid plus a kind bit.
+pub const JS_CID: u64 = 0;
+/// Kind bit of a stream's direct-get subscriptions.
+pub const DIRECT_BIT: u32 = 0x8000_0000;
+/// Kind bit of a stream's pull requests (`CONSUMER.MSG.NEXT`).
+pub const NEXT_BIT: u32 = 0x4000_0000;
+/// Kind bit of a stream's acks (`$JS.ACK.<stream>.>`).
+pub const ACK_BIT: u32 = 0x2000_0000;
+/// Kind bit of a stream's flow-control answers (`$JS.FC.<stream>.>`).
+pub const FC_BIT: u32 = 0x1000_0000;
+/// The stream uid part of an internal `SubKey::sub`.
+pub const UID_MASK: u32 = 0x0FFF_FFFF;
+
+/// Whether internal subscription `sub` stores what it receives (a stream's own
+/// subjects, no kind bit): its receiver keeps the message until it is written.
+pub fn stores(sub: u32) -> bool {
+    sub & !UID_MASK == 0
+}
 
 /// Identifies one subscription anywhere in the server. `cid` is unique across all
 /// shards; `sub` is unique within its connection for the connection's life (sids
@@ -56,25 +82,70 @@ pub enum ShardMsg {
         msg_len: u32,
         targets: (u32, u32),
     },
-    /// A JetStream API request for the receiving shard to answer (it owns the
-    /// stream, or coordinates the catalogue).
-    Api {
-        subject: Bytes,
-        reply: Bytes,
-        hdr_len: Option<u32>,
-        msg: Bytes,
-    },
-    /// JetStream control between shards (catalogue changes, commands from the
-    /// coordinator to a stream's owner, gathers); `kind` is a `js::cmd` value.
-    Js {
-        kind: u8,
-        arg: u64,
-        reply: Bytes,
-        body: Bytes,
-    },
+    /// A `$JS.API` request (as the client sent it) for the receiving shard to
+    /// answer: it owns the stream, or coordinates the catalogue.
+    Api(ApiRequest),
+    /// JetStream control between shards.
+    Js(JsCmd),
     /// Asks the receiver to confirm (on the reply mesh) that it applied everything
     /// this shard sent before; lets PONG mean "your SUBs are in force everywhere".
     Barrier { cid: u64 },
+}
+
+/// A `$JS.API.` request: subject, reply, and the client's message (headers
+/// then body). `reply` is empty when the client gave none.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub subject: Bytes,
+    pub reply: Bytes,
+    pub hdr_len: Option<u32>,
+    pub msg: Bytes,
+}
+
+impl ApiRequest {
+    /// The request body (after the header block).
+    pub fn body(&self) -> Bytes {
+        self.msg.slice(self.hdr_len.unwrap_or(0) as usize..)
+    }
+    /// The header block, if any.
+    pub fn headers(&self) -> Option<&[u8]> {
+        self.hdr_len.map(|h| &self.msg[..h as usize])
+    }
+}
+
+/// JetStream commands between shards. Shard 0 coordinates the catalogue; a
+/// stream's owner acts on it. A command sent to the sending shard itself is
+/// handled at once, without the mesh.
+#[derive(Debug)]
+pub enum JsCmd {
+    /// Coordinator → every other shard: stream `name` is now `entry` in the
+    /// catalogue (None: removed).
+    Catalog {
+        name: String,
+        entry: Option<Box<CatalogEntry>>,
+    },
+    /// Coordinator → owner: create this stream and answer `reply`.
+    Create {
+        entry: Box<CatalogEntry>,
+        reply: Bytes,
+    },
+    /// Coordinator → owner: a create with the stream's exact config; answer
+    /// `reply` with its info.
+    CreateSame { name: String, reply: Bytes },
+    /// Coordinator → owner: apply the config in `entry`; answer `reply`.
+    Update {
+        entry: Box<CatalogEntry>,
+        reply: Bytes,
+    },
+    /// Coordinator → owner: delete stream `name`; answer `reply`.
+    Delete { name: String, reply: Bytes },
+    /// Owner → coordinator: stream `name` is gone (its create failed, or it
+    /// was deleted and its files removed): forget it, the name is free again.
+    Forget { name: String },
+    /// Coordinator → every other shard: answer gather `id`.
+    Gather { id: u64, ask: GatherAsk },
+    /// Any shard → coordinator: its part of gather `id`.
+    GatherPart { id: u64, part: GatherPart },
 }
 
 /// Messages from one shard to another, in order. A dropped batch would lose

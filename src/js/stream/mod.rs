@@ -22,11 +22,11 @@ use std::rc::Rc;
 use ahash::AHashMap;
 use bytes::Bytes;
 
-use crate::js::config::StreamConfig;
-use crate::js::errors::ApiError;
-use crate::js::filelog::{self, FileLog};
-use crate::js::index::{msg_size, Index, StoredMsg};
-use crate::js::record;
+use crate::js::store::index::{msg_size, Index, StoredMsg};
+use crate::js::store::record;
+use crate::js::store::segment::{self as filelog, FileLog};
+use crate::js::types::errors::ApiError;
+use crate::js::types::stream_config::StreamConfig;
 use crate::limits::{
     DEDUPE_BYTES_MAX, DEDUPE_IDS_MAX, STREAM_CACHE_BYTES, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS,
     STREAM_WRITES_IN_FLIGHT,
@@ -185,7 +185,7 @@ pub enum Ingest {
 }
 
 pub fn pub_ack(stream: &str, seq: u64, duplicate: bool) -> Vec<u8> {
-    let name = crate::js::json::go_escape(serde_json::to_vec(stream).expect("string"));
+    let name = crate::js::types::json::go_escape(serde_json::to_vec(stream).expect("string"));
     let mut out = Vec::with_capacity(48 + name.len());
     out.extend_from_slice(b"{\"stream\":");
     out.extend_from_slice(&name);
@@ -205,7 +205,7 @@ pub fn pub_err(stream: &str, e: &ApiError) -> Vec<u8> {
         stream: &'a str,
         seq: u64,
     }
-    crate::js::json::encode(&R {
+    crate::js::types::json::encode(&R {
         error: e,
         stream,
         seq: 0,
@@ -409,7 +409,7 @@ impl Stream {
         drop(ix);
         let seq = w.next_seq;
         w.next_seq += 1;
-        let ts = crate::js::json::now_nanos();
+        let ts = crate::js::types::json::now_nanos();
         let rel = w.staged.len();
         if self.is_file() {
             record::encode(
@@ -523,7 +523,7 @@ impl Stream {
                 &mut w.staged,
                 kind,
                 seq,
-                crate::js::json::now_nanos(),
+                crate::js::types::json::now_nanos(),
                 b"",
                 0,
                 b"",
@@ -623,7 +623,7 @@ impl Stream {
             &mut rec,
             record::KIND_DELETE,
             e.seq,
-            crate::js::json::now_nanos(),
+            crate::js::types::json::now_nanos(),
             b"",
             0,
             &vec![0; e.len - record::HEADER],

@@ -2,6 +2,8 @@
 //! glommio executor per shard, trap SIGINT/SIGTERM, and map the outcome to an exit
 //! code (0 after a clean shutdown, 1 when the server cannot start or a shard fails).
 
+mod shard;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,7 +13,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::limits;
-use crate::shard::{self, MeshSetup, Server, SHUTDOWN};
+use crate::shard::{Server, SHUTDOWN};
+use shard::MeshSetup;
 
 /// Runs the server until SIGINT/SIGTERM; returns the process exit code.
 pub fn run(cfg: Config) -> i32 {
@@ -50,9 +53,9 @@ pub fn run(cfg: Config) -> i32 {
             crate::info!(
                 "  Durability: {}",
                 match server.cfg.sync {
-                    crate::js::SyncMode::Always =>
+                    crate::config::SyncMode::Always =>
                         "fdatasync before every acknowledgement (--sync always)".to_string(),
-                    crate::js::SyncMode::Interval(d) => format!(
+                    crate::config::SyncMode::Interval(d) => format!(
                         "acknowledged after the write, fdatasync every {d:?} (--sync interval)"
                     ),
                 }

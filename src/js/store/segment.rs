@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
-use crate::js::record::{self, Decoded};
+use crate::js::store::record::{self, Decoded};
 use crate::limits::DMA_IO_MAX;
 
 pub const BLOCK: u64 = 4096;
@@ -648,7 +648,7 @@ impl FileLog {
 mod tests {
     #[test]
     fn recovery_skips_padding_between_overlapped_writes_and_cuts_a_torn_tail() {
-        use crate::js::record::{encode, KIND_MSG};
+        use crate::js::store::record::{encode, KIND_MSG};
         let dir = tempfile::tempdir().unwrap();
         let mut file = Vec::new();
         encode(&mut file, KIND_MSG, 1, 10, b"a", 0, b"one");

@@ -22,11 +22,11 @@ use std::rc::Rc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::js::cconfig::{AckPolicy, ConsumerConfig, DeliverPolicy};
-use crate::js::config::Retention;
-use crate::js::index::StoredMsg;
-use crate::js::json::{self, now_nanos};
+use crate::js::store::index::StoredMsg;
 use crate::js::stream::Stream;
+use crate::js::types::consumer_config::{AckPolicy, ConsumerConfig, DeliverPolicy};
+use crate::js::types::json::{self, now_nanos};
+use crate::js::types::stream_config::Retention;
 use crate::notify::Notify;
 use crate::protocol::parser::PubOp;
 use crate::shard::Shard;
@@ -1000,7 +1000,8 @@ impl Consumer {
     }
 
     /// The consumer's task: deliver, then sleep until something changes.
-    pub async fn run(self: Rc<Self>, shard: Rc<Shard>) {
+    pub async fn run(self: Rc<Self>, js: Rc<crate::js::Js>) {
+        let shard = js.shard.clone();
         self.running.set(true);
         // glommio polls a new task at once: let the creator answer first.
         self.wake.wait().await;
@@ -1018,10 +1019,10 @@ impl Consumer {
                     self.stream.name,
                     self.name
                 );
-                let shard2 = shard.clone();
+                let js = js.clone();
                 let me = self.clone();
                 glommio::spawn_local(async move {
-                    crate::js::capi::remove_consumer(&shard2, &me.stream, &me.name).await;
+                    crate::js::api::consumer::remove_consumer(&js, &me.stream, &me.name).await;
                 })
                 .detach();
                 break;
@@ -1706,7 +1707,7 @@ impl Consumer {
             f.fdatasync().await?;
             f.close().await?;
             if fresh {
-                crate::js::filelog::sync_dir_async(dir).await?;
+                crate::js::store::segment::sync_dir_async(dir).await?;
             }
             Ok::<(), glommio::GlommioError<()>>(())
         }
@@ -2011,7 +2012,7 @@ pub fn write_meta(dir: &std::path::Path, meta: &Meta) -> std::io::Result<()> {
     f.write_all(&serde_json::to_vec_pretty(meta).expect("meta serializes"))?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join("meta.json"))?;
-    crate::js::filelog::sync_dir(dir)
+    crate::js::store::segment::sync_dir(dir)
 }
 
 // Unit tests only: each unwrap() here is an assertion on a fixed input,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::js::errors::ApiError;
+use crate::js::types::errors::ApiError;
 use crate::subject;
 
 /// Two minutes: nats-server's default duplicate window.
@@ -171,7 +171,7 @@ impl StreamConfig {
         if body.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(ApiError::invalid_json("unexpected end of JSON input"));
         }
-        let mut v = crate::js::json::decode(body).map_err(|e| ApiError::invalid_json(&e))?;
+        let mut v = crate::js::types::json::decode(body).map_err(|e| ApiError::invalid_json(&e))?;
         let Value::Object(map) = &mut v else {
             return Err(ApiError::invalid_json(
                 "json: cannot unmarshal into Go value of type server.StreamConfigRequest",

@@ -6,24 +6,25 @@ use std::rc::Rc;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::js::api::{reply_err, with_levels};
-use crate::js::cconfig::ConsumerConfig;
-use crate::js::config::Retention;
+use crate::js::api::info::with_levels;
+use crate::js::api::reply_err;
 use crate::js::consumer::{self, Consumer, Meta};
-use crate::js::errors::ApiError;
-use crate::js::json::{self, now_nanos, rfc3339};
 use crate::js::stream::Stream;
+use crate::js::types::consumer_config::ConsumerConfig;
+use crate::js::types::errors::ApiError;
+use crate::js::types::json::{self, now_nanos, rfc3339};
+use crate::js::types::stream_config::Retention;
+use crate::js::Js;
 use crate::shard::Shard;
 
 const CREATE: &str = "consumer_create_response";
 
 /// Handles `CONSUMER.*` on the stream's owner; `tokens` follow `$JS.API.`.
-pub async fn handle(shard: &Rc<Shard>, tokens: &[&str], reply: &Bytes, body: &[u8]) {
+pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8]) {
     let find = |name: &str, kind: &str| -> Option<Rc<Stream>> {
-        let js = shard.js.as_ref().expect("JetStream enabled");
         let s = js.streams.borrow().get(name).cloned();
         if s.is_none() {
-            reply_err(shard, reply, kind, &ApiError::stream_not_found());
+            reply_err(js, reply, kind, &ApiError::stream_not_found());
         }
         s
     };
@@ -34,40 +35,40 @@ pub async fn handle(shard: &Rc<Shard>, tokens: &[&str], reply: &Bytes, body: &[u
                 [name] => (Some(*name), None),
                 [name, filter @ ..] => (Some(*name), Some(filter.join("."))),
             };
-            create(shard, stream, name, filter, false, reply, body, &find).await;
+            create(js, stream, name, filter, false, reply, body, &find).await;
         }
         ["CONSUMER", "DURABLE", "CREATE", stream, name] => {
-            create(shard, stream, Some(name), None, true, reply, body, &find).await;
+            create(js, stream, Some(name), None, true, reply, body, &find).await;
         }
         ["CONSUMER", "INFO", stream, name] => {
             let kind = "consumer_info_response";
             if let Some(s) = find(stream, kind) {
                 match lookup(&s, name) {
-                    Some(c) => shard.reply(reply, None, &info(shard, &c, kind)),
-                    None => reply_err(shard, reply, kind, &ApiError::consumer_not_found()),
+                    Some(c) => js.shard.reply(reply, None, &info(&js.shard, &c, kind)),
+                    None => reply_err(js, reply, kind, &ApiError::consumer_not_found()),
                 }
             }
         }
         ["CONSUMER", "DELETE", stream, name] => {
             let kind = "consumer_delete_response";
             if let Some(s) = find(stream, kind) {
-                if remove_consumer(shard, &s, name).await {
-                    shard.reply(
+                if remove_consumer(js, &s, name).await {
+                    js.shard.reply(
                         reply,
                         None,
                         br#"{"type":"io.nats.jetstream.api.v1.consumer_delete_response","success":true}"#,
                     );
                 } else {
-                    reply_err(shard, reply, kind, &ApiError::consumer_not_found());
+                    reply_err(js, reply, kind, &ApiError::consumer_not_found());
                 }
             }
         }
-        ["CONSUMER", "NAMES", stream] => names(shard, stream, reply, body, false),
-        ["CONSUMER", "LIST", stream] => names(shard, stream, reply, body, true),
+        ["CONSUMER", "NAMES", stream] => names(js, stream, reply, body, false),
+        ["CONSUMER", "LIST", stream] => names(js, stream, reply, body, true),
         ["CONSUMER", "PAUSE", stream, name] => {
             let kind = "consumer_pause_response";
             if let Some(s) = find(stream, kind) {
-                pause(shard, &s, name, reply, body).await;
+                pause(js, &s, name, reply, body).await;
             }
         }
         // nats-server does not answer other consumer subjects (e.g. INFO.<s>).
@@ -125,7 +126,7 @@ pub fn info(shard: &Shard, c: &Consumer, kind: &str) -> Vec<u8> {
         snap.sseq,
         active(snap.last_delivered)
     ));
-    let ack_active = if cfg.ack() == crate::js::cconfig::AckPolicy::None {
+    let ack_active = if cfg.ack() == crate::js::types::consumer_config::AckPolicy::None {
         0
     } else {
         snap.last_ack
@@ -161,7 +162,7 @@ fn str_json(s: &str) -> String {
 
 #[allow(clippy::too_many_arguments)]
 async fn create(
-    shard: &Rc<Shard>,
+    js: &Rc<Js>,
     stream_name: &str,
     subject_name: Option<&str>,
     subject_filter: Option<String>,
@@ -170,7 +171,7 @@ async fn create(
     body: &[u8],
     find: &dyn Fn(&str, &str) -> Option<Rc<Stream>>,
 ) {
-    let err = |e: ApiError| reply_err(shard, reply, CREATE, &e);
+    let err = |e: ApiError| reply_err(js, reply, CREATE, &e);
     let req = match ConsumerConfig::decode_request(body) {
         Ok(r) => r,
         Err(e) => return err(e),
@@ -198,7 +199,7 @@ async fn create(
             }
             // A generated name is not echoed in the config, as in nats-server.
             if cfg.name.is_empty() {
-                let generated = consumer::random_token(shard, 8);
+                let generated = consumer::random_token(&js.shard, 8);
                 let n = generated.clone();
                 generated_name = Some(n);
                 generated
@@ -224,7 +225,7 @@ async fn create(
             n.to_string()
         }
     };
-    if !crate::js::config::valid_name(&name) {
+    if !crate::js::types::stream_config::valid_name(&name) {
         return err(ApiError::new(
             400,
             10127,
@@ -286,7 +287,9 @@ async fn create(
     if let Some(existing) = lookup(&stream, &name) {
         let old = (**existing.cfg.borrow()).clone();
         if old == cfg {
-            return shard.reply(reply, None, &info(shard, &existing, CREATE));
+            return js
+                .shard
+                .reply(reply, None, &info(&js.shard, &existing, CREATE));
         }
         if action == "create" {
             return err(ApiError::consumer_exists());
@@ -305,7 +308,9 @@ async fn create(
             }
         }
         existing.update(cfg);
-        return shard.reply(reply, None, &info(shard, &existing, CREATE));
+        return js
+            .shard
+            .reply(reply, None, &info(&js.shard, &existing, CREATE));
     }
     if action == "update" {
         return err(ApiError::consumer_missing());
@@ -323,8 +328,8 @@ async fn create(
             config: cfg.clone(),
         };
         if let Err(e) = consumer::write_meta(&dir, &meta)
-            .and_then(|()| crate::js::filelog::sync_dir(&consumer::consumers_dir(&stream)))
-            .and_then(|()| crate::js::filelog::sync_dir(&stream.dir))
+            .and_then(|()| crate::js::store::segment::sync_dir(&consumer::consumers_dir(&stream)))
+            .and_then(|()| crate::js::store::segment::sync_dir(&stream.dir))
         {
             let _ = std::fs::remove_dir_all(&dir);
             return err(ApiError::consumer_create(e));
@@ -346,11 +351,13 @@ async fn create(
     }
     // Created by a concurrent request while this one saved: answer with that one.
     if let Some(other) = lookup(&stream, &name) {
-        return shard.reply(reply, None, &info(shard, &other, CREATE));
+        return js
+            .shard
+            .reply(reply, None, &info(&js.shard, &other, CREATE));
     }
-    start(shard, &stream, c.clone());
-    action_advisory(shard, &stream.name, &name, "create");
-    shard.reply(reply, None, &info(shard, &c, CREATE));
+    start(js, &stream, c.clone());
+    action_advisory(&js.shard, &stream.name, &name, "create");
+    js.shard.reply(reply, None, &info(&js.shard, &c, CREATE));
 }
 
 /// A workqueue stream lets one consumer take each subject.
@@ -386,13 +393,13 @@ fn workqueue_conflict(stream: &Stream, name: &str, cfg: &ConsumerConfig) -> Opti
 }
 
 /// Registers a consumer with its stream and starts its task.
-pub fn start(shard: &Rc<Shard>, stream: &Rc<Stream>, c: Rc<Consumer>) {
+pub fn start(js: &Rc<Js>, stream: &Rc<Stream>, c: Rc<Consumer>) {
     stream.ix.borrow_mut().track_removals = true;
     stream
         .consumers
         .borrow_mut()
         .insert(c.name.clone(), c.clone());
-    glommio::spawn_local(c.clone().run(shard.clone())).detach();
+    glommio::spawn_local(c.clone().run(js.clone())).detach();
     c.wake.notify();
 }
 
@@ -420,7 +427,7 @@ fn action_advisory(shard: &Shard, stream: &str, name: &str, action: &str) {
 }
 
 /// Deletes a consumer (API, inactivity); false if there is none.
-pub async fn remove_consumer(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str) -> bool {
+pub async fn remove_consumer(js: &Rc<Js>, stream: &Rc<Stream>, name: &str) -> bool {
     let Some(c) = lookup(stream, name) else {
         return false;
     };
@@ -446,7 +453,7 @@ pub async fn remove_consumer(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str)
         let dir = consumer::consumers_dir(stream).join(name);
         let away = consumer::consumers_dir(stream).join(format!(
             ".deleted-{name}-{}",
-            consumer::random_token(shard, 8)
+            consumer::random_token(&js.shard, 8)
         ));
         match std::fs::rename(&dir, &away) {
             Ok(()) => Some(away),
@@ -458,19 +465,19 @@ pub async fn remove_consumer(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str)
     } else {
         None
     };
-    c.stop(shard, true).await;
+    c.stop(&js.shard, true).await;
     if let Some(away) = doomed {
         if let Err(e) = std::fs::remove_dir_all(&away) {
             crate::error!("JetStream: removing consumer {}: {e}", away.display());
         }
     }
     consumer::retain_after_removal(stream, &c).await;
-    action_advisory(shard, &stream.name, name, "delete");
-    shard.flush_mesh().await;
+    action_advisory(&js.shard, &stream.name, name, "delete");
+    js.shard.flush_mesh().await;
     true
 }
 
-fn names(shard: &Shard, stream: &str, reply: &Bytes, body: &[u8], list: bool) {
+fn names(js: &Js, stream: &str, reply: &Bytes, body: &[u8], list: bool) {
     let kind = if list {
         "consumer_list_response"
     } else {
@@ -483,12 +490,11 @@ fn names(shard: &Shard, stream: &str, reply: &Bytes, body: &[u8], list: bool) {
     }
     let req: Req = match json::decode_as(body) {
         Ok(r) => r,
-        Err(e) => return reply_err(shard, reply, kind, &ApiError::invalid_json(&e)),
+        Err(e) => return reply_err(js, reply, kind, &ApiError::invalid_json(&e)),
     };
-    let js = shard.js.as_ref().expect("JetStream enabled");
     let s = js.streams.borrow().get(stream).cloned();
     let Some(s) = s else {
-        return reply_err(shard, reply, kind, &ApiError::stream_not_found());
+        return reply_err(js, reply, kind, &ApiError::stream_not_found());
     };
     let all: Vec<Rc<Consumer>> = s.consumers.borrow().values().cloned().collect();
     let total = all.len();
@@ -504,7 +510,7 @@ fn names(shard: &Shard, stream: &str, reply: &Bytes, body: &[u8], list: bool) {
         .take(limit)
         .map(|c| {
             if list {
-                String::from_utf8(info(shard, c, "list")).expect("utf8")
+                String::from_utf8(info(&js.shard, c, "list")).expect("utf8")
             } else {
                 str_json(&c.name)
             }
@@ -514,10 +520,10 @@ fn names(shard: &Shard, stream: &str, reply: &Bytes, body: &[u8], list: bool) {
         "{{\"type\":\"io.nats.jetstream.api.v1.{kind}\",\"total\":{total},\"offset\":{offset},\"limit\":{limit},\"consumers\":[{}]}}",
         items.join(",")
     );
-    shard.reply(reply, None, out.as_bytes());
+    js.shard.reply(reply, None, out.as_bytes());
 }
 
-async fn pause(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str, reply: &Bytes, body: &[u8]) {
+async fn pause(js: &Rc<Js>, stream: &Rc<Stream>, name: &str, reply: &Bytes, body: &[u8]) {
     let kind = "consumer_pause_response";
     #[derive(Deserialize, Default)]
     #[serde(default)]
@@ -526,10 +532,10 @@ async fn pause(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str, reply: &Bytes
     }
     let req: Req = match json::decode_as(body) {
         Ok(r) => r,
-        Err(e) => return reply_err(shard, reply, kind, &ApiError::invalid_json(&e)),
+        Err(e) => return reply_err(js, reply, kind, &ApiError::invalid_json(&e)),
     };
     let Some(c) = lookup(stream, name) else {
-        return reply_err(shard, reply, kind, &ApiError::consumer_not_found());
+        return reply_err(js, reply, kind, &ApiError::consumer_not_found());
     };
     let until = req
         .pause_until
@@ -545,7 +551,7 @@ async fn pause(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str, reply: &Bytes
         };
         let dir = consumer::consumers_dir(stream).join(name);
         if let Err(e) = consumer::write_meta(&dir, &meta) {
-            return reply_err(shard, reply, kind, &ApiError::consumer_create(e));
+            return reply_err(js, reply, kind, &ApiError::consumer_create(e));
         }
     }
     c.update(cfg);
@@ -562,7 +568,7 @@ async fn pause(shard: &Rc<Shard>, stream: &Rc<Stream>, name: &str, reply: &Bytes
             rfc3339(until)
         )
     };
-    shard.reply(reply, None, out.as_bytes());
+    js.shard.reply(reply, None, out.as_bytes());
 }
 
 /// Requests and acks arriving on a stream's internal subscriptions.
@@ -622,7 +628,8 @@ pub fn on_internal(
             let cseq = parse_u64(tokens[at + 4]);
             match (c, dc, sseq, cseq) {
                 (Some(c), Some(dc), Some(sseq), Some(cseq))
-                    if c.cfg.borrow().ack() != crate::js::cconfig::AckPolicy::None =>
+                    if c.cfg.borrow().ack()
+                        != crate::js::types::consumer_config::AckPolicy::None =>
                 {
                     c.ack(shard, sseq, cseq, dc, reply, body)
                 }
@@ -660,14 +667,4 @@ pub fn stream_of<'a>(tokens: &[&'a str]) -> Option<&'a str> {
         ["CONSUMER", "CREATE" | "INFO" | "DELETE" | "NAMES" | "LIST" | "PAUSE", s, ..] => Some(s),
         _ => None,
     }
-}
-
-/// The consumer count of every owned stream, for account info.
-pub fn count(shard: &Shard) -> u64 {
-    let js = shard.js.as_ref().expect("JetStream enabled");
-    js.streams
-        .borrow()
-        .values()
-        .map(|s| s.consumers.borrow().len() as u64)
-        .sum()
 }

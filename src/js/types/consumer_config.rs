@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::js::config::{StreamConfig, DESCRIPTION_MAX};
-use crate::js::errors::ApiError;
+use crate::js::types::errors::ApiError;
+use crate::js::types::stream_config::{StreamConfig, DESCRIPTION_MAX};
 use crate::subject;
 
 /// Default ack wait for acking consumers (30 s).
@@ -171,13 +171,13 @@ impl ConsumerConfig {
     pub fn start_time_nanos(&self) -> i64 {
         self.opt_start_time
             .as_deref()
-            .and_then(crate::js::json::parse_rfc3339)
+            .and_then(crate::js::types::json::parse_rfc3339)
             .unwrap_or(0)
     }
     pub fn pause_until_nanos(&self) -> i64 {
         self.pause_until
             .as_deref()
-            .and_then(crate::js::json::parse_rfc3339)
+            .and_then(crate::js::types::json::parse_rfc3339)
             .unwrap_or(0)
     }
     /// `sample_freq` as a percentage (0 = off).
@@ -199,7 +199,7 @@ impl ConsumerConfig {
         let mut v = if body.iter().all(u8::is_ascii_whitespace) {
             Value::Object(serde_json::Map::new())
         } else {
-            crate::js::json::decode(body).map_err(|e| ApiError::invalid_json(&e))?
+            crate::js::types::json::decode(body).map_err(|e| ApiError::invalid_json(&e))?
         };
         if let Value::Object(map) = &mut v {
             if let Some(Value::Object(cfg)) = map.get_mut("config") {
@@ -413,7 +413,7 @@ impl ConsumerConfig {
                 let Some(t) = &self.opt_start_time else {
                     return Err(bad(400, 10094, "consumer delivery policy is deliver by start time, but optional start time is not set"));
                 };
-                if crate::js::json::parse_rfc3339(t).is_none() {
+                if crate::js::types::json::parse_rfc3339(t).is_none() {
                     return Err(ApiError::invalid_json(&format!(
                         "parsing time {t:?} as \"2006-01-02T15:04:05Z07:00\": cannot parse"
                     )));
@@ -441,7 +441,7 @@ impl ConsumerConfig {
             }
         }
         if let Some(t) = &self.pause_until {
-            if crate::js::json::parse_rfc3339(t).is_none() {
+            if crate::js::types::json::parse_rfc3339(t).is_none() {
                 return Err(ApiError::invalid_json(&format!(
                     "parsing time {t:?} as \"2006-01-02T15:04:05Z07:00\": cannot parse"
                 )));
@@ -472,7 +472,7 @@ impl ConsumerConfig {
             };
         }
         // Retention rules of the stream.
-        if stream.retention() == crate::js::config::Retention::WorkQueue {
+        if stream.retention() == crate::js::types::stream_config::Retention::WorkQueue {
             if self.ack() == AckPolicy::None && !self.is_push() {
                 return Err(bad(
                     400,
@@ -545,7 +545,7 @@ mod tests {
     #[test]
     fn defaults_as_nats_server_fills_them() {
         let c = norm(r#"{"durable_name":"C1","ack_policy":"explicit"}"#).unwrap();
-        let out = String::from_utf8(crate::js::json::encode(&c)).unwrap();
+        let out = String::from_utf8(crate::js::types::json::encode(&c)).unwrap();
         assert_eq!(
             out,
             r#"{"durable_name":"C1","deliver_policy":"all","ack_policy":"explicit","ack_wait":30000000000,"max_deliver":-1,"replay_policy":"instant","max_waiting":512,"max_ack_pending":1000,"num_replicas":0}"#

@@ -1,0 +1,204 @@
+//! The `$JS.API` handlers: the subject table (`handle`), the response envelope
+//! (errors in nats-server 2.15's exact shapes: field order, omitted fields,
+//! extra zeroed fields) and request decoding. One file per API family:
+//! `stream`, `info`, `msg`, `direct`, `consumer`; catalogue changes are
+//! decided by the coordinator (`js::meta`).
+
+pub mod consumer;
+pub mod direct;
+pub mod info;
+pub mod msg;
+pub mod stream;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::js::stream::Stream;
+use crate::js::types::errors::ApiError;
+use crate::js::types::json;
+use crate::js::{meta, Js};
+use crate::protocol::headers;
+use crate::shard::msg::ApiRequest;
+
+/// JetStream API level we report: the 2.10 feature set (level 0).
+pub const API_LEVEL: u32 = 0;
+
+/// For subjects about one stream, its name (the token after the verb).
+pub fn stream_of(rest: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(rest).ok()?;
+    if s.starts_with("CONSUMER.") {
+        let tokens: Vec<&str> = s.split('.').collect();
+        return crate::js::api::consumer::stream_of(&tokens);
+    }
+    for prefix in [
+        "STREAM.INFO.",
+        "STREAM.PURGE.",
+        "STREAM.MSG.GET.",
+        "STREAM.MSG.DELETE.",
+    ] {
+        if let Some(name) = s.strip_prefix(prefix) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+pub(crate) fn prefix_type(kind: &str) -> String {
+    format!("io.nats.jetstream.api.v1.{kind}")
+}
+
+/// Fields nats-server appends, zeroed, after `error` for some response types.
+fn error_extras(kind: &str) -> &'static str {
+    match kind {
+        "stream_info_response" => r#","total":0,"offset":0,"limit":0"#,
+        "stream_purge_response" => r#","purged":0"#,
+        "stream_names_response" => r#","total":0,"offset":0,"limit":0,"streams":null"#,
+        "stream_list_response" => r#","total":0,"offset":0,"limit":0,"streams":[]"#,
+        "consumer_names_response" | "consumer_list_response" => {
+            r#","total":0,"offset":0,"limit":0,"consumers":[]"#
+        }
+        _ => "",
+    }
+}
+
+pub fn error_body(kind: &str, e: &ApiError) -> Vec<u8> {
+    let err = json::encode(e);
+    let mut out = format!("{{\"type\":\"{}\",\"error\":", prefix_type(kind)).into_bytes();
+    out.extend_from_slice(&err);
+    out.extend_from_slice(error_extras(kind).as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// Decodes a request body, or answers 10025 and returns None.
+pub(crate) fn decode_request<T: serde::de::DeserializeOwned>(
+    js: &Js,
+    reply: &Bytes,
+    kind: &str,
+    body: &[u8],
+) -> Option<T> {
+    match json::decode_as(body) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            reply_err(js, reply, kind, &ApiError::invalid_json(&e));
+            None
+        }
+    }
+}
+
+/// Refuses a removal on a sealed stream (10109) or one that denies it (`denied`);
+/// true when it may go ahead.
+pub(crate) fn may_remove(
+    js: &Js,
+    reply: &Bytes,
+    kind: &str,
+    sealed: bool,
+    denied: Option<ApiError>,
+) -> bool {
+    let refusal = if sealed {
+        Some(ApiError::sealed())
+    } else {
+        denied
+    };
+    match refusal {
+        Some(e) => {
+            reply_err(js, reply, kind, &e);
+            false
+        }
+        None => true,
+    }
+}
+
+/// Answers `reply` with error `e` in the envelope of `kind`, and counts it.
+pub fn reply_err(js: &Js, reply: &Bytes, kind: &str, e: &ApiError) {
+    js.api_errors.set(js.api_errors.get() + 1);
+    js.shard.reply(reply, None, &error_body(kind, e));
+}
+
+/// Handles one API request on this shard (the coordinator or the owner).
+pub async fn handle(js: &Rc<Js>, req: ApiRequest) {
+    let body = req.body();
+    let reply = &req.reply;
+    let rest = String::from_utf8_lossy(&req.subject[b"$JS.API.".len()..]).into_owned();
+    let tokens: Vec<&str> = rest.split('.').collect();
+    js.api_total.set(js.api_total.get() + 1);
+    let level = req
+        .headers()
+        .and_then(|h| headers::get(h, b"Nats-Required-Api-Level"))
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .and_then(|l| l.trim().parse::<u32>().ok());
+    if let Some(level) = level.filter(|l| *l > API_LEVEL) {
+        let kind = response_kind(&tokens);
+        reply_err(js, reply, kind, &ApiError::required_api_level(level));
+        js.shard.flush_mesh().await;
+        return;
+    }
+    match tokens.as_slice() {
+        ["INFO"] => info::account_info(js, reply).await,
+        ["STREAM", "CREATE", name] => meta::create(js, name, reply, &body),
+        ["STREAM", "UPDATE", name] => meta::update(js, name, reply, &body),
+        ["STREAM", "DELETE", name] => meta::delete(js, name, reply, &body),
+        ["STREAM", "NAMES"] => stream::names(js, reply, &body, false).await,
+        ["STREAM", "LIST"] => stream::names(js, reply, &body, true).await,
+        ["STREAM", "INFO", name] => {
+            if let Some(s) = find_stream(js, name, "stream_info_response", &req) {
+                stream::info(js, &s, reply, &body);
+            }
+        }
+        ["STREAM", "PURGE", name] => {
+            if let Some(s) = find_stream(js, name, "stream_purge_response", &req) {
+                stream::purge(js, &s, reply, &body).await;
+            }
+        }
+        ["STREAM", "MSG", "GET", name] => {
+            if let Some(s) = find_stream(js, name, "stream_msg_get_response", &req) {
+                msg::get(js, &s, reply, &body).await;
+            }
+        }
+        ["STREAM", "MSG", "DELETE", name] => {
+            if let Some(s) = find_stream(js, name, "stream_msg_delete_response", &req) {
+                msg::delete(js, &s, reply, &body).await;
+            }
+        }
+        ["CONSUMER", ..] => consumer::handle(js, &tokens, reply, &body).await,
+        // nats-server does not answer unknown API subjects.
+        _ => {}
+    }
+    js.shard.flush_mesh().await;
+}
+
+fn response_kind(tokens: &[&str]) -> &'static str {
+    match tokens {
+        ["INFO"] => "account_info_response",
+        ["STREAM", "CREATE", ..] => "stream_create_response",
+        ["STREAM", "UPDATE", ..] => "stream_update_response",
+        ["STREAM", "DELETE", ..] => "stream_delete_response",
+        ["STREAM", "NAMES", ..] => "stream_names_response",
+        ["STREAM", "LIST", ..] => "stream_list_response",
+        ["STREAM", "INFO", ..] => "stream_info_response",
+        ["STREAM", "PURGE", ..] => "stream_purge_response",
+        ["STREAM", "MSG", "GET", ..] => "stream_msg_get_response",
+        ["STREAM", "MSG", "DELETE", ..] => "stream_msg_delete_response",
+        _ => "system_response",
+    }
+}
+
+/// The stream if this shard owns it. Otherwise the coordinator forwards the
+/// request to the owner it knows, or the answer is `stream not found`.
+fn find_stream(js: &Js, name: &str, kind: &str, req: &ApiRequest) -> Option<Rc<Stream>> {
+    let local = js.stream(name);
+    if local.is_some() {
+        return local;
+    }
+    let owner = js.catalog.borrow().get(name).map(|e| e.owner);
+    match owner {
+        Some(o) if o != js.shard.id && js.shard.id == 0 => {
+            // The owner counts it.
+            js.api_total.set(js.api_total.get() - 1);
+            js.send_api(o, req.clone());
+        }
+        _ => reply_err(js, &req.reply, kind, &ApiError::stream_not_found()),
+    }
+    None
+}

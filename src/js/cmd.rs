@@ -1,0 +1,127 @@
+//! Commands between shards (`JsCmd`): applying them on the receiving shard,
+//! broadcasting catalogue changes, and gathers (a listing or account info
+//! assembled from every shard's part).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::js::types::catalog::{CatalogEntry, GatherAsk, GatherPart};
+use crate::js::types::errors::ApiError;
+use crate::js::{api, Js};
+use crate::notify::Notify;
+use crate::shard::msg::{JsCmd, ShardMsg};
+
+/// A gather in progress on the coordinator.
+pub struct Gather {
+    parts: Vec<GatherPart>,
+    waiting: usize,
+    done: Rc<Notify>,
+}
+
+impl Js {
+    /// Applies one command addressed to this shard.
+    pub(crate) async fn on_cmd(self: Rc<Self>, cmd: JsCmd) {
+        match cmd {
+            JsCmd::Catalog { name, entry } => match entry {
+                Some(e) => {
+                    self.catalog.borrow_mut().insert(name, *e);
+                }
+                None => {
+                    self.catalog.borrow_mut().remove(&name);
+                }
+            },
+            JsCmd::Create { entry, reply } => self.create_owned(*entry, reply).await,
+            JsCmd::CreateSame { name, reply } => {
+                match self.stream(&name) {
+                    Some(s) => {
+                        let info = api::info::stream_info(
+                            &self.shard,
+                            &s,
+                            "stream_create_response",
+                            None,
+                            true,
+                        );
+                        self.shard.reply(&reply, None, &info);
+                    }
+                    None => api::reply_err(
+                        &self,
+                        &reply,
+                        "stream_create_response",
+                        &ApiError::stream_not_found(),
+                    ),
+                }
+                self.shard.flush_mesh().await;
+            }
+            JsCmd::Update { entry, reply } => self.update_owned(*entry, reply).await,
+            JsCmd::Delete { name, reply } => self.delete_owned(&name, reply).await,
+            JsCmd::Forget { name } => {
+                assert_eq!(self.shard.id, 0, "only the coordinator forgets streams");
+                self.catalog.borrow_mut().remove(&name);
+                self.broadcast_catalog(&name, None);
+            }
+            JsCmd::Gather { id, ask } => {
+                let part = api::info::gather_part(&self, &ask);
+                self.send_cmd(0, JsCmd::GatherPart { id, part });
+            }
+            JsCmd::GatherPart { id, part } => {
+                assert_eq!(self.shard.id, 0, "only the coordinator gathers");
+                // A part arriving after its gather timed out is dropped.
+                let g = self.gathers.borrow().get(&id).cloned();
+                if let Some(g) = g {
+                    let mut g = g.borrow_mut();
+                    g.parts.push(part);
+                    g.waiting -= 1;
+                    if g.waiting == 0 {
+                        g.done.notify();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Broadcasts a catalogue change from the coordinator (None = removed).
+    pub fn broadcast_catalog(&self, name: &str, entry: Option<&CatalogEntry>) {
+        if let Some(mesh) = &self.shard.mesh {
+            mesh.broadcast(|| {
+                ShardMsg::Js(JsCmd::Catalog {
+                    name: name.to_string(),
+                    entry: entry.map(|e| Box::new(e.clone())),
+                })
+            });
+        }
+    }
+
+    /// Asks every shard for its part (stream infos or usage) and collects
+    /// them, this shard's first. A shard that does not answer within
+    /// `GATHER_TIMEOUT` is left out.
+    pub async fn gather(&self, ask: GatherAsk) -> Vec<GatherPart> {
+        let id = self.next_gather.get();
+        self.next_gather.set(id + 1);
+        let mut parts = vec![api::info::gather_part(self, &ask)];
+        let peers = usize::from(self.shard.count) - 1;
+        if peers == 0 {
+            return parts;
+        }
+        let g = Rc::new(RefCell::new(Gather {
+            parts: Vec::new(),
+            waiting: peers,
+            done: Rc::new(Notify::new()),
+        }));
+        self.gathers.borrow_mut().insert(id, g.clone());
+        if let Some(mesh) = &self.shard.mesh {
+            mesh.broadcast(|| {
+                ShardMsg::Js(JsCmd::Gather {
+                    id,
+                    ask: ask.clone(),
+                })
+            });
+        }
+        self.shard.flush_mesh().await;
+        let done = g.borrow().done.clone();
+        let timeout = glommio::timer::sleep(crate::limits::GATHER_TIMEOUT);
+        futures_lite::future::or(done.wait(), timeout).await;
+        self.gathers.borrow_mut().remove(&id);
+        parts.extend(std::mem::take(&mut g.borrow_mut().parts));
+        parts
+    }
+}

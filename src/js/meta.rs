@@ -1,0 +1,201 @@
+//! The coordinator (shard 0): decides every catalogue change. It validates a
+//! create, update or delete against the whole catalogue (names, subject
+//! overlaps), picks a new stream's owner, broadcasts the new entry and tells
+//! the owner to act; the owner answers the client (`js::owner`).
+
+use bytes::Bytes;
+
+use crate::js::api::reply_err;
+use crate::js::types::catalog::CatalogEntry;
+use crate::js::types::errors::ApiError;
+use crate::js::types::json;
+use crate::js::types::stream_config::StreamConfig;
+use crate::js::Js;
+use crate::shard::msg::JsCmd;
+
+/// `STREAM.CREATE.<name>` on the coordinator.
+pub fn create(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
+    let kind = "stream_create_response";
+    let mut cfg = match StreamConfig::decode(body) {
+        Ok(c) => c,
+        Err(e) if e.err_code == 10025 && body.iter().all(|b| b.is_ascii_whitespace()) => {
+            return reply_err(js, reply, kind, &ApiError::name_mismatch())
+        }
+        Err(e) => return reply_err(js, reply, kind, &e),
+    };
+    if cfg.name.is_empty() || cfg.name != name {
+        return reply_err(js, reply, kind, &ApiError::name_mismatch());
+    }
+    if let Err(e) = check_name(&cfg.name) {
+        return reply_err(js, reply, kind, &e);
+    }
+    if cfg.sealed {
+        return reply_err(
+            js,
+            reply,
+            kind,
+            &ApiError::invalid_config("stream configuration for create can not be sealed"),
+        );
+    }
+    if let Err(e) = cfg.normalize(js.shard.cfg.max_payload) {
+        return reply_err(js, reply, kind, &e);
+    }
+    let existing = js.catalog.borrow().get(name).cloned();
+    if let Some(e) = existing {
+        if e.config == cfg {
+            js.send_cmd(
+                e.owner,
+                JsCmd::CreateSame {
+                    name: name.to_string(),
+                    reply: reply.clone(),
+                },
+            );
+            return;
+        }
+        return reply_err(js, reply, kind, &ApiError::name_in_use());
+    }
+    if overlaps_other(js, &cfg) {
+        return reply_err(js, reply, kind, &ApiError::subjects_overlap());
+    }
+    // The owner: the shard with the fewest streams (lowest id on ties).
+    let mut load = vec![0usize; usize::from(js.shard.count)];
+    for e in js.catalog.borrow().values() {
+        load[usize::from(e.owner)] += 1;
+    }
+    let owner = (0..js.shard.count)
+        .min_by_key(|&i| (load[usize::from(i)], i))
+        .unwrap_or(0);
+    let entry = CatalogEntry {
+        owner,
+        uid: js.next_stream_uid(),
+        created: json::now_nanos(),
+        config: cfg,
+    };
+    js.catalog
+        .borrow_mut()
+        .insert(name.to_string(), entry.clone());
+    js.broadcast_catalog(name, Some(&entry));
+    js.send_cmd(
+        owner,
+        JsCmd::Create {
+            entry: Box::new(entry),
+            reply: reply.clone(),
+        },
+    );
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.contains('/') || name.contains('\\') {
+        return Err(ApiError {
+            code: 400,
+            err_code: 10128,
+            description: "Stream name can not contain path separators".into(),
+        });
+    }
+    Ok(())
+}
+
+fn overlaps_other(js: &Js, cfg: &StreamConfig) -> bool {
+    let cat = js.catalog.borrow();
+    cat.iter().filter(|(n, _)| **n != cfg.name).any(|(_, e)| {
+        e.config.subjects.iter().any(|a| {
+            cfg.subjects
+                .iter()
+                .any(|b| crate::subject::overlaps(a.as_bytes(), b.as_bytes()))
+        })
+    })
+}
+
+/// `STREAM.UPDATE.<name>` on the coordinator.
+pub fn update(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
+    let kind = "stream_update_response";
+    let mut cfg = match StreamConfig::decode(body) {
+        Ok(c) => c,
+        Err(e) => return reply_err(js, reply, kind, &e),
+    };
+    if cfg.name.is_empty() {
+        return reply_err(
+            js,
+            reply,
+            kind,
+            &ApiError::invalid_config("stream name is required and can not contain '.', '*', '>'"),
+        );
+    }
+    if cfg.name != name {
+        return reply_err(js, reply, kind, &ApiError::name_mismatch());
+    }
+    let Some(old) = js.catalog.borrow().get(name).cloned() else {
+        return reply_err(js, reply, kind, &ApiError::stream_not_found());
+    };
+    if cfg.sealed {
+        // Sealing forces these, as nats-server does.
+        cfg.discard = "new".into();
+        cfg.deny_delete = true;
+        cfg.deny_purge = true;
+        cfg.allow_rollup_hdrs = false;
+    }
+    if let Err(e) = cfg
+        .normalize(js.shard.cfg.max_payload)
+        .and_then(|()| cfg.check_update(&old.config))
+    {
+        return reply_err(js, reply, kind, &e);
+    }
+    if overlaps_other(js, &cfg) {
+        return reply_err(js, reply, kind, &ApiError::subjects_overlap());
+    }
+    let entry = CatalogEntry { config: cfg, ..old };
+    js.catalog
+        .borrow_mut()
+        .insert(name.to_string(), entry.clone());
+    js.broadcast_catalog(name, Some(&entry));
+    js.send_cmd(
+        entry.owner,
+        JsCmd::Update {
+            entry: Box::new(entry),
+            reply: reply.clone(),
+        },
+    );
+}
+
+/// `STREAM.DELETE.<name>` on the coordinator.
+pub fn delete(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
+    let kind = "stream_delete_response";
+    let trimmed: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if !trimmed.is_empty() && trimmed != b"{}" {
+        return reply_err(
+            js,
+            reply,
+            kind,
+            &ApiError {
+                code: 400,
+                err_code: 10038,
+                description: "expected an empty request payload".into(),
+            },
+        );
+    }
+    // The entry stays until the owner has removed the files (`JsCmd::Forget`), so
+    // a create of the same name cannot race with the deletion.
+    let Some(entry) = js.catalog.borrow().get(name).cloned() else {
+        return reply_err(js, reply, kind, &ApiError::stream_not_found());
+    };
+    js.send_cmd(
+        entry.owner,
+        JsCmd::Delete {
+            name: name.to_string(),
+            reply: reply.clone(),
+        },
+    );
+}
+
+impl Js {
+    /// Coordinator: allocates a stream uid.
+    pub fn next_stream_uid(&self) -> u32 {
+        let uid = self.next_uid.get();
+        self.next_uid.set(uid + 1);
+        uid
+    }
+}

@@ -1,0 +1,309 @@
+//! A stream's life on its owner shard: create (directory, `meta.json`, the
+//! first segment), config updates, delete, and the internal subscriptions that
+//! bring its traffic here.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::js::store::index::Index;
+use crate::js::store::segment;
+use crate::js::stream::Stream;
+use crate::js::types::catalog::CatalogEntry;
+use crate::js::types::errors::ApiError;
+use crate::js::types::json;
+use crate::js::types::stream_config::StreamConfig;
+use crate::js::{api, consumer, Js};
+use crate::shard::msg::{JsCmd, ShardMsg, SubKey, ACK_BIT, DIRECT_BIT, FC_BIT, JS_CID, NEXT_BIT};
+use crate::shard::Shard;
+
+/// Stream metadata persisted beside the data (`meta.json`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Meta {
+    pub uid: u32,
+    pub shard: u16,
+    pub created: i64,
+    pub config: StreamConfig,
+}
+
+/// Writes `meta.json` atomically (temp file, fsync, rename, fsync directory).
+pub fn write_meta(dir: &Path, meta: &Meta) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join("meta.json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(meta).expect("meta serializes"))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join("meta.json"))?;
+    segment::sync_dir(dir)
+}
+
+/// Registers an owned stream on this shard and starts its writer.
+pub fn start_stream(js: &Js, stream: Rc<Stream>) {
+    js.streams
+        .borrow_mut()
+        .insert(stream.name.clone(), stream.clone());
+    js.by_uid.borrow_mut().insert(stream.uid, stream.clone());
+    let s = js.shard.clone();
+    glommio::spawn_local(stream.run_writer(s)).detach();
+}
+
+/// The internal subscriptions of a stream: its subjects, and direct get.
+fn interest_of(entry: &CatalogEntry) -> Vec<(Bytes, SubKey)> {
+    let mut out: Vec<(Bytes, SubKey)> = entry
+        .config
+        .subjects
+        .iter()
+        .map(|s| {
+            (
+                Bytes::from(s.clone()),
+                SubKey {
+                    cid: JS_CID,
+                    sub: entry.uid,
+                    shard: entry.owner,
+                },
+            )
+        })
+        .collect();
+    if entry.config.allow_direct {
+        let key = SubKey {
+            cid: JS_CID,
+            sub: entry.uid | DIRECT_BIT,
+            shard: entry.owner,
+        };
+        let name = &entry.config.name;
+        out.push((Bytes::from(format!("$JS.API.DIRECT.GET.{name}")), key));
+        out.push((Bytes::from(format!("$JS.API.DIRECT.GET.{name}.>")), key));
+    }
+    // Consumer traffic of the stream goes to its owner in order; a missing
+    // consumer is answered there with a no-responders status.
+    let name = &entry.config.name;
+    let key = |bit: u32| SubKey {
+        cid: JS_CID,
+        sub: entry.uid | bit,
+        shard: entry.owner,
+    };
+    out.push((
+        Bytes::from(format!("$JS.API.CONSUMER.MSG.NEXT.{name}.*")),
+        key(NEXT_BIT),
+    ));
+    out.push((Bytes::from(format!("$JS.ACK.{name}.>")), key(ACK_BIT)));
+    out.push((Bytes::from(format!("$JS.ACK.*.*.{name}.>")), key(ACK_BIT)));
+    out.push((Bytes::from(format!("$JS.FC.{name}.>")), key(FC_BIT)));
+    out
+}
+
+/// Adds a stream's internal subscriptions to this shard's trie only (start-up:
+/// every shard derives the same set from the catalogue).
+pub fn add_interest_local(shard: &Shard, entry: &CatalogEntry) {
+    let mut trie = shard.interest.borrow_mut();
+    for (subject, key) in interest_of(entry) {
+        trie.insert(&subject, None, key);
+    }
+}
+
+/// Adds (`add`) or removes a stream's internal subscriptions here and, through
+/// the mesh, everywhere (the owner does this, so they travel in order with its
+/// answers).
+pub fn change_interest(shard: &Shard, entry: &CatalogEntry, add: bool) {
+    for (subject, key) in interest_of(entry) {
+        if add {
+            shard.interest.borrow_mut().insert(&subject, None, key);
+        } else {
+            shard.interest.borrow_mut().remove(&subject, None, key);
+        }
+        if let Some(mesh) = &shard.mesh {
+            mesh.broadcast(|| {
+                if add {
+                    ShardMsg::Sub {
+                        key,
+                        subject: subject.clone(),
+                        queue: None,
+                    }
+                } else {
+                    ShardMsg::Unsub {
+                        key,
+                        subject: subject.clone(),
+                        queue: None,
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl Js {
+    pub(crate) async fn create_owned(&self, entry: CatalogEntry, reply: Bytes) {
+        let name = entry.config.name.clone();
+        let dir = self.streams_dir().join(&name);
+        let made = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            write_meta(
+                &dir,
+                &Meta {
+                    uid: entry.uid,
+                    shard: entry.owner,
+                    created: entry.created,
+                    config: entry.config.clone(),
+                },
+            )?;
+            segment::sync_dir(&self.streams_dir())
+        })();
+        let log = match made {
+            Err(e) => Err(e),
+            Ok(()) if entry.config.memory() => Ok(None),
+            Ok(()) => {
+                let first = entry.config.first_seq.max(1);
+                segment::FileLog::open(
+                    dir.clone(),
+                    BTreeMap::new(),
+                    first,
+                    matches!(self.sync, crate::config::SyncMode::Always),
+                    self.shard.cfg.segment_bytes,
+                )
+                .await
+                .map(Some)
+            }
+        };
+        match log {
+            Err(e) => {
+                crate::error!("JetStream: creating stream '{name}': {e}");
+                let _ = std::fs::remove_dir_all(&dir);
+                api::reply_err(
+                    self,
+                    &reply,
+                    "stream_create_response",
+                    &ApiError::create_failed(e),
+                );
+                self.send_cmd(0, JsCmd::Forget { name });
+            }
+            Ok(log) => {
+                let ix = Index::new(entry.config.memory(), entry.config.first_seq.max(1));
+                let stream = Rc::new(Stream::new(
+                    entry.uid,
+                    entry.config.clone(),
+                    entry.created,
+                    dir,
+                    ix,
+                    log,
+                    None,
+                ));
+                start_stream(self, stream.clone());
+                change_interest(&self.shard, &entry, true);
+                crate::debug!(
+                    "JetStream: created stream '{name}' on shard {}",
+                    self.shard.id
+                );
+                let info = api::info::stream_info(
+                    &self.shard,
+                    &stream,
+                    "stream_create_response",
+                    None,
+                    true,
+                );
+                self.shard.reply(&reply, None, &info);
+            }
+        }
+        self.shard.flush_mesh().await;
+    }
+
+    pub(crate) async fn update_owned(&self, entry: CatalogEntry, reply: Bytes) {
+        let s = self.streams.borrow().get(&entry.config.name).cloned();
+        let Some(stream) = s else {
+            api::reply_err(
+                self,
+                &reply,
+                "stream_update_response",
+                &ApiError::stream_not_found(),
+            );
+            return;
+        };
+        let old = CatalogEntry {
+            owner: entry.owner,
+            uid: entry.uid,
+            created: entry.created,
+            config: stream.cfg.borrow().clone(),
+        };
+        if let Err(e) = write_meta(
+            &stream.dir,
+            &Meta {
+                uid: entry.uid,
+                shard: entry.owner,
+                created: entry.created,
+                config: entry.config.clone(),
+            },
+        ) {
+            api::reply_err(
+                self,
+                &reply,
+                "stream_update_response",
+                &ApiError::update_failed(e),
+            );
+            return;
+        }
+        change_interest(&self.shard, &old, false);
+        *stream.cfg.borrow_mut() = entry.config.clone();
+        change_interest(&self.shard, &entry, true);
+        stream.enforce_limits();
+        stream.expire(json::now_nanos());
+        let _ = stream.sync_point().await;
+        let info =
+            api::info::stream_info(&self.shard, &stream, "stream_update_response", None, false);
+        self.shard.reply(&reply, None, &info);
+        self.shard.flush_mesh().await;
+    }
+
+    pub(crate) async fn delete_owned(&self, name: &str, reply: Bytes) {
+        let s = self.streams.borrow_mut().remove(name);
+        let Some(stream) = s else {
+            api::reply_err(
+                self,
+                &reply,
+                "stream_delete_response",
+                &ApiError::stream_not_found(),
+            );
+            return;
+        };
+        self.by_uid.borrow_mut().remove(&stream.uid);
+        let consumers: Vec<Rc<consumer::Consumer>> =
+            std::mem::take(&mut *stream.consumers.borrow_mut())
+                .into_values()
+                .collect();
+        for c in consumers {
+            c.stop(&self.shard, true).await;
+        }
+        let entry = CatalogEntry {
+            owner: self.shard.id,
+            uid: stream.uid,
+            created: stream.created,
+            config: stream.cfg.borrow().clone(),
+        };
+        change_interest(&self.shard, &entry, false);
+        stream.close().await;
+        let result = std::fs::remove_dir_all(&stream.dir)
+            .and_then(|()| segment::sync_dir(&self.streams_dir()));
+        // Only now may the name be reused: the coordinator held it until here.
+        self.send_cmd(
+            0,
+            JsCmd::Forget {
+                name: name.to_string(),
+            },
+        );
+        match result {
+            Ok(()) => self.shard.reply(
+                &reply,
+                None,
+                br#"{"type":"io.nats.jetstream.api.v1.stream_delete_response","success":true}"#,
+            ),
+            Err(e) => api::reply_err(
+                self,
+                &reply,
+                "stream_delete_response",
+                &ApiError::delete_failed(e),
+            ),
+        }
+        self.shard.flush_mesh().await;
+    }
+}

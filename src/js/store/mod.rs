@@ -1,0 +1,6 @@
+//! A stream's storage: the record codec, segment files (O_DIRECT appends,
+//! aligned reads, recovery scan) and the in-memory index.
+
+pub mod index;
+pub mod record;
+pub mod segment;

@@ -1,0 +1,182 @@
+//! The tasks that drive one client connection: the read loop (socket → parser →
+//! `Shard::handle_op`), the write loop (outbound queue → socket) and the ping
+//! timer. They share the connection's `Rc<Conn>` (see `net::conn`).
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use glommio::net::TcpStream;
+
+use crate::limits::READ_CHUNK_BYTES;
+use crate::net::conn::{CloseReason, Conn, Flow};
+use crate::protocol::parser::Parser;
+use crate::shard::Shard;
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let cid = shard.next_cid();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let ip = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    // Best effort: a socket that refuses these options still works.
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(crate::limits::WRITE_DEADLINE));
+    let conn = Rc::new(Conn::new(cid, stream, shard.cfg.max_pending, peer, ip));
+    crate::debug!("{} - cid:{cid} - Client connection created", conn.peer);
+    conn.send(&shard.info_line(cid, &conn.ip, false));
+    shard.add_conn(conn.clone());
+    glommio::spawn_local(write_loop(conn.clone())).detach();
+    glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
+    read_loop(&shard, &conn).await;
+    if conn.st.borrow().close_reason.is_none() {
+        conn.close(CloseReason::ClientClosed);
+    }
+    shard.remove_conn(&conn).await;
+    crate::debug!(
+        "{} - cid:{cid} - Client connection closed: {:?}",
+        conn.peer,
+        conn.st.borrow().close_reason
+    );
+}
+
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    let mut parser = Parser::new(shard.cfg.max_payload, crate::limits::CONTROL_LINE_MAX);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        match crate::net::io::read_into(&conn.stream, &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        loop {
+            let op = match parser.next(&mut buf) {
+                Ok(Some(op)) => op,
+                Ok(None) => break,
+                Err(e) => {
+                    crate::debug!("{} - cid:{} - protocol error: {e:?}", conn.peer, conn.cid);
+                    if let Some(text) = e.text() {
+                        conn.send_err(text);
+                    }
+                    conn.close(CloseReason::ProtocolError);
+                    shard.flush_mesh().await;
+                    return;
+                }
+            };
+            match shard.handle_op(conn, op) {
+                Flow::Continue => {}
+                Flow::FlushMesh => shard.flush_mesh().await,
+                Flow::Barrier => {
+                    shard.barrier(conn).await;
+                    shard.pong(conn);
+                }
+                Flow::Close => {
+                    shard.flush_mesh().await;
+                    return;
+                }
+            }
+        }
+        shard.flush_mesh().await;
+        if let Some(target) = conn.stalled_on.take() {
+            shard.stall_on(target).await;
+        }
+        if let Some(uid) = conn.stalled_stream.take() {
+            shard.stall_on_stream(uid).await;
+        }
+        if conn.is_closing() {
+            return;
+        }
+    }
+}
+
+async fn write_loop(conn: Rc<Conn>) {
+    let mut writing: Vec<u8> = Vec::new();
+    loop {
+        let have = {
+            let mut out = conn.out.borrow_mut();
+            if out.discard || (out.buf.is_empty() && out.closing) {
+                break;
+            }
+            if !out.buf.is_empty() {
+                std::mem::swap(&mut out.buf, &mut writing);
+                out.in_flight = writing.len();
+            }
+            out.in_flight > 0
+        };
+        if !have {
+            conn.wake_writer.wait().await;
+            continue;
+        }
+        let result = crate::net::io::write_all(&conn.stream, &writing).await;
+        writing.clear();
+        if writing.capacity() > 4 * READ_CHUNK_BYTES * 16 {
+            writing = Vec::new();
+        }
+        conn.out.borrow_mut().in_flight = 0;
+        if let Err(e) = result {
+            let reason = if e.kind() == std::io::ErrorKind::TimedOut {
+                crate::warn!(
+                    "{} - cid:{} - Slow Consumer Detected: WriteDeadline exceeded",
+                    conn.peer,
+                    conn.cid
+                );
+                CloseReason::SlowConsumer
+            } else {
+                CloseReason::WriteError
+            };
+            conn.kill(reason);
+            return;
+        }
+    }
+    conn.shutdown_socket(libc::SHUT_RDWR);
+}
+
+async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
+    let interval = shard.cfg.ping_interval;
+    let max = shard.cfg.ping_max;
+    loop {
+        sleep_unless_closed(&conn, interval).await;
+        if conn.is_closing() {
+            return;
+        }
+        let stale = {
+            let mut st = conn.st.borrow_mut();
+            if std::mem::take(&mut st.active) && st.pings_out == 0 {
+                continue;
+            }
+            st.pings_out += 1;
+            st.pings_out > max
+        };
+        if stale {
+            crate::debug!(
+                "{} - cid:{} - Stale Client Connection - Closing",
+                conn.peer,
+                conn.cid
+            );
+            conn.send_err("Stale Connection");
+            conn.close(CloseReason::StaleConnection);
+            return;
+        }
+        conn.send(crate::protocol::ops::PING);
+    }
+}
+
+/// Sleeps for `total`, waking every second to notice a closed connection, so a
+/// closed connection's timer task ends promptly.
+async fn sleep_unless_closed(conn: &Conn, total: Duration) {
+    let start = Instant::now();
+    while !conn.is_closing() {
+        let left = total.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return;
+        }
+        glommio::timer::sleep(left.min(Duration::from_secs(1))).await;
+    }
+}
