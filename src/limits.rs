@@ -161,3 +161,51 @@ pub const STREAM_WRITES_IN_FLIGHT: usize = 1;
 /// are at most this many (and a dead segment waits behind it); more, and the
 /// segment is left for later (its space is mostly live anyway).
 pub const COMPACT_LIVE_MAX: u64 = 4096;
+
+/// Push flow control: the first window of bytes a push consumer may have
+/// unanswered, and its cap after doubling on each answer (nats-server's).
+pub const FC_WINDOW_START: u64 = 2 * 1024 * 1024;
+pub const FC_WINDOW_MAX: u64 = 32 * 1024 * 1024;
+
+/// Ack confirmations a durable consumer holds until its state is saved;
+/// beyond it, acks are confirmed at once (before the save).
+pub const ACK_REPLIES_MAX: usize = 65_536;
+
+/// How often a durable consumer's changed state is saved (fdatasync each).
+pub const CONSUMER_SAVE_INTERVAL_NS: i64 = 100_000_000;
+
+/// Ack subjects are built in buffers of this size. A buffer is reused once
+/// every subject cut from it was dropped (they are copied out at delivery);
+/// otherwise a new one is allocated and the old freed with its last subject.
+pub const ACK_ARENA_BYTES: usize = 64 * 1024;
+
+/// Failed writes a consumer remembers, to tell late acks of lost deliveries
+/// apart from acks of the new messages that took their sequences.
+pub const LOST_RANGES_MAX: usize = 16;
+
+/// How often a consumer checks that its push subscriber or pull requesters
+/// are still there (a requester whose inbox has no subscriber waits no longer).
+pub const INTEREST_CHECK_NS: i64 = 1_000_000_000;
+
+/// How often an unbound push consumer looks for a subscriber.
+pub const CONSUMER_BIND_POLL_NS: i64 = 50_000_000;
+
+/// Read-ahead per disk read of a consumer; it holds at most two such buffers
+/// (one being delivered, one being read). A multiple of `DMA_IO_MAX`, so the
+/// pieces of one read go to the disk together.
+pub const CONSUMER_READ_AHEAD_BYTES: usize = 1024 * 1024;
+
+/// Deliveries per pass before a consumer's task flushes and yields.
+pub const CONSUMER_PASS_MAX: usize = 1024;
+
+/// Messages checked per step when a removed consumer's interest-stream
+/// messages are swept (yielding between steps).
+pub const RETAIN_SWEEP_CHUNK: u64 = 4096;
+
+/// Recent removals a stream's index remembers (sequence and subject) while it
+/// has consumers, so consumers correct their pending counts incrementally;
+/// a consumer that fell further behind recounts.
+pub const REMOVED_LOG_MAX: usize = 4096;
+
+const _: () = assert!(FC_WINDOW_START <= FC_WINDOW_MAX);
+const _: () = assert!(CONSUMER_READ_AHEAD_BYTES.is_multiple_of(DMA_IO_MAX));

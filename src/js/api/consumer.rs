@@ -13,6 +13,7 @@ use crate::js::stream::Stream;
 use crate::js::types::consumer_config::ConsumerConfig;
 use crate::js::types::errors::ApiError;
 use crate::js::types::json::{self, now_nanos, rfc3339};
+use crate::js::types::seq::{ConsumerSeq, DeliveryCount, StreamSeq};
 use crate::js::types::stream_config::Retention;
 use crate::js::Js;
 use crate::shard::Shard;
@@ -631,7 +632,14 @@ pub fn on_internal(
                     if c.cfg.borrow().ack()
                         != crate::js::types::consumer_config::AckPolicy::None =>
                 {
-                    c.ack(shard, sseq, cseq, dc, reply, body)
+                    c.ack(
+                        shard,
+                        StreamSeq(sseq),
+                        ConsumerSeq(cseq),
+                        DeliveryCount(dc),
+                        reply,
+                        body,
+                    )
                 }
                 _ => no_responders(shard),
             }

@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use ahash::AHashMap;
 use bytes::Bytes;
 
+use crate::limits::REMOVED_LOG_MAX;
+
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub ts: i64,
@@ -107,9 +109,6 @@ pub struct Index {
     pub recent_removed: VecDeque<(u64, Bytes)>,
     pub track_removals: bool,
 }
-
-/// Bound of `Index::recent_removed`; when full the oldest entry is dropped.
-pub const REMOVED_LOG_MAX: usize = 4096;
 
 /// nats-server's accounting size of a message (`bytes` in stream state).
 pub fn msg_size(memory: bool, subject: usize, hdr: usize, payload: usize) -> u64 {

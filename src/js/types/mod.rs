@@ -6,4 +6,5 @@ pub mod catalog;
 pub mod consumer_config;
 pub mod errors;
 pub mod json;
+pub mod seq;
 pub mod stream_config;

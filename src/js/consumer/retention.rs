@@ -1,0 +1,116 @@
+//! Interest and workqueue retention: a message goes once no consumer needs it
+//! (interest), or once a consumer that takes its subject acknowledged it
+//! (workqueue); checked when acks settle messages, after commits, when a
+//! consumer is removed, and at start-up.
+
+use crate::js::consumer::Consumer;
+use crate::js::stream::Stream;
+use crate::js::types::stream_config::Retention;
+use crate::limits::RETAIN_SWEEP_CHUNK;
+
+/// Interest and workqueue retention: removes `seqs` that no consumer needs.
+pub fn retain_check(stream: &Stream, seqs: impl IntoIterator<Item = u64>) {
+    let retention = stream.cfg.borrow().retention();
+    if retention == Retention::Limits {
+        return;
+    }
+    let mut any = false;
+    for seq in seqs {
+        let subject = match stream.ix.borrow().subject_at(seq) {
+            Some(s) => s.clone(),
+            None => continue,
+        };
+        let needed = stream
+            .consumers
+            .borrow()
+            .values()
+            .any(|c| c.needs(seq, &subject));
+        let interested = stream
+            .consumers
+            .borrow()
+            .values()
+            .any(|c| c.wants(&subject));
+        // A workqueue keeps what no consumer has taken yet.
+        if !needed && (interested || retention == Retention::Interest) {
+            any |= stream.remove_and_record(seq);
+        }
+    }
+    if any {
+        stream.wake_consumers();
+    }
+}
+
+/// After a commit: wake consumers; interest streams drop new messages that no
+/// consumer is interested in, and both interest and workqueue streams drop
+/// messages every consumer already took from the preview.
+pub fn after_commit(stream: &Stream) {
+    let has_consumers = !stream.consumers.borrow().is_empty();
+    if has_consumers {
+        stream.wake_consumers();
+    }
+    let last = stream.ix.borrow().last_seq();
+    let from = stream.interest_checked.get() + 1;
+    stream.interest_checked.set(last);
+    // Workqueue streams check too: a previewed message may have been acked
+    // (or taken by an ack-none consumer) before its commit.
+    let retention = stream.cfg.borrow().retention();
+    if retention == Retention::Limits
+        || (retention == Retention::WorkQueue && !has_consumers)
+        || from > last
+    {
+        return;
+    }
+    let first = stream.ix.borrow().first_seq();
+    retain_check(stream, from.max(first)..=last);
+}
+
+/// After a failed write: consumers forget what they delivered past the last
+/// committed message (its sequences will be given to new messages).
+pub fn rewind_all(stream: &Stream) {
+    for c in stream.consumers.borrow().values() {
+        c.clamp(&mut c.st.borrow_mut());
+        c.st.borrow().check();
+        c.wake.notify();
+    }
+}
+
+/// After consumer `gone` of an interest stream was removed: the messages only
+/// it still needed go. Only those at or after its lowest needed sequence can
+/// be such, and they are checked a chunk at a time, so a consumer that was far
+/// behind on a big stream does not stall the shard. (A workqueue keeps what a
+/// removed consumer did not ack: nothing to do there.)
+pub async fn retain_after_removal(stream: &Stream, gone: &Consumer) {
+    if stream.cfg.borrow().retention() != Retention::Interest {
+        return;
+    }
+    let mut from = gone.st.borrow().lowest_needed().0;
+    // Messages committed from now on are checked by `after_commit`.
+    let end = stream.ix.borrow().last_seq();
+    loop {
+        let (first, last) = {
+            let ix = stream.ix.borrow();
+            (ix.first_seq(), ix.last_seq().min(end))
+        };
+        from = from.max(first);
+        if from > last || stream.closed.get() {
+            return;
+        }
+        let to = last.min(from + RETAIN_SWEEP_CHUNK - 1);
+        retain_check(stream, from..=to);
+        from = to + 1;
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Sweeps a whole interest/workqueue stream (start-up: acks whose removals
+/// did not reach the disk before a crash).
+pub fn retain_sweep(stream: &Stream) {
+    if stream.cfg.borrow().retention() == Retention::Limits {
+        return;
+    }
+    let (first, last) = {
+        let ix = stream.ix.borrow();
+        (ix.first_seq(), ix.last_seq())
+    };
+    retain_check(stream, first..=last);
+}

@@ -1,0 +1,187 @@
+//! Reading a stream: one message from cache or disk (verifying its record),
+//! runs of messages for consumers reading ahead, and the preview of accepted
+//! messages whose write has not completed.
+
+use bytes::Bytes;
+
+use crate::js::store::index::StoredMsg;
+use crate::js::store::record;
+use crate::js::store::segment::{self as filelog};
+use crate::js::stream::Stream;
+use crate::limits::STREAM_CACHE_BYTES;
+
+impl Stream {
+    /// The first previewed (accepted, not yet committed) message at or after
+    /// `from` whose subject passes `keep`.
+    pub fn preview_next(&self, from: u64, keep: impl Fn(&[u8]) -> bool) -> Option<u64> {
+        let pv = self.preview.borrow();
+        let (first, last) = {
+            let ix = self.ix.borrow();
+            (ix.first_seq(), ix.last_seq())
+        };
+        // Only a preview that continues the index: messages accepted before it
+        // began are delivered first, once committed.
+        if pv
+            .front()
+            .is_none_or(|m| m.seq > last.max(first.saturating_sub(1)) + 1)
+        {
+            return None;
+        }
+        let at = pv.partition_point(|m| m.seq < from.max(first));
+        pv.range(at..).find(|m| keep(&m.subject)).map(|m| m.seq)
+    }
+
+    /// Previewed message `seq`, if it is still waiting for its write.
+    pub fn preview_get(&self, seq: u64) -> Option<StoredMsg> {
+        let pv = self.preview.borrow();
+        if pv.front().is_none_or(|m| m.seq > seq) || seq < self.ix.borrow().first_seq() {
+            return None;
+        }
+        let at = pv.partition_point(|m| m.seq < seq);
+        pv.get(at).filter(|m| m.seq == seq).cloned()
+    }
+
+    /// Drops previewed messages that are now in the index (or were purged).
+    pub(super) fn preview_committed(&self) {
+        let last = self.ix.borrow().last_seq();
+        let mut pv = self.preview.borrow_mut();
+        while pv.front().is_some_and(|m| m.seq <= last) {
+            pv.pop_front();
+        }
+    }
+
+    /// Reads message `seq` (cache, else disk, verifying the record).
+    pub async fn load(&self, seq: u64) -> Option<StoredMsg> {
+        let (seg, off, len, subj_len) = {
+            let ix = self.ix.borrow();
+            if let Some(m) = ix.cached(seq) {
+                return Some(m);
+            }
+            let e = ix.entry(seq)?;
+            let subj_len = ix.subject_of(e).len();
+            (
+                e.seg,
+                e.off,
+                record::encoded_len(subj_len, e.len as usize),
+                subj_len,
+            )
+        };
+        let file = self.log.borrow().as_ref()?.segs.get(&seg)?.file.clone()?;
+        let bytes = match filelog::read_at(&file, off, len).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                crate::error!(
+                    "JetStream stream '{}': reading sequence {seq}: {e}",
+                    self.name
+                );
+                return None;
+            }
+        };
+        match record::decode(&bytes, len) {
+            record::Decoded::Record(r, _)
+                if r.seq == seq
+                    && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED)
+                    && r.subject.len() == subj_len =>
+            {
+                let data = Bytes::copy_from_slice(r.data);
+                let msg = StoredMsg {
+                    seq,
+                    ts: r.ts,
+                    subject: Bytes::copy_from_slice(r.subject),
+                    hdr_len: r.hdr_len,
+                    data: data.clone(),
+                };
+                let mut ix = self.ix.borrow_mut();
+                ix.fill_cache(seq, data);
+                ix.evict(STREAM_CACHE_BYTES);
+                Some(msg)
+            }
+            _ => {
+                crate::error!(
+                    "JetStream stream '{}': sequence {seq} failed its checksum on read; not served",
+                    self.name
+                );
+                None
+            }
+        }
+    }
+
+    /// Reads message `seq` and the live messages stored after it in the same
+    /// segment, about `window` bytes in one read (sequential consumers read
+    /// ahead this way instead of one read per message). Only records the
+    /// index still points at are returned; the cache is left alone.
+    pub async fn load_run(&self, seq: u64, window: usize) -> Vec<StoredMsg> {
+        let (seg, off) = {
+            let ix = self.ix.borrow();
+            if let Some(m) = ix.cached(seq) {
+                return vec![m];
+            }
+            match ix.entry(seq) {
+                Some(e) => (e.seg, e.off),
+                None => return Vec::new(),
+            }
+        };
+        let Some(file) = self
+            .log
+            .borrow()
+            .as_ref()
+            .and_then(|l| l.segs.get(&seg))
+            .and_then(|s| s.file.clone())
+        else {
+            return Vec::new();
+        };
+        let start = off & !(filelog::BLOCK - 1);
+        let bytes =
+            match filelog::read_blocks(file, start, window.max(filelog::BLOCK as usize)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    crate::error!(
+                        "JetStream stream '{}': reading sequence {seq}: {e}",
+                        self.name
+                    );
+                    return Vec::new();
+                }
+            };
+        let max_record = record::HEADER + 64 * 1024 + crate::limits::PAYLOAD_MAX_LIMIT + 65_536;
+        // Messages are slices of the one read buffer: no copy per message.
+        let buf = Bytes::from(bytes);
+        let bytes = &buf[..];
+        let mut out = Vec::new();
+        let mut pos = (off - start) as usize;
+        {
+            let ix = self.ix.borrow();
+            while pos < bytes.len() {
+                match record::decode(&bytes[pos..], max_record) {
+                    record::Decoded::Record(r, n) => {
+                        let here = start + pos as u64;
+                        let live = ix
+                            .entry(r.seq)
+                            .is_some_and(|e| e.seg == seg && e.off == here);
+                        if live && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED) {
+                            let at = |part: &[u8]| {
+                                let from = part.as_ptr() as usize - bytes.as_ptr() as usize;
+                                buf.slice(from..from + part.len())
+                            };
+                            out.push(StoredMsg {
+                                seq: r.seq,
+                                ts: r.ts,
+                                subject: at(r.subject),
+                                hdr_len: r.hdr_len,
+                                data: at(r.data),
+                            });
+                        }
+                        pos += n;
+                    }
+                    // The window ends inside a record, at the tail, or at damage
+                    // (the first record was checked by recovery; read it singly).
+                    _ => break,
+                }
+            }
+        }
+        if out.first().map(|m| m.seq) != Some(seq) {
+            return self.load(seq).await.into_iter().collect();
+        }
+        out
+    }
+}
