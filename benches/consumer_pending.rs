@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use jetcore::js::store::index::Index;
+use jetcore::js::store::index::{Index, Location, NewEntry};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -24,7 +24,18 @@ fn main() {
     let t = Instant::now();
     for seq in 1..=msgs {
         let s = &names[(seq % subjects) as usize];
-        ix.append(seq, seq as i64, s, 0, 128, 1, seq * 160, None);
+        ix.append(NewEntry {
+            seq,
+            ts: seq as i64,
+            subject: s,
+            hdr_len: 0,
+            len: 128,
+            at: Location {
+                seg: 1,
+                off: seq * 160,
+            },
+            data: None,
+        });
     }
     println!(
         "built {msgs} messages over {subjects} subjects in {:.1?}",

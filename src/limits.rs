@@ -107,6 +107,15 @@ const _: () = assert!(PAYLOAD_MAX_LIMIT <= PENDING_BYTES_MAX_DEFAULT);
 const _: () = assert!(CONTROL_LINE_MAX < READ_CHUNK_BYTES);
 const _: () = assert!(STALL_THRESHOLD_PERCENT < 100);
 
+/// Largest header block of a message a stream stores (nats-server's limit);
+/// a larger one is refused with 10097.
+pub const HEADERS_MAX: usize = 64 * 1024;
+
+/// Largest record a segment may hold: the record header, a subject, the
+/// header block and the largest payload, with room to spare for the subject
+/// (recovery and reads refuse anything longer as damage).
+pub const RECORD_BYTES_MAX: usize = 32 + 64 * 1024 + HEADERS_MAX + PAYLOAD_MAX_LIMIT;
+
 /// Default size at which a stream segment file is closed and a new one started
 /// (`--segment_bytes`); a segment is deleted whole, so this is also the unit
 /// in which disk space comes back.

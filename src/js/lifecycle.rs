@@ -8,11 +8,13 @@ use std::rc::Rc;
 use crate::config::SyncMode;
 use crate::js::owner::{add_interest_local, start_stream, Meta};
 use crate::js::store::index::Index;
-use crate::js::store::{record, segment};
+use crate::js::store::segment;
+use crate::js::stream::recover::Replay;
 use crate::js::stream::Stream;
 use crate::js::types::catalog::CatalogEntry;
 use crate::js::types::json;
 use crate::js::{api, consumer, Js};
+use crate::limits::RECORD_BYTES_MAX;
 use crate::shard::Shard;
 
 /// Opens JetStream on shard `shard`: reads the catalogue, recovers the streams
@@ -79,104 +81,27 @@ pub async fn open(shard: &Rc<Shard>, root: PathBuf, sync: SyncMode) -> Result<Rc
 
 async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>, String> {
     let cfg = meta.config;
-    let memory = cfg.memory();
-    let mut ix = Index::new(memory, cfg.first_seq.max(1));
+    let ix = Index::new(cfg.memory(), cfg.first_seq.max(1));
+    let window_start = json::now_nanos() - cfg.duplicate_window;
+    let mut replay = Replay::new(ix, window_start, cfg.allow_rollup_hdrs);
     let mut log = None;
-    let mut last_id = None;
-    let mut ids = Vec::new();
-    if !memory {
-        let max_record = crate::js::store::record::HEADER
-            + 64 * 1024
-            + crate::limits::PAYLOAD_MAX_LIMIT
-            + 65_536;
-        let window_start = json::now_nanos() - cfg.duplicate_window;
-        let rollups = cfg.allow_rollup_hdrs;
-        let segs = segment::recover(&dir, &cfg.name, max_record, |r| match r.kind {
-            record::KIND_MSG => {
-                if r.seq <= ix.last_seq() && !(ix.msgs == 0 && r.seq >= ix.first_seq()) {
-                    return;
-                }
-                let hdr = &r.data[..r.hdr_len];
-                let id = crate::protocol::headers::get(hdr, b"Nats-Msg-Id")
-                    .filter(|v| !v.is_empty())
-                    .map(|v| String::from_utf8_lossy(v).into_owned());
-                if let Some(id) = &id {
-                    if r.ts >= window_start {
-                        ids.push((id.clone(), r.seq, r.ts));
-                    }
-                }
-                let rollup = if rollups {
-                    crate::protocol::headers::get(hdr, b"Nats-Rollup").map(<[u8]>::to_vec)
-                } else {
-                    None
-                };
-                last_id = id;
-                let len = r.data.len();
-                ix.append(
-                    r.seq,
-                    r.ts,
-                    &r.subject,
-                    r.hdr_len,
-                    len,
-                    r.seg,
-                    r.off,
-                    Some(r.data),
-                );
-                // A rollup's removals may not have reached the disk: redo them.
-                match rollup.as_deref() {
-                    Some(b"sub") => {
-                        while let Some(older) = ix.first_of(&r.subject).filter(|s| *s < r.seq) {
-                            ix.remove(older);
-                        }
-                    }
-                    Some(b"all") => {
-                        ix.raise_floor(r.seq);
-                    }
-                    _ => {}
-                }
-                // Keep memory bounded while loading a large stream.
-                ix.evict(crate::limits::STREAM_CACHE_BYTES);
-            }
-            record::KIND_MOVED => {
-                // A live message that compaction copied forward.
-                let len = r.data.len();
-                ix.insert_moved(
-                    r.seq,
-                    r.ts,
-                    &r.subject,
-                    r.hdr_len,
-                    len,
-                    r.seg,
-                    r.off,
-                    Some(r.data),
-                );
-                ix.evict(crate::limits::STREAM_CACHE_BYTES);
-            }
-            record::KIND_DELETE => {
-                // An erased last message leaves only its delete record: the
-                // sequence it had is still used.
-                ix.skip_through(r.seq);
-                ix.remove(r.seq);
-            }
-            _ => {
-                ix.raise_floor(r.seq);
-            }
-        })
-        .map_err(|e| format!("stream {}: {e}", cfg.name))?;
-        let mut segs = segs;
+    if !cfg.memory() {
+        let fail = |e: std::io::Error| format!("stream {}: {e}", cfg.name);
+        let mut segs = segment::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| replay.apply(r))
+            .map_err(fail)?;
+        let ix = &replay.ix;
         for seq in ix.first_seq()..=ix.last_seq() {
-            if let Some(e) = ix.entry(seq) {
-                if let Some(s) = segs.get_mut(&e.seg) {
-                    s.live += 1;
-                }
+            if let Some(s) = ix.entry(seq).and_then(|e| segs.get_mut(&e.seg)) {
+                s.live += 1;
             }
         }
-        let next = ix.last_seq() + 1;
         let sync = matches!(js.sync, SyncMode::Always);
+        let next = ix.last_seq() + 1;
+        let bytes = js.shard.cfg.segment_bytes;
         log = Some(
-            segment::FileLog::open(dir.clone(), segs, next, sync, js.shard.cfg.segment_bytes)
+            segment::FileLog::open(dir.clone(), segs, next, sync, bytes)
                 .await
-                .map_err(|e| format!("stream {}: {e}", cfg.name))?,
+                .map_err(fail)?,
         );
         crate::info!(
             "  Restored {} messages for stream '{}' ({} bytes, sequences {}..{})",
@@ -187,6 +112,9 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
             ix.last_seq()
         );
     }
+    let Replay {
+        ix, ids, last_id, ..
+    } = replay;
     let stream = Rc::new(Stream::new(
         meta.uid,
         cfg,

@@ -36,10 +36,22 @@ pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8]) {
                 [name] => (Some(*name), None),
                 [name, filter @ ..] => (Some(*name), Some(filter.join("."))),
             };
-            create(js, stream, name, filter, false, reply, body, &find).await;
+            let at = CreateAt {
+                stream,
+                name,
+                filter,
+                durable_api: false,
+            };
+            create(js, at, reply, body).await;
         }
         ["CONSUMER", "DURABLE", "CREATE", stream, name] => {
-            create(js, stream, Some(name), None, true, reply, body, &find).await;
+            let at = CreateAt {
+                stream,
+                name: Some(name),
+                filter: None,
+                durable_api: true,
+            };
+            create(js, at, reply, body).await;
         }
         ["CONSUMER", "INFO", stream, name] => {
             let kind = "consumer_info_response";
@@ -161,204 +173,232 @@ fn str_json(s: &str) -> String {
     String::from_utf8(json::go_escape(serde_json::to_vec(s).expect("string"))).expect("utf8")
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn create(
-    js: &Rc<Js>,
-    stream_name: &str,
-    subject_name: Option<&str>,
-    subject_filter: Option<String>,
+/// Where a create request came in: the parts of its subject.
+struct CreateAt<'a> {
+    stream: &'a str,
+    /// The consumer name in the subject (`CREATE.<s>.<name>[.<filter>]`).
+    name: Option<&'a str>,
+    /// The filter in the subject.
+    filter: Option<String>,
+    /// `CONSUMER.DURABLE.CREATE.<s>.<name>`.
     durable_api: bool,
-    reply: &Bytes,
-    body: &[u8],
-    find: &dyn Fn(&str, &str) -> Option<Rc<Stream>>,
-) {
+}
+
+/// A decoded create request: the action, the consumer's name, its config.
+struct Wanted {
+    action: String,
+    name: String,
+    cfg: ConsumerConfig,
+}
+
+async fn create(js: &Rc<Js>, at: CreateAt<'_>, reply: &Bytes, body: &[u8]) {
     let err = |e: ApiError| reply_err(js, reply, CREATE, &e);
-    let req = match ConsumerConfig::decode_request(body) {
-        Ok(r) => r,
+    let generated = consumer::random_token(&js.shard, 8);
+    let Wanted {
+        action,
+        name,
+        mut cfg,
+    } = match decode_create(&at, body, generated) {
+        Ok(w) => w,
         Err(e) => return err(e),
     };
-    if req.stream_name != stream_name {
-        return err(ApiError::name_mismatch());
+    let Some(stream) = js.stream(at.stream) else {
+        return err(ApiError::stream_not_found());
+    };
+    if let Err(e) = check_on_stream(&stream, &name, &mut cfg) {
+        return err(e);
+    }
+    let existing = lookup(&stream, &name);
+    let answer = match (existing, action.as_str()) {
+        (Some(c), _) => update_existing(&stream, &c, cfg, &action).map(|()| c),
+        (None, "update") => Err(ApiError::consumer_missing()),
+        (None, _) => create_new(js, &stream, name, cfg).await,
+    };
+    match answer {
+        Ok(c) => js.shard.reply(reply, None, &info(&js.shard, &c, CREATE)),
+        Err(e) => err(e),
+    }
+}
+
+/// Decodes a create request and settles the consumer's name from the
+/// subject, the config's `name` and `durable_name`, or `generated`.
+fn decode_create(at: &CreateAt, body: &[u8], generated: String) -> Result<Wanted, ApiError> {
+    let req = ConsumerConfig::decode_request(body)?;
+    if req.stream_name != at.stream {
+        return Err(ApiError::name_mismatch());
     }
     let mut cfg = req.config.unwrap_or_default();
     if !cfg.durable_name.is_empty() && !cfg.name.is_empty() && cfg.durable_name != cfg.name {
-        return err(ApiError::new(
+        return Err(ApiError::new(
             400,
             10132,
             "consumer Durable and Name have to be equal if both are provided",
         ));
     }
-    let mut generated_name = None;
-    let name = match subject_name {
-        None => {
-            if !cfg.durable_name.is_empty() {
-                return err(ApiError::new(
-                    400,
-                    10020,
-                    "consumer expected to be ephemeral but a durable name was set in request",
-                ));
-            }
-            // A generated name is not echoed in the config, as in nats-server.
-            if cfg.name.is_empty() {
-                let generated = consumer::random_token(&js.shard, 8);
-                let n = generated.clone();
-                generated_name = Some(n);
-                generated
-            } else {
-                cfg.name.clone()
-            }
+    let name = match at.name {
+        None if !cfg.durable_name.is_empty() => {
+            return Err(ApiError::new(
+                400,
+                10020,
+                "consumer expected to be ephemeral but a durable name was set in request",
+            ))
+        }
+        // A generated name is not echoed in the config, as in nats-server.
+        None if cfg.name.is_empty() => generated,
+        None => cfg.name.clone(),
+        Some(_) if at.durable_api && cfg.durable_name.is_empty() => {
+            return Err(ApiError::new(
+                400,
+                10018,
+                "consumer expected to be durable but a durable name was not set",
+            ))
+        }
+        Some(n) if !cfg.durable_name.is_empty() && cfg.durable_name != n => {
+            return Err(ApiError::new(
+                400,
+                10017,
+                "consumer name in subject does not match durable name in request",
+            ))
         }
         Some(n) => {
-            if durable_api && cfg.durable_name.is_empty() {
-                return err(ApiError::new(
-                    400,
-                    10018,
-                    "consumer expected to be durable but a durable name was not set",
-                ));
-            }
-            if !cfg.durable_name.is_empty() && cfg.durable_name != n {
-                return err(ApiError::new(
-                    400,
-                    10017,
-                    "consumer name in subject does not match durable name in request",
-                ));
-            }
+            cfg.name = n.to_string();
             n.to_string()
         }
     };
     if !crate::js::types::stream_config::valid_name(&name) {
-        return err(ApiError::new(
+        return Err(ApiError::new(
             400,
             10127,
             "consumer name can not contain path separators",
         ));
     }
-    if let Some(f) = &subject_filter {
+    if let Some(f) = &at.filter {
         if !cfg.filter_subjects.is_empty() {
-            return err(ApiError::new(
+            return Err(ApiError::new(
                 400,
                 10137,
                 "consumer with multiple subject filters cannot use subject based API",
             ));
         }
         if &cfg.filter_subject != f {
-            return err(ApiError::new(
+            return Err(ApiError::new(
                 400,
                 10131,
                 "Consumer create request did not match filtered subject from create subject",
             ));
         }
     }
-    if generated_name.is_none() {
-        cfg.name = name.clone();
-    }
-    let action = req.action.as_str();
-    if !matches!(action, "" | "create" | "update") {
-        return err(ApiError::invalid_json(&format!(
+    if !matches!(req.action.as_str(), "" | "create" | "update") {
+        return Err(ApiError::invalid_json(&format!(
             "unknown consumer action: {:?}",
-            action
+            req.action
         )));
     }
-    let Some(stream) = find(stream_name, CREATE) else {
-        return;
-    };
+    Ok(Wanted {
+        action: req.action,
+        name,
+        cfg,
+    })
+}
+
+/// Normalizes `cfg` for `stream` and checks what the stream's config and
+/// its other consumers allow.
+fn check_on_stream(stream: &Stream, name: &str, cfg: &mut ConsumerConfig) -> Result<(), ApiError> {
     let scfg = stream.cfg.borrow().clone();
-    if let Err(e) = cfg.normalize(&scfg) {
-        return err(e);
-    }
+    cfg.normalize(&scfg)?;
     // Deliveries into the stream's own subjects would be stored and delivered
     // again without end.
-    if cfg.is_push()
+    let cycle = cfg.is_push()
         && scfg
             .subjects
             .iter()
-            .any(|s| crate::subject::matches(s.as_bytes(), cfg.deliver_subject.as_bytes()))
-    {
-        return err(ApiError::new(
+            .any(|s| crate::subject::matches(s.as_bytes(), cfg.deliver_subject.as_bytes()));
+    if cycle {
+        return Err(ApiError::new(
             400,
             10081,
             "consumer deliver subject forms a cycle",
         ));
     }
     if scfg.retention() == Retention::WorkQueue {
-        if let Some(e) = workqueue_conflict(&stream, &name, &cfg) {
-            return err(e);
+        if let Some(e) = workqueue_conflict(stream, name, cfg) {
+            return Err(e);
         }
     }
-    if let Some(existing) = lookup(&stream, &name) {
-        let old = (**existing.cfg.borrow()).clone();
-        if old == cfg {
-            return js
-                .shard
-                .reply(reply, None, &info(&js.shard, &existing, CREATE));
-        }
-        if action == "create" {
-            return err(ApiError::consumer_exists());
-        }
-        if let Err(e) = cfg.check_update(&old) {
-            return err(e);
-        }
-        if existing.cfg.borrow().is_durable() {
-            let dir = consumer::consumers_dir(&stream).join(&name);
-            let meta = Meta {
-                created: existing.created,
-                config: cfg.clone(),
-            };
-            if let Err(e) = consumer::write_meta(&dir, &meta) {
-                return err(ApiError::consumer_create(e));
-            }
-        }
-        existing.update(cfg);
-        return js
-            .shard
-            .reply(reply, None, &info(&js.shard, &existing, CREATE));
+    Ok(())
+}
+
+/// A create for a consumer that exists: the same config answers with it;
+/// otherwise an update (not with action `create`) within the update rules.
+fn update_existing(
+    stream: &Stream,
+    c: &Consumer,
+    cfg: ConsumerConfig,
+    action: &str,
+) -> Result<(), ApiError> {
+    let old = (**c.cfg.borrow()).clone();
+    if old == cfg {
+        return Ok(());
     }
-    if action == "update" {
-        return err(ApiError::consumer_missing());
+    if action == "create" {
+        return Err(ApiError::consumer_exists());
     }
-    let count = stream.consumers.borrow().len() as i64;
-    if scfg.max_consumers > 0 && count >= scfg.max_consumers {
-        return err(ApiError::max_consumers());
+    cfg.check_update(&old)?;
+    if old.is_durable() {
+        let dir = consumer::consumers_dir(stream).join(&c.name);
+        let meta = Meta {
+            created: c.created,
+            config: cfg.clone(),
+        };
+        consumer::write_meta(&dir, &meta).map_err(ApiError::consumer_create)?;
+    }
+    c.update(cfg);
+    Ok(())
+}
+
+/// Creates a consumer: its directory and `meta.json` (durables), its
+/// starting state saved before the answer, its task started.
+async fn create_new(
+    js: &Rc<Js>,
+    stream: &Rc<Stream>,
+    name: String,
+    cfg: ConsumerConfig,
+) -> Result<Rc<Consumer>, ApiError> {
+    let max = stream.cfg.borrow().max_consumers;
+    if max > 0 && stream.consumers.borrow().len() as i64 >= max {
+        return Err(ApiError::max_consumers());
     }
     let created = now_nanos();
     let durable = cfg.is_durable();
-    let dir = consumer::consumers_dir(&stream).join(&name);
+    let dir = consumer::consumers_dir(stream).join(&name);
     if durable {
         let meta = Meta {
             created,
             config: cfg.clone(),
         };
-        if let Err(e) = consumer::write_meta(&dir, &meta)
-            .and_then(|()| crate::js::store::segment::sync_dir(&consumer::consumers_dir(&stream)))
-            .and_then(|()| crate::js::store::segment::sync_dir(&stream.dir))
-        {
+        let made = consumer::write_meta(&dir, &meta)
+            .and_then(|()| crate::js::store::segment::sync_dir(&consumer::consumers_dir(stream)))
+            .and_then(|()| crate::js::store::segment::sync_dir(&stream.dir));
+        if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&dir);
-            return err(ApiError::consumer_create(e));
+            return Err(ApiError::consumer_create(e));
         }
     }
-    let state_dir = (durable && !cfg.mem_storage && stream.is_file()).then_some(dir);
-    let c = Rc::new(Consumer::new(
-        &stream,
-        name.clone(),
-        cfg,
-        created,
-        state_dir,
-    ));
+    let state_dir = (durable && !cfg.mem_storage && stream.is_file()).then(|| dir.clone());
+    let c = Rc::new(Consumer::new(stream, name.clone(), cfg, created, state_dir));
     // The starting position is saved before the answer: after a crash the
     // consumer resumes there, not at whatever "new" or "last" means by then.
     if !c.save().await {
-        let _ = std::fs::remove_dir_all(consumer::consumers_dir(&stream).join(&name));
-        return err(ApiError::consumer_create("cannot save the consumer state"));
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(ApiError::consumer_create("cannot save the consumer state"));
     }
     // Created by a concurrent request while this one saved: answer with that one.
-    if let Some(other) = lookup(&stream, &name) {
-        return js
-            .shard
-            .reply(reply, None, &info(&js.shard, &other, CREATE));
+    if let Some(other) = lookup(stream, &name) {
+        return Ok(other);
     }
-    start(js, &stream, c.clone());
+    start(js, stream, c.clone());
     action_advisory(&js.shard, &stream.name, &name, "create");
-    js.shard.reply(reply, None, &info(&js.shard, &c, CREATE));
+    Ok(c)
 }
 
 /// A workqueue stream lets one consumer take each subject.

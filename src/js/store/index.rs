@@ -73,6 +73,28 @@ impl StoredMsg {
     }
 }
 
+/// Where a message's record is: its segment (named by its first sequence)
+/// and the record's byte offset in it. Memory streams use 0/0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Location {
+    pub seg: u64,
+    pub off: u64,
+}
+
+/// A message entering the index.
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    pub seq: u64,
+    pub ts: i64,
+    pub subject: &'a Bytes,
+    pub hdr_len: usize,
+    /// Header block plus payload.
+    pub len: usize,
+    pub at: Location,
+    /// The message bytes to cache (always, for memory streams).
+    pub data: Option<Bytes>,
+}
+
 /// What a removal took away (for byte accounting and segment bookkeeping).
 #[derive(Debug, Clone, Copy)]
 pub struct Removed {
@@ -183,53 +205,50 @@ impl Index {
         self.entries.iter().find(|e| !e.deleted).map_or(0, |e| e.ts)
     }
 
-    /// Adds message `seq` (must be above the last sequence; a gap is recorded as
-    /// deleted sequences, or skipped when the stream is empty).
-    #[allow(clippy::too_many_arguments)]
-    pub fn append(
-        &mut self,
-        seq: u64,
-        ts: i64,
-        subject: &Bytes,
-        hdr_len: usize,
-        len: usize,
-        seg: u64,
-        off: u64,
-        data: Option<Bytes>,
-    ) {
+    /// Adds a message above the last sequence; a gap is recorded as deleted
+    /// sequences (or skipped when the stream is empty).
+    pub fn append(&mut self, m: NewEntry) {
         assert!(
-            seq > self.last_seq() || (self.entries.is_empty() && seq >= self.first),
-            "sequence {seq} not after {}",
+            m.seq > self.last_seq() || (self.entries.is_empty() && m.seq >= self.first),
+            "sequence {} not after {}",
+            m.seq,
             self.last_seq()
         );
+        assert!(m.hdr_len <= m.len, "headers within the message");
         if self.msgs == 0 {
             self.entries.clear();
             self.deleted = 0;
-            self.first = seq;
+            self.first = m.seq;
         }
-        while self.last_seq() + 1 < seq {
+        while self.last_seq() + 1 < m.seq {
             self.entries.push_back(Entry::gap());
             self.deleted += 1;
         }
-        let subj = self.intern(subject, seq);
-        if let Some(d) = &data {
+        let entry = self.new_entry(&m);
+        self.entries.push_back(entry);
+        self.last_ts = m.ts;
+    }
+
+    /// The entry for `m`, counted into the totals and its subject.
+    fn new_entry(&mut self, m: &NewEntry) -> Entry {
+        let subj = self.intern(m.subject, m.seq);
+        if let Some(d) = &m.data {
             if !self.memory {
                 self.cached_bytes += d.len() as u64;
             }
         }
-        self.entries.push_back(Entry {
-            ts,
-            subj,
-            hdr_len: hdr_len as u32,
-            len: len as u32,
-            seg,
-            off,
-            data,
-            deleted: false,
-        });
         self.msgs += 1;
-        self.bytes += msg_size(self.memory, subject.len(), hdr_len, len - hdr_len);
-        self.last_ts = ts;
+        self.bytes += msg_size(self.memory, m.subject.len(), m.hdr_len, m.len - m.hdr_len);
+        Entry {
+            ts: m.ts,
+            subj,
+            hdr_len: m.hdr_len as u32,
+            len: m.len as u32,
+            seg: m.at.seg,
+            off: m.at.off,
+            data: m.data.clone(),
+            deleted: false,
+        }
     }
 
     /// Removes message `seq`; None if it is not there.
@@ -325,7 +344,7 @@ impl Index {
 
     /// Points live message `seq` at a new location (compaction moved it);
     /// returns the segment it was in.
-    pub fn relocate(&mut self, seq: u64, seg: u64, off: u64) -> Option<u64> {
+    pub fn relocate(&mut self, seq: u64, at: Location) -> Option<u64> {
         if seq < self.first {
             return None;
         }
@@ -334,61 +353,37 @@ impl Index {
             return None;
         }
         let old = e.seg;
-        e.seg = seg;
-        e.off = off;
+        e.seg = at.seg;
+        e.off = at.off;
         Some(old)
     }
 
-    /// Recovery of a moved record: message `seq` at a new location, whether or
-    /// not its original record (in a reclaimed segment) was seen. Sequences
+    /// Recovery of a moved record: message `m.seq` at a new location, whether
+    /// or not its original record (in a reclaimed segment) was seen. Sequences
     /// between it and the rest of the index read as deleted.
-    #[allow(clippy::too_many_arguments)]
-    pub fn insert_moved(
-        &mut self,
-        seq: u64,
-        ts: i64,
-        subject: &Bytes,
-        hdr_len: usize,
-        len: usize,
-        seg: u64,
-        off: u64,
-        data: Option<Bytes>,
-    ) {
-        if self.relocate(seq, seg, off).is_some() {
+    pub fn insert_moved(&mut self, m: NewEntry) {
+        if self.relocate(m.seq, m.at).is_some() {
             return;
         }
-        if seq > self.last_seq() || (self.msgs == 0 && seq >= self.first) {
-            self.append(seq, ts, subject, hdr_len, len, seg, off, data);
+        if m.seq > self.last_seq() || (self.msgs == 0 && m.seq >= self.first) {
+            self.append(m);
             return;
         }
         // Below the first sequence: extend the front with deleted slots.
-        while seq < self.first {
+        while m.seq < self.first {
             self.entries.push_front(Entry::gap());
             self.first -= 1;
             self.deleted += 1;
         }
         // Fill the deleted slot at `seq` as a live message.
-        let subj = self.intern(subject, seq);
-        if let Some(d) = &data {
-            if !self.memory {
-                self.cached_bytes += d.len() as u64;
-            }
-        }
-        let i = (seq - self.first) as usize;
-        self.entries[i] = Entry {
-            ts,
-            subj,
-            hdr_len: hdr_len as u32,
-            len: len as u32,
-            seg,
-            off,
-            data,
-            deleted: false,
-        };
+        let i = (m.seq - self.first) as usize;
+        assert!(
+            self.entries[i].deleted,
+            "a moved record fills a deleted slot"
+        );
+        self.entries[i] = self.new_entry(&m);
         self.deleted -= 1;
-        self.msgs += 1;
-        self.bytes += msg_size(self.memory, subject.len(), hdr_len, len - hdr_len);
-        self.cache_floor = self.cache_floor.min(seq);
+        self.cache_floor = self.cache_floor.min(m.seq);
     }
 
     /// Counts one more message with `subject` at `seq`; its subject id.
@@ -753,6 +748,26 @@ impl Index {
 mod tests {
     use super::*;
 
+    fn e(
+        seq: u64,
+        ts: i64,
+        subject: &Bytes,
+        hdr_len: usize,
+        len: usize,
+        seg: u64,
+        off: u64,
+    ) -> NewEntry<'_> {
+        NewEntry {
+            seq,
+            ts,
+            subject,
+            hdr_len,
+            len,
+            at: Location { seg, off },
+            data: None,
+        }
+    }
+
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
     }
@@ -761,16 +776,11 @@ mod tests {
     fn appends_removes_and_subject_state() {
         let mut ix = Index::new(true, 1);
         for (i, s) in ["a", "b", "a", "c", "a"].iter().enumerate() {
-            ix.append(
-                i as u64 + 1,
-                100 + i as i64,
-                &b(s),
-                0,
-                2,
-                0,
-                0,
-                Some(b("hi")),
-            );
+            let subject = b(s);
+            ix.append(NewEntry {
+                data: Some(b("hi")),
+                ..e(i as u64 + 1, 100 + i as i64, &subject, 0, 2, 0, 0)
+            });
         }
         assert_eq!(
             (ix.first_seq(), ix.last_seq(), ix.msgs, ix.num_subjects()),
@@ -794,7 +804,7 @@ mod tests {
             (ix.first_seq(), ix.last_seq(), ix.msgs, ix.bytes),
             (10, 9, 0, 0)
         );
-        ix.append(10, 1, &b("z"), 0, 0, 0, 0, None);
+        ix.append(e(10, 1, &b("z"), 0, 0, 0, 0));
         assert_eq!((ix.first_seq(), ix.last_seq()), (10, 10));
     }
 
@@ -802,10 +812,10 @@ mod tests {
     fn moved_messages_land_in_their_slot() {
         let mut ix = Index::new(false, 1);
         for seq in [5u64, 6, 7] {
-            ix.append(seq, 1, &b("a"), 0, 1, 2, seq * 10, None);
+            ix.append(e(seq, 1, &b("a"), 0, 1, 2, seq * 10));
         }
         // Message 3 was moved forward; its old segment is gone.
-        ix.insert_moved(3, 1, &b("k"), 0, 2, 9, 100, None);
+        ix.insert_moved(e(3, 1, &b("k"), 0, 2, 9, 100));
         assert_eq!(
             (ix.first_seq(), ix.last_seq(), ix.msgs, ix.deleted),
             (3, 7, 4, 1)
@@ -813,17 +823,17 @@ mod tests {
         assert_eq!(ix.entry(3).map(|e| (e.seg, e.off)), Some((9, 100)));
         assert_eq!(ix.subject(b"k").unwrap().count, 1);
         // Seen twice (original still on disk): only the location changes.
-        ix.insert_moved(6, 1, &b("a"), 0, 1, 9, 200, None);
+        ix.insert_moved(e(6, 1, &b("a"), 0, 1, 9, 200));
         assert_eq!((ix.msgs, ix.entry(6).map(|e| e.off)), (4, Some(200)));
-        assert_eq!(ix.relocate(5, 9, 300), Some(2));
+        assert_eq!(ix.relocate(5, Location { seg: 9, off: 300 }), Some(2));
         // Past the end appends.
-        ix.insert_moved(9, 1, &b("a"), 0, 1, 9, 400, None);
+        ix.insert_moved(e(9, 1, &b("a"), 0, 1, 9, 400));
         assert_eq!((ix.last_seq(), ix.deleted), (9, 2));
         // An empty index whose sequence moved on (deletes of reclaimed
         // messages) takes an older moved message below its first.
         let mut ix = Index::new(false, 1);
         ix.skip_through(120);
-        ix.insert_moved(1, 1, &b("k"), 0, 1, 9, 0, None);
+        ix.insert_moved(e(1, 1, &b("k"), 0, 1, 9, 0));
         assert_eq!((ix.first_seq(), ix.last_seq(), ix.msgs), (1, 120, 1));
     }
 
@@ -833,7 +843,7 @@ mod tests {
         let names = ["a.x", "a.y", "b.x", "a.z"];
         for seq in 1..=400u64 {
             let s = b(names[(seq * 7 % 4) as usize]);
-            ix.append(seq, 0, &s, 0, 10, 1, seq, None);
+            ix.append(e(seq, 0, &s, 0, 10, 1, seq));
         }
         for seq in (5..400).step_by(13) {
             ix.remove(seq);
@@ -878,8 +888,8 @@ mod tests {
     #[test]
     fn gaps_are_deleted_sequences() {
         let mut ix = Index::new(false, 1);
-        ix.append(1, 1, &b("a"), 0, 1, 1, 0, None);
-        ix.append(4, 1, &b("a"), 0, 1, 1, 0, None);
+        ix.append(e(1, 1, &b("a"), 0, 1, 1, 0));
+        ix.append(e(4, 1, &b("a"), 0, 1, 1, 0));
         assert_eq!((ix.msgs, ix.deleted, ix.deleted_seqs()), (2, 2, vec![2, 3]));
         assert_eq!(ix.subject(b"a").unwrap().last, 4);
         ix.remove(4);

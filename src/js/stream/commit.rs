@@ -3,13 +3,15 @@
 
 use bytes::Bytes;
 
+use crate::js::store::index::{Location, NewEntry};
 use crate::js::store::record;
-use crate::js::stream::{pub_ack, pub_err, Pending, Rollup, Stream};
+use crate::js::stream::{pub_ack, pub_err, Pending, Rollup, Staged, Stream};
 use crate::js::types::errors::ApiError;
 use crate::limits::STREAM_CACHE_BYTES;
 
 impl Stream {
     /// Applies one committed batch to the index; returns the replies to send.
+    /// `seg` and `base` say where the batch was written (0/0: not written).
     pub(super) fn commit(
         &self,
         pending: Vec<Pending>,
@@ -18,97 +20,16 @@ impl Stream {
         batch: &Bytes,
     ) -> Vec<(Bytes, Vec<u8>)> {
         let mut replies = Vec::new();
-        let cfg = self.cfg.borrow().clone();
+        let per_subject = self.cfg.borrow().max_msgs_per_subject;
         let mut touched: Vec<Bytes> = Vec::new();
-        // Count this batch into its segment first: removals below may hit it.
-        let stored_here = pending
-            .iter()
-            .filter(|p| matches!(p, Pending::Msg { .. }))
-            .count() as u64;
-        if stored_here > 0 {
-            if let Some(log) = self.log.borrow_mut().as_mut() {
-                if let Some(s) = log.segs.get_mut(&seg) {
-                    s.live += stored_here;
-                }
-            }
-        }
         for p in pending {
             match p {
-                Pending::Msg {
-                    seq,
-                    ts,
-                    subject,
-                    hdr_len,
-                    data,
-                    len,
-                    rel,
-                    reply,
-                    msg_id,
-                    rollup,
-                } => {
-                    let data = data.unwrap_or_else(|| {
-                        let at = rel + record::HEADER + subject.len();
-                        batch.slice(at..at + len)
-                    });
-                    {
-                        let mut ix = self.ix.borrow_mut();
-                        // A purge past the end may have moved the first sequence
-                        // beyond a message still in flight: it is stored and gone.
-                        if seq >= ix.first_seq() && seq > ix.last_seq() {
-                            ix.append(
-                                seq,
-                                ts,
-                                &subject,
-                                hdr_len,
-                                len,
-                                seg,
-                                base + rel as u64,
-                                Some(data),
-                            );
-                        }
+                Pending::Msg(m) => {
+                    if per_subject > 0 {
+                        touched.push(m.subject.clone());
                     }
-                    {
-                        let mut w = self.w.borrow_mut();
-                        w.msgs -= 1;
-                        let size = {
-                            let ix = self.ix.borrow();
-                            ix.entry(seq).map_or(0, |e| ix.size_of(e))
-                        };
-                        w.bytes = w.bytes.saturating_sub(size);
-                        if let Some(e) = w.subj_pending.get_mut(&subject) {
-                            e.0 -= 1;
-                            if e.0 == 0 {
-                                w.subj_pending.remove(&subject);
-                            }
-                        }
-                        if let Some(id) = &msg_id {
-                            w.ids.remove(id);
-                        }
-                    }
-                    if let Some(id) = msg_id.clone() {
-                        self.dedupe.borrow_mut().insert(id, seq, ts);
-                    }
-                    *self.last_msg_id.borrow_mut() = msg_id;
-                    match rollup {
-                        Rollup::None => {}
-                        Rollup::Subject => {
-                            let older = self.ix.borrow().seqs_matching(Some(&subject), seq);
-                            for s in older {
-                                self.remove_and_record(s);
-                            }
-                        }
-                        Rollup::All => {
-                            let removed = self.ix.borrow_mut().raise_floor(seq);
-                            for r in &removed {
-                                self.segment_lost(r.seg);
-                            }
-                            self.stage(record::KIND_FLOOR, seq);
-                        }
-                    }
-                    if cfg.max_msgs_per_subject > 0 {
-                        touched.push(subject.clone());
-                    }
-                    if let Some(r) = reply {
+                    let seq = m.seq;
+                    if let Some(r) = self.commit_msg(m, Location { seg, off: base }, batch) {
                         replies.push((r, pub_ack(&self.name, seq, false)));
                     }
                 }
@@ -116,30 +37,107 @@ impl Stream {
                     replies.push((reply, pub_ack(&self.name, seq, true)))
                 }
                 Pending::Op(done) => done.set(Some(Ok(()))),
-                Pending::Move { seq, rel } => {
-                    self.moves_pending
-                        .set(self.moves_pending.get().saturating_sub(1));
-                    let old = self.ix.borrow_mut().relocate(seq, seg, base + rel as u64);
-                    if let (Some(old), Some(log)) = (old, self.log.borrow_mut().as_mut()) {
-                        if let Some(s) = log.segs.get_mut(&old) {
-                            s.live = s.live.saturating_sub(1);
-                        }
-                        if let Some(s) = log.segs.get_mut(&seg) {
-                            s.live += 1;
-                        }
-                    }
-                }
+                Pending::Move { seq, rel } => self.commit_move(seq, seg, base + rel as u64),
             }
         }
         for s in touched {
-            self.trim_subject(&s, cfg.max_msgs_per_subject as u64);
+            self.trim_subject(&s, per_subject as u64);
         }
-        if cfg.max_msgs > 0 || cfg.max_bytes > 0 {
+        let global = {
+            let cfg = self.cfg.borrow();
+            cfg.max_msgs > 0 || cfg.max_bytes > 0
+        };
+        if global {
             self.enforce_global();
         }
         self.ix.borrow_mut().evict(STREAM_CACHE_BYTES);
         self.preview_committed();
         replies
+    }
+
+    /// One committed message: into the index (its record at `batch_at` plus
+    /// its offset in the batch), out of the write state, its rollup applied.
+    /// Returns the reply subject to ack.
+    fn commit_msg(&self, m: Staged, batch_at: Location, batch: &Bytes) -> Option<Bytes> {
+        let data = m.data.unwrap_or_else(|| {
+            let at = m.rel + record::HEADER + m.subject.len();
+            batch.slice(at..at + m.len)
+        });
+        {
+            let mut ix = self.ix.borrow_mut();
+            // A purge past the end may have moved the first sequence beyond a
+            // message still in flight: it is stored and gone.
+            if m.seq >= ix.first_seq() && m.seq > ix.last_seq() {
+                // Counted into its segment before anything can remove it.
+                self.segment_gained(batch_at.seg, 1);
+                ix.append(NewEntry {
+                    seq: m.seq,
+                    ts: m.ts,
+                    subject: &m.subject,
+                    hdr_len: m.hdr_len,
+                    len: m.len,
+                    at: Location {
+                        seg: batch_at.seg,
+                        off: batch_at.off + m.rel as u64,
+                    },
+                    data: Some(data),
+                });
+            }
+        }
+        {
+            let mut w = self.w.borrow_mut();
+            assert!(
+                w.msgs >= 1 && w.bytes >= m.size,
+                "pending counts cover every staged message"
+            );
+            w.msgs -= 1;
+            w.bytes -= m.size;
+            let e = w
+                .subj_pending
+                .get_mut(&m.subject)
+                .expect("a staged subject is counted");
+            e.0 -= 1;
+            if e.0 == 0 {
+                w.subj_pending.remove(&m.subject);
+            }
+            if let Some(id) = &m.msg_id {
+                w.ids.remove(id);
+            }
+        }
+        if let Some(id) = m.msg_id.clone() {
+            self.dedupe.borrow_mut().insert(id, m.seq, m.ts);
+        }
+        *self.last_msg_id.borrow_mut() = m.msg_id;
+        match m.rollup {
+            Rollup::None => {}
+            Rollup::Subject => {
+                let older = self.ix.borrow().seqs_matching(Some(&m.subject), m.seq);
+                for s in older {
+                    self.remove_and_record(s);
+                }
+            }
+            Rollup::All => {
+                let removed = self.ix.borrow_mut().raise_floor(m.seq);
+                for r in &removed {
+                    self.segment_lost(r.seg);
+                }
+                self.stage(record::KIND_FLOOR, m.seq);
+            }
+        }
+        m.reply
+    }
+
+    /// A compaction move committed: the message now lives at `off` of `seg`.
+    fn commit_move(&self, seq: u64, seg: u64, off: u64) {
+        let moves = self.moves_pending.get();
+        assert!(moves > 0, "a committed move was counted");
+        self.moves_pending.set(moves - 1);
+        let old = self.ix.borrow_mut().relocate(seq, Location { seg, off });
+        // Deleted meanwhile: the copy is dead on arrival.
+        if let Some(old) = old {
+            self.segment_lost(old);
+            self.segment_gained(seg, 1);
+        }
     }
 
     /// Fails every pending publish after a failed write; returns the replies.
@@ -175,13 +173,15 @@ impl Stream {
         }
         for p in pending.into_iter().chain(later) {
             match p {
-                Pending::Msg { reply: Some(r), .. } => replies.push((r, pub_err(&self.name, err))),
+                Pending::Msg(Staged { reply: Some(r), .. }) => {
+                    replies.push((r, pub_err(&self.name, err)))
+                }
                 Pending::Dup { reply, .. } => replies.push((reply, pub_err(&self.name, err))),
                 Pending::Op(done) => done.set(Some(Err(err.clone()))),
                 Pending::Move { .. } => self
                     .moves_pending
                     .set(self.moves_pending.get().saturating_sub(1)),
-                Pending::Msg { .. } => {}
+                Pending::Msg(_) => {}
             }
         }
         replies

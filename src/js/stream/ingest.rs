@@ -1,14 +1,48 @@
 //! Publishing into a stream: the checks of every publish header, limits with
-//! discard new, duplicates, and staging the accepted record for the writer.
+//! discard new, duplicates (`check`, pure over the stream's state), then
+//! staging the accepted record for the writer (`stage_msg`), where a
+//! publish and a message copied from a source or mirror end alike.
 
 use bytes::Bytes;
 
 use crate::js::store::index::{msg_size, Index, StoredMsg};
 use crate::js::store::record;
-use crate::js::stream::{pub_ack, pub_err, Ingest, Pending, Rollup, Stream, WriteState};
+use crate::js::stream::dedupe::Dedupe;
+use crate::js::stream::{pub_ack, pub_err, Ingest, Pending, Rollup, Staged, Stream, WriteState};
 use crate::js::types::errors::ApiError;
-use crate::limits::{STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
+use crate::js::types::stream_config::StreamConfig;
+use crate::limits::{HEADERS_MAX, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
 use crate::protocol::headers;
+
+/// What the checks of a publish decided.
+enum Checked {
+    /// Store it, with its message id and rollup.
+    Store {
+        msg_id: Option<String>,
+        rollup: Rollup,
+        size: u64,
+    },
+    /// A duplicate of `seq`, which is committed: answer at once.
+    Duplicate(u64),
+    /// A duplicate of `seq`, which is not committed yet: answer with it.
+    DuplicatePending(u64),
+    Refused(ApiError),
+}
+
+/// A message accepted for storing.
+pub(super) struct Accepted<'a> {
+    pub seq: u64,
+    pub ts: i64,
+    pub subject: &'a Bytes,
+    pub hdr_len: usize,
+    /// Header block then payload.
+    pub msg: &'a Bytes,
+    /// Accounting size (`msg_size`).
+    pub size: u64,
+    pub reply: Option<Bytes>,
+    pub msg_id: Option<String>,
+    pub rollup: Rollup,
+}
 
 impl Stream {
     /// Checks and accepts one published message.
@@ -19,187 +53,272 @@ impl Stream {
         hdr_len: Option<usize>,
         msg: &Bytes,
     ) -> Ingest {
-        let reply_with = |e: ApiError| match reply {
-            Some(_) => Ingest::Reply(pub_err(&self.name, &e)),
-            None => Ingest::Silent,
-        };
-        let cfg = self.cfg.borrow();
         let hdr_len = hdr_len.unwrap_or(0);
-        let hdr = &msg[..hdr_len];
+        let checked = {
+            let cfg = self.cfg.borrow();
+            let ix = self.ix.borrow();
+            let w = self.w.borrow();
+            let dedupe = self.dedupe.borrow();
+            let at = Publish {
+                stream: &self.name,
+                closed: self.closed.get(),
+                cfg: &cfg,
+                ix: &ix,
+                w: &w,
+                dedupe: &dedupe,
+            };
+            at.check(subject, &msg[..hdr_len], msg.len())
+        };
+        let (msg_id, rollup, size) = match checked {
+            Checked::Store {
+                msg_id,
+                rollup,
+                size,
+            } => (msg_id, rollup, size),
+            Checked::Refused(e) => return answer(reply, || pub_err(&self.name, &e)),
+            Checked::Duplicate(seq) => return answer(reply, || pub_ack(&self.name, seq, true)),
+            Checked::DuplicatePending(seq) => {
+                let Some(r) = reply else {
+                    return Ingest::Silent;
+                };
+                self.w.borrow_mut().pending.push(Pending::Dup {
+                    seq,
+                    reply: r.clone(),
+                });
+                return Ingest::Accepted;
+            }
+        };
+        let no_ack = self.cfg.borrow().no_ack;
+        let seq = self.w.borrow().next_seq;
+        self.stage_msg(Accepted {
+            seq,
+            ts: crate::js::types::json::now_nanos(),
+            subject,
+            hdr_len,
+            msg,
+            size,
+            reply: if no_ack { None } else { reply.cloned() },
+            msg_id,
+            rollup,
+        });
+        Ingest::Accepted
+    }
+
+    /// Stages an accepted message for the next write, and shows it to the
+    /// stream's consumers at once (the preview).
+    pub(super) fn stage_msg(&self, a: Accepted) {
+        let file = self.is_file();
+        {
+            let mut w = self.w.borrow_mut();
+            assert!(a.seq >= w.next_seq, "sequences are given in order");
+            w.next_seq = a.seq + 1;
+            let rel = w.staged.len();
+            if file {
+                record::encode(
+                    &mut w.staged,
+                    record::KIND_MSG,
+                    a.seq,
+                    a.ts,
+                    a.subject,
+                    a.hdr_len,
+                    a.msg,
+                );
+            }
+            w.msgs += 1;
+            w.bytes += a.size;
+            let e = w.subj_pending.entry(a.subject.clone()).or_insert((0, 0));
+            e.0 += 1;
+            e.1 = a.seq;
+            if let Some(id) = &a.msg_id {
+                w.ids.insert(id.clone(), a.seq);
+            }
+            w.last_msg_id = a.msg_id.clone();
+            w.pending.push(Pending::Msg(Staged {
+                seq: a.seq,
+                ts: a.ts,
+                subject: a.subject.clone(),
+                hdr_len: a.hdr_len,
+                data: (!file).then(|| Bytes::copy_from_slice(a.msg)),
+                len: a.msg.len(),
+                size: a.size,
+                rel,
+                reply: a.reply,
+                msg_id: a.msg_id,
+                rollup: a.rollup,
+            }));
+        }
+        self.wake.notify();
+        if file && !self.consumers.borrow().is_empty() {
+            self.preview_push(StoredMsg {
+                seq: a.seq,
+                ts: a.ts,
+                subject: a.subject.clone(),
+                hdr_len: a.hdr_len,
+                data: a.msg.clone(),
+            });
+            self.wake_consumers();
+        }
+    }
+}
+
+/// The answer made at once: `body` when there is a reply subject.
+fn answer(reply: Option<&Bytes>, body: impl FnOnce() -> Vec<u8>) -> Ingest {
+    match reply {
+        Some(_) => Ingest::Reply(body()),
+        None => Ingest::Silent,
+    }
+}
+
+/// What a publish is checked against.
+struct Publish<'a> {
+    stream: &'a str,
+    closed: bool,
+    cfg: &'a StreamConfig,
+    ix: &'a Index,
+    w: &'a WriteState,
+    dedupe: &'a Dedupe,
+}
+
+impl Publish<'_> {
+    fn check(&self, subject: &[u8], hdr: &[u8], len: usize) -> Checked {
+        let cfg = self.cfg;
+        let refuse = Checked::Refused;
         if cfg.sealed {
-            return reply_with(ApiError::sealed());
+            return refuse(ApiError::sealed());
         }
-        if self.closed.get() {
-            return reply_with(ApiError::stream_not_found());
+        if self.closed {
+            return refuse(ApiError::stream_not_found());
         }
-        if cfg.max_msg_size > 0 && msg.len() > cfg.max_msg_size as usize {
-            return reply_with(ApiError::msg_too_big());
+        if cfg.max_msg_size > 0 && len > cfg.max_msg_size as usize {
+            return refuse(ApiError::msg_too_big());
         }
-        if hdr_len > 64 * 1024 {
-            return reply_with(ApiError::header_too_big());
+        if hdr.len() > HEADERS_MAX {
+            return refuse(ApiError::header_too_big());
+        }
+        if self.w.staged.len() >= STREAM_INGEST_BYTES || self.w.pending.len() >= STREAM_INGEST_MSGS
+        {
+            return refuse(ApiError::too_many_requests());
+        }
+        let (msg_id, rollup) = if hdr.is_empty() {
+            (None, Rollup::None)
+        } else {
+            match self.check_headers(subject, hdr) {
+                Ok(found) => found,
+                Err(c) => return c,
+            }
+        };
+        let size = msg_size(cfg.memory(), subject.len(), hdr.len(), len - hdr.len());
+        if let Err(e) = self.check_limits(subject, size) {
+            return refuse(e);
+        }
+        Checked::Store {
+            msg_id,
+            rollup,
+            size,
+        }
+    }
+
+    /// The publish headers: message id (duplicates), expectations, rollup.
+    fn check_headers(
+        &self,
+        subject: &[u8],
+        hdr: &[u8],
+    ) -> Result<(Option<String>, Rollup), Checked> {
+        let refuse = |e| Err(Checked::Refused(e));
+        let cfg = self.cfg;
+        if headers::get(hdr, b"Nats-Stream-Source").is_some() {
+            return refuse(ApiError::source_header_not_allowed());
+        }
+        if headers::get(hdr, b"Nats-TTL").is_some() && !cfg.allow_msg_ttl {
+            return refuse(ApiError::ttl_disabled());
+        }
+        if headers::get(hdr, b"Nats-Batch-Id").is_some() {
+            return refuse(ApiError::batch_disabled());
         }
         let mut msg_id = None;
-        let mut rollup = Rollup::None;
-        let ix = self.ix.borrow();
-        let mut w = self.w.borrow_mut();
-        if w.staged.len() >= STREAM_INGEST_BYTES || w.pending.len() >= STREAM_INGEST_MSGS {
-            return reply_with(ApiError::too_many_requests());
+        if let Some(id) = headers::get(hdr, b"Nats-Msg-Id").filter(|v| !v.is_empty()) {
+            let id = String::from_utf8_lossy(id).into_owned();
+            if let Some(&seq) = self.w.ids.get(&id) {
+                return Err(Checked::DuplicatePending(seq));
+            }
+            if let Some(&seq) = self.dedupe.ids.get(&id) {
+                return Err(Checked::Duplicate(seq));
+            }
+            msg_id = Some(id);
         }
-        if hdr_len > 0 {
-            if headers::get(hdr, b"Nats-Stream-Source").is_some() {
-                return reply_with(ApiError::source_header_not_allowed());
+        self.check_expected(subject, hdr)
+            .map_err(Checked::Refused)?;
+        let rollup = match headers::get(hdr, b"Nats-Rollup") {
+            None => Rollup::None,
+            Some(_) if !cfg.allow_rollup_hdrs || cfg.deny_purge => {
+                return refuse(ApiError::rollup_not_permitted())
             }
-            if headers::get(hdr, b"Nats-TTL").is_some() && !cfg.allow_msg_ttl {
-                return reply_with(ApiError::ttl_disabled());
-            }
-            if headers::get(hdr, b"Nats-Batch-Id").is_some() {
-                return reply_with(ApiError::batch_disabled());
-            }
-            if let Some(id) = headers::get(hdr, b"Nats-Msg-Id").filter(|v| !v.is_empty()) {
-                let id = String::from_utf8_lossy(id).into_owned();
-                if let Some(&seq) = w.ids.get(&id) {
-                    // The original is not committed yet: answer with it.
-                    if let Some(r) = reply {
-                        w.pending.push(Pending::Dup {
-                            seq,
-                            reply: r.clone(),
-                        });
-                        return Ingest::Accepted;
-                    }
-                    return Ingest::Silent;
-                }
-                if let Some(&seq) = self.dedupe.borrow().ids.get(&id) {
-                    return match reply {
-                        Some(_) => Ingest::Reply(pub_ack(&self.name, seq, true)),
-                        None => Ingest::Silent,
-                    };
-                }
-                msg_id = Some(id);
-            }
-            if let Some(v) = headers::get(hdr, b"Nats-Expected-Stream") {
-                if v != self.name.as_bytes() {
-                    return reply_with(ApiError::expected_stream());
-                }
-            }
-            let last = w.next_seq - 1;
-            if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Sequence") {
-                match parse_u64(v) {
-                    Some(want) if want == last => {}
-                    _ => return reply_with(ApiError::wrong_last_seq(last)),
-                }
-            }
-            let subj_filter = headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject");
-            if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence") {
-                let filter = subj_filter.unwrap_or(subject);
-                let have = last_for(&ix, &w, filter);
-                match parse_u64(v) {
-                    Some(want) if want == have => {}
-                    _ => return reply_with(ApiError::wrong_last_seq(have)),
-                }
-            } else if subj_filter.is_some() {
-                return reply_with(ApiError::expected_subject_seq_subject_alone());
-            }
-            if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Msg-Id") {
-                let have = w.last_msg_id.clone().unwrap_or_default();
-                if v != have.as_bytes() {
-                    return reply_with(ApiError::wrong_last_msg_id(&have));
-                }
-            }
-            if let Some(v) = headers::get(hdr, b"Nats-Rollup") {
-                if !cfg.allow_rollup_hdrs || cfg.deny_purge {
-                    return reply_with(ApiError::rollup_not_permitted());
-                }
-                rollup = match v {
-                    b"sub" => Rollup::Subject,
-                    b"all" => Rollup::All,
-                    _ => return reply_with(ApiError::rollup_invalid(&String::from_utf8_lossy(v))),
-                };
+            Some(b"sub") => Rollup::Subject,
+            Some(b"all") => Rollup::All,
+            Some(v) => return refuse(ApiError::rollup_invalid(&String::from_utf8_lossy(v))),
+        };
+        Ok((msg_id, rollup))
+    }
+
+    /// The `Nats-Expected-*` headers, against what is committed or pending.
+    fn check_expected(&self, subject: &[u8], hdr: &[u8]) -> Result<(), ApiError> {
+        if let Some(v) = headers::get(hdr, b"Nats-Expected-Stream") {
+            if v != self.stream.as_bytes() {
+                return Err(ApiError::expected_stream());
             }
         }
-        let size = msg_size(cfg.memory(), subject.len(), hdr_len, msg.len() - hdr_len);
+        let last = self.w.next_seq - 1;
+        if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Sequence") {
+            if parse_u64(v) != Some(last) {
+                return Err(ApiError::wrong_last_seq(last));
+            }
+        }
+        let subj_filter = headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject");
+        match headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence") {
+            Some(v) => {
+                let have = last_for(self.ix, self.w, subj_filter.unwrap_or(subject));
+                if parse_u64(v) != Some(have) {
+                    return Err(ApiError::wrong_last_seq(have));
+                }
+            }
+            None if subj_filter.is_some() => {
+                return Err(ApiError::expected_subject_seq_subject_alone())
+            }
+            None => {}
+        }
+        if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Msg-Id") {
+            let have = self.w.last_msg_id.as_deref().unwrap_or_default();
+            if v != have.as_bytes() {
+                return Err(ApiError::wrong_last_msg_id(have));
+            }
+        }
+        Ok(())
+    }
+
+    /// Discard new: the limits refuse what would exceed them. A message
+    /// larger than max_bytes is refused whatever the discard policy.
+    fn check_limits(&self, subject: &[u8], size: u64) -> Result<(), ApiError> {
+        let (cfg, ix, w) = (self.cfg, self.ix, self.w);
+        let full = |what| Err(ApiError::store_failed(what));
         if cfg.discard_new() {
             if cfg.max_msgs > 0 && ix.msgs + w.msgs >= cfg.max_msgs as u64 {
-                return reply_with(ApiError::store_failed("maximum messages exceeded"));
+                return full("maximum messages exceeded");
             }
             if cfg.max_bytes > 0 && ix.bytes + w.bytes + size > cfg.max_bytes as u64 {
-                return reply_with(ApiError::store_failed("maximum bytes exceeded"));
+                return full("maximum bytes exceeded");
             }
             if cfg.discard_new_per_subject && cfg.max_msgs_per_subject > 0 {
                 let have = ix.subject(subject).map_or(0, |s| s.count)
                     + w.subj_pending.get(subject).map_or(0, |p| p.0);
                 if have >= cfg.max_msgs_per_subject as u64 {
-                    return reply_with(ApiError::store_failed(
-                        "maximum messages per subject exceeded",
-                    ));
+                    return full("maximum messages per subject exceeded");
                 }
             }
         }
         if cfg.max_bytes > 0 && size > cfg.max_bytes as u64 {
-            return reply_with(ApiError::store_failed("maximum bytes exceeded"));
+            return full("maximum bytes exceeded");
         }
-        drop(ix);
-        let seq = w.next_seq;
-        w.next_seq += 1;
-        let ts = crate::js::types::json::now_nanos();
-        let rel = w.staged.len();
-        if self.is_file() {
-            record::encode(
-                &mut w.staged,
-                record::KIND_MSG,
-                seq,
-                ts,
-                subject,
-                hdr_len,
-                msg,
-            );
-        }
-        w.msgs += 1;
-        w.bytes += size;
-        let e = w.subj_pending.entry(subject.clone()).or_insert((0, 0));
-        e.0 += 1;
-        e.1 = seq;
-        if let Some(id) = &msg_id {
-            w.ids.insert(id.clone(), seq);
-            w.last_msg_id = Some(id.clone());
-        } else {
-            w.last_msg_id = None;
-        }
-        let reply = if cfg.no_ack { None } else { reply.cloned() };
-        let data = (!self.is_file()).then(|| Bytes::copy_from_slice(msg));
-        w.pending.push(Pending::Msg {
-            seq,
-            ts,
-            subject: subject.clone(),
-            hdr_len,
-            data,
-            len: msg.len(),
-            rel,
-            reply,
-            msg_id,
-            rollup,
-        });
-        drop(w);
-        self.wake.notify();
-        if self.is_file() && !self.consumers.borrow().is_empty() {
-            // The record is encoded into the staged batch; the preview keeps
-            // the received bytes (the subject already pins the same buffer).
-            let mut pv = self.preview.borrow_mut();
-            // Accepted while there were no consumers: what the preview lacks
-            // is read after its commit, and nothing past the hole before.
-            if pv.back().is_some_and(|m| m.seq + 1 != seq) {
-                pv.clear();
-            }
-            pv.push_back(StoredMsg {
-                seq,
-                ts,
-                subject: subject.clone(),
-                hdr_len,
-                data: msg.clone(),
-            });
-            drop(pv);
-            self.wake_consumers();
-        }
-        Ingest::Accepted
+        Ok(())
     }
 }
 

@@ -25,6 +25,7 @@ mod dedupe;
 mod ingest;
 mod limits;
 mod read;
+pub mod recover;
 mod remove;
 mod writer;
 
@@ -55,27 +56,38 @@ enum Rollup {
 }
 
 enum Pending {
-    Msg {
-        seq: u64,
-        ts: i64,
-        subject: Bytes,
-        hdr_len: usize,
-        /// Memory streams: a copy of header + payload. File streams read it
-        /// from the written batch, so nothing pins a connection's read buffer.
-        data: Option<Bytes>,
-        len: usize,
-        /// Offset of its record in the staged bytes.
-        rel: usize,
-        reply: Option<Bytes>,
-        msg_id: Option<String>,
-        rollup: Rollup,
-    },
+    Msg(Staged),
     /// A duplicate of a message not yet committed: acked with it.
-    Dup { seq: u64, reply: Bytes },
+    Dup {
+        seq: u64,
+        reply: Bytes,
+    },
     /// Completion of an API operation whose records are staged.
     Op(Rc<Cell<Option<Result<(), ApiError>>>>),
     /// A live message copied forward by compaction (record at `rel`).
-    Move { seq: u64, rel: usize },
+    Move {
+        seq: u64,
+        rel: usize,
+    },
+}
+
+/// An accepted message waiting for the write that holds it.
+struct Staged {
+    seq: u64,
+    ts: i64,
+    subject: Bytes,
+    hdr_len: usize,
+    /// Memory streams: a copy of header + payload. File streams read it
+    /// from the written batch, so nothing pins a connection's read buffer.
+    data: Option<Bytes>,
+    len: usize,
+    /// Accounting size (`msg_size`), counted in `WriteState::bytes` until commit.
+    size: u64,
+    /// Offset of its record in the staged bytes.
+    rel: usize,
+    reply: Option<Bytes>,
+    msg_id: Option<String>,
+    rollup: Rollup,
 }
 
 #[derive(Default)]
@@ -251,10 +263,32 @@ impl Stream {
     }
 
     pub(super) fn segment_lost(&self, seg: u64) {
-        if let Some(log) = self.log.borrow_mut().as_mut() {
-            if let Some(s) = log.segs.get_mut(&seg) {
-                s.live = s.live.saturating_sub(1);
-            }
+        if let Some(s) = self
+            .log
+            .borrow_mut()
+            .as_mut()
+            .and_then(|l| l.segs.get_mut(&seg))
+        {
+            assert!(
+                s.live > 0,
+                "segment {seg} counts every message the index has in it"
+            );
+            s.live -= 1;
+        }
+    }
+
+    /// Counts `n` more live messages in segment `seg` (if it is a file's).
+    pub(super) fn segment_gained(&self, seg: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(s) = self
+            .log
+            .borrow_mut()
+            .as_mut()
+            .and_then(|l| l.segs.get_mut(&seg))
+        {
+            s.live += n;
         }
     }
 }

@@ -31,6 +31,17 @@ impl Stream {
         pv.range(at..).find(|m| keep(&m.subject)).map(|m| m.seq)
     }
 
+    /// Adds an accepted message to the preview (the stream has consumers).
+    pub(super) fn preview_push(&self, m: StoredMsg) {
+        let mut pv = self.preview.borrow_mut();
+        // Accepted while there were no consumers: what the preview lacks is
+        // read after its commit, and nothing past the hole before.
+        if pv.back().is_some_and(|b| b.seq + 1 != m.seq) {
+            pv.clear();
+        }
+        pv.push_back(m);
+    }
+
     /// Previewed message `seq`, if it is still waiting for its write.
     pub fn preview_get(&self, seq: u64) -> Option<StoredMsg> {
         let pv = self.preview.borrow();
@@ -143,7 +154,6 @@ impl Stream {
                     return Vec::new();
                 }
             };
-        let max_record = record::HEADER + 64 * 1024 + crate::limits::PAYLOAD_MAX_LIMIT + 65_536;
         // Messages are slices of the one read buffer: no copy per message.
         let buf = Bytes::from(bytes);
         let bytes = &buf[..];
@@ -152,7 +162,7 @@ impl Stream {
         {
             let ix = self.ix.borrow();
             while pos < bytes.len() {
-                match record::decode(&bytes[pos..], max_record) {
+                match record::decode(&bytes[pos..], crate::limits::RECORD_BYTES_MAX) {
                     record::Decoded::Record(r, n) => {
                         let here = start + pos as u64;
                         let live = ix

@@ -79,12 +79,7 @@ impl Stream {
         let mut flights: VecDeque<Flight> = VecDeque::new();
         loop {
             if flights.is_empty() && !self.w.borrow().erases.is_empty() {
-                let erases = std::mem::take(&mut self.w.borrow_mut().erases);
-                for e in erases {
-                    let r = self.erase(&e).await;
-                    e.done.set(Some(r));
-                }
-                self.committed.notify_all();
+                self.run_erases().await;
                 continue;
             }
             let has_work = {
@@ -93,69 +88,10 @@ impl Stream {
             };
             let roll_blocked =
                 !flights.is_empty() && self.log.borrow().as_ref().is_some_and(|l| l.should_roll());
-            if has_work && flights.len() < STREAM_WRITES_IN_FLIGHT && !roll_blocked {
-                let (staged, pending, next_seq) = {
-                    let mut w = self.w.borrow_mut();
-                    (
-                        std::mem::take(&mut w.staged),
-                        std::mem::take(&mut w.pending),
-                        w.next_seq,
-                    )
-                };
-                let markers = std::mem::take(&mut self.w.borrow_mut().markers_staged);
-                if !self.is_file() || staged.is_empty() {
-                    // Nothing to write (memory stream, or only waiters): commit in order.
-                    if flights.is_empty() {
-                        let replies = self.commit(pending, 0, 0, &Bytes::new());
-                        self.after_commit(&shard, replies).await;
-                    } else {
-                        flights.push_back(Flight {
-                            task: None,
-                            pending,
-                            seg: 0,
-                            base: 0,
-                            end: 0,
-                            restore: None,
-                            batch: Bytes::new(),
-                        });
-                    }
-                    continue;
-                }
-                // A new segment is named by the first message it will hold.
-                let first = pending
-                    .iter()
-                    .find_map(|p| match p {
-                        Pending::Msg { seq, .. } => Some(*seq),
-                        _ => None,
-                    })
-                    .unwrap_or(next_seq);
-                match self.launch(&staged, first).await {
-                    Ok((task, seg, base, restore)) => {
-                        let end = base + staged.len() as u64;
-                        if markers {
-                            if let Some(s) = self
-                                .log
-                                .borrow_mut()
-                                .as_mut()
-                                .and_then(|l| l.segs.get_mut(&seg))
-                            {
-                                s.markers = true;
-                            }
-                        }
-                        flights.push_back(Flight {
-                            task: Some(task),
-                            pending,
-                            seg,
-                            base,
-                            end,
-                            restore: Some(restore),
-                            batch: Bytes::from(staged),
-                        });
-                    }
-                    Err(e) => {
-                        let replies = self.write_failed(&e, pending, Vec::new());
-                        self.after_commit(&shard, replies).await;
-                    }
+            let can_launch = flights.len() < STREAM_WRITES_IN_FLIGHT && !roll_blocked;
+            if has_work && can_launch {
+                if let Some(replies) = self.launch_staged(&mut flights).await {
+                    self.after_commit(&shard, replies).await;
                 }
                 continue;
             }
@@ -169,7 +105,6 @@ impl Stream {
                 continue;
             }
             // Wait for the oldest write; or for new work while there is room.
-            let can_launch = flights.len() < STREAM_WRITES_IN_FLIGHT && !roll_blocked;
             let result = {
                 let head = &mut flights[0];
                 match &mut head.task {
@@ -187,51 +122,137 @@ impl Stream {
             let Some(result) = result else { continue };
             let f = flights.pop_front().expect("head present");
             let replies = match result {
-                Ok(()) => {
-                    if let Some(log) = self.log.borrow_mut().as_mut() {
-                        if f.task.is_some() {
-                            log.finish(f.end);
-                        }
-                    }
-                    *self.io_error.borrow_mut() = None;
-                    self.commit(f.pending, f.seg, f.base, &f.batch)
-                }
-                Err(e) => {
-                    // Everything after the failed write depends on it: wait for
-                    // the rest, then cut the file back and fail them all.
-                    let mut later = Vec::new();
-                    for mut g in flights.drain(..) {
-                        if let Some(t) = g.task.take() {
-                            let _ = t.await;
-                        }
-                        later.extend(g.pending);
-                    }
-                    let restore = f.restore.expect("file writes carry their restore point");
-                    let cut = restore.end();
-                    if let Some(log) = self.log.borrow_mut().as_mut() {
-                        log.rollback(restore);
-                    }
-                    let file = self
-                        .log
-                        .borrow()
-                        .as_ref()
-                        .and_then(|l| l.segs.get(&f.seg).and_then(|s| s.file.clone()));
-                    if let Some(file) = file {
-                        if let Err(e) = file.truncate(cut).await {
-                            crate::error!(
-                                "JetStream stream '{}': cutting back a failed write: {e}",
-                                self.name
-                            );
-                        }
-                    }
-                    self.write_failed(&e, f.pending, later)
-                }
+                Ok(()) => self.completed(f),
+                Err(e) => self.failed(f, &mut flights, &e).await,
             };
             self.after_commit(&shard, replies).await;
         }
         self.writer_running.set(false);
         self.committed.notify_all();
         self.writer_done.notify_all();
+    }
+
+    /// Overwrites deleted records (MSG.DELETE with erase); only with no
+    /// write in flight, so it races with nothing.
+    async fn run_erases(&self) {
+        let erases = std::mem::take(&mut self.w.borrow_mut().erases);
+        for e in erases {
+            let r = self.erase(&e).await;
+            e.done.set(Some(r));
+        }
+        self.committed.notify_all();
+    }
+
+    /// Takes everything staged into a new write (or, with nothing to write,
+    /// a flight that completes with the one before). Returns the replies when
+    /// it completed at once (memory streams, waiters only, a failed launch).
+    async fn launch_staged(&self, flights: &mut VecDeque<Flight>) -> Option<Vec<(Bytes, Vec<u8>)>> {
+        let (staged, pending, next_seq, markers) = {
+            let mut w = self.w.borrow_mut();
+            (
+                std::mem::take(&mut w.staged),
+                std::mem::take(&mut w.pending),
+                w.next_seq,
+                std::mem::take(&mut w.markers_staged),
+            )
+        };
+        if !self.is_file() || staged.is_empty() {
+            // Nothing to write (memory stream, or only waiters): commit in order.
+            if flights.is_empty() {
+                return Some(self.commit(pending, 0, 0, &Bytes::new()));
+            }
+            flights.push_back(Flight {
+                task: None,
+                pending,
+                seg: 0,
+                base: 0,
+                end: 0,
+                restore: None,
+                batch: Bytes::new(),
+            });
+            return None;
+        }
+        // A new segment is named by the first message it will hold.
+        let first = pending
+            .iter()
+            .find_map(|p| match p {
+                Pending::Msg(m) => Some(m.seq),
+                _ => None,
+            })
+            .unwrap_or(next_seq);
+        match self.launch(&staged, first).await {
+            Ok((task, seg, base, restore)) => {
+                let end = base + staged.len() as u64;
+                if markers {
+                    if let Some(s) = self
+                        .log
+                        .borrow_mut()
+                        .as_mut()
+                        .and_then(|l| l.segs.get_mut(&seg))
+                    {
+                        s.markers = true;
+                    }
+                }
+                flights.push_back(Flight {
+                    task: Some(task),
+                    pending,
+                    seg,
+                    base,
+                    end,
+                    restore: Some(restore),
+                    batch: Bytes::from(staged),
+                });
+                None
+            }
+            Err(e) => Some(self.write_failed(&e, pending, Vec::new())),
+        }
+    }
+
+    /// The oldest write completed: commit what it holds.
+    fn completed(&self, f: Flight) -> Vec<(Bytes, Vec<u8>)> {
+        if let Some(log) = self.log.borrow_mut().as_mut() {
+            if f.task.is_some() {
+                log.finish(f.end);
+            }
+        }
+        *self.io_error.borrow_mut() = None;
+        self.commit(f.pending, f.seg, f.base, &f.batch)
+    }
+
+    /// The oldest write failed. Everything after it depends on it: wait for
+    /// the rest, then cut the file back to where it ended and fail them all.
+    async fn failed(
+        &self,
+        f: Flight,
+        flights: &mut VecDeque<Flight>,
+        e: &std::io::Error,
+    ) -> Vec<(Bytes, Vec<u8>)> {
+        let mut later = Vec::new();
+        for mut g in flights.drain(..) {
+            if let Some(t) = g.task.take() {
+                let _ = t.await;
+            }
+            later.extend(g.pending);
+        }
+        let restore = f.restore.expect("file writes carry their restore point");
+        let cut = restore.end();
+        if let Some(log) = self.log.borrow_mut().as_mut() {
+            log.rollback(restore);
+        }
+        let file = self
+            .log
+            .borrow()
+            .as_ref()
+            .and_then(|l| l.segs.get(&f.seg).and_then(|s| s.file.clone()));
+        if let Some(file) = file {
+            if let Err(e) = file.truncate(cut).await {
+                crate::error!(
+                    "JetStream stream '{}': cutting back a failed write: {e}",
+                    self.name
+                );
+            }
+        }
+        self.write_failed(e, f.pending, later)
     }
 
     pub(super) async fn after_commit(

@@ -218,8 +218,25 @@ impl ConsumerConfig {
             .map_err(|e| ApiError::invalid_json(&e.to_string()))
     }
 
-    /// Fills defaults and checks the config as nats-server does on create.
+    /// Fills defaults and checks the config as nats-server does on create
+    /// (its checks, in its order: the first failure is the answer).
     pub fn normalize(&mut self, stream: &StreamConfig) -> Result<(), ApiError> {
+        self.normalize_policies()?;
+        self.check_general()?;
+        self.normalize_acks(stream)?;
+        if self.is_push() {
+            self.check_push()?;
+        } else {
+            self.check_pull()?;
+        }
+        self.check_filters()?;
+        self.check_start()?;
+        self.check_times(stream)?;
+        self.check_retention(stream)
+    }
+
+    /// The policies: defaults, and Go's decoding errors for unknown values.
+    fn normalize_policies(&mut self) -> Result<(), ApiError> {
         match self.deliver_policy.as_str() {
             "" | "undefined" => self.deliver_policy = "all".into(),
             "all" | "last" | "new" | "by_start_sequence" | "by_start_time" | "last_per_subject" => {
@@ -243,6 +260,10 @@ impl ConsumerConfig {
             "instant" | "original" => {}
             other => return Err(unmarshal(other)),
         }
+        Ok(())
+    }
+    /// Replicas, description and the features this server does not have.
+    fn check_general(&mut self) -> Result<(), ApiError> {
         if self.num_replicas > 1 {
             return Err(ApiError::replicas_not_supported());
         }
@@ -267,6 +288,10 @@ impl ConsumerConfig {
         if self.priority_policy == "none" {
             self.priority_policy.clear();
         }
+        Ok(())
+    }
+    /// max_deliver, backoff, ack_wait and max_ack_pending defaults.
+    fn normalize_acks(&mut self, stream: &StreamConfig) -> Result<(), ApiError> {
         if self.max_deliver == 0 || self.max_deliver < -1 {
             self.max_deliver = -1;
         }
@@ -294,78 +319,87 @@ impl ConsumerConfig {
                 MAX_ACK_PENDING_DEFAULT
             };
         }
-        if self.is_push() {
-            if self.max_waiting != 0 {
-                return Err(bad(
-                    400,
-                    10080,
-                    "consumer in push mode can not set max waiting",
-                ));
-            }
-            if !subject::valid_publish(self.deliver_subject.as_bytes()) {
-                return Err(bad(400, 10079, "consumer deliver subject has wildcards"));
-            }
-            if self.flow_control && self.idle_heartbeat <= 0 {
-                return Err(bad(
-                    400,
-                    10108,
-                    "consumer with flow control also needs heartbeats",
-                ));
-            }
-            if self.max_batch != 0 || self.max_expires != 0 || self.max_bytes != 0 {
-                return Err(bad(
-                    400,
-                    10003,
-                    "consumer in push mode can not set max batch, max expires or max bytes",
-                ));
-            }
-        } else {
-            if self.rate_limit_bps > 0 {
-                return Err(bad(
-                    400,
-                    10086,
-                    "consumer in pull mode can not have rate limit set",
-                ));
-            }
-            if self.idle_heartbeat != 0 {
-                return Err(bad(
-                    400,
-                    10088,
-                    "consumer idle heartbeat requires a push based consumer",
-                ));
-            }
-            if self.flow_control {
-                return Err(bad(
-                    400,
-                    10089,
-                    "consumer flow control requires a push based consumer",
-                ));
-            }
-            if !self.deliver_group.is_empty() {
-                return Err(bad(
-                    400,
-                    10003,
-                    "consumer deliver group requires a push based consumer",
-                ));
-            }
-            if self.max_waiting <= 0 {
-                self.max_waiting = MAX_WAITING_DEFAULT;
-            }
-            if self.max_expires != 0 && self.max_expires < 1_000_000 {
-                return Err(bad(
-                    400,
-                    10003,
-                    "consumer max request expires needs to be >= 1ms",
-                ));
-            }
-            if self.max_batch < 0 || self.max_bytes < 0 {
-                return Err(bad(
-                    400,
-                    10003,
-                    "consumer max batch and max bytes can not be negative",
-                ));
-            }
+        Ok(())
+    }
+    /// What a push consumer may not set.
+    fn check_push(&mut self) -> Result<(), ApiError> {
+        if self.max_waiting != 0 {
+            return Err(bad(
+                400,
+                10080,
+                "consumer in push mode can not set max waiting",
+            ));
         }
+        if !subject::valid_publish(self.deliver_subject.as_bytes()) {
+            return Err(bad(400, 10079, "consumer deliver subject has wildcards"));
+        }
+        if self.flow_control && self.idle_heartbeat <= 0 {
+            return Err(bad(
+                400,
+                10108,
+                "consumer with flow control also needs heartbeats",
+            ));
+        }
+        if self.max_batch != 0 || self.max_expires != 0 || self.max_bytes != 0 {
+            return Err(bad(
+                400,
+                10003,
+                "consumer in push mode can not set max batch, max expires or max bytes",
+            ));
+        }
+        Ok(())
+    }
+    /// What a pull consumer may not set, and its defaults.
+    fn check_pull(&mut self) -> Result<(), ApiError> {
+        if self.rate_limit_bps > 0 {
+            return Err(bad(
+                400,
+                10086,
+                "consumer in pull mode can not have rate limit set",
+            ));
+        }
+        if self.idle_heartbeat != 0 {
+            return Err(bad(
+                400,
+                10088,
+                "consumer idle heartbeat requires a push based consumer",
+            ));
+        }
+        if self.flow_control {
+            return Err(bad(
+                400,
+                10089,
+                "consumer flow control requires a push based consumer",
+            ));
+        }
+        if !self.deliver_group.is_empty() {
+            return Err(bad(
+                400,
+                10003,
+                "consumer deliver group requires a push based consumer",
+            ));
+        }
+        if self.max_waiting <= 0 {
+            self.max_waiting = MAX_WAITING_DEFAULT;
+        }
+        if self.max_expires != 0 && self.max_expires < 1_000_000 {
+            return Err(bad(
+                400,
+                10003,
+                "consumer max request expires needs to be >= 1ms",
+            ));
+        }
+        if self.max_batch < 0 || self.max_bytes < 0 {
+            return Err(bad(
+                400,
+                10003,
+                "consumer max batch and max bytes can not be negative",
+            ));
+        }
+        Ok(())
+    }
+    /// The idle heartbeat floor and the filter subjects.
+    fn check_filters(&mut self) -> Result<(), ApiError> {
         if self.idle_heartbeat != 0 && self.idle_heartbeat < HEARTBEAT_MIN {
             return Err(bad(
                 400,
@@ -400,6 +434,10 @@ impl ConsumerConfig {
         if self.filter_subject == ">" {
             self.filter_subject.clear();
         }
+        Ok(())
+    }
+    /// The deliver policy against opt_start_seq and opt_start_time.
+    fn check_start(&mut self) -> Result<(), ApiError> {
         match self.deliver() {
             DeliverPolicy::ByStartSeq => {
                 if self.opt_start_seq == 0 {
@@ -440,6 +478,10 @@ impl ConsumerConfig {
                 }
             }
         }
+        Ok(())
+    }
+    /// pause_until, sample_freq and the inactive threshold (ephemerals get one).
+    fn check_times(&mut self, stream: &StreamConfig) -> Result<(), ApiError> {
         if let Some(t) = &self.pause_until {
             if crate::js::types::json::parse_rfc3339(t).is_none() {
                 return Err(ApiError::invalid_json(&format!(
@@ -471,6 +513,10 @@ impl ConsumerConfig {
                 INACTIVE_THRESHOLD_EPHEMERAL
             };
         }
+        Ok(())
+    }
+    /// What the stream's retention asks of its consumers.
+    fn check_retention(&self, stream: &StreamConfig) -> Result<(), ApiError> {
         // Retention rules of the stream.
         if stream.retention() == crate::js::types::stream_config::Retention::WorkQueue {
             if self.ack() == AckPolicy::None && !self.is_push() {

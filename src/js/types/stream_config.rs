@@ -196,9 +196,18 @@ impl StreamConfig {
     }
 
     /// Fills defaults and checks the config the way nats-server does on create
-    /// and update (`check_stream_cfg`). Overlaps with other streams are checked
-    /// by the catalogue.
+    /// and update (`checkStreamCfg`, in its order: the first failure is the
+    /// answer). Overlaps with other streams are checked by the catalogue.
     pub fn normalize(&mut self, max_payload: usize) -> Result<(), ApiError> {
+        self.check_names()?;
+        self.normalize_enums()?;
+        self.normalize_limits(max_payload)?;
+        self.check_features()?;
+        self.check_subjects()
+    }
+
+    /// Name and description.
+    fn check_names(&mut self) -> Result<(), ApiError> {
         let bad = |m: &str| Err(ApiError::invalid_config(m));
         if self.name.is_empty() {
             return bad("stream name is required");
@@ -212,6 +221,11 @@ impl StreamConfig {
         if self.description.len() > DESCRIPTION_MAX {
             return bad("stream description is too long, maximum allowed is 4096");
         }
+        Ok(())
+    }
+    /// Retention, discard, storage, compression, persist mode, replicas.
+    fn normalize_enums(&mut self) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError::invalid_config(m));
         // Go's enum decoders quote the raw JSON value in their message.
         let unmarshal = |v: &str| {
             Err(ApiError::invalid_json(&format!(
@@ -261,6 +275,11 @@ impl StreamConfig {
         if self.num_replicas > 1 {
             return Err(ApiError::replicas_not_supported());
         }
+        Ok(())
+    }
+    /// The max_* limits, max_age and the duplicate window.
+    fn normalize_limits(&mut self, max_payload: usize) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError::invalid_config(m));
         for v in [
             &mut self.max_msgs,
             &mut self.max_bytes,
@@ -301,6 +320,11 @@ impl StreamConfig {
                 return bad("duplicates window can not be larger then max age");
             }
         }
+        Ok(())
+    }
+    /// Feature combinations, and the features this server does not have.
+    fn check_features(&mut self) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError::invalid_config(m));
         if self.discard_new_per_subject {
             if !self.discard_new() {
                 return bad("discard new per subject requires discard new policy to be set");
@@ -355,6 +379,11 @@ impl StreamConfig {
                 self.metadata = None;
             }
         }
+        Ok(())
+    }
+    /// The stream's own subjects (defaulting to its name).
+    fn check_subjects(&mut self) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError::invalid_config(m));
         if self.subjects.is_empty() {
             self.subjects = vec![self.name.clone()];
         }

@@ -1,0 +1,108 @@
+//! Rebuilding a file stream's index from its records at start-up: messages,
+//! moved messages, deletes and floors replayed in file order, the message ids
+//! still inside the duplicate window, and the removals of rollups that may
+//! not have reached the disk before a crash. Pure: it sees records, not files.
+
+use crate::js::store::index::{Index, Location, NewEntry};
+use crate::js::store::record;
+use crate::js::store::segment::Recovered;
+use crate::limits::STREAM_CACHE_BYTES;
+use crate::protocol::headers;
+
+/// The replay of one stream's records.
+pub struct Replay {
+    pub ix: Index,
+    /// (message id, sequence, time) of messages inside the duplicate window.
+    pub ids: Vec<(String, u64, i64)>,
+    /// The message id of the last message (for `Nats-Expected-Last-Msg-Id`).
+    pub last_id: Option<String>,
+    /// Ids of messages older than this are not remembered.
+    window_start: i64,
+    /// The stream honours `Nats-Rollup`.
+    rollups: bool,
+}
+
+impl Replay {
+    pub fn new(ix: Index, window_start: i64, rollups: bool) -> Replay {
+        Replay {
+            ix,
+            ids: Vec::new(),
+            last_id: None,
+            window_start,
+            rollups,
+        }
+    }
+
+    /// Applies one record, in file order.
+    pub fn apply(&mut self, r: Recovered) {
+        match r.kind {
+            record::KIND_MSG => self.message(r),
+            record::KIND_MOVED => {
+                // A live message that compaction copied forward.
+                self.ix.insert_moved(entry(&r));
+                self.ix.evict(STREAM_CACHE_BYTES);
+            }
+            record::KIND_DELETE => {
+                // An erased last message leaves only its delete record: the
+                // sequence it had is still used.
+                self.ix.skip_through(r.seq);
+                self.ix.remove(r.seq);
+            }
+            _ => {
+                self.ix.raise_floor(r.seq);
+            }
+        }
+    }
+
+    fn message(&mut self, r: Recovered) {
+        let ix = &mut self.ix;
+        // Already superseded (a record written again after a failed write).
+        if r.seq <= ix.last_seq() && !(ix.msgs == 0 && r.seq >= ix.first_seq()) {
+            return;
+        }
+        let hdr = &r.data[..r.hdr_len];
+        let id = headers::get(hdr, b"Nats-Msg-Id")
+            .filter(|v| !v.is_empty())
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        if let Some(id) = &id {
+            if r.ts >= self.window_start {
+                self.ids.push((id.clone(), r.seq, r.ts));
+            }
+        }
+        let rollup = self
+            .rollups
+            .then(|| headers::get(hdr, b"Nats-Rollup").map(<[u8]>::to_vec))
+            .flatten();
+        self.last_id = id;
+        ix.append(entry(&r));
+        // A rollup's removals may not have reached the disk: redo them.
+        match rollup.as_deref() {
+            Some(b"sub") => {
+                while let Some(older) = ix.first_of(&r.subject).filter(|s| *s < r.seq) {
+                    ix.remove(older);
+                }
+            }
+            Some(b"all") => {
+                ix.raise_floor(r.seq);
+            }
+            _ => {}
+        }
+        // Keep memory bounded while loading a large stream.
+        ix.evict(STREAM_CACHE_BYTES);
+    }
+}
+
+fn entry(r: &Recovered) -> NewEntry<'_> {
+    NewEntry {
+        seq: r.seq,
+        ts: r.ts,
+        subject: &r.subject,
+        hdr_len: r.hdr_len,
+        len: r.data.len(),
+        at: Location {
+            seg: r.seg,
+            off: r.off,
+        },
+        data: Some(r.data.clone()),
+    }
+}
