@@ -1,18 +1,25 @@
 //! jetcore: a NATS-compatible message server, thread-per-core on glommio.
 //!
-//! See ARCHITECTURE.md for the map. Modules, bottom-up (each uses only those above):
+//! See ARCHITECTURE.md for the map. Modules, bottom-up: each uses only those
+//! on its own line or above (`tests/tidy.rs` checks it on every `cargo test`).
 //! - `limits`: every bound, with its reason.
 //! - `log`: nats-server style log lines.
 //! - `config`: command line → `Config` (nats-server flags, Go style).
-//! - `notify`: single-waiter wake-up for tasks on one shard.
+//! - `notify`: single-waiter and broadcast wake-ups for tasks on one shard.
 //! - `subject`: subject validation and the interest trie with its match cache.
 //! - `protocol`: client ops, the byte parser, INFO/CONNECT, header blocks.
-//! - `shard::msg`, `shard::mesh`: what crosses shards, and the bounded mesh.
-//! - `net`: connections (read/write/ping loops), outbound queues, accept loops.
-//! - `router`: the publish path and interest bookkeeping.
-//! - `js`: JetStream: streams on their owner shard, segment files, the API.
-//! - `shard`: the per-core root that owns all of the above on its core.
-//! - `server`: process startup: executors, signals, exit codes.
+//! - `js::types`: JetStream's data: configs, API errors, Go-style JSON, the
+//!   catalogue entry, sequence and time newtypes (no runtime state).
+//! - `shard::msg`: what crosses shards (`ShardMsg`, `JsCmd`).
+//! - `shard::mesh`: the bounded channel mesh and per-peer batches.
+//! - `net::io`, `net::outbound`, `net::conn`: socket I/O, outbound queues, a
+//!   connection's shared state.
+//! - `shard`: the per-core root (`Shard`) and the `JetStream` trait it calls.
+//! - `router`: the publish path and interest bookkeeping (`impl Shard`).
+//! - `net::session`, `net::listener`: the tasks driving a connection, accept loops.
+//! - `js`: JetStream on a shard: storage, streams, consumers, the API.
+//! - `server`: process and shard startup, signals, exit codes.
+//! - `bench`: the load generator (`jetcore-bench`), a client; not the server.
 
 pub mod bench;
 pub mod config;

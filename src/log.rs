@@ -73,15 +73,35 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 #[macro_export]
-macro_rules! info { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($t)*)) } }
+macro_rules! info {
+    ($($t:tt)*) => {
+        $crate::log::write($crate::log::Level::Info, format_args!($($t)*))
+    };
+}
 #[macro_export]
-macro_rules! warn { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Warn, format_args!($($t)*)) } }
+macro_rules! warn {
+    ($($t:tt)*) => {
+        $crate::log::write($crate::log::Level::Warn, format_args!($($t)*))
+    };
+}
 #[macro_export]
-macro_rules! error { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($t)*)) } }
+macro_rules! error {
+    ($($t:tt)*) => {
+        $crate::log::write($crate::log::Level::Error, format_args!($($t)*))
+    };
+}
 #[macro_export]
-macro_rules! debug { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Debug, format_args!($($t)*)) } }
+macro_rules! debug {
+    ($($t:tt)*) => {
+        $crate::log::write($crate::log::Level::Debug, format_args!($($t)*))
+    };
+}
 #[macro_export]
-macro_rules! trace { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Trace, format_args!($($t)*)) } }
+macro_rules! trace {
+    ($($t:tt)*) => {
+        $crate::log::write($crate::log::Level::Trace, format_args!($($t)*))
+    };
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use crate::config::SyncMode;
 use crate::js::owner::{add_interest_local, start_stream, Meta};
 use crate::js::store::index::Index;
-use crate::js::store::segment;
+use crate::js::store::{recovery, segment};
 use crate::js::stream::recover::Replay;
 use crate::js::stream::Stream;
 use crate::js::types::catalog::CatalogEntry;
@@ -87,7 +87,7 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
     let mut log = None;
     if !cfg.memory() {
         let fail = |e: std::io::Error| format!("stream {}: {e}", cfg.name);
-        let mut segs = segment::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| replay.apply(r))
+        let mut segs = recovery::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| replay.apply(r))
             .map_err(fail)?;
         let ix = &replay.ix;
         for seq in ix.first_seq()..=ix.last_seq() {

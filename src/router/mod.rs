@@ -599,7 +599,7 @@ impl Shard {
                 } => {
                     assert_eq!(
                         key.shard, from,
-                        "interest change from a shard that does not own it"
+                        "interest added by a shard that does not own it"
                     );
                     self.interest
                         .borrow_mut()
@@ -611,6 +611,10 @@ impl Shard {
                     subject,
                     queue,
                 } => {
+                    assert_eq!(
+                        key.shard, from,
+                        "interest removed by a shard that does not own it"
+                    );
                     self.interest
                         .borrow_mut()
                         .remove(&subject, queue.as_deref(), key);
@@ -624,25 +628,9 @@ impl Shard {
                     msg_len,
                     targets,
                 } => {
-                    let at = at as usize;
-                    let subject_end = at + subject_len as usize;
-                    let reply_end = match reply_len {
-                        u32::MAX => subject_end,
-                        n => subject_end + n as usize,
-                    };
-                    let end = reply_end + msg_len as usize;
+                    let lens = (at, subject_len, reply_len, msg_len);
                     let list = &batch_targets[targets.0 as usize..targets.1 as usize];
-                    // A stream keeps what it stores until the write commits:
-                    // give it its own copy, not a slice pinning the whole batch.
-                    let stored = |t: &Target| t.cid == JS_CID && msg::stores(t.sub);
-                    let own = if list.iter().any(stored) {
-                        Bytes::copy_from_slice(&packed[at..end])
-                    } else {
-                        packed.slice(at..end)
-                    };
-                    let (reply_end, subject_end) = (reply_end - at, subject_end - at);
-                    let reply = (reply_len != u32::MAX).then(|| own.slice(subject_end..reply_end));
-                    let (subject, msg) = (own.slice(..subject_end), own.slice(reply_end..));
+                    let (subject, reply, msg) = unpack(&packed, lens, list);
                     (subject, reply, hdr_len, msg, targets)
                 }
                 ShardMsg::Deliver {
@@ -677,6 +665,13 @@ impl Shard {
                 &mut stalled_stream,
             );
         }
+        self.after_batch(stalled, stalled_stream).await;
+    }
+
+    /// After a batch: a separate task flushes what applying it queued for
+    /// peers; the receiver then pauses (a bounded time) for a stream or a
+    /// connection it congested, which holds back the sending shard.
+    async fn after_batch(self: &Rc<Self>, stalled: Option<u64>, stalled_stream: Option<u32>) {
         if self.mesh.as_ref().is_some_and(|m| m.has_open()) {
             let shard = self.clone();
             glommio::spawn_local(async move { shard.flush_mesh().await }).detach();
@@ -691,4 +686,30 @@ impl Shard {
             }
         }
     }
+}
+
+/// A `Packed` message's subject, reply and body, cut from its batch's
+/// buffer. A stream keeps what it stores until the write commits: when one of
+/// `targets` stores it, it gets its own copy, not a slice pinning the batch.
+fn unpack(
+    packed: &Bytes,
+    (at, subject_len, reply_len, msg_len): (u32, u32, u32, u32),
+    targets: &[Target],
+) -> (Bytes, Option<Bytes>, Bytes) {
+    let at = at as usize;
+    let subject_end = at + subject_len as usize;
+    let reply_end = match reply_len {
+        u32::MAX => subject_end,
+        n => subject_end + n as usize,
+    };
+    let end = reply_end + msg_len as usize;
+    let stored = |t: &Target| t.cid == JS_CID && msg::stores(t.sub);
+    let own = if targets.iter().any(stored) {
+        Bytes::copy_from_slice(&packed[at..end])
+    } else {
+        packed.slice(at..end)
+    };
+    let (reply_end, subject_end) = (reply_end - at, subject_end - at);
+    let reply = (reply_len != u32::MAX).then(|| own.slice(subject_end..reply_end));
+    (own.slice(..subject_end), reply, own.slice(reply_end..))
 }

@@ -654,7 +654,8 @@ pub fn on_internal(
         }
         crate::js::ACK_BIT => {
             // v1: $JS.ACK.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>
-            // v2: $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>.<pending>[...]
+            // v2: $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<dc>.<sseq>.<cseq>.<ts>
+            //     .<pending>[...]
             let at = match long {
                 9 if tokens[2] == name => 2,
                 n if n >= 11 && tokens[4] == name => 4,

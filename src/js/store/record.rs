@@ -18,6 +18,13 @@
 //! used: recovery drops it (and truncates a torn tail).
 
 pub const HEADER: usize = 32;
+
+// The longest record this codec can write (a u16 subject length, a header
+// block, the largest payload) is one recovery and reads accept.
+const _: () = assert!(
+    HEADER + u16::MAX as usize + crate::limits::HEADERS_MAX + crate::limits::PAYLOAD_MAX_LIMIT
+        <= crate::limits::RECORD_BYTES_MAX
+);
 pub const KIND_MSG: u8 = 1;
 pub const KIND_DELETE: u8 = 2;
 pub const KIND_FLOOR: u8 = 3;

@@ -14,15 +14,19 @@ use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
-use crate::js::store::record::{self, Decoded};
 use crate::limits::DMA_IO_MAX;
 
+/// The unit of every DMA read and write, and of segment offsets' alignment.
 pub const BLOCK: u64 = 4096;
 
-fn align_down(v: u64) -> u64 {
+// A DMA piece is whole blocks; the smallest segment is one block.
+const _: () = assert!((crate::limits::DMA_IO_MAX as u64).is_multiple_of(BLOCK));
+const _: () = assert!(crate::limits::SEGMENT_BYTES_MIN == BLOCK);
+
+pub(crate) fn align_down(v: u64) -> u64 {
     v & !(BLOCK - 1)
 }
-fn align_up(v: u64) -> u64 {
+pub(crate) fn align_up(v: u64) -> u64 {
     (v + BLOCK - 1) & !(BLOCK - 1)
 }
 
@@ -180,6 +184,10 @@ impl FileLog {
     /// same block (the gap is zeros, which recovery skips). Returns the job, the
     /// file offset of the first staged byte, and the state to restore if it fails.
     pub fn prepare(&mut self, staged: &[u8]) -> (WriteJob, u64, Restore) {
+        assert!(
+            self.carry_base <= self.reserved_end,
+            "the carry lies within what was issued"
+        );
         let restore = Restore {
             carry: self.carry.clone(),
             carry_base: self.carry_base,
@@ -248,6 +256,8 @@ impl FileLog {
 
     /// Records a completed write that ends at `end`.
     pub fn finish(&mut self, end: u64) {
+        assert!(self.inflight > 0, "a write completes only once");
+        assert!(end <= self.reserved_end, "written <= reserved");
         self.inflight -= 1;
         if let Some(seg) = self.segs.get_mut(&self.active) {
             seg.size = seg.size.max(end);
@@ -257,6 +267,10 @@ impl FileLog {
     /// Forgets a failed write and everything issued after it (all of which
     /// have completed): the log ends where it ended before.
     pub fn rollback(&mut self, restore: Restore) {
+        assert!(
+            restore.reserved_end <= self.reserved_end,
+            "a rollback goes back, never forward"
+        );
         self.inflight = 0;
         self.carry = restore.carry;
         self.carry_base = restore.carry_base;
@@ -443,154 +457,6 @@ pub async fn sync_dir_async(dir: &Path) -> std::io::Result<()> {
         .await
 }
 
-/// A record found by recovery.
-pub struct Recovered {
-    pub seg: u64,
-    pub off: u64,
-    pub kind: u8,
-    pub seq: u64,
-    pub ts: i64,
-    /// Slices of the segment's buffer (one segment is held at a time).
-    pub subject: bytes::Bytes,
-    pub hdr_len: usize,
-    pub data: bytes::Bytes,
-}
-
-/// Scans every segment in `dir` (blocking; startup only), verifying each record
-/// and handing it to `each` in file order; one segment is in memory at a time.
-/// A bad record is dropped and logged; the scan resynchronises on the next valid
-/// record, and a bad tail of the last segment is truncated. Returns the segments
-/// (without open files).
-pub fn recover(
-    dir: &Path,
-    stream: &str,
-    max_record: usize,
-    mut each: impl FnMut(Recovered),
-) -> std::io::Result<BTreeMap<u64, Segment>> {
-    let mut names: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if let Some(num) = name.strip_suffix(".seg") {
-            if let Ok(first) = num.parse::<u64>() {
-                names.push((first, path));
-            }
-        }
-    }
-    names.sort();
-    let mut segs = BTreeMap::new();
-    let mut last_msg_seq = 0u64;
-    let count = names.len();
-    for (i, (first, path)) in names.into_iter().enumerate() {
-        let is_last = i + 1 == count;
-        let buf = bytes::Bytes::from(std::fs::read(&path)?);
-        let mut pos = 0usize;
-        let mut end = 0usize;
-        let mut markers = false;
-        while pos < buf.len() {
-            match record::decode(&buf[pos..], max_record) {
-                Decoded::End => {
-                    // A write issued while another was in flight starts at the
-                    // next block; the zeros before it are padding.
-                    let next = align_up(pos as u64) as usize;
-                    if next > pos && next + 4 <= buf.len() && buf[next..next + 4] != [0; 4] {
-                        pos = next;
-                        continue;
-                    }
-                    break;
-                }
-                Decoded::Record(r, n) => {
-                    if r.kind == record::KIND_MSG {
-                        if r.seq <= last_msg_seq {
-                            crate::warn!("JetStream stream '{stream}': segment {} offset {pos}: sequence {} out of order, record ignored", path.display(), r.seq);
-                            pos += n;
-                            end = pos;
-                            continue;
-                        }
-                        last_msg_seq = r.seq;
-                    } else if r.kind != record::KIND_MOVED {
-                        markers = true;
-                    }
-                    let subj_at = pos + record::HEADER;
-                    let data_at = subj_at + r.subject.len();
-                    each(Recovered {
-                        seg: first,
-                        off: pos as u64,
-                        kind: r.kind,
-                        seq: r.seq,
-                        ts: r.ts,
-                        subject: buf.slice(subj_at..data_at),
-                        hdr_len: r.hdr_len,
-                        data: buf.slice(data_at..pos + n),
-                    });
-                    pos += n;
-                    end = pos;
-                }
-                Decoded::Bad(why) => match resync(&buf, pos + 1, max_record, last_msg_seq) {
-                    Some(next) => {
-                        crate::error!(
-                                "JetStream stream '{stream}': segment {} offset {pos}: {why}; dropped {} damaged bytes",
-                                path.display(),
-                                next - pos
-                            );
-                        pos = next;
-                    }
-                    None => {
-                        let rest = buf.len() - pos;
-                        let nonzero = buf[pos..].iter().any(|b| *b != 0);
-                        if nonzero {
-                            crate::error!(
-                                    "JetStream stream '{stream}': segment {} offset {pos}: {why}; dropped the last {rest} bytes{}",
-                                    path.display(),
-                                    if is_last { " (torn write), truncated" } else { "" }
-                                );
-                        }
-                        break;
-                    }
-                },
-            }
-        }
-        if is_last && buf[end..].iter().any(|b| *b != 0) {
-            // Cut a torn tail so stale bytes can never be read as records later.
-            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-            f.set_len(end as u64)?;
-            f.sync_all()?;
-        }
-        segs.insert(
-            first,
-            Segment {
-                path,
-                file: None,
-                size: end as u64,
-                live: 0,
-                markers,
-            },
-        );
-    }
-    Ok(segs)
-}
-
-/// Finds the next offset ≥ `from` holding a valid record that continues the
-/// sequence, or None.
-fn resync(buf: &[u8], from: usize, max_record: usize, last_seq: u64) -> Option<usize> {
-    (from..buf.len().saturating_sub(record::HEADER)).find(|&p| {
-        let kind = buf[p + 8];
-        if !matches!(
-            kind,
-            record::KIND_MSG | record::KIND_DELETE | record::KIND_FLOOR | record::KIND_MOVED
-        ) || buf[p + 9] != 0
-        {
-            return false;
-        }
-        match record::decode(&buf[p..], max_record) {
-            Decoded::Record(r, _) => r.kind != record::KIND_MSG || r.seq > last_seq,
-            _ => false,
-        }
-    })
-}
-
 impl FileLog {
     /// Opens the recovered segments (or a first one) for reading and appending.
     pub async fn open(
@@ -644,32 +510,9 @@ impl FileLog {
     }
 }
 
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn recovery_skips_padding_between_overlapped_writes_and_cuts_a_torn_tail() {
-        use crate::js::store::record::{encode, KIND_MSG};
-        let dir = tempfile::tempdir().unwrap();
-        let mut file = Vec::new();
-        encode(&mut file, KIND_MSG, 1, 10, b"a", 0, b"one");
-        // The second write of a pipeline starts on the next block.
-        file.resize(4096, 0);
-        encode(&mut file, KIND_MSG, 2, 11, b"a", 0, b"two");
-        let good = file.len();
-        encode(&mut file, KIND_MSG, 3, 12, b"a", 0, b"three");
-        file.truncate(file.len() - 2); // torn
-        file.resize(8192, 0);
-        let path = dir.path().join(super::segment_name(1));
-        std::fs::write(&path, &file).unwrap();
-        let mut recs = Vec::new();
-        let segs = super::recover(dir.path(), "T", 1 << 20, |r| recs.push(r)).unwrap();
-        let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, vec![1, 2]);
-        assert_eq!(recs[1].off, 4096);
-        assert_eq!(segs[&1].size, good as u64);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), good as u64);
-    }
-
     #[test]
     fn fill_joins_carry_and_staged_then_zeros() {
         let carry = b"abc";

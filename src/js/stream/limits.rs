@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::js::store::record;
-use crate::js::store::segment::{self as filelog};
+use crate::js::store::segment as filelog;
 use crate::js::stream::{Pending, Stream};
 
 impl Stream {

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::js::store::index::StoredMsg;
 use crate::js::store::record;
-use crate::js::store::segment::{self as filelog};
+use crate::js::store::segment as filelog;
 use crate::js::stream::Stream;
 use crate::limits::STREAM_CACHE_BYTES;
 

@@ -5,7 +5,7 @@
 
 use crate::js::store::index::{Index, Location, NewEntry};
 use crate::js::store::record;
-use crate::js::store::segment::Recovered;
+use crate::js::store::recovery::Recovered;
 use crate::limits::STREAM_CACHE_BYTES;
 use crate::protocol::headers;
 

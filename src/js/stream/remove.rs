@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use crate::js::store::record;
-use crate::js::store::segment::{self as filelog};
+use crate::js::store::segment as filelog;
 use crate::js::stream::Stream;
 use crate::js::types::errors::ApiError;
 
@@ -166,7 +166,7 @@ impl Stream {
                     if let Some(k) = keep {
                         let k = k as usize;
                         if seq.is_none() {
-                            // Keep the newest k per matching subject... nats-server keeps k of the filter.
+                            // nats-server keeps the newest k of the whole filter.
                             seqs.truncate(seqs.len().saturating_sub(k));
                         }
                     }

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::js::store::record;
-use crate::js::store::segment::{self as filelog};
+use crate::js::store::segment as filelog;
 use crate::js::stream::{Pending, Stream};
 use crate::js::types::errors::ApiError;
 use crate::limits::STREAM_WRITES_IN_FLIGHT;
