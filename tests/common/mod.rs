@@ -11,6 +11,8 @@
 //! (`JETCORE_TEST_SERVER=/path/to/nats-server`). `start`/`start_with` always run jetcore.
 #![allow(dead_code)]
 
+pub mod consumers;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
