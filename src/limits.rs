@@ -218,3 +218,38 @@ pub const REMOVED_LOG_MAX: usize = 4096;
 
 const _: () = assert!(FC_WINDOW_START <= FC_WINDOW_MAX);
 const _: () = assert!(CONSUMER_READ_AHEAD_BYTES.is_multiple_of(DMA_IO_MAX));
+
+/// A tap (the origin side of a local mirror or source) sends at most this
+/// many messages and bytes in one `TapData`, within its credit.
+pub const TAP_BATCH_MSGS: usize = 1024;
+pub const TAP_BATCH_BYTES: usize = 256 * 1024;
+
+/// A tap with nothing to send heartbeats this often (it keeps the target's
+/// `active` and `lag` true); a link that hears nothing for
+/// `LINK_SILENCE_NS` reopens its tap.
+pub const TAP_HEARTBEAT_NS: i64 = 1_000_000_000;
+pub const LINK_SILENCE_NS: i64 = 5_000_000_000;
+
+/// A tap reading its origin from disk reads this much ahead per read.
+pub const TAP_READ_AHEAD_BYTES: usize = 1024 * 1024;
+
+/// The credit of one link: messages and bytes its tap may have sent and the
+/// target not yet committed. Memory a target holds for copies in flight is
+/// at most this per link (plus one message), whatever the origin's rate;
+/// 16 links take a quarter of `STREAM_INGEST_BYTES`.
+pub const LINK_CREDIT_MSGS: u32 = 16 * 1024;
+pub const LINK_CREDIT_BYTES: u64 = 1024 * 1024;
+
+/// A link whose origin is missing or refused it tries again after this
+/// (sooner when the catalogue changes: an origin created is noticed at once),
+/// doubling up to `LINK_RETRY_MAX_NS`.
+pub const LINK_RETRY_NS: i64 = 250_000_000;
+pub const LINK_RETRY_MAX_NS: i64 = 2_000_000_000;
+
+/// How often a stream's links save their positions when they moved.
+pub const SOURCES_SAVE_INTERVAL_NS: i64 = 1_000_000_000;
+
+const _: () = assert!(TAP_BATCH_BYTES <= MESH_BATCH_BYTES_MAX);
+const _: () = assert!(LINK_CREDIT_BYTES * 16 <= STREAM_INGEST_BYTES as u64 / 4);
+const _: () = assert!(TAP_READ_AHEAD_BYTES.is_multiple_of(DMA_IO_MAX));
+const _: () = assert!(TAP_HEARTBEAT_NS < LINK_SILENCE_NS);

@@ -22,25 +22,24 @@ impl Js {
     /// Applies one command addressed to this shard.
     pub(crate) async fn on_cmd(self: Rc<Self>, cmd: JsCmd) {
         match cmd {
-            JsCmd::Catalog { name, entry } => match entry {
-                Some(e) => {
-                    self.catalog.borrow_mut().insert(name, *e);
+            JsCmd::Catalog { name, entry } => {
+                let created = entry.is_some() && !self.catalog.borrow().contains_key(&name);
+                match entry {
+                    Some(e) => {
+                        self.catalog.borrow_mut().insert(name.clone(), *e);
+                    }
+                    None => {
+                        self.catalog.borrow_mut().remove(&name);
+                    }
                 }
-                None => {
-                    self.catalog.borrow_mut().remove(&name);
-                }
-            },
+                self.catalog_changed(&name, created);
+            }
             JsCmd::Create { entry, reply } => self.create_owned(*entry, reply).await,
             JsCmd::CreateSame { name, reply } => {
                 match self.stream(&name) {
                     Some(s) => {
-                        let info = api::info::stream_info(
-                            &self.shard,
-                            &s,
-                            "stream_create_response",
-                            None,
-                            true,
-                        );
+                        let info =
+                            api::info::stream_info(&self, &s, "stream_create_response", None, true);
                         self.shard.reply(&reply, None, &info);
                     }
                     None => api::reply_err(
@@ -58,11 +57,18 @@ impl Js {
                 assert_eq!(self.shard.id, 0, "only the coordinator forgets streams");
                 self.catalog.borrow_mut().remove(&name);
                 self.broadcast_catalog(&name, None);
+                self.catalog_changed(&name, false);
             }
             JsCmd::Gather { id, ask } => {
                 let part = api::info::gather_part(&self, &ask);
                 self.send_cmd(0, JsCmd::GatherPart { id, part });
             }
+            JsCmd::TapOpen(_)
+            | JsCmd::TapOpened { .. }
+            | JsCmd::TapData { .. }
+            | JsCmd::TapCredit { .. }
+            | JsCmd::TapClose { .. }
+            | JsCmd::TapError { .. } => unreachable!("tap traffic is handled in place"),
             JsCmd::GatherPart { id, part } => {
                 assert_eq!(self.shard.id, 0, "only the coordinator gathers");
                 // A part arriving after its gather timed out is dropped.
@@ -77,6 +83,16 @@ impl Js {
                 }
             }
         }
+    }
+
+    /// This shard's catalogue replica changed for stream `name` (`created`:
+    /// it is new): links waiting for it try now, and origins owned here
+    /// update what they hold back for local targets.
+    pub fn catalog_changed(&self, name: &str, created: bool) {
+        if created {
+            self.origin_appeared(name);
+        }
+        self.sync_holds();
     }
 
     /// Broadcasts a catalogue change from the coordinator (None = removed).

@@ -37,6 +37,7 @@ pub async fn open(shard: &Rc<Shard>, root: PathBuf, sync: SyncMode) -> Result<Rc
         .collect();
     names.sort();
     let mut max_uid = 0;
+    let mut recovered = Vec::new();
     for path in names {
         let raw = std::fs::read(path.join("meta.json"))
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -65,11 +66,17 @@ pub async fn open(shard: &Rc<Shard>, root: PathBuf, sync: SyncMode) -> Result<Rc
             for c in consumer::recover(&stream) {
                 api::consumer::start(&js, &stream, c);
             }
-            // Acks whose removals did not reach the disk before a crash.
-            consumer::retain_sweep(&stream);
+            recovered.push(stream);
         }
     }
     js.next_uid.set(max_uid + 1);
+    // Holds first: nothing a local target has not stored may go.
+    js.sync_holds();
+    for stream in recovered {
+        // Acks whose removals did not reach the disk before a crash.
+        consumer::retain_sweep(&stream);
+        js.start_links(&stream);
+    }
     let j = js.clone();
     glommio::spawn_local(async move { expiry_loop(j).await }).detach();
     if let SyncMode::Interval(every) = sync {
@@ -83,7 +90,8 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
     let cfg = meta.config;
     let ix = Index::new(cfg.memory(), cfg.first_seq.max(1));
     let window_start = json::now_nanos() - cfg.duplicate_window;
-    let mut replay = Replay::new(ix, window_start, cfg.allow_rollup_hdrs);
+    let sources = !cfg.sources().is_empty();
+    let mut replay = Replay::new(ix, window_start, cfg.allow_rollup_hdrs, sources);
     let mut log = None;
     if !cfg.memory() {
         let fail = |e: std::io::Error| format!("stream {}: {e}", cfg.name);

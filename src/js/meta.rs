@@ -9,6 +9,7 @@ use crate::js::api::reply_err;
 use crate::js::types::catalog::CatalogEntry;
 use crate::js::types::errors::ApiError;
 use crate::js::types::json;
+use crate::js::types::source::Role;
 use crate::js::types::stream_config::StreamConfig;
 use crate::js::Js;
 use crate::shard::msg::JsCmd;
@@ -37,7 +38,14 @@ pub fn create(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
             &ApiError::invalid_config("stream configuration for create can not be sealed"),
         );
     }
-    if let Err(e) = cfg.normalize(js.shard.cfg.max_payload) {
+    if cfg.mirror_direct && cfg.mirror.is_none() {
+        let e = ApiError::invalid_config("stream has no mirror but does have mirror direct");
+        return reply_err(js, reply, kind, &e);
+    }
+    let checked = cfg
+        .normalize(js.shard.cfg.max_payload)
+        .and_then(|()| check_links(js, &mut cfg));
+    if let Err(e) = checked {
         return reply_err(js, reply, kind, &e);
     }
     let existing = js.catalog.borrow().get(name).cloned();
@@ -75,6 +83,7 @@ pub fn create(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
         .borrow_mut()
         .insert(name.to_string(), entry.clone());
     js.broadcast_catalog(name, Some(&entry));
+    js.catalog_changed(name, true);
     js.send_cmd(
         owner,
         JsCmd::Create {
@@ -137,6 +146,7 @@ pub fn update(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
     if let Err(e) = cfg
         .normalize(js.shard.cfg.max_payload)
         .and_then(|()| cfg.check_update(&old.config))
+        .and_then(|()| check_links(js, &mut cfg))
     {
         return reply_err(js, reply, kind, &e);
     }
@@ -148,6 +158,7 @@ pub fn update(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
         .borrow_mut()
         .insert(name.to_string(), entry.clone());
     js.broadcast_catalog(name, Some(&entry));
+    js.catalog_changed(name, false);
     js.send_cmd(
         entry.owner,
         JsCmd::Update {
@@ -189,6 +200,90 @@ pub fn delete(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
             reply: reply.clone(),
         },
     );
+}
+
+/// The checks of a config's mirror and sources that need the catalogue
+/// (nats-server's `checkStreamCfg`, in its order): local origins' message
+/// sizes, `mirror_direct` taken from the origin's `allow_direct`, external
+/// delivery prefixes against local origins' subjects, cycles; then the plain
+/// filters' check nats-server makes when it creates the stream.
+fn check_links(js: &Js, cfg: &mut StreamConfig) -> Result<(), ApiError> {
+    let cat = js.catalog.borrow();
+    let mut origin_subjects: Vec<String> = Vec::new();
+    if let Some(m) = cfg.mirror.clone() {
+        if !m.is_external() {
+            if let Some(o) = cat.get(&m.name) {
+                m.check(Role::Mirror, cfg.max_msg_size, Some(o.config.max_msg_size))?;
+                cfg.mirror_direct = o.config.allow_direct;
+                origin_subjects.extend(o.config.subjects.iter().cloned());
+            }
+        }
+    }
+    for s in cfg.sources() {
+        if s.is_external() {
+            continue;
+        }
+        if let Some(o) = cat.get(&s.name) {
+            s.check(Role::Source, cfg.max_msg_size, Some(o.config.max_msg_size))?;
+            origin_subjects.extend(o.config.subjects.iter().cloned());
+        }
+    }
+    for e in cfg.links().filter_map(|(_, s)| s.external.as_ref()) {
+        if e.deliver.is_empty() {
+            continue;
+        }
+        for sub in &origin_subjects {
+            let prefixed = format!("{}.{sub}", e.deliver);
+            if crate::subject::overlaps(sub.as_bytes(), prefixed.as_bytes()) {
+                return Err(ApiError::new(
+                    400,
+                    10022,
+                    format!(
+                        "stream external delivery prefix {} overlaps with stream subject {sub}",
+                        e.deliver
+                    ),
+                ));
+            }
+        }
+    }
+    if has_cycle(&cat, cfg) {
+        return Err(ApiError::invalid_config("detected cycle"));
+    }
+    drop(cat);
+    cfg.check_filters()
+}
+
+/// nats-server's cycle check: a walk from `cfg` through local origins; a
+/// source back to a stream already visited whose subjects its filter takes
+/// (no filter takes all), or a mirror back to one, is a cycle.
+fn has_cycle(cat: &std::collections::BTreeMap<String, CatalogEntry>, cfg: &StreamConfig) -> bool {
+    let mut visited: Vec<String> = Vec::new();
+    let mut queue: std::collections::VecDeque<StreamConfig> = [cfg.clone()].into();
+    while let Some(c) = queue.pop_front() {
+        visited.push(c.name.clone());
+        for s in c.sources().iter().filter(|s| !s.is_external()) {
+            if visited.contains(&s.name) {
+                let takes = s.filter_subject.is_empty()
+                    || c.subjects.iter().any(|x| {
+                        crate::subject::overlaps(x.as_bytes(), s.filter_subject.as_bytes())
+                    });
+                if takes {
+                    return true;
+                }
+            } else if let Some(o) = cat.get(&s.name) {
+                queue.push_back(o.config.clone());
+            }
+        }
+        if let Some(m) = c.mirror.as_ref().filter(|m| !m.is_external()) {
+            if visited.contains(&m.name) {
+                return true;
+            }
+            if let Some(o) = cat.get(&m.name) {
+                queue.push_back(o.config.clone());
+            }
+        }
+    }
+    false
 }
 
 impl Js {

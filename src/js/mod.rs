@@ -26,6 +26,7 @@ pub mod consumer;
 pub mod lifecycle;
 pub mod meta;
 pub mod owner;
+pub mod source;
 pub mod store;
 pub mod stream;
 pub mod types;
@@ -68,6 +69,8 @@ pub struct Js {
     /// Coordinator: listings waiting for the other shards' parts.
     pub(crate) gathers: RefCell<AHashMap<u64, Rc<RefCell<cmd::Gather>>>>,
     pub(crate) next_gather: Cell<u64>,
+    /// Links (mirror, sources) of the owned streams that have them, by uid.
+    pub links: RefCell<AHashMap<u32, Rc<source::Links>>>,
     /// API requests handled here and those answered with an error (account info).
     pub api_total: Cell<u64>,
     pub api_errors: Cell<u64>,
@@ -86,6 +89,7 @@ impl Js {
             next_uid: Cell::new(1),
             gathers: RefCell::new(AHashMap::new()),
             next_gather: Cell::new(1),
+            links: RefCell::new(AHashMap::new()),
             api_total: Cell::new(0),
             api_errors: Cell::new(0),
             me: me.clone(),
@@ -216,6 +220,37 @@ impl JetStream for Js {
     }
 
     fn command(&self, cmd: JsCmd) {
+        // Tap traffic is handled in place, in arrival order.
+        let cmd = match cmd {
+            JsCmd::TapOpen(req) => return self.tap_open(*req),
+            JsCmd::TapOpened { tap, origin, ident } => {
+                return self.link_inbound(tap.uid, source::Inbound::Opened { tap, origin, ident })
+            }
+            JsCmd::TapData {
+                tap,
+                batch,
+                pending,
+            } => {
+                let msg = source::Inbound::Data {
+                    tap,
+                    batch,
+                    pending,
+                };
+                return self.link_inbound(tap.uid, msg);
+            }
+            JsCmd::TapError { tap, error, ident } => {
+                return self.link_inbound(tap.uid, source::Inbound::Error { tap, error, ident })
+            }
+            JsCmd::TapCredit {
+                origin,
+                tap,
+                stored,
+                msgs,
+                bytes,
+            } => return self.tap_credit(origin, tap, stored, msgs, bytes),
+            JsCmd::TapClose { origin, tap } => return self.tap_close(origin, tap),
+            other => other,
+        };
         let js = self.me();
         glommio::spawn_local(async move { js.on_cmd(cmd).await }).detach();
     }

@@ -192,17 +192,14 @@ impl Js {
                 ));
                 start_stream(self, stream.clone());
                 change_interest(&self.shard, &entry, true);
+                self.start_links(&stream);
+                self.sync_holds();
                 crate::debug!(
                     "JetStream: created stream '{name}' on shard {}",
                     self.shard.id
                 );
-                let info = api::info::stream_info(
-                    &self.shard,
-                    &stream,
-                    "stream_create_response",
-                    None,
-                    true,
-                );
+                let info =
+                    api::info::stream_info(self, &stream, "stream_create_response", None, true);
                 self.shard.reply(&reply, None, &info);
             }
         }
@@ -246,11 +243,12 @@ impl Js {
         change_interest(&self.shard, &old, false);
         *stream.cfg.borrow_mut() = entry.config.clone();
         change_interest(&self.shard, &entry, true);
+        self.update_links(&stream);
+        self.sync_holds();
         stream.enforce_limits();
         stream.expire(json::now_nanos());
         let _ = stream.sync_point().await;
-        let info =
-            api::info::stream_info(&self.shard, &stream, "stream_update_response", None, false);
+        let info = api::info::stream_info(self, &stream, "stream_update_response", None, false);
         self.shard.reply(&reply, None, &info);
         self.shard.flush_mesh().await;
     }
@@ -267,6 +265,14 @@ impl Js {
             return;
         };
         self.by_uid.borrow_mut().remove(&stream.uid);
+        // As a target, its links close their taps; as an origin, its
+        // targets hear it is gone.
+        let links = self.links.borrow().get(&stream.uid).cloned();
+        self.stop_links(stream.uid);
+        if let Some(l) = links {
+            Js::links_stopped(&l).await;
+        }
+        self.taps_end(&stream);
         let consumers: Vec<Rc<consumer::Consumer>> =
             std::mem::take(&mut *stream.consumers.borrow_mut())
                 .into_values()

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 
 use crate::js::types::catalog::{CatalogEntry, GatherAsk, GatherPart};
+use crate::js::types::errors::ApiError;
 
 /// Connection id of JetStream's internal subscriptions (never a client's: client
 /// ids start at `shards`). Their `SubKey::sub` is a stream uid plus a kind bit.
@@ -146,6 +147,103 @@ pub enum JsCmd {
     Gather { id: u64, ask: GatherAsk },
     /// Any shard → coordinator: its part of gather `id`.
     GatherPart { id: u64, part: GatherPart },
+    /// A target's link → the origin's owner: open (or reopen) a tap.
+    TapOpen(Box<TapOpen>),
+    /// Origin → target: the tap is open; data follows (in order, on the same
+    /// channel). `origin` is the origin's uid, for credits.
+    TapOpened {
+        tap: TapKey,
+        origin: u32,
+        ident: String,
+    },
+    /// Origin → target: messages (in origin order), or none (a heartbeat),
+    /// and how many matching messages follow them in the origin.
+    TapData {
+        tap: TapKey,
+        batch: TapBatch,
+        pending: u64,
+    },
+    /// Target → origin: the target committed up to origin sequence `stored`
+    /// (a work-queue or interest origin may let those go) and takes `msgs`
+    /// and `bytes` more.
+    TapCredit {
+        origin: u32,
+        tap: TapKey,
+        stored: u64,
+        msgs: u32,
+        bytes: u64,
+    },
+    /// Target → origin: the link is gone (source removed, target deleted).
+    TapClose { origin: u32, tap: TapKey },
+    /// Origin → target: the tap could not open, or ended (the origin was
+    /// deleted, or is another stream than the one the link knew).
+    TapError {
+        tap: TapKey,
+        error: ApiError,
+        /// The origin's identity, when it exists but is not the one asked for.
+        ident: Option<String>,
+    },
+}
+
+/// One link of a target stream (its mirror, or one of its sources) wherever
+/// it is referred to: the target's shard and uid, the link's number, and the
+/// generation of its tap (each reopen takes the next, so a late message of
+/// an earlier tap is recognised and dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TapKey {
+    pub shard: u16,
+    pub uid: u32,
+    pub link: u32,
+    pub gen: u32,
+}
+
+/// Where a tap starts when the target has no position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TapStart {
+    /// At this origin sequence (the target's position + 1, or opt_start_seq).
+    Seq(u64),
+    /// At the first message at or after this time (opt_start_time).
+    Time(i64),
+    /// At the origin's first message.
+    First,
+}
+
+/// A request to open a tap on origin stream `origin`.
+#[derive(Debug, Clone)]
+pub struct TapOpen {
+    pub origin: String,
+    pub tap: TapKey,
+    /// The link's index name (the origin keeps one tap per target and name).
+    pub iname: String,
+    pub start: TapStart,
+    /// Subjects the tap delivers (none: all).
+    pub filters: Vec<String>,
+    /// The origin's identity the target's position belongs to (empty: none).
+    pub ident: String,
+    /// The first credit: messages and bytes the target takes before it
+    /// grants more.
+    pub msgs: u32,
+    pub bytes: u64,
+}
+
+/// Messages of one tap batch, copied back to back into one buffer (one
+/// allocation per batch; nothing shared between cores per message).
+#[derive(Debug, Default)]
+pub struct TapBatch {
+    pub buf: Bytes,
+    pub items: Vec<TapItem>,
+}
+
+/// One message of a `TapBatch`: its origin sequence and time, and the lengths
+/// of its subject, header block and payload, back to back from `at`.
+#[derive(Debug, Clone, Copy)]
+pub struct TapItem {
+    pub seq: u64,
+    pub ts: i64,
+    pub at: u32,
+    pub subject_len: u32,
+    pub hdr_len: u32,
+    pub len: u32,
 }
 
 /// Messages from one shard to another, in order. A dropped batch would lose

@@ -5,6 +5,7 @@
 //! token that is exactly `>` matches one or more trailing tokens. A `*` or `>`
 //! inside a longer token is a literal character, as in nats-server.
 
+pub mod transform;
 pub mod trie;
 
 /// True when `subject` is a valid subscription subject: non-empty tokens, no

@@ -13,7 +13,6 @@ use crate::js::types::catalog::{GatherAsk, GatherPart, Usage};
 use crate::js::types::json::{self, rfc3339};
 use crate::js::types::stream_config::StreamConfig;
 use crate::js::Js;
-use crate::shard::Shard;
 
 /// Metadata as nats-server shows it: the stored `_nats.req.level`, plus (in
 /// create/update/info answers) the server's level and version.
@@ -92,7 +91,7 @@ pub struct InfoRequest {
 
 /// Stream info JSON; `kind` picks the envelope (create, update, info).
 pub fn stream_info(
-    shard: &Shard,
+    js: &Js,
     s: &Stream,
     kind: &str,
     req: Option<&InfoRequest>,
@@ -155,9 +154,10 @@ pub fn stream_info(
     if kind == "stream_info_response" {
         out.push_str(&format!(
             ",\"cluster\":{{\"leader\":{}}}",
-            serde_json::to_string(&shard.server.server_name).expect("str")
+            serde_json::to_string(&js.shard.server.server_name).expect("str")
         ));
     }
+    out.push_str(&js.links_info(s, did_create));
     out.push_str(&format!(",\"ts\":\"{}\"", rfc3339(json::now_nanos())));
     if did_create {
         out.push_str(",\"did_create\":true");
@@ -235,10 +235,7 @@ pub fn gather_part(js: &Js, ask: &GatherAsk) -> GatherPart {
                         .iter()
                         .any(|x| crate::subject::overlaps(x.as_bytes(), subject.as_bytes()));
                 if overlaps {
-                    items.push((
-                        s.name.clone(),
-                        stream_info(&js.shard, s, "list", None, false),
-                    ));
+                    items.push((s.name.clone(), stream_info(js, s, "list", None, false)));
                 }
             }
             GatherPart::Streams(items)

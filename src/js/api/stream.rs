@@ -95,7 +95,7 @@ pub fn info(js: &Js, s: &Stream, reply: &Bytes, body: &[u8]) {
     let Some(req) = decode_request::<InfoRequest>(js, reply, "stream_info_response", body) else {
         return;
     };
-    let out = stream_info(&js.shard, s, "stream_info_response", Some(&req), false);
+    let out = stream_info(js, s, "stream_info_response", Some(&req), false);
     js.shard.reply(reply, None, &out);
 }
 

@@ -207,7 +207,7 @@ impl Consumer {
                 .get(&self.name)
                 .is_some_and(|c| Rc::ptr_eq(c, self));
         let mut st = self.st.borrow_mut();
-        if self.dir.is_some() && !deleted && st.ack_replies.len() < ACK_REPLIES_MAX && changed {
+        if self.slots.is_some() && !deleted && st.ack_replies.len() < ACK_REPLIES_MAX && changed {
             st.ack_replies.push(Bytes::copy_from_slice(reply));
             return true;
         }

@@ -88,7 +88,7 @@ impl Consumer {
             (st.dirty, st.last_save, !st.ack_replies.is_empty())
         };
         // A save in progress wakes the task when it ends.
-        if self.dir.is_none() || !(dirty || confirming) || self.saving.get() {
+        if self.slots.is_none() || !(dirty || confirming) || self.saving.get() {
             return None;
         }
         // After a failed save, retry at the interval, not at once.

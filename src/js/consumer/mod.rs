@@ -40,6 +40,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::js::store::index::{Index, StoredMsg};
+use crate::js::store::slots::Slots;
 use crate::js::stream::Stream;
 use crate::js::types::consumer_config::{ConsumerConfig, DeliverPolicy};
 use crate::js::types::seq::{Nanos, StreamSeq};
@@ -63,8 +64,8 @@ pub struct Consumer {
     st: RefCell<State>,
     pub wake: Notify,
     pub closed: Cell<bool>,
-    /// State directory of a durable, file-backed consumer.
-    dir: Option<PathBuf>,
+    /// The state slots of a durable, file-backed consumer (in its directory).
+    slots: Option<Slots>,
     done: Event,
     running: Cell<bool>,
     /// Messages read ahead from disk, ascending.
@@ -78,10 +79,6 @@ pub struct Consumer {
     ack_arena: RefCell<bytes::BytesMut>,
     /// Who its deliveries go to, while the interest is unchanged.
     memo: RefCell<crate::router::DeliverMemo>,
-    /// Generation of the last saved state, and which slots' files exist on
-    /// disk (their directory entries synced).
-    save_gen: Cell<u64>,
-    slot_synced: Cell<[bool; 2]>,
     /// A background save is running, and the event it fires when it ends.
     saving: Cell<bool>,
     saved: Event,
@@ -169,13 +166,11 @@ impl Consumer {
             st: RefCell::new(st),
             wake: Notify::new(),
             closed: Cell::new(false),
-            dir,
+            slots: dir.map(|d| Slots::new(d, persist::STATE_SLOTS)),
             done: Event::default(),
             running: Cell::new(false),
             prefetch: RefCell::new(VecDeque::new()),
             ahead: RefCell::new(None),
-            save_gen: Cell::new(0),
-            slot_synced: Cell::new([false, false]),
             saving: Cell::new(false),
             save_failed: Cell::new(false),
             saved: Event::default(),

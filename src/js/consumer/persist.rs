@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::js::consumer::state::{Pend, State};
 use crate::js::consumer::Consumer;
 use crate::js::store::segment;
+use crate::js::store::slots::Loaded;
 use crate::js::stream::Stream;
 use crate::js::types::consumer_config::ConsumerConfig;
 use crate::js::types::seq::{ConsumerSeq, DeliveryCount, Nanos, StreamSeq};
@@ -39,8 +40,8 @@ pub(super) struct Saved {
     last_ack: Nanos,
 }
 
-/// The two state slots of a durable consumer.
-const STATE_SLOTS: [&str; 2] = ["state.0", "state.1"];
+/// The base name of a durable consumer's state slots (`state.0`, `state.1`).
+pub(super) const STATE_SLOTS: &str = "state";
 
 pub fn consumers_dir(stream: &Stream) -> PathBuf {
     stream.dir.join("consumers")
@@ -89,11 +90,12 @@ impl Saved {
 }
 
 impl Consumer {
-    /// Saves the state of a durable consumer into the next slot (fdatasync;
-    /// the directory is synced once per slot, when its file is created).
-    /// False if it could not be saved.
+    /// Saves the state of a durable consumer into its next slot. False if
+    /// it could not be saved.
     pub async fn save(&self) -> bool {
-        let Some(dir) = &self.dir else { return true };
+        let Some(slots) = &self.slots else {
+            return true;
+        };
         if self.closed.get() && self.stream.consumers.borrow().get(&self.name).is_none() {
             return true; // deleted: its directory is gone or reused
         }
@@ -103,30 +105,8 @@ impl Consumer {
             st.last_save = Nanos::now();
             Saved::of(&st)
         };
-        let gen = self.save_gen.get() + 1;
-        let bytes = encode_state(gen, &saved);
-        let slot = (gen % 2) as usize;
-        let path = dir.join(STATE_SLOTS[slot]);
-        let fresh = !self.slot_synced.get()[slot];
-        let result = async {
-            let f = glommio::io::BufferedFile::create(&path).await?;
-            f.write_at(bytes, 0).await?;
-            f.fdatasync().await?;
-            f.close().await?;
-            if fresh {
-                segment::sync_dir_async(dir).await?;
-            }
-            Ok::<(), glommio::GlommioError<()>>(())
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                self.save_gen.set(gen);
-                let mut synced = self.slot_synced.get();
-                synced[slot] = true;
-                self.slot_synced.set(synced);
-                true
-            }
+        match slots.save(&saved).await {
+            Ok(()) => true,
             Err(e) => {
                 crate::error!(
                     "JetStream: saving consumer '{} > {}' state: {e}",
@@ -138,39 +118,6 @@ impl Consumer {
             }
         }
     }
-}
-
-/// A state slot: generation (8 bytes LE), JSON length (4), crc32c of the JSON
-/// (4), the JSON.
-fn encode_state(gen: u64, saved: &Saved) -> Vec<u8> {
-    let json = serde_json::to_vec(saved).expect("state serializes");
-    let mut out = Vec::with_capacity(16 + json.len());
-    out.extend_from_slice(&gen.to_le_bytes());
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
-    out.extend_from_slice(&json);
-    out
-}
-
-/// A slot's generation and state, if it is whole.
-fn decode_state(raw: &[u8]) -> Option<(u64, Saved)> {
-    let gen = u64::from_le_bytes(raw.get(0..8)?.try_into().ok()?);
-    let len = u32::from_le_bytes(raw.get(8..12)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(raw.get(12..16)?.try_into().ok()?);
-    let json = raw.get(16..16 + len)?;
-    if crc32c::crc32c(json) != crc {
-        return None;
-    }
-    Some((gen, serde_json::from_slice(json).ok()?))
-}
-
-/// The newest whole state of a durable consumer's directory.
-fn load_state(dir: &Path) -> Option<(u64, Saved)> {
-    STATE_SLOTS
-        .iter()
-        .filter_map(|name| std::fs::read(dir.join(name)).ok())
-        .filter_map(|raw| decode_state(&raw))
-        .max_by_key(|(gen, _)| *gen)
 }
 
 /// Loads the durable consumers of an owned stream (start-up).
@@ -197,24 +144,22 @@ pub fn recover(stream: &Rc<Stream>) -> Vec<Rc<Consumer>> {
         let state_dir = (!meta.config.mem_storage && stream.is_file()).then(|| path.clone());
         let ack_wait = meta.config.ack_wait;
         let c = Consumer::new(stream, name, meta.config, meta.created, state_dir);
-        match load_state(&path) {
-            Some((gen, saved)) => {
-                c.save_gen.set(gen);
-                // A slot file that exists was created (and its entry synced) before.
-                c.slot_synced.set([
-                    path.join(STATE_SLOTS[0]).exists(),
-                    path.join(STATE_SLOTS[1]).exists(),
-                ]);
+        let loaded = match &c.slots {
+            Some(slots) => slots.load::<Saved>(),
+            None => Loaded::None,
+        };
+        match loaded {
+            Loaded::State(saved) => {
                 let mut st = c.st.borrow_mut();
                 saved.restore(&mut st, ack_wait, Nanos::now());
                 // Saved positions may name previewed messages lost in a crash.
                 c.clamp(&mut st);
             }
-            None if STATE_SLOTS.iter().any(|n| path.join(n).exists()) => crate::error!(
+            Loaded::Damaged => crate::error!(
                 "JetStream: consumer {}: no whole state slot; starting from its deliver policy",
                 path.display()
             ),
-            None => {}
+            Loaded::None => {}
         }
         out.push(Rc::new(c));
     }
@@ -239,31 +184,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn state_slots_reject_torn_writes() {
+    fn the_saved_state_is_plain_numbers_on_disk() {
         let saved = Saved {
             sseq: StreamSeq(7),
             pending: vec![(StreamSeq(5), ConsumerSeq(6), DeliveryCount(2))],
             ..Default::default()
         };
-        let raw = encode_state(3, &saved);
-        let (gen, back) = decode_state(&raw).unwrap();
-        assert_eq!(
-            (gen, back.sseq, back.pending),
-            (3, StreamSeq(7), saved.pending.clone())
-        );
-        // The on-disk format is plain numbers, as before the typed fields.
-        assert!(String::from_utf8_lossy(&raw).contains("\"pending\":[[5,6,2]]"));
-        for cut in [0, 10, 16, raw.len() - 1] {
-            assert!(decode_state(&raw[..cut]).is_none(), "cut at {cut}");
-        }
-        let mut flipped = raw.clone();
-        flipped[20] ^= 1;
-        assert!(decode_state(&flipped).is_none());
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(STATE_SLOTS[1]), encode_state(5, &saved)).unwrap();
-        let mut torn = encode_state(6, &saved);
-        torn.truncate(torn.len() - 3);
-        std::fs::write(dir.path().join(STATE_SLOTS[0]), torn).unwrap();
-        assert_eq!(load_state(dir.path()).unwrap().0, 5);
+        let json = String::from_utf8(serde_json::to_vec(&saved).unwrap()).unwrap();
+        // The format from before the typed fields.
+        assert!(json.contains("\"sseq\":7"), "{json}");
+        assert!(json.contains("\"pending\":[[5,6,2]]"), "{json}");
     }
 }

@@ -20,16 +20,23 @@ pub fn retain_check(stream: &Stream, seqs: impl IntoIterator<Item = u64>) {
             Some(s) => s.clone(),
             None => continue,
         };
+        // Taps of local mirrors and sources count as consumers here.
         let needed = stream
             .consumers
             .borrow()
             .values()
-            .any(|c| c.needs(seq, &subject));
+            .any(|c| c.needs(seq, &subject))
+            || stream
+                .taps
+                .borrow()
+                .values()
+                .any(|t| t.needs(seq, &subject));
         let interested = stream
             .consumers
             .borrow()
             .values()
-            .any(|c| c.wants(&subject));
+            .any(|c| c.wants(&subject))
+            || stream.taps.borrow().values().any(|t| t.wants(&subject));
         // A workqueue keeps what no consumer has taken yet.
         if !needed && (interested || retention == Retention::Interest) {
             any |= stream.remove_and_record(seq);

@@ -5,3 +5,4 @@ pub mod index;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod slots;

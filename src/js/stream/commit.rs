@@ -108,6 +108,9 @@ impl Stream {
             self.dedupe.borrow_mut().insert(id, m.seq, m.ts);
         }
         *self.last_msg_id.borrow_mut() = m.msg_id;
+        if let Some(tag) = m.link {
+            self.link_committed(tag);
+        }
         match m.rollup {
             Rollup::None => {}
             Rollup::Subject => {
@@ -171,7 +174,14 @@ impl Stream {
                 self.stage(record::KIND_DELETE, seq);
             }
         }
+        let mut links = std::collections::BTreeSet::new();
         for p in pending.into_iter().chain(later) {
+            if let Pending::Msg(Staged {
+                link: Some(tag), ..
+            }) = &p
+            {
+                links.insert(tag.link);
+            }
             match p {
                 Pending::Msg(Staged { reply: Some(r), .. }) => {
                     replies.push((r, pub_err(&self.name, err)))
@@ -184,6 +194,7 @@ impl Stream {
                 Pending::Msg(_) => {}
             }
         }
+        self.links_failed(links);
         replies
     }
 }

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use crate::js::store::index::{msg_size, Index, StoredMsg};
 use crate::js::store::record;
 use crate::js::stream::dedupe::Dedupe;
-use crate::js::stream::{pub_ack, pub_err, Ingest, Pending, Rollup, Staged, Stream, WriteState};
+use crate::js::stream::{
+    pub_ack, pub_err, Ingest, LinkTag, Pending, Rollup, Staged, Stream, WriteState,
+};
 use crate::js::types::errors::ApiError;
 use crate::js::types::stream_config::StreamConfig;
 use crate::limits::{HEADERS_MAX, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
@@ -29,6 +31,32 @@ enum Checked {
     Refused(ApiError),
 }
 
+/// A message copied from a mirror's or source's origin, to store.
+pub struct CopyIn<'a> {
+    /// A mirror's copy keeps its origin's sequence (plus the mirror's
+    /// offset); a source's copy takes the next one (None).
+    pub seq: Option<u64>,
+    pub ts: i64,
+    pub subject: &'a Bytes,
+    pub hdr_len: usize,
+    /// Header block then payload.
+    pub msg: &'a Bytes,
+    /// Check `Nats-Msg-Id` against the duplicate window (sources).
+    pub dedupe: bool,
+    pub tag: LinkTag,
+}
+
+/// Why a copy was not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CopyRefused {
+    /// A duplicate message id, or a sequence the mirror already has: skip it.
+    Skip,
+    /// The stream's ingest queue is full: try again once it drains.
+    Congested,
+    /// The stream refuses it (its limits with discard new, sealed, ...).
+    Store(ApiError),
+}
+
 /// A message accepted for storing.
 pub(super) struct Accepted<'a> {
     pub seq: u64,
@@ -42,6 +70,7 @@ pub(super) struct Accepted<'a> {
     pub reply: Option<Bytes>,
     pub msg_id: Option<String>,
     pub rollup: Rollup,
+    pub link: Option<LinkTag>,
 }
 
 impl Stream {
@@ -100,8 +129,57 @@ impl Stream {
             reply: if no_ack { None } else { reply.cloned() },
             msg_id,
             rollup,
+            link: None,
         });
         Ingest::Accepted
+    }
+
+    /// Checks and stages a copy from an origin.
+    pub fn stage_copy(&self, c: CopyIn) -> Result<(), CopyRefused> {
+        let checked = {
+            let cfg = self.cfg.borrow();
+            let ix = self.ix.borrow();
+            let w = self.w.borrow();
+            if let Some(seq) = c.seq {
+                if seq < w.next_seq {
+                    return Err(CopyRefused::Skip);
+                }
+            }
+            let dedupe = self.dedupe.borrow();
+            let at = Publish {
+                stream: &self.name,
+                closed: self.closed.get(),
+                cfg: &cfg,
+                ix: &ix,
+                w: &w,
+                dedupe: &dedupe,
+            };
+            at.check_copy(c.subject, &c.msg[..c.hdr_len], c.msg.len(), c.dedupe)
+        };
+        let (msg_id, rollup, size) = match checked {
+            Checked::Store {
+                msg_id,
+                rollup,
+                size,
+            } => (msg_id, rollup, size),
+            Checked::Duplicate(_) | Checked::DuplicatePending(_) => return Err(CopyRefused::Skip),
+            Checked::Refused(e) if e.err_code == 10167 => return Err(CopyRefused::Congested),
+            Checked::Refused(e) => return Err(CopyRefused::Store(e)),
+        };
+        let seq = c.seq.unwrap_or_else(|| self.w.borrow().next_seq);
+        self.stage_msg(Accepted {
+            seq,
+            ts: c.ts,
+            subject: c.subject,
+            hdr_len: c.hdr_len,
+            msg: c.msg,
+            size,
+            reply: None,
+            msg_id,
+            rollup,
+            link: Some(c.tag),
+        });
+        Ok(())
     }
 
     /// Stages an accepted message for the next write, and shows it to the
@@ -145,6 +223,7 @@ impl Stream {
                 reply: a.reply,
                 msg_id: a.msg_id,
                 rollup: a.rollup,
+                link: a.link,
             }));
         }
         self.wake.notify();
@@ -206,6 +285,58 @@ impl Publish<'_> {
                 Ok(found) => found,
                 Err(c) => return c,
             }
+        };
+        let size = msg_size(cfg.memory(), subject.len(), hdr.len(), len - hdr.len());
+        if let Err(e) = self.check_limits(subject, size) {
+            return refuse(e);
+        }
+        Checked::Store {
+            msg_id,
+            rollup,
+            size,
+        }
+    }
+
+    /// A copy from an origin: no publish expectations (they were dropped),
+    /// its own `Nats-Stream-Source` allowed; message ids only when `dedupe`;
+    /// a rollup only where the stream allows them (never refused: that
+    /// would stop the link for good).
+    fn check_copy(&self, subject: &[u8], hdr: &[u8], len: usize, dedupe: bool) -> Checked {
+        let cfg = self.cfg;
+        let refuse = Checked::Refused;
+        if cfg.sealed {
+            return refuse(ApiError::sealed());
+        }
+        if self.closed {
+            return refuse(ApiError::stream_not_found());
+        }
+        if cfg.max_msg_size > 0 && len > cfg.max_msg_size as usize {
+            return refuse(ApiError::msg_too_big());
+        }
+        if hdr.len() > HEADERS_MAX {
+            return refuse(ApiError::header_too_big());
+        }
+        if self.w.staged.len() >= STREAM_INGEST_BYTES || self.w.pending.len() >= STREAM_INGEST_MSGS
+        {
+            return refuse(ApiError::too_many_requests());
+        }
+        let mut msg_id = None;
+        if dedupe {
+            if let Some(id) = headers::get(hdr, b"Nats-Msg-Id").filter(|v| !v.is_empty()) {
+                let id = String::from_utf8_lossy(id).into_owned();
+                if let Some(&seq) = self.w.ids.get(&id) {
+                    return Checked::DuplicatePending(seq);
+                }
+                if let Some(&seq) = self.dedupe.ids.get(&id) {
+                    return Checked::Duplicate(seq);
+                }
+                msg_id = Some(id);
+            }
+        }
+        let rollup = match headers::get(hdr, b"Nats-Rollup") {
+            Some(b"sub") if cfg.allow_rollup_hdrs && !cfg.deny_purge => Rollup::Subject,
+            Some(b"all") if cfg.allow_rollup_hdrs && !cfg.deny_purge => Rollup::All,
+            _ => Rollup::None,
         };
         let size = msg_size(cfg.memory(), subject.len(), hdr.len(), len - hdr.len());
         if let Err(e) = self.check_limits(subject, size) {

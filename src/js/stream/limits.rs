@@ -120,6 +120,10 @@ impl Stream {
                 out
             }
         };
+        if !doomed.is_empty() {
+            // The copies in those records carry link positions.
+            self.save_positions().await;
+        }
         for first in doomed {
             let seg = self
                 .log

@@ -22,29 +22,37 @@
 
 mod commit;
 mod dedupe;
-mod ingest;
+pub mod ingest;
 mod limits;
+pub mod positions;
 mod read;
 pub mod recover;
 mod remove;
+mod sources;
 mod writer;
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 
 use ahash::AHashMap;
 use bytes::Bytes;
 
+use crate::js::source::tap::Tap;
 use crate::js::store::index::{Index, StoredMsg};
 use crate::js::store::segment::FileLog;
+use crate::js::store::slots::Slots;
 use crate::js::types::errors::ApiError;
 use crate::js::types::stream_config::StreamConfig;
 use crate::limits::{STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
 use crate::notify::{Event, Notify};
 
 use dedupe::Dedupe;
+use positions::Positions;
+
+/// The base name of a stream's saved link positions (`sources.0`, `sources.1`).
+const POSITION_SLOTS: &str = "sources";
 use remove::Erase;
 
 /// What a stored message asks for after it is committed.
@@ -88,6 +96,29 @@ struct Staged {
     reply: Option<Bytes>,
     msg_id: Option<String>,
     rollup: Rollup,
+    /// A copy from a mirror's or source's origin.
+    link: Option<LinkTag>,
+}
+
+/// Which link a copied message came through, and its place in the origin.
+#[derive(Debug, Clone)]
+pub struct LinkTag {
+    pub link: u32,
+    pub iname: Rc<str>,
+    pub ident: Rc<str>,
+    /// Origin sequence.
+    pub seq: u64,
+    /// Bytes it took of the link's credit.
+    pub bytes: u64,
+}
+
+/// What the links of a stream learn from its writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A copy of origin sequence `seq` is stored (`bytes` of credit back).
+    Committed { link: u32, seq: u64, bytes: u64 },
+    /// A write failed: copies staged after the last committed one are gone.
+    Failed { link: u32 },
 }
 
 #[derive(Default)]
@@ -143,6 +174,18 @@ pub struct Stream {
     /// ingest bounds: it holds only what is staged or in flight. Emptied as
     /// writes commit; cleared, and consumers rewound, when a write fails.
     preview: RefCell<VecDeque<StoredMsg>>,
+    /// Where the stream's mirror or sources stand in their origins.
+    pub positions: RefCell<Positions>,
+    /// Their saved copy (file streams), and whether it is behind.
+    positions_slots: Option<Slots>,
+    pub positions_dirty: Cell<bool>,
+    /// Commits and failures for the stream's links; taken by their task,
+    /// which `links_wake` wakes. Bounded by the links' credit.
+    pub link_events: RefCell<Vec<LinkEvent>>,
+    pub links_wake: Notify,
+    /// Taps reading this stream for other streams' links (origin side),
+    /// by (target stream uid, link index name).
+    pub taps: RefCell<BTreeMap<(u32, String), Rc<Tap>>>,
 }
 
 /// The answer to a publish that the caller sends at once (errors, duplicates
@@ -193,6 +236,9 @@ impl Stream {
         last_msg_id: Option<String>,
     ) -> Stream {
         let next = ix.last_seq() + 1;
+        let positions_slots = log
+            .is_some()
+            .then(|| Slots::new(dir.clone(), POSITION_SLOTS));
         Stream {
             uid,
             name: cfg.name.clone(),
@@ -218,6 +264,12 @@ impl Stream {
             consumers: RefCell::new(std::collections::BTreeMap::new()),
             interest_checked: Cell::new(next - 1),
             preview: RefCell::new(VecDeque::new()),
+            positions: RefCell::new(Positions::default()),
+            positions_slots,
+            positions_dirty: Cell::new(false),
+            link_events: RefCell::new(Vec::new()),
+            links_wake: Notify::new(),
+            taps: RefCell::new(BTreeMap::new()),
         }
     }
 

@@ -6,6 +6,7 @@
 use crate::js::store::index::{Index, Location, NewEntry};
 use crate::js::store::record;
 use crate::js::store::recovery::Recovered;
+use crate::js::stream::positions::{parse_source_header, Found, LinkPos};
 use crate::limits::STREAM_CACHE_BYTES;
 use crate::protocol::headers;
 
@@ -20,16 +21,22 @@ pub struct Replay {
     window_start: i64,
     /// The stream honours `Nats-Rollup`.
     rollups: bool,
+    /// The stream has sources: their positions are read from the copies'
+    /// `Nats-Stream-Source` headers (the last one of each link wins).
+    sources: bool,
+    pub found: Found,
 }
 
 impl Replay {
-    pub fn new(ix: Index, window_start: i64, rollups: bool) -> Replay {
+    pub fn new(ix: Index, window_start: i64, rollups: bool, sources: bool) -> Replay {
         Replay {
             ix,
             ids: Vec::new(),
             last_id: None,
             window_start,
             rollups,
+            sources,
+            found: Found::new(),
         }
     }
 
@@ -74,6 +81,13 @@ impl Replay {
             .then(|| headers::get(hdr, b"Nats-Rollup").map(<[u8]>::to_vec))
             .flatten();
         self.last_id = id;
+        if self.sources {
+            if let Some((iname, seq, ident)) =
+                headers::get(hdr, b"Nats-Stream-Source").and_then(parse_source_header)
+            {
+                self.found.insert(iname, (LinkPos { seq, ident }, r.seq));
+            }
+        }
         ix.append(entry(&r));
         // A rollup's removals may not have reached the disk: redo them.
         match rollup.as_deref() {

@@ -39,6 +39,8 @@ impl Stream {
         self.sync_point().await?;
         match at {
             Some((seg, off, len)) if erase && self.is_file() => {
+                // The erased record may carry a link position.
+                self.save_positions().await;
                 let done = Rc::new(Cell::new(None));
                 self.w.borrow_mut().erases.push(Erase {
                     seq,

@@ -366,6 +366,7 @@ impl Stream {
         if let Err(e) = self.sync_now().await {
             crate::error!("JetStream stream '{}': final sync failed: {e}", self.name);
         }
+        self.save_positions().await;
         let log = self.log.borrow_mut().take();
         if let Some(mut log) = log {
             log.close().await;

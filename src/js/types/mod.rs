@@ -7,4 +7,5 @@ pub mod consumer_config;
 pub mod errors;
 pub mod json;
 pub mod seq;
+pub mod source;
 pub mod stream_config;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::js::types::errors::ApiError;
+use crate::js::types::source::{Role, StreamSource};
 use crate::subject;
 
 /// Two minutes: nats-server's default duplicate window.
@@ -61,9 +62,9 @@ pub struct StreamConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Value>,
+    pub mirror: Option<StreamSource>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sources: Option<Vec<Value>>,
+    pub sources: Option<Vec<StreamSource>>,
     pub compression: String,
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub first_seq: u64,
@@ -305,7 +306,7 @@ impl StreamConfig {
         if self.duplicate_window < 0 {
             return bad("duplicates window can not be negative");
         }
-        if self.duplicate_window == 0 && self.mirror.is_none() {
+        if self.duplicate_window == 0 && self.mirror.is_none() && self.sources().is_empty() {
             self.duplicate_window = if self.max_age != 0 && self.max_age < DUPLICATE_WINDOW_DEFAULT
             {
                 self.max_age
@@ -348,20 +349,17 @@ impl StreamConfig {
         if self.allow_msg_schedules {
             return bad("message schedules are not supported by this server yet");
         }
-        if self.mirror.is_some() || self.sources.as_ref().is_some_and(|s| !s.is_empty()) {
-            return bad("sources and mirrors are not supported by this server yet");
-        }
         if self.sources.as_ref().is_some_and(|s| s.is_empty()) {
             self.sources = None;
         }
+        self.check_mirror()?;
+        self.check_sources()?;
+        self.check_external()?;
         if self.subject_transform.is_some() {
             return bad("subject transforms are not supported by this server yet");
         }
         if self.republish.is_some() {
             return bad("republish is not supported by this server yet");
-        }
-        if self.mirror_direct {
-            return bad("stream has no mirror but does have mirror direct");
         }
         if self
             .placement
@@ -381,10 +379,112 @@ impl StreamConfig {
         }
         Ok(())
     }
+    /// A mirror's own rules (nats-server's order; its origin's, in `meta`).
+    fn check_mirror(&self) -> Result<(), ApiError> {
+        let Some(m) = &self.mirror else {
+            return Ok(());
+        };
+        if self.first_seq > 0 {
+            return Err(ApiError::new(
+                400,
+                10143,
+                "stream mirrors can not have first sequence configured",
+            ));
+        }
+        if !self.subjects.is_empty() {
+            return Err(ApiError::new(
+                400,
+                10034,
+                "stream mirrors can not contain subjects",
+            ));
+        }
+        if self.sources.is_some() {
+            return Err(ApiError::new(
+                400,
+                10031,
+                "stream mirrors can not also contain other sources",
+            ));
+        }
+        m.check(Role::Mirror, self.max_msg_size, None)
+    }
+
+    /// Each source's rules, and no two alike (the same index name).
+    fn check_sources(&self) -> Result<(), ApiError> {
+        let mut seen = std::collections::HashSet::new();
+        for s in self.sources() {
+            s.check(Role::Source, self.max_msg_size, None)?;
+            if !seen.insert(s.iname()) {
+                return Err(ApiError::new(
+                    400,
+                    10140,
+                    "duplicate source configuration detected",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The prefixes of external origins.
+    fn check_external(&self) -> Result<(), ApiError> {
+        let ext = self.links().filter_map(|(_, s)| s.external.as_ref());
+        for e in ext.clone() {
+            if !e.deliver.is_empty() && !subject::valid_publish(e.deliver.as_bytes()) {
+                return Err(ApiError::new(
+                    400,
+                    10024,
+                    format!(
+                        "stream external delivery prefix {} must not contain wildcards",
+                        e.deliver
+                    ),
+                ));
+            }
+        }
+        for e in ext {
+            if e.api.is_empty() {
+                continue;
+            }
+            if !subject::valid_publish(e.api.as_bytes()) {
+                return Err(ApiError::invalid_config(format!(
+                    "stream external api prefix {:?} must be a valid subject without wildcards",
+                    e.api
+                )));
+            }
+            if subject::overlaps(e.api.as_bytes(), b"$JS.API") {
+                return Err(ApiError::new(
+                    400,
+                    10021,
+                    format!(
+                        "stream external api prefix {} must not overlap with $JS.API",
+                        e.api
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sources (none when there are none).
+    pub fn sources(&self) -> &[StreamSource] {
+        self.sources.as_deref().unwrap_or(&[])
+    }
+
+    /// The mirror and every source, with their roles.
+    pub fn links(&self) -> impl Iterator<Item = (Role, &StreamSource)> + Clone {
+        let mirror = self.mirror.iter().map(|m| (Role::Mirror, m));
+        mirror.chain(self.sources().iter().map(|s| (Role::Source, s)))
+    }
+
+    /// The checks of plain filter subjects nats-server makes when it creates
+    /// the stream (after the config checks; its create error, 10049).
+    pub fn check_filters(&self) -> Result<(), ApiError> {
+        self.links().try_for_each(|(role, s)| s.check_filter(role))
+    }
+
     /// The stream's own subjects (defaulting to its name).
     fn check_subjects(&mut self) -> Result<(), ApiError> {
         let bad = |m: &str| Err(ApiError::invalid_config(m));
-        if self.subjects.is_empty() {
+        // Mirrors have none; a stream with sources may have none.
+        if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_none() {
             self.subjects = vec![self.name.clone()];
         }
         let mut seen = std::collections::HashSet::new();
@@ -443,7 +543,9 @@ impl StreamConfig {
         if old.deny_purge && !self.deny_purge {
             return bad("stream configuration update can not cancel deny purge");
         }
-        if old.mirror != self.mirror {
+        // A mirror cannot change or be added; removing it promotes the
+        // stream (nats-server 2.12).
+        if self.mirror.is_some() && old.mirror != self.mirror {
             return Err(ApiError::mirror_not_updatable());
         }
         if self.first_seq != old.first_seq && self.first_seq != 0 {
