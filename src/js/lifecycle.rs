@@ -121,7 +121,11 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
         );
     }
     let Replay {
-        ix, ids, last_id, ..
+        ix,
+        ids,
+        last_id,
+        found,
+        ..
     } = replay;
     let stream = Rc::new(Stream::new(
         meta.uid,
@@ -132,6 +136,8 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
         log,
         last_id,
     ));
+    // Before anything is removed below: the copies' positions.
+    stream.restore_positions(found);
     for (id, seq, ts) in ids {
         stream.remember_id(id, seq, ts);
     }

@@ -521,6 +521,12 @@ impl Js {
             return None;
         };
         let key = link.next_key(self.shard.id, l.stream.uid);
+        crate::debug!(
+            "JetStream stream '{}': opening its link to '{}' after origin sequence {}",
+            l.stream.name,
+            link.cfg.name,
+            link.applied
+        );
         // Everything staged is the tap's to skip; credit starts whole.
         link.credit_msgs = 0;
         link.credit_bytes = 0;
