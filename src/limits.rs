@@ -246,6 +246,19 @@ pub const LINK_CREDIT_BYTES: u64 = 1024 * 1024;
 pub const LINK_RETRY_NS: i64 = 250_000_000;
 pub const LINK_RETRY_MAX_NS: i64 = 2_000_000_000;
 
+/// A target returns credit once a quarter of `LINK_CREDIT_*` has committed,
+/// or when the oldest unreturned credit is this old: one credit message per
+/// many copies under load, and a work-queue origin still hears within
+/// milliseconds what it may remove. A tap never stalls on credit held back:
+/// it keeps at least three quarters of its window.
+pub const LINK_CREDIT_RETURN_NS: i64 = 5_000_000;
+
+/// A tap that sent all it had waits this long before sending again, so a
+/// steady trickle of messages travels in batches (one cross-shard wake and
+/// one target commit per batch, not per message) while a lone message after
+/// a quiet spell goes at once. Full batches go without waiting.
+pub const TAP_LINGER_NS: i64 = 1_000_000;
+
 /// How often a stream's links save their positions when they moved.
 pub const SOURCES_SAVE_INTERVAL_NS: i64 = 1_000_000_000;
 
@@ -253,3 +266,4 @@ const _: () = assert!(TAP_BATCH_BYTES <= MESH_BATCH_BYTES_MAX);
 const _: () = assert!(LINK_CREDIT_BYTES * 16 <= STREAM_INGEST_BYTES as u64 / 4);
 const _: () = assert!(TAP_READ_AHEAD_BYTES.is_multiple_of(DMA_IO_MAX));
 const _: () = assert!(TAP_HEARTBEAT_NS < LINK_SILENCE_NS);
+const _: () = assert!(LINK_CREDIT_RETURN_NS < TAP_HEARTBEAT_NS);

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::bench::consume::{ConsumeKind, ConsumeSpec};
 use crate::bench::report::{summarize, svg, Summary};
-use crate::bench::run::{run_marked, Mode, Spec};
+use crate::bench::run::{run_marked, CopySpec, Mode, Spec};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -75,6 +75,22 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "JetStream ordered consumer replaying a preloaded 128 B file stream",
     ),
     (
+        "jsmirror128",
+        "mirror apply: async publishes (128 B, window 256) to an origin until its mirror holds them all",
+    ),
+    (
+        "jssources4",
+        "sources apply: 4 publishers, one per origin, until the stream sourcing the 4 holds every message",
+    ),
+    (
+        "jssources16",
+        "sources apply: 16 publishers, one per origin, until the stream sourcing the 16 holds every message",
+    ),
+    (
+        "jsmirrorrate",
+        "mirror apply at moderate load: 128 B at 20,000 msgs/s for 5 s; latency is the mirror's completion after the last pub ack",
+    ),
+    (
         "jsconsumelat",
         "JetStream publish→pull-consumer delivery latency, 128 B at 20,000 msgs/s, publish window 4000 (open loop, CO-corrected)",
     ),
@@ -98,6 +114,8 @@ struct Round {
     summary: Summary,
     server_cpu_secs: f64,
     cpu_us_per_msg: f64,
+    /// The server's peak resident memory (VmHWM) when the run ended.
+    peak_rss_mib: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +125,7 @@ struct Side {
     p50_us: Option<f64>,
     p99_us: Option<f64>,
     cpu_us_per_msg: f64,
+    peak_rss_mib: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -159,7 +178,7 @@ pub fn compare(opts: &Options) -> Result<(), String> {
             .map_or("none".into(), |p| p.display().to_string())
     );
     let mut table = vec![format!(
-        "| scenario | jetcore msgs/s | nats-server msgs/s | throughput ratio | jetcore CPU µs/msg | nats-server CPU µs/msg | CPU ratio | p50 µs (j / n) | p99 µs (j / n) |\n|---|---|---|---|---|---|---|---|---|"
+        "| scenario | jetcore msgs/s | nats-server msgs/s | throughput ratio | jetcore CPU µs/msg | nats-server CPU µs/msg | CPU ratio | p50 µs (j / n) | p99 µs (j / n) | peak RSS MiB (j / n) |\n|---|---|---|---|---|---|---|---|---|---|"
     )];
     let mut nats_pubsub16_rate = None;
     for (name, description) in SCENARIOS {
@@ -196,7 +215,7 @@ fn table_row(r: &Record) -> String {
     let j = r.jetcore.as_ref();
     let n = r.nats_server.as_ref();
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} |",
         r.scenario,
         f(j.map(|s| s.msgs_per_sec), 0),
         f(n.map(|s| s.msgs_per_sec), 0),
@@ -208,7 +227,14 @@ fn table_row(r: &Record) -> String {
         f(n.and_then(|s| s.p50_us), 1),
         f(j.and_then(|s| s.p99_us), 1),
         f(n.and_then(|s| s.p99_us), 1),
+        f(j.map(|s| s.peak_rss_mib), 0),
+        f(n.map(|s| s.peak_rss_mib), 0),
     )
+}
+
+/// Scenarios that need JetStream enabled on both servers.
+fn js(name: &str) -> bool {
+    name.starts_with("js") || name.starts_with("kv")
 }
 
 fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) -> Spec {
@@ -230,6 +256,7 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
         workers: opts.workers,
         keys: 1000,
         consume: ConsumeSpec::default(),
+        copy: CopySpec::default(),
     };
     match name {
         "ceiling" | "pub16" => spec.mode = Mode::Pub,
@@ -268,6 +295,26 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
             spec.keys = 1000;
             spec.window = if name == "kvput" { 256 } else { 64 };
             spec.msgs = (opts.msgs / 10).max(1000);
+        }
+        // Publish start until the target holds every message.
+        "jsmirror128" | "jssources4" | "jssources16" | "jsmirrorrate" => {
+            spec.mode = Mode::JsCopy;
+            spec.size = 128;
+            spec.subject = "bench.copy".into();
+            spec.stream = "BENCHCOPY".into();
+            spec.multisubject = true;
+            spec.copy.origins = match name {
+                "jssources4" => 4,
+                "jssources16" => 16,
+                _ => 1,
+            };
+            spec.copy.mirror = spec.copy.origins == 1;
+            spec.pubs = spec.copy.origins;
+            spec.msgs = (opts.msgs / 4).max(1000);
+            if name == "jsmirrorrate" {
+                spec.rate = Some(JS_CONSUME_LATENCY_RATE);
+                spec.msgs = opts.msgs.min(JS_CONSUME_LATENCY_RATE as u64 * 5).max(1000);
+            }
         }
         // Throughput of the consume phase alone: the preload is setup.
         "jsconsume" | "jsordered" | "jsconsumelat" => {
@@ -325,15 +372,12 @@ fn scenario(
                 (_, "ceiling") => ServerProcess::sink(),
                 ("jetcore", _) => match &opts.jetcore {
                     Some(path) => {
-                        let js = name.starts_with("js") || name.starts_with("kv");
-                        ServerProcess::jetcore(path, opts.shards, opts.sync.as_deref(), js)
+                        ServerProcess::jetcore(path, opts.shards, opts.sync.as_deref(), js(name))
                     }
                     None => continue,
                 },
                 (_, _) => match nats {
-                    Some(path) => {
-                        ServerProcess::nats(path, name.starts_with("js") || name.starts_with("kv"))
-                    }
+                    Some(path) => ServerProcess::nats(path, js(name)),
                     None => continue,
                 },
             };
@@ -353,6 +397,7 @@ fn scenario(
                 [before, after] => after - before,
                 _ => 0.0,
             };
+            let peak_rss_mib = started.peak_rss_mib();
             drop(started);
             let outcome = match outcome {
                 Ok(o) => o,
@@ -366,7 +411,8 @@ fn scenario(
             let delivered = summary.sub_msgs.max(summary.pub_msgs).max(1);
             let cpu_us_per_msg = cpu * 1e6 / delivered as f64;
             println!(
-                "  round {} {which:11}: {:>12.0} msgs/s {:>8.2} MB/s  server CPU {:.3} µs/msg{}",
+                "  round {} {which:11}: {:>12.0} msgs/s {:>8.2} MB/s  server CPU {:.3} µs/msg  \
+                 peak RSS {peak_rss_mib:.0} MiB{}",
                 round + 1,
                 summary.msgs_per_sec,
                 summary.mb_per_sec,
@@ -383,6 +429,7 @@ fn scenario(
                 summary,
                 server_cpu_secs: cpu,
                 cpu_us_per_msg,
+                peak_rss_mib,
             });
         }
     }
@@ -457,6 +504,7 @@ fn median_side(rounds: Vec<&Round>) -> Option<Side> {
         p99_us: has_latency
             .then(|| pick(&|r| r.summary.latency.as_ref().map_or(0.0, |l| l.p99_us))),
         cpu_us_per_msg: pick(&|r| r.cpu_us_per_msg),
+        peak_rss_mib: pick(&|r| r.peak_rss_mib),
     })
 }
 
@@ -567,6 +615,18 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(server)
+    }
+
+    /// The process's peak resident set so far (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let Some(child) = &self.child else { return 0.0 };
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
     }
 
     /// User + system CPU seconds the server process has used so far.

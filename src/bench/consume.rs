@@ -722,6 +722,7 @@ mod tests {
                 ack: kind != ConsumeKind::Ordered,
                 ..ConsumeSpec::default()
             },
+            copy: crate::bench::run::CopySpec::default(),
         }
     }
 

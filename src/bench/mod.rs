@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod consume;
+pub mod copy;
 pub mod latency;
 pub mod report;
 pub mod run;

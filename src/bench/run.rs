@@ -38,18 +38,24 @@ pub enum Mode {
     /// JetStream consumers (`consume` in the spec) reading `msgs` messages: a
     /// preloaded stream, or with `rate`, messages published meanwhile.
     JsConsume,
+    /// A mirror or sources copying what publishers send to origins (`copy`
+    /// in the spec): the time until the target holds every message.
+    JsCopy,
 }
 
 impl Mode {
     fn jetstream(self) -> bool {
         matches!(
             self,
-            Mode::JsPub | Mode::JsGet | Mode::KvPut | Mode::KvGet | Mode::JsConsume
+            Mode::JsPub | Mode::JsGet | Mode::KvPut | Mode::KvGet | Mode::JsConsume | Mode::JsCopy
         )
     }
     /// Modes whose publishers publish with acks.
     fn acked(self) -> bool {
-        matches!(self, Mode::JsPub | Mode::KvPut | Mode::JsConsume)
+        matches!(
+            self,
+            Mode::JsPub | Mode::KvPut | Mode::JsConsume | Mode::JsCopy
+        )
     }
     /// Modes whose clients send get requests.
     fn gets(self) -> bool {
@@ -81,6 +87,24 @@ pub struct Spec {
     pub keys: usize,
     /// `js consume`: consumers are `subs` clients.
     pub consume: ConsumeSpec,
+    /// `js copy`: the origins and the target's kind.
+    pub copy: CopySpec,
+}
+
+/// `js copy`: one origin per publisher; a mirror (of one origin) or sources.
+#[derive(Debug, Clone, Copy)]
+pub struct CopySpec {
+    pub origins: usize,
+    pub mirror: bool,
+}
+
+impl Default for CopySpec {
+    fn default() -> Self {
+        CopySpec {
+            origins: 1,
+            mirror: true,
+        }
+    }
 }
 
 /// One client's count and active time.
@@ -121,6 +145,9 @@ pub(crate) struct Shared {
     working: AtomicUsize,
     /// Messages consumed so far by all consumers (`js consume`).
     pub(crate) consumed: AtomicU64,
+    /// Publishers done, and when the last ack of any arrived (`js copy`).
+    pub(crate) publishers_done: AtomicUsize,
+    pub(crate) last_ack_ns: AtomicU64,
 }
 
 impl Shared {
@@ -128,6 +155,8 @@ impl Shared {
         Shared {
             working: AtomicUsize::new(working),
             consumed: AtomicU64::new(0),
+            publishers_done: AtomicUsize::new(0),
+            last_ack_ns: AtomicU64::new(0),
         }
     }
 }
@@ -157,7 +186,10 @@ pub fn run_marked(spec: &Spec, mark: &mut dyn FnMut()) -> Result<Outcome, String
     // `js consume --no-preload` reads a stream that exists and leaves it be.
     let own_stream =
         spec.mode.jetstream() && (spec.mode != Mode::JsConsume || spec.consume.preload);
-    if own_stream {
+    if spec.mode == Mode::JsCopy {
+        crate::bench::copy::delete(spec);
+        crate::bench::copy::create(spec)?;
+    } else if own_stream {
         js_create_stream(spec)?;
     }
     let outcome = setup(spec).and_then(|()| {
@@ -169,7 +201,9 @@ pub fn run_marked(spec: &Spec, mark: &mut dyn FnMut()) -> Result<Outcome, String
     if spec.mode == Mode::JsConsume && spec.consume.kind != ConsumeKind::Ordered && !own_stream {
         consume::delete_durable(spec);
     }
-    if own_stream {
+    if spec.mode == Mode::JsCopy {
+        crate::bench::copy::delete(spec);
+    } else if own_stream {
         js_delete_stream(spec);
     }
     outcome
@@ -223,6 +257,11 @@ fn run_roles(spec: &Spec) -> Result<Outcome, String> {
             if spec.rate.is_some() {
                 roles.extend((0..spec.pubs).map(Role::Publisher));
             }
+        }
+        // The watcher first: it starts polling with the publishers.
+        Mode::JsCopy => {
+            roles.push(Role::Subscriber(0));
+            roles.extend((0..spec.pubs).map(Role::Publisher));
         }
     }
     let workers = spec.workers.max(1).min(roles.len().max(1));
@@ -393,7 +432,17 @@ async fn worker(
         let shared = shared.clone();
         let task = glommio::spawn_local(async move {
             let report = match role {
-                Role::Publisher(i) => publisher(&spec, i, reader, writer).await.map(Report::Pub),
+                Role::Publisher(i) => {
+                    let done = publisher(&spec, i, reader, writer).await.map(Report::Pub);
+                    shared.last_ack_ns.fetch_max(now_ns(), Ordering::SeqCst);
+                    shared.publishers_done.fetch_add(1, Ordering::SeqCst);
+                    done
+                }
+                Role::Subscriber(_) if spec.mode == Mode::JsCopy => {
+                    crate::bench::copy::watch(&spec, reader, writer, &shared)
+                        .await
+                        .map(|(s, h)| Report::Sub(s, h))
+                }
                 Role::Subscriber(i) if spec.mode == Mode::JsConsume => {
                     consume::consume(&spec, i, reader, writer, &shared)
                         .await
@@ -478,6 +527,8 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
     let (mut reader, writer) = connect(&spec.server, &name).await?;
     let sub = match role {
         Role::Subscriber(i) if spec.mode == Mode::JsConsume => Some(consume::prepare_ops(spec, *i)),
+        // The copy watcher subscribes to its own reply subject only.
+        Role::Subscriber(_) if spec.mode == Mode::JsCopy => None,
         Role::Subscriber(i) => Some(if spec.multisubject {
             format!("SUB {}.> {}\r\n", spec.subject, i + 1)
         } else {
@@ -498,7 +549,7 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
 
 /// A client's reply subject prefix; the process id keeps two bench processes
 /// on one server from taking each other's replies.
-fn inbox(kind: &str, index: usize) -> String {
+pub(crate) fn inbox(kind: &str, index: usize) -> String {
     format!("_INBOX.{kind}.{}.{index}", std::process::id())
 }
 
@@ -718,7 +769,7 @@ async fn js_publisher(
             let inbox = format!("{prefix}{sent}");
             let subject = match spec.mode {
                 Mode::KvPut => kv_key(spec, index + sent as usize * spec.pubs),
-                _ => spec.subject.clone(),
+                _ => subject_for(spec, index),
             };
             if let Some(r) = rate {
                 let intended = start + intended_offset(sent, r);
@@ -896,7 +947,8 @@ fn js_create_stream(spec: &Spec) -> Result<(), String> {
             "deny_delete": true, "allow_direct": true, "max_msgs": -1, "max_consumers": -1,
         }),
         _ => serde_json::json!({
-            "name": name, "subjects": [spec.subject], "storage": spec.storage,
+            "name": name, "storage": spec.storage,
+            "subjects": [if spec.multisubject { format!("{}.>", spec.subject) } else { spec.subject.clone() }],
             "allow_direct": spec.mode == Mode::JsGet,
         }),
     };

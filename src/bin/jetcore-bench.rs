@@ -9,7 +9,7 @@ use jetcore::bench::compare::{self, Options};
 use jetcore::bench::consume::{ConsumeKind, ConsumeSpec};
 use jetcore::bench::latency::hgrm;
 use jetcore::bench::report::{render, summarize, svg};
-use jetcore::bench::run::{run, Mode, Spec};
+use jetcore::bench::run::{run, CopySpec, Mode, Spec};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +56,23 @@ enum JsCmd {
     /// Consume --msgs preloaded messages with a pull, push or ordered consumer
     /// (--clients consumers); with --rate, publish→delivery latency at that rate
     Consume(ConsumeArgs),
+    /// Mirror or sources apply: publish --msgs to --origins origin streams
+    /// (<stream>_O<i>, subjects <subject>.<i>, one publisher each) and time
+    /// until the target <stream> holds them all
+    Copy(CopyArgs),
+}
+
+#[derive(Args, Clone)]
+struct CopyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Origin streams (one publisher each)
+    #[arg(long, default_value_t = 1)]
+    origins: usize,
+    /// The target sources the origins (default with more than one origin)
+    /// instead of mirroring the one origin
+    #[arg(long)]
+    sources: bool,
 }
 
 #[derive(Args, Clone)]
@@ -194,6 +211,9 @@ fn main() {
         Cmd::Js {
             mode: JsCmd::Consume(c),
         } => consume_cmd(c),
+        Cmd::Js {
+            mode: JsCmd::Copy(c),
+        } => copy_cmd(c),
         Cmd::Kv {
             mode: KvCmd::Put(c),
         } => single(Mode::KvPut, c),
@@ -231,11 +251,36 @@ fn consume_cmd(c: ConsumeArgs) -> Result<(), String> {
     single_with(Mode::JsConsume, common, consume)
 }
 
+fn copy_cmd(c: CopyArgs) -> Result<(), String> {
+    if c.origins == 0 {
+        return Err("--origins must be at least 1".into());
+    }
+    // One publisher per origin and one watcher: other counts cannot apply.
+    if c.common.pubs != 1 && c.common.pubs != c.origins {
+        return Err("js copy: one publisher per origin; set --origins instead of --pub".into());
+    }
+    if c.common.subs != 1 {
+        return Err("js copy: the target is watched by one client; --sub does not apply".into());
+    }
+    let copy = CopySpec {
+        origins: c.origins,
+        mirror: c.origins == 1 && !c.sources,
+    };
+    let mut common = c.common;
+    common.pubs = c.origins;
+    common.multisubject = true;
+    run_spec(Mode::JsCopy, common, ConsumeSpec::default(), copy)
+}
+
 fn single(mode: Mode, c: Common) -> Result<(), String> {
     single_with(mode, c, ConsumeSpec::default())
 }
 
 fn single_with(mode: Mode, c: Common, consume: ConsumeSpec) -> Result<(), String> {
+    run_spec(mode, c, consume, CopySpec::default())
+}
+
+fn run_spec(mode: Mode, c: Common, consume: ConsumeSpec, copy: CopySpec) -> Result<(), String> {
     let duration = jetcore::config::parse_duration(&c.duration)
         .ok_or_else(|| format!("invalid --duration '{}'", c.duration))?;
     let server = c.server.trim_start_matches("nats://").to_string();
@@ -261,6 +306,7 @@ fn single_with(mode: Mode, c: Common, consume: ConsumeSpec) -> Result<(), String
         workers: workers(c.workers),
         keys: c.keys,
         consume,
+        copy,
     };
     let progress = spawn_progress(duration);
     let outcome = run(&spec);

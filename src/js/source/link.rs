@@ -11,7 +11,10 @@ use crate::js::stream::positions::LinkPos;
 use crate::js::types::errors::ApiError;
 use crate::js::types::seq::Nanos;
 use crate::js::types::source::{Role, StreamSource};
-use crate::limits::{LINK_RETRY_MAX_NS, LINK_RETRY_NS, LINK_SILENCE_NS};
+use crate::limits::{
+    LINK_CREDIT_BYTES, LINK_CREDIT_MSGS, LINK_CREDIT_RETURN_NS, LINK_RETRY_MAX_NS, LINK_RETRY_NS,
+    LINK_SILENCE_NS,
+};
 use crate::shard::msg::{TapKey, TapStart};
 use crate::subject::transform::Transform;
 
@@ -43,9 +46,11 @@ pub struct Link {
     pub committed: u64,
     /// The origin's identity (empty: not known yet).
     pub ident: Rc<str>,
-    /// Credit to give back to the tap: messages and bytes committed.
+    /// Credit to give back to the tap: messages and bytes committed, and
+    /// when the first of them committed.
     pub credit_msgs: u32,
     pub credit_bytes: u64,
+    pub credit_since: Nanos,
     /// Matching origin messages after the last one the tap sent.
     pub pending: u64,
     /// Messages received and not yet applied.
@@ -85,6 +90,7 @@ impl Link {
             ident: pos.ident.into(),
             credit_msgs: 0,
             credit_bytes: 0,
+            credit_since: Nanos(0),
             pending: 0,
             queued: 0,
             heard: Nanos(0),
@@ -161,11 +167,40 @@ impl Link {
 
     /// When the link next needs attention (None: it waits for an event).
     pub fn deadline(&self) -> Nanos {
-        match &self.tap {
+        let credit = if self.credit_msgs > 0 {
+            self.credit_since.after(LINK_CREDIT_RETURN_NS)
+        } else {
+            Nanos(i64::MAX)
+        };
+        let tap = match &self.tap {
             TapState::Closed { retry_at } => *retry_at,
             TapState::Opening { since, .. } => since.after(LINK_SILENCE_NS),
             TapState::Open { .. } => self.heard.after(LINK_SILENCE_NS),
+        };
+        tap.min(credit)
+    }
+
+    /// Counts one committed copy as credit to return.
+    pub fn committed(&mut self, seq: u64, bytes: u64, now: Nanos) {
+        self.committed = seq;
+        self.owe(bytes, now);
+    }
+
+    /// One message's credit to return (committed, or skipped).
+    pub fn owe(&mut self, bytes: u64, now: Nanos) {
+        if self.credit_msgs == 0 {
+            self.credit_since = now;
         }
+        self.credit_msgs += 1;
+        self.credit_bytes += bytes;
+    }
+
+    /// Whether the credit held should go back now (`LINK_CREDIT_RETURN_NS`).
+    pub fn credit_due(&self, now: Nanos) -> bool {
+        self.credit_msgs > 0
+            && (self.credit_msgs >= LINK_CREDIT_MSGS / 4
+                || self.credit_bytes >= LINK_CREDIT_BYTES / 4
+                || now.since(self.credit_since) >= LINK_CREDIT_RETURN_NS)
     }
 
     /// The copy of origin message `seq`, or None when it is skipped (already

@@ -344,8 +344,7 @@ impl Js {
         let mut links = l.links.borrow_mut();
         if let Some(link) = links.iter_mut().find(|k| k.current(tap)) {
             link.applied = link.applied.max(seq);
-            link.credit_msgs += 1;
-            link.credit_bytes += bytes;
+            link.owe(bytes, Nanos::now());
             link.queued = link.queued.saturating_sub(1);
         }
         l.stream.links_wake.notify();
@@ -423,13 +422,12 @@ impl Js {
             return;
         }
         let mut links = l.links.borrow_mut();
+        let now = Nanos::now();
         for ev in events {
             match ev {
                 LinkEvent::Committed { link, seq, bytes } => {
                     if let Some(k) = links.iter_mut().find(|k| k.id == link) {
-                        k.committed = seq;
-                        k.credit_msgs += 1;
-                        k.credit_bytes += bytes;
+                        k.committed(seq, bytes, now);
                     }
                 }
                 LinkEvent::Failed { link } => {
@@ -465,7 +463,7 @@ impl Js {
                 }
             }
             if let TapState::Open { key, origin } = link.tap {
-                if link.credit_msgs > 0 {
+                if link.credit_due(now) {
                     credits.push(JsCmd::TapCredit {
                         origin,
                         tap: key,

@@ -13,6 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -24,7 +25,9 @@ use crate::js::types::seq::Nanos;
 use crate::js::types::source::identity;
 use crate::js::types::stream_config::Retention;
 use crate::js::Js;
-use crate::limits::{TAP_BATCH_BYTES, TAP_BATCH_MSGS, TAP_HEARTBEAT_NS, TAP_READ_AHEAD_BYTES};
+use crate::limits::{
+    TAP_BATCH_BYTES, TAP_BATCH_MSGS, TAP_HEARTBEAT_NS, TAP_LINGER_NS, TAP_READ_AHEAD_BYTES,
+};
 use crate::notify::Notify;
 use crate::shard::msg::{JsCmd, TapBatch, TapItem, TapKey, TapOpen, TapStart};
 
@@ -205,6 +208,7 @@ impl Js {
             }
             let now = Nanos::now();
             let sent = !batch.items.is_empty();
+            let full = batch.items.len() >= TAP_BATCH_MSGS || batch.buf.len() >= TAP_BATCH_BYTES;
             if sent || now.since(tap.last_sent.get()) >= TAP_HEARTBEAT_NS {
                 let pending = {
                     let ix = origin.ix.borrow();
@@ -222,12 +226,17 @@ impl Js {
                 );
             }
             if sent && tap.credit_msgs.get() > 0 && tap.credit_bytes.get() > 0 {
-                // More may be ready at once: let others run first.
-                glommio::yield_if_needed().await;
+                if full {
+                    // More may be ready at once: let others run first.
+                    glommio::yield_if_needed().await;
+                } else {
+                    let linger = Duration::from_nanos(TAP_LINGER_NS as u64);
+                    futures_lite::future::or(tap.wake.wait(), glommio::timer::sleep(linger)).await;
+                }
                 continue;
             }
             let wait = TAP_HEARTBEAT_NS - Nanos::now().since(tap.last_sent.get());
-            let sleep = glommio::timer::sleep(std::time::Duration::from_nanos(wait.max(1) as u64));
+            let sleep = glommio::timer::sleep(Duration::from_nanos(wait.max(1) as u64));
             // New messages matter only with credit to send them.
             let credit = tap.credit_msgs.get() > 0 && tap.credit_bytes.get() > 0;
             let more = async {
