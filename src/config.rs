@@ -52,6 +52,10 @@ struct Cli {
     /// default) or `interval=<duration>` (after the write; fdatasync that often)
     #[arg(long = "sync", default_value = "always")]
     sync: String,
+    /// JetStream domain: `$JS.<domain>.API.>` reaches this server's API (as
+    /// nats-server's `jetstream { domain: <name> }`)
+    #[arg(long = "domain")]
+    domain: Option<String>,
     /// Size at which a stream's segment file is closed and a new one begun
     #[arg(long = "segment_bytes", default_value_t = limits::SEGMENT_BYTES_DEFAULT)]
     segment_bytes: u64,
@@ -118,6 +122,8 @@ pub struct Config {
     pub jetstream: Option<PathBuf>,
     pub sync: SyncMode,
     pub segment_bytes: u64,
+    /// JetStream domain (`--domain`), if any.
+    pub domain: Option<String>,
 }
 
 /// What the command line asked for.
@@ -199,6 +205,7 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("max_pending", "max_pending"),
     ("sync", "sync"),
     ("segment_bytes", "segment_bytes"),
+    ("domain", "domain"),
 ];
 
 /// Flags that take a value in the next argument (unless given with `=`).
@@ -219,6 +226,7 @@ const TAKES_VALUE: &[&str] = &[
     "max_pending",
     "sync",
     "segment_bytes",
+    "domain",
 ];
 
 /// Parses the command line (without the program name) into a command.
@@ -296,6 +304,12 @@ fn validate(cli: Cli) -> Result<Config, String> {
             limits::SEGMENT_BYTES_MIN
         ));
     }
+    if let Some(d) = &cli.domain {
+        check_domain(d)?;
+        if jetstream.is_none() {
+            return Err("jetcore: --domain needs JetStream (-js)".to_string());
+        }
+    }
     let addr = resolve_host(&cli.addr)?;
     let port = match cli.port {
         -1 | 0 => 0,
@@ -348,7 +362,24 @@ fn validate(cli: Cli) -> Result<Config, String> {
         jetstream,
         sync,
         segment_bytes: cli.segment_bytes,
+        domain: cli.domain,
     })
+}
+
+/// nats-server's rules for a domain name: `$JS.<name>.API.>` must be a valid
+/// subject, and the name a single token.
+fn check_domain(d: &str) -> Result<(), String> {
+    if d.contains(['.', '*', '>']) {
+        return Err("jetcore: invalid domain name: may not contain ., * or >".to_string());
+    }
+    // A token of a valid subject: not empty, no whitespace.
+    let subject = format!("$JS.{d}.API.>");
+    if d.is_empty() || d.contains(char::is_whitespace) {
+        return Err(format!(
+            "jetcore: invalid domain name: derived \"{subject}\" is not a valid subject"
+        ));
+    }
+    Ok(())
 }
 
 fn resolve_host(host: &str) -> Result<IpAddr, String> {
@@ -427,6 +458,22 @@ mod tests {
         assert_eq!(cfg.log_level, crate::log::Level::Debug);
         let cfg = run(&["-net", "0.0.0.0", "-server_name", "n1"]).unwrap();
         assert_eq!(cfg.name.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn domains_follow_nats_server_rules() {
+        let cfg = run(&["-js", "-sd", "/tmp/x", "--domain", "hub"]).unwrap();
+        assert_eq!(cfg.domain.as_deref(), Some("hub"));
+        assert_eq!(
+            run(&["-js", "-domain=hub"]).unwrap().domain.as_deref(),
+            Some("hub")
+        );
+        for bad in ["a.b", "a*", ">", "", "a b"] {
+            let e = run(&["-js", "--domain", bad]).unwrap_err();
+            assert!(e.contains("invalid domain name"), "{bad}: {e}");
+        }
+        let e = run(&["--domain", "hub"]).unwrap_err();
+        assert!(e.contains("needs JetStream"), "{e}");
     }
 
     #[test]

@@ -259,6 +259,24 @@ pub const LINK_CREDIT_RETURN_NS: i64 = 5_000_000;
 /// a quiet spell goes at once. Full batches go without waiting.
 pub const TAP_LINGER_NS: i64 = 1_000_000;
 
+/// External origins (nats-server's timings): an unanswered consumer create
+/// fails after `REMOTE_ANSWER_NS`; a consumer silent for `REMOTE_SILENCE_NS`
+/// (it heartbeats every second) is created again; failures in a row wait
+/// `REMOTE_BACKOFF_NS` more each, up to `REMOTE_BACKOFF_MAX_NS`; and two
+/// requests of one link are at least `REMOTE_ASK_EVERY_NS` apart.
+pub const REMOTE_ANSWER_NS: i64 = 30_000_000_000;
+pub const REMOTE_SILENCE_NS: i64 = 10_000_000_000;
+pub const REMOTE_BACKOFF_NS: i64 = 10_000_000_000;
+pub const REMOTE_BACKOFF_MAX_NS: i64 = 120_000_000_000;
+pub const REMOTE_ASK_EVERY_NS: i64 = 2_000_000_000;
+
+/// Deliveries from external origins waiting for a target's links task: at
+/// most this many bytes per target stream (twice the largest flow-control
+/// window, nats-server's and ours, so a well-behaved origin never reaches
+/// it). Beyond it deliveries are dropped, and the link notices the gap and
+/// creates its consumer again from its position.
+pub const REMOTE_INBOX_BYTES: usize = 2 * FC_WINDOW_MAX as usize;
+
 /// How often a stream's links save their positions when they moved.
 pub const SOURCES_SAVE_INTERVAL_NS: i64 = 1_000_000_000;
 

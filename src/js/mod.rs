@@ -46,7 +46,8 @@ use crate::js::stream::Stream;
 use crate::js::types::catalog::CatalogEntry;
 use crate::protocol::parser::PubOp;
 use crate::shard::msg::{
-    ApiRequest, JsCmd, ShardMsg, ACK_BIT, DIRECT_BIT, FC_BIT, NEXT_BIT, UID_MASK,
+    ApiRequest, JsCmd, ShardMsg, ACK_BIT, DIRECT_BIT, FC_BIT, KIND_MASK, LINK_KIND, NEXT_BIT,
+    UID_MASK,
 };
 use crate::shard::{JetStream, Shard};
 
@@ -71,6 +72,9 @@ pub struct Js {
     pub(crate) next_gather: Cell<u64>,
     /// Links (mirror, sources) of the owned streams that have them, by uid.
     pub links: RefCell<AHashMap<u32, Rc<source::Links>>>,
+    /// Subscriptions of links to external origins, by id (`LINK_KIND`).
+    pub(crate) remote_subs: RefCell<AHashMap<u32, source::remote_link::RemoteSub>>,
+    pub(crate) next_remote_sub: Cell<u32>,
     /// API requests handled here and those answered with an error (account info).
     pub api_total: Cell<u64>,
     pub api_errors: Cell<u64>,
@@ -90,6 +94,8 @@ impl Js {
             gathers: RefCell::new(AHashMap::new()),
             next_gather: Cell::new(1),
             links: RefCell::new(AHashMap::new()),
+            remote_subs: RefCell::new(AHashMap::new()),
+            next_remote_sub: Cell::new(1),
             api_total: Cell::new(0),
             api_errors: Cell::new(0),
             me: me.clone(),
@@ -182,6 +188,10 @@ impl JetStream for Js {
         hdr_len: Option<usize>,
         msg: &Bytes,
     ) -> bool {
+        if sub & KIND_MASK == LINK_KIND {
+            self.remote_inbound(sub & UID_MASK, subject, reply, hdr_len, msg);
+            return false;
+        }
         let stream = self.by_uid.borrow().get(&(sub & UID_MASK)).cloned();
         // Deleted while the message was on its way: nobody stores it.
         let Some(stream) = stream else { return false };

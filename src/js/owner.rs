@@ -42,6 +42,9 @@ pub fn write_meta(dir: &Path, meta: &Meta) -> std::io::Result<()> {
 
 /// Registers an owned stream on this shard and starts its writer.
 pub fn start_stream(js: &Js, stream: Rc<Stream>) {
+    let _ = stream
+        .domain
+        .set(js.shard.cfg.domain.as_deref().map(Rc::from));
     js.streams
         .borrow_mut()
         .insert(stream.name.clone(), stream.clone());
@@ -50,15 +53,38 @@ pub fn start_stream(js: &Js, stream: Rc<Stream>) {
     glommio::spawn_local(stream.run_writer(s)).detach();
 }
 
+/// The queue group of direct gets: an origin and the mirrors that answer
+/// for it (`mirror_direct`) share its requests, as in nats-server.
+pub const DIRECT_GROUP: &[u8] = b"_sys_";
+
+/// A stream's direct-get subscriptions for stream `name` (its own, or its
+/// origin's when it is a mirror with `mirror_direct`).
+pub fn direct_interest(name: &str, key: SubKey) -> [(Bytes, Option<Bytes>, SubKey); 2] {
+    let group = Some(Bytes::from_static(DIRECT_GROUP));
+    [
+        (
+            Bytes::from(format!("$JS.API.DIRECT.GET.{name}")),
+            group.clone(),
+            key,
+        ),
+        (
+            Bytes::from(format!("$JS.API.DIRECT.GET.{name}.>")),
+            group,
+            key,
+        ),
+    ]
+}
+
 /// The internal subscriptions of a stream: its subjects, and direct get.
-fn interest_of(entry: &CatalogEntry) -> Vec<(Bytes, SubKey)> {
-    let mut out: Vec<(Bytes, SubKey)> = entry
+fn interest_of(entry: &CatalogEntry) -> Vec<(Bytes, Option<Bytes>, SubKey)> {
+    let mut out: Vec<(Bytes, Option<Bytes>, SubKey)> = entry
         .config
         .subjects
         .iter()
         .map(|s| {
             (
                 Bytes::from(s.clone()),
+                None,
                 SubKey {
                     cid: JS_CID,
                     sub: entry.uid,
@@ -73,9 +99,7 @@ fn interest_of(entry: &CatalogEntry) -> Vec<(Bytes, SubKey)> {
             sub: entry.uid | DIRECT_BIT,
             shard: entry.owner,
         };
-        let name = &entry.config.name;
-        out.push((Bytes::from(format!("$JS.API.DIRECT.GET.{name}")), key));
-        out.push((Bytes::from(format!("$JS.API.DIRECT.GET.{name}.>")), key));
+        out.extend(direct_interest(&entry.config.name, key));
     }
     // Consumer traffic of the stream goes to its owner in order; a missing
     // consumer is answered there with a no-responders status.
@@ -87,11 +111,16 @@ fn interest_of(entry: &CatalogEntry) -> Vec<(Bytes, SubKey)> {
     };
     out.push((
         Bytes::from(format!("$JS.API.CONSUMER.MSG.NEXT.{name}.*")),
+        None,
         key(NEXT_BIT),
     ));
-    out.push((Bytes::from(format!("$JS.ACK.{name}.>")), key(ACK_BIT)));
-    out.push((Bytes::from(format!("$JS.ACK.*.*.{name}.>")), key(ACK_BIT)));
-    out.push((Bytes::from(format!("$JS.FC.{name}.>")), key(FC_BIT)));
+    out.push((Bytes::from(format!("$JS.ACK.{name}.>")), None, key(ACK_BIT)));
+    out.push((
+        Bytes::from(format!("$JS.ACK.*.*.{name}.>")),
+        None,
+        key(ACK_BIT),
+    ));
+    out.push((Bytes::from(format!("$JS.FC.{name}.>")), None, key(FC_BIT)));
     out
 }
 
@@ -99,8 +128,8 @@ fn interest_of(entry: &CatalogEntry) -> Vec<(Bytes, SubKey)> {
 /// every shard derives the same set from the catalogue).
 pub fn add_interest_local(shard: &Shard, entry: &CatalogEntry) {
     let mut trie = shard.interest.borrow_mut();
-    for (subject, key) in interest_of(entry) {
-        trie.insert(&subject, None, key);
+    for (subject, queue, key) in interest_of(entry) {
+        trie.insert(&subject, queue.as_deref(), key);
     }
 }
 
@@ -108,29 +137,41 @@ pub fn add_interest_local(shard: &Shard, entry: &CatalogEntry) {
 /// the mesh, everywhere (the owner does this, so they travel in order with its
 /// answers).
 pub fn change_interest(shard: &Shard, entry: &CatalogEntry, add: bool) {
-    for (subject, key) in interest_of(entry) {
-        if add {
-            shard.interest.borrow_mut().insert(&subject, None, key);
-        } else {
-            shard.interest.borrow_mut().remove(&subject, None, key);
-        }
-        if let Some(mesh) = &shard.mesh {
-            mesh.broadcast(|| {
-                if add {
-                    ShardMsg::Sub {
-                        key,
-                        subject: subject.clone(),
-                        queue: None,
-                    }
-                } else {
-                    ShardMsg::Unsub {
-                        key,
-                        subject: subject.clone(),
-                        queue: None,
-                    }
+    for (subject, queue, key) in interest_of(entry) {
+        set_interest(shard, &subject, queue.as_ref(), key, add);
+    }
+}
+
+/// Adds (`add`) or removes one internal subscription here and everywhere.
+pub fn set_interest(shard: &Shard, subject: &Bytes, queue: Option<&Bytes>, key: SubKey, add: bool) {
+    if add {
+        shard
+            .interest
+            .borrow_mut()
+            .insert(subject, queue.map(|q| &q[..]), key);
+    } else {
+        shard
+            .interest
+            .borrow_mut()
+            .remove(subject, queue.map(|q| &q[..]), key);
+    }
+    if let Some(mesh) = &shard.mesh {
+        mesh.broadcast(|| {
+            let (subject, queue) = (subject.clone(), queue.cloned());
+            if add {
+                ShardMsg::Sub {
+                    key,
+                    subject,
+                    queue,
                 }
-            });
-        }
+            } else {
+                ShardMsg::Unsub {
+                    key,
+                    subject,
+                    queue,
+                }
+            }
+        });
     }
 }
 

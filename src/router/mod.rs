@@ -168,11 +168,47 @@ impl Shard {
         p: &PubOp,
         cache: bool,
     ) -> (bool, bool) {
+        if let Some(mapped) = self.domain_mapped(&p.subject) {
+            let p = PubOp {
+                subject: mapped,
+                ..p.clone()
+            };
+            return self.publish_caching(from, echo, &p, cache);
+        }
         // JetStream's API listens on all of `$JS.API.>` (routed by name, not by
         // interest); it still reaches ordinary subscribers below.
         let api =
             p.subject.starts_with(b"$JS.API.") && self.js.get().is_some_and(|js| js.route_api(p));
         self.publish_matched(from, echo, p, &p.subject, cache, api)
+    }
+
+    /// With `--domain d`, nats-server's mappings of `$JS.d.API.*` onto the API
+    /// (its INFO, STREAM, CONSUMER, DIRECT, META, SERVER and ACCOUNT
+    /// subjects) and onto `$KV.>` and `$OBJ.>`: the subject the message takes.
+    fn domain_mapped(&self, subject: &Bytes) -> Option<Bytes> {
+        let domain = self.cfg.domain.as_deref()?;
+        let rest = subject.strip_prefix(b"$JS.")?;
+        let rest = rest
+            .strip_prefix(domain.as_bytes())?
+            .strip_prefix(b".API.")?;
+        const API: [&[u8]; 6] = [
+            b"STREAM.",
+            b"CONSUMER.",
+            b"DIRECT.",
+            b"META.",
+            b"SERVER.",
+            b"ACCOUNT.",
+        ];
+        if rest == b"INFO" || API.iter().any(|p| rest.starts_with(p)) {
+            let mut out = Vec::with_capacity(8 + rest.len());
+            out.extend_from_slice(b"$JS.API.");
+            out.extend_from_slice(rest);
+            return Some(out.into());
+        }
+        if rest.starts_with(b"$KV.") || rest.starts_with(b"$OBJ.") {
+            return Some(subject.slice(subject.len() - rest.len()..));
+        }
+        None
     }
 
     /// Delivers a JetStream message to the subscribers of `to`, showing it with

@@ -24,6 +24,12 @@ pub const ACK_BIT: u32 = 0x2000_0000;
 pub const FC_BIT: u32 = 0x1000_0000;
 /// The stream uid part of an internal `SubKey::sub`.
 pub const UID_MASK: u32 = 0x0FFF_FFFF;
+/// Kind of a link's subscriptions for an external origin (its consumer's
+/// answer inbox and deliver subject): the low bits are a subscription id on
+/// the target's owner, not a stream uid.
+pub const LINK_KIND: u32 = DIRECT_BIT | NEXT_BIT;
+/// The kind part of an internal `SubKey::sub`.
+pub const KIND_MASK: u32 = !UID_MASK;
 
 /// Whether internal subscription `sub` stores what it receives (a stream's own
 /// subjects, no kind bit): its receiver keeps the message until it is written.

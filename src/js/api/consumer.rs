@@ -21,7 +21,7 @@ use crate::shard::Shard;
 const CREATE: &str = "consumer_create_response";
 
 /// Handles `CONSUMER.*` on the stream's owner; `tokens` follow `$JS.API.`.
-pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8]) {
+pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8], hdr: Option<&[u8]>) {
     let find = |name: &str, kind: &str| -> Option<Rc<Stream>> {
         let s = js.streams.borrow().get(name).cloned();
         if s.is_none() {
@@ -42,7 +42,7 @@ pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8]) {
                 filter,
                 durable_api: false,
             };
-            create(js, at, reply, body).await;
+            create(js, at, reply, body, hdr).await;
         }
         ["CONSUMER", "DURABLE", "CREATE", stream, name] => {
             let at = CreateAt {
@@ -51,7 +51,7 @@ pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8]) {
                 filter: None,
                 durable_api: true,
             };
-            create(js, at, reply, body).await;
+            create(js, at, reply, body, hdr).await;
         }
         ["CONSUMER", "INFO", stream, name] => {
             let kind = "consumer_info_response";
@@ -191,7 +191,7 @@ struct Wanted {
     cfg: ConsumerConfig,
 }
 
-async fn create(js: &Rc<Js>, at: CreateAt<'_>, reply: &Bytes, body: &[u8]) {
+async fn create(js: &Rc<Js>, at: CreateAt<'_>, reply: &Bytes, body: &[u8], hdr: Option<&[u8]>) {
     let err = |e: ApiError| reply_err(js, reply, CREATE, &e);
     let generated = consumer::random_token(&js.shard, 8);
     let Wanted {
@@ -205,6 +205,25 @@ async fn create(js: &Rc<Js>, at: CreateAt<'_>, reply: &Bytes, body: &[u8]) {
     let Some(stream) = js.stream(at.stream) else {
         return err(ApiError::stream_not_found());
     };
+    // A direct consumer (another server's mirror or source) names the
+    // origin's identity it expects, and hears it in the answer: an origin
+    // deleted and created again is noticed by its targets.
+    let ident = cfg
+        .direct
+        .then(|| crate::js::types::source::identity(stream.created));
+    if let Some(id) = &ident {
+        let asked = hdr
+            .and_then(|h| crate::protocol::headers::get(h, b"Nats-Stream-Identity"))
+            .map(|v| String::from_utf8_lossy(v).trim().to_string())
+            .filter(|v| !v.is_empty());
+        if asked.is_some_and(|a| &a != id) {
+            return err(ApiError::new(
+                400,
+                10225,
+                format!("consumer's stream identity does not match: {id}"),
+            ));
+        }
+    }
     if let Err(e) = check_on_stream(&stream, &name, &mut cfg) {
         return err(e);
     }
@@ -215,7 +234,11 @@ async fn create(js: &Rc<Js>, at: CreateAt<'_>, reply: &Bytes, body: &[u8]) {
         (None, _) => create_new(js, &stream, name, cfg).await,
     };
     match answer {
-        Ok(c) => js.shard.reply(reply, None, &info(&js.shard, &c, CREATE)),
+        Ok(c) => {
+            let hdr = ident.map(|id| format!("NATS/1.0\r\nNats-Stream-Identity: {id}\r\n\r\n"));
+            let hdr = hdr.as_ref().map(String::as_bytes);
+            js.shard.reply(reply, hdr, &info(&js.shard, &c, CREATE))
+        }
         Err(e) => err(e),
     }
 }
@@ -288,6 +311,25 @@ fn decode_create(at: &CreateAt, body: &[u8], generated: String) -> Result<Wanted
             ));
         }
     }
+    if cfg.sourcing {
+        // What a server before API level 4 answers; nats-server then asks
+        // for a plain direct consumer.
+        return Err(ApiError::invalid_json("json: unknown field \"sourcing\""));
+    }
+    if cfg.direct && cfg.deliver_subject.is_empty() {
+        return Err(ApiError::new(
+            400,
+            10090,
+            "consumer direct requires a push based consumer",
+        ));
+    }
+    if cfg.direct && !cfg.durable_name.is_empty() {
+        return Err(ApiError::new(
+            400,
+            10091,
+            "consumer direct requires an ephemeral consumer",
+        ));
+    }
     if !matches!(req.action.as_str(), "" | "create" | "update") {
         return Err(ApiError::invalid_json(&format!(
             "unknown consumer action: {:?}",
@@ -320,7 +362,7 @@ fn check_on_stream(stream: &Stream, name: &str, cfg: &mut ConsumerConfig) -> Res
             "consumer deliver subject forms a cycle",
         ));
     }
-    if scfg.retention() == Retention::WorkQueue {
+    if scfg.retention() == Retention::WorkQueue && !cfg.direct {
         if let Some(e) = workqueue_conflict(stream, name, cfg) {
             return Err(e);
         }
@@ -365,7 +407,7 @@ async fn create_new(
     cfg: ConsumerConfig,
 ) -> Result<Rc<Consumer>, ApiError> {
     let max = stream.cfg.borrow().max_consumers;
-    if max > 0 && stream.consumers.borrow().len() as i64 >= max {
+    if max > 0 && !cfg.direct && stream.public_consumers().len() as i64 >= max {
         return Err(ApiError::max_consumers());
     }
     let created = now_nanos();
@@ -405,7 +447,7 @@ async fn create_new(
 fn workqueue_conflict(stream: &Stream, name: &str, cfg: &ConsumerConfig) -> Option<ApiError> {
     let mine = cfg.filters();
     for other in stream.consumers.borrow().values() {
-        if other.name == name {
+        if other.name == name || other.cfg.borrow().direct {
             continue;
         }
         if mine.is_empty() {
@@ -537,7 +579,7 @@ fn names(js: &Js, stream: &str, reply: &Bytes, body: &[u8], list: bool) {
     let Some(s) = s else {
         return reply_err(js, reply, kind, &ApiError::stream_not_found());
     };
-    let all: Vec<Rc<Consumer>> = s.consumers.borrow().values().cloned().collect();
+    let all = s.public_consumers();
     let total = all.len();
     let offset = (req.offset.max(0) as usize).min(total);
     let limit = if list {

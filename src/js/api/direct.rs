@@ -48,14 +48,15 @@ fn status(shard: &Shard, reply: &Bytes, text: &str) {
 
 /// A parsed direct-get request, or the status to answer it with.
 fn direct_request(
-    s: &Stream,
     subject: &Bytes,
     hdr_len: Option<usize>,
     msg: &Bytes,
 ) -> Result<GetRequest, &'static str> {
     let body = &msg[hdr_len.unwrap_or(0)..];
-    let prefix = format!("$JS.API.DIRECT.GET.{}", s.name);
-    let tail = &subject[prefix.len()..];
+    // The stream named here is this one, or the origin of this mirror
+    // (`mirror_direct`): what follows the name is the same either way.
+    let named = &subject[b"$JS.API.DIRECT.GET.".len()..];
+    let tail = &named[memchr::memchr(b'.', named).unwrap_or(named.len())..];
     let empty = body.iter().all(|b| b.is_ascii_whitespace());
     let req: GetRequest = if let Some(subj) = tail.strip_prefix(b".") {
         let trimmed: Vec<u8> = body
@@ -129,7 +130,7 @@ fn direct_get_now(
     hdr_len: Option<usize>,
     msg: &Bytes,
 ) -> bool {
-    let req = match direct_request(s, subject, hdr_len, msg) {
+    let req = match direct_request(subject, hdr_len, msg) {
         Ok(r) => r,
         Err(st) => {
             status(shard, reply, st);
@@ -163,7 +164,7 @@ async fn direct_get(
     hdr_len: Option<usize>,
     msg: &Bytes,
 ) {
-    let req = match direct_request(s, subject, hdr_len, msg) {
+    let req = match direct_request(subject, hdr_len, msg) {
         Ok(r) => r,
         Err(st) => return status(shard, reply, st),
     };

@@ -135,7 +135,7 @@ pub fn stream_info(
         subjects,
         num_deleted: ix.deleted,
         deleted,
-        consumer_count: s.consumers.borrow().len() as u64,
+        consumer_count: s.public_consumers().len() as u64,
     };
     let mut out = format!("{{\"type\":\"{}\"", crate::js::api::prefix_type(kind));
     if kind == "stream_info_response" {
@@ -151,6 +151,12 @@ pub fn stream_info(
         rfc3339(s.created)
     ));
     out.push_str(&String::from_utf8(json::encode(&state)).expect("utf8"));
+    // nats-server shows its domain in info, list and update answers, not in
+    // a create's.
+    if let Some(d) = js.shard.cfg.domain.as_deref().filter(|_| !did_create) {
+        out.push_str(",\"domain\":");
+        out.push_str(&serde_json::to_string(d).expect("str"));
+    }
     if kind == "stream_info_response" {
         out.push_str(&format!(
             ",\"cluster\":{{\"leader\":{}}}",
@@ -185,13 +191,18 @@ pub async fn account_info(js: &Js, reply: &Bytes) {
             "\"reserved_memory\":0,\"reserved_storage\":{},\"streams\":{},\"consumers\":{},",
             "\"limits\":{{\"max_memory\":-1,\"max_storage\":-1,\"max_streams\":-1,\"max_consumers\":-1,",
             "\"max_ack_pending\":-1,\"memory_max_stream_bytes\":-1,\"storage_max_stream_bytes\":-1,",
-            "\"max_bytes_required\":false}},\"api\":{{\"level\":{},\"total\":{},\"errors\":{}}}}}"
+            "\"max_bytes_required\":false}}{}\"api\":{{\"level\":{},\"total\":{},\"errors\":{}}}}}"
         ),
         u.memory,
         u.storage,
         u.reserved_storage,
         u.streams,
         u.consumers,
+        js.shard
+            .cfg
+            .domain
+            .as_deref()
+            .map_or(",".into(), |d| format!(",\"domain\":{},", serde_json::to_string(d).expect("str"))),
         API_LEVEL,
         u.api_total,
         u.api_errors

@@ -161,7 +161,7 @@ pub async fn handle(js: &Rc<Js>, req: ApiRequest) {
                 msg::delete(js, &s, reply, &body).await;
             }
         }
-        ["CONSUMER", ..] => consumer::handle(js, &tokens, reply, &body).await,
+        ["CONSUMER", ..] => consumer::handle(js, &tokens, reply, &body, req.headers()).await,
         // nats-server does not answer unknown API subjects.
         _ => {}
     }
@@ -180,6 +180,12 @@ fn response_kind(tokens: &[&str]) -> &'static str {
         ["STREAM", "PURGE", ..] => "stream_purge_response",
         ["STREAM", "MSG", "GET", ..] => "stream_msg_get_response",
         ["STREAM", "MSG", "DELETE", ..] => "stream_msg_delete_response",
+        ["CONSUMER", "CREATE" | "DURABLE", ..] => "consumer_create_response",
+        ["CONSUMER", "INFO", ..] => "consumer_info_response",
+        ["CONSUMER", "DELETE", ..] => "consumer_delete_response",
+        ["CONSUMER", "NAMES", ..] => "consumer_names_response",
+        ["CONSUMER", "LIST", ..] => "consumer_list_response",
+        ["CONSUMER", "PAUSE", ..] => "consumer_pause_response",
         _ => "system_response",
     }
 }

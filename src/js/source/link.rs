@@ -7,18 +7,20 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::js::source::copy;
+use crate::js::source::remote::Attempt;
 use crate::js::stream::positions::LinkPos;
 use crate::js::types::errors::ApiError;
 use crate::js::types::seq::Nanos;
 use crate::js::types::source::{Role, StreamSource};
 use crate::limits::{
     LINK_CREDIT_BYTES, LINK_CREDIT_MSGS, LINK_CREDIT_RETURN_NS, LINK_RETRY_MAX_NS, LINK_RETRY_NS,
-    LINK_SILENCE_NS,
+    LINK_SILENCE_NS, REMOTE_ANSWER_NS, REMOTE_ASK_EVERY_NS, REMOTE_BACKOFF_MAX_NS,
+    REMOTE_BACKOFF_NS, REMOTE_SILENCE_NS,
 };
 use crate::shard::msg::{TapKey, TapStart};
 use crate::subject::transform::Transform;
 
-/// Where a link's tap is.
+/// Where a link's tap is (for an external origin: its consumer).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TapState {
     /// Not open; (re)open at this time.
@@ -27,6 +29,26 @@ pub enum TapState {
     Opening { key: TapKey, since: Nanos },
     /// Open; `origin` is the origin stream's uid.
     Open { key: TapKey, origin: u32 },
+    /// An external origin's consumer, asked for or delivering.
+    Remote(Box<Remote>),
+}
+
+/// One attempt at reading an external origin: the consumer asked for, the
+/// target's subscriptions for the answer and the deliveries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    pub key: TapKey,
+    pub asked: Nanos,
+    /// The answer inbox's subscription, while no answer came.
+    pub answer_sub: Option<u32>,
+    pub answer_inbox: String,
+    pub deliver_sub: u32,
+    pub deliver: String,
+    pub attempt: Attempt,
+    /// The consumer's name, once the origin answered.
+    pub consumer: Option<String>,
+    /// Last delivery sequence taken.
+    pub dseq: u64,
 }
 
 pub struct Link {
@@ -60,6 +82,9 @@ pub struct Link {
     pub error: Option<ApiError>,
     /// The next retry's delay.
     pub backoff: i64,
+    /// External origins: failed attempts in a row, and the last request.
+    pub fails: u32,
+    pub last_ask: Nanos,
 }
 
 /// What a message from the origin becomes.
@@ -96,6 +121,8 @@ impl Link {
             heard: Nanos(0),
             error: None,
             backoff: LINK_RETRY_NS,
+            fails: 0,
+            last_ask: Nanos(0),
         }
     }
 
@@ -143,8 +170,25 @@ impl Link {
     pub fn current(&self, key: TapKey) -> bool {
         match &self.tap {
             TapState::Opening { key: k, .. } | TapState::Open { key: k, .. } => *k == key,
+            TapState::Remote(r) => r.key == key,
             TapState::Closed { .. } => false,
         }
+    }
+
+    /// An external origin's attempt failed: nats-server's backoff, 10 s more
+    /// per failure in a row up to 2 minutes, and never sooner than 2 s after
+    /// the last request.
+    pub fn retry_remote(&mut self, now: Nanos, jitter: i64) -> TapState {
+        self.fails += 1;
+        let backoff = (REMOTE_BACKOFF_NS * i64::from(self.fails)).min(REMOTE_BACKOFF_MAX_NS);
+        let earliest = self.last_ask.after(REMOTE_ASK_EVERY_NS);
+        let at = now.after(backoff + jitter).max(earliest);
+        std::mem::replace(&mut self.tap, TapState::Closed { retry_at: at })
+    }
+
+    /// Replaces the tap's state, returning the old one (to close it).
+    pub fn take_tap(&mut self, next: TapState) -> TapState {
+        std::mem::replace(&mut self.tap, next)
     }
 
     /// The tap failed or went quiet: try again after the backoff.
@@ -162,6 +206,7 @@ impl Link {
             TapState::Closed { retry_at } => *retry_at <= now,
             TapState::Opening { since, .. } => now.since(*since) >= LINK_SILENCE_NS,
             TapState::Open { .. } => now.since(self.heard) >= LINK_SILENCE_NS,
+            TapState::Remote(_) => self.deadline() <= now,
         }
     }
 
@@ -176,6 +221,8 @@ impl Link {
             TapState::Closed { retry_at } => *retry_at,
             TapState::Opening { since, .. } => since.after(LINK_SILENCE_NS),
             TapState::Open { .. } => self.heard.after(LINK_SILENCE_NS),
+            TapState::Remote(r) if r.answer_sub.is_some() => r.asked.after(REMOTE_ANSWER_NS),
+            TapState::Remote(r) => self.heard.max(r.asked).after(REMOTE_SILENCE_NS),
         };
         tap.min(credit)
     }

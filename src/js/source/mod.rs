@@ -16,6 +16,8 @@
 
 pub mod copy;
 pub mod link;
+pub mod remote;
+pub(crate) mod remote_link;
 pub mod tap;
 
 use std::cell::{Cell, RefCell};
@@ -26,7 +28,7 @@ use crate::js::stream::ingest::{CopyIn, CopyRefused};
 use crate::js::stream::{LinkEvent, LinkTag, Stream};
 use crate::js::types::errors::ApiError;
 use crate::js::types::seq::Nanos;
-use crate::js::types::source::Role;
+use crate::js::types::source::{Role, StreamSource};
 use crate::js::Js;
 use crate::limits::{LINK_CREDIT_BYTES, LINK_CREDIT_MSGS, LINK_RETRY_NS, SOURCES_SAVE_INTERVAL_NS};
 use crate::shard::msg::{JsCmd, TapBatch, TapKey, TapOpen};
@@ -49,6 +51,16 @@ pub enum Inbound {
         error: ApiError,
         ident: Option<String>,
     },
+    /// On an external link's subscription: the create answer (`answer`), or
+    /// a delivery, heartbeat or flow-control request.
+    Remote {
+        tap: TapKey,
+        answer: bool,
+        subject: bytes::Bytes,
+        reply: Option<bytes::Bytes>,
+        hdr_len: usize,
+        msg: bytes::Bytes,
+    },
 }
 
 /// The links of one target stream.
@@ -57,6 +69,10 @@ pub struct Links {
     pub links: RefCell<Vec<Link>>,
     next_id: Cell<u32>,
     inbox: RefCell<VecDeque<Inbound>>,
+    /// Bytes of `Inbound::Remote` in the inbox (`REMOTE_INBOX_BYTES`).
+    remote_bytes: Cell<usize>,
+    /// The origin whose direct gets the mirror answers (`mirror_direct`).
+    direct_for: RefCell<Option<String>>,
     closed: Cell<bool>,
     running: Cell<bool>,
     done: crate::notify::Event,
@@ -70,6 +86,8 @@ impl Links {
             links: RefCell::new(Vec::new()),
             next_id: Cell::new(1),
             inbox: RefCell::new(VecDeque::new()),
+            remote_bytes: Cell::new(0),
+            direct_for: RefCell::new(None),
             closed: Cell::new(false),
             running: Cell::new(false),
             done: crate::notify::Event::default(),
@@ -81,7 +99,7 @@ impl Links {
     /// Makes the links match the stream's config: new ones start where the
     /// stream's positions say (a source removed and added again resumes after
     /// what it copied), removed ones close. Returns the closed links' taps.
-    pub fn reconfigure(&self) -> Vec<(u32, TapKey)> {
+    pub fn reconfigure(&self) -> Vec<(TapState, StreamSource)> {
         let cfg = self.stream.cfg.borrow().clone();
         let wanted: Vec<(Role, crate::js::types::source::StreamSource)> =
             cfg.links().map(|(r, s)| (r, s.clone())).collect();
@@ -90,9 +108,7 @@ impl Links {
         links.retain(|l| {
             let keep = wanted.iter().any(|(r, s)| *r == l.role && *s == l.cfg);
             if !keep {
-                if let TapState::Open { key, origin } = l.tap {
-                    closed.push((origin, key));
-                }
+                closed.push((l.tap.clone(), l.cfg.clone()));
             }
             keep
         });
@@ -136,8 +152,8 @@ impl Js {
         match existing {
             None => self.start_links(stream),
             Some(l) => {
-                for (origin, key) in l.reconfigure() {
-                    self.close_tap(origin, key);
+                for (tap, cfg) in l.reconfigure() {
+                    self.end_tap(tap, &cfg, true);
                 }
                 if l.links.borrow().is_empty() {
                     self.stop_links(stream.uid);
@@ -153,10 +169,9 @@ impl Js {
             return;
         };
         for link in l.links.borrow().iter() {
-            if let TapState::Open { key, origin } = link.tap {
-                self.close_tap(origin, key);
-            }
+            self.end_tap(link.tap.clone(), &link.cfg, true);
         }
+        self.set_mirror_direct(&l, false);
         l.closed.set(true);
         l.stream.links_wake.notify();
     }
@@ -165,6 +180,16 @@ impl Js {
     pub async fn links_stopped(links: &Links) {
         while links.running.get() {
             links.done.wait().await;
+        }
+    }
+
+    /// Ends what a link's tap state holds: a local tap closes; an external
+    /// consumer's subscriptions go (and, with `delete`, the consumer).
+    fn end_tap(&self, tap: TapState, cfg: &StreamSource, delete: bool) {
+        match tap {
+            TapState::Open { key, origin } => self.close_tap(origin, key),
+            TapState::Remote(r) => self.remote_end(&r, cfg, delete),
+            TapState::Closed { .. } | TapState::Opening { .. } => {}
         }
     }
 
@@ -220,12 +245,15 @@ impl Js {
         while !l.closed.get() && !l.stream.closed.get() && !self.shard.stopping.get() {
             self.drain_inbox(&l).await;
             self.take_events(&l);
+            self.sync_mirror_direct(&l);
             let now = Nanos::now();
             let next = self.tend(&l, now);
             if now.since(saved_at) >= SOURCES_SAVE_INTERVAL_NS {
                 l.stream.save_positions().await;
                 saved_at = Nanos::now();
             }
+            // Requests and answers published above go out now.
+            self.shard.flush_mesh().await;
             let until = next.min(saved_at.after(SOURCES_SAVE_INTERVAL_NS));
             let wait = until.since(Nanos::now()).max(1) as u64;
             let sleep = glommio::timer::sleep(std::time::Duration::from_nanos(wait));
@@ -234,6 +262,52 @@ impl Js {
         l.stream.save_positions().await;
         l.running.set(false);
         l.done.notify_all();
+    }
+
+    /// A mirror with `mirror_direct` answers its origin's direct gets once
+    /// it is caught up (fewer than 10 behind, as nats-server), until the
+    /// setting is turned off or the mirror stops.
+    fn sync_mirror_direct(&self, l: &Links) {
+        let want = {
+            let cfg = l.stream.cfg.borrow();
+            let links = l.links.borrow();
+            let caught_up = links.iter().any(|k| {
+                k.role == Role::Mirror && k.heard != Nanos(0) && k.error.is_none() && k.lag() < 10
+            });
+            let on = l.direct_for.borrow().is_some();
+            cfg.mirror_direct && cfg.mirror.is_some() && (caught_up || on)
+        };
+        self.set_mirror_direct(l, want);
+    }
+
+    fn set_mirror_direct(&self, l: &Links, on: bool) {
+        if l.direct_for.borrow().is_some() == on {
+            return;
+        }
+        let origin = if on {
+            let Some(name) = l
+                .stream
+                .cfg
+                .borrow()
+                .mirror
+                .as_ref()
+                .map(|m| m.name.clone())
+            else {
+                return;
+            };
+            *l.direct_for.borrow_mut() = Some(name.clone());
+            name
+        } else {
+            l.direct_for.borrow_mut().take().expect("subscribed")
+        };
+        let key = crate::shard::msg::SubKey {
+            cid: crate::shard::msg::JS_CID,
+            sub: l.stream.uid | crate::shard::msg::DIRECT_BIT,
+            shard: self.shard.id,
+        };
+        for (subject, queue, key) in crate::js::owner::direct_interest(&origin, key) {
+            crate::js::owner::set_interest(&self.shard, &subject, queue.as_ref(), key, on);
+        }
     }
 
     /// Applies queued tap messages in order.
@@ -249,6 +323,29 @@ impl Js {
                     pending,
                 } => self.apply_batch(l, tap, batch, pending).await,
                 Inbound::Error { tap, error, ident } => self.tap_failed(l, tap, error, ident).await,
+                Inbound::Remote {
+                    tap,
+                    answer,
+                    subject,
+                    reply,
+                    hdr_len,
+                    msg,
+                } => {
+                    let size = subject.len() + msg.len();
+                    l.remote_bytes
+                        .set(l.remote_bytes.get().saturating_sub(size));
+                    let m = remote_link::Received {
+                        subject,
+                        reply,
+                        hdr_len,
+                        msg,
+                    };
+                    if answer {
+                        self.remote_answer(l, tap, m).await;
+                    } else {
+                        self.remote_delivery(l, tap, m).await;
+                    }
+                }
             }
         }
     }
@@ -256,8 +353,6 @@ impl Js {
     /// Applies one batch from a tap: each message staged as its copy.
     async fn apply_batch(&self, l: &Links, tap: TapKey, batch: TapBatch, pending: u64) {
         let now = Nanos::now();
-        let offset = l.stream.positions.borrow().offset;
-        let dedupe = l.stream.cfg.borrow().duplicate_window > 0;
         {
             let mut links = l.links.borrow_mut();
             let Some(link) = links.iter_mut().find(|k| k.current(tap)) else {
@@ -272,67 +367,81 @@ impl Js {
             let subj_end = at + item.subject_len as usize;
             let hdr_end = subj_end + item.hdr_len as usize;
             let end = subj_end + item.len as usize;
-            let subject = batch.buf.slice(at..subj_end);
-            let hdr = batch.buf.slice(subj_end..hdr_end);
-            let payload = batch.buf.slice(hdr_end..end);
-            let bytes = (end - at) as u64;
-            loop {
-                let made = {
-                    let links = l.links.borrow();
-                    let Some(link) = links.iter().find(|k| k.current(tap)) else {
-                        return;
-                    };
-                    let c = link.copy(item.seq, item.ts, &subject, &hdr, &payload, offset);
-                    c.map(|c| {
-                        (
-                            c,
-                            link.id,
-                            link.iname.clone(),
-                            link.ident.clone(),
-                            link.role,
-                        )
-                    })
+            let m = Origin {
+                seq: item.seq,
+                ts: item.ts,
+                subject: batch.buf.slice(at..subj_end),
+                hdr: batch.buf.slice(subj_end..hdr_end),
+                payload: batch.buf.slice(hdr_end..end),
+            };
+            let left = (batch.items.len() - n) as u64;
+            if !self.apply_one(l, tap, &m, left).await {
+                return;
+            }
+        }
+    }
+
+    /// Stages the copy of one origin message (or skips it); false when the
+    /// link's tap is gone or the target refused it (the tap then closes).
+    async fn apply_one(&self, l: &Links, tap: TapKey, m: &Origin, left: u64) -> bool {
+        let offset = l.stream.positions.borrow().offset;
+        let dedupe = l.stream.cfg.borrow().duplicate_window > 0;
+        let bytes = (m.subject.len() + m.hdr.len() + m.payload.len()) as u64;
+        loop {
+            let made = {
+                let links = l.links.borrow();
+                let Some(link) = links.iter().find(|k| k.current(tap)) else {
+                    return false;
                 };
-                let Some((c, id, iname, ident, role)) = made else {
-                    self.skipped(l, tap, item.seq, bytes);
-                    break;
-                };
-                let copy = CopyIn {
-                    seq: c.seq,
-                    ts: c.ts.unwrap_or_else(crate::js::types::json::now_nanos),
-                    subject: &c.subject,
-                    hdr_len: c.hdr_len,
-                    msg: &c.msg,
-                    dedupe: dedupe && role == Role::Source,
-                    tag: LinkTag {
-                        link: id,
-                        iname,
-                        ident,
-                        seq: item.seq,
-                        bytes,
-                    },
-                };
-                match l.stream.stage_copy(copy) {
-                    Ok(()) => {
-                        let mut links = l.links.borrow_mut();
-                        if let Some(link) = links.iter_mut().find(|k| k.current(tap)) {
-                            link.applied = item.seq;
-                            link.queued = link.queued.saturating_sub(1);
-                        }
-                        break;
+                let c = link.copy(m.seq, m.ts, &m.subject, &m.hdr, &m.payload, offset);
+                c.map(|c| {
+                    (
+                        c,
+                        link.id,
+                        link.iname.clone(),
+                        link.ident.clone(),
+                        link.role,
+                    )
+                })
+            };
+            let Some((c, id, iname, ident, role)) = made else {
+                self.skipped(l, tap, m.seq, bytes);
+                return true;
+            };
+            let copy = CopyIn {
+                seq: c.seq,
+                ts: c.ts.unwrap_or_else(crate::js::types::json::now_nanos),
+                subject: &c.subject,
+                hdr_len: c.hdr_len,
+                msg: &c.msg,
+                dedupe: dedupe && role == Role::Source,
+                tag: LinkTag {
+                    link: id,
+                    iname,
+                    ident,
+                    seq: m.seq,
+                    bytes,
+                },
+            };
+            match l.stream.stage_copy(copy) {
+                Ok(()) => {
+                    let mut links = l.links.borrow_mut();
+                    if let Some(link) = links.iter_mut().find(|k| k.current(tap)) {
+                        link.applied = m.seq;
+                        link.queued = link.queued.saturating_sub(1);
                     }
-                    Err(CopyRefused::Skip) => {
-                        self.skipped(l, tap, item.seq, bytes);
-                        break;
-                    }
-                    Err(CopyRefused::Congested) => l.stream.wait_uncongested().await,
-                    Err(CopyRefused::Store(e)) => {
-                        // The target refuses it (its limits): try again later
-                        // from this message, as nats-server does.
-                        let left = (batch.items.len() - n) as u64;
-                        self.link_refused(l, tap, e, left);
-                        return;
-                    }
+                    return true;
+                }
+                Err(CopyRefused::Skip) => {
+                    self.skipped(l, tap, m.seq, bytes);
+                    return true;
+                }
+                Err(CopyRefused::Congested) => l.stream.wait_uncongested().await,
+                Err(CopyRefused::Store(e)) => {
+                    // The target refuses it (its limits): try again later
+                    // from this message, as nats-server does.
+                    self.link_refused(l, tap, e, left);
+                    return false;
                 }
             }
         }
@@ -353,24 +462,19 @@ impl Js {
     /// The target refused a copy: the tap closes, and the link retries
     /// later from where it stands.
     fn link_refused(&self, l: &Links, tap: TapKey, e: ApiError, left: u64) {
-        let closing = {
+        let ended = {
             let mut links = l.links.borrow_mut();
             let Some(link) = links.iter_mut().find(|k| k.current(tap)) else {
                 return;
             };
-            let closing = match link.tap {
-                TapState::Open { key, origin } => Some((origin, key)),
-                _ => None,
-            };
+            let old = link.tap.clone();
             link.error = Some(e);
             // Not copied: still the lag's.
             link.queued = left;
             link.retry_later(Nanos::now());
-            closing
+            (old, link.cfg.clone())
         };
-        if let Some((origin, key)) = closing {
-            self.close_tap(origin, key);
-        }
+        self.end_tap(ended.0, &ended.1, true);
     }
 
     /// The tap could not open or ended. An origin created again (another
@@ -421,24 +525,31 @@ impl Js {
         if events.is_empty() {
             return;
         }
-        let mut links = l.links.borrow_mut();
+        let mut ended = Vec::new();
         let now = Nanos::now();
-        for ev in events {
-            match ev {
-                LinkEvent::Committed { link, seq, bytes } => {
-                    if let Some(k) = links.iter_mut().find(|k| k.id == link) {
-                        k.committed(seq, bytes, now);
+        {
+            let mut links = l.links.borrow_mut();
+            for ev in events {
+                match ev {
+                    LinkEvent::Committed { link, seq, bytes } => {
+                        if let Some(k) = links.iter_mut().find(|k| k.id == link) {
+                            k.committed(seq, bytes, now);
+                        }
                     }
-                }
-                LinkEvent::Failed { link } => {
-                    if let Some(k) = links.iter_mut().find(|k| k.id == link) {
-                        // The copies after the committed one are lost: start
-                        // again right after it.
-                        k.applied = k.committed;
-                        k.tap = TapState::Closed { retry_at: Nanos(0) };
+                    LinkEvent::Failed { link } => {
+                        if let Some(k) = links.iter_mut().find(|k| k.id == link) {
+                            // The copies after the committed one are lost:
+                            // start again right after it.
+                            k.applied = k.committed;
+                            let old = k.take_tap(TapState::Closed { retry_at: Nanos(0) });
+                            ended.push((old, k.cfg.clone()));
+                        }
                     }
                 }
             }
+        }
+        for (tap, cfg) in ended {
+            self.end_tap(tap, &cfg, true);
         }
     }
 
@@ -452,7 +563,17 @@ impl Js {
             let last = l.stream.next_seq() - 1;
             (last, l.stream.positions.borrow().offset)
         };
+        let mut remote = Vec::new();
         for link in l.links.borrow_mut().iter_mut() {
+            if link.cfg.is_external() {
+                // Their consumers return no credit.
+                link.credit_msgs = 0;
+                if link.due(now) {
+                    remote.push(link.id);
+                }
+                next = next.min(link.deadline());
+                continue;
+            }
             if link.due(now) {
                 if let TapState::Open { key, origin } = link.tap {
                     closes.push((origin, key));
@@ -478,6 +599,9 @@ impl Js {
         for (origin, key) in closes {
             self.close_tap(origin, key);
         }
+        for id in remote {
+            self.remote_tend(l, id, now);
+        }
         for (owner, req) in opens {
             self.send_cmd(owner, JsCmd::TapOpen(Box::new(req)));
         }
@@ -502,18 +626,6 @@ impl Js {
         offset: u64,
         now: Nanos,
     ) -> Option<(u16, TapOpen)> {
-        if link.cfg.is_external() {
-            link.error = Some(ApiError::new(
-                500,
-                if link.role == Role::Mirror {
-                    10029
-                } else {
-                    10045
-                },
-                "external sources and mirrors are not supported by this server yet",
-            ));
-            return None;
-        }
         let Some(owner) = self.catalog.borrow().get(&link.cfg.name).map(|e| e.owner) else {
             link.error = Some(ApiError::stream_not_found());
             return None;
@@ -543,6 +655,15 @@ impl Js {
             },
         ))
     }
+}
+
+/// One message of an origin, as a link receives it.
+pub(crate) struct Origin {
+    pub seq: u64,
+    pub ts: i64,
+    pub subject: bytes::Bytes,
+    pub hdr: bytes::Bytes,
+    pub payload: bytes::Bytes,
 }
 
 /// The tap is open: the link hears the origin's identity.

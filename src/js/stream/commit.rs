@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::js::store::index::{Location, NewEntry};
 use crate::js::store::record;
-use crate::js::stream::{pub_ack, pub_err, Pending, Rollup, Staged, Stream};
+use crate::js::stream::{pub_err, Pending, Rollup, Staged, Stream};
 use crate::js::types::errors::ApiError;
 use crate::limits::STREAM_CACHE_BYTES;
 
@@ -30,12 +30,10 @@ impl Stream {
                     }
                     let seq = m.seq;
                     if let Some(r) = self.commit_msg(m, Location { seg, off: base }, batch) {
-                        replies.push((r, pub_ack(&self.name, seq, false)));
+                        replies.push((r, self.ack(seq, false)));
                     }
                 }
-                Pending::Dup { seq, reply } => {
-                    replies.push((reply, pub_ack(&self.name, seq, true)))
-                }
+                Pending::Dup { seq, reply } => replies.push((reply, self.ack(seq, true))),
                 Pending::Op(done) => done.set(Some(Ok(()))),
                 Pending::Move { seq, rel } => self.commit_move(seq, seg, base + rel as u64),
             }

@@ -8,9 +8,7 @@ use bytes::Bytes;
 use crate::js::store::index::{msg_size, Index, StoredMsg};
 use crate::js::store::record;
 use crate::js::stream::dedupe::Dedupe;
-use crate::js::stream::{
-    pub_ack, pub_err, Ingest, LinkTag, Pending, Rollup, Staged, Stream, WriteState,
-};
+use crate::js::stream::{pub_err, Ingest, LinkTag, Pending, Rollup, Staged, Stream, WriteState};
 use crate::js::types::errors::ApiError;
 use crate::js::types::stream_config::StreamConfig;
 use crate::limits::{HEADERS_MAX, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
@@ -105,7 +103,7 @@ impl Stream {
                 size,
             } => (msg_id, rollup, size),
             Checked::Refused(e) => return answer(reply, || pub_err(&self.name, &e)),
-            Checked::Duplicate(seq) => return answer(reply, || pub_ack(&self.name, seq, true)),
+            Checked::Duplicate(seq) => return answer(reply, || self.ack(seq, true)),
             Checked::DuplicatePending(seq) => {
                 let Some(r) = reply else {
                     return Ingest::Silent;

@@ -186,6 +186,9 @@ pub struct Stream {
     /// Taps reading this stream for other streams' links (origin side),
     /// by (target stream uid, link index name).
     pub taps: RefCell<BTreeMap<(u32, String), Rc<Tap>>>,
+    /// The server's JetStream domain (`--domain`), shown in pub acks and
+    /// info; set once when the stream starts.
+    pub domain: std::cell::OnceCell<Option<Rc<str>>>,
 }
 
 /// The answer to a publish that the caller sends at once (errors, duplicates
@@ -197,11 +200,17 @@ pub enum Ingest {
     Silent,
 }
 
-pub fn pub_ack(stream: &str, seq: u64, duplicate: bool) -> Vec<u8> {
-    let name = crate::js::types::json::go_escape(serde_json::to_vec(stream).expect("string"));
+/// nats-server's pub ack: `{"stream":S[,"domain":D],"seq":N[,"duplicate": true]}`.
+pub fn pub_ack(stream: &str, domain: Option<&str>, seq: u64, duplicate: bool) -> Vec<u8> {
+    let quote = |s: &str| crate::js::types::json::go_escape(serde_json::to_vec(s).expect("string"));
+    let name = quote(stream);
     let mut out = Vec::with_capacity(48 + name.len());
     out.extend_from_slice(b"{\"stream\":");
     out.extend_from_slice(&name);
+    if let Some(d) = domain {
+        out.extend_from_slice(b",\"domain\":");
+        out.extend_from_slice(&quote(d));
+    }
     out.extend_from_slice(format!(",\"seq\":{seq}").as_bytes());
     if duplicate {
         // nats-server writes this one field with a space after the colon.
@@ -270,7 +279,25 @@ impl Stream {
             link_events: RefCell::new(Vec::new()),
             links_wake: Notify::new(),
             taps: RefCell::new(BTreeMap::new()),
+            domain: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Consumers a user sees (listed, counted, limited): not the direct ones
+    /// that mirrors and sources of other servers create.
+    pub fn public_consumers(&self) -> Vec<Rc<crate::js::consumer::Consumer>> {
+        self.consumers
+            .borrow()
+            .values()
+            .filter(|c| !c.cfg.borrow().direct)
+            .cloned()
+            .collect()
+    }
+
+    /// A pub ack for `seq` (`duplicate`: of a message stored before).
+    pub fn ack(&self, seq: u64, duplicate: bool) -> Vec<u8> {
+        let domain = self.domain.get().and_then(|d| d.as_deref());
+        pub_ack(&self.name, domain, seq, duplicate)
     }
 
     /// Remembers a recovered message id (start-up).

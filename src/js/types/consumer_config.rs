@@ -86,6 +86,10 @@ pub struct ConsumerConfig {
     pub mem_storage: bool,
     #[serde(skip_serializing_if = "is_false")]
     pub direct: bool,
+    /// nats-server 2.14's sourcing consumers (API level 4): refused on create,
+    /// so that a nats-server target falls back to a plain direct consumer.
+    #[serde(skip_serializing)]
+    pub sourcing: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -517,8 +521,10 @@ impl ConsumerConfig {
     }
     /// What the stream's retention asks of its consumers.
     fn check_retention(&self, stream: &StreamConfig) -> Result<(), ApiError> {
-        // Retention rules of the stream.
-        if stream.retention() == crate::js::types::stream_config::Retention::WorkQueue {
+        // Retention rules of the stream; nats-server lets the direct consumers
+        // of other servers' mirrors and sources read a work queue.
+        let wq = stream.retention() == crate::js::types::stream_config::Retention::WorkQueue;
+        if wq && !self.direct {
             if self.ack() == AckPolicy::None && !self.is_push() {
                 return Err(bad(
                     400,

@@ -1,9 +1,9 @@
 //! JetStream API errors: HTTP-like `code`, the `err_code` clients switch on, and
 //! the `description` text, as nats-server 2.15 writes them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     pub code: u16,
     pub err_code: u16,
