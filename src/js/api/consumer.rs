@@ -316,20 +316,6 @@ fn decode_create(at: &CreateAt, body: &[u8], generated: String) -> Result<Wanted
         // for a plain direct consumer.
         return Err(ApiError::invalid_json("json: unknown field \"sourcing\""));
     }
-    if cfg.direct && cfg.deliver_subject.is_empty() {
-        return Err(ApiError::new(
-            400,
-            10090,
-            "consumer direct requires a push based consumer",
-        ));
-    }
-    if cfg.direct && !cfg.durable_name.is_empty() {
-        return Err(ApiError::new(
-            400,
-            10091,
-            "consumer direct requires an ephemeral consumer",
-        ));
-    }
     if !matches!(req.action.as_str(), "" | "create" | "update") {
         return Err(ApiError::invalid_json(&format!(
             "unknown consumer action: {:?}",

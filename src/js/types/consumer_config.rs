@@ -233,6 +233,7 @@ impl ConsumerConfig {
         } else {
             self.check_pull()?;
         }
+        self.check_direct()?;
         self.check_filters()?;
         self.check_start()?;
         self.check_times(stream)?;
@@ -520,6 +521,18 @@ impl ConsumerConfig {
         Ok(())
     }
     /// What the stream's retention asks of its consumers.
+    /// Direct consumers (other servers' mirrors and sources) are push
+    /// ephemerals.
+    fn check_direct(&self) -> Result<(), ApiError> {
+        if self.direct && !self.is_push() {
+            return Err(bad(400, 10090, "consumer direct requires a push based consumer"));
+        }
+        if self.direct && self.is_durable() {
+            return Err(bad(400, 10091, "consumer direct requires an ephemeral consumer"));
+        }
+        Ok(())
+    }
+
     fn check_retention(&self, stream: &StreamConfig) -> Result<(), ApiError> {
         // Retention rules of the stream; nats-server lets the direct consumers
         // of other servers' mirrors and sources read a work queue.
