@@ -60,17 +60,38 @@ async fn the_documented_external_configs_copy_through_their_domains() {
     // sequence 42, filtered to foo1.bar, and SOURCE2_ORIGIN locally.
     let (_s, c, js, _d) = start("domainA").await;
     // Subjects apart from the target's own (foo1.ext.*, foo2.ext.*).
-    create(&c, json!({"name": "SOURCE1_ORIGIN", "subjects": ["foo1.bar", "foo1.x"]})).await;
-    create(&c, json!({"name": "SOURCE2_ORIGIN", "subjects": ["foo2.bar", "foo2.y"]})).await;
+    create(
+        &c,
+        json!({"name": "SOURCE1_ORIGIN", "subjects": ["foo1.bar", "foo1.x"]}),
+    )
+    .await;
+    create(
+        &c,
+        json!({"name": "SOURCE2_ORIGIN", "subjects": ["foo2.bar", "foo2.y"]}),
+    )
+    .await;
     for i in 1..=60u64 {
         let subject = if i % 2 == 1 { "foo1.bar" } else { "foo1.x" };
-        js.publish(subject, format!("a{i}").into()).await.unwrap().await.unwrap();
+        js.publish(subject, format!("a{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     for i in 0..10 {
         let subject = if i % 2 == 0 { "foo2.bar" } else { "foo2.y" };
-        js.publish(subject, format!("b{i}").into()).await.unwrap().await.unwrap();
+        js.publish(subject, format!("b{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
-    let r = send(&c, "$JS.API.STREAM.CREATE.SOURCE_TARGET", fixture("sources-full.json")).await;
+    let r = send(
+        &c,
+        "$JS.API.STREAM.CREATE.SOURCE_TARGET",
+        fixture("sources-full.json"),
+    )
+    .await;
     assert!(r["error"].is_null(), "{r}");
     // foo1.bar at 43, 45, ..., 59 (9) and foo2.bar (5).
     let i = count_when(&c, "SOURCE_TARGET", 14).await;
@@ -81,7 +102,11 @@ async fn the_documented_external_configs_copy_through_their_domains() {
         .find(|s| s["name"] == "SOURCE1_ORIGIN")
         .unwrap()
         .clone();
-    assert_eq!(ext["external"], json!({"api": "$JS.domainA.API", "deliver": ""}), "{i}");
+    assert_eq!(
+        ext["external"],
+        json!({"api": "$JS.domainA.API", "deliver": ""}),
+        "{i}"
+    );
     assert_eq!(ext["seq"], 59, "{i}");
     assert!(ext["error"].is_null(), "{i}");
     let msgs = all(&c, "SOURCE_TARGET").await;
@@ -98,22 +123,37 @@ async fn the_documented_external_configs_copy_through_their_domains() {
     assert!(h.starts_with("SOURCE1_ORIGIN:"), "{h}");
     assert_eq!(h.split(' ').nth(2), Some("foo1.bar"), "{h}");
     assert_eq!(h.split(' ').count(), 6, "with the origin's identity: {h}");
-    assert_eq!(msgs.values().filter(|m| m["subject"] == "foo2.bar").count(), 5);
+    assert_eq!(
+        msgs.values().filter(|m| m["subject"] == "foo2.bar").count(),
+        5
+    );
 
     // mirror-full.json reads MIRROR_ORIGIN through $JS.domainB.API.
     let (_s, c, js, _d) = start("domainB").await;
     create(&c, json!({"name": "MIRROR_ORIGIN", "subjects": ["mo.>"]})).await;
     for i in 1..=20 {
-        js.publish(format!("mo.{i}"), "x".into()).await.unwrap().await.unwrap();
+        js.publish(format!("mo.{i}"), "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     let r = api(&c, "STREAM.MSG.DELETE.MIRROR_ORIGIN", json!({"seq": 5})).await;
     assert_eq!(r["success"], true, "{r}");
-    let r = send(&c, "$JS.API.STREAM.CREATE.MIRROR_TARGET", fixture("mirror-full.json")).await;
+    let r = send(
+        &c,
+        "$JS.API.STREAM.CREATE.MIRROR_TARGET",
+        fixture("mirror-full.json"),
+    )
+    .await;
     assert!(r["error"].is_null(), "{r}");
     let i = count_when(&c, "MIRROR_TARGET", 19).await;
     assert_eq!(i["state"]["last_seq"], 20, "{i}");
     assert!(get(&c, "MIRROR_TARGET", 5).await.is_none());
-    assert_eq!(get(&c, "MIRROR_TARGET", 6).await.unwrap()["subject"], "mo.6");
+    assert_eq!(
+        get(&c, "MIRROR_TARGET", 6).await.unwrap()["subject"],
+        "mo.6"
+    );
 }
 
 #[tokio::test]
@@ -127,7 +167,11 @@ async fn external_links_copy_everything_through_flow_control_and_hide_their_cons
         let mut h = async_nats::HeaderMap::new();
         h.insert("X-N", i.to_string().as_str());
         let subject = format!("orig.{}", i % 7);
-        acks.push(js.publish_with_headers(subject, h, body.clone().into()).await.unwrap());
+        acks.push(
+            js.publish_with_headers(subject, h, body.clone().into())
+                .await
+                .unwrap(),
+        );
     }
     for a in acks {
         a.await.unwrap();
@@ -157,10 +201,17 @@ async fn external_links_copy_everything_through_flow_control_and_hide_their_cons
     let sourced = all(&c, "SRC").await;
     let mut seen: Vec<u64> = sourced.values().map(origin_seq).collect();
     seen.sort();
-    assert_eq!(seen, (1..=4000).collect::<Vec<u64>>(), "each origin message once");
+    assert_eq!(
+        seen,
+        (1..=4000).collect::<Vec<u64>>(),
+        "each origin message once"
+    );
     for m in sourced.values() {
         let from = &origin[&origin_seq(m)];
-        assert_eq!((&m["subject"], &m["data"]), (&from["subject"], &from["data"]));
+        assert_eq!(
+            (&m["subject"], &m["data"]),
+            (&from["subject"], &from["data"])
+        );
         assert!(headers(m).contains("X-N: "), "{m}");
     }
     // The origin's consumers are direct: not listed, not counted.
@@ -189,7 +240,11 @@ async fn external_links_copy_everything_through_flow_control_and_hide_their_cons
 async fn unanswered_and_missing_origins_show_errors_and_are_retried() {
     let (_s, c, js, _d) = start("hub").await;
     create(&c, json!({"name": "ORIG", "subjects": ["orig.>"]})).await;
-    js.publish("orig.a", "1".into()).await.unwrap().await.unwrap();
+    js.publish("orig.a", "1".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     create(
         &c,
         json!({"name": "NOBODY", "subjects": ["nb.>"],
@@ -222,19 +277,30 @@ async fn unanswered_and_missing_origins_show_errors_and_are_retried() {
         while let Some(m) = requests.next().await {
             let subject = m.subject.replacen("$JS.nobody.API.", "$JS.API.", 1);
             let answer = match m.headers.clone() {
-                Some(h) => relay.request_with_headers(subject, h, m.payload.clone()).await,
+                Some(h) => {
+                    relay
+                        .request_with_headers(subject, h, m.payload.clone())
+                        .await
+                }
                 None => relay.request(subject, m.payload.clone()).await,
             }
             .unwrap();
             let to = m.reply.unwrap();
             match answer.headers {
-                Some(h) => relay.publish_with_headers(to, h, answer.payload).await.unwrap(),
+                Some(h) => relay
+                    .publish_with_headers(to, h, answer.payload)
+                    .await
+                    .unwrap(),
                 None => relay.publish(to, answer.payload).await.unwrap(),
             }
         }
     });
     create(&c, json!({"name": "LATER", "subjects": ["later.>"]})).await;
-    js.publish("later.a", "2".into()).await.unwrap().await.unwrap();
+    js.publish("later.a", "2".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let deadline = Duration::from_secs(25);
     let both = async {
         loop {
@@ -245,7 +311,9 @@ async fn unanswered_and_missing_origins_show_errors_and_are_retried() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let (n, l) = tokio::time::timeout(deadline, both).await.expect("picked up");
+    let (n, l) = tokio::time::timeout(deadline, both)
+        .await
+        .expect("picked up");
     assert!(n["sources"][0]["error"].is_null(), "{n}");
     assert!(l["mirror"]["error"].is_null(), "{l}");
     forward.abort();
@@ -256,17 +324,29 @@ async fn an_external_origin_created_again_is_copied_again_without_duplicates() {
     let (_s, c, js, _d) = start("hub").await;
     create(&c, json!({"name": "ORIG", "subjects": ["orig.>"]})).await;
     for i in 0..5 {
-        js.publish(format!("orig.{i}"), "old".into()).await.unwrap().await.unwrap();
+        js.publish(format!("orig.{i}"), "old".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     let ext = json!({"name": "ORIG", "external": {"api": "$JS.hub.API"}});
-    create(&c, json!({"name": "SRC", "subjects": ["src"], "sources": [ext.clone()]})).await;
+    create(
+        &c,
+        json!({"name": "SRC", "subjects": ["src"], "sources": [ext.clone()]}),
+    )
+    .await;
     create(&c, json!({"name": "MIR", "mirror": ext})).await;
     count_when(&c, "SRC", 5).await;
     count_when(&c, "MIR", 5).await;
     api(&c, "STREAM.DELETE.ORIG", Value::Null).await;
     create(&c, json!({"name": "ORIG", "subjects": ["orig.>"]})).await;
     for i in 0..3 {
-        js.publish(format!("orig.{i}"), "new".into()).await.unwrap().await.unwrap();
+        js.publish(format!("orig.{i}"), "new".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     // Noticed when the old consumer falls silent (10 s, as nats-server) and
     // the new origin refuses the old identity.
@@ -280,19 +360,36 @@ async fn an_external_origin_created_again_is_copied_again_without_duplicates() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    tokio::time::timeout(wait, done).await.expect("copied again");
+    tokio::time::timeout(wait, done)
+        .await
+        .expect("copied again");
     let src = all(&c, "SRC").await;
     let bodies: Vec<String> = src
         .values()
         .map(|m| m["data"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(bodies.iter().filter(|b| *b == "b2xk").count(), 5, "{bodies:?}");
-    assert_eq!(bodies.iter().filter(|b| *b == "bmV3").count(), 3, "{bodies:?}");
+    assert_eq!(
+        bodies.iter().filter(|b| *b == "b2xk").count(),
+        5,
+        "{bodies:?}"
+    );
+    assert_eq!(
+        bodies.iter().filter(|b| *b == "bmV3").count(),
+        3,
+        "{bodies:?}"
+    );
     // The mirror keeps the old life and appends the new one after it.
     let mir = all(&c, "MIR").await;
-    assert_eq!(mir.keys().copied().collect::<Vec<u64>>(), (1..=8).collect::<Vec<u64>>());
+    assert_eq!(
+        mir.keys().copied().collect::<Vec<u64>>(),
+        (1..=8).collect::<Vec<u64>>()
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(info(&c, "SRC").await["state"]["messages"], 8, "nothing more");
+    assert_eq!(
+        info(&c, "SRC").await["state"]["messages"],
+        8,
+        "nothing more"
+    );
 }
 
 #[tokio::test]
@@ -304,7 +401,11 @@ async fn external_sourcing_resumes_exactly_after_a_restart() {
     let js = jetstream::new(c.clone());
     create(&c, json!({"name": "ORIG", "subjects": ["orig.>"]})).await;
     let ext = json!({"name": "ORIG", "external": {"api": "$JS.hub.API"}});
-    create(&c, json!({"name": "SRC", "subjects": ["src"], "sources": [ext.clone()]})).await;
+    create(
+        &c,
+        json!({"name": "SRC", "subjects": ["src"], "sources": [ext.clone()]}),
+    )
+    .await;
     create(&c, json!({"name": "MIR", "mirror": ext})).await;
     publish_n(&js, "orig", 3000, 10).await;
     // Stopped while the copies are still arriving.
@@ -317,7 +418,11 @@ async fn external_sourcing_resumes_exactly_after_a_restart() {
     count_when(&c, "SRC", 3500).await;
     let mut seen: Vec<u64> = all(&c, "SRC").await.values().map(origin_seq).collect();
     seen.sort();
-    assert_eq!(seen, (1..=3500).collect::<Vec<u64>>(), "no gap, no duplicate");
+    assert_eq!(
+        seen,
+        (1..=3500).collect::<Vec<u64>>(),
+        "no gap, no duplicate"
+    );
     let i = info(&c, "MIR").await;
     assert_eq!(i["state"]["last_seq"], 3500, "{i}");
 }
@@ -331,7 +436,11 @@ async fn a_mirror_answers_its_origins_direct_gets() {
     )
     .await;
     for i in 1..=10 {
-        js.publish(format!("orig.{i}"), format!("m{i}").into()).await.unwrap().await.unwrap();
+        js.publish(format!("orig.{i}"), format!("m{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     let r = create(&c, json!({"name": "MIR", "mirror": {"name": "ORIG"}})).await;
     // Inherited from the origin's allow_direct, as nats-server does.
@@ -373,15 +482,26 @@ async fn domains_map_the_api_as_nats_server_does() {
     assert_eq!(i["domain"], "hub", "{i}");
     let raw_info = c.request("$JS.hub.API.INFO", "".into()).await.unwrap();
     let text = String::from_utf8(raw_info.payload.to_vec()).unwrap();
-    assert!(text.contains(r#""max_bytes_required":false},"domain":"hub","api":{"#), "{text}");
-    let r = send(&c, "$JS.hub.API.STREAM.CREATE.X", br#"{"name":"X","subjects":["x.>"]}"#.to_vec()).await;
+    assert!(
+        text.contains(r#""max_bytes_required":false},"domain":"hub","api":{"#),
+        "{text}"
+    );
+    let r = send(
+        &c,
+        "$JS.hub.API.STREAM.CREATE.X",
+        br#"{"name":"X","subjects":["x.>"]}"#.to_vec(),
+    )
+    .await;
     assert!(r["error"].is_null(), "{r}");
     assert!(r.get("domain").is_none(), "not in a create's answer: {r}");
     let r = send(&c, "$JS.hub.API.STREAM.NAMES", Vec::new()).await;
     assert_eq!(r["streams"], json!(["X"]), "{r}");
     let i = send(&c, "$JS.hub.API.STREAM.INFO.X", Vec::new()).await;
     assert_eq!(i["domain"], "hub", "{i}");
-    let e = c.request("$JS.other.API.INFO", "".into()).await.unwrap_err();
+    let e = c
+        .request("$JS.other.API.INFO", "".into())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), async_nats::RequestErrorKind::NoResponders, "{e}");
     js.publish("x.1", "a".into()).await.unwrap().await.unwrap();
     // The pub ack, byte for byte.
@@ -397,7 +517,11 @@ async fn domains_map_the_api_as_nats_server_does() {
 #[tokio::test]
 async fn direct_consumers_follow_nats_server_rules() {
     let (s, c, _js, _d) = start("hub").await;
-    let r = create(&c, json!({"name": "O", "subjects": ["o.>"], "max_consumers": 1})).await;
+    let r = create(
+        &c,
+        json!({"name": "O", "subjects": ["o.>"], "max_consumers": 1}),
+    )
+    .await;
     let created = r["created"].as_str().unwrap().to_string();
     let mut raw = s.raw();
     raw.setup_requests();
@@ -431,15 +555,20 @@ async fn direct_consumers_follow_nats_server_rules() {
         Some("NATS/1.0\r\nNats-Required-Api-Level: 5\r\n\r\n"),
         cfg(json!({"sourcing": true})),
     );
-    assert_eq!(r["type"], "io.nats.jetstream.api.v1.consumer_create_response");
+    assert_eq!(
+        r["type"],
+        "io.nats.jetstream.api.v1.consumer_create_response"
+    );
     assert_eq!(err_code(&r), 10185, "{r}");
     let (_, r) = ask(None, cfg(json!({"sourcing": true})));
     assert_eq!(
-        r["error"]["description"],
-        "invalid JSON: json: unknown field \"sourcing\"",
+        r["error"]["description"], "invalid JSON: json: unknown field \"sourcing\"",
         "{r}"
     );
-    let (_, r) = ask(Some("NATS/1.0\r\nNats-Stream-Identity: nope\r\n\r\n"), cfg(json!({})));
+    let (_, r) = ask(
+        Some("NATS/1.0\r\nNats-Stream-Identity: nope\r\n\r\n"),
+        cfg(json!({})),
+    );
     assert_eq!(err_code(&r), 10225, "{r}");
     // The right identity, or none: created, and the answer names it (the
     // hash of the creation time, as nats-server's).
@@ -452,7 +581,9 @@ async fn direct_consumers_follow_nats_server_rules() {
         .to_string();
     assert_eq!(ident, jetcore::js::types::source::hash8(created.as_bytes()));
     let (_, r) = ask(
-        Some(&format!("NATS/1.0\r\nNats-Stream-Identity: {ident}\r\n\r\n")),
+        Some(&format!(
+            "NATS/1.0\r\nNats-Stream-Identity: {ident}\r\n\r\n"
+        )),
         cfg(json!({})),
     );
     assert!(r["error"].is_null(), "{r}");

