@@ -199,8 +199,7 @@ async fn external_links_copy_everything_through_flow_control_and_hide_their_cons
         }
     }
     let sourced = all(&c, "SRC").await;
-    let mut seen: Vec<u64> = sourced.values().map(origin_seq).collect();
-    seen.sort();
+    let seen = origin_seqs(&sourced);
     assert_eq!(
         seen,
         (1..=4000).collect::<Vec<u64>>(),
@@ -416,8 +415,7 @@ async fn external_sourcing_resumes_exactly_after_a_restart() {
     publish_n(&js, "orig", 500, 10).await;
     count_when(&c, "MIR", 3500).await;
     count_when(&c, "SRC", 3500).await;
-    let mut seen: Vec<u64> = all(&c, "SRC").await.values().map(origin_seq).collect();
-    seen.sort();
+    let seen = origin_seqs(&all(&c, "SRC").await);
     assert_eq!(
         seen,
         (1..=3500).collect::<Vec<u64>>(),

@@ -253,8 +253,7 @@ async fn same(origin: &async_nats::Client, target: &async_nats::Client, n: u64) 
         assert_eq!(headers(&m[seq]), headers(msg), "mirror seq {seq} headers");
     }
     let s = all(target, "SRC").await;
-    let mut seen: Vec<u64> = s.values().map(origin_seq).collect();
-    seen.sort();
+    let seen = origin_seqs(&s);
     assert_eq!(
         seen,
         (1..=n).collect::<Vec<u64>>(),

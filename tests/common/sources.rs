@@ -83,6 +83,13 @@ pub fn origin_seq(m: &Value) -> u64 {
     line.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
+/// The origin sequences a sourcing stream's copies came from, sorted.
+pub fn origin_seqs(copies: &BTreeMap<u64, Value>) -> Vec<u64> {
+    let mut seqs: Vec<u64> = copies.values().map(origin_seq).collect();
+    seqs.sort();
+    seqs
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = Vec::new();
