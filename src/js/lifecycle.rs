@@ -75,7 +75,6 @@ pub async fn open(shard: &Rc<Shard>, root: PathBuf, sync: SyncMode) -> Result<Rc
     for stream in recovered {
         // Acks whose removals did not reach the disk before a crash.
         consumer::retain_sweep(&stream);
-        js.start_links(&stream);
     }
     let j = js.clone();
     glommio::spawn_local(async move { expiry_loop(j).await }).detach();

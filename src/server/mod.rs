@@ -38,6 +38,7 @@ pub fn run(cfg: Config) -> i32 {
         server_id,
         listen,
         bound: AtomicUsize::new(0),
+        recovered: AtomicUsize::new(0),
         cfg,
     });
     crate::info!(

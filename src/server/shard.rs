@@ -88,6 +88,15 @@ pub async fn run(
         Some(dir) => Some(crate::js::open(&shard, dir.join("jetstream"), server.cfg.sync).await?),
         None => None,
     };
+    // Every shard's streams are there before anyone asks for them: a
+    // client's request, or a mirror or source reading its origin.
+    server.recovered.fetch_add(1, Ordering::SeqCst);
+    while server.recovered.load(Ordering::SeqCst) < server.cfg.shards {
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    if let Some(js) = &js {
+        js.start_recovered_links();
+    }
     let listener = TcpListener::bind(server.listen)
         .map_err(|e| format!("shard {id}: cannot listen on {}: {e}", server.listen))?;
     if server.bound.fetch_add(1, Ordering::SeqCst) + 1 == server.cfg.shards {

@@ -64,6 +64,9 @@ pub struct Server {
     pub server_name: String,
     /// Shards that have bound the port; the last one announces readiness.
     pub bound: AtomicUsize,
+    /// Shards that have recovered their streams (start-up only: no shard
+    /// serves clients or starts mirrors and sources before all have).
+    pub recovered: AtomicUsize,
 }
 
 /// Per-shard state. See the module doc for ownership.

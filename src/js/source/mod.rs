@@ -146,6 +146,15 @@ impl Js {
         glommio::spawn_local(async move { js.run_links(links).await }).detach();
     }
 
+    /// Start-up, once every shard has recovered its streams: the links of
+    /// the streams owned here start.
+    pub fn start_recovered_links(&self) {
+        let streams: Vec<Rc<Stream>> = self.streams.borrow().values().cloned().collect();
+        for s in streams {
+            self.start_links(&s);
+        }
+    }
+
     /// A config update: links added or removed (a promoted mirror's goes).
     pub fn update_links(&self, stream: &Rc<Stream>) {
         let existing = self.links.borrow().get(&stream.uid).cloned();
@@ -218,12 +227,23 @@ impl Js {
         l.stream.links_wake.notify();
     }
 
-    /// A stream appeared in the catalogue: links waiting for it try now.
+    /// A stream appeared in the catalogue: links waiting for it try now
+    /// (external ones too when they read this server through its domain).
     pub(crate) fn origin_appeared(&self, name: &str) {
+        let own_api = self
+            .shard
+            .cfg
+            .domain
+            .as_ref()
+            .map(|d| format!("$JS.{d}.API"));
+        let here = |s: &StreamSource| match &s.external {
+            None => true,
+            Some(e) => own_api.as_deref() == Some(e.api.as_str()),
+        };
         for l in self.links.borrow().values() {
             let mut any = false;
             for link in l.links.borrow_mut().iter_mut() {
-                if link.cfg.name == name && !link.cfg.is_external() {
+                if link.cfg.name == name && here(&link.cfg) {
                     if let TapState::Closed { retry_at } = &mut link.tap {
                         *retry_at = Nanos(0);
                         link.backoff = LINK_RETRY_NS;
