@@ -79,13 +79,15 @@ impl Js {
             return; // the link sees the gap and asks again
         }
         l.remote_bytes.set(l.remote_bytes.get() + size);
+        // Copied: a slice would keep the whole read buffer or mesh batch it
+        // came in alive while it waits.
         l.inbox.borrow_mut().push_back(Inbound::Remote {
             tap: sub.tap,
             answer: sub.answer,
-            subject: subject.clone(),
-            reply: reply.cloned(),
+            subject: Bytes::copy_from_slice(subject),
+            reply: reply.map(|r| Bytes::copy_from_slice(r)),
             hdr_len: hdr_len.unwrap_or(0),
-            msg: msg.clone(),
+            msg: Bytes::copy_from_slice(msg),
         });
         l.stream.links_wake.notify();
     }
