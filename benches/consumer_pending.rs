@@ -35,6 +35,7 @@ fn main() {
                 off: seq * 160,
             },
             data: None,
+            flags: 0,
         });
     }
     println!(

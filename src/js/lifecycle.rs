@@ -9,7 +9,7 @@ use crate::config::SyncMode;
 use crate::js::owner::{add_interest_local, start_stream, Meta};
 use crate::js::store::index::Index;
 use crate::js::store::{recovery, segment};
-use crate::js::stream::recover::Replay;
+use crate::js::stream::recover::{Replay, ReplayOpts};
 use crate::js::stream::Stream;
 use crate::js::types::catalog::CatalogEntry;
 use crate::js::types::json;
@@ -90,7 +90,16 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
     let ix = Index::new(cfg.memory(), cfg.first_seq.max(1));
     let window_start = json::now_nanos() - cfg.duplicate_window;
     let sources = !cfg.sources().is_empty();
-    let mut replay = Replay::new(ix, window_start, cfg.allow_rollup_hdrs, sources);
+    let mut replay = Replay::new(
+        ix,
+        ReplayOpts {
+            window_start,
+            rollups: cfg.allow_rollup_hdrs,
+            sources,
+            ttl: cfg.allow_msg_ttl,
+            markers: cfg.subject_delete_marker_ttl > 0,
+        },
+    );
     let mut log = None;
     if !cfg.memory() {
         let fail = |e: std::io::Error| format!("stream {}: {e}", cfg.name);
@@ -124,6 +133,7 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
         ids,
         last_id,
         found,
+        expiries,
         ..
     } = replay;
     let stream = Rc::new(Stream::new(
@@ -140,6 +150,7 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
     for (id, seq, ts) in ids {
         stream.remember_id(id, seq, ts);
     }
+    stream.restore_expiries(expiries);
     stream.enforce_limits();
     stream.expire(json::now_nanos());
     stream.gc_segments().await;

@@ -282,11 +282,17 @@ impl Js {
             return;
         }
         change_interest(&self.shard, &old, false);
-        *stream.cfg.borrow_mut() = entry.config.clone();
+        stream.set_config(entry.config.clone());
         change_interest(&self.shard, &entry, true);
         self.update_links(&stream);
         self.sync_holds();
         stream.enforce_limits();
+        let (new, was) = (&entry.config, &old.config);
+        if (new.allow_msg_ttl && !was.allow_msg_ttl)
+            || (new.subject_delete_marker_ttl > 0 && was.subject_delete_marker_ttl == 0)
+        {
+            stream.rescan_expiry().await;
+        }
         stream.expire(json::now_nanos());
         let _ = stream.sync_point().await;
         let info = api::info::stream_info(self, &stream, "stream_update_response", None, false);

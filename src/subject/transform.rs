@@ -23,6 +23,9 @@ enum Part {
     SliceFromLeft(usize, i32),
     SliceFromRight(usize, i32),
     Split(usize, String),
+    /// The first (`Left`) or last (`Right`) n bytes of a token.
+    Left(usize, i32),
+    Right(usize, i32),
     Random(u32),
     /// `>`: the rest of the subject.
     Rest,
@@ -70,6 +73,8 @@ const FUNCTIONS: &[&str] = &[
     "slicefromleft",
     "slicefromright",
     "split",
+    "left",
+    "right",
     "random",
 ];
 
@@ -284,6 +289,8 @@ fn part(
                 "splitfromleft" => Part::SplitFromLeft(at, v),
                 "splitfromright" => Part::SplitFromRight(at, v),
                 "slicefromleft" => Part::SliceFromLeft(at, v),
+                "left" => Part::Left(at, v),
+                "right" => Part::Right(at, v),
                 _ => Part::SliceFromRight(at, v),
             })
         }
@@ -431,6 +438,18 @@ fn render(p: &Part, tokens: &[&str], src_len: usize, not_first: bool, out: &mut 
                 .collect();
             out.push_str(&pieces.join("."));
         }
+        Part::Left(i, size) | Part::Right(i, size) => {
+            // Too short (or a bad size): the token whole, as nats-server does.
+            let t = tok(*i);
+            let n = *size as usize;
+            let left = matches!(p, Part::Left(..));
+            let cut = if left { n } else { t.len().wrapping_sub(n) };
+            if *size > 0 && n < t.len() && t.is_char_boundary(cut) {
+                out.push_str(if left { &t[..cut] } else { &t[cut..] });
+            } else {
+                out.push_str(t);
+            }
+        }
         Part::Random(n) => out.push_str(&random_below(*n).to_string()),
         Part::Rest => {
             // The tokens the source's `>` matched.
@@ -537,5 +556,25 @@ mod tests {
             "invalid mapping destination: wildcard index out of range in {{wildcard(1)}}"
         );
         assert!(Transform::new("a.b", "c.{{partition(3)}}").is_ok());
+    }
+
+    #[test]
+    fn left_and_right_keep_short_tokens_whole() {
+        assert_eq!(
+            map("a.*", "b.{{left(1,2)}}", "a.abcd").as_deref(),
+            Some("b.ab")
+        );
+        assert_eq!(
+            map("a.*", "b.{{Right(1,3)}}", "a.abcd").as_deref(),
+            Some("b.bcd")
+        );
+        assert_eq!(
+            map("a.*", "b.{{right(1,9)}}", "a.abcd").as_deref(),
+            Some("b.abcd")
+        );
+        assert_eq!(
+            map("a.*", "b.{{left(1,0)}}", "a.ab").as_deref(),
+            Some("b.ab")
+        );
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! Pure: bytes in, bytes out.
 
+use crate::protocol::headers;
 use crate::subject::transform::Transform;
 
 /// Whether a header line (its name) is dropped from a copy.
@@ -23,56 +24,8 @@ fn dropped(name: &[u8], source: bool) -> bool {
 /// (`name: value`) as the last header. None when nothing changes (the block
 /// is kept as it is, without a copy).
 pub fn headers(hdr: &[u8], source: bool, extra: Option<(&str, &str)>) -> Option<Vec<u8>> {
-    let lines = header_lines(hdr);
-    let drops = lines.iter().any(|l| dropped(line_name(l), source));
-    if !drops && extra.is_none() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(hdr.len() + 96);
-    match lines.first() {
-        Some(status) if status.starts_with(b"NATS/1.0") => out.extend_from_slice(status),
-        _ => out.extend_from_slice(b"NATS/1.0"),
-    }
-    out.extend_from_slice(b"\r\n");
-    for l in lines.iter().skip(1) {
-        if !dropped(line_name(l), source) {
-            out.extend_from_slice(l);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    if let Some((k, v)) = extra {
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    Some(out)
-}
-
-/// The lines of a header block, without their CRLFs and the closing blank line.
-fn header_lines(hdr: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = hdr;
-    while let Some(i) = memchr::memmem::find(rest, b"\r\n") {
-        let line = &rest[..i];
-        rest = &rest[i + 2..];
-        if line.is_empty() {
-            break;
-        }
-        out.push(line);
-    }
-    out
-}
-
-fn line_name(line: &[u8]) -> &[u8] {
-    let end = memchr::memchr(b':', line).unwrap_or(line.len());
-    let name = &line[..end];
-    let start = name
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(name.len());
-    &name[start..]
+    let extra: Vec<(&str, &[u8])> = extra.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    headers::rewrite(hdr, |name| dropped(name, source), &extra)
 }
 
 /// The value of a source copy's `Nats-Stream-Source` header.

@@ -26,6 +26,8 @@ pub struct Entry {
     /// Header block + payload when cached (always, for memory streams).
     pub data: Option<Bytes>,
     pub deleted: bool,
+    /// What the message's headers ask of expiry (`ttl::FLAG_*`).
+    pub flags: u8,
 }
 
 impl Entry {
@@ -40,6 +42,7 @@ impl Entry {
             off: 0,
             data: None,
             deleted: true,
+            flags: 0,
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct NewEntry<'a> {
     pub at: Location,
     /// The message bytes to cache (always, for memory streams).
     pub data: Option<Bytes>,
+    /// `ttl::FLAG_*`.
+    pub flags: u8,
 }
 
 /// What a removal took away (for byte accounting and segment bookkeeping).
@@ -184,6 +189,17 @@ impl Index {
             .filter(|e| !e.deleted)
     }
 
+    /// Sets the `ttl::FLAG_*` of live message `seq`.
+    pub fn set_flags(&mut self, seq: u64, flags: u8) {
+        if seq >= self.first {
+            if let Some(e) = self.entries.get_mut((seq - self.first) as usize) {
+                if !e.deleted {
+                    e.flags = flags;
+                }
+            }
+        }
+    }
+
     pub fn subject_of(&self, e: &Entry) -> &Bytes {
         &self.subj[e.subj as usize]
             .as_ref()
@@ -248,6 +264,7 @@ impl Index {
             off: m.at.off,
             data: m.data.clone(),
             deleted: false,
+            flags: m.flags,
         }
     }
 

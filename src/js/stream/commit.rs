@@ -3,11 +3,13 @@
 
 use bytes::Bytes;
 
-use crate::js::store::index::{Location, NewEntry};
+use crate::js::store::index::{Index, Location, NewEntry};
 use crate::js::store::record;
-use crate::js::stream::{pub_err, Pending, Rollup, Staged, Stream};
+use crate::js::stream::ttl::Ttl;
+use crate::js::stream::{pub_err, Outgoing, Pending, Rollup, Staged, Stream};
 use crate::js::types::errors::ApiError;
 use crate::limits::STREAM_CACHE_BYTES;
+use crate::protocol::headers;
 
 impl Stream {
     /// Applies one committed batch to the index; returns the replies to send.
@@ -18,7 +20,7 @@ impl Stream {
         seg: u64,
         base: u64,
         batch: &Bytes,
-    ) -> Vec<(Bytes, Vec<u8>)> {
+    ) -> Vec<Outgoing> {
         let mut replies = Vec::new();
         let per_subject = self.cfg.borrow().max_msgs_per_subject;
         let mut touched: Vec<Bytes> = Vec::new();
@@ -29,11 +31,14 @@ impl Stream {
                         touched.push(m.subject.clone());
                     }
                     let seq = m.seq;
-                    if let Some(r) = self.commit_msg(m, Location { seg, off: base }, batch) {
-                        replies.push((r, self.ack(seq, false)));
+                    let at = Location { seg, off: base };
+                    if let Some(r) = self.commit_msg(m, at, batch, &mut replies) {
+                        replies.push(Outgoing::reply(r, self.ack(seq, false)));
                     }
                 }
-                Pending::Dup { seq, reply } => replies.push((reply, self.ack(seq, true))),
+                Pending::Dup { seq, reply } => {
+                    replies.push(Outgoing::reply(reply, self.ack(seq, true)))
+                }
                 Pending::Op(done) => done.set(Some(Ok(()))),
                 Pending::Move { seq, rel } => self.commit_move(seq, seg, base + rel as u64),
             }
@@ -56,8 +61,14 @@ impl Stream {
     /// One committed message: into the index (its record at `batch_at` plus
     /// its offset in the batch), out of the write state, its rollup applied.
     /// Returns the reply subject to ack.
-    fn commit_msg(&self, m: Staged, batch_at: Location, batch: &Bytes) -> Option<Bytes> {
-        let data = m.data.unwrap_or_else(|| {
+    fn commit_msg(
+        &self,
+        mut m: Staged,
+        batch_at: Location,
+        batch: &Bytes,
+        out: &mut Vec<Outgoing>,
+    ) -> Option<Bytes> {
+        let data = m.data.take().unwrap_or_else(|| {
             let at = m.rel + record::HEADER + m.subject.len();
             batch.slice(at..at + m.len)
         });
@@ -66,6 +77,9 @@ impl Stream {
             // A purge past the end may have moved the first sequence beyond a
             // message still in flight: it is stored and gone.
             if m.seq >= ix.first_seq() && m.seq > ix.last_seq() {
+                if let Some(o) = self.republished(&ix, &m, &data) {
+                    out.push(o);
+                }
                 // Counted into its segment before anything can remove it.
                 self.segment_gained(batch_at.seg, 1);
                 ix.append(NewEntry {
@@ -79,7 +93,14 @@ impl Stream {
                         off: batch_at.off + m.rel as u64,
                     },
                     data: Some(data),
+                    flags: m.flags,
                 });
+                if let Ttl::Secs(secs) = m.ttl {
+                    if self.cfg.borrow().allow_msg_ttl {
+                        let at = m.ts.saturating_add(secs.saturating_mul(1_000_000_000));
+                        self.expiries.borrow_mut().push(at, m.seq);
+                    }
+                }
             }
         }
         {
@@ -141,8 +162,45 @@ impl Stream {
         }
     }
 
+    /// The copy `republish` sends of a message being committed: its headers
+    /// plus the stream, subject, sequence, time and the subject's previous
+    /// sequence (`headers_only`: its size instead of its payload).
+    fn republished(&self, ix: &Index, m: &Staged, data: &Bytes) -> Option<Outgoing> {
+        let rp = self.republish.borrow();
+        let (t, headers_only) = rp.as_ref()?;
+        let subject = t.apply(&m.subject)?;
+        if !crate::subject::valid_publish(&subject) {
+            return None;
+        }
+        let last = ix.subject(&m.subject).map_or(0, |s| s.last);
+        let seq = m.seq.to_string();
+        let ts = crate::js::types::json::rfc3339(m.ts);
+        let last = last.to_string();
+        let size = (m.len - m.hdr_len).to_string();
+        let mut extra: Vec<(&str, &[u8])> = vec![
+            ("Nats-Stream", self.name.as_bytes()),
+            ("Nats-Subject", &m.subject),
+            ("Nats-Sequence", seq.as_bytes()),
+            ("Nats-Time-Stamp", ts.as_bytes()),
+            ("Nats-Last-Sequence", last.as_bytes()),
+        ];
+        if *headers_only {
+            extra.push(("Nats-Msg-Size", size.as_bytes()));
+        }
+        let hdr = headers::rewrite(&data[..m.hdr_len], |_| false, &extra).expect("headers added");
+        Some(Outgoing {
+            subject: Bytes::from(subject),
+            hdr: Some(hdr),
+            body: if *headers_only {
+                Vec::new()
+            } else {
+                data[m.hdr_len..].to_vec()
+            },
+        })
+    }
+
     /// Fails every pending publish after a failed write; returns the replies.
-    pub(super) fn fail(&self, pending: Vec<Pending>, err: &ApiError) -> Vec<(Bytes, Vec<u8>)> {
+    pub(super) fn fail(&self, pending: Vec<Pending>, err: &ApiError) -> Vec<Outgoing> {
         let mut replies = Vec::new();
         let mut w = self.w.borrow_mut();
         // Everything accepted after the failed batch was numbered after it: fail it too.
@@ -182,9 +240,11 @@ impl Stream {
             }
             match p {
                 Pending::Msg(Staged { reply: Some(r), .. }) => {
-                    replies.push((r, pub_err(&self.name, err)))
+                    replies.push(Outgoing::reply(r, pub_err(&self.name, err)))
                 }
-                Pending::Dup { reply, .. } => replies.push((reply, pub_err(&self.name, err))),
+                Pending::Dup { reply, .. } => {
+                    replies.push(Outgoing::reply(reply, pub_err(&self.name, err)))
+                }
                 Pending::Op(done) => done.set(Some(Err(err.clone()))),
                 Pending::Move { .. } => self
                     .moves_pending

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::js::store::index::{msg_size, Index, StoredMsg};
 use crate::js::store::record;
 use crate::js::stream::dedupe::Dedupe;
+use crate::js::stream::ttl::{self, Ttl};
 use crate::js::stream::{pub_err, Ingest, LinkTag, Pending, Rollup, Staged, Stream, WriteState};
 use crate::js::types::errors::ApiError;
 use crate::js::types::stream_config::StreamConfig;
@@ -21,6 +22,7 @@ enum Checked {
         msg_id: Option<String>,
         rollup: Rollup,
         size: u64,
+        ttl: Ttl,
     },
     /// A duplicate of `seq`, which is committed: answer at once.
     Duplicate(u64),
@@ -69,6 +71,7 @@ pub(super) struct Accepted<'a> {
     pub msg_id: Option<String>,
     pub rollup: Rollup,
     pub link: Option<LinkTag>,
+    pub ttl: Ttl,
 }
 
 impl Stream {
@@ -81,6 +84,8 @@ impl Stream {
         msg: &Bytes,
     ) -> Ingest {
         let hdr_len = hdr_len.unwrap_or(0);
+        let mapped = self.map_subject(subject);
+        let subject = mapped.as_ref().unwrap_or(subject);
         let checked = {
             let cfg = self.cfg.borrow();
             let ix = self.ix.borrow();
@@ -96,12 +101,13 @@ impl Stream {
             };
             at.check(subject, &msg[..hdr_len], msg.len())
         };
-        let (msg_id, rollup, size) = match checked {
+        let (msg_id, rollup, size, ttl) = match checked {
             Checked::Store {
                 msg_id,
                 rollup,
                 size,
-            } => (msg_id, rollup, size),
+                ttl,
+            } => (msg_id, rollup, size, ttl),
             Checked::Refused(e) => return answer(reply, || pub_err(&self.name, &e)),
             Checked::Duplicate(seq) => return answer(reply, || self.ack(seq, true)),
             Checked::DuplicatePending(seq) => {
@@ -117,6 +123,8 @@ impl Stream {
         };
         let no_ack = self.cfg.borrow().no_ack;
         let seq = self.w.borrow().next_seq;
+        let (ttl, raised) = self.marker_floor(ttl, msg, hdr_len);
+        let (msg, hdr_len) = raised.as_ref().map_or((msg, hdr_len), |(m, h)| (m, *h));
         self.stage_msg(Accepted {
             seq,
             ts: crate::js::types::json::now_nanos(),
@@ -128,12 +136,15 @@ impl Stream {
             msg_id,
             rollup,
             link: None,
+            ttl,
         });
         Ingest::Accepted
     }
 
     /// Checks and stages a copy from an origin.
     pub fn stage_copy(&self, c: CopyIn) -> Result<(), CopyRefused> {
+        let mapped = self.map_subject(c.subject);
+        let subject = mapped.as_ref().unwrap_or(c.subject);
         let checked = {
             let cfg = self.cfg.borrow();
             let ix = self.ix.borrow();
@@ -152,38 +163,73 @@ impl Stream {
                 w: &w,
                 dedupe: &dedupe,
             };
-            at.check_copy(c.subject, &c.msg[..c.hdr_len], c.msg.len(), c.dedupe)
+            at.check_copy(subject, &c.msg[..c.hdr_len], c.msg.len(), c.dedupe)
         };
-        let (msg_id, rollup, size) = match checked {
+        let (msg_id, rollup, size, ttl) = match checked {
             Checked::Store {
                 msg_id,
                 rollup,
                 size,
-            } => (msg_id, rollup, size),
+                ttl,
+            } => (msg_id, rollup, size, ttl),
             Checked::Duplicate(_) | Checked::DuplicatePending(_) => return Err(CopyRefused::Skip),
             Checked::Refused(e) if e.err_code == 10167 => return Err(CopyRefused::Congested),
             Checked::Refused(e) => return Err(CopyRefused::Store(e)),
         };
         let seq = c.seq.unwrap_or_else(|| self.w.borrow().next_seq);
+        let (ttl, raised) = self.marker_floor(ttl, c.msg, c.hdr_len);
+        let (msg, hdr_len) = raised.as_ref().map_or((c.msg, c.hdr_len), |(m, h)| (m, *h));
         self.stage_msg(Accepted {
             seq,
             ts: c.ts,
-            subject: c.subject,
-            hdr_len: c.hdr_len,
-            msg: c.msg,
+            subject,
+            hdr_len,
+            msg,
             size,
             reply: None,
             msg_id,
             rollup,
             link: Some(c.tag),
+            ttl,
         });
         Ok(())
+    }
+
+    /// The stream's own subject transform, where it maps `subject`.
+    fn map_subject(&self, subject: &Bytes) -> Option<Bytes> {
+        let t = self.input_transform.borrow();
+        t.as_ref()?.apply(subject).map(Bytes::from)
+    }
+
+    /// With subject delete markers, a TTL shorter than the markers' is raised
+    /// to theirs (a marker already there would outlive it), its header
+    /// rewritten in whole seconds; not where a subject keeps one message.
+    fn marker_floor(&self, ttl: Ttl, msg: &Bytes, hdr_len: usize) -> (Ttl, Option<(Bytes, usize)>) {
+        let cfg = self.cfg.borrow();
+        let floor = cfg.subject_delete_marker_ttl / 1_000_000_000;
+        match ttl {
+            Ttl::Secs(n) if floor > 0 && n < floor && cfg.max_msgs_per_subject != 1 => {
+                let secs = floor.to_string();
+                let hdr = headers::rewrite(
+                    &msg[..hdr_len],
+                    |name| name == b"Nats-TTL",
+                    &[("Nats-TTL", secs.as_bytes())],
+                )
+                .expect("a header is added");
+                let mut out = Vec::with_capacity(hdr.len() + msg.len() - hdr_len);
+                out.extend_from_slice(&hdr);
+                out.extend_from_slice(&msg[hdr_len..]);
+                (Ttl::Secs(floor), Some((Bytes::from(out), hdr.len())))
+            }
+            _ => (ttl, None),
+        }
     }
 
     /// Stages an accepted message for the next write, and shows it to the
     /// stream's consumers at once (the preview).
     pub(super) fn stage_msg(&self, a: Accepted) {
         let file = self.is_file();
+        let markers = self.cfg.borrow().subject_delete_marker_ttl > 0;
         {
             let mut w = self.w.borrow_mut();
             assert!(a.seq >= w.next_seq, "sequences are given in order");
@@ -222,6 +268,8 @@ impl Stream {
                 msg_id: a.msg_id,
                 rollup: a.rollup,
                 link: a.link,
+                ttl: a.ttl,
+                flags: ttl::flags_of(&a.msg[..a.hdr_len], a.ttl, markers),
             }));
         }
         self.wake.notify();
@@ -288,10 +336,15 @@ impl Publish<'_> {
         if let Err(e) = self.check_limits(subject, size) {
             return refuse(e);
         }
+        let ttl = match Ttl::of(hdr) {
+            Ok(t) => t,
+            Err(ttl::InvalidTtl) => return refuse(ApiError::ttl_invalid()),
+        };
         Checked::Store {
             msg_id,
             rollup,
             size,
+            ttl,
         }
     }
 
@@ -340,14 +393,18 @@ impl Publish<'_> {
         if let Err(e) = self.check_limits(subject, size) {
             return refuse(e);
         }
+        // Stored as it came; an unreadable TTL is no TTL.
+        let ttl = Ttl::of(hdr).unwrap_or(Ttl::None);
         Checked::Store {
             msg_id,
             rollup,
             size,
+            ttl,
         }
     }
 
-    /// The publish headers: message id (duplicates), expectations, rollup.
+    /// The publish headers, in nats-server's order: expectations, TTL
+    /// allowed, the source header, message id (duplicates), rollup.
     fn check_headers(
         &self,
         subject: &[u8],
@@ -355,14 +412,22 @@ impl Publish<'_> {
     ) -> Result<(Option<String>, Rollup), Checked> {
         let refuse = |e| Err(Checked::Refused(e));
         let cfg = self.cfg;
-        if headers::get(hdr, b"Nats-Stream-Source").is_some() {
-            return refuse(ApiError::source_header_not_allowed());
-        }
-        if headers::get(hdr, b"Nats-TTL").is_some() && !cfg.allow_msg_ttl {
-            return refuse(ApiError::ttl_disabled());
-        }
         if headers::get(hdr, b"Nats-Batch-Id").is_some() {
             return refuse(ApiError::batch_disabled());
+        }
+        if let Some(v) = headers::get(hdr, b"Nats-Expected-Stream") {
+            if v != self.stream.as_bytes() {
+                return refuse(ApiError::expected_stream());
+            }
+        }
+        // An unreadable TTL is refused as invalid later, allowed or not.
+        if !cfg.allow_msg_ttl && matches!(Ttl::of(hdr), Ok(Ttl::Secs(_) | Ttl::Never)) {
+            return refuse(ApiError::ttl_disabled());
+        }
+        self.check_expected_seqs(subject, hdr)
+            .map_err(Checked::Refused)?;
+        if headers::get(hdr, b"Nats-Stream-Source").is_some() {
+            return refuse(ApiError::source_header_not_allowed());
         }
         let mut msg_id = None;
         if let Some(id) = headers::get(hdr, b"Nats-Msg-Id").filter(|v| !v.is_empty()) {
@@ -375,8 +440,12 @@ impl Publish<'_> {
             }
             msg_id = Some(id);
         }
-        self.check_expected(subject, hdr)
-            .map_err(Checked::Refused)?;
+        if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Msg-Id") {
+            let have = self.w.last_msg_id.as_deref().unwrap_or_default();
+            if v != have.as_bytes() {
+                return refuse(ApiError::wrong_last_msg_id(have));
+            }
+        }
         let rollup = match headers::get(hdr, b"Nats-Rollup") {
             None => Rollup::None,
             Some(_) if !cfg.allow_rollup_hdrs || cfg.deny_purge => {
@@ -389,19 +458,10 @@ impl Publish<'_> {
         Ok((msg_id, rollup))
     }
 
-    /// The `Nats-Expected-*` headers, against what is committed or pending.
-    fn check_expected(&self, subject: &[u8], hdr: &[u8]) -> Result<(), ApiError> {
-        if let Some(v) = headers::get(hdr, b"Nats-Expected-Stream") {
-            if v != self.stream.as_bytes() {
-                return Err(ApiError::expected_stream());
-            }
-        }
+    /// `Nats-Expected-Last-Subject-Sequence` and `-Last-Sequence`, against
+    /// what is committed or pending.
+    fn check_expected_seqs(&self, subject: &[u8], hdr: &[u8]) -> Result<(), ApiError> {
         let last = self.w.next_seq - 1;
-        if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Sequence") {
-            if parse_u64(v) != Some(last) {
-                return Err(ApiError::wrong_last_seq(last));
-            }
-        }
         let subj_filter = headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject");
         match headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence") {
             Some(v) => {
@@ -415,10 +475,9 @@ impl Publish<'_> {
             }
             None => {}
         }
-        if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Msg-Id") {
-            let have = self.w.last_msg_id.as_deref().unwrap_or_default();
-            if v != have.as_bytes() {
-                return Err(ApiError::wrong_last_msg_id(have));
+        if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Sequence") {
+            if parse_u64(v) != Some(last) {
+                return Err(ApiError::wrong_last_seq(last));
             }
         }
         Ok(())

@@ -5,37 +5,191 @@ use bytes::Bytes;
 
 use crate::js::store::record;
 use crate::js::store::segment as filelog;
-use crate::js::stream::{Pending, Stream};
+use crate::js::stream::{ttl, Ingest, Pending, Stream};
+
+/// What expiry did with one message.
+enum Expired {
+    Removed,
+    /// Its subject delete marker is staged.
+    Marking,
+    /// Kept for now (its marker could not be staged).
+    Kept,
+}
 
 impl Stream {
-    /// Removes messages past `max_age`; true if any went.
+    /// Removes messages past `max_age` (not those with `Nats-TTL: never`)
+    /// and those whose TTL ran out; where that would take the last message
+    /// of a subject and the stream has delete markers, a marker goes in its
+    /// place instead (its rollup removes it). True if any went.
     pub fn expire(&self, now: i64) -> bool {
-        let max_age = self.cfg.borrow().max_age;
-        if max_age <= 0 {
-            return false;
+        let (window, max_age, ttl, sdm) = {
+            let c = self.cfg.borrow();
+            let sdm = c.subject_delete_marker_ttl / 1_000_000_000;
+            (c.duplicate_window, c.max_age, c.allow_msg_ttl, sdm)
+        };
+        // Message ids expire whether or not messages do.
+        self.dedupe.borrow_mut().expire(now - window);
+        {
+            let ix = self.ix.borrow();
+            self.marking.borrow_mut().retain(|s| ix.entry(*s).is_some());
         }
-        let cutoff = now - max_age;
         let mut any = false;
-        loop {
-            let oldest = self.ix.borrow().oldest();
-            match oldest {
-                Some((seq, ts)) if ts <= cutoff => {
-                    let r = self.ix.borrow_mut().remove(seq);
-                    if let Some(r) = r {
-                        self.segment_lost(r.seg);
-                    }
-                    any = true;
-                }
-                _ => break,
+        if max_age > 0 {
+            any |= self.expire_aged(now - max_age, sdm);
+        }
+        if ttl {
+            any |= self.expire_ttls(now, sdm);
+            let live = self.ix.borrow().msgs as usize;
+            if self.expiries.borrow().len() > 2 * live + 1024 {
+                let ix = self.ix.borrow();
+                self.expiries
+                    .borrow_mut()
+                    .compact(|seq| ix.entry(seq).is_some());
             }
         }
-        if any {
+        any
+    }
+
+    /// max_age: from the oldest message on, up to `cutoff`.
+    fn expire_aged(&self, cutoff: i64, sdm: i64) -> bool {
+        // While every removal is at the front, one floor record says them all.
+        let mut front = true;
+        let mut floor_moved = false;
+        let mut any = false;
+        let mut from = self.ix.borrow().first_seq();
+        loop {
+            let next = {
+                let ix = self.ix.borrow();
+                ix.next_matching(from, None)
+                    .and_then(|s| ix.entry(s).map(|e| (s, e.ts, e.flags)))
+            };
+            let Some((seq, ts, flags)) = next else { break };
+            if ts > cutoff {
+                break;
+            }
+            from = seq + 1;
+            if flags & ttl::FLAG_NEVER != 0 {
+                front = false;
+                continue;
+            }
+            match self.expire_one(seq, flags, sdm, front) {
+                Expired::Removed => {
+                    any = true;
+                    floor_moved |= front;
+                }
+                Expired::Marking | Expired::Kept => front = false,
+            }
+        }
+        if floor_moved {
             let first = self.ix.borrow().first_seq();
             self.stage(record::KIND_FLOOR, first);
         }
-        let window = self.cfg.borrow().duplicate_window;
-        self.dedupe.borrow_mut().expire(now - window);
         any
+    }
+
+    /// Per-message TTLs that ran out by `now`.
+    fn expire_ttls(&self, now: i64, sdm: i64) -> bool {
+        let mut any = false;
+        let mut again = Vec::new();
+        loop {
+            let due = self.expiries.borrow_mut().pop_due(now);
+            let Some((at, seq)) = due else { break };
+            let flags = match self.ix.borrow().entry(seq) {
+                Some(e) => e.flags,
+                None => continue, // removed otherwise
+            };
+            match self.expire_one(seq, flags, sdm, false) {
+                Expired::Removed => any = true,
+                // Until the marker's rollup (or a later pass) removes it.
+                Expired::Marking | Expired::Kept => again.push((at, seq)),
+            }
+        }
+        let mut e = self.expiries.borrow_mut();
+        for (at, seq) in again {
+            e.push(at, seq);
+        }
+        any
+    }
+
+    /// Removes one expired message (without a record when `front`: the
+    /// caller stages a floor), or stages the subject delete marker that
+    /// replaces it.
+    fn expire_one(&self, seq: u64, flags: u8, sdm: i64, front: bool) -> Expired {
+        if sdm > 0 && flags & ttl::FLAG_MARKER == 0 {
+            if self.marking.borrow().contains(&seq) {
+                return Expired::Marking;
+            }
+            let last_of = {
+                let ix = self.ix.borrow();
+                let subject = ix.subject_at(seq).cloned().expect("a live message");
+                let alone = ix.subject(&subject).is_some_and(|s| s.count == 1)
+                    && !self.w.borrow().subj_pending.contains_key(&subject);
+                alone.then_some(subject)
+            };
+            if let Some(subject) = last_of {
+                let hdr = Bytes::from(ttl::marker_headers(sdm));
+                let n = hdr.len();
+                return match self.ingest(&subject, None, Some(n), &hdr) {
+                    Ingest::Accepted => {
+                        self.marking.borrow_mut().insert(seq);
+                        Expired::Marking
+                    }
+                    // Refused (a full ingest queue, the limits): next pass.
+                    _ => Expired::Kept,
+                };
+            }
+        }
+        if front {
+            let r = self.ix.borrow_mut().remove(seq);
+            if let Some(r) = r {
+                self.segment_lost(r.seg);
+            }
+        } else {
+            self.remove_and_record(seq);
+        }
+        Expired::Removed
+    }
+
+    /// After an update turned on TTLs or delete markers: reads every stored
+    /// message's headers once, scheduling TTLs and flagging markers, as if
+    /// the stream had had them from the start.
+    pub async fn rescan_expiry(&self) {
+        let (ttls, markers) = {
+            let c = self.cfg.borrow();
+            (c.allow_msg_ttl, c.subject_delete_marker_ttl > 0)
+        };
+        let mut seq = self.ix.borrow().first_seq();
+        loop {
+            let next = self.ix.borrow().next_matching(seq, None);
+            let Some(at) = next else { break };
+            let run = self
+                .load_run(at, crate::limits::CONSUMER_READ_AHEAD_BYTES)
+                .await;
+            if run.is_empty() {
+                seq = at + 1; // unreadable (logged): skip it
+                continue;
+            }
+            for m in &run {
+                let Ok(ttl) = ttl::Ttl::of(m.hdr()) else {
+                    continue;
+                };
+                if let (true, ttl::Ttl::Secs(secs)) = (ttls, ttl) {
+                    let at = m.ts.saturating_add(secs.saturating_mul(1_000_000_000));
+                    self.expiries.borrow_mut().push(at, m.seq);
+                }
+                let flags = ttl::flags_of(m.hdr(), ttl, markers);
+                self.ix.borrow_mut().set_flags(m.seq, flags);
+                seq = m.seq + 1;
+            }
+        }
+    }
+
+    /// Expiry times of the messages recovered with a TTL.
+    pub fn restore_expiries(&self, found: Vec<(i64, u64)>) {
+        let mut e = self.expiries.borrow_mut();
+        for (at, seq) in found {
+            e.push(at, seq);
+        }
     }
 
     /// Applies the limits (discard old) after a config change.

@@ -29,6 +29,7 @@ mod read;
 pub mod recover;
 mod remove;
 mod sources;
+pub mod ttl;
 mod writer;
 
 use std::cell::{Cell, RefCell};
@@ -47,6 +48,7 @@ use crate::js::types::errors::ApiError;
 use crate::js::types::stream_config::StreamConfig;
 use crate::limits::{STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
 use crate::notify::{Event, Notify};
+use crate::subject::transform::Transform;
 
 use dedupe::Dedupe;
 use positions::Positions;
@@ -63,6 +65,8 @@ enum Rollup {
     All,
 }
 
+// Nearly every entry is a `Msg`; boxing it would allocate once per message.
+#[allow(clippy::large_enum_variant)]
 enum Pending {
     Msg(Staged),
     /// A duplicate of a message not yet committed: acked with it.
@@ -98,6 +102,9 @@ struct Staged {
     rollup: Rollup,
     /// A copy from a mirror's or source's origin.
     link: Option<LinkTag>,
+    ttl: ttl::Ttl,
+    /// `ttl::FLAG_*`, for the index.
+    flags: u8,
 }
 
 /// Which link a copied message came through, and its place in the origin.
@@ -189,6 +196,33 @@ pub struct Stream {
     /// The server's JetStream domain (`--domain`), shown in pub acks and
     /// info; set once when the stream starts.
     pub domain: std::cell::OnceCell<Option<Rc<str>>>,
+    /// The config's `subject_transform`, applied to every message stored.
+    input_transform: RefCell<Option<Transform>>,
+    /// The config's `republish`: its transform and `headers_only`.
+    republish: RefCell<Option<(Transform, bool)>>,
+    /// Messages with a TTL, by expiry (bounded as `Expiries` says).
+    expiries: RefCell<ttl::Expiries>,
+    /// Messages whose subject delete marker is staged: the marker's rollup
+    /// removes them. At most one per subject, and cleared each expiry pass.
+    marking: RefCell<ahash::AHashSet<u64>>,
+}
+
+/// What a commit sends: a pub ack or error to a reply subject, or a
+/// republished message (its header block before its body).
+pub(super) struct Outgoing {
+    subject: Bytes,
+    hdr: Option<Vec<u8>>,
+    body: Vec<u8>,
+}
+
+impl Outgoing {
+    fn reply(subject: Bytes, body: Vec<u8>) -> Outgoing {
+        Outgoing {
+            subject,
+            hdr: None,
+            body,
+        }
+    }
 }
 
 /// The answer to a publish that the caller sends at once (errors, duplicates
@@ -248,11 +282,11 @@ impl Stream {
         let positions_slots = log
             .is_some()
             .then(|| Slots::new(dir.clone(), POSITION_SLOTS));
-        Stream {
+        let s = Stream {
             uid,
             name: cfg.name.clone(),
             dir,
-            cfg: RefCell::new(cfg),
+            cfg: RefCell::new(cfg.clone()),
             created,
             ix: RefCell::new(ix),
             log: RefCell::new(log),
@@ -280,7 +314,31 @@ impl Stream {
             links_wake: Notify::new(),
             taps: RefCell::new(BTreeMap::new()),
             domain: std::cell::OnceCell::new(),
+            input_transform: RefCell::new(None),
+            republish: RefCell::new(None),
+            expiries: RefCell::new(ttl::Expiries::default()),
+            marking: RefCell::new(ahash::AHashSet::new()),
+        };
+        s.set_config(cfg);
+        s
+    }
+
+    /// Takes a new (checked) config, and what is derived from it.
+    pub fn set_config(&self, cfg: StreamConfig) {
+        *self.input_transform.borrow_mut() = cfg
+            .subject_transform
+            .as_ref()
+            .map(|t| Transform::new(&t.src, &t.dest).expect("checked at config time"));
+        // An empty destination republishes nothing (as nats-server has it).
+        let republish = cfg.republish.as_ref().filter(|r| !r.dest.is_empty());
+        *self.republish.borrow_mut() = republish.map(|r| {
+            let t = Transform::new(&r.src, &r.dest).expect("checked at config time");
+            (t, r.headers_only)
+        });
+        if !cfg.allow_msg_ttl {
+            self.expiries.borrow_mut().clear();
         }
+        *self.cfg.borrow_mut() = cfg;
     }
 
     /// Consumers a user sees (listed, counted, limited): not the direct ones

@@ -7,6 +7,7 @@ use crate::js::store::index::{Index, Location, NewEntry};
 use crate::js::store::record;
 use crate::js::store::recovery::Recovered;
 use crate::js::stream::positions::{parse_source_header, Found, LinkPos};
+use crate::js::stream::ttl::{self, Ttl};
 use crate::limits::STREAM_CACHE_BYTES;
 use crate::protocol::headers;
 
@@ -25,18 +26,64 @@ pub struct Replay {
     /// `Nats-Stream-Source` headers (the last one of each link wins).
     sources: bool,
     pub found: Found,
+    /// The stream honours `Nats-TTL` (`ttl`) and writes delete markers
+    /// (`markers`): expiry times are collected, flags kept in the index.
+    ttl: bool,
+    markers: bool,
+    /// (expiry time, sequence) of messages with a TTL (some since removed).
+    pub expiries: Vec<(i64, u64)>,
+}
+
+/// What a replay reads from a stream's config.
+pub struct ReplayOpts {
+    /// Message ids older than this are not remembered.
+    pub window_start: i64,
+    pub rollups: bool,
+    pub sources: bool,
+    pub ttl: bool,
+    pub markers: bool,
 }
 
 impl Replay {
-    pub fn new(ix: Index, window_start: i64, rollups: bool, sources: bool) -> Replay {
+    pub fn new(ix: Index, o: ReplayOpts) -> Replay {
         Replay {
             ix,
             ids: Vec::new(),
             last_id: None,
-            window_start,
-            rollups,
-            sources,
+            window_start: o.window_start,
+            rollups: o.rollups,
+            sources: o.sources,
             found: Found::new(),
+            ttl: o.ttl,
+            markers: o.markers,
+            expiries: Vec::new(),
+        }
+    }
+
+    /// The index entry of a record, and its expiry noted.
+    fn entry<'a>(&mut self, r: &'a Recovered) -> NewEntry<'a> {
+        let hdr = &r.data[..r.hdr_len];
+        let mut flags = 0;
+        if !hdr.is_empty() {
+            let ttl = Ttl::of(hdr).unwrap_or(Ttl::None);
+            if let (true, Ttl::Secs(secs)) = (self.ttl, ttl) {
+                let at = r.ts.saturating_add(secs.saturating_mul(1_000_000_000));
+                self.expiries.push((at, r.seq));
+            }
+            flags = ttl::flags_of(hdr, ttl, self.markers);
+        }
+        NewEntry {
+            seq: r.seq,
+            ts: r.ts,
+            subject: &r.subject,
+            hdr_len: r.hdr_len,
+            len: r.data.len(),
+            at: Location {
+                seg: r.seg,
+                off: r.off,
+            },
+            data: Some(r.data.clone()),
+            flags,
         }
     }
 
@@ -46,7 +93,8 @@ impl Replay {
             record::KIND_MSG => self.message(r),
             record::KIND_MOVED => {
                 // A live message that compaction copied forward.
-                self.ix.insert_moved(entry(&r));
+                let e = self.entry(&r);
+                self.ix.insert_moved(e);
                 self.ix.evict(STREAM_CACHE_BYTES);
             }
             record::KIND_DELETE => {
@@ -62,6 +110,7 @@ impl Replay {
     }
 
     fn message(&mut self, r: Recovered) {
+        let e = self.entry(&r);
         let ix = &mut self.ix;
         // Already superseded (a record written again after a failed write).
         if r.seq <= ix.last_seq() && !(ix.msgs == 0 && r.seq >= ix.first_seq()) {
@@ -88,7 +137,7 @@ impl Replay {
                 self.found.insert(iname, (LinkPos { seq, ident }, r.seq));
             }
         }
-        ix.append(entry(&r));
+        ix.append(e);
         // A rollup's removals may not have reached the disk: redo them.
         match rollup.as_deref() {
             Some(b"sub") => {
@@ -103,20 +152,5 @@ impl Replay {
         }
         // Keep memory bounded while loading a large stream.
         ix.evict(STREAM_CACHE_BYTES);
-    }
-}
-
-fn entry(r: &Recovered) -> NewEntry<'_> {
-    NewEntry {
-        seq: r.seq,
-        ts: r.ts,
-        subject: &r.subject,
-        hdr_len: r.hdr_len,
-        len: r.data.len(),
-        at: Location {
-            seg: r.seg,
-            off: r.off,
-        },
-        data: Some(r.data.clone()),
     }
 }

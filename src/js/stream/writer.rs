@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::js::store::record;
 use crate::js::store::segment as filelog;
-use crate::js::stream::{Pending, Stream};
+use crate::js::stream::{Outgoing, Pending, Stream};
 use crate::js::types::errors::ApiError;
 use crate::limits::STREAM_WRITES_IN_FLIGHT;
 
@@ -146,7 +146,7 @@ impl Stream {
     /// Takes everything staged into a new write (or, with nothing to write,
     /// a flight that completes with the one before). Returns the replies when
     /// it completed at once (memory streams, waiters only, a failed launch).
-    async fn launch_staged(&self, flights: &mut VecDeque<Flight>) -> Option<Vec<(Bytes, Vec<u8>)>> {
+    async fn launch_staged(&self, flights: &mut VecDeque<Flight>) -> Option<Vec<Outgoing>> {
         let (staged, pending, next_seq, markers) = {
             let mut w = self.w.borrow_mut();
             (
@@ -209,7 +209,7 @@ impl Stream {
     }
 
     /// The oldest write completed: commit what it holds.
-    fn completed(&self, f: Flight) -> Vec<(Bytes, Vec<u8>)> {
+    fn completed(&self, f: Flight) -> Vec<Outgoing> {
         if let Some(log) = self.log.borrow_mut().as_mut() {
             if f.task.is_some() {
                 log.finish(f.end);
@@ -226,7 +226,7 @@ impl Stream {
         f: Flight,
         flights: &mut VecDeque<Flight>,
         e: &std::io::Error,
-    ) -> Vec<(Bytes, Vec<u8>)> {
+    ) -> Vec<Outgoing> {
         let mut later = Vec::new();
         for mut g in flights.drain(..) {
             if let Some(t) = g.task.take() {
@@ -255,13 +255,9 @@ impl Stream {
         self.write_failed(e, f.pending, later)
     }
 
-    pub(super) async fn after_commit(
-        &self,
-        shard: &crate::shard::Shard,
-        replies: Vec<(Bytes, Vec<u8>)>,
-    ) {
-        for (reply, body) in replies {
-            shard.reply(&reply, None, &body);
+    pub(super) async fn after_commit(&self, shard: &crate::shard::Shard, replies: Vec<Outgoing>) {
+        for o in replies {
+            shard.reply(&o.subject, o.hdr.as_deref(), &o.body);
         }
         shard.flush_mesh().await;
         self.committed.notify_all();
@@ -274,7 +270,7 @@ impl Stream {
         e: &std::io::Error,
         pending: Vec<Pending>,
         later: Vec<Pending>,
-    ) -> Vec<(Bytes, Vec<u8>)> {
+    ) -> Vec<Outgoing> {
         // glommio keeps the kind, not the errno, of its I/O errors.
         let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
             || matches!(

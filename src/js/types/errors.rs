@@ -129,6 +129,9 @@ impl ApiError {
     pub fn ttl_disabled() -> Self {
         e(400, 10166, "per-message TTL is disabled")
     }
+    pub fn ttl_invalid() -> Self {
+        e(400, 10165, "invalid per-message TTL")
+    }
     pub fn batch_disabled() -> Self {
         e(400, 10174, "atomic publish is disabled")
     }

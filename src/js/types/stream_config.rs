@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::js::types::errors::ApiError;
-use crate::js::types::source::{Role, StreamSource};
+use crate::js::types::source::{Role, StreamSource, SubjectTransform};
 use crate::subject;
+use crate::subject::transform::Transform;
 
 /// Two minutes: nats-server's default duplicate window.
 pub const DUPLICATE_WINDOW_DEFAULT: i64 = 120_000_000_000;
@@ -23,6 +24,18 @@ fn is_zero_u64(v: &u64) -> bool {
 }
 fn is_false(v: &bool) -> bool {
     !*v
+}
+
+/// `republish`: stored messages matching `src` (default all) are sent again
+/// on `dest`, with their stream position in headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RePublish {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub src: String,
+    pub dest: String,
+    #[serde(skip_serializing_if = "is_false")]
+    pub headers_only: bool,
 }
 
 /// `consumer_limits`: always written, as `{}` when empty.
@@ -69,9 +82,9 @@ pub struct StreamConfig {
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub first_seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject_transform: Option<Value>,
+    pub subject_transform: Option<SubjectTransform>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub republish: Option<Value>,
+    pub republish: Option<RePublish>,
     pub allow_direct: bool,
     pub mirror_direct: bool,
     #[serde(skip_serializing_if = "is_false")]
@@ -337,11 +350,18 @@ impl StreamConfig {
         if self.deny_purge && self.allow_rollup_hdrs {
             return bad("roll-ups require the purge permission");
         }
-        if self.subject_delete_marker_ttl != 0 {
-            return bad("subject delete markers are not supported by this server yet");
-        }
-        if self.allow_msg_ttl {
-            return bad("per-message TTL is not supported by this server yet");
+        if self.subject_delete_marker_ttl > 0 {
+            if self.subject_delete_marker_ttl < 1_000_000_000 {
+                return bad("subject delete marker TTL must be at least 1 second");
+            }
+            // Markers expire and roll up what they replace.
+            self.allow_msg_ttl = true;
+            if !self.allow_rollup_hdrs {
+                self.allow_rollup_hdrs = true;
+                self.deny_purge = false;
+            }
+        } else if self.subject_delete_marker_ttl < 0 {
+            return bad("subject delete marker TTL must not be negative");
         }
         if self.allow_msg_counter {
             return bad("counter streams are not supported by this server yet");
@@ -355,12 +375,8 @@ impl StreamConfig {
         self.check_mirror()?;
         self.check_sources()?;
         self.check_external()?;
-        if self.subject_transform.is_some() {
-            return bad("subject transforms are not supported by this server yet");
-        }
-        if self.republish.is_some() {
-            return bad("republish is not supported by this server yet");
-        }
+        self.check_transform()?;
+        self.check_republish()?;
         if self
             .placement
             .as_ref()
@@ -379,6 +395,55 @@ impl StreamConfig {
         }
         Ok(())
     }
+    /// `subject_transform`: a valid source and destination.
+    fn check_transform(&self) -> Result<(), ApiError> {
+        let Some(t) = &self.subject_transform else {
+            return Ok(());
+        };
+        if !t.src.is_empty() && !subject::valid_subscribe(t.src.as_bytes()) {
+            let e = format!("stream transform source: invalid subject {}", t.src);
+            return Err(ApiError::new(400, 10155, e));
+        }
+        if let Err(e) = Transform::new(&t.src, &t.dest) {
+            return Err(ApiError::new(400, 10156, format!("stream transform: {e}")));
+        }
+        Ok(())
+    }
+
+    /// `republish`: all subjects when `src` is empty; `>` to `>` follows the
+    /// subject transform when that maps the stream's one subject; no cycle.
+    fn check_republish(&mut self) -> Result<(), ApiError> {
+        let Some(rp) = &mut self.republish else {
+            return Ok(());
+        };
+        if rp.src.is_empty() {
+            rp.src = ">".into();
+        }
+        if let Some(t) = &self.subject_transform {
+            let implicit = rp.src == ">" && rp.dest == ">";
+            if implicit && self.subjects.len() == 1 && t.src == self.subjects[0] {
+                rp.src = t.dest.clone();
+                rp.dest = t.dest.clone();
+            }
+        }
+        let bad = |m: String| Err(ApiError::invalid_config(&m));
+        let dest = rp.dest.as_bytes();
+        if self
+            .subjects
+            .iter()
+            .any(|s| subject::overlaps(dest, s.as_bytes()))
+        {
+            return bad("stream configuration for republish destination forms a cycle".into());
+        }
+        if Transform::new(&rp.src, &rp.dest).is_err() {
+            return bad(format!(
+                "stream configuration for republish with transform from '{}' to '{}' not valid",
+                rp.src, rp.dest
+            ));
+        }
+        Ok(())
+    }
+
     /// A mirror's own rules (nats-server's order; its origin's, in `meta`).
     fn check_mirror(&self) -> Result<(), ApiError> {
         let Some(m) = &self.mirror else {
@@ -405,7 +470,14 @@ impl StreamConfig {
                 "stream mirrors can not also contain other sources",
             ));
         }
-        m.check(Role::Mirror, self.max_msg_size, None)
+        m.check(Role::Mirror, self.max_msg_size, None)?;
+        if self.subject_delete_marker_ttl > 0 {
+            // Markers would take sequences the origin does not have.
+            return Err(ApiError::invalid_config(
+                "subject delete markers forbidden on mirrors",
+            ));
+        }
+        Ok(())
     }
 
     /// Each source's rules, and no two alike (the same index name).
@@ -547,6 +619,9 @@ impl StreamConfig {
         // stream (nats-server 2.12).
         if self.mirror.is_some() && old.mirror != self.mirror {
             return Err(ApiError::mirror_not_updatable());
+        }
+        if old.allow_msg_ttl && !self.allow_msg_ttl {
+            return bad("message TTL status can not be disabled");
         }
         if self.first_seq != old.first_seq && self.first_seq != 0 {
             return bad("stream configuration update can not change first sequence");

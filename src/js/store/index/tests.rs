@@ -19,6 +19,7 @@ fn e(
         len,
         at: Location { seg, off },
         data: None,
+        flags: 0,
     }
 }
 
