@@ -12,9 +12,16 @@ use clap::Parser;
 
 use crate::limits;
 
-/// Version string reported in INFO. Clients gate features on it; 2.10 is the
-/// protocol level whose client-visible behaviour we implement.
-pub const NATS_COMPAT_VERSION: &str = "2.10.0";
+/// Version string reported in INFO and stream metadata. Clients gate features
+/// on it: 2.11 is the release whose feature set (API level 1: per-message TTL,
+/// delete markers, consumer pause and priority groups, batched direct gets)
+/// jetcore serves.
+pub const NATS_COMPAT_VERSION: &str = "2.11.0";
+
+/// JetStream API level we report (INFO `api_lvl`, `$JS.API.INFO`, metadata):
+/// the 2.11 feature set. Level 2 (2.12) needs counters, atomic batches and
+/// message schedules, which jetcore does not have.
+pub const API_LEVEL: u32 = 1;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -42,8 +42,8 @@ fn mask(body: &[u8]) -> String {
         });
         rest = &rest[end..];
     }
-    out.replace("\"_nats.level\":\"5\"", "\"_nats.level\":\"0\"")
-        .replace("\"_nats.ver\":\"2.15.1\"", "\"_nats.ver\":\"2.10.0\"")
+    out.replace("\"_nats.level\":\"5\"", "\"_nats.level\":\"1\"")
+        .replace("\"_nats.ver\":\"2.15.1\"", "\"_nats.ver\":\"2.11.0\"")
 }
 
 fn pubh(raw: &mut Raw, subject: &str, pairs: &[(&str, &str)], body: &str) -> String {

@@ -148,8 +148,9 @@ impl Shard {
             ""
         };
         format!(
-            "{}\"client_id\":{cid},\"client_ip\":\"{ip}\"{extra}}} \r\n",
-            self.info_prefix
+            "{}\"client_id\":{cid},\"client_ip\":\"{ip}\"{extra},\"api_lvl\":{}}} \r\n",
+            self.info_prefix,
+            crate::config::API_LEVEL
         )
         .into_bytes()
     }

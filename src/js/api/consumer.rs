@@ -8,9 +8,9 @@ use serde::Deserialize;
 
 use crate::js::api::info::with_levels;
 use crate::js::api::reply_err;
-use crate::js::consumer::{self, Consumer, Meta};
+use crate::js::consumer::{self, priority, Consumer, Meta};
 use crate::js::stream::Stream;
-use crate::js::types::consumer_config::ConsumerConfig;
+use crate::js::types::consumer_config::{ConsumerConfig, PriorityPolicy};
 use crate::js::types::errors::ApiError;
 use crate::js::types::json::{self, now_nanos, rfc3339};
 use crate::js::types::seq::{ConsumerSeq, DeliveryCount, StreamSeq};
@@ -78,6 +78,23 @@ pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8], hd
         }
         ["CONSUMER", "NAMES", stream] => names(js, stream, reply, body, false),
         ["CONSUMER", "LIST", stream] => names(js, stream, reply, body, true),
+        ["CONSUMER", "UNPIN", stream, name] => {
+            let kind = "consumer_unpin_response";
+            if let Some(s) = find(stream, kind) {
+                let done = match lookup(&s, name) {
+                    Some(c) => c.unpin(&js.shard, body),
+                    None => Err(ApiError::consumer_not_found()),
+                };
+                match done {
+                    Ok(()) => js.shard.reply(
+                        reply,
+                        None,
+                        br#"{"type":"io.nats.jetstream.api.v1.consumer_unpin_response"}"#,
+                    ),
+                    Err(e) => reply_err(js, reply, kind, &e),
+                }
+            }
+        }
         ["CONSUMER", "PAUSE", stream, name] => {
             let kind = "consumer_pause_response";
             if let Some(s) = find(stream, kind) {
@@ -98,7 +115,14 @@ fn lookup(stream: &Stream, name: &str) -> Option<Rc<Consumer>> {
 fn config_out(cfg: &ConsumerConfig, with_server: bool) -> ConsumerConfig {
     let mut c = cfg.clone();
     let mut m = c.metadata.take().unwrap_or_default();
-    let req = if cfg.pause_until.is_some() { 1 } else { 0 };
+    let priority = cfg.priority() != PriorityPolicy::None
+        || cfg.priority_timeout != 0
+        || !cfg.priority_groups.is_empty();
+    let req = if cfg.pause_until.is_some() || priority {
+        1
+    } else {
+        0
+    };
     with_levels(&mut m, req, with_server);
     c.metadata = Some(m);
     c
@@ -165,7 +189,9 @@ pub fn info(shard: &Shard, c: &Consumer, kind: &str) -> Vec<u8> {
             pause - now
         ));
     }
-    out.push_str(&format!(",\"ts\":\"{}\"}}", rfc3339(now)));
+    out.push_str(&format!(",\"ts\":\"{}\"", rfc3339(now)));
+    out.push_str(&priority::info_json(&cfg, c.pin().as_ref()));
+    out.push('}');
     out.into_bytes()
 }
 
@@ -741,7 +767,9 @@ fn parse_u64(t: &[u8]) -> Option<u64> {
 pub fn stream_of<'a>(tokens: &[&'a str]) -> Option<&'a str> {
     match tokens {
         ["CONSUMER", "DURABLE", "CREATE", s, ..] => Some(s),
-        ["CONSUMER", "CREATE" | "INFO" | "DELETE" | "NAMES" | "LIST" | "PAUSE", s, ..] => Some(s),
+        ["CONSUMER", "CREATE" | "INFO" | "DELETE" | "NAMES" | "LIST" | "PAUSE" | "UNPIN", s, ..] => {
+            Some(s)
+        }
         _ => None,
     }
 }

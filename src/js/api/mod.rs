@@ -21,8 +21,7 @@ use crate::js::{meta, Js};
 use crate::protocol::headers;
 use crate::shard::msg::ApiRequest;
 
-/// JetStream API level we report: the 2.10 feature set (level 0).
-pub const API_LEVEL: u32 = 0;
+pub use crate::config::API_LEVEL;
 
 /// For subjects about one stream, its name (the token after the verb).
 pub fn stream_of(rest: &[u8]) -> Option<&str> {

@@ -13,13 +13,14 @@ use crate::js::consumer::retention::retain_check;
 use crate::js::consumer::state::{matches_any, Delivery, Next};
 use crate::js::consumer::Consumer;
 use crate::js::store::index::StoredMsg;
-use crate::js::types::consumer_config::{AckPolicy, ConsumerConfig};
+use crate::js::types::consumer_config::{AckPolicy, ConsumerConfig, PriorityPolicy};
 use crate::js::types::seq::{ConsumerSeq, DeliveryCount, Nanos, StreamSeq};
 use crate::js::Js;
 use crate::limits::{
     ACK_ARENA_BYTES, CONSUMER_BIND_POLL_NS, CONSUMER_PASS_MAX, CONSUMER_SAVE_INTERVAL_NS,
     INTEREST_CHECK_NS,
 };
+use crate::protocol::headers;
 use crate::protocol::parser::PubOp;
 use crate::shard::Shard;
 
@@ -153,7 +154,7 @@ impl Consumer {
     /// Answers expired pull requests, sends due heartbeats, and moves due
     /// redeliveries; returns the next timer deadline.
     fn tick(&self, shard: &Shard, cfg: &ConsumerConfig, now: Nanos) -> Option<Nanos> {
-        let (out, next) = {
+        let (out, next, lapsed) = {
             let mut st = self.st.borrow_mut();
             let mut out = st.expire_requests(now, |r| shard.has_interest(r));
             if cfg.is_push() {
@@ -166,11 +167,16 @@ impl Consumer {
                 ));
             }
             let next = st.fire_timers(now);
+            let lapsed = st.pin_lapsed(now);
             st.check();
-            (out, next)
+            (out, next, lapsed)
         };
         for (to, h) in out {
             shard.reply(&to, Some(&h), b"");
+        }
+        if lapsed.is_some() {
+            let group = cfg.priority_groups.first().map_or("", String::as_str);
+            self.advisory_unpinned(shard, group, "timeout");
         }
         next
     }
@@ -244,7 +250,7 @@ impl Consumer {
             if hold != Nanos(0) && hold > now {
                 return Some(hold);
             }
-            let target = self.target(cfg, now)?;
+            let target = self.target(shard, cfg, now)?;
             let Pick::Message(sseq, redelivery) = self.pick(shard, cfg) else {
                 return None;
             };
@@ -270,7 +276,7 @@ impl Consumer {
 
     /// Where the next message goes: the deliver subject (unless the
     /// flow-control window is full), or the oldest open pull request.
-    fn target(&self, cfg: &ConsumerConfig, now: Nanos) -> Option<Bytes> {
+    fn target(&self, shard: &Shard, cfg: &ConsumerConfig, now: Nanos) -> Option<Bytes> {
         let mut st = self.st.borrow_mut();
         if cfg.is_push() {
             if st.window_full(cfg.flow_control) {
@@ -278,7 +284,17 @@ impl Consumer {
             }
             return Some(Bytes::from(cfg.deliver_subject.clone()));
         }
-        st.front_request(now)
+        let policy = cfg.priority();
+        if policy == PriorityPolicy::Overflow {
+            self.sync_pending(&mut st);
+        }
+        let mut ended = Vec::new();
+        let to = st.choose_request(now, policy, &mut ended);
+        drop(st);
+        for (r, h) in ended {
+            shard.reply(&r, Some(&h), b"");
+        }
+        to
     }
 
     /// `replay_policy: original`: when message `msg` is due, if not now.
@@ -323,6 +339,9 @@ impl Consumer {
             next = next.min(*d);
         }
         next = st.request_deadline(next);
+        if let Some(p) = &st.pin {
+            next = next.min(p.expires);
+        }
         if cfg.is_push() && cfg.idle_heartbeat > 0 {
             next = next.min(
                 st.last_push
@@ -449,11 +468,20 @@ impl Consumer {
             DeliveryCount::FIRST
         };
         let reply = self.ack_subject(dc, sseq, cseq, msg.ts, pending_after);
-        let p = wire_message(cfg, &msg, reply);
+        let mut pinned = None;
+        let mut p = wire_message(cfg, &msg, reply);
+        if cfg.priority() == PriorityPolicy::PinnedClient {
+            let (new_pin, id) = st.pin_front(cfg, || random_token(shard, 22), now);
+            pinned = new_pin;
+            p = with_pin(p, &id);
+        }
         let size = (p.subject.len() + p.reply.as_ref().map_or(0, Bytes::len) + p.msg.len()) as u64;
         if !cfg.is_push() {
             let mut ended = None;
             if !st.charge_request(size, &mut ended) {
+                if pinned.is_some() {
+                    st.pin = None; // pinned for a delivery that did not go
+                }
                 drop(st);
                 let (to, h) = ended.expect("an ended request has a status");
                 shard.reply(&to, Some(&h), b"");
@@ -479,12 +507,15 @@ impl Consumer {
             };
             st.pushed(size, rules, now);
         } else {
-            st.served_request(size, now);
+            st.served_request(size, now, cfg.priority());
         }
         st.check();
         let fc_due = cfg.is_push() && st.fc_request_due(cfg.flow_control);
         let retention_now = !acks && !redelivery && self.keeps_given_up();
         drop(st);
+        if let Some(pin) = pinned {
+            self.advisory_pinned(shard, cfg, &pin);
+        }
         shard.deliver_to_memo(target, &p, &self.memo);
         if fc_due {
             self.request_flow_control(shard, target);
@@ -509,6 +540,25 @@ impl Consumer {
             msg: Bytes::from(h),
         };
         shard.deliver_to(target, &p);
+    }
+}
+
+/// A delivery to a pinned-client consumer's request: `Nats-Pin-Id` last.
+fn with_pin(p: PubOp, id: &str) -> PubOp {
+    let hdr_len = p.hdr_len.unwrap_or(0);
+    let hdr = headers::rewrite(
+        &p.msg[..hdr_len],
+        |_| false,
+        &[("Nats-Pin-Id", id.as_bytes())],
+    )
+    .expect("a header is added");
+    let mut msg = Vec::with_capacity(hdr.len() + p.msg.len() - hdr_len);
+    msg.extend_from_slice(&hdr);
+    msg.extend_from_slice(&p.msg[hdr_len..]);
+    PubOp {
+        hdr_len: Some(hdr.len()),
+        msg: Bytes::from(msg),
+        ..p
     }
 }
 

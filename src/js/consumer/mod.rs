@@ -11,7 +11,8 @@
 //! `Consumer` is the shell: the only part that touches the `RefCell`s, the
 //! stream, the clock, the timers and the shard. The rules are pure and live
 //! in their own files: `state` (pending, timers, floor, counts), `acks`,
-//! `pull` (requests), `push` (flow control, rate limit, heartbeats). Around
+//! `pull` (requests), `priority` (priority groups: which request a message
+//! goes to, pins), `push` (flow control, rate limit, heartbeats). Around
 //! them: `deliver` (the task and one delivery), `read` (read-ahead from
 //! disk), `persist` (durable state), `retention` (interest/workqueue),
 //! `advisory` (statuses and events).
@@ -26,6 +27,7 @@ pub mod acks;
 pub mod advisory;
 mod deliver;
 pub mod persist;
+pub mod priority;
 pub mod pull;
 pub mod push;
 mod read;
@@ -254,8 +256,9 @@ impl Consumer {
         };
         let cfg = self.cfg.borrow().clone();
         let now = Nanos::now();
-        let added = pull::parse(&cfg, reply, body, now)
-            .and_then(|req| self.st.borrow_mut().add_request(req, cfg.max_waiting, now));
+        let pin = self.st.borrow().pin.clone();
+        let added = pull::parse(&cfg, reply, body, now, pin.as_ref())
+            .and_then(|req| self.st.borrow_mut().add_request(req, &cfg, now));
         match added {
             Ok(()) => self.wake.notify(),
             Err(status) => shard.reply(reply, Some(&status), b""),

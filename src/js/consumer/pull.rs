@@ -7,8 +7,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::js::consumer::advisory::{go_duration, status};
+use crate::js::consumer::priority::{self, Pin, PullGroup};
 use crate::js::consumer::state::State;
-use crate::js::types::consumer_config::ConsumerConfig;
+use crate::js::types::consumer_config::{ConsumerConfig, PriorityPolicy};
 use crate::js::types::json;
 use crate::js::types::seq::Nanos;
 use crate::limits::INTEREST_CHECK_NS;
@@ -29,6 +30,10 @@ pub struct PullReq {
     pub fresh: bool,
     /// Messages delivered to it so far.
     pub got: u64,
+    /// Its priority fields (a JSON request); see `priority`.
+    pub group: Option<PullGroup>,
+    /// It carries the current pin id: the pin is renewed.
+    pub renews_pin: bool,
 }
 
 /// A status to send to one request's reply subject (a header block).
@@ -42,10 +47,15 @@ struct Req {
     max_bytes: i64,
     no_wait: bool,
     idle_heartbeat: i64,
+    group: String,
+    min_pending: i64,
+    min_ack_pending: i64,
+    id: String,
+    priority: i64,
 }
 
 impl PullReq {
-    fn expired(&self, now: Nanos) -> bool {
+    pub(super) fn expired(&self, now: Nanos) -> bool {
         self.expires != Nanos(0) && self.expires <= now
     }
 }
@@ -57,12 +67,14 @@ pub fn parse(
     reply: &Bytes,
     body: &[u8],
     now: Nanos,
+    pin: Option<&Pin>,
 ) -> Result<PullReq, Vec<u8>> {
     if cfg.is_push() {
         return Err(status("409 Consumer is push based", &[]));
     }
     let text = std::str::from_utf8(body).unwrap_or("").trim();
-    let req = if text.starts_with('{') {
+    let json_body = text.starts_with('{');
+    let mut req = if json_body {
         json::decode_as::<Req>(text.as_bytes())
             .map_err(|e| status(&format!("400 Bad Request - {e}"), &[]))?
     } else {
@@ -93,6 +105,14 @@ pub fn parse(
         let msg = format!("409 Exceeded MaxRequestMaxBytes of {}", cfg.max_bytes);
         return Err(status(&msg, &[]));
     }
+    let group = json_body.then(|| PullGroup {
+        group: std::mem::take(&mut req.group),
+        min_pending: req.min_pending,
+        min_ack_pending: req.min_ack_pending,
+        id: std::mem::take(&mut req.id),
+        priority: req.priority,
+    });
+    let renews_pin = priority::check(cfg, group.as_ref(), pin)?;
     if req.idle_heartbeat > 0 && expires > 0 && req.idle_heartbeat > expires / 2 {
         return Err(status("400 Bad Request - heartbeat value too large", &[]));
     }
@@ -120,6 +140,8 @@ pub fn parse(
         next_hb: now.after(req.idle_heartbeat),
         fresh: req.no_wait,
         got: 0,
+        group,
+        renews_pin,
     })
 }
 
@@ -129,34 +151,26 @@ impl State {
     pub fn add_request(
         &mut self,
         req: PullReq,
-        max_waiting: i64,
+        cfg: &ConsumerConfig,
         now: Nanos,
     ) -> Result<(), Vec<u8>> {
         self.last_activity = now;
         let open = self.waiting.iter().filter(|r| !r.expired(now)).count();
-        if open >= max_waiting.max(1) as usize {
+        if open >= cfg.max_waiting.max(1) as usize {
             return Err(status("409 Exceeded MaxWaiting", &[]));
         }
-        self.waiting.push_back(req);
+        if req.renews_pin {
+            if let Some(p) = self.pin.as_mut() {
+                p.expires = now.after(cfg.priority_timeout);
+            }
+        }
+        self.enqueue(req, cfg.priority());
         Ok(())
     }
 
     /// Open requests that have not expired (consumer info's `num_waiting`).
     pub fn open_requests(&self, now: Nanos) -> u64 {
         self.waiting.iter().filter(|r| !r.expired(now)).count() as u64
-    }
-
-    /// The request the next delivery goes to: the oldest one that still
-    /// takes messages, unless it has expired (the next pass answers it).
-    pub fn front_request(&mut self, now: Nanos) -> Option<Bytes> {
-        while self.waiting.front().is_some_and(|r| r.batch == 0) {
-            self.waiting.pop_front();
-        }
-        match self.waiting.front() {
-            Some(r) if r.expired(now) => None,
-            Some(r) => Some(r.reply.clone()),
-            None => None,
-        }
     }
 
     /// Drops requests whose requester went away (checked every
@@ -262,7 +276,7 @@ impl State {
     }
 
     /// Counts a delivery made to the front request.
-    pub fn served_request(&mut self, size: u64, now: Nanos) {
+    pub fn served_request(&mut self, size: u64, now: Nanos, policy: PriorityPolicy) {
         let front = self
             .waiting
             .front_mut()
@@ -275,6 +289,8 @@ impl State {
         front.got += 1;
         if front.batch == 0 {
             self.waiting.pop_front();
+        } else if policy == PriorityPolicy::Prioritized {
+            self.requeue_prioritized();
         }
     }
 
@@ -304,21 +320,23 @@ mod tests {
         let reply = Bytes::from_static(b"_INBOX.1");
         let now = Nanos(1_000);
         let c = cfg(r#"{"max_batch":5,"max_expires":1000000000,"max_bytes":100}"#);
-        assert_eq!(text(parse(&c, &reply, b"3", now)), "ok");
-        assert!(text(parse(&c, &reply, b"6", now))
+        assert_eq!(text(parse(&c, &reply, b"3", now, None)), "ok");
+        assert!(text(parse(&c, &reply, b"6", now, None))
             .starts_with("NATS/1.0 409 Exceeded MaxRequestBatch of 5"));
-        assert!(text(parse(&c, &reply, br#"{"expires":2000000000}"#, now))
-            .starts_with("NATS/1.0 409 Exceeded MaxRequestExpires of 1s"));
-        assert!(text(parse(&c, &reply, br#"{"max_bytes":101}"#, now))
+        assert!(
+            text(parse(&c, &reply, br#"{"expires":2000000000}"#, now, None))
+                .starts_with("NATS/1.0 409 Exceeded MaxRequestExpires of 1s")
+        );
+        assert!(text(parse(&c, &reply, br#"{"max_bytes":101}"#, now, None))
             .starts_with("NATS/1.0 409 Exceeded MaxRequestMaxBytes of 100"));
-        assert!(text(parse(&c, &reply, br#"{"expires":-1}"#, now))
+        assert!(text(parse(&c, &reply, br#"{"expires":-1}"#, now, None))
             .starts_with("NATS/1.0 408 Request Timeout"));
-        assert!(text(parse(&c, &reply, br#"{"batch":"x"}"#, now))
+        assert!(text(parse(&c, &reply, br#"{"batch":"x"}"#, now, None))
             .starts_with("NATS/1.0 400 Bad Request - "));
-        let r = parse(&c, &reply, b"", now).unwrap();
+        let r = parse(&c, &reply, b"", now, None).unwrap();
         assert_eq!((r.batch, r.expires), (1, Nanos(1_000_001_000)));
         let push = cfg(r#"{"deliver_subject":"d"}"#);
-        assert!(text(parse(&push, &reply, b"1", now))
+        assert!(text(parse(&push, &reply, b"1", now, None))
             .starts_with("NATS/1.0 409 Consumer is push based"));
     }
 
@@ -326,14 +344,17 @@ mod tests {
     fn requests_expire_wait_in_order_and_end_no_wait() {
         let mut st = State::new(Nanos(0));
         let c = cfg("{}");
-        let r = |b: &[u8], now| parse(&c, &Bytes::from_static(b"r"), b, Nanos(now)).unwrap();
-        st.add_request(r(br#"{"batch":2,"expires":100}"#, 0), 2, Nanos(0))
+        let c2 = cfg(r#"{"max_waiting":2}"#);
+        let r = |b: &[u8], now| parse(&c, &Bytes::from_static(b"r"), b, Nanos(now), None).unwrap();
+        st.add_request(r(br#"{"batch":2,"expires":100}"#, 0), &c2, Nanos(0))
             .unwrap();
-        st.add_request(r(br#"{"no_wait":true}"#, 0), 2, Nanos(0))
+        st.add_request(r(br#"{"no_wait":true}"#, 0), &c2, Nanos(0))
             .unwrap();
-        assert!(st.add_request(r(b"1", 0), 2, Nanos(0)).is_err());
-        assert_eq!(st.front_request(Nanos(50)), Some(Bytes::from_static(b"r")));
-        st.served_request(10, Nanos(50));
+        assert!(st.add_request(r(b"1", 0), &c2, Nanos(0)).is_err());
+        let p = PriorityPolicy::None;
+        let front = st.choose_request(Nanos(50), p, &mut Vec::new());
+        assert_eq!(front, Some(Bytes::from_static(b"r")));
+        st.served_request(10, Nanos(50), p);
         assert_eq!(st.waiting.front().unwrap().batch, 1);
         assert_eq!(st.finish_no_wait().len(), 1);
         let out = st.expire_requests(Nanos(100), |_| true);

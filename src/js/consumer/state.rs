@@ -88,6 +88,9 @@ pub struct State {
     pub tokens: f64,
     pub tokens_at: Nanos,
     pub last_interest_check: Nanos,
+    /// The client a `pinned_client` consumer serves (in memory only, as on
+    /// nats-server).
+    pub pin: Option<crate::js::consumer::priority::Pin>,
 }
 
 /// What `State::take_due` found.

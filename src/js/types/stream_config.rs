@@ -560,30 +560,22 @@ impl StreamConfig {
             self.subjects = vec![self.name.clone()];
         }
         let mut seen = std::collections::HashSet::new();
-        for s in &self.subjects {
-            if s == ">" && !self.no_ack {
-                return bad("capturing all subjects requires no-ack to be true");
-            }
+        for (i, s) in self.subjects.iter().enumerate() {
             if !subject::valid_subscribe(s.as_bytes()) {
                 return bad("invalid subject");
             }
             if !seen.insert(s.as_str()) {
                 return bad("duplicate subjects detected");
             }
-            if !self.no_ack {
-                for api in ["$JS.API.>", "$JSC.>", "$NRG.>"] {
-                    if subject::overlaps(s.as_bytes(), api.as_bytes()) {
-                        return bad(
-                            "subjects that overlap with jetstream api require no-ack to be true",
-                        );
-                    }
-                }
+            if s == ">" && !self.no_ack {
+                return bad("capturing all subjects requires no-ack to be true");
             }
-        }
-        for (i, a) in self.subjects.iter().enumerate() {
-            for b in &self.subjects[i + 1..] {
-                if subject::overlaps(a.as_bytes(), b.as_bytes()) {
-                    return bad(&format!("subjects {a:?} and {b:?} overlap"));
+            if !self.no_ack {
+                reserved_namespace(s)?;
+            }
+            for t in &self.subjects[i + 1..] {
+                if subject::overlaps(t.as_bytes(), s.as_bytes()) {
+                    return bad(&format!("subject {s:?} overlaps with {t:?}"));
                 }
             }
         }
@@ -628,6 +620,25 @@ impl StreamConfig {
         }
         Ok(())
     }
+}
+
+/// Subjects that would capture the JetStream or system API need no-ack
+/// (events and account subjects excepted, as nats-server allows them).
+fn reserved_namespace(s: &str) -> Result<(), ApiError> {
+    let s = s.as_bytes();
+    for api in ["$JS.>", "$JSC.>", "$NRG.>"] {
+        if subject::overlaps(s, api.as_bytes()) && !subject::matches(b"$JS.EVENT.>", s) {
+            return Err(ApiError::invalid_config(
+                "subjects that overlap with jetstream api require no-ack to be true",
+            ));
+        }
+    }
+    if subject::overlaps(s, b"$SYS.>") && !subject::matches(b"$SYS.ACCOUNT.>", s) {
+        return Err(ApiError::invalid_config(
+            "subjects that overlap with system api require no-ack to be true",
+        ));
+    }
+    Ok(())
 }
 
 /// Stream and consumer names: no whitespace, `.`, `*`, `>`, path separators or
