@@ -123,6 +123,14 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 /// Smallest `--segment_bytes`: one DMA block.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 
+/// A dead segment is cut down this much at a time, `SEGMENT_DELETE_PACE`
+/// apart, before it is unlinked (40 MiB/s: what this disk, mounted with
+/// `discard`, frees without holding up synchronous writes for tens of ms;
+/// measured in perf/results/ttl). Segments wait for it in their stream's
+/// queue (at most the stream's segments).
+pub const SEGMENT_DELETE_CHUNK: u64 = 4 * 1024 * 1024;
+pub const SEGMENT_DELETE_PACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Largest single DMA read or write: glommio warns that requests above a
 /// device's `max_sectors_kb` have hung on some kernels (issue 633); 128 KiB is
 /// the smallest common value and glommio's own default.
@@ -141,6 +149,14 @@ pub const STREAM_INGEST_MSGS: usize = 256 * 1024;
 
 /// How often each shard checks its streams for messages past `max_age`.
 pub const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Messages one expiry pass removes (max_age and TTLs together) before the
+/// shard serves other work; a backlog (a million TTLs due in the same
+/// second) is worked off in such slices, one after another.
+pub const EXPIRY_BATCH: usize = 4096;
+
+/// The pause between two such slices (a 1 M backlog takes about 250 of them).
+pub const EXPIRY_BACKLOG_PAUSE: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Message ids remembered per stream for duplicate detection are bounded by
 /// the duplicate window; these cap them too, in ids and in id bytes (oldest

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::bench::consume::{ConsumeKind, ConsumeSpec};
 use crate::bench::report::{summarize, svg, Summary};
-use crate::bench::run::{run_marked, CopySpec, Mode, Spec};
+use crate::bench::run::{run_marked, CopySpec, Mode, Spec, TtlSpec};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -65,6 +65,14 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     (
         "kvget",
         "key-value get of 1000 keys (direct get of the last value), window 64",
+    ),
+    (
+        "kvputttl",
+        "kvput with `Nats-TTL: 3600` on every put, in a bucket with limit markers (1 s)",
+    ),
+    (
+        "jspubttl",
+        "jspub128 with `Nats-TTL: 3600` on every message (stream with allow_msg_ttl)",
     ),
     (
         "jsconsume",
@@ -257,6 +265,7 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
         keys: 1000,
         consume: ConsumeSpec::default(),
         copy: CopySpec::default(),
+        ttl: None,
     };
     match name {
         "ceiling" | "pub16" => spec.mode = Mode::Pub,
@@ -284,17 +293,33 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
             spec.window = 64;
             spec.msgs = (opts.msgs / 10).max(1000);
         }
-        "kvput" | "kvget" => {
-            spec.mode = if name == "kvput" {
-                Mode::KvPut
-            } else {
+        "kvput" | "kvget" | "kvputttl" => {
+            spec.mode = if name == "kvget" {
                 Mode::KvGet
+            } else {
+                Mode::KvPut
             };
             spec.size = 128;
             spec.stream = "bench".into();
             spec.keys = 1000;
-            spec.window = if name == "kvput" { 256 } else { 64 };
+            spec.window = if name == "kvget" { 64 } else { 256 };
             spec.msgs = (opts.msgs / 10).max(1000);
+            if name == "kvputttl" {
+                spec.ttl = Some(TtlSpec {
+                    secs: 3600,
+                    align: false,
+                });
+            }
+        }
+        "jspubttl" => {
+            spec.mode = Mode::JsPub;
+            spec.size = 128;
+            spec.subject = "bench.js".into();
+            spec.msgs = (opts.msgs / 4).max(1000);
+            spec.ttl = Some(TtlSpec {
+                secs: 3600,
+                align: false,
+            });
         }
         // Publish start until the target holds every message.
         "jsmirror128" | "jssources4" | "jssources16" | "jsmirrorrate" => {

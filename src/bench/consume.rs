@@ -723,6 +723,7 @@ mod tests {
                 ..ConsumeSpec::default()
             },
             copy: crate::bench::run::CopySpec::default(),
+            ttl: None,
         }
     }
 

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 
 use crate::bench::consume::{self, ConsumeKind, ConsumeSpec};
 use crate::bench::latency::{intended_offset, new_histogram};
-use crate::bench::wire::{connect, encode_pub, status, Reader, ServerOp, Writer};
+use crate::bench::wire::{connect, encode_hpub, encode_pub, status, Reader, ServerOp, Writer};
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,29 @@ pub struct Spec {
     pub consume: ConsumeSpec,
     /// `js copy`: the origins and the target's kind.
     pub copy: CopySpec,
+    /// JetStream publishes carry `Nats-TTL` (the stream allows it).
+    pub ttl: Option<TtlSpec>,
+}
+
+/// `--ttl <secs>` (and `--ttl-align`): each publish carries `Nats-TTL`;
+/// aligned, message n sent at time t gets `secs - t` (rounded up), so that
+/// everything published expires within about one second.
+#[derive(Debug, Clone, Copy)]
+pub struct TtlSpec {
+    pub secs: u64,
+    pub align: bool,
+}
+
+impl TtlSpec {
+    /// The header block of a publish sent `elapsed` into the run.
+    fn header(&self, elapsed: Duration) -> Vec<u8> {
+        let secs = if self.align {
+            self.secs.saturating_sub(elapsed.as_secs()).max(1)
+        } else {
+            self.secs
+        };
+        format!("NATS/1.0\r\nNats-TTL: {secs}\r\n\r\n").into_bytes()
+    }
 }
 
 /// `js copy`: one origin per publisher; a mirror (of one origin) or sources.
@@ -134,6 +157,8 @@ enum Role {
 
 enum Report {
     Pub(ClientStat),
+    /// A JetStream publisher: its count and its publish→ack latencies.
+    PubAcked(ClientStat, Histogram<u64>),
     Sub(ClientStat, Histogram<u64>),
     Resets(u64),
     Failed(String),
@@ -203,7 +228,8 @@ pub fn run_marked(spec: &Spec, mark: &mut dyn FnMut()) -> Result<Outcome, String
     }
     if spec.mode == Mode::JsCopy {
         crate::bench::copy::delete(spec);
-    } else if own_stream {
+    } else if own_stream && !spec.ttl.is_some_and(|t| t.align) {
+        // An aligned-TTL run sets up a mass expiry: its stream stays.
         js_delete_stream(spec);
     }
     outcome
@@ -310,6 +336,13 @@ fn run_roles(spec: &Spec) -> Result<Outcome, String> {
     for report in rx.iter() {
         match report {
             Report::Pub(stat) => outcome.pubs.push(stat),
+            Report::PubAcked(stat, h) => {
+                outcome
+                    .latency
+                    .add(&h)
+                    .map_err(|e| format!("histogram: {e:?}"))?;
+                outcome.pubs.push(stat);
+            }
             Report::Sub(stat, h) => {
                 outcome
                     .latency
@@ -433,7 +466,14 @@ async fn worker(
         let task = glommio::spawn_local(async move {
             let report = match role {
                 Role::Publisher(i) => {
-                    let done = publisher(&spec, i, reader, writer).await.map(Report::Pub);
+                    // Ack latency is the measure of `js pub` and `kv put` only.
+                    let acks = matches!(spec.mode, Mode::JsPub | Mode::KvPut);
+                    let done = publisher(&spec, i, reader, writer)
+                        .await
+                        .map(|(s, h)| match h {
+                            Some(h) if acks => Report::PubAcked(s, h),
+                            _ => Report::Pub(s),
+                        });
                     shared.last_ack_ns.fetch_max(now_ns(), Ordering::SeqCst);
                     shared.publishers_done.fetch_add(1, Ordering::SeqCst);
                     done
@@ -579,9 +619,10 @@ async fn publisher(
     index: usize,
     mut reader: Reader,
     writer: Writer,
-) -> Result<ClientStat, String> {
+) -> Result<(ClientStat, Option<Histogram<u64>>), String> {
     if spec.mode.acked() {
-        return js_publisher(spec, index, reader, writer).await;
+        let (s, h) = js_publisher(spec, index, reader, writer).await?;
+        return Ok((s, Some(h)));
     }
     let count = share(spec.msgs, spec.pubs, index);
     let subject = subject_for(spec, index);
@@ -623,11 +664,14 @@ async fn publisher(
     // The server has processed everything once it answers a PING.
     writer.write_all(b"PING\r\n").await?;
     reader.until_pong(&writer).await?;
-    Ok(ClientStat {
-        msgs: count,
-        bytes: count * spec.size as u64,
-        elapsed: start.elapsed(),
-    })
+    Ok((
+        ClientStat {
+            msgs: count,
+            bytes: count * spec.size as u64,
+            elapsed: start.elapsed(),
+        },
+        None,
+    ))
 }
 
 async fn subscriber(
@@ -749,8 +793,13 @@ async fn js_publisher(
     index: usize,
     mut reader: Reader,
     writer: Writer,
-) -> Result<ClientStat, String> {
+) -> Result<(ClientStat, Histogram<u64>), String> {
     let count = share(spec.msgs, spec.pubs, index);
+    let mut hist = new_histogram();
+    // When each publish in flight was due (at a rate) or sent: acks of one
+    // stream come back in order. At most `--window` entries.
+    let mut sent_at: std::collections::VecDeque<u64> =
+        std::collections::VecDeque::with_capacity(spec.window);
     let mut body = payload(spec.size, 0);
     // With --rate, message n is due at start + n / rate and carries that time.
     let rate = spec.rate.map(|r| r / spec.pubs as f64);
@@ -775,8 +824,17 @@ async fn js_publisher(
                 let intended = start + intended_offset(sent, r);
                 let stamp = intended.duration_since(epoch()).as_nanos() as u64;
                 body[..8].copy_from_slice(&stamp.to_le_bytes());
+                sent_at.push_back(stamp);
+            } else {
+                sent_at.push_back(now_ns());
             }
-            encode_pub(&mut out, subject.as_bytes(), Some(inbox.as_bytes()), &body);
+            match &spec.ttl {
+                Some(t) => {
+                    let hdr = t.header(now);
+                    encode_hpub(&mut out, subject.as_bytes(), inbox.as_bytes(), &hdr, &body);
+                }
+                None => encode_pub(&mut out, subject.as_bytes(), Some(inbox.as_bytes()), &body),
+            }
             sent += 1;
         }
         if !out.is_empty() {
@@ -811,15 +869,19 @@ async fn js_publisher(
                 return Err("an ack arrived for a publish never sent".into());
             }
             acked += 1;
+            if let Some(at) = sent_at.pop_front() {
+                let _ = hist.record(now_ns().saturating_sub(at).max(1));
+            }
             Ok(())
         })
         .await?;
     }
-    Ok(ClientStat {
+    let stat = ClientStat {
         msgs: count,
         bytes: count * spec.size as u64,
         elapsed: start.elapsed(),
-    })
+    };
+    Ok((stat, hist))
 }
 
 /// A message from the server, as `drain_within` hands it on.
@@ -952,6 +1014,14 @@ fn js_create_stream(spec: &Spec) -> Result<(), String> {
             "allow_direct": spec.mode == Mode::JsGet,
         }),
     };
+    let mut config = config;
+    if spec.ttl.is_some() {
+        // A bucket with TTLs is one with limit markers (1 s) as clients make it.
+        config["allow_msg_ttl"] = true.into();
+        if matches!(spec.mode, Mode::KvPut | Mode::KvGet) {
+            config["subject_delete_marker_ttl"] = 1_000_000_000u64.into();
+        }
+    }
     let reply = api_request(
         spec,
         &format!("$JS.API.STREAM.CREATE.{name}"),

@@ -139,6 +139,22 @@ pub fn encode_pub(out: &mut Vec<u8>, subject: &[u8], reply: Option<&[u8]>, paylo
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `HPUB <subject> <reply> <hdr len> <total>\r\n<hdr><payload>\r\n`.
+pub fn encode_hpub(out: &mut Vec<u8>, subject: &[u8], reply: &[u8], hdr: &[u8], payload: &[u8]) {
+    out.extend_from_slice(b"HPUB ");
+    out.extend_from_slice(subject);
+    out.push(b' ');
+    out.extend_from_slice(reply);
+    out.push(b' ');
+    crate::protocol::ops::push_decimal(out, hdr.len() as u64);
+    out.push(b' ');
+    crate::protocol::ops::push_decimal(out, (hdr.len() + payload.len()) as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(hdr);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The status of a header block: `NATS/1.0 408 Request Timeout` gives
 /// `(408, "Request Timeout")`; an ordinary block (`NATS/1.0` alone) gives `None`.
 pub fn status(hdr: &[u8]) -> Option<(u16, &str)> {

@@ -9,7 +9,7 @@ use jetcore::bench::compare::{self, Options};
 use jetcore::bench::consume::{ConsumeKind, ConsumeSpec};
 use jetcore::bench::latency::hgrm;
 use jetcore::bench::report::{render, summarize, svg};
-use jetcore::bench::run::{run, CopySpec, Mode, Spec};
+use jetcore::bench::run::{run, CopySpec, Mode, Spec, TtlSpec};
 
 #[derive(Parser)]
 #[command(
@@ -152,6 +152,13 @@ struct Common {
     /// Key-value: distinct keys
     #[arg(long, default_value_t = 1000)]
     keys: usize,
+    /// JetStream publishes carry `Nats-TTL: <secs>` (the stream allows TTLs)
+    #[arg(long)]
+    ttl: Option<u64>,
+    /// With --ttl: each message's TTL counts from the run's start, so all
+    /// expire within about a second (the stream is kept for that)
+    #[arg(long, requires = "ttl")]
+    ttl_align: bool,
     /// Write the latency distribution here (HdrHistogram .hgrm text)
     #[arg(long)]
     hgrm: Option<PathBuf>,
@@ -307,6 +314,10 @@ fn run_spec(mode: Mode, c: Common, consume: ConsumeSpec, copy: CopySpec) -> Resu
         keys: c.keys,
         consume,
         copy,
+        ttl: c.ttl.map(|secs| TtlSpec {
+            secs,
+            align: c.ttl_align,
+        }),
     };
     let progress = spawn_progress(duration);
     let outcome = run(&spec);

@@ -159,14 +159,23 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
 
 /// Removes messages past max_age on every owned stream, and old message ids.
 async fn expiry_loop(js: Rc<Js>) {
+    let mut backlog = false;
     while !js.shard.stopping.get() {
-        glommio::timer::sleep(crate::limits::EXPIRY_TICK).await;
+        if backlog {
+            // More due: carry on once the shard has polled for I/O (a bare
+            // yield would run again before any socket or disk completion).
+            glommio::timer::sleep(crate::limits::EXPIRY_BACKLOG_PAUSE).await;
+        } else {
+            glommio::timer::sleep(crate::limits::EXPIRY_TICK).await;
+        }
         let now = json::now_nanos();
         let streams: Vec<Rc<Stream>> = js.streams.borrow().values().cloned().collect();
+        backlog = false;
         for s in streams {
             if s.expire(now) {
                 s.gc_segments().await;
             }
+            backlog |= s.expiry_backlog.get();
         }
     }
 }

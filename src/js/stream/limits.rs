@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crate::js::store::record;
 use crate::js::store::segment as filelog;
 use crate::js::stream::{ttl, Ingest, Pending, Stream};
+use crate::limits::EXPIRY_BATCH;
 
 /// What expiry did with one message.
 enum Expired {
@@ -34,11 +35,14 @@ impl Stream {
             self.marking.borrow_mut().retain(|s| ix.entry(*s).is_some());
         }
         let mut any = false;
+        // At most EXPIRY_BATCH removals in one go: the caller comes back at
+        // once (after other work) when `expiry_backlog` says more are due.
+        let mut budget = EXPIRY_BATCH;
         if max_age > 0 {
-            any |= self.expire_aged(now - max_age, sdm);
+            any |= self.expire_aged(now - max_age, sdm, &mut budget);
         }
-        if ttl {
-            any |= self.expire_ttls(now, sdm);
+        if ttl && budget > 0 {
+            any |= self.expire_ttls(now, sdm, &mut budget);
             let live = self.ix.borrow().msgs as usize;
             if self.expiries.borrow().len() > 2 * live + 1024 {
                 let ix = self.ix.borrow();
@@ -47,11 +51,12 @@ impl Stream {
                     .compact(|seq| ix.entry(seq).is_some());
             }
         }
+        self.expiry_backlog.set(budget == 0);
         any
     }
 
     /// max_age: from the oldest message on, up to `cutoff`.
-    fn expire_aged(&self, cutoff: i64, sdm: i64) -> bool {
+    fn expire_aged(&self, cutoff: i64, sdm: i64, budget: &mut usize) -> bool {
         // While every removal is at the front, one floor record says them all.
         let mut front = true;
         let mut floor_moved = false;
@@ -64,9 +69,10 @@ impl Stream {
                     .and_then(|s| ix.entry(s).map(|e| (s, e.ts, e.flags)))
             };
             let Some((seq, ts, flags)) = next else { break };
-            if ts > cutoff {
+            if ts > cutoff || *budget == 0 {
                 break;
             }
+            *budget -= 1;
             from = seq + 1;
             if flags & ttl::FLAG_NEVER != 0 {
                 front = false;
@@ -87,22 +93,44 @@ impl Stream {
         any
     }
 
-    /// Per-message TTLs that ran out by `now`.
-    fn expire_ttls(&self, now: i64, sdm: i64) -> bool {
+    /// Per-message TTLs that ran out by `now`, in sequence order (a run
+    /// from the front of the stream is said by one floor record).
+    fn expire_ttls(&self, now: i64, sdm: i64, budget: &mut usize) -> bool {
+        let mut due = Vec::new();
+        {
+            let mut e = self.expiries.borrow_mut();
+            while due.len() < *budget {
+                match e.pop_due(now) {
+                    Some(d) => due.push(d),
+                    None => break,
+                }
+            }
+        }
+        *budget -= due.len();
+        due.sort_unstable_by_key(|(_, seq)| *seq);
         let mut any = false;
+        let mut floor_moved = false;
         let mut again = Vec::new();
-        loop {
-            let due = self.expiries.borrow_mut().pop_due(now);
-            let Some((at, seq)) = due else { break };
-            let flags = match self.ix.borrow().entry(seq) {
-                Some(e) => e.flags,
-                None => continue, // removed otherwise
+        for (at, seq) in due {
+            let (flags, front) = {
+                let ix = self.ix.borrow();
+                match ix.entry(seq) {
+                    Some(e) => (e.flags, seq == ix.first_seq()),
+                    None => continue, // removed otherwise
+                }
             };
-            match self.expire_one(seq, flags, sdm, false) {
-                Expired::Removed => any = true,
+            match self.expire_one(seq, flags, sdm, front) {
+                Expired::Removed => {
+                    any = true;
+                    floor_moved |= front;
+                }
                 // Until the marker's rollup (or a later pass) removes it.
                 Expired::Marking | Expired::Kept => again.push((at, seq)),
             }
+        }
+        if floor_moved {
+            let first = self.ix.borrow().first_seq();
+            self.stage(record::KIND_FLOOR, first);
         }
         let mut e = self.expiries.borrow_mut();
         for (at, seq) in again {
@@ -260,8 +288,9 @@ impl Stream {
             None => return,
             Some(log) => {
                 // A segment holding delete/floor records speaks for older
-                // segments: it goes only once nothing older is left.
-                let mut oldest = true;
+                // segments: it goes only once nothing older is left (on
+                // disk: none waits for the deleter either).
+                let mut oldest = self.dead.borrow().is_empty() && !self.deleter.get();
                 let mut out = Vec::new();
                 for (k, s) in &log.segs {
                     let gone = *k != log.active && s.live == 0 && (oldest || !s.markers);
@@ -285,10 +314,30 @@ impl Stream {
                 .as_mut()
                 .and_then(|l| l.take_segment(first));
             if let Some(seg) = seg {
-                filelog::discard_segment(seg, &self.name).await;
+                self.dead.borrow_mut().push_back(seg);
             }
         }
+        self.start_deleter();
         self.compact().await;
+    }
+
+    /// Deletes the dead segments one after another, each paced (see
+    /// `discard_segment`), in a task of its own: one per stream at a time.
+    fn start_deleter(&self) {
+        if self.deleter.get() || self.dead.borrow().is_empty() {
+            return;
+        }
+        self.deleter.set(true);
+        let (dead, running, name) = (self.dead.clone(), self.deleter.clone(), self.name.clone());
+        glommio::spawn_local(async move {
+            loop {
+                let seg = dead.borrow_mut().pop_front();
+                let Some(seg) = seg else { break };
+                filelog::discard_segment(seg, &name).await;
+            }
+            running.set(false);
+        })
+        .detach();
     }
 
     /// Compaction: when the oldest segment holds a few live messages and keeps a

@@ -205,6 +205,12 @@ pub struct Stream {
     /// Messages whose subject delete marker is staged: the marker's rollup
     /// removes them. At most one per subject, and cleared each expiry pass.
     marking: RefCell<ahash::AHashSet<u64>>,
+    /// The last expiry pass stopped at `EXPIRY_BATCH`: more are due now.
+    pub expiry_backlog: Cell<bool>,
+    /// Segments with nothing live, waiting for the deleter (at most the
+    /// stream's segments), and whether that task runs.
+    dead: Rc<RefCell<VecDeque<crate::js::store::segment::Segment>>>,
+    deleter: Rc<Cell<bool>>,
 }
 
 /// What a commit sends: a pub ack or error to a reply subject, or a
@@ -318,6 +324,9 @@ impl Stream {
             republish: RefCell::new(None),
             expiries: RefCell::new(ttl::Expiries::default()),
             marking: RefCell::new(ahash::AHashSet::new()),
+            expiry_backlog: Cell::new(false),
+            dead: Rc::new(RefCell::new(VecDeque::new())),
+            deleter: Rc::new(Cell::new(false)),
         };
         s.set_config(cfg);
         s
