@@ -70,9 +70,33 @@ pub fn overlaps(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// True when every literal subject `sub` matches is matched by `sup` too.
+pub fn is_subset(sub: &[u8], sup: &[u8]) -> bool {
+    let mut x = sub.split(|c| *c == b'.');
+    let mut y = sup.split(|c| *c == b'.');
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(_), Some(b">")) => return true,
+            (Some(b">"), Some(_)) => return false,
+            (Some(_), Some(b"*")) => {}
+            (Some(p), Some(q)) if p == q && p != b"*" => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subsets() {
+        let sub = |a: &str, b: &str| is_subset(a.as_bytes(), b.as_bytes());
+        assert!(sub("a.b", "a.*") && sub("a.*", "a.>") && sub("a.b.c", ">") && sub("a.*", "a.*"));
+        assert!(!sub("a.>", "a.*") && !sub("a.*", "a.b") && !sub("a.>", "a.b.>"));
+        assert!(!sub("cs.a.>", "cs.*.b") && !sub("cs.*.b", "cs.a.>"));
+    }
 
     fn check_sub(subject: &str, expected: bool) {
         assert_eq!(valid_subscribe(subject.as_bytes()), expected, "{subject:?}");

@@ -53,6 +53,14 @@ pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8], hd
             };
             create(js, at, reply, body, hdr).await;
         }
+        ["CONSUMER", "INFO" | "DELETE", ..] if !empty_request(body) => {
+            let kind = if tokens[1] == "INFO" {
+                "consumer_info_response"
+            } else {
+                "consumer_delete_response"
+            };
+            reply_err(js, reply, kind, &ApiError::not_empty_request());
+        }
         ["CONSUMER", "INFO", stream, name] => {
             let kind = "consumer_info_response";
             if let Some(s) = find(stream, kind) {
@@ -104,6 +112,12 @@ pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8], hd
         // nats-server does not answer other consumer subjects (e.g. INFO.<s>).
         _ => {}
     }
+}
+
+/// An empty payload (or `{}`), as nats-server wants for info and delete.
+fn empty_request(body: &[u8]) -> bool {
+    let t = body.trim_ascii();
+    t.is_empty() || t == b"{}"
 }
 
 fn lookup(stream: &Stream, name: &str) -> Option<Rc<Consumer>> {
@@ -276,14 +290,14 @@ fn decode_create(at: &CreateAt, body: &[u8], generated: String) -> Result<Wanted
     if req.stream_name != at.stream {
         return Err(ApiError::name_mismatch());
     }
-    let mut cfg = req.config.unwrap_or_default();
-    if !cfg.durable_name.is_empty() && !cfg.name.is_empty() && cfg.durable_name != cfg.name {
-        return Err(ApiError::new(
-            400,
-            10132,
-            "consumer Durable and Name have to be equal if both are provided",
-        ));
+    // The action is part of the request's decoding on nats-server.
+    if !matches!(req.action.as_str(), "" | "create" | "update") {
+        return Err(ApiError::invalid_json(&format!(
+            "unknown consumer action: {:?}",
+            req.action
+        )));
     }
+    let mut cfg = req.config.unwrap_or_default();
     let name = match at.name {
         None if !cfg.durable_name.is_empty() => {
             return Err(ApiError::new(
@@ -314,11 +328,18 @@ fn decode_create(at: &CreateAt, body: &[u8], generated: String) -> Result<Wanted
             n.to_string()
         }
     };
+    if !cfg.durable_name.is_empty() && !cfg.name.is_empty() && cfg.durable_name != cfg.name {
+        return Err(ApiError::new(
+            400,
+            10132,
+            "consumer Durable and Name have to be equal if both are provided",
+        ));
+    }
     if !crate::js::types::stream_config::valid_name(&name) {
         return Err(ApiError::new(
             400,
             10127,
-            "consumer name can not contain path separators",
+            "Consumer name can not contain path separators",
         ));
     }
     if let Some(f) = &at.filter {
@@ -341,12 +362,6 @@ fn decode_create(at: &CreateAt, body: &[u8], generated: String) -> Result<Wanted
         // What a server before API level 4 answers; nats-server then asks
         // for a plain direct consumer.
         return Err(ApiError::invalid_json("json: unknown field \"sourcing\""));
-    }
-    if !matches!(req.action.as_str(), "" | "create" | "update") {
-        return Err(ApiError::invalid_json(&format!(
-            "unknown consumer action: {:?}",
-            req.action
-        )));
     }
     Ok(Wanted {
         action: req.action,

@@ -13,9 +13,18 @@ use crate::protocol::headers;
 use crate::shard::Shard;
 
 /// Header block of a direct-get reply for `m`, plus batch headers.
-fn direct_headers(stream: &str, m: &StoredMsg, batch: Option<(u64, u64)>, no_hdr: bool) -> Vec<u8> {
+/// None with `no_hdr`: nats-server then sends the payload alone.
+fn direct_headers(
+    stream: &str,
+    m: &StoredMsg,
+    batch: Option<(u64, u64)>,
+    no_hdr: bool,
+) -> Option<Vec<u8>> {
+    if no_hdr {
+        return None;
+    }
     let mut out = Vec::with_capacity(160 + m.hdr_len);
-    if m.hdr_len > 0 && !no_hdr {
+    if m.hdr_len > 0 {
         // The stored block without its final blank line, then our fields.
         let h = m.hdr();
         let body = h.strip_suffix(b"\r\n").unwrap_or(h);
@@ -38,7 +47,7 @@ fn direct_headers(stream: &str, m: &StoredMsg, batch: Option<(u64, u64)>, no_hdr
         add("Nats-Last-Sequence", last.to_string().as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    out
+    Some(out)
 }
 
 fn status(shard: &Shard, reply: &Bytes, text: &str) {
@@ -151,7 +160,7 @@ fn direct_get_now(
         return false;
     };
     let h = direct_headers(&s.name, &m, None, req.no_hdr);
-    shard.reply(reply, Some(&h), m.payload());
+    shard.reply(reply, h.as_deref(), m.payload());
     true
 }
 
@@ -179,7 +188,7 @@ async fn direct_get(
             return status(shard, reply, "404 Message Not Found");
         };
         let h = direct_headers(&s.name, &m, None, req.no_hdr);
-        return shard.reply(reply, Some(&h), m.payload());
+        return shard.reply(reply, h.as_deref(), m.payload());
     }
     // Batch: up to `batch` messages from seq (or start_time), filtered.
     let filter = (!req.next_by_subj.is_empty()).then(|| req.next_by_subj.clone());
@@ -219,7 +228,7 @@ async fn direct_get(
         remaining = remaining.saturating_sub(1);
         let pending = remaining;
         let h = direct_headers(&s.name, &m, Some((pending, last)), req.no_hdr);
-        shard.reply(reply, Some(&h), m.payload());
+        shard.reply(reply, h.as_deref(), m.payload());
         sent += 1;
         last = seq;
         from = seq + 1;
@@ -284,7 +293,7 @@ async fn multi_last(shard: &Shard, s: &Stream, reply: &Bytes, req: &GetRequest) 
         if let Some(m) = s.load(*seq).await {
             let pending = (total - i - 1) as u64;
             let h = direct_headers(&s.name, &m, Some((pending, last)), req.no_hdr);
-            shard.reply(reply, Some(&h), m.payload());
+            shard.reply(reply, h.as_deref(), m.payload());
             last = *seq;
         }
     }

@@ -106,12 +106,13 @@ pub fn stream_info(
         if !all.is_empty() {
             total = all.len();
             limit = 100_000;
-            offset = (r.offset.max(0) as usize).min(total);
+            // Echoed as asked; past the end there are no subjects to show.
+            offset = r.offset.max(0) as usize;
             let mut m = serde_json::Map::new();
             for (subj, n) in all.into_iter().skip(offset).take(limit) {
                 m.insert(String::from_utf8_lossy(&subj).into_owned(), Value::from(n));
             }
-            subjects = Some(m);
+            subjects = (!m.is_empty()).then_some(m);
         }
     }
     let never = ix.msgs == 0 && ix.last_seq() + 1 == cfg.first_seq.max(1) && ix.last_ts == 0;

@@ -57,6 +57,7 @@ fn error_extras(kind: &str) -> &'static str {
         "consumer_names_response" | "consumer_list_response" => {
             r#","total":0,"offset":0,"limit":0,"consumers":[]"#
         }
+        "consumer_pause_response" => r#","paused":false,"pause_until":"0001-01-01T00:00:00Z""#,
         _ => "",
     }
 }
@@ -122,14 +123,19 @@ pub async fn handle(js: &Rc<Js>, req: ApiRequest) {
     let rest = String::from_utf8_lossy(&req.subject[b"$JS.API.".len()..]).into_owned();
     let tokens: Vec<&str> = rest.split('.').collect();
     js.api_total.set(js.api_total.get() + 1);
+    // A level this server does not reach, or one that is not a number.
     let level = req
         .headers()
         .and_then(|h| headers::get(h, b"Nats-Required-Api-Level"))
-        .and_then(|l| std::str::from_utf8(l).ok())
-        .and_then(|l| l.trim().parse::<u32>().ok());
-    if let Some(level) = level.filter(|l| *l > API_LEVEL) {
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            std::str::from_utf8(l)
+                .ok()
+                .and_then(|l| l.parse::<i64>().ok())
+        });
+    if level.is_some_and(|l| l.is_none_or(|l| l > API_LEVEL as i64)) {
         let kind = response_kind(&tokens);
-        reply_err(js, reply, kind, &ApiError::required_api_level(level));
+        reply_err(js, reply, kind, &ApiError::required_api_level());
         js.shard.flush_mesh().await;
         return;
     }

@@ -139,7 +139,8 @@ pub async fn delete(js: &Js, s: &Stream, reply: &Bytes, body: &[u8]) {
         let ix = s.ix.borrow();
         (ix.first_seq(), ix.last_seq())
     };
-    if req.seq == 0 {
+    // Below the first sequence is nats-server's "no message found" too.
+    if req.seq == 0 || req.seq < first {
         return reply_err(
             js,
             reply,
@@ -155,7 +156,7 @@ pub async fn delete(js: &Js, s: &Stream, reply: &Bytes, body: &[u8]) {
             &ApiError::msg_delete_failed("stream store EOF"),
         );
     }
-    if req.seq < first || s.ix.borrow().entry(req.seq).is_none() {
+    if s.ix.borrow().entry(req.seq).is_none() {
         return reply_err(
             js,
             reply,

@@ -17,53 +17,7 @@ pub fn random_token(shard: &Shard, n: usize) -> String {
         .collect()
 }
 
-/// Go's `time.Duration.String()` for the 409 texts.
-pub fn go_duration(ns: i64) -> String {
-    if ns == 0 {
-        return "0s".into();
-    }
-    let neg = ns < 0;
-    let u = ns.unsigned_abs();
-    let frac = |v: u64, unit: u64, suffix: &str| {
-        let whole = v / unit;
-        let rest = v % unit;
-        if rest == 0 {
-            format!("{whole}{suffix}")
-        } else {
-            let digits = format!("{:0width$}", rest, width = unit.ilog10() as usize);
-            format!("{whole}.{}{suffix}", digits.trim_end_matches('0'))
-        }
-    };
-    let s = if u < 1_000 {
-        format!("{u}ns")
-    } else if u < 1_000_000 {
-        frac(u, 1_000, "µs")
-    } else if u < 1_000_000_000 {
-        frac(u, 1_000_000, "ms")
-    } else {
-        let secs = u / 1_000_000_000;
-        let sub = u % 1_000_000_000;
-        let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-        let sec = if sub == 0 {
-            format!("{s}s")
-        } else {
-            let digits = format!("{sub:09}");
-            format!("{s}.{}s", digits.trim_end_matches('0'))
-        };
-        if h > 0 {
-            format!("{h}h{m}m{sec}")
-        } else if m > 0 {
-            format!("{m}m{sec}")
-        } else {
-            sec
-        }
-    };
-    if neg {
-        format!("-{s}")
-    } else {
-        s
-    }
-}
+pub use crate::js::types::json::go_duration;
 
 pub fn status(code: &str, extra: &[(&str, String)]) -> Vec<u8> {
     let mut h = format!("NATS/1.0 {code}\r\n");

@@ -83,6 +83,10 @@ pub fn parse(
             ..Default::default()
         }
     };
+    // Against the request's own expiry (none: too large), as nats-server does.
+    if req.idle_heartbeat > 0 && req.idle_heartbeat.saturating_mul(2) > req.expires {
+        return Err(status("400 Bad Request - heartbeat value too large", &[]));
+    }
     let batch = req.batch.max(1) as u64;
     if cfg.max_batch > 0 && batch > cfg.max_batch as u64 {
         let msg = format!("409 Exceeded MaxRequestBatch of {}", cfg.max_batch);
@@ -113,9 +117,6 @@ pub fn parse(
         priority: req.priority,
     });
     let renews_pin = priority::check(cfg, group.as_ref(), pin)?;
-    if req.idle_heartbeat > 0 && expires > 0 && req.idle_heartbeat > expires / 2 {
-        return Err(status("400 Bad Request - heartbeat value too large", &[]));
-    }
     if expires < 0 {
         return Err(status(
             "408 Request Timeout",

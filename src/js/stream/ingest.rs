@@ -384,9 +384,9 @@ impl Publish<'_> {
                 msg_id = Some(id);
             }
         }
-        let rollup = match headers::get(hdr, b"Nats-Rollup") {
-            Some(b"sub") if cfg.allow_rollup_hdrs && !cfg.deny_purge => Rollup::Subject,
-            Some(b"all") if cfg.allow_rollup_hdrs && !cfg.deny_purge => Rollup::All,
+        let rollup = match value(hdr, b"Nats-Rollup").map(<[u8]>::to_ascii_lowercase) {
+            Some(v) if v == b"sub" && cfg.allow_rollup_hdrs && !cfg.deny_purge => Rollup::Subject,
+            Some(v) if v == b"all" && cfg.allow_rollup_hdrs && !cfg.deny_purge => Rollup::All,
             _ => Rollup::None,
         };
         let size = msg_size(cfg.memory(), subject.len(), hdr.len(), len - hdr.len());
@@ -412,10 +412,17 @@ impl Publish<'_> {
     ) -> Result<(Option<String>, Rollup), Checked> {
         let refuse = |e| Err(Checked::Refused(e));
         let cfg = self.cfg;
-        if headers::get(hdr, b"Nats-Batch-Id").is_some() {
+        if value(hdr, b"Nats-Batch-Id").is_some() {
             return refuse(ApiError::batch_disabled());
         }
-        if let Some(v) = headers::get(hdr, b"Nats-Expected-Stream") {
+        if let Some(v) = value(hdr, b"Nats-Incr") {
+            let digits = v.strip_prefix(b"-").or(v.strip_prefix(b"+")).unwrap_or(v);
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return refuse(ApiError::counter_invalid());
+            }
+            return refuse(ApiError::counters_disabled());
+        }
+        if let Some(v) = value(hdr, b"Nats-Expected-Stream") {
             if v != self.stream.as_bytes() {
                 return refuse(ApiError::expected_stream());
             }
@@ -426,6 +433,9 @@ impl Publish<'_> {
         }
         self.check_expected_seqs(subject, hdr)
             .map_err(Checked::Refused)?;
+        if value(hdr, b"Nats-Schedule").is_some() {
+            return refuse(ApiError::schedules_disabled());
+        }
         if headers::get(hdr, b"Nats-Stream-Source").is_some() {
             return refuse(ApiError::source_header_not_allowed());
         }
@@ -440,20 +450,20 @@ impl Publish<'_> {
             }
             msg_id = Some(id);
         }
-        if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Msg-Id") {
+        if let Some(v) = value(hdr, b"Nats-Expected-Last-Msg-Id") {
             let have = self.w.last_msg_id.as_deref().unwrap_or_default();
             if v != have.as_bytes() {
                 return refuse(ApiError::wrong_last_msg_id(have));
             }
         }
-        let rollup = match headers::get(hdr, b"Nats-Rollup") {
+        let rollup = match value(hdr, b"Nats-Rollup").map(<[u8]>::to_ascii_lowercase) {
             None => Rollup::None,
             Some(_) if !cfg.allow_rollup_hdrs || cfg.deny_purge => {
                 return refuse(ApiError::rollup_not_permitted())
             }
-            Some(b"sub") => Rollup::Subject,
-            Some(b"all") => Rollup::All,
-            Some(v) => return refuse(ApiError::rollup_invalid(&String::from_utf8_lossy(v))),
+            Some(v) if v == b"sub" => Rollup::Subject,
+            Some(v) if v == b"all" => Rollup::All,
+            Some(v) => return refuse(ApiError::rollup_invalid(&String::from_utf8_lossy(&v))),
         };
         Ok((msg_id, rollup))
     }
@@ -462,8 +472,8 @@ impl Publish<'_> {
     /// what is committed or pending.
     fn check_expected_seqs(&self, subject: &[u8], hdr: &[u8]) -> Result<(), ApiError> {
         let last = self.w.next_seq - 1;
-        let subj_filter = headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject");
-        match headers::get(hdr, b"Nats-Expected-Last-Subject-Sequence") {
+        let subj_filter = value(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject");
+        match value(hdr, b"Nats-Expected-Last-Subject-Sequence") {
             Some(v) => {
                 let have = last_for(self.ix, self.w, subj_filter.unwrap_or(subject));
                 if parse_u64(v) != Some(have) {
@@ -475,7 +485,7 @@ impl Publish<'_> {
             }
             None => {}
         }
-        if let Some(v) = headers::get(hdr, b"Nats-Expected-Last-Sequence") {
+        if let Some(v) = value(hdr, b"Nats-Expected-Last-Sequence") {
             if parse_u64(v) != Some(last) {
                 return Err(ApiError::wrong_last_seq(last));
             }
@@ -508,6 +518,11 @@ impl Publish<'_> {
         }
         Ok(())
     }
+}
+
+/// A header's value; an empty one counts as absent, as on nats-server.
+fn value<'a>(hdr: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    headers::get(hdr, key).filter(|v| !v.is_empty())
 }
 
 fn parse_u64(v: &[u8]) -> Option<u64> {

@@ -127,7 +127,7 @@ impl Replay {
         }
         let rollup = self
             .rollups
-            .then(|| headers::get(hdr, b"Nats-Rollup").map(<[u8]>::to_vec))
+            .then(|| headers::get(hdr, b"Nats-Rollup").map(<[u8]>::to_ascii_lowercase))
             .flatten();
         self.last_id = id;
         if self.sources {

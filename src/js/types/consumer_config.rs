@@ -312,14 +312,24 @@ impl ConsumerConfig {
             return Err(ApiError::replicas_not_supported());
         }
         if self.num_replicas < 0 {
-            return Err(bad(400, 10006, "replicas count cannot be negative"));
+            return Err(bad(400, 10133, "replicas count cannot be negative"));
         }
         if self.description.len() > DESCRIPTION_MAX {
             return Err(bad(
                 400,
-                10003,
+                10107,
                 "consumer description is too long, maximum allowed is 4096",
             ));
+        }
+        let meta: usize = self
+            .metadata
+            .iter()
+            .flatten()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if meta > 128 * 1024 {
+            let m = "consumer metadata exceeds maximum size of 128KB";
+            return Err(bad(400, 10135, m));
         }
         Ok(())
     }
@@ -367,37 +377,76 @@ impl ConsumerConfig {
     }
     /// max_deliver, backoff, ack_wait and max_ack_pending defaults.
     fn normalize_acks(&mut self, stream: &StreamConfig) -> Result<(), ApiError> {
+        // nats-server's defaults first: negative limits mean none.
         if self.max_deliver == 0 || self.max_deliver < -1 {
             self.max_deliver = -1;
         }
-        let acking = self.ack() != AckPolicy::None;
-        if !self.backoff.is_empty() {
-            if self.max_deliver != -1 && (self.max_deliver as usize) < self.backoff.len() {
-                return Err(bad(
-                    400,
-                    10116,
-                    "max deliver is required to be > length of backoff values",
-                ));
-            }
-            if self.backoff.iter().any(|b| *b <= 0) {
-                return Err(bad(400, 10003, "backoff values must be positive"));
-            }
-            self.ack_wait = self.backoff[0];
+        self.max_ack_pending = self.max_ack_pending.max(-1);
+        for v in [
+            &mut self.max_waiting,
+            &mut self.max_batch,
+            &mut self.max_expires,
+            &mut self.max_bytes,
+            &mut self.idle_heartbeat,
+            &mut self.inactive_threshold,
+        ] {
+            *v = (*v).max(0);
         }
-        if acking && self.ack_wait <= 0 {
+        let acking = self.ack() != AckPolicy::None;
+        if acking && self.ack_wait == 0 {
             self.ack_wait = ACK_WAIT_DEFAULT;
         }
+        if let Some(first) = self.backoff.first() {
+            self.ack_wait = *first;
+        }
+        let limits = &stream.consumer_limits;
+        if self.max_ack_pending == 0 {
+            self.max_ack_pending = limits.max_ack_pending;
+        }
+        if self.inactive_threshold == 0 {
+            self.inactive_threshold = limits.inactive_threshold;
+        }
         if acking && self.max_ack_pending == 0 {
-            self.max_ack_pending = if stream.consumer_limits.max_ack_pending > 0 {
-                stream.consumer_limits.max_ack_pending
-            } else {
-                MAX_ACK_PENDING_DEFAULT
-            };
+            self.max_ack_pending = MAX_ACK_PENDING_DEFAULT;
+        }
+        if self.backoff.iter().any(|b| *b < 0) {
+            return Err(bad(400, 10184, "consumer backoff needs to be positive"));
+        }
+        if self.ack_wait < 0 {
+            return Err(bad(400, 10183, "consumer ack wait needs to be positive"));
+        }
+        if self.max_deliver != -1 && (self.max_deliver as usize) < self.backoff.len() {
+            return Err(bad(
+                400,
+                10116,
+                "max deliver is required to be > length of backoff values",
+            ));
+        }
+        if limits.max_ack_pending > 0 && self.max_ack_pending > limits.max_ack_pending {
+            let m = format!(
+                "consumer max ack pending exceeds system limit of {}",
+                limits.max_ack_pending
+            );
+            return Err(bad(400, 10121, &m));
+        }
+        if limits.inactive_threshold > 0 && self.inactive_threshold > limits.inactive_threshold {
+            let m = format!(
+                "consumer inactive threshold exceeds system limit of {}",
+                crate::js::types::json::go_duration(limits.inactive_threshold)
+            );
+            return Err(bad(400, 10153, &m));
         }
         Ok(())
     }
     /// What a push consumer may not set.
     fn check_push(&mut self) -> Result<(), ApiError> {
+        let d = self.deliver_subject.as_bytes();
+        if d.split(|b| *b == b'.').any(|t| t == b"*" || t == b">") {
+            return Err(bad(400, 10079, "consumer deliver subject has wildcards"));
+        }
+        if !subject::valid_publish(d) {
+            return Err(bad(400, 10112, "invalid push consumer deliver subject"));
+        }
         if self.max_waiting != 0 {
             return Err(bad(
                 400,
@@ -405,21 +454,15 @@ impl ConsumerConfig {
                 "consumer in push mode can not set max waiting",
             ));
         }
-        if !subject::valid_publish(self.deliver_subject.as_bytes()) {
-            return Err(bad(400, 10079, "consumer deliver subject has wildcards"));
+        if self.max_ack_pending > 0 && self.ack() == AckPolicy::None {
+            let m = "consumer requires ack policy for max ack pending";
+            return Err(bad(400, 10082, m));
         }
         if self.flow_control && self.idle_heartbeat <= 0 {
             return Err(bad(
                 400,
                 10108,
                 "consumer with flow control also needs heartbeats",
-            ));
-        }
-        if self.max_batch != 0 || self.max_expires != 0 || self.max_bytes != 0 {
-            return Err(bad(
-                400,
-                10003,
-                "consumer in push mode can not set max batch, max expires or max bytes",
             ));
         }
         Ok(())
@@ -447,28 +490,14 @@ impl ConsumerConfig {
                 "consumer flow control requires a push based consumer",
             ));
         }
-        if !self.deliver_group.is_empty() {
-            return Err(bad(
-                400,
-                10003,
-                "consumer deliver group requires a push based consumer",
-            ));
-        }
         if self.max_waiting <= 0 {
             self.max_waiting = MAX_WAITING_DEFAULT;
         }
         if self.max_expires != 0 && self.max_expires < 1_000_000 {
             return Err(bad(
                 400,
-                10003,
+                10115,
                 "consumer max request expires needs to be >= 1ms",
-            ));
-        }
-        if self.max_batch < 0 || self.max_bytes < 0 {
-            return Err(bad(
-                400,
-                10003,
-                "consumer max batch and max bytes can not be negative",
             ));
         }
         Ok(())
@@ -489,25 +518,27 @@ impl ConsumerConfig {
                 "consumer cannot have both FilterSubject and FilterSubjects specified",
             ));
         }
-        for f in self.filters() {
-            if f.is_empty() || !subject::valid_subscribe(f.as_bytes()) {
-                return Err(bad(
-                    400,
-                    10093,
-                    "consumer filter subject is not a valid subset of the interest subjects",
-                ));
-            }
+        let invalid = || Err(ApiError::invalid_config("invalid subject"));
+        if !self.filter_subject.is_empty()
+            && !subject::valid_subscribe(self.filter_subject.as_bytes())
+        {
+            return invalid();
+        }
+        if self.filter_subjects.iter().any(String::is_empty) {
+            let m = "consumer filter in FilterSubjects cannot be empty";
+            return Err(bad(400, 10139, m));
         }
         let filters = self.filters();
         for (i, a) in filters.iter().enumerate() {
-            for b in &filters[i + 1..] {
-                if subject::overlaps(a.as_bytes(), b.as_bytes()) {
+            if !subject::valid_subscribe(a.as_bytes()) {
+                return invalid();
+            }
+            // One inside another (intersecting ones are allowed, as there).
+            for (j, b) in filters.iter().enumerate() {
+                if i != j && subject::is_subset(a.as_bytes(), b.as_bytes()) {
                     return Err(bad(400, 10138, "consumer subject filters cannot overlap"));
                 }
             }
-        }
-        if self.filter_subject == ">" {
-            self.filter_subject.clear();
         }
         Ok(())
     }
@@ -532,7 +563,7 @@ impl ConsumerConfig {
                     )));
                 }
                 if self.opt_start_seq != 0 {
-                    return Err(bad(400, 10094, "consumer delivery policy is deliver by start time, but optional start sequence is also set"));
+                    return Err(bad(400, 10094, "consumer delivery policy is deliver by start time, but optional start start sequence is also set"));
                 }
             }
             other => {
@@ -565,21 +596,22 @@ impl ConsumerConfig {
             }
         }
         if !self.sample_freq.is_empty() {
-            let s = self.sample_freq.trim().trim_end_matches('%');
-            if s.parse::<u64>().map_or(true, |p| p > 100) {
-                return Err(bad(
-                    400,
-                    10003,
-                    "consumer sample frequency must be a percentage between 0% and 100%",
-                ));
+            let s = self
+                .sample_freq
+                .strip_suffix('%')
+                .unwrap_or(&self.sample_freq);
+            // Go's strconv.Atoi and its error text.
+            let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+            if s.is_empty() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                let m = format!(
+                    "failed to parse consumer sampling configuration: strconv.Atoi: parsing {s:?}: invalid syntax"
+                );
+                return Err(bad(400, 10095, &m));
             }
-        }
-        if self.inactive_threshold < 0 {
-            return Err(bad(
-                400,
-                10003,
-                "consumer inactive threshold can not be negative",
-            ));
+            if s.starts_with('-') && digits.bytes().any(|b| b != b'0') {
+                let m = "failed to parse consumer sampling configuration: %!w(<nil>)";
+                return Err(bad(400, 10095, m));
+            }
         }
         if self.inactive_threshold == 0 && !self.is_durable() {
             self.inactive_threshold = if stream.consumer_limits.inactive_threshold > 0 {
@@ -643,6 +675,12 @@ impl ConsumerConfig {
         if self.deliver_policy != old.deliver_policy {
             return err("deliver policy can not be updated");
         }
+        if self.mem_storage != old.mem_storage {
+            return err("storage type can not be updated");
+        }
+        if self.direct != old.direct {
+            return err("direct can not be updated");
+        }
         if self.opt_start_seq != old.opt_start_seq {
             return err("start sequence can not be updated");
         }
@@ -655,8 +693,11 @@ impl ConsumerConfig {
         if self.replay_policy != old.replay_policy {
             return err("replay policy can not be updated");
         }
-        if self.mem_storage != old.mem_storage {
-            return err("can not update consumer storage type");
+        if self.idle_heartbeat != old.idle_heartbeat {
+            return err("heart beats can not be updated");
+        }
+        if self.flow_control != old.flow_control {
+            return err("flow control can not be updated");
         }
         if old.is_push() && !self.is_push() {
             return err("can not update push consumer to pull based");
@@ -664,8 +705,8 @@ impl ConsumerConfig {
         if !old.is_push() && self.is_push() {
             return err("can not update pull consumer to push based");
         }
-        if self.deliver_group != old.deliver_group && old.is_push() {
-            return err("deliver group can not be updated");
+        if self.max_waiting != old.max_waiting {
+            return err("max waiting can not be updated");
         }
         Ok(())
     }

@@ -129,6 +129,9 @@ impl ApiError {
     pub fn ttl_disabled() -> Self {
         e(400, 10166, "per-message TTL is disabled")
     }
+    pub fn not_empty_request() -> Self {
+        e(400, 10038, "expected an empty request payload")
+    }
     pub fn ttl_invalid() -> Self {
         e(400, 10165, "invalid per-message TTL")
     }
@@ -139,8 +142,17 @@ impl ApiError {
         e(
             400,
             10193,
-            "expected last subject sequence subject requires expected last subject sequence",
+            "missing sequence for expected last sequence per subject",
         )
+    }
+    pub fn counter_invalid() -> Self {
+        e(400, 10171, "message counter increment is invalid")
+    }
+    pub fn counters_disabled() -> Self {
+        e(400, 10168, "message counters is disabled")
+    }
+    pub fn schedules_disabled() -> Self {
+        e(400, 10188, "message schedules is disabled")
     }
     pub fn source_header_not_allowed() -> Self {
         e(400, 10227, "message stream source header is not allowed")
@@ -148,11 +160,7 @@ impl ApiError {
     pub fn max_consumers() -> Self {
         e(400, 10026, "maximum consumers limit reached")
     }
-    pub fn required_api_level(level: u32) -> Self {
-        e(
-            412,
-            10185,
-            format!("JetStream minimum api level required: {level}"),
-        )
+    pub fn required_api_level() -> Self {
+        e(412, 10185, "JetStream minimum api level required")
     }
 }

@@ -191,17 +191,9 @@ impl StreamConfig {
                 "json: cannot unmarshal into Go value of type server.StreamConfigRequest",
             ));
         };
-        // Enumerations are read case-insensitively where Go's unmarshalers are.
-        for key in [
-            "discard",
-            "retention",
-            "storage",
-            "compression",
-            "persist_mode",
-        ] {
-            if let Some(Value::String(s)) = map.get_mut(key) {
-                *s = s.to_ascii_lowercase();
-            }
+        // Go's unmarshalers read only `discard` without regard to case.
+        if let Some(Value::String(s)) = map.get_mut("discard") {
+            *s = s.to_ascii_lowercase();
         }
         // `pedantic` belongs to the request wrapper, not the config.
         map.remove("pedantic");
@@ -284,7 +276,11 @@ impl StreamConfig {
             return bad("maximum replicas is 5");
         }
         if self.num_replicas < 0 {
-            return bad("replicas count cannot be negative");
+            return Err(ApiError::new(
+                400,
+                10133,
+                "replicas count cannot be negative",
+            ));
         }
         if self.num_replicas > 1 {
             return Err(ApiError::replicas_not_supported());
@@ -311,7 +307,7 @@ impl StreamConfig {
             // nats-server allows it and relies on max_payload; nothing to do.
         }
         if self.max_age < 0 {
-            return bad("max age needs to be >= 0");
+            return bad("max age can not be negative");
         }
         if self.max_age != 0 && self.max_age < MIN_WINDOW_NS {
             return bad("max age needs to be >= 100ms");
@@ -387,7 +383,7 @@ impl StreamConfig {
         if let Some(m) = &self.metadata {
             let size: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
             if size > METADATA_MAX {
-                return bad("stream metadata exceeds maximum size of 128.00 KiB");
+                return bad("stream metadata exceeds maximum size of 131072 bytes");
             }
             if m.is_empty() {
                 self.metadata = None;
