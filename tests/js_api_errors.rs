@@ -179,6 +179,25 @@ fn message_errors_and_publish_headers() {
         br#"{"last_by_subj":"m.a","no_hdr":true}"#,
     );
     assert_eq!((h.len(), body.as_slice()), (0, &b"x"[..]));
+    let cases = [
+        ("$JS.API.STREAM.MSG.GET.M", r#"{"start_time":"2000-01-01T00:00:00Z","seq":1}"#, e(10003, "bad request")),
+        ("$JS.API.STREAM.MSG.GET.M", r#"{"start_time":"bogus"}"#, e(10025, "invalid JSON: parsing time \"bogus\" as \"2006-01-02T15:04:05Z07:00\": cannot parse \"bogus\" as \"2006\"")),
+        ("$JS.API.STREAM.INFO.M", "[]", e(10025, "invalid JSON: json: cannot unmarshal array into Go value of type server.JSApiStreamInfoRequest")),
+        ("$JS.API.STREAM.UPDATE.M", "", e(10052, "stream name is required and can not contain '.', '*', '>', '\\', '/'")),
+        ("$JS.API.STREAM.CREATE.M", "null", e(10056, "stream name in subject does not match request")),
+    ];
+    for (subject, body, want) in cases {
+        assert_eq!(
+            err(&raw_json(&mut raw, subject, body)),
+            want,
+            "{subject} {body}"
+        );
+    }
+    let r = raw_json(&mut raw, "$JS.API.STREAM.INFO.M", "garbage");
+    assert_eq!(
+        r["config"]["name"], "M",
+        "a body that is not JSON is ignored: {r}"
+    );
     let h = b"NATS/1.0\r\nNats-Required-Api-Level: abc\r\n\r\n";
     let (_, b) = raw.request("$JS.API.STREAM.INFO.M", Some(h), b"");
     let r: Value = serde_json::from_slice(&b).unwrap();

@@ -118,7 +118,9 @@ fn overlaps_other(js: &Js, cfg: &StreamConfig) -> bool {
 /// `STREAM.UPDATE.<name>` on the coordinator.
 pub fn update(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
     let kind = "stream_update_response";
-    let mut cfg = match StreamConfig::decode(body) {
+    // An empty update names no stream (nats-server's answer, not a JSON error).
+    let empty = body.iter().all(|b| b.is_ascii_whitespace());
+    let mut cfg = match StreamConfig::decode(if empty { b"{}" } else { body }) {
         Ok(c) => c,
         Err(e) => return reply_err(js, reply, kind, &e),
     };
@@ -127,7 +129,9 @@ pub fn update(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
             js,
             reply,
             kind,
-            &ApiError::invalid_config("stream name is required and can not contain '.', '*', '>'"),
+            &ApiError::invalid_config(
+                "stream name is required and can not contain '.', '*', '>', '\\', '/'",
+            ),
         );
     }
     if cfg.name != name {

@@ -198,10 +198,13 @@ pub fn info(shard: &Shard, c: &Consumer, kind: &str) -> Vec<u8> {
     let now = now_nanos();
     let pause = cfg.pause_until_nanos();
     if pause > now {
-        out.push_str(&format!(
-            ",\"paused\":true,\"pause_remaining\":{}",
+        // Far enough out, Go's time.Until saturates.
+        let remaining = if pause == i64::MAX {
+            i64::MAX
+        } else {
             pause - now
-        ));
+        };
+        out.push_str(&format!(",\"paused\":true,\"pause_remaining\":{remaining}"));
     }
     out.push_str(&format!(",\"ts\":\"{}\"", rfc3339(now)));
     out.push_str(&priority::info_json(&cfg, c.pin().as_ref()));

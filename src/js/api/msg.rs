@@ -77,8 +77,17 @@ pub async fn get(js: &Js, s: &Stream, reply: &Bytes, body: &[u8]) {
     };
     let has_last = !req.last_by_subj.is_empty();
     let has_next = !req.next_by_subj.is_empty();
+    if let Some(t) = req.start_time.as_deref() {
+        // Go decodes the time with the request: its parse error is a JSON one.
+        if json::parse_rfc3339(t).is_none() {
+            let m = format!(
+                "parsing time {t:?} as \"2006-01-02T15:04:05Z07:00\": cannot parse {t:?} as \"2006\""
+            );
+            return reply_err(js, reply, kind, &ApiError::invalid_json(&m));
+        }
+    }
     let bad = (req.seq == 0 && !has_last && !has_next && req.start_time.is_none())
-        || (req.seq > 0 && has_last)
+        || (req.seq > 0 && (has_last || req.start_time.is_some()))
         || (has_last && has_next)
         || req.batch != 0
         || req.max_bytes != 0

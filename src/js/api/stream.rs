@@ -92,8 +92,19 @@ pub async fn names(js: &Js, reply: &Bytes, body: &[u8], list: bool) {
 }
 
 pub fn info(js: &Js, s: &Stream, reply: &Bytes, body: &[u8]) {
-    let Some(req) = decode_request::<InfoRequest>(js, reply, "stream_info_response", body) else {
-        return;
+    let kind = "stream_info_response";
+    // nats-server reads a body only when it looks like JSON, and no array.
+    let req = match body.trim_ascii().first() {
+        Some(b'[') => {
+            let m =
+                "json: cannot unmarshal array into Go value of type server.JSApiStreamInfoRequest";
+            return reply_err(js, reply, kind, &ApiError::invalid_json(m));
+        }
+        Some(b'{') => match decode_request::<InfoRequest>(js, reply, kind, body) {
+            Some(r) => r,
+            None => return,
+        },
+        _ => InfoRequest::default(),
     };
     let out = stream_info(js, s, "stream_info_response", Some(&req), false);
     js.shard.reply(reply, None, &out);

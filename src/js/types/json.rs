@@ -236,7 +236,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     };
     let days = days_from_civil(y, mo, d);
     let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset;
-    Some(secs * 1_000_000_000 + frac)
+    // Past 2262 the nanoseconds saturate, as Go's durations do.
+    Some(secs.saturating_mul(1_000_000_000).saturating_add(frac))
 }
 
 /// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's method).

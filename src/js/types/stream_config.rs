@@ -186,6 +186,9 @@ impl StreamConfig {
             return Err(ApiError::invalid_json("unexpected end of JSON input"));
         }
         let mut v = crate::js::types::json::decode(body).map_err(|e| ApiError::invalid_json(&e))?;
+        if v.is_null() {
+            v = Value::Object(serde_json::Map::new()); // Go decodes null as nothing set
+        }
         let Value::Object(map) = &mut v else {
             return Err(ApiError::invalid_json(
                 "json: cannot unmarshal into Go value of type server.StreamConfigRequest",
