@@ -99,6 +99,12 @@ struct Cli {
     /// Outbound bytes queued per connection before it is cut as a slow consumer
     #[arg(long = "max_pending", default_value_t = limits::PENDING_BYTES_MAX_DEFAULT)]
     max_pending: usize,
+    /// Configuration file (nats-server's format); flags given here override it
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// Check the configuration file and exit
+    #[arg(short = 't')]
+    check: bool,
 }
 
 /// How JetStream appends reach stable storage before they are acknowledged.
@@ -140,6 +146,8 @@ pub enum Command {
     Version,
     /// `--help`: the text to print.
     Help(String),
+    /// `-t`: the configuration is valid (the line to print).
+    Check(String),
 }
 
 /// nats-server flags (Go names) that jetcore does not implement yet.
@@ -150,9 +158,6 @@ const UNSUPPORTED: &[&str] = &[
     "http_port",
     "ms",
     "https_port",
-    "c",
-    "config",
-    "t",
     "sl",
     "signal",
     "client_advertise",
@@ -213,10 +218,13 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("sync", "sync"),
     ("segment_bytes", "segment_bytes"),
     ("domain", "domain"),
+    ("config", "config"),
 ];
 
 /// Flags that take a value in the next argument (unless given with `=`).
 const TAKES_VALUE: &[&str] = &[
+    "c",
+    "config",
     "a",
     "p",
     "n",
@@ -238,18 +246,77 @@ const TAKES_VALUE: &[&str] = &[
 
 /// Parses the command line (without the program name) into a command.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    use clap::{CommandFactory, FromArgMatches};
     let argv = normalize(args)?;
-    let cli = match Cli::try_parse_from(std::iter::once("jetcore".to_string()).chain(argv)) {
-        Ok(cli) => cli,
+    let argv = std::iter::once("jetcore".to_string()).chain(argv);
+    let matches = match Cli::command().try_get_matches_from(argv) {
+        Ok(m) => m,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
             return Ok(Command::Help(e.render().to_string()))
         }
         Err(e) => return Err(e.render().to_string()),
     };
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.render().to_string())?;
     if cli.version {
         return Ok(Command::Version);
     }
-    validate(cli).map(Command::Run)
+    if let Some(path) = cli.config.clone() {
+        let file = crate::config_file::read(&path)?;
+        let given =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        apply_file(&mut cli, file, given);
+    } else if cli.check {
+        return Err("jetcore: -t needs a configuration file (-c <file>)".to_string());
+    }
+    let check = cli.check.then(|| cli.config.clone()).flatten();
+    let cfg = validate(cli)?;
+    match check {
+        Some(path) => Ok(Command::Check(format!(
+            "jetcore: configuration file {} is valid",
+            path.display()
+        ))),
+        None => Ok(Command::Run(cfg)),
+    }
+}
+
+/// Takes the file's settings where the command line did not set them.
+fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn(&str) -> bool) {
+    fn set<T>(field: &mut T, v: Option<T>, given: bool) {
+        if let (Some(v), false) = (v, given) {
+            *field = v;
+        }
+    }
+    set(&mut cli.addr, f.host, given("addr"));
+    set(
+        &mut cli.port,
+        f.port.map(|p| p.clamp(-1, i32::MAX as i64) as i32),
+        given("port"),
+    );
+    set(&mut cli.name, f.name.map(Some), given("name"));
+    set(&mut cli.jetstream, f.jetstream, given("jetstream"));
+    set(
+        &mut cli.store_dir,
+        f.store_dir.map(|d| Some(PathBuf::from(d))),
+        given("store_dir"),
+    );
+    set(&mut cli.domain, f.domain.map(Some), given("domain"));
+    set(&mut cli.sync, f.sync, given("sync"));
+    set(
+        &mut cli.segment_bytes,
+        f.segment_bytes,
+        given("segment_bytes"),
+    );
+    set(&mut cli.shards, f.shards.map(Some), given("shards"));
+    set(&mut cli.debug, f.debug, given("debug"));
+    set(&mut cli.trace, f.trace, given("trace"));
+    set(
+        &mut cli.ping_interval,
+        f.ping_interval,
+        given("ping_interval"),
+    );
+    set(&mut cli.ping_max, f.ping_max, given("ping_max"));
+    set(&mut cli.max_payload, f.max_payload, given("max_payload"));
+    set(&mut cli.max_pending, f.max_pending, given("max_pending"));
 }
 
 /// Rewrites Go-style flags (`-port`, `-js`, `-DV`) to clap's `--long` form and
@@ -288,7 +355,8 @@ fn normalize<I: IntoIterator<Item = String>>(args: I) -> Result<Vec<String>, Str
 }
 
 fn validate(cli: Cli) -> Result<Config, String> {
-    // As in nats-server, giving a store directory enables JetStream.
+    // As in nats-server, giving a store directory enables JetStream (a file's
+    // `jetstream: false` turns it off again).
     let jetstream = (cli.jetstream || cli.store_dir.is_some()).then(|| {
         cli.store_dir
             .clone()
@@ -406,38 +474,7 @@ fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Parses a Go duration (`1h2m3.5s`, `300ms`, `10us`) or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let (num, tail) = rest.split_at(num_len);
-        let value: f64 = num.parse().ok()?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = tail;
-    }
-    Some(Duration::from_secs_f64(total))
-}
+pub use crate::conf::parse_duration;
 
 #[cfg(test)]
 mod tests {
@@ -446,7 +483,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse(args.iter().map(|s| s.to_string()))? {
             Command::Run(cfg) => Ok(cfg),
-            Command::Version | Command::Help(_) => Err("not a run".into()),
+            Command::Version | Command::Help(_) | Command::Check(_) => Err("not a run".into()),
         }
     }
 
@@ -485,15 +522,7 @@ mod tests {
 
     #[test]
     fn unsupported_flags_are_refused_by_name() {
-        for flag in [
-            "--tls",
-            "-m",
-            "--config",
-            "-c",
-            "--user",
-            "-routes",
-            "--cluster=x",
-        ] {
+        for flag in ["--tls", "-m", "--user", "-routes", "--cluster=x"] {
             let err = run(&[flag, "v"]).unwrap_err();
             assert!(err.contains("not supported yet"), "{flag}: {err}");
         }

@@ -4,7 +4,9 @@
 //! on its own line or above (`tests/tidy.rs` checks it on every `cargo test`).
 //! - `limits`: every bound, with its reason.
 //! - `log`: nats-server style log lines.
-//! - `config`: command line → `Config` (nats-server flags, Go style).
+//! - `conf`: nats-server's configuration file format, values with file and line.
+//! - `config_file`: the keys of a configuration file jetcore honours.
+//! - `config`: command line (and `-c` file) → `Config` (nats-server flags, Go style).
 //! - `notify`: single-waiter and broadcast wake-ups for tasks on one shard.
 //! - `subject`: subject validation and the interest trie with its match cache.
 //! - `protocol`: client ops, the byte parser, INFO/CONNECT, header blocks.
@@ -22,7 +24,9 @@
 //! - `bench`: the load generator (`jetcore-bench`), a client; not the server.
 
 pub mod bench;
+pub mod conf;
 pub mod config;
+pub mod config_file;
 pub mod js;
 pub mod limits;
 pub mod log;

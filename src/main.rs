@@ -14,6 +14,10 @@ fn main() {
             print!("{text}");
             0
         }
+        Ok(jetcore::config::Command::Check(line)) => {
+            println!("{line}");
+            0
+        }
         Ok(jetcore::config::Command::Run(cfg)) => jetcore::server::run(cfg),
         Err(message) => {
             eprintln!("{}", message.trim_end());

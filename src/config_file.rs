@@ -1,0 +1,275 @@
+//! `-c <file>`: nats-server's configuration keys that apply to one jetcore,
+//! read into the same settings the command line gives (`FileSettings`); the
+//! command line wins where both set one, as with nats-server. A key jetcore
+//! does not know, or does not honour yet, is an error naming it with its
+//! file and line: nothing in a file is silently ignored.
+
+use std::path::Path;
+
+use crate::conf::{self, Item, Value};
+
+/// What a configuration file sets (None: not set there).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FileSettings {
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub name: Option<String>,
+    pub jetstream: Option<bool>,
+    pub store_dir: Option<String>,
+    pub domain: Option<String>,
+    pub sync: Option<String>,
+    pub segment_bytes: Option<u64>,
+    pub shards: Option<usize>,
+    pub debug: Option<bool>,
+    pub trace: Option<bool>,
+    pub ping_interval: Option<String>,
+    pub ping_max: Option<u32>,
+    pub max_payload: Option<usize>,
+    pub max_pending: Option<usize>,
+}
+
+/// Keys nats-server has that jetcore does not honour yet: refused by name.
+const NOT_YET: &[&str] = &[
+    "max_control_line",
+    "max_connections",
+    "max_subscriptions",
+    "write_deadline",
+    "logtime",
+    "logtime_utc",
+    "log_file",
+    "log_size_limit",
+    "syslog",
+    "remote_syslog",
+    "pid_file",
+    "ports_file_dir",
+    "http",
+    "http_port",
+    "monitor_port",
+    "https",
+    "https_port",
+    "http_base_path",
+    "tls",
+    "authorization",
+    "accounts",
+    "no_auth_user",
+    "system_account",
+    "operator",
+    "resolver",
+    "cluster",
+    "gateway",
+    "leafnodes",
+    "websocket",
+    "mqtt",
+    "lame_duck_duration",
+    "lame_duck_grace_period",
+    "mappings",
+    "max_memory_store",
+    "max_file_store",
+    "max_mem",
+    "max_file",
+];
+
+/// Reads `path`.
+pub fn read(path: &Path) -> Result<FileSettings, String> {
+    let top = conf::parse_file(path).map_err(|e| format!("jetcore: {e}"))?;
+    settings(&top)
+}
+
+/// The settings of a parsed file.
+pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
+    let mut s = FileSettings::default();
+    for (key, item) in top {
+        match key.to_ascii_lowercase().as_str() {
+            "listen" => listen(&mut s, item)?,
+            "host" | "net" => s.host = Some(string(key, item)?),
+            "port" => s.port = Some(int(key, item)?),
+            "server_name" => s.name = Some(string(key, item)?),
+            "debug" => s.debug = Some(boolean(key, item)?),
+            "trace" => s.trace = Some(boolean(key, item)?),
+            "ping_interval" => s.ping_interval = Some(duration(key, item)?),
+            "ping_max" => s.ping_max = Some(positive(key, item)?.min(u32::MAX as i64) as u32),
+            "max_payload" => s.max_payload = Some(positive(key, item)? as usize),
+            "max_pending" => s.max_pending = Some(positive(key, item)? as usize),
+            "jetstream" => jetstream(&mut s, key, item)?,
+            "jetcore" => jetcore(&mut s, item)?,
+            k if NOT_YET.contains(&k) => return Err(not_yet(key, item)),
+            _ => return Err(unknown(key, item)),
+        }
+    }
+    Ok(s)
+}
+
+fn listen(s: &mut FileSettings, item: &Item) -> Result<(), String> {
+    match &item.value {
+        Value::Int(p) => s.port = Some(*p),
+        Value::Str(hp) => {
+            let (h, p) = hp.rsplit_once(':').ok_or_else(|| {
+                format!(
+                    "jetcore: {}: listen: expected host:port, got '{hp}'",
+                    item.at()
+                )
+            })?;
+            if !h.is_empty() {
+                s.host = Some(h.to_string());
+            }
+            let p = p
+                .parse()
+                .map_err(|_| format!("jetcore: {}: listen: invalid port in '{hp}'", item.at()))?;
+            s.port = Some(p);
+        }
+        _ => return Err(kind("listen", item, "host:port")),
+    }
+    Ok(())
+}
+
+fn jetstream(s: &mut FileSettings, key: &str, item: &Item) -> Result<(), String> {
+    match &item.value {
+        Value::Bool(b) => s.jetstream = Some(*b),
+        Value::Str(v) if v.eq_ignore_ascii_case("enabled") => s.jetstream = Some(true),
+        Value::Str(v) if v.eq_ignore_ascii_case("disabled") => s.jetstream = Some(false),
+        Value::Map(m) => {
+            s.jetstream = Some(true);
+            for (k, v) in m {
+                match k.to_ascii_lowercase().as_str() {
+                    "store_dir" | "store" | "storedir" => s.store_dir = Some(string(k, v)?),
+                    "domain" => s.domain = Some(string(k, v)?),
+                    "enabled" | "enable" => s.jetstream = Some(boolean(k, v)?),
+                    "sync_interval" | "sync" => {
+                        s.sync = Some(match &v.value {
+                            Value::Str(t) if t.eq_ignore_ascii_case("always") => "always".into(),
+                            _ => format!("interval={}", duration(k, v)?),
+                        })
+                    }
+                    kk if NOT_YET.contains(&kk) => return Err(not_yet(k, v)),
+                    _ => return Err(unknown(&format!("jetstream.{k}"), v)),
+                }
+            }
+        }
+        _ => return Err(kind(key, item, "a boolean or a block")),
+    }
+    Ok(())
+}
+
+/// `jetcore { shards, sync, segment_bytes }`: our own settings.
+fn jetcore(s: &mut FileSettings, item: &Item) -> Result<(), String> {
+    let Value::Map(m) = &item.value else {
+        return Err(kind("jetcore", item, "a block"));
+    };
+    for (k, v) in m {
+        match k.to_ascii_lowercase().as_str() {
+            "shards" => s.shards = Some(positive(k, v)? as usize),
+            "sync" => s.sync = Some(string(k, v)?),
+            "segment_bytes" => s.segment_bytes = Some(positive(k, v)? as u64),
+            _ => return Err(unknown(&format!("jetcore.{k}"), v)),
+        }
+    }
+    Ok(())
+}
+
+fn unknown(key: &str, item: &Item) -> String {
+    format!("jetcore: {}: unknown configuration key '{key}'", item.at())
+}
+
+fn not_yet(key: &str, item: &Item) -> String {
+    format!(
+        "jetcore: {}: configuration key '{key}' is not supported yet (see README: what works today)",
+        item.at()
+    )
+}
+
+fn kind(key: &str, item: &Item, want: &str) -> String {
+    format!("jetcore: {}: '{key}' must be {want}", item.at())
+}
+
+fn string(key: &str, item: &Item) -> Result<String, String> {
+    match &item.value {
+        Value::Str(s) => Ok(s.clone()),
+        Value::Int(i) => Ok(i.to_string()),
+        _ => Err(kind(key, item, "a string")),
+    }
+}
+
+fn int(key: &str, item: &Item) -> Result<i64, String> {
+    match &item.value {
+        Value::Int(i) => Ok(*i),
+        _ => Err(kind(key, item, "an integer")),
+    }
+}
+
+fn positive(key: &str, item: &Item) -> Result<i64, String> {
+    match int(key, item)? {
+        i if i > 0 => Ok(i),
+        _ => Err(kind(key, item, "a positive integer")),
+    }
+}
+
+fn boolean(key: &str, item: &Item) -> Result<bool, String> {
+    match &item.value {
+        Value::Bool(b) => Ok(*b),
+        _ => Err(kind(key, item, "true or false")),
+    }
+}
+
+/// A duration as nats-server takes one: a Go duration string, or seconds.
+fn duration(key: &str, item: &Item) -> Result<String, String> {
+    match &item.value {
+        Value::Int(i) if *i > 0 => Ok(format!("{i}s")),
+        Value::Str(s) if conf::parse_duration(s).is_some() => Ok(s.clone()),
+        _ => Err(kind(key, item, "a duration (e.g. \"2m\") or seconds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(text: &str) -> Result<FileSettings, String> {
+        settings(&conf::parse_str(text, "t.conf").unwrap())
+    }
+
+    #[test]
+    fn keys_of_a_single_jetstream_server() {
+        let s = of(
+            "listen: 127.0.0.1:4333\nserver_name: n1\nmax_payload: 2MB\n\
+                    ping_interval: \"30s\"\nping_max: 3\ndebug: true\n\
+                    jetstream {\n store_dir: /data/js\n domain: edge\n sync_interval: always\n}\n\
+                    jetcore { shards: 2, segment_bytes: 1mb }",
+        )
+        .unwrap();
+        assert_eq!(s.host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(s.port, Some(4333));
+        assert_eq!(s.name.as_deref(), Some("n1"));
+        assert_eq!(s.max_payload, Some(2 << 20));
+        assert_eq!(s.ping_interval.as_deref(), Some("30s"));
+        assert_eq!((s.ping_max, s.debug), (Some(3), Some(true)));
+        assert_eq!(s.jetstream, Some(true));
+        assert_eq!(s.store_dir.as_deref(), Some("/data/js"));
+        assert_eq!(s.domain.as_deref(), Some("edge"));
+        assert_eq!(s.sync.as_deref(), Some("always"));
+        assert_eq!((s.shards, s.segment_bytes), (Some(2), Some(1 << 20)));
+        let s = of("port: 4222\njetstream: enabled\nping_interval: 120").unwrap();
+        assert_eq!((s.port, s.jetstream), (Some(4222), Some(true)));
+        assert_eq!(s.ping_interval.as_deref(), Some("120s"));
+        let s = of("jetstream { sync_interval: \"2m\" }").unwrap();
+        assert_eq!(s.sync.as_deref(), Some("interval=2m"));
+    }
+
+    #[test]
+    fn unknown_and_unsupported_keys_are_named_with_their_line() {
+        assert_eq!(
+            of("port: 1\nbogus: 2").unwrap_err(),
+            "jetcore: t.conf:2: unknown configuration key 'bogus'"
+        );
+        assert!(of("\n\nhttp_port: 8222")
+            .unwrap_err()
+            .starts_with("jetcore: t.conf:3: configuration key 'http_port' is not supported yet"));
+        assert_eq!(
+            of("jetstream {\n  max_stuff: 1\n}").unwrap_err(),
+            "jetcore: t.conf:2: unknown configuration key 'jetstream.max_stuff'"
+        );
+        assert_eq!(
+            of("port: \"x\"").unwrap_err(),
+            "jetcore: t.conf:1: 'port' must be an integer"
+        );
+    }
+}
