@@ -105,6 +105,15 @@ struct Cli {
     /// Check the configuration file and exit
     #[arg(short = 't')]
     check: bool,
+    /// File to write the process id to (removed at exit)
+    #[arg(short = 'P', long = "pid")]
+    pid: Option<PathBuf>,
+    /// File to write the log to (SIGUSR1 reopens it)
+    #[arg(short = 'l', long = "log")]
+    log: Option<PathBuf>,
+    /// Timestamp log lines (default true; -T=false turns them off)
+    #[arg(short = 'T', long = "logtime", num_args = 0..=1, default_missing_value = "true")]
+    logtime: Option<bool>,
 }
 
 /// How JetStream appends reach stable storage before they are acknowledged.
@@ -137,6 +146,10 @@ pub struct Config {
     pub segment_bytes: u64,
     /// JetStream domain (`--domain`), if any.
     pub domain: Option<String>,
+    pub pid_file: Option<PathBuf>,
+    pub log_file: Option<PathBuf>,
+    /// Log lines carry the date and time.
+    pub logtime: bool,
 }
 
 /// What the command line asked for.
@@ -152,8 +165,6 @@ pub enum Command {
 
 /// nats-server flags (Go names) that jetcore does not implement yet.
 const UNSUPPORTED: &[&str] = &[
-    "P",
-    "pid",
     "m",
     "http_port",
     "ms",
@@ -162,10 +173,6 @@ const UNSUPPORTED: &[&str] = &[
     "signal",
     "client_advertise",
     "ports_file_dir",
-    "l",
-    "log",
-    "T",
-    "logtime",
     "logtime_utc",
     "s",
     "syslog",
@@ -219,12 +226,19 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("segment_bytes", "segment_bytes"),
     ("domain", "domain"),
     ("config", "config"),
+    ("pid", "pid"),
+    ("log", "log"),
+    ("logtime", "logtime"),
 ];
 
 /// Flags that take a value in the next argument (unless given with `=`).
 const TAKES_VALUE: &[&str] = &[
     "c",
     "config",
+    "P",
+    "pid",
+    "l",
+    "log",
     "a",
     "p",
     "n",
@@ -317,6 +331,17 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
     set(&mut cli.ping_max, f.ping_max, given("ping_max"));
     set(&mut cli.max_payload, f.max_payload, given("max_payload"));
     set(&mut cli.max_pending, f.max_pending, given("max_pending"));
+    set(
+        &mut cli.pid,
+        f.pid_file.map(|p| Some(PathBuf::from(p))),
+        given("pid"),
+    );
+    set(
+        &mut cli.log,
+        f.log_file.map(|p| Some(PathBuf::from(p))),
+        given("log"),
+    );
+    set(&mut cli.logtime, f.logtime.map(Some), given("logtime"));
 }
 
 /// Rewrites Go-style flags (`-port`, `-js`, `-DV`) to clap's `--long` form and
@@ -438,6 +463,9 @@ fn validate(cli: Cli) -> Result<Config, String> {
         sync,
         segment_bytes: cli.segment_bytes,
         domain: cli.domain,
+        pid_file: cli.pid,
+        log_file: cli.log,
+        logtime: cli.logtime.unwrap_or(true),
     })
 }
 

@@ -26,6 +26,9 @@ pub struct FileSettings {
     pub ping_max: Option<u32>,
     pub max_payload: Option<usize>,
     pub max_pending: Option<usize>,
+    pub pid_file: Option<String>,
+    pub log_file: Option<String>,
+    pub logtime: Option<bool>,
 }
 
 /// Keys nats-server has that jetcore does not honour yet: refused by name.
@@ -34,13 +37,10 @@ const NOT_YET: &[&str] = &[
     "max_connections",
     "max_subscriptions",
     "write_deadline",
-    "logtime",
     "logtime_utc",
-    "log_file",
     "log_size_limit",
     "syslog",
     "remote_syslog",
-    "pid_file",
     "ports_file_dir",
     "http",
     "http_port",
@@ -90,6 +90,9 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
             "ping_max" => s.ping_max = Some(positive(key, item)?.min(u32::MAX as i64) as u32),
             "max_payload" => s.max_payload = Some(positive(key, item)? as usize),
             "max_pending" => s.max_pending = Some(positive(key, item)? as usize),
+            "pid_file" => s.pid_file = Some(string(key, item)?),
+            "log_file" => s.log_file = Some(string(key, item)?),
+            "logtime" => s.logtime = Some(boolean(key, item)?),
             "jetstream" => jetstream(&mut s, key, item)?,
             "jetcore" => jetcore(&mut s, item)?,
             k if NOT_YET.contains(&k) => return Err(not_yet(key, item)),

@@ -19,6 +19,13 @@ pub enum Level {
     Trace = 4,
 }
 
+/// `-T`/`logtime`: lines carry the date and time (default on).
+static TIMESTAMPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub fn set_timestamps(on: bool) {
+    TIMESTAMPS.store(on, Ordering::Relaxed);
+}
+
 pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
@@ -38,7 +45,11 @@ pub fn write(level: Level, text: std::fmt::Arguments<'_>) {
         Level::Debug => "DBG",
         Level::Trace => "TRC",
     };
-    eprintln!("[{}] {} [{tag}] {text}", std::process::id(), timestamp());
+    if TIMESTAMPS.load(Ordering::Relaxed) {
+        eprintln!("[{}] {} [{tag}] {text}", std::process::id(), timestamp());
+    } else {
+        eprintln!("[{}] [{tag}] {text}", std::process::id());
+    }
 }
 
 /// UTC wall time as `YYYY/MM/DD HH:MM:SS.micros`.

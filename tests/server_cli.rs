@@ -123,6 +123,55 @@ fn a_config_file_sets_what_flags_do_and_flags_win() {
 }
 
 #[test]
+fn pid_and_log_files_and_a_reopen_on_sigusr1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, pid) = (dir.path().join("j.log"), dir.path().join("j.pid"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetcore"))
+        .args(["-a", "127.0.0.1", "-p", "-1", "-T=false", "-l"])
+        .arg(&log)
+        .arg("-P")
+        .arg(&pid)
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Server is ready")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no log file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&pid).unwrap(), id.to_string());
+    let first = std::fs::read_to_string(&log).unwrap();
+    // Without timestamps: `[pid] [INF] text`.
+    assert!(
+        first.starts_with(&format!("[{id}] [INF] Starting jetcore")),
+        "{first}"
+    );
+    // Rotated away, then reopened: new lines go to a new file.
+    std::fs::rename(&log, dir.path().join("j.log.1")).unwrap();
+    let kill = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &id.to_string()])
+            .status()
+            .unwrap();
+    };
+    kill("-USR1");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Reopened log file")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "not reopened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill("-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(!pid.exists(), "the pid file goes at exit");
+}
+
+#[test]
 fn version_and_help() {
     let out = jetcore(&["--version"]);
     assert!(out.status.success());

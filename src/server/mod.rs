@@ -2,6 +2,7 @@
 //! glommio executor per shard, trap SIGINT/SIGTERM, and map the outcome to an exit
 //! code (0 after a clean shutdown, 1 when the server cannot start or a shard fails).
 
+mod files;
 mod shard;
 
 use std::net::{SocketAddr, TcpListener};
@@ -19,6 +20,28 @@ use shard::MeshSetup;
 /// Runs the server until SIGINT/SIGTERM; returns the process exit code.
 pub fn run(cfg: Config) -> i32 {
     crate::log::set_level(cfg.log_level);
+    crate::log::set_timestamps(cfg.logtime);
+    if let Some(path) = &cfg.log_file {
+        if let Err(e) = files::open_log(path) {
+            eprintln!("{e}");
+            return 1;
+        }
+    }
+    if let Some(path) = &cfg.pid_file {
+        if let Err(e) = files::write_pid(path) {
+            crate::error!("{e}");
+            return 1;
+        }
+    }
+    let pid_file = cfg.pid_file.clone();
+    let code = run_server(cfg);
+    if let Some(path) = &pid_file {
+        files::remove_pid(path);
+    }
+    code
+}
+
+fn run_server(cfg: Config) -> i32 {
     // Held for the process's life so no other process is handed our port.
     let (listen, _reservation) = match reserve_port(&cfg) {
         Ok(found) => found,
@@ -69,9 +92,10 @@ pub fn run(cfg: Config) -> i32 {
         server.server_name,
         server.server_id
     );
+    let log_file = server.cfg.log_file.clone();
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(wait_for_signal)
+        .spawn(move || wait_for_signal(log_file))
         .expect("spawn the signal thread");
     start_shards(server)
 }
@@ -271,13 +295,14 @@ fn block_signals() {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
 /// Runs on its own thread: the first SIGINT/SIGTERM asks every shard to stop; a
-/// second one exits at once.
-fn wait_for_signal() {
+/// second one exits at once. SIGUSR1 reopens the log file.
+fn wait_for_signal(log_file: Option<std::path::PathBuf>) {
     let mut trapped = 0;
     loop {
         let mut sig: libc::c_int = 0;
@@ -287,9 +312,19 @@ fn wait_for_signal() {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
             libc::sigwait(&set, &mut sig)
         };
         if rc != 0 {
+            continue;
+        }
+        if sig == libc::SIGUSR1 {
+            if let Some(path) = &log_file {
+                match files::open_log(path) {
+                    Ok(()) => crate::info!("Reopened log file"),
+                    Err(e) => crate::error!("{e}"),
+                }
+            }
             continue;
         }
         trapped += 1;
