@@ -105,6 +105,15 @@ struct Cli {
     /// Check the configuration file and exit
     #[arg(short = 't')]
     check: bool,
+    /// Longest protocol line a client may send, in bytes
+    #[arg(long = "max_control_line", default_value_t = limits::CONTROL_LINE_MAX)]
+    max_control_line: usize,
+    /// Client connections the server takes at once (0: no limit)
+    #[arg(long = "max_connections", default_value_t = limits::CONNECTIONS_MAX_DEFAULT)]
+    max_connections: usize,
+    /// How long a write to a client may block before the client is cut
+    #[arg(long = "write_deadline", default_value = limits::WRITE_DEADLINE_DEFAULT)]
+    write_deadline: String,
     /// File to write the process id to (removed at exit)
     #[arg(short = 'P', long = "pid")]
     pid: Option<PathBuf>,
@@ -146,6 +155,10 @@ pub struct Config {
     pub segment_bytes: u64,
     /// JetStream domain (`--domain`), if any.
     pub domain: Option<String>,
+    pub max_control_line: usize,
+    /// 0: no limit.
+    pub max_connections: usize,
+    pub write_deadline: Duration,
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
     /// Log lines carry the date and time.
@@ -155,7 +168,7 @@ pub struct Config {
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Version,
     /// `--help`: the text to print.
     Help(String),
@@ -227,6 +240,9 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("domain", "domain"),
     ("config", "config"),
     ("pid", "pid"),
+    ("max_control_line", "max_control_line"),
+    ("max_connections", "max_connections"),
+    ("write_deadline", "write_deadline"),
     ("log", "log"),
     ("logtime", "logtime"),
 ];
@@ -237,6 +253,9 @@ const TAKES_VALUE: &[&str] = &[
     "config",
     "P",
     "pid",
+    "max_control_line",
+    "max_connections",
+    "write_deadline",
     "l",
     "log",
     "a",
@@ -289,7 +308,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             "jetcore: configuration file {} is valid",
             path.display()
         ))),
-        None => Ok(Command::Run(cfg)),
+        None => Ok(Command::Run(Box::new(cfg))),
     }
 }
 
@@ -342,6 +361,21 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
         given("log"),
     );
     set(&mut cli.logtime, f.logtime.map(Some), given("logtime"));
+    set(
+        &mut cli.max_control_line,
+        f.max_control_line,
+        given("max_control_line"),
+    );
+    set(
+        &mut cli.max_connections,
+        f.max_connections,
+        given("max_connections"),
+    );
+    set(
+        &mut cli.write_deadline,
+        f.write_deadline,
+        given("write_deadline"),
+    );
 }
 
 /// Rewrites Go-style flags (`-port`, `-js`, `-DV`) to clap's `--long` form and
@@ -441,6 +475,16 @@ fn validate(cli: Cli) -> Result<Config, String> {
     if cli.max_pending < cli.max_payload {
         return Err("jetcore: --max_pending must be at least --max_payload".to_string());
     }
+    // The parser keeps a partial line within one read chunk.
+    if cli.max_control_line < 32 || cli.max_control_line >= limits::READ_CHUNK_BYTES {
+        return Err(format!(
+            "jetcore: max_control_line must be between 32 and {}",
+            limits::READ_CHUNK_BYTES - 1
+        ));
+    }
+    let write_deadline = parse_duration(&cli.write_deadline)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("jetcore: invalid write_deadline '{}'", cli.write_deadline))?;
     let log_level = if cli.trace || cli.debug_trace || cli.verbose_trace || cli.debug_verbose_trace
     {
         crate::log::Level::Trace
@@ -463,6 +507,9 @@ fn validate(cli: Cli) -> Result<Config, String> {
         sync,
         segment_bytes: cli.segment_bytes,
         domain: cli.domain,
+        max_control_line: cli.max_control_line,
+        max_connections: cli.max_connections,
+        write_deadline,
         pid_file: cli.pid,
         log_file: cli.log,
         logtime: cli.logtime.unwrap_or(true),
@@ -510,7 +557,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse(args.iter().map(|s| s.to_string()))? {
-            Command::Run(cfg) => Ok(cfg),
+            Command::Run(cfg) => Ok(*cfg),
             Command::Version | Command::Help(_) | Command::Check(_) => Err("not a run".into()),
         }
     }

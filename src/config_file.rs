@@ -26,6 +26,9 @@ pub struct FileSettings {
     pub ping_max: Option<u32>,
     pub max_payload: Option<usize>,
     pub max_pending: Option<usize>,
+    pub max_control_line: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub write_deadline: Option<String>,
     pub pid_file: Option<String>,
     pub log_file: Option<String>,
     pub logtime: Option<bool>,
@@ -33,10 +36,7 @@ pub struct FileSettings {
 
 /// Keys nats-server has that jetcore does not honour yet: refused by name.
 const NOT_YET: &[&str] = &[
-    "max_control_line",
-    "max_connections",
     "max_subscriptions",
-    "write_deadline",
     "logtime_utc",
     "log_size_limit",
     "syslog",
@@ -91,6 +91,11 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
             "max_payload" => s.max_payload = Some(positive(key, item)? as usize),
             "max_pending" => s.max_pending = Some(positive(key, item)? as usize),
             "pid_file" => s.pid_file = Some(string(key, item)?),
+            "max_control_line" => s.max_control_line = Some(positive(key, item)? as usize),
+            "max_connections" | "max_conn" => {
+                s.max_connections = Some(int(key, item)?.max(0) as usize)
+            }
+            "write_deadline" => s.write_deadline = Some(duration(key, item)?),
             "log_file" => s.log_file = Some(string(key, item)?),
             "logtime" => s.logtime = Some(boolean(key, item)?),
             "jetstream" => jetstream(&mut s, key, item)?,

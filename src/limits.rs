@@ -9,6 +9,10 @@ use std::time::Duration;
 /// connection. The parser never buffers more than this before a line ends.
 pub const CONTROL_LINE_MAX: usize = 4096;
 
+/// Default `max_connections` (nats-server's 64 K); beyond it a client gets
+/// `-ERR 'maximum connections exceeded'` after its INFO.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 64 * 1024;
+
 /// Default largest message payload (headers included), nats-server's `max_payload`.
 pub const PAYLOAD_MAX_DEFAULT: usize = 1024 * 1024;
 
@@ -30,7 +34,7 @@ pub const STALL_WAIT_MAX: Duration = Duration::from_millis(5);
 
 /// A socket write that makes no progress for this long marks the reader slow and
 /// closes it (nats-server's default `write_deadline`).
-pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+pub const WRITE_DEADLINE_DEFAULT: &str = "10s";
 
 /// Bytes requested from the kernel per socket read; a read buffer grows only by this
 /// much beyond the largest message in progress.

@@ -18,7 +18,7 @@ fn main() {
             println!("{line}");
             0
         }
-        Ok(jetcore::config::Command::Run(cfg)) => jetcore::server::run(cfg),
+        Ok(jetcore::config::Command::Run(cfg)) => jetcore::server::run(*cfg),
         Err(message) => {
             eprintln!("{}", message.trim_end());
             1

@@ -172,6 +172,46 @@ fn pid_and_log_files_and_a_reopen_on_sigusr1() {
 }
 
 #[test]
+fn connection_and_control_line_limits_from_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("limits.conf");
+    std::fs::write(
+        &conf,
+        "max_connections: 2\nmax_control_line: 64\nwrite_deadline: \"2s\"\n",
+    )
+    .unwrap();
+    let server = Server::start_with(1, &["-c", conf.to_str().unwrap()]);
+    let mut a = server.raw();
+    let mut b = server.raw();
+    a.flush();
+    b.flush();
+    // The third gets its INFO, then nats-server's refusal, and is closed.
+    let mut c = server.raw();
+    let (rest, closed) = c.read_until_closed(Duration::from_secs(5));
+    assert_eq!(rest, "-ERR 'maximum connections exceeded'\r\n");
+    assert!(closed);
+    // A place frees up when a client leaves.
+    drop(b);
+    let t0 = std::time::Instant::now();
+    let mut d = loop {
+        let mut d = server.raw();
+        d.send(b"PING\r\n");
+        if d.read_line() == "PONG\r\n" {
+            break d;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "no place freed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let long = format!("SUB {} 1\r\n", "a".repeat(70));
+    d.send(long.as_bytes());
+    let (rest, closed) = d.read_until_closed(Duration::from_secs(5));
+    assert_eq!(rest, "-ERR 'maximum control line exceeded'\r\n");
+    assert!(closed);
+    a.send(b"SUB short 1\r\n");
+    assert_eq!(a.flush(), "+OK\r\n", "verbose by default, as nats-server");
+}
+
+#[test]
 fn version_and_help() {
     let out = jetcore(&["--version"]);
     assert!(out.status.success());

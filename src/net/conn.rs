@@ -33,6 +33,7 @@ pub enum CloseReason {
     SlowConsumer,
     WriteError,
     ServerShutdown,
+    MaxConnectionsExceeded,
 }
 
 /// A subscription owned by this connection.

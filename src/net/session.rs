@@ -26,10 +26,21 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .unwrap_or_default();
     // Best effort: a socket that refuses these options still works.
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(crate::limits::WRITE_DEADLINE));
+    let _ = stream.set_write_timeout(Some(shard.cfg.write_deadline));
     let conn = Rc::new(Conn::new(cid, stream, shard.cfg.max_pending, peer, ip));
     crate::debug!("{} - cid:{cid} - Client connection created", conn.peer);
     conn.send(&shard.info_line(cid, &conn.ip, false));
+    // As nats-server: the INFO, then the refusal, when the server is full.
+    let clients = &shard.server.clients;
+    let open = clients.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if shard.cfg.max_connections > 0 && open >= shard.cfg.max_connections {
+        clients.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        crate::warn!("{} - cid:{cid} - maximum connections exceeded", conn.peer);
+        conn.send_err("maximum connections exceeded");
+        conn.close(CloseReason::MaxConnectionsExceeded);
+        write_loop(conn).await;
+        return;
+    }
     shard.add_conn(conn.clone());
     glommio::spawn_local(write_loop(conn.clone())).detach();
     glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
@@ -38,6 +49,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         conn.close(CloseReason::ClientClosed);
     }
     shard.remove_conn(&conn).await;
+    clients.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     crate::debug!(
         "{} - cid:{cid} - Client connection closed: {:?}",
         conn.peer,
@@ -46,7 +58,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 }
 
 async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
-    let mut parser = Parser::new(shard.cfg.max_payload, crate::limits::CONTROL_LINE_MAX);
+    let mut parser = Parser::new(shard.cfg.max_payload, shard.cfg.max_control_line);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {

@@ -62,6 +62,7 @@ fn run_server(cfg: Config) -> i32 {
         listen,
         bound: AtomicUsize::new(0),
         recovered: AtomicUsize::new(0),
+        clients: AtomicUsize::new(0),
         cfg,
     });
     crate::info!(

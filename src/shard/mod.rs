@@ -67,6 +67,9 @@ pub struct Server {
     /// Shards that have recovered their streams (start-up only: no shard
     /// serves clients or starts mirrors and sources before all have).
     pub recovered: AtomicUsize,
+    /// Client connections open on every shard (`max_connections`): counted on
+    /// accept and close, never per message.
+    pub clients: AtomicUsize,
 }
 
 /// Per-shard state. See the module doc for ownership.
