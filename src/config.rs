@@ -161,6 +161,12 @@ pub struct Config {
     pub write_deadline: Duration,
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
+    /// `-c`: read again on SIGHUP.
+    pub config_file: Option<PathBuf>,
+    /// The file's settings as last read (what a reload compares against).
+    pub file_settings: crate::config_file::FileSettings,
+    /// Log settings given as flags: a reload leaves them alone.
+    pub log_flags: bool,
     /// Log lines carry the date and time.
     pub logtime: bool,
 }
@@ -293,16 +299,28 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     if cli.version {
         return Ok(Command::Version);
     }
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let log_flags = [
+        "debug",
+        "trace",
+        "logtime",
+        "debug_trace",
+        "verbose_trace",
+        "debug_verbose_trace",
+    ]
+    .iter()
+    .any(|id| given(id));
+    let mut file_settings = crate::config_file::FileSettings::default();
     if let Some(path) = cli.config.clone() {
-        let file = crate::config_file::read(&path)?;
-        let given =
-            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-        apply_file(&mut cli, file, given);
+        file_settings = crate::config_file::read(&path)?;
+        apply_file(&mut cli, file_settings.clone(), given);
     } else if cli.check {
         return Err("jetcore: -t needs a configuration file (-c <file>)".to_string());
     }
     let check = cli.check.then(|| cli.config.clone()).flatten();
-    let cfg = validate(cli)?;
+    let mut cfg = validate(cli)?;
+    cfg.file_settings = file_settings;
+    cfg.log_flags = log_flags;
     match check {
         Some(path) => Ok(Command::Check(format!(
             "jetcore: configuration file {} is valid",
@@ -510,6 +528,9 @@ fn validate(cli: Cli) -> Result<Config, String> {
         max_control_line: cli.max_control_line,
         max_connections: cli.max_connections,
         write_deadline,
+        config_file: cli.config,
+        file_settings: Default::default(),
+        log_flags: false,
         pid_file: cli.pid,
         log_file: cli.log,
         logtime: cli.logtime.unwrap_or(true),

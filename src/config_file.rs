@@ -69,6 +69,61 @@ const NOT_YET: &[&str] = &[
     "max_file",
 ];
 
+impl FileSettings {
+    /// The log level a reload applies: `debug` on or off (protocol tracing is
+    /// set up per shard at start: `trace` changes at a restart).
+    pub fn reload_level(&self, tracing: bool) -> crate::log::Level {
+        match (tracing, self.debug) {
+            (true, _) => crate::log::Level::Trace,
+            (_, Some(true)) => crate::log::Level::Debug,
+            _ => crate::log::Level::Info,
+        }
+    }
+
+    /// Settings that differ from `old` and take effect only at a restart.
+    pub fn restart_only_changes(&self, old: &FileSettings) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |name: &'static str, changed: bool| {
+            if changed {
+                out.push(name);
+            }
+        };
+        check(
+            "listen/host/port",
+            self.host != old.host || self.port != old.port,
+        );
+        check("server_name", self.name != old.name);
+        check("trace", self.trace != old.trace);
+        check(
+            "jetstream",
+            self.jetstream != old.jetstream || self.store_dir != old.store_dir,
+        );
+        check("jetstream.domain", self.domain != old.domain);
+        check("sync", self.sync != old.sync);
+        check(
+            "jetcore.segment_bytes",
+            self.segment_bytes != old.segment_bytes,
+        );
+        check("jetcore.shards", self.shards != old.shards);
+        check("ping_interval", self.ping_interval != old.ping_interval);
+        check("ping_max", self.ping_max != old.ping_max);
+        check("max_payload", self.max_payload != old.max_payload);
+        check("max_pending", self.max_pending != old.max_pending);
+        check(
+            "max_control_line",
+            self.max_control_line != old.max_control_line,
+        );
+        check(
+            "max_connections",
+            self.max_connections != old.max_connections,
+        );
+        check("write_deadline", self.write_deadline != old.write_deadline);
+        check("pid_file", self.pid_file != old.pid_file);
+        check("log_file", self.log_file != old.log_file);
+        out
+    }
+}
+
 /// Reads `path`.
 pub fn read(path: &Path) -> Result<FileSettings, String> {
     let top = conf::parse_file(path).map_err(|e| format!("jetcore: {e}"))?;

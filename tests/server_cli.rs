@@ -212,6 +212,46 @@ fn connection_and_control_line_limits_from_a_config_file() {
 }
 
 #[test]
+fn sighup_reloads_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("r.conf");
+    std::fs::write(&conf, "debug: false\nmax_payload: 1MB\n").unwrap();
+    let server = Server::start_with(1, &["-c", conf.to_str().unwrap()]);
+    let hup = || {
+        let pid = server.pid().to_string();
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    };
+    let seen = |needle: &str, secs: u64| server.wait_log(needle, Duration::from_secs(secs));
+    let _ = server.raw();
+    assert_eq!(
+        seen("Client connection created", 1),
+        None,
+        "no debug lines yet"
+    );
+    std::fs::write(&conf, "debug: true\nmax_payload: 2MB\n").unwrap();
+    hup();
+    let line = seen("Reload: ", 10).expect("a reload");
+    assert!(
+        line.contains("'max_payload' changed; it takes effect at the next restart"),
+        "{line}"
+    );
+    assert!(seen("Reloaded server configuration", 10).is_some());
+    let _ = server.raw();
+    assert!(seen("Client connection created", 10).is_some(), "debug on");
+    // A broken file is reported; the server keeps running as it was.
+    std::fs::write(&conf, "debug: true\nbogus: 1\n").unwrap();
+    hup();
+    let line = seen("Failed to reload server configuration", 10).expect("refused");
+    assert!(
+        line.contains("r.conf:2: unknown configuration key 'bogus'"),
+        "{line}"
+    );
+    let mut c = server.raw();
+    c.send(b"PING\r\n");
+    assert_eq!(c.read_line(), "PONG\r\n");
+}
+
+#[test]
 fn version_and_help() {
     let out = jetcore(&["--version"]);
     assert!(out.status.success());

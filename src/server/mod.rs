@@ -93,10 +93,15 @@ fn run_server(cfg: Config) -> i32 {
         server.server_name,
         server.server_id
     );
-    let log_file = server.cfg.log_file.clone();
+    let reload = Reload {
+        log_file: server.cfg.log_file.clone(),
+        config_file: server.cfg.config_file.clone(),
+        settings: server.cfg.file_settings.clone(),
+        log_flags: server.cfg.log_flags,
+    };
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || wait_for_signal(log_file))
+        .spawn(move || wait_for_signal(reload))
         .expect("spawn the signal thread");
     start_shards(server)
 }
@@ -297,13 +302,53 @@ fn block_signals() {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
+/// What the signal thread needs for SIGUSR1 and SIGHUP.
+struct Reload {
+    log_file: Option<std::path::PathBuf>,
+    config_file: Option<std::path::PathBuf>,
+    settings: crate::config_file::FileSettings,
+    log_flags: bool,
+}
+
+impl Reload {
+    /// SIGHUP: reads the config file again; applies what can change while
+    /// running (log level and timestamps, unless set by flags) and names
+    /// what only a restart changes.
+    fn reload(&mut self) {
+        let Some(path) = &self.config_file else {
+            crate::error!("Reload: no configuration file (-c) to reload");
+            return;
+        };
+        crate::info!("Reloading server configuration");
+        let new = match crate::config_file::read(path) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::error!("Failed to reload server configuration: {e}");
+                return;
+            }
+        };
+        if !self.log_flags {
+            let tracing = crate::log::enabled(crate::log::Level::Trace);
+            crate::log::set_level(new.reload_level(tracing));
+            crate::log::set_timestamps(new.logtime.unwrap_or(true));
+        }
+        for name in new.restart_only_changes(&self.settings) {
+            crate::warn!("Reload: '{name}' changed; it takes effect at the next restart");
+        }
+        self.settings = new;
+        crate::info!("Reloaded server configuration");
+    }
+}
+
 /// Runs on its own thread: the first SIGINT/SIGTERM asks every shard to stop; a
-/// second one exits at once. SIGUSR1 reopens the log file.
-fn wait_for_signal(log_file: Option<std::path::PathBuf>) {
+/// second one exits at once. SIGUSR1 reopens the log file; SIGHUP reloads.
+fn wait_for_signal(mut reload: Reload) {
+    let log_file = reload.log_file.clone();
     let mut trapped = 0;
     loop {
         let mut sig: libc::c_int = 0;
@@ -314,9 +359,14 @@ fn wait_for_signal(log_file: Option<std::path::PathBuf>) {
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
             libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::sigaddset(&mut set, libc::SIGHUP);
             libc::sigwait(&set, &mut sig)
         };
         if rc != 0 {
+            continue;
+        }
+        if sig == libc::SIGHUP {
+            reload.reload();
             continue;
         }
         if sig == libc::SIGUSR1 {

@@ -127,6 +127,11 @@ impl Server {
         Server::spawn(cmd, 1, true)
     }
 
+    /// The server's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL (no chance to flush anything).
     pub fn kill9(mut self) {
         let _ = self.child.kill();
