@@ -105,6 +105,10 @@ struct Cli {
     /// Check the configuration file and exit
     #[arg(short = 't')]
     check: bool,
+    /// Send a signal to a running jetcore: stop, quit, term, reopen or reload,
+    /// `=<pid>` (or `=<pid file>`) naming it when more than one runs
+    #[arg(long = "signal")]
+    signal: Option<String>,
     /// Longest protocol line a client may send, in bytes
     #[arg(long = "max_control_line", default_value_t = limits::CONTROL_LINE_MAX)]
     max_control_line: usize,
@@ -180,6 +184,8 @@ pub enum Command {
     Help(String),
     /// `-t`: the configuration is valid (the line to print).
     Check(String),
+    /// `--signal <name>[=<pid>]`: signal number and the process it goes to.
+    Signal(i32, Option<String>),
 }
 
 /// nats-server flags (Go names) that jetcore does not implement yet.
@@ -188,8 +194,6 @@ const UNSUPPORTED: &[&str] = &[
     "http_port",
     "ms",
     "https_port",
-    "sl",
-    "signal",
     "client_advertise",
     "ports_file_dir",
     "logtime_utc",
@@ -245,6 +249,8 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("segment_bytes", "segment_bytes"),
     ("domain", "domain"),
     ("config", "config"),
+    ("sl", "signal"),
+    ("signal", "signal"),
     ("pid", "pid"),
     ("max_control_line", "max_control_line"),
     ("max_connections", "max_connections"),
@@ -255,6 +261,8 @@ const LONG_NAMES: &[(&str, &str)] = &[
 
 /// Flags that take a value in the next argument (unless given with `=`).
 const TAKES_VALUE: &[&str] = &[
+    "sl",
+    "signal",
     "c",
     "config",
     "P",
@@ -299,6 +307,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     if cli.version {
         return Ok(Command::Version);
     }
+    if let Some(s) = &cli.signal {
+        return signal_command(s, cli.pid.as_deref());
+    }
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let log_flags = [
         "debug",
@@ -328,6 +339,24 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
         ))),
         None => Ok(Command::Run(Box::new(cfg))),
     }
+}
+
+/// `--signal <name>[=<pid or pid file>]`, nats-server's names.
+fn signal_command(arg: &str, pid_file: Option<&std::path::Path>) -> Result<Command, String> {
+    let (name, pid) = match arg.split_once('=') {
+        Some((n, p)) => (n, Some(p.to_string())),
+        None => (arg, pid_file.map(|p| p.display().to_string())),
+    };
+    let sig = match name {
+        "stop" => libc::SIGKILL,
+        "quit" => libc::SIGINT,
+        "term" => libc::SIGTERM,
+        "reopen" => libc::SIGUSR1,
+        "reload" => libc::SIGHUP,
+        "ldm" => return Err("jetcore: --signal ldm: lame duck mode is not supported yet".into()),
+        other => return Err(format!("jetcore: unknown signal \"{other}\"")),
+    };
+    Ok(Command::Signal(sig, pid))
 }
 
 /// Takes the file's settings where the command line did not set them.
@@ -579,7 +608,9 @@ mod tests {
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse(args.iter().map(|s| s.to_string()))? {
             Command::Run(cfg) => Ok(*cfg),
-            Command::Version | Command::Help(_) | Command::Check(_) => Err("not a run".into()),
+            Command::Version | Command::Help(_) | Command::Check(_) | Command::Signal(..) => {
+                Err("not a run".into())
+            }
         }
     }
 

@@ -18,6 +18,15 @@ fn main() {
             println!("{line}");
             0
         }
+        Ok(jetcore::config::Command::Signal(sig, pid)) => {
+            match jetcore::server::send_signal(sig, pid.as_deref()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("{e}");
+                    1
+                }
+            }
+        }
         Ok(jetcore::config::Command::Run(cfg)) => jetcore::server::run(*cfg),
         Err(message) => {
             eprintln!("{}", message.trim_end());

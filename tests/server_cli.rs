@@ -252,6 +252,27 @@ fn sighup_reloads_the_config_file() {
 }
 
 #[test]
+fn signals_sent_with_dash_dash_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = dir.path().join("s.pid");
+    let mut server = Server::start_with(1, &["-P", pid.to_str().unwrap()]);
+    let file = format!("reload={}", pid.display());
+    assert_eq!(jetcore(&["--signal", &file]).status.code(), Some(0));
+    let line = server.wait_log("Reload: ", Duration::from_secs(10));
+    assert!(line.unwrap().contains("no configuration file"));
+    let out = jetcore(&["-sl", "bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown signal \"bogus\""));
+    let quit = format!("quit={}", server.pid());
+    assert_eq!(jetcore(&["--signal", &quit]).status.code(), Some(0));
+    let t0 = std::time::Instant::now();
+    while server.is_running() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn version_and_help() {
     let out = jetcore(&["--version"]);
     assert!(out.status.success());

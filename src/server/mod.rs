@@ -3,6 +3,8 @@
 //! code (0 after a clean shutdown, 1 when the server cannot start or a shard fails).
 
 mod files;
+
+pub use files::send_signal;
 mod shard;
 
 use std::net::{SocketAddr, TcpListener};
