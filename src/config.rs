@@ -118,6 +118,12 @@ struct Cli {
     /// How long a write to a client may block before the client is cut
     #[arg(long = "write_deadline", default_value = limits::WRITE_DEADLINE_DEFAULT)]
     write_deadline: String,
+    /// Lame duck mode (SIGUSR2): how long closing every client takes
+    #[arg(long = "lame_duck_duration", default_value = "2m")]
+    lame_duck_duration: String,
+    /// Lame duck mode: how long clients are told before the first is closed
+    #[arg(long = "lame_duck_grace_period", default_value = "10s")]
+    lame_duck_grace_period: String,
     /// File to write the process id to (removed at exit)
     #[arg(short = 'P', long = "pid")]
     pid: Option<PathBuf>,
@@ -163,6 +169,8 @@ pub struct Config {
     /// 0: no limit.
     pub max_connections: usize,
     pub write_deadline: Duration,
+    pub lame_duck_duration: Duration,
+    pub lame_duck_grace_period: Duration,
     pub pid_file: Option<PathBuf>,
     pub log_file: Option<PathBuf>,
     /// `-c`: read again on SIGHUP.
@@ -253,6 +261,8 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("signal", "signal"),
     ("pid", "pid"),
     ("max_control_line", "max_control_line"),
+    ("lame_duck_duration", "lame_duck_duration"),
+    ("lame_duck_grace_period", "lame_duck_grace_period"),
     ("max_connections", "max_connections"),
     ("write_deadline", "write_deadline"),
     ("log", "log"),
@@ -270,6 +280,8 @@ const TAKES_VALUE: &[&str] = &[
     "max_control_line",
     "max_connections",
     "write_deadline",
+    "lame_duck_duration",
+    "lame_duck_grace_period",
     "l",
     "log",
     "a",
@@ -353,7 +365,7 @@ fn signal_command(arg: &str, pid_file: Option<&std::path::Path>) -> Result<Comma
         "term" => libc::SIGTERM,
         "reopen" => libc::SIGUSR1,
         "reload" => libc::SIGHUP,
-        "ldm" => return Err("jetcore: --signal ldm: lame duck mode is not supported yet".into()),
+        "ldm" => libc::SIGUSR2,
         other => return Err(format!("jetcore: unknown signal \"{other}\"")),
     };
     Ok(Command::Signal(sig, pid))
@@ -422,6 +434,14 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
         &mut cli.write_deadline,
         f.write_deadline,
         given("write_deadline"),
+    );
+    let given_ldd = given("lame_duck_duration");
+    set(&mut cli.lame_duck_duration, f.lame_duck_duration, given_ldd);
+    let given_ldg = given("lame_duck_grace_period");
+    set(
+        &mut cli.lame_duck_grace_period,
+        f.lame_duck_grace_period,
+        given_ldg,
     );
 }
 
@@ -532,6 +552,18 @@ fn validate(cli: Cli) -> Result<Config, String> {
     let write_deadline = parse_duration(&cli.write_deadline)
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("jetcore: invalid write_deadline '{}'", cli.write_deadline))?;
+    let lame = |name: &str, text: &str| {
+        parse_duration(text)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("jetcore: invalid {name} '{text}'"))
+    };
+    let lame_duck_duration = lame("lame_duck_duration", &cli.lame_duck_duration)?;
+    let lame_duck_grace_period = lame("lame_duck_grace_period", &cli.lame_duck_grace_period)?;
+    if lame_duck_grace_period >= lame_duck_duration {
+        return Err(
+            "jetcore: lame_duck_grace_period must be shorter than lame_duck_duration".into(),
+        );
+    }
     let log_level = if cli.trace || cli.debug_trace || cli.verbose_trace || cli.debug_verbose_trace
     {
         crate::log::Level::Trace
@@ -557,6 +589,8 @@ fn validate(cli: Cli) -> Result<Config, String> {
         max_control_line: cli.max_control_line,
         max_connections: cli.max_connections,
         write_deadline,
+        lame_duck_duration,
+        lame_duck_grace_period,
         config_file: cli.config,
         file_settings: Default::default(),
         log_flags: false,

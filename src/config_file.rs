@@ -29,6 +29,8 @@ pub struct FileSettings {
     pub max_control_line: Option<usize>,
     pub max_connections: Option<usize>,
     pub write_deadline: Option<String>,
+    pub lame_duck_duration: Option<String>,
+    pub lame_duck_grace_period: Option<String>,
     pub pid_file: Option<String>,
     pub log_file: Option<String>,
     pub logtime: Option<bool>,
@@ -60,8 +62,6 @@ const NOT_YET: &[&str] = &[
     "leafnodes",
     "websocket",
     "mqtt",
-    "lame_duck_duration",
-    "lame_duck_grace_period",
     "mappings",
     "max_memory_store",
     "max_file_store",
@@ -118,6 +118,12 @@ impl FileSettings {
             self.max_connections != old.max_connections,
         );
         check("write_deadline", self.write_deadline != old.write_deadline);
+        check(
+            "lame_duck_duration",
+            self.lame_duck_duration != old.lame_duck_duration,
+        );
+        let grace = self.lame_duck_grace_period != old.lame_duck_grace_period;
+        check("lame_duck_grace_period", grace);
         check("pid_file", self.pid_file != old.pid_file);
         check("log_file", self.log_file != old.log_file);
         out
@@ -151,6 +157,8 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
                 s.max_connections = Some(int(key, item)?.max(0) as usize)
             }
             "write_deadline" => s.write_deadline = Some(duration(key, item)?),
+            "lame_duck_duration" => s.lame_duck_duration = Some(duration(key, item)?),
+            "lame_duck_grace_period" => s.lame_duck_grace_period = Some(duration(key, item)?),
             "log_file" => s.log_file = Some(string(key, item)?),
             "logtime" => s.logtime = Some(boolean(key, item)?),
             "jetstream" => jetstream(&mut s, key, item)?,

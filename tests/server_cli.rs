@@ -273,6 +273,47 @@ fn signals_sent_with_dash_dash_signal() {
 }
 
 #[test]
+fn lame_duck_mode_tells_clients_then_closes_them_and_stops() {
+    let args = [
+        "--lame_duck_duration",
+        "1s",
+        "--lame_duck_grace_period",
+        "300ms",
+    ];
+    let mut server = Server::start_with(2, &args);
+    let port = server.port;
+    let mut a = server.raw();
+    a.send(b"CONNECT {\"verbose\":false}\r\n");
+    a.flush();
+    assert_eq!(
+        jetcore(&["--signal", &format!("ldm={}", server.pid())])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert!(server
+        .wait_log("Entering lame duck mode", Duration::from_secs(5))
+        .is_some());
+    // Told first: an INFO with "ldm":true.
+    let info = a.read_line();
+    assert!(
+        info.starts_with("INFO {") && info.contains(",\"ldm\":true,"),
+        "{info}"
+    );
+    // No new clients: the listeners are gone (give every shard its poll).
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    // Then closed, and the server stops by itself.
+    let (_, closed) = a.read_until_closed(Duration::from_secs(5));
+    assert!(closed);
+    let t0 = std::time::Instant::now();
+    while server.is_running() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn version_and_help() {
     let out = jetcore(&["--version"]);
     assert!(out.status.success());

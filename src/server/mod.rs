@@ -65,6 +65,7 @@ fn run_server(cfg: Config) -> i32 {
         bound: AtomicUsize::new(0),
         recovered: AtomicUsize::new(0),
         clients: AtomicUsize::new(0),
+        lame_duck_done: AtomicUsize::new(0),
         cfg,
     });
     crate::info!(
@@ -305,6 +306,7 @@ fn block_signals() {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
@@ -362,6 +364,7 @@ fn wait_for_signal(mut reload: Reload) {
             libc::sigaddset(&mut set, libc::SIGTERM);
             libc::sigaddset(&mut set, libc::SIGUSR1);
             libc::sigaddset(&mut set, libc::SIGHUP);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
             libc::sigwait(&set, &mut sig)
         };
         if rc != 0 {
@@ -369,6 +372,12 @@ fn wait_for_signal(mut reload: Reload) {
         }
         if sig == libc::SIGHUP {
             reload.reload();
+            continue;
+        }
+        if sig == libc::SIGUSR2 {
+            if !crate::shard::LAME_DUCK.swap(true, Ordering::SeqCst) {
+                crate::info!("Entering lame duck mode, stop accepting new clients");
+            }
             continue;
         }
         if sig == libc::SIGUSR1 {

@@ -15,7 +15,7 @@ use glommio::net::TcpListener;
 use crate::net::conn::{CloseReason, Conn};
 use crate::shard::mesh::{Mesh, MeshReceivers};
 use crate::shard::msg::{BarrierAck, Batch};
-use crate::shard::{Server, Shard, SHUTDOWN};
+use crate::shard::{Server, Shard, LAME_DUCK, SHUTDOWN};
 use crate::subject::trie::SubjectTrie;
 
 /// Meshes every shard joins at startup (cloned into each executor).
@@ -104,11 +104,20 @@ pub async fn run(
         crate::info!("Server is ready");
     }
     let accept = glommio::spawn_local(crate::net::listener::accept_loop(shard.clone(), listener));
+    let mut accept = Some(accept);
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(crate::limits::SHUTDOWN_POLL).await;
+        if LAME_DUCK.load(Ordering::Relaxed) {
+            if let Some(a) = accept.take() {
+                a.cancel().await; // the listener goes: no new clients here
+                glommio::spawn_local(lame_duck(shard.clone())).detach();
+            }
+        }
     }
     shard.stopping.set(true);
-    accept.cancel().await;
+    if let Some(a) = accept {
+        a.cancel().await;
+    }
     if let Some(js) = &js {
         js.close_all().await;
     }
@@ -136,6 +145,32 @@ fn spawn_receivers(shard: &Rc<Shard>, mut receivers: MeshReceivers) {
             }
         })
         .detach();
+    }
+}
+
+/// Lame duck mode on this shard: every client is told (`"ldm":true` in an
+/// INFO), and after the grace period closed one by one over the rest of
+/// `lame_duck_duration`; the last shard done stops the server.
+async fn lame_duck(shard: Rc<Shard>) {
+    let conns: Vec<Rc<Conn>> = shard.conns.borrow().values().cloned().collect();
+    for c in &conns {
+        c.send(&shard.info_line(c.cid, &c.ip, false));
+    }
+    let (total, grace) = (
+        shard.cfg.lame_duck_duration,
+        shard.cfg.lame_duck_grace_period,
+    );
+    glommio::timer::sleep(grace).await;
+    let conns: Vec<Rc<Conn>> = shard.conns.borrow().values().cloned().collect();
+    let step = total.saturating_sub(grace) / (conns.len() as u32).max(1);
+    for c in conns {
+        c.close(CloseReason::ServerShutdown);
+        glommio::timer::sleep(step).await;
+    }
+    let done = shard.server.lame_duck_done.fetch_add(1, Ordering::SeqCst) + 1;
+    if done == usize::from(shard.count) {
+        crate::info!("Lame duck mode done, shutting down");
+        SHUTDOWN.store(true, Ordering::SeqCst);
     }
 }
 

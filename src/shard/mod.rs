@@ -55,6 +55,10 @@ pub trait JetStream {
 /// Set by the signal thread; each shard polls it (never on the publish path).
 pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
+/// Set by SIGUSR2: stop accepting, tell clients (`"ldm":true` in INFO), then
+/// close them over `lame_duck_duration` and stop.
+pub static LAME_DUCK: AtomicBool = AtomicBool::new(false);
+
 /// Read-only server facts shared by all shards at startup.
 #[derive(Debug)]
 pub struct Server {
@@ -70,6 +74,8 @@ pub struct Server {
     /// Client connections open on every shard (`max_connections`): counted on
     /// accept and close, never per message.
     pub clients: AtomicUsize,
+    /// Shards done closing their clients in lame duck mode.
+    pub lame_duck_done: AtomicUsize,
 }
 
 /// Per-shard state. See the module doc for ownership.
@@ -145,13 +151,19 @@ impl Shard {
     /// The INFO line for a connection; `connect_info` marks the second INFO sent
     /// after the first PONG to clients that speak protocol 1.
     pub fn info_line(&self, cid: u64, ip: &str, connect_info: bool) -> Vec<u8> {
+        // nats-server's field order: ldm, then connect_info and remote_account.
+        let ldm = if LAME_DUCK.load(std::sync::atomic::Ordering::Relaxed) {
+            ",\"ldm\":true"
+        } else {
+            ""
+        };
         let extra = if connect_info {
             ",\"connect_info\":true,\"remote_account\":\"$G\""
         } else {
             ""
         };
         format!(
-            "{}\"client_id\":{cid},\"client_ip\":\"{ip}\"{extra},\"api_lvl\":{}}} \r\n",
+            "{}\"client_id\":{cid},\"client_ip\":\"{ip}\"{ldm}{extra},\"api_lvl\":{}}} \r\n",
             self.info_prefix,
             crate::config::API_LEVEL
         )
