@@ -314,6 +314,22 @@ fn lame_duck_mode_tells_clients_then_closes_them_and_stops() {
 }
 
 #[test]
+fn the_example_config_in_deploy_checks() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/jetcore.conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_jetcore"))
+        .args(["-c", conf, "-t"])
+        .env("HOSTNAME", "edge-1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn version_and_help() {
     let out = jetcore(&["--version"]);
     assert!(out.status.success());
