@@ -235,6 +235,13 @@ fn consumer_config_errors() {
         let r = create(&mut raw, subject, cfg.clone());
         assert_eq!(err(&r), want, "{cfg}");
     }
+    for (body, want) in [
+        ("null", e(10056, "stream name in subject does not match request")),
+        ("[]", e(10025, "invalid JSON: json: cannot unmarshal array into Go value of type server.CreateConsumerRequest")),
+    ] {
+        let r = raw_json(&mut raw, "$JS.API.CONSUMER.CREATE.CS.C", body);
+        assert_eq!(err(&r), want, "{body}");
+    }
     let body = r#"{"stream_name":"CS","config":{"durable_name":"X"},"action":"bogus"}"#;
     let r = raw_json(&mut raw, "$JS.API.CONSUMER.CREATE.CS", body);
     assert_eq!(

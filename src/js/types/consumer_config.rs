@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::js::types::errors::ApiError;
+pub use crate::js::types::priority::{check_group_name, PriorityPolicy, PINNED_TTL_DEFAULT};
 use crate::js::types::stream_config::{StreamConfig, DESCRIPTION_MAX};
 use crate::subject;
 
@@ -103,36 +104,6 @@ pub struct ConsumerConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PriorityPolicy {
-    None,
-    /// Requests with `min_pending`/`min_ack_pending` wait until so much is pending.
-    Overflow,
-    /// One client (its pin id) takes everything until it goes quiet.
-    PinnedClient,
-    /// Requests are served by their `priority`, lowest first.
-    Prioritized,
-}
-
-/// `priority_timeout` of a pinned-client consumer that sets none.
-pub const PINNED_TTL_DEFAULT: i64 = 120_000_000_000;
-
-/// A priority group name: 1 to 16 of `A-Za-z0-9/_=-`.
-pub fn check_group_name(g: &str) -> Result<(), ApiError> {
-    if g.is_empty() {
-        return Err(bad(400, 10161, "Group name cannot be an empty string"));
-    }
-    let ok = g.len() <= 16
-        && g.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'=' | b'-'));
-    if !ok {
-        let m = "Valid priority group name must match A-Z, a-z, 0-9, -_/=)+ and may not exceed \
-                 16 characters";
-        return Err(bad(400, 10162, m));
-    }
-    Ok(())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckPolicy {
     None,
     All,
@@ -156,6 +127,21 @@ pub struct CreateRequest {
     pub stream_name: String,
     pub config: Option<ConsumerConfig>,
     pub action: String,
+}
+
+const CREATE_REQ: &str = "server.CreateConsumerRequest";
+
+/// Go's name for a JSON value that is not an object (None: object or null).
+fn go_kind(v: &Value) -> Option<&'static str> {
+    let k = [
+        (v.is_array(), "array"),
+        (v.is_string(), "string"),
+        (v.is_number(), "number"),
+    ];
+    k.iter()
+        .find(|(is, _)| *is)
+        .map(|(_, k)| *k)
+        .or(v.is_boolean().then_some("bool"))
 }
 
 fn unmarshal(v: &str) -> ApiError {
@@ -235,6 +221,14 @@ impl ConsumerConfig {
         } else {
             crate::js::types::json::decode(body).map_err(|e| ApiError::invalid_json(&e))?
         };
+        // Go decodes null as nothing set, and refuses other non-objects.
+        if let Some(k) = go_kind(&v) {
+            let m = format!("json: cannot unmarshal {k} into Go value of type {CREATE_REQ}");
+            return Err(ApiError::invalid_json(&m));
+        }
+        if v.is_null() {
+            v = Value::Object(serde_json::Map::new());
+        }
         if let Value::Object(map) = &mut v {
             if let Some(Value::Object(cfg)) = map.get_mut("config") {
                 // Enumerations are read case-insensitively, as Go's unmarshalers do.
@@ -334,47 +328,6 @@ impl ConsumerConfig {
         Ok(())
     }
 
-    /// Priority groups (nats-server 2.11): the policy's defaults and rules.
-    fn check_priority(&mut self) -> Result<(), ApiError> {
-        if self.priority_timeout < 0 {
-            self.priority_timeout = 0;
-        }
-        if self.priority() == PriorityPolicy::PinnedClient && self.priority_timeout == 0 {
-            self.priority_timeout = PINNED_TTL_DEFAULT;
-        }
-        if self.priority() != PriorityPolicy::None {
-            if self.is_push() {
-                let m = "priority groups can not be used with push consumers";
-                return Err(bad(400, 10178, m));
-            }
-            if self.priority_groups.is_empty() {
-                let m = "Setting PriorityPolicy requires at least one PriorityGroup to be set";
-                return Err(bad(400, 10159, m));
-            }
-            for g in &self.priority_groups {
-                check_group_name(g)?;
-            }
-        } else {
-            if !self.priority_groups.is_empty() {
-                let m = "consumer can not have priority groups when policy is none";
-                return Err(bad(400, 10196, m));
-            }
-            if self.priority_timeout > 0 {
-                let m = "PinnedTTL cannot be set when PriorityPolicy is none";
-                return Err(bad(400, 10197, m));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn priority(&self) -> PriorityPolicy {
-        match self.priority_policy.as_str() {
-            "overflow" => PriorityPolicy::Overflow,
-            "pinned_client" => PriorityPolicy::PinnedClient,
-            "prioritized" => PriorityPolicy::Prioritized,
-            _ => PriorityPolicy::None,
-        }
-    }
     /// max_deliver, backoff, ack_wait and max_ack_pending defaults.
     fn normalize_acks(&mut self, stream: &StreamConfig) -> Result<(), ApiError> {
         // nats-server's defaults first: negative limits mean none.

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod consumer_config;
 pub mod errors;
 pub mod json;
+pub mod priority;
 pub mod seq;
 pub mod source;
 pub mod stream_config;
