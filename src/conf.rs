@@ -155,9 +155,7 @@ impl Parser {
                     self.bump();
                     return Ok(out);
                 }
-                Some('}') | Some(']') => {
-                    return Err(self.err(&format!("unexpected '{}'", self.peek().unwrap())))
-                }
+                Some(c @ ('}' | ']')) => return Err(self.err(&format!("unexpected '{c}'"))),
                 _ => {}
             }
             let line = self.line;
@@ -331,32 +329,53 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     if let Ok(secs) = text.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let mut rest = text;
-    let mut total = 0f64;
+    let ns = u64::try_from(go_duration_ns(text)?).ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Go's `time.ParseDuration`, in nanoseconds (None where Go fails).
+pub fn go_duration_ns(text: &str) -> Option<i64> {
+    let (neg, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
     if rest.is_empty() {
         return None;
     }
+    let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let (num, tail) = rest.split_at(num_len);
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num = &rest[..num_len];
+        if num.is_empty() || num == "." {
+            return None;
+        }
         let value: f64 = num.parse().ok()?;
-        let unit_len = tail
+        rest = &rest[num_len..];
+        let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
             _ => return None,
         };
         total += value * scale;
-        rest = tail;
+        rest = &rest[unit_len..];
     }
-    Some(Duration::from_secs_f64(total))
+    if total > i64::MAX as f64 {
+        return None;
+    }
+    Some(if neg { -(total as i64) } else { total as i64 })
 }
 
 /// A number as nats-server lexes one (None: not a number, a string).
@@ -402,6 +421,7 @@ fn number(word: &str) -> Option<Result<Value, String>> {
     )
 }
 
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,13 +35,7 @@ pub fn block(status: Option<&str>, headers: &[(&str, &[u8])]) -> Vec<u8> {
         out.extend_from_slice(s.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    for (k, v) in headers {
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    push_lines(&mut out, headers);
     out
 }
 
@@ -70,14 +64,19 @@ pub fn rewrite(
             out.extend_from_slice(b"\r\n");
         }
     }
-    for (k, v) in extra {
+    push_lines(&mut out, extra);
+    Some(out)
+}
+
+/// `name: value` lines, then the blank line that ends a block.
+fn push_lines(out: &mut Vec<u8>, headers: &[(&str, &[u8])]) {
+    for (k, v) in headers {
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Some(out)
 }
 
 /// The lines of a header block (status line first), without their CRLFs

@@ -5,7 +5,6 @@ use bytes::Bytes;
 
 use crate::js::store::index::{Index, Location, NewEntry};
 use crate::js::store::record;
-use crate::js::stream::ttl::Ttl;
 use crate::js::stream::{pub_err, Outgoing, Pending, Rollup, Staged, Stream};
 use crate::js::types::errors::ApiError;
 use crate::limits::STREAM_CACHE_BYTES;
@@ -95,9 +94,8 @@ impl Stream {
                     data: Some(data),
                     flags: m.flags,
                 });
-                if let Ttl::Secs(secs) = m.ttl {
+                if let Some(at) = m.ttl.expires_at(m.ts) {
                     if self.cfg.borrow().allow_msg_ttl {
-                        let at = m.ts.saturating_add(secs.saturating_mul(1_000_000_000));
                         self.expiries.borrow_mut().push(at, m.seq);
                     }
                 }

@@ -15,6 +15,9 @@ use crate::js::types::stream_config::StreamConfig;
 use crate::limits::{HEADERS_MAX, STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
 use crate::protocol::headers;
 
+/// What the publish headers say: message id, rollup, TTL (checked later).
+type HeaderFacts = (Option<String>, Rollup, Result<Ttl, ttl::InvalidTtl>);
+
 /// What the checks of a publish decided.
 enum Checked {
     /// Store it, with its message id and rollup.
@@ -324,8 +327,8 @@ impl Publish<'_> {
         {
             return refuse(ApiError::too_many_requests());
         }
-        let (msg_id, rollup) = if hdr.is_empty() {
-            (None, Rollup::None)
+        let (msg_id, rollup, ttl) = if hdr.is_empty() {
+            (None, Rollup::None, Ok(Ttl::None))
         } else {
             match self.check_headers(subject, hdr) {
                 Ok(found) => found,
@@ -336,9 +339,9 @@ impl Publish<'_> {
         if let Err(e) = self.check_limits(subject, size) {
             return refuse(e);
         }
-        let ttl = match Ttl::of(hdr) {
-            Ok(t) => t,
-            Err(ttl::InvalidTtl) => return refuse(ApiError::ttl_invalid()),
+        // Read once with the other headers; refused this late, as there.
+        let Ok(ttl) = ttl else {
+            return refuse(ApiError::ttl_invalid());
         };
         Checked::Store {
             msg_id,
@@ -405,11 +408,7 @@ impl Publish<'_> {
 
     /// The publish headers, in nats-server's order: expectations, TTL
     /// allowed, the source header, message id (duplicates), rollup.
-    fn check_headers(
-        &self,
-        subject: &[u8],
-        hdr: &[u8],
-    ) -> Result<(Option<String>, Rollup), Checked> {
+    fn check_headers(&self, subject: &[u8], hdr: &[u8]) -> Result<HeaderFacts, Checked> {
         let refuse = |e| Err(Checked::Refused(e));
         let cfg = self.cfg;
         if value(hdr, b"Nats-Batch-Id").is_some() {
@@ -428,7 +427,8 @@ impl Publish<'_> {
             }
         }
         // An unreadable TTL is refused as invalid later, allowed or not.
-        if !cfg.allow_msg_ttl && matches!(Ttl::of(hdr), Ok(Ttl::Secs(_) | Ttl::Never)) {
+        let ttl = Ttl::of(hdr);
+        if !cfg.allow_msg_ttl && matches!(ttl, Ok(Ttl::Secs(_) | Ttl::Never)) {
             return refuse(ApiError::ttl_disabled());
         }
         self.check_expected_seqs(subject, hdr)
@@ -465,7 +465,7 @@ impl Publish<'_> {
             Some(v) if v == b"all" => Rollup::All,
             Some(v) => return refuse(ApiError::rollup_invalid(&String::from_utf8_lossy(&v))),
         };
-        Ok((msg_id, rollup))
+        Ok((msg_id, rollup, ttl))
     }
 
     /// `Nats-Expected-Last-Subject-Sequence` and `-Last-Sequence`, against

@@ -201,8 +201,7 @@ impl Stream {
                 let Ok(ttl) = ttl::Ttl::of(m.hdr()) else {
                     continue;
                 };
-                if let (true, ttl::Ttl::Secs(secs)) = (ttls, ttl) {
-                    let at = m.ts.saturating_add(secs.saturating_mul(1_000_000_000));
+                if let Some(at) = ttl.expires_at(m.ts).filter(|_| ttls) {
                     self.expiries.borrow_mut().push(at, m.seq);
                 }
                 let flags = ttl::flags_of(m.hdr(), ttl, markers);

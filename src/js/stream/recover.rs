@@ -66,8 +66,7 @@ impl Replay {
         let mut flags = 0;
         if !hdr.is_empty() {
             let ttl = Ttl::of(hdr).unwrap_or(Ttl::None);
-            if let (true, Ttl::Secs(secs)) = (self.ttl, ttl) {
-                let at = r.ts.saturating_add(secs.saturating_mul(1_000_000_000));
+            if let Some(at) = ttl.expires_at(r.ts).filter(|_| self.ttl) {
                 self.expiries.push((at, r.seq));
             }
             flags = ttl::flags_of(hdr, ttl, self.markers);

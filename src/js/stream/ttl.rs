@@ -35,7 +35,7 @@ impl Ttl {
         if text.eq_ignore_ascii_case("never") {
             return Ok(Ttl::Never);
         }
-        if let Some(ns) = go_parse_duration(text) {
+        if let Some(ns) = crate::conf::go_duration_ns(text) {
             if ns < 1_000_000_000 {
                 return Err(InvalidTtl);
             }
@@ -49,6 +49,14 @@ impl Ttl {
             Ok(0) => Ok(Ttl::None),
             Ok(n) => Ok(Ttl::Secs(n)),
             Err(_) => Err(InvalidTtl),
+        }
+    }
+
+    /// When a message stored at `ts` expires (None: it does not by TTL).
+    pub fn expires_at(self, ts: i64) -> Option<i64> {
+        match self {
+            Ttl::Secs(s) => Some(ts.saturating_add(s.saturating_mul(1_000_000_000))),
+            Ttl::None | Ttl::Never => None,
         }
     }
 
@@ -93,51 +101,6 @@ pub fn marker_headers(ttl_secs: i64) -> Vec<u8> {
             ("Nats-Rollup", b"sub"),
         ],
     )
-}
-
-/// Go's `time.ParseDuration`, in nanoseconds (None where Go fails).
-fn go_parse_duration(text: &str) -> Option<i64> {
-    let (neg, mut rest) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_len];
-        if num.is_empty() || num == "." {
-            return None;
-        }
-        let value: f64 = num.parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[unit_len..];
-    }
-    if total > i64::MAX as f64 {
-        return None;
-    }
-    Some(if neg { -(total as i64) } else { total as i64 })
 }
 
 /// Messages with a TTL by expiry time: one 16-byte entry per stored message
