@@ -172,7 +172,8 @@ impl Parser {
         }
         let rest_start = skip_blanks(&line, verb_end);
         if line.len() - rest_start > self.control_line_max {
-            return Err(ParseError::ControlLineTooLong);
+            // Same answer whether or not the line feed has arrived yet.
+            return Err(too_long_or_unknown(&line));
         }
         if rest_start == verb_end && !verb.eq_ignore_ascii_case(b"+OK") {
             // A verb with nothing after it is not an op nats-server knows.

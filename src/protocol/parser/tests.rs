@@ -194,6 +194,21 @@ fn control_line_limit_counts_arguments_with_and_without_line_feed() {
 }
 
 #[test]
+fn over_long_line_of_an_unknown_verb_is_unknown_with_or_without_line_feed() {
+    // Found by the split proptest: 40 bytes of arguments behind an unknown verb.
+    let data = b"1P1 11PP1PPP1111P11P11P1111P1P1P1PPP1PPP1\n";
+    let whole = run_chunks(&[data]);
+    assert_eq!(whole, (vec![], Some(ParseError::UnknownOp)));
+    assert_eq!(run_chunks(&[&data[..41], &data[41..]]), whole);
+    // A known verb with the same line is over the limit either way.
+    let mut sub = b"SUB".to_vec();
+    sub.extend_from_slice(&data[3..]);
+    let whole = run_chunks(&[&sub]);
+    assert_eq!(whole, (vec![], Some(ParseError::ControlLineTooLong)));
+    assert_eq!(run_chunks(&[&sub[..41], &sub[41..]]), whole);
+}
+
+#[test]
 fn unsub_with_bad_max_means_now_and_hpub_without_headers_is_plain() {
     let ops = parse_all(&[b"UNSUB 1 abc\r\nUNSUB 2 -1\r\nHPUB foo 0 2\r\nhi\r\n"]).unwrap();
     assert_eq!(
