@@ -130,6 +130,12 @@ struct Cli {
     /// File to write the log to (SIGUSR1 reopens it)
     #[arg(short = 'l', long = "log")]
     log: Option<PathBuf>,
+    /// HTTP port for monitoring (/varz, /connz, /jsz, /healthz ...; -1: a free port)
+    #[arg(short = 'm', long = "http_port", allow_negative_numbers = true)]
+    http_port: Option<i32>,
+    /// Monitoring host from a config file's `http: "host:port"` (else the client host).
+    #[arg(skip)]
+    http_host: Option<String>,
     /// Timestamp log lines (default true; -T=false turns them off)
     #[arg(short = 'T', long = "logtime", num_args = 0..=1, default_missing_value = "true")]
     logtime: Option<bool>,
@@ -181,6 +187,8 @@ pub struct Config {
     pub log_flags: bool,
     /// Log lines carry the date and time.
     pub logtime: bool,
+    /// Monitoring's address (port 0: a free one), when enabled.
+    pub http: Option<SocketAddr>,
 }
 
 /// What the command line asked for.
@@ -198,8 +206,6 @@ pub enum Command {
 
 /// nats-server flags (Go names) that jetcore does not implement yet.
 const UNSUPPORTED: &[&str] = &[
-    "m",
-    "http_port",
     "ms",
     "https_port",
     "client_advertise",
@@ -267,10 +273,14 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("write_deadline", "write_deadline"),
     ("log", "log"),
     ("logtime", "logtime"),
+    ("m", "http_port"),
+    ("http_port", "http_port"),
 ];
 
 /// Flags that take a value in the next argument (unless given with `=`).
 const TAKES_VALUE: &[&str] = &[
+    "m",
+    "http_port",
     "sl",
     "signal",
     "c",
@@ -421,6 +431,13 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
     );
     set(&mut cli.logtime, f.logtime.map(Some), given("logtime"));
     set(
+        &mut cli.http_port,
+        f.http_port
+            .map(|p| Some(p.clamp(-1, i32::MAX as i64) as i32)),
+        given("http_port"),
+    );
+    cli.http_host = f.http_host;
+    set(
         &mut cli.max_control_line,
         f.max_control_line,
         given("max_control_line"),
@@ -521,6 +538,22 @@ fn validate(cli: Cli) -> Result<Config, String> {
             ))
         }
     };
+    // nats-server: 0 (the default) is off, -1 a free port.
+    let http = match cli.http_port {
+        None | Some(0) => None,
+        Some(p @ (-1 | 1..=65535)) => {
+            let host = match &cli.http_host {
+                Some(h) => resolve_host(h)?,
+                None => addr,
+            };
+            Some(SocketAddr::new(host, p.max(0) as u16))
+        }
+        Some(p) => {
+            return Err(format!(
+                "jetcore: invalid monitoring port {p}: use 1-65535, or -1 for a random port"
+            ))
+        }
+    };
     let shards = match cli.shards {
         Some(0) => return Err("jetcore: --shards must be at least 1".to_string()),
         Some(n) if n > 256 => return Err("jetcore: --shards must be at most 256".to_string()),
@@ -597,6 +630,7 @@ fn validate(cli: Cli) -> Result<Config, String> {
         pid_file: cli.pid,
         log_file: cli.log,
         logtime: cli.logtime.unwrap_or(true),
+        http,
     })
 }
 
@@ -683,7 +717,7 @@ mod tests {
 
     #[test]
     fn unsupported_flags_are_refused_by_name() {
-        for flag in ["--tls", "-m", "--user", "-routes", "--cluster=x"] {
+        for flag in ["--tls", "-ms", "--user", "-routes", "--cluster=x"] {
             let err = run(&[flag, "v"]).unwrap_err();
             assert!(err.contains("not supported yet"), "{flag}: {err}");
         }

@@ -34,6 +34,9 @@ pub struct FileSettings {
     pub pid_file: Option<String>,
     pub log_file: Option<String>,
     pub logtime: Option<bool>,
+    /// Monitoring: `http: "host:port"` (or a port), `http_port`, `monitor_port`.
+    pub http_host: Option<String>,
+    pub http_port: Option<i64>,
 }
 
 /// Keys nats-server has that jetcore does not honour yet: refused by name.
@@ -44,9 +47,6 @@ const NOT_YET: &[&str] = &[
     "syslog",
     "remote_syslog",
     "ports_file_dir",
-    "http",
-    "http_port",
-    "monitor_port",
     "https",
     "https_port",
     "http_base_path",
@@ -161,6 +161,11 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
             "lame_duck_grace_period" => s.lame_duck_grace_period = Some(duration(key, item)?),
             "log_file" => s.log_file = Some(string(key, item)?),
             "logtime" => s.logtime = Some(boolean(key, item)?),
+            "http" => {
+                let (h, p) = host_port("http", item)?;
+                (s.http_host, s.http_port) = (h.or(s.http_host), Some(p));
+            }
+            "http_port" | "monitor_port" => s.http_port = Some(int(key, item)?),
             "jetstream" => jetstream(&mut s, key, item)?,
             "jetcore" => jetcore(&mut s, item)?,
             k if NOT_YET.contains(&k) => return Err(not_yet(key, item)),
@@ -171,26 +176,29 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
 }
 
 fn listen(s: &mut FileSettings, item: &Item) -> Result<(), String> {
+    let (h, p) = host_port("listen", item)?;
+    (s.host, s.port) = (h.or(s.host.take()), Some(p));
+    Ok(())
+}
+
+/// A `host:port` string (host optional) or a bare port.
+fn host_port(key: &str, item: &Item) -> Result<(Option<String>, i64), String> {
     match &item.value {
-        Value::Int(p) => s.port = Some(*p),
+        Value::Int(p) => Ok((None, *p)),
         Value::Str(hp) => {
             let (h, p) = hp.rsplit_once(':').ok_or_else(|| {
                 format!(
-                    "jetcore: {}: listen: expected host:port, got '{hp}'",
+                    "jetcore: {}: {key}: expected host:port, got '{hp}'",
                     item.at()
                 )
             })?;
-            if !h.is_empty() {
-                s.host = Some(h.to_string());
-            }
             let p = p
                 .parse()
-                .map_err(|_| format!("jetcore: {}: listen: invalid port in '{hp}'", item.at()))?;
-            s.port = Some(p);
+                .map_err(|_| format!("jetcore: {}: {key}: invalid port in '{hp}'", item.at()))?;
+            Ok(((!h.is_empty()).then(|| h.to_string()), p))
         }
-        _ => return Err(kind("listen", item, "host:port")),
+        _ => Err(kind(key, item, "host:port")),
     }
-    Ok(())
 }
 
 fn jetstream(s: &mut FileSettings, key: &str, item: &Item) -> Result<(), String> {
@@ -321,6 +329,12 @@ mod tests {
         let s = of("port: 4222\njetstream: enabled\nping_interval: 120").unwrap();
         assert_eq!((s.port, s.jetstream), (Some(4222), Some(true)));
         assert_eq!(s.ping_interval.as_deref(), Some("120s"));
+        let s = of("http: \"127.0.0.1:8222\"").unwrap();
+        assert_eq!(s.http_host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(s.http_port, Some(8222));
+        let s = of("monitor_port: 8223").unwrap();
+        assert_eq!((s.http_host, s.http_port), (None, Some(8223)));
+        assert!(of("http: [1]").is_err());
         let s = of("jetstream { sync_interval: \"2m\" }").unwrap();
         assert_eq!(s.sync.as_deref(), Some("interval=2m"));
     }
@@ -331,9 +345,9 @@ mod tests {
             of("port: 1\nbogus: 2").unwrap_err(),
             "jetcore: t.conf:2: unknown configuration key 'bogus'"
         );
-        assert!(of("\n\nhttp_port: 8222")
+        assert!(of("\n\nhttps_port: 8222")
             .unwrap_err()
-            .starts_with("jetcore: t.conf:3: configuration key 'http_port' is not supported yet"));
+            .starts_with("jetcore: t.conf:3: configuration key 'https_port' is not supported yet"));
         assert_eq!(
             of("jetstream {\n  max_stuff: 1\n}").unwrap_err(),
             "jetcore: t.conf:2: unknown configuration key 'jetstream.max_stuff'"

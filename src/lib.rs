@@ -12,7 +12,8 @@
 //! - `protocol`: client ops, the byte parser, INFO/CONNECT, header blocks.
 //! - `js::types`: JetStream's data: configs, API errors, Go-style JSON, the
 //!   catalogue entry, sequence and time newtypes (no runtime state).
-//! - `shard::msg`: what crosses shards (`ShardMsg`, `JsCmd`).
+//! - `shard::msg`, `shard::stats`, `shard::gather`: what crosses shards
+//!   (`ShardMsg`, `JsCmd`, monitoring's questions and answers), gathering answers.
 //! - `shard::mesh`: the bounded channel mesh and per-peer batches.
 //! - `net::io`, `net::outbound`, `net::conn`: socket I/O, outbound queues, a
 //!   connection's shared state.
@@ -20,6 +21,7 @@
 //! - `router`: the publish path and interest bookkeeping (`impl Shard`).
 //! - `net::session`, `net::listener`: the tasks driving a connection, accept loops.
 //! - `js`: JetStream on a shard: storage, streams, consumers, the API.
+//! - `monitor`: the HTTP monitoring port (on shard 0), gathering from every shard.
 //! - `server`: process and shard startup, signals, exit codes.
 //! - `bench`: the load generator (`jetcore-bench`), a client; not the server.
 
@@ -30,6 +32,7 @@ pub mod config_file;
 pub mod js;
 pub mod limits;
 pub mod log;
+pub mod monitor;
 pub mod net;
 pub mod notify;
 pub mod protocol;

@@ -2,21 +2,12 @@
 //! broadcasting catalogue changes, and gathers (a listing or account info
 //! assembled from every shard's part).
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::js::types::catalog::{CatalogEntry, GatherAsk, GatherPart};
 use crate::js::types::errors::ApiError;
 use crate::js::{api, Js};
-use crate::notify::Notify;
 use crate::shard::msg::{JsCmd, ShardMsg};
-
-/// A gather in progress on the coordinator.
-pub struct Gather {
-    parts: Vec<GatherPart>,
-    waiting: usize,
-    done: Rc<Notify>,
-}
 
 impl Js {
     /// Applies one command addressed to this shard.
@@ -71,16 +62,7 @@ impl Js {
             | JsCmd::TapError { .. } => unreachable!("tap traffic is handled in place"),
             JsCmd::GatherPart { id, part } => {
                 assert_eq!(self.shard.id, 0, "only the coordinator gathers");
-                // A part arriving after its gather timed out is dropped.
-                let g = self.gathers.borrow().get(&id).cloned();
-                if let Some(g) = g {
-                    let mut g = g.borrow_mut();
-                    g.parts.push(part);
-                    g.waiting -= 1;
-                    if g.waiting == 0 {
-                        g.done.notify();
-                    }
-                }
+                self.gathers.part(id, part);
             }
         }
     }
@@ -111,19 +93,12 @@ impl Js {
     /// them, this shard's first. A shard that does not answer within
     /// `GATHER_TIMEOUT` is left out.
     pub async fn gather(&self, ask: GatherAsk) -> Vec<GatherPart> {
-        let id = self.next_gather.get();
-        self.next_gather.set(id + 1);
         let mut parts = vec![api::info::gather_part(self, &ask)];
         let peers = usize::from(self.shard.count) - 1;
         if peers == 0 {
             return parts;
         }
-        let g = Rc::new(RefCell::new(Gather {
-            parts: Vec::new(),
-            waiting: peers,
-            done: Rc::new(Notify::new()),
-        }));
-        self.gathers.borrow_mut().insert(id, g.clone());
+        let id = self.gathers.open(peers);
         if let Some(mesh) = &self.shard.mesh {
             mesh.broadcast(|| {
                 ShardMsg::Js(JsCmd::Gather {
@@ -133,11 +108,7 @@ impl Js {
             });
         }
         self.shard.flush_mesh().await;
-        let done = g.borrow().done.clone();
-        let timeout = glommio::timer::sleep(crate::limits::GATHER_TIMEOUT);
-        futures_lite::future::or(done.wait(), timeout).await;
-        self.gathers.borrow_mut().remove(&id);
-        parts.extend(std::mem::take(&mut g.borrow_mut().parts));
+        parts.extend(self.gathers.wait(id).await);
         parts
     }
 }

@@ -25,6 +25,7 @@ pub mod cmd;
 pub mod consumer;
 pub mod lifecycle;
 pub mod meta;
+pub mod monitor;
 pub mod owner;
 pub mod source;
 pub mod store;
@@ -43,7 +44,7 @@ use bytes::Bytes;
 
 use crate::config::SyncMode;
 use crate::js::stream::Stream;
-use crate::js::types::catalog::CatalogEntry;
+use crate::js::types::catalog::{CatalogEntry, GatherPart};
 use crate::protocol::parser::PubOp;
 use crate::shard::msg::{
     ApiRequest, JsCmd, ShardMsg, ACK_BIT, DIRECT_BIT, FC_BIT, KIND_MASK, LINK_KIND, NEXT_BIT,
@@ -68,8 +69,7 @@ pub struct Js {
     /// Coordinator: the next stream uid to hand out.
     pub(crate) next_uid: Cell<u32>,
     /// Coordinator: listings waiting for the other shards' parts.
-    pub(crate) gathers: RefCell<AHashMap<u64, Rc<RefCell<cmd::Gather>>>>,
-    pub(crate) next_gather: Cell<u64>,
+    pub(crate) gathers: crate::shard::gather::Gathers<GatherPart>,
     /// Links (mirror, sources) of the owned streams that have them, by uid.
     pub links: RefCell<AHashMap<u32, Rc<source::Links>>>,
     /// Subscriptions of links to external origins, by id (`LINK_KIND`).
@@ -91,8 +91,7 @@ impl Js {
             by_uid: RefCell::new(AHashMap::new()),
             catalog: RefCell::new(BTreeMap::new()),
             next_uid: Cell::new(1),
-            gathers: RefCell::new(AHashMap::new()),
-            next_gather: Cell::new(1),
+            gathers: Default::default(),
             links: RefCell::new(AHashMap::new()),
             remote_subs: RefCell::new(AHashMap::new()),
             next_remote_sub: Cell::new(1),
@@ -123,7 +122,7 @@ impl Js {
         if target == self.shard.id {
             self.command(cmd);
         } else {
-            self.push(target, ShardMsg::Js(cmd));
+            self.shard.push_to(target, ShardMsg::Js(cmd));
         }
     }
 
@@ -132,26 +131,7 @@ impl Js {
         if target == self.shard.id {
             self.api(req);
         } else {
-            self.push(target, ShardMsg::Api(req));
-        }
-    }
-
-    /// Queues `msg` for another shard and makes sure a flush follows (these
-    /// are sent outside a connection's read loop, which flushes on its own).
-    fn push(&self, target: u16, msg: ShardMsg) {
-        let mesh = self
-            .shard
-            .mesh
-            .as_ref()
-            .expect("another shard implies a mesh");
-        mesh.push(target, msg);
-        if !self.shard.flush_pending.replace(true) {
-            let shard = self.shard.clone();
-            glommio::spawn_local(async move {
-                shard.flush_pending.set(false);
-                shard.flush_mesh().await;
-            })
-            .detach();
+            self.shard.push_to(target, ShardMsg::Api(req));
         }
     }
 }

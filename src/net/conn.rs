@@ -65,6 +65,10 @@ pub struct ConnState {
     /// barrier so that it means "in force on every shard".
     pub interest_changed: bool,
     pub close_reason: Option<CloseReason>,
+    /// Messages the client published, and their payload bytes (headers
+    /// included), for monitoring.
+    pub in_msgs: u64,
+    pub in_bytes: u64,
 }
 
 pub struct Conn {
@@ -83,10 +87,18 @@ pub struct Conn {
     pub stalled_stream: Cell<Option<u32>>,
     pub peer: String,
     pub ip: String,
+    /// For monitoring: when it was accepted and last read from (Unix ns),
+    /// and the round trip of the server's last answered PING (zero: none yet).
+    pub start: i64,
+    pub last_activity: Cell<i64>,
+    pub rtt: Cell<Duration>,
+    /// When the server's oldest unanswered PING went out.
+    pub ping_sent: Cell<Option<Instant>>,
 }
 
 impl Conn {
     pub fn new(cid: u64, stream: TcpStream, cap: usize, peer: String, ip: String) -> Conn {
+        let now = crate::shard::stats::unix_nanos(std::time::SystemTime::now());
         Conn {
             cid,
             stream: RefCell::new(stream),
@@ -99,6 +111,10 @@ impl Conn {
             stalled_stream: Cell::new(None),
             peer,
             ip,
+            start: now,
+            last_activity: Cell::new(now),
+            rtt: Cell::new(Duration::ZERO),
+            ping_sent: Cell::new(None),
         }
     }
 
@@ -106,6 +122,21 @@ impl Conn {
     pub fn send(&self, bytes: &[u8]) {
         self.out.borrow_mut().push(bytes);
         self.wake_writer.notify();
+    }
+
+    /// Sends a PING, timing the round trip when none is being timed.
+    pub fn ping(&self) {
+        if self.ping_sent.get().is_none() {
+            self.ping_sent.set(Some(Instant::now()));
+        }
+        self.send(crate::protocol::ops::PING);
+    }
+
+    /// The client answered a PING.
+    pub fn ponged(&self) {
+        if let Some(t) = self.ping_sent.take() {
+            self.rtt.set(t.elapsed());
+        }
     }
 
     /// Queues `-ERR '<text>'`.

@@ -28,6 +28,10 @@ pub struct Outbound {
     pub closing: bool,
     /// Queued output is thrown away (slow consumer, dead socket).
     pub discard: bool,
+    /// Messages (MSG/HMSG) queued, and their payload bytes (headers included),
+    /// for monitoring: counted here, where the queue is borrowed anyway.
+    pub msgs: u64,
+    pub bytes: u64,
 }
 
 impl Outbound {
@@ -38,6 +42,8 @@ impl Outbound {
             cap,
             closing: false,
             discard: false,
+            msgs: 0,
+            bytes: 0,
         }
     }
 
@@ -82,6 +88,8 @@ impl Outbound {
             return Verdict::Ok;
         }
         ops::encode_msg(&mut self.buf, subject, sid, reply, hdr_len, msg);
+        self.msgs += 1;
+        self.bytes += msg.len() as u64;
         self.verdict()
     }
 

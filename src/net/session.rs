@@ -42,12 +42,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         return;
     }
     shard.add_conn(conn.clone());
+    shard.count_accept();
     glommio::spawn_local(write_loop(conn.clone())).detach();
     glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
     read_loop(&shard, &conn).await;
     if conn.st.borrow().close_reason.is_none() {
         conn.close(CloseReason::ClientClosed);
     }
+    shard.count_close(&conn);
     shard.remove_conn(&conn).await;
     clients.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     crate::debug!(
@@ -68,6 +70,9 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        // Once per read, not per message: a clock read is cheap, not free.
+        let now = crate::shard::stats::unix_nanos(std::time::SystemTime::now());
+        conn.last_activity.set(now);
         loop {
             let op = match parser.next(&mut buf) {
                 Ok(Some(op)) => op,
@@ -160,7 +165,10 @@ async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
         }
         let stale = {
             let mut st = conn.st.borrow_mut();
-            if std::mem::take(&mut st.active) && st.pings_out == 0 {
+            // As nats-server: an active client is not pinged, unless its
+            // round trip was never measured.
+            let measured = !conn.rtt.get().is_zero();
+            if std::mem::take(&mut st.active) && st.pings_out == 0 && measured {
                 continue;
             }
             st.pings_out += 1;
@@ -176,7 +184,7 @@ async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
             conn.close(CloseReason::StaleConnection);
             return;
         }
-        conn.send(crate::protocol::ops::PING);
+        conn.ping();
     }
 }
 

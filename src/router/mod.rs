@@ -15,7 +15,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::limits::MESH_PACK_MAX;
-use crate::net::conn::{stall_while_full, CloseReason, Conn, Flow, LocalSub};
+use crate::net::conn::{CloseReason, Conn, Flow, LocalSub};
 use crate::net::outbound::Verdict;
 use crate::protocol::connect::ConnectOpts;
 use crate::protocol::ops;
@@ -73,6 +73,7 @@ impl Shard {
             }
             ClientOp::Pong => {
                 conn.st.borrow_mut().pings_out = 0;
+                conn.ponged();
                 Flow::Continue
             }
             ClientOp::Connect(json) => self.client_connect(conn, &json),
@@ -119,6 +120,8 @@ impl Shard {
         let (pedantic, echo, no_responders, headers) = {
             let mut st = conn.st.borrow_mut();
             st.active = true;
+            st.in_msgs += 1;
+            st.in_bytes += p.msg.len() as u64;
             (
                 st.opts.pedantic,
                 st.opts.echo,
@@ -684,6 +687,14 @@ impl Shard {
                     self.jetstream().command(cmd);
                     continue;
                 }
+                ShardMsg::Stats { id, ask } => {
+                    self.answer_stats(from, id, ask);
+                    continue;
+                }
+                ShardMsg::StatsPart { id, part } => {
+                    self.stats_gathers.part(id, *part);
+                    continue;
+                }
                 ShardMsg::Barrier { cid } => {
                     let mesh = self.mesh.as_ref().expect("barrier implies a mesh");
                     mesh.ack(from, cid).await;
@@ -716,10 +727,7 @@ impl Shard {
             self.stall_on_stream(uid).await;
         }
         if let Some(cid) = stalled {
-            let conn = self.conns.borrow().get(&cid).cloned();
-            if let Some(conn) = conn {
-                stall_while_full(&conn).await;
-            }
+            self.stall_on(cid).await;
         }
     }
 }

@@ -79,15 +79,25 @@ pub async fn run(
         js: OnceCell::new(),
         trace: crate::log::enabled(crate::log::Level::Trace),
         flush_pending: Cell::new(false),
+        stats: RefCell::default(),
+        stats_gathers: Default::default(),
         me: me.clone(),
     });
     if let Some(receivers) = receivers {
         spawn_receivers(&shard, receivers);
     }
+    // Monitoring answers from the start (`/healthz` says when start-up is done).
+    let js_cell = Rc::new(OnceCell::new());
+    if id == 0 {
+        crate::monitor::start(&shard, js_cell.clone())?;
+    }
     let js = match &server.cfg.jetstream {
         Some(dir) => Some(crate::js::open(&shard, dir.join("jetstream"), server.cfg.sync).await?),
         None => None,
     };
+    if let Some(js) = &js {
+        let _ = js_cell.set(js.clone());
+    }
     // Every shard's streams are there before anyone asks for them: a
     // client's request, or a mirror or source reading its origin.
     server.recovered.fetch_add(1, Ordering::SeqCst);

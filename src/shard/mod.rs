@@ -5,8 +5,11 @@
 //! tasks of this shard. Cross-shard effects go through `mesh` as `ShardMsg`s.
 //! `server::shard` builds a `Shard` and runs it; `router` holds the publish path.
 
+pub mod gather;
 pub mod mesh;
 pub mod msg;
+pub mod report;
+pub mod stats;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
@@ -101,6 +104,10 @@ pub struct Shard {
     pub trace: bool,
     /// A flush of the mesh is scheduled (JetStream messages queued outside a read loop).
     pub flush_pending: Cell<bool>,
+    /// Monitoring: counters of closed connections, the closed-connection ring.
+    pub stats: RefCell<stats::ShardStats>,
+    /// Monitoring gathers in progress (on the shard serving monitoring).
+    pub stats_gathers: gather::Gathers<stats::StatsPart>,
     pub(crate) me: std::rc::Weak<Shard>,
 }
 
@@ -198,6 +205,21 @@ impl Shard {
         self.flush_mesh().await;
     }
 
+    /// Queues `msg` for shard `target` and makes sure a flush follows (for
+    /// messages sent outside a connection's read loop, which flushes on its own).
+    pub fn push_to(&self, target: u16, msg: msg::ShardMsg) {
+        let mesh = self.mesh.as_ref().expect("another shard implies a mesh");
+        mesh.push(target, msg);
+        if !self.flush_pending.replace(true) {
+            let shard = self.me();
+            glommio::spawn_local(async move {
+                shard.flush_pending.set(false);
+                shard.flush_mesh().await;
+            })
+            .detach();
+        }
+    }
+
     pub async fn flush_mesh(&self) {
         if let Some(mesh) = &self.mesh {
             mesh.flush().await;
@@ -236,6 +258,7 @@ impl Shard {
     pub async fn stall_on(&self, target: u64) {
         let conn = self.conns.borrow().get(&target).cloned();
         if let Some(conn) = conn {
+            self.stats.borrow_mut().closed.stalls += 1;
             crate::net::conn::stall_while_full(&conn).await;
         }
     }

@@ -94,6 +94,16 @@ pub enum ShardMsg {
     Api(ApiRequest),
     /// JetStream control between shards.
     Js(JsCmd),
+    /// Shard serving monitoring → every other shard: answer gather `id`.
+    Stats {
+        id: u64,
+        ask: crate::shard::stats::StatsAsk,
+    },
+    /// The answer, back to the shard that asked.
+    StatsPart {
+        id: u64,
+        part: Box<crate::shard::stats::StatsPart>,
+    },
     /// Asks the receiver to confirm (on the reply mesh) that it applied everything
     /// this shard sent before; lets PONG mean "your SUBs are in force everywhere".
     Barrier { cid: u64 },

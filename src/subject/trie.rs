@@ -9,6 +9,7 @@
 //!
 //! Invariant: the trie holds no empty nodes; a remove prunes its path.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use ahash::AHashMap;
@@ -84,6 +85,25 @@ pub struct SubjectTrie<T> {
     /// Changes with every insert and removal: a match result taken at one
     /// generation holds until the next.
     generation: u64,
+    /// Counters for monitoring (`/subsz`): plain cells, this shard's only.
+    inserts: u64,
+    removes: u64,
+    lookups: Cell<u64>,
+    hits: Cell<u64>,
+}
+
+/// A trie's counters, as `/subsz` reports them (nats-server's sublist stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TrieStats {
+    pub subscriptions: u64,
+    pub cache: u64,
+    pub inserts: u64,
+    pub removes: u64,
+    pub matches: u64,
+    pub hits: u64,
+    /// Largest and mean number of entries in a cached result.
+    pub max_fanout: u64,
+    pub avg_fanout: f64,
 }
 
 impl<T: Copy + Eq> Default for SubjectTrie<T> {
@@ -99,6 +119,38 @@ impl<T: Copy + Eq> SubjectTrie<T> {
             len: 0,
             cache: AHashMap::new(),
             generation: 0,
+            inserts: 0,
+            removes: 0,
+            lookups: Cell::new(0),
+            hits: Cell::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> TrieStats {
+        let fanout = |r: &MatchResult<T>| {
+            r.plain.len() + r.queues.iter().map(|q| q.members.len()).sum::<usize>()
+        };
+        let sizes: Vec<usize> = self.cache.values().map(|r| fanout(r)).collect();
+        TrieStats {
+            subscriptions: self.len as u64,
+            cache: self.cache.len() as u64,
+            inserts: self.inserts,
+            removes: self.removes,
+            matches: self.lookups.get(),
+            hits: self.hits.get(),
+            max_fanout: sizes.iter().copied().max().unwrap_or(0) as u64,
+            avg_fanout: if sizes.is_empty() {
+                0.0
+            } else {
+                sizes.iter().sum::<usize>() as f64 / sizes.len() as f64
+            },
+        }
+    }
+
+    fn count(&self, hit: bool) {
+        self.lookups.set(self.lookups.get() + 1);
+        if hit {
+            self.hits.set(self.hits.get() + 1);
         }
     }
 
@@ -136,6 +188,7 @@ impl<T: Copy + Eq> SubjectTrie<T> {
             },
         }
         self.len += 1;
+        self.inserts += 1;
         self.cache.clear();
         self.generation += 1;
     }
@@ -146,6 +199,7 @@ impl<T: Copy + Eq> SubjectTrie<T> {
         let removed = remove_at(&mut self.root, &tokens, queue, entry);
         if removed {
             self.len -= 1;
+            self.removes += 1;
             self.cache.clear();
             self.generation += 1;
         }
@@ -161,8 +215,10 @@ impl<T: Copy + Eq> SubjectTrie<T> {
     /// one-off subjects such as reply inboxes, which would only churn it).
     pub fn matches_caching(&mut self, subject: &[u8], cache: bool) -> Rc<MatchResult<T>> {
         if let Some(hit) = self.cache.get(subject) {
+            self.count(true);
             return hit.clone();
         }
+        self.count(false);
         let mut result = MatchResult::new();
         // A subject with an empty token matches nothing (nats-server drops it).
         if !has_empty_token(subject) {
@@ -181,11 +237,16 @@ impl<T: Copy + Eq> SubjectTrie<T> {
 
     /// The cached match of `subject`, if there is one.
     pub fn cached_match(&self, subject: &[u8]) -> Option<Rc<MatchResult<T>>> {
-        self.cache.get(subject).cloned()
+        let hit = self.cache.get(subject).cloned();
+        if hit.is_some() {
+            self.count(true);
+        }
+        hit
     }
 
     /// `matches_caching` without the cache, into a caller's (reused) buffer.
     pub fn match_uncached(&self, subject: &[u8], result: &mut MatchResult<T>) {
+        self.count(false);
         result.plain.clear();
         result.queues.clear();
         if !has_empty_token(subject) {

@@ -215,6 +215,33 @@ pub async fn account_info(js: &Js, reply: &Bytes) {
 pub fn gather_part(js: &Js, ask: &GatherAsk) -> GatherPart {
     let streams: Vec<Rc<Stream>> = js.streams.borrow().values().cloned().collect();
     match ask {
+        GatherAsk::Jsz {
+            streams: detail,
+            consumers,
+            config,
+        } => {
+            let GatherPart::Usage(usage) = gather_part(js, &GatherAsk::Usage) else {
+                unreachable!("usage asked")
+            };
+            let mut part = (usage, 0, 0, Vec::new());
+            for s in &streams {
+                let ix = s.ix.borrow();
+                part.1 += ix.msgs;
+                part.2 += ix.bytes;
+                drop(ix);
+                if *detail {
+                    let d = crate::js::monitor::stream_detail(js, s, *consumers, *config);
+                    part.3.push((s.name.clone(), d));
+                }
+            }
+            let (usage, messages, bytes, streams) = part;
+            GatherPart::Jsz {
+                usage,
+                messages,
+                bytes,
+                streams,
+            }
+        }
         GatherAsk::Usage => {
             let mut u = Usage {
                 streams: streams.len() as u64,

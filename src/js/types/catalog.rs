@@ -25,6 +25,12 @@ pub enum GatherAsk {
     /// Stream infos for `STREAM.LIST`, of the streams whose subjects overlap
     /// `subject` (all when empty).
     Streams { subject: String },
+    /// Usage, counts, and (when `streams`) each stream's `/jsz` detail.
+    Jsz {
+        streams: bool,
+        consumers: bool,
+        config: bool,
+    },
 }
 
 /// One shard's answer to a gather.
@@ -35,6 +41,13 @@ pub enum GatherPart {
     Usage(Usage),
     /// (stream name, its info as a list item, JSON).
     Streams(Vec<(String, Vec<u8>)>),
+    /// Usage, messages and bytes stored, and (stream name, `/jsz` detail JSON).
+    Jsz {
+        usage: Usage,
+        messages: u64,
+        bytes: u64,
+        streams: Vec<(String, String)>,
+    },
 }
 
 /// One shard's share of the account's usage.

@@ -1,0 +1,186 @@
+//! A shard's side of monitoring: counting connections as they come and go,
+//! and answering gathers with its counters and connections (`shard::stats`).
+
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use crate::net::conn::{CloseReason, Conn};
+use crate::shard::msg::ShardMsg;
+use crate::shard::stats::CLOSED_SUBS_MAX;
+use crate::shard::stats::{unix_nanos, ConnInfo, StatsAsk, StatsPart, SubInfo, CLOSED_CONNS_MAX};
+use crate::shard::Shard;
+
+fn reason_text(r: Option<CloseReason>) -> &'static str {
+    // nats-server's ClosedState strings.
+    match r {
+        Some(CloseReason::ClientClosed) | None => "Client Closed",
+        Some(CloseReason::ProtocolError) => "Protocol Error",
+        Some(CloseReason::StaleConnection) => "Stale Connection",
+        Some(CloseReason::SlowConsumer) => "Slow Consumer (Pending Bytes)",
+        Some(CloseReason::WriteError) => "Write Error",
+        Some(CloseReason::ServerShutdown) => "Server Shutdown",
+        Some(CloseReason::MaxConnectionsExceeded) => "Maximum Connections Exceeded",
+    }
+}
+
+/// A connection's state as monitoring shows it.
+fn conn_info(conn: &Conn, subs: bool) -> ConnInfo {
+    let st = conn.st.borrow();
+    let out = conn.out.borrow();
+    let (ip, port) = match conn.peer.rsplit_once(':') {
+        Some((_, p)) => (conn.ip.clone(), p.parse().unwrap_or(0)),
+        None => (conn.ip.clone(), 0),
+    };
+    let subs = if subs {
+        st.subs
+            .values()
+            .map(|s| SubInfo {
+                cid: conn.cid,
+                subject: String::from_utf8_lossy(&s.subject).into_owned(),
+                queue: s
+                    .queue
+                    .as_ref()
+                    .map(|q| String::from_utf8_lossy(q).into_owned()),
+                sid: String::from_utf8_lossy(&s.sid).into_owned(),
+                msgs: s.delivered,
+                max: s.max,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ConnInfo {
+        cid: conn.cid,
+        ip,
+        port,
+        start: conn.start,
+        last_activity: conn.last_activity.get(),
+        stop: None,
+        reason: "",
+        rtt: conn.rtt.get(),
+        pending_bytes: out.pending(),
+        in_msgs: st.in_msgs,
+        out_msgs: out.msgs,
+        in_bytes: st.in_bytes,
+        out_bytes: out.bytes,
+        subscriptions: st.subs.len(),
+        name: st.opts.name.clone(),
+        lang: st.opts.lang.clone(),
+        version: st.opts.version.clone(),
+        subs,
+    }
+}
+
+/// As nats-server does when `/connz` finds a client's round trip unknown:
+/// a PING now (to a client that speaks the protocol: it sent CONNECT with
+/// its language), so the next look shows it.
+fn measure_rtt(conn: &Conn) {
+    let ready = {
+        let st = conn.st.borrow();
+        st.connected && !st.opts.lang.is_empty() && st.close_reason.is_none()
+    };
+    if ready && conn.rtt.get().is_zero() && conn.ping_sent.get().is_none() {
+        conn.ping();
+    }
+}
+
+impl Shard {
+    /// A connection was accepted.
+    pub fn count_accept(&self) {
+        self.stats.borrow_mut().closed.total_connections += 1;
+    }
+
+    /// A connection closed: its counters join the shard's, and it is
+    /// remembered (bounded) for `/connz?state=closed`.
+    pub fn count_close(&self, conn: &Conn) {
+        let mut info = conn_info(conn, true);
+        let reason = conn.st.borrow().close_reason;
+        info.stop = Some(unix_nanos(SystemTime::now()));
+        info.reason = reason_text(reason);
+        info.subs.truncate(CLOSED_SUBS_MAX);
+        let mut stats = self.stats.borrow_mut();
+        let c = &mut stats.closed;
+        c.in_msgs += info.in_msgs;
+        c.out_msgs += info.out_msgs;
+        c.in_bytes += info.in_bytes;
+        c.out_bytes += info.out_bytes;
+        match reason {
+            Some(CloseReason::SlowConsumer) => c.slow_consumers += 1,
+            Some(CloseReason::StaleConnection) => c.stale_connections += 1,
+            _ => {}
+        }
+        if stats.closed_conns.len() == CLOSED_CONNS_MAX {
+            stats.closed_conns.pop_front();
+        }
+        stats.closed_conns.push_back(info);
+    }
+
+    /// This shard's answer to `ask`.
+    pub fn stats_part(&self, ask: StatsAsk) -> StatsPart {
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+        let mut part = StatsPart {
+            counters: self.stats.borrow().closed,
+            trie: self.interest.borrow().stats(),
+            ..StatsPart::default()
+        };
+        let c = &mut part.counters;
+        c.connections = conns.len() as u64;
+        for conn in &conns {
+            let st = conn.st.borrow();
+            let out = conn.out.borrow();
+            c.in_msgs += st.in_msgs;
+            c.in_bytes += st.in_bytes;
+            c.out_msgs += out.msgs;
+            c.out_bytes += out.bytes;
+            c.subscriptions += st.subs.len() as u64;
+        }
+        match ask {
+            StatsAsk::Counters => {}
+            StatsAsk::Conns { open, closed, subs } => {
+                if open {
+                    part.conns = conns.iter().map(|c| conn_info(c, subs)).collect();
+                    for c in &conns {
+                        measure_rtt(c);
+                    }
+                }
+                if closed {
+                    let stats = self.stats.borrow();
+                    part.conns.extend(stats.closed_conns.iter().map(|c| {
+                        let mut c = c.clone();
+                        if !subs {
+                            c.subs = Vec::new();
+                        }
+                        c
+                    }));
+                }
+            }
+            StatsAsk::Subs => {
+                for conn in &conns {
+                    part.subs.extend(conn_info(conn, true).subs);
+                }
+            }
+        }
+        part
+    }
+
+    /// Gathers every shard's answer to `ask`, this shard's first. Only the
+    /// shard serving monitoring (shard 0) gathers.
+    pub async fn gather_stats(&self, ask: StatsAsk) -> Vec<StatsPart> {
+        let mut parts = vec![self.stats_part(ask)];
+        let peers = usize::from(self.count) - 1;
+        let Some(mesh) = &self.mesh else {
+            return parts;
+        };
+        let id = self.stats_gathers.open(peers);
+        mesh.broadcast(|| ShardMsg::Stats { id, ask });
+        mesh.flush().await;
+        parts.extend(self.stats_gathers.wait(id).await);
+        parts
+    }
+
+    /// A peer asked for this shard's part of gather `id`.
+    pub fn answer_stats(&self, from: u16, id: u64, ask: StatsAsk) {
+        let part = Box::new(self.stats_part(ask));
+        self.push_to(from, ShardMsg::StatsPart { id, part });
+    }
+}

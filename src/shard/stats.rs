@@ -1,0 +1,129 @@
+//! What monitoring asks a shard for (`StatsAsk`) and what the shard answers
+//! (`StatsPart`): its counters and its connections, as owned data that can
+//! cross to the shard serving the monitoring port (`shard::report` fills them).
+//!
+//! Counting costs the publish path nothing extra: a connection counts what it
+//! published in its `ConnState` and what it was sent in its `Outbound`, both
+//! borrowed there anyway; a shard adds a connection's counts to its own when
+//! the connection closes, and a gather sums the shard's and its live
+//! connections'.
+//!
+//! Bound: `CLOSED_CONNS_MAX` closed connections per shard are remembered for
+//! `/connz?state=closed` (oldest forgotten first), each with at most
+//! `CLOSED_SUBS_MAX` subscriptions.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Closed connections remembered per shard (nats-server's `max_closed_clients`).
+pub const CLOSED_CONNS_MAX: usize = 10_000;
+/// Subscriptions kept with a closed connection.
+pub const CLOSED_SUBS_MAX: usize = 1024;
+
+/// What a gather asks each shard for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsAsk {
+    /// Counters only (`/varz`, `/healthz`).
+    Counters,
+    /// Counters and connections (`/connz`): open ones, closed ones, with
+    /// their subscriptions when `subs`.
+    Conns {
+        open: bool,
+        closed: bool,
+        subs: bool,
+    },
+    /// Counters and every client subscription (`/subsz`).
+    Subs,
+}
+
+/// One subscription, as `/connz?subs=detail` and `/subsz?subs=1` show it.
+#[derive(Debug, Clone)]
+pub struct SubInfo {
+    pub cid: u64,
+    pub subject: String,
+    pub queue: Option<String>,
+    pub sid: String,
+    pub msgs: u64,
+    pub max: Option<u64>,
+}
+
+/// One connection, open or closed.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    pub cid: u64,
+    pub ip: String,
+    pub port: u16,
+    /// Unix nanoseconds.
+    pub start: i64,
+    pub last_activity: i64,
+    /// When it closed, and why (closed connections only).
+    pub stop: Option<i64>,
+    pub reason: &'static str,
+    pub rtt: Duration,
+    pub pending_bytes: usize,
+    pub in_msgs: u64,
+    pub out_msgs: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+    pub subscriptions: usize,
+    pub name: String,
+    pub lang: String,
+    pub version: String,
+    pub subs: Vec<SubInfo>,
+}
+
+/// Counters of one shard: its closed connections' and its live ones'.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub in_msgs: u64,
+    pub out_msgs: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+    pub slow_consumers: u64,
+    /// Connections closed as stale, and producers paused for a full queue.
+    pub stale_connections: u64,
+    pub stalls: u64,
+    /// Connections open now, and accepted since start.
+    pub connections: u64,
+    pub total_connections: u64,
+    /// Client subscriptions open now.
+    pub subscriptions: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.in_msgs += o.in_msgs;
+        self.out_msgs += o.out_msgs;
+        self.in_bytes += o.in_bytes;
+        self.out_bytes += o.out_bytes;
+        self.slow_consumers += o.slow_consumers;
+        self.stale_connections += o.stale_connections;
+        self.stalls += o.stalls;
+        self.connections += o.connections;
+        self.total_connections += o.total_connections;
+        self.subscriptions += o.subscriptions;
+    }
+}
+
+/// One shard's answer.
+#[derive(Debug, Default)]
+pub struct StatsPart {
+    pub counters: Counters,
+    pub conns: Vec<ConnInfo>,
+    pub subs: Vec<SubInfo>,
+    pub trie: crate::subject::trie::TrieStats,
+}
+
+/// A shard's own monitoring state (its `stats` field).
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Counters of connections that closed, plus slow consumers and accepts.
+    pub closed: Counters,
+    pub closed_conns: VecDeque<ConnInfo>,
+}
+
+/// Unix nanoseconds of `t`.
+pub fn unix_nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
