@@ -18,6 +18,7 @@ OUT=${OUT:-perf/results/monitoring}
 ROUNDS=${ROUNDS:-3}
 MSGS=${MSGS:-2000000}
 RATE=${RATE:-200000}
+SHARDS=${SHARDS:-2}
 PORT=14555
 HTTP=18555
 mkdir -p "$OUT"
@@ -30,7 +31,7 @@ cpu_secs() { # utime + stime of a process, in seconds
 run() {
     local variant=$1 mode=$2 round=$3 bin=$NEW args=(-m "$HTTP") poller=""
     [[ $variant == old ]] && bin=$OLD && args=()
-    "$bin" -a 127.0.0.1 -p "$PORT" --shards 2 "${args[@]}" >/dev/null 2>&1 &
+    "$bin" -a 127.0.0.1 -p "$PORT" --shards "$SHARDS" "${args[@]}" >/dev/null 2>&1 &
     local pid=$!
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
     if [[ $variant == poll ]]; then
