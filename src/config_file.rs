@@ -37,6 +37,9 @@ pub struct FileSettings {
     /// Monitoring: `http: "host:port"` (or a port), `http_port`, `monitor_port`.
     pub http_host: Option<String>,
     pub http_port: Option<i64>,
+    /// `jetstream { max_memory_store, max_file_store }` (bytes; negative: the default).
+    pub max_memory_store: Option<i64>,
+    pub max_file_store: Option<i64>,
 }
 
 /// Keys nats-server has that jetcore does not honour yet: refused by name.
@@ -63,10 +66,6 @@ const NOT_YET: &[&str] = &[
     "websocket",
     "mqtt",
     "mappings",
-    "max_memory_store",
-    "max_file_store",
-    "max_mem",
-    "max_file",
 ];
 
 impl FileSettings {
@@ -99,6 +98,11 @@ impl FileSettings {
             self.jetstream != old.jetstream || self.store_dir != old.store_dir,
         );
         check("jetstream.domain", self.domain != old.domain);
+        check(
+            "jetstream.max_memory_store/max_file_store",
+            self.max_memory_store != old.max_memory_store
+                || self.max_file_store != old.max_file_store,
+        );
         check("sync", self.sync != old.sync);
         check(
             "jetcore.segment_bytes",
@@ -212,6 +216,10 @@ fn jetstream(s: &mut FileSettings, key: &str, item: &Item) -> Result<(), String>
                 match k.to_ascii_lowercase().as_str() {
                     "store_dir" | "store" | "storedir" => s.store_dir = Some(string(k, v)?),
                     "domain" => s.domain = Some(string(k, v)?),
+                    "max_memory_store" | "max_mem_store" | "max_mem" => {
+                        s.max_memory_store = Some(int(k, v)?)
+                    }
+                    "max_file_store" | "max_file" => s.max_file_store = Some(int(k, v)?),
                     "enabled" | "enable" => s.jetstream = Some(boolean(k, v)?),
                     "sync_interval" | "sync" => {
                         s.sync = Some(match &v.value {
@@ -332,6 +340,9 @@ mod tests {
         let s = of("http: \"127.0.0.1:8222\"").unwrap();
         assert_eq!(s.http_host.as_deref(), Some("127.0.0.1"));
         assert_eq!(s.http_port, Some(8222));
+        let s = of("jetstream { max_memory_store: 1GB, max_file: 10GB }").unwrap();
+        assert_eq!(s.max_memory_store, Some(1 << 30));
+        assert_eq!(s.max_file_store, Some(10 << 30));
         let s = of("monitor_port: 8223").unwrap();
         assert_eq!((s.http_host, s.http_port), (None, Some(8223)));
         assert!(of("http: [1]").is_err());

@@ -441,7 +441,12 @@ fn a_full_disk_fails_publishes_and_recovers() {
     )));
     let store = mnt.join("store");
     // Small segments: a 32 MiB preallocation would take the whole disk at once.
-    let seg = ["--segment_bytes", "1048576"];
+    // A file limit above the disk's size, so the disk fills before it (the
+    // default, 75% of the free space, would refuse publishes first: 10023).
+    let conf = dir.path().join("big-limit.conf");
+    std::fs::write(&conf, "jetstream { max_file_store: 1GB }\n").unwrap();
+    let conf = conf.to_str().unwrap().to_string();
+    let seg = ["--segment_bytes", "1048576", "-c", &conf];
     let server = Server::start_js(2, &store, &seg);
     let mut r = raw(&server);
     req(

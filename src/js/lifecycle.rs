@@ -168,6 +168,7 @@ async fn expiry_loop(js: Rc<Js>) {
         } else {
             glommio::timer::sleep(crate::limits::EXPIRY_TICK).await;
         }
+        js.measure_room();
         let now = json::now_nanos();
         let streams: Vec<Rc<Stream>> = js.streams.borrow().values().cloned().collect();
         backlog = false;

@@ -65,6 +65,9 @@ pub fn create(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
     if overlaps_other(js, &cfg) {
         return reply_err(js, reply, kind, &ApiError::subjects_overlap());
     }
+    if let Err(e) = check_reservation(js, &cfg) {
+        return reply_err(js, reply, kind, &e);
+    }
     // The owner: the shard with the fewest streams (lowest id on ties).
     let mut load = vec![0usize; usize::from(js.shard.count)];
     for e in js.catalog.borrow().values() {
@@ -102,6 +105,29 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         });
     }
     Ok(())
+}
+
+/// A stream's `max_bytes` reserves that much of the server's limit for its
+/// storage kind: every stream's reservations together must fit, as in
+/// nats-server (10028 for memory, 10047 for file).
+fn check_reservation(js: &Js, cfg: &StreamConfig) -> Result<(), ApiError> {
+    if cfg.max_bytes <= 0 {
+        return Ok(());
+    }
+    let memory = cfg.memory();
+    let reserved: i64 = js
+        .catalog
+        .borrow()
+        .iter()
+        .filter(|(n, e)| **n != cfg.name && e.config.memory() == memory)
+        .map(|(_, e)| e.config.max_bytes.max(0))
+        .sum();
+    let limit = if memory { js.limits.0 } else { js.limits.1 };
+    match (reserved.saturating_add(cfg.max_bytes) > limit, memory) {
+        (false, _) => Ok(()),
+        (true, true) => Err(ApiError::insufficient_memory()),
+        (true, false) => Err(ApiError::insufficient_storage()),
+    }
 }
 
 fn overlaps_other(js: &Js, cfg: &StreamConfig) -> bool {
@@ -156,6 +182,9 @@ pub fn update(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
     }
     if overlaps_other(js, &cfg) {
         return reply_err(js, reply, kind, &ApiError::subjects_overlap());
+    }
+    if let Err(e) = check_reservation(js, &cfg) {
+        return reply_err(js, reply, kind, &e);
     }
     let entry = CatalogEntry { config: cfg, ..old };
     js.catalog

@@ -78,11 +78,16 @@ pub struct Js {
     /// API requests handled here and those answered with an error (account info).
     pub api_total: Cell<u64>,
     pub api_errors: Cell<u64>,
+    /// The server's storage limits, [memory, file] bytes (computed at start).
+    pub limits: (i64, i64),
+    /// Room left under them, shared with this shard's streams.
+    pub room: Rc<stream::limits::Room>,
     me: Weak<Js>,
 }
 
 impl Js {
     pub fn new(shard: Rc<Shard>, root: PathBuf, sync: SyncMode) -> Rc<Js> {
+        let limits = monitor::account_limits(&shard.cfg);
         Rc::new_cyclic(|me| Js {
             shard,
             root,
@@ -97,8 +102,28 @@ impl Js {
             next_remote_sub: Cell::new(1),
             api_total: Cell::new(0),
             api_errors: Cell::new(0),
+            limits,
+            room: Rc::new(stream::limits::Room::default()),
             me: me.clone(),
         })
+    }
+
+    /// Publishes this shard's stored bytes and sets the room left under the
+    /// server's limits from every shard's (each `EXPIRY_TICK`, and at start).
+    pub fn measure_room(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut used = [0u64; 2];
+        for s in self.streams.borrow().values() {
+            let file = usize::from(!s.cfg.borrow().memory());
+            used[file] += s.usage_bytes();
+        }
+        let slots = &self.shard.server.js_usage;
+        for (k, v) in used.iter().enumerate() {
+            slots[usize::from(self.shard.id)][k].store(*v, Relaxed);
+        }
+        let total = |k: usize| slots.iter().map(|s| s[k].load(Relaxed)).sum::<u64>() as i64;
+        self.room
+            .set(self.limits.0 - total(0), self.limits.1 - total(1));
     }
 
     /// This object as an `Rc` (for the tasks it spawns).

@@ -99,10 +99,24 @@ pub fn stream_detail(js: &Js, s: &Stream, consumers: bool, config: bool) -> Stri
     serde_json::to_string(&detail).expect("serializes")
 }
 
-/// The account's JetStream limits, memory and file storage: nats-server's
-/// defaults, three quarters of the machine's memory and of the store's free
-/// disk space (1 TiB when that cannot be read).
+/// The server's JetStream limits, memory and file storage: the config file's
+/// `max_memory_store` and `max_file_store`, else (unset, zero or negative, as
+/// nats-server reads them) its defaults: three quarters of the machine's
+/// memory and of the store's free disk space (1 TiB when that cannot be read).
 pub fn account_limits(cfg: &crate::config::Config) -> (i64, i64) {
+    let f = &cfg.file_settings;
+    let (mem, file) = (
+        f.max_memory_store.filter(|v| *v > 0),
+        f.max_file_store.filter(|v| *v > 0),
+    );
+    if let (Some(m), Some(s)) = (mem, file) {
+        return (m, s);
+    }
+    let (dm, ds) = default_limits(cfg);
+    (mem.unwrap_or(dm), file.unwrap_or(ds))
+}
+
+fn default_limits(cfg: &crate::config::Config) -> (i64, i64) {
     // SAFETY: sysconf has no preconditions.
     let (pages, page) = unsafe {
         (

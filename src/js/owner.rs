@@ -45,6 +45,7 @@ pub fn start_stream(js: &Js, stream: Rc<Stream>) {
     let _ = stream
         .domain
         .set(js.shard.cfg.domain.as_deref().map(Rc::from));
+    let _ = stream.room.set(js.room.clone());
     js.streams
         .borrow_mut()
         .insert(stream.name.clone(), stream.clone());

@@ -77,7 +77,10 @@ impl JsConfig {
     pub fn of(m: &Monitor) -> Option<JsConfig> {
         let cfg = &m.shard.cfg;
         let dir = cfg.jetstream.as_ref()?;
-        let (max_memory, max_storage) = crate::js::monitor::account_limits(cfg);
+        let (max_memory, max_storage) = match m.js.get() {
+            Some(js) => js.limits,
+            None => crate::js::monitor::account_limits(cfg),
+        };
         let (sync_interval, sync_always) = match cfg.sync {
             crate::config::SyncMode::Always => (0, true),
             crate::config::SyncMode::Interval(d) => (d.as_nanos() as i64, false),

@@ -66,6 +66,7 @@ fn run_server(cfg: Config) -> i32 {
         recovered: AtomicUsize::new(0),
         clients: AtomicUsize::new(0),
         lame_duck_done: AtomicUsize::new(0),
+        js_usage: (0..cfg.shards).map(|_| Default::default()).collect(),
         cfg,
     });
     crate::info!(

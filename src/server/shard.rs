@@ -100,11 +100,15 @@ pub async fn run(
     }
     // Every shard's streams are there before anyone asks for them: a
     // client's request, or a mirror or source reading its origin.
+    if let Some(js) = &js {
+        js.measure_room(); // this shard's usage, before the others read it
+    }
     server.recovered.fetch_add(1, Ordering::SeqCst);
     while server.recovered.load(Ordering::SeqCst) < server.cfg.shards {
         glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
     }
     if let Some(js) = &js {
+        js.measure_room();
         js.start_recovered_links();
     }
     let listener = TcpListener::bind(server.listen)

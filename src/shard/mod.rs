@@ -79,6 +79,10 @@ pub struct Server {
     pub clients: AtomicUsize,
     /// Shards done closing their clients in lame duck mode.
     pub lame_duck_done: AtomicUsize,
+    /// JetStream bytes stored per shard, [memory, file]: written by the shard
+    /// each `EXPIRY_TICK`, read by the others to know the server's total
+    /// against `max_memory_store`/`max_file_store` (never per message).
+    pub js_usage: Vec<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 /// Per-shard state. See the module doc for ownership.

@@ -97,6 +97,7 @@ impl Stream {
             let at = Publish {
                 stream: &self.name,
                 closed: self.closed.get(),
+                room: self.room_left(cfg.memory()),
                 cfg: &cfg,
                 ix: &ix,
                 w: &w,
@@ -161,6 +162,7 @@ impl Stream {
             let at = Publish {
                 stream: &self.name,
                 closed: self.closed.get(),
+                room: self.room_left(cfg.memory()),
                 cfg: &cfg,
                 ix: &ix,
                 w: &w,
@@ -230,8 +232,16 @@ impl Stream {
 
     /// Stages an accepted message for the next write, and shows it to the
     /// stream's consumers at once (the preview).
+    /// Room left under the server's limit for this stream's storage kind.
+    fn room_left(&self, memory: bool) -> i64 {
+        self.room.get().map_or(i64::MAX, |r| r.left(memory))
+    }
+
     pub(super) fn stage_msg(&self, a: Accepted) {
         let file = self.is_file();
+        if let Some(room) = self.room.get() {
+            room.take(!file, a.size);
+        }
         let markers = self.cfg.borrow().subject_delete_marker_ttl > 0;
         {
             let mut w = self.w.borrow_mut();
@@ -301,6 +311,8 @@ fn answer(reply: Option<&Bytes>, body: impl FnOnce() -> Vec<u8>) -> Ingest {
 struct Publish<'a> {
     stream: &'a str,
     closed: bool,
+    /// Room left under the server's storage limit for this stream's kind.
+    room: i64,
     cfg: &'a StreamConfig,
     ix: &'a Index,
     w: &'a WriteState,
@@ -326,6 +338,9 @@ impl Publish<'_> {
         if self.w.staged.len() >= STREAM_INGEST_BYTES || self.w.pending.len() >= STREAM_INGEST_MSGS
         {
             return refuse(ApiError::too_many_requests());
+        }
+        if self.room < 0 {
+            return refuse(ApiError::insufficient_resources());
         }
         let (msg_id, rollup, ttl) = if hdr.is_empty() {
             (None, Rollup::None, Ok(Ttl::None))
@@ -373,6 +388,9 @@ impl Publish<'_> {
         if self.w.staged.len() >= STREAM_INGEST_BYTES || self.w.pending.len() >= STREAM_INGEST_MSGS
         {
             return refuse(ApiError::too_many_requests());
+        }
+        if self.room < 0 {
+            return refuse(ApiError::insufficient_resources());
         }
         let mut msg_id = None;
         if dedupe {

@@ -1,6 +1,8 @@
 //! Limits: max_age expiry, max_msgs/max_bytes/max_msgs_per_subject with
 //! discard old, and reclaiming segments (whole-segment deletion, compaction).
 
+use std::cell::Cell;
+
 use bytes::Bytes;
 
 use crate::js::store::record;
@@ -404,5 +406,44 @@ impl Stream {
         drop(ix);
         drop(w);
         self.wake.notify();
+    }
+}
+
+/// Room left under the server's `max_memory_store` and `max_file_store`, as
+/// this shard knows it: set from every shard's usage each `EXPIRY_TICK`
+/// (`Js::measure_room`), taken down by each message this shard accepts in
+/// between. A publish finding no room left is refused with nats-server's
+/// 10023, as nats-server refuses once usage is over the limit. Between two
+/// ticks, other shards' publishes are not seen here: the server may go over
+/// by what they accept in one tick.
+#[derive(Debug, Default)]
+pub struct Room {
+    memory: Cell<i64>,
+    file: Cell<i64>,
+}
+
+impl Room {
+    fn of(&self, memory: bool) -> &Cell<i64> {
+        if memory {
+            &self.memory
+        } else {
+            &self.file
+        }
+    }
+
+    /// Room left for the storage kind (`memory` or file); negative when over.
+    pub fn left(&self, memory: bool) -> i64 {
+        self.of(memory).get()
+    }
+
+    /// A message of `size` bytes was accepted.
+    pub fn take(&self, memory: bool, size: u64) {
+        let c = self.of(memory);
+        c.set(c.get().saturating_sub(size as i64));
+    }
+
+    pub fn set(&self, memory: i64, file: i64) {
+        self.memory.set(memory);
+        self.file.set(file);
     }
 }

@@ -23,7 +23,7 @@
 mod commit;
 mod dedupe;
 pub mod ingest;
-mod limits;
+pub mod limits;
 pub mod positions;
 mod read;
 pub mod recover;
@@ -196,6 +196,9 @@ pub struct Stream {
     /// The server's JetStream domain (`--domain`), shown in pub acks and
     /// info; set once when the stream starts.
     pub domain: std::cell::OnceCell<Option<Rc<str>>>,
+    /// The server's storage room, shared by this shard's streams (set when
+    /// the stream starts; a stream not started has no limit to check).
+    pub room: std::cell::OnceCell<Rc<limits::Room>>,
     /// The config's `subject_transform`, applied to every message stored.
     input_transform: RefCell<Option<Transform>>,
     /// The config's `republish`: its transform and `headers_only`.
@@ -238,6 +241,13 @@ pub enum Ingest {
     Reply(Vec<u8>),
     /// Nothing to send (no reply subject).
     Silent,
+}
+
+impl Stream {
+    /// Bytes stored and staged (what counts against the server's limit).
+    pub fn usage_bytes(&self) -> u64 {
+        self.ix.borrow().bytes + self.w.borrow().bytes
+    }
 }
 
 /// nats-server's pub ack: `{"stream":S[,"domain":D],"seq":N[,"duplicate": true]}`.
@@ -320,6 +330,7 @@ impl Stream {
             links_wake: Notify::new(),
             taps: RefCell::new(BTreeMap::new()),
             domain: std::cell::OnceCell::new(),
+            room: std::cell::OnceCell::new(),
             input_transform: RefCell::new(None),
             republish: RefCell::new(None),
             expiries: RefCell::new(ttl::Expiries::default()),

@@ -123,6 +123,14 @@ impl ApiError {
     pub fn insufficient_storage() -> Self {
         e(500, 10047, "insufficient storage resources available")
     }
+    pub fn insufficient_memory() -> Self {
+        e(500, 10028, "insufficient memory resources available")
+    }
+    /// A publish while the server's JetStream storage of its kind is over
+    /// `max_memory_store`/`max_file_store`.
+    pub fn insufficient_resources() -> Self {
+        e(503, 10023, "insufficient resources")
+    }
     pub fn too_many_requests() -> Self {
         e(429, 10167, "too many requests")
     }
