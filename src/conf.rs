@@ -378,6 +378,15 @@ pub fn go_duration_ns(text: &str) -> Option<i64> {
     Some(if neg { -(total as i64) } else { total as i64 })
 }
 
+/// A size given as a flag, read as the config file reads one (`100MB`,
+/// `1048576`); None when it is not a size or negative.
+pub fn parse_size(text: &str) -> Option<u64> {
+    match number(text.trim())? {
+        Ok(Value::Int(n)) if n >= 0 => Some(n as u64),
+        _ => None,
+    }
+}
+
 /// A number as nats-server lexes one (None: not a number, a string).
 fn number(word: &str) -> Option<Result<Value, String>> {
     let b = word.as_bytes();

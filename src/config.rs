@@ -136,6 +136,18 @@ struct Cli {
     /// Monitoring host from a config file's `http: "host:port"` (else the client host).
     #[arg(skip)]
     http_host: Option<String>,
+    /// Log to the local syslog
+    #[arg(short = 's', long = "syslog")]
+    syslog: bool,
+    /// Log to a remote syslog (udp://host:port, tcp://host:port, unix:///path)
+    #[arg(short = 'r', long = "remote_syslog")]
+    remote_syslog: Option<String>,
+    /// Rotate the log file (-l) when it grows past this size (e.g. 100MB; 0: never)
+    #[arg(long = "log_size_limit", default_value = "0")]
+    log_size_limit: String,
+    /// Log files kept when rotating, the current one included (0: all)
+    #[arg(skip)]
+    logfile_max_num: usize,
     /// Timestamp log lines (default true; -T=false turns them off)
     #[arg(short = 'T', long = "logtime", num_args = 0..=1, default_missing_value = "true")]
     logtime: Option<bool>,
@@ -189,6 +201,11 @@ pub struct Config {
     pub logtime: bool,
     /// Monitoring's address (port 0: a free one), when enabled.
     pub http: Option<SocketAddr>,
+    pub syslog: bool,
+    pub remote_syslog: Option<String>,
+    /// Bytes at which the log file is rotated (0: never), and files kept.
+    pub log_size_limit: u64,
+    pub logfile_max_num: usize,
 }
 
 /// What the command line asked for.
@@ -211,11 +228,6 @@ const UNSUPPORTED: &[&str] = &[
     "client_advertise",
     "ports_file_dir",
     "logtime_utc",
-    "s",
-    "syslog",
-    "r",
-    "remote_syslog",
-    "log_size_limit",
     "max_traced_msg_len",
     "user",
     "pass",
@@ -275,12 +287,20 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("logtime", "logtime"),
     ("m", "http_port"),
     ("http_port", "http_port"),
+    ("s", "syslog"),
+    ("syslog", "syslog"),
+    ("r", "remote_syslog"),
+    ("remote_syslog", "remote_syslog"),
+    ("log_size_limit", "log_size_limit"),
 ];
 
 /// Flags that take a value in the next argument (unless given with `=`).
 const TAKES_VALUE: &[&str] = &[
     "m",
     "http_port",
+    "r",
+    "remote_syslog",
+    "log_size_limit",
     "sl",
     "signal",
     "c",
@@ -437,6 +457,18 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
         given("http_port"),
     );
     cli.http_host = f.http_host;
+    set(&mut cli.syslog, f.syslog, given("syslog"));
+    set(
+        &mut cli.remote_syslog,
+        f.remote_syslog.map(Some),
+        given("remote_syslog"),
+    );
+    set(
+        &mut cli.log_size_limit,
+        f.log_size_limit.map(|v| v.max(0).to_string()),
+        given("log_size_limit"),
+    );
+    cli.logfile_max_num = f.logfile_max_num.unwrap_or(0).max(0) as usize;
     set(
         &mut cli.max_control_line,
         f.max_control_line,
@@ -631,6 +663,11 @@ fn validate(cli: Cli) -> Result<Config, String> {
         log_file: cli.log,
         logtime: cli.logtime.unwrap_or(true),
         http,
+        log_size_limit: crate::conf::parse_size(&cli.log_size_limit)
+            .ok_or_else(|| format!("jetcore: invalid log_size_limit '{}'", cli.log_size_limit))?,
+        logfile_max_num: cli.logfile_max_num,
+        syslog: cli.syslog,
+        remote_syslog: cli.remote_syslog,
     })
 }
 

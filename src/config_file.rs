@@ -40,15 +40,16 @@ pub struct FileSettings {
     /// `jetstream { max_memory_store, max_file_store }` (bytes; negative: the default).
     pub max_memory_store: Option<i64>,
     pub max_file_store: Option<i64>,
+    pub syslog: Option<bool>,
+    pub remote_syslog: Option<String>,
+    pub log_size_limit: Option<i64>,
+    pub logfile_max_num: Option<i64>,
 }
 
 /// Keys nats-server has that jetcore does not honour yet: refused by name.
 const NOT_YET: &[&str] = &[
     "max_subscriptions",
     "logtime_utc",
-    "log_size_limit",
-    "syslog",
-    "remote_syslog",
     "ports_file_dir",
     "https",
     "https_port",
@@ -109,8 +110,6 @@ impl FileSettings {
             self.segment_bytes != old.segment_bytes,
         );
         check("jetcore.shards", self.shards != old.shards);
-        check("ping_interval", self.ping_interval != old.ping_interval);
-        check("ping_max", self.ping_max != old.ping_max);
         check("max_payload", self.max_payload != old.max_payload);
         check("max_pending", self.max_pending != old.max_pending);
         check(
@@ -118,16 +117,12 @@ impl FileSettings {
             self.max_control_line != old.max_control_line,
         );
         check(
-            "max_connections",
-            self.max_connections != old.max_connections,
+            "syslog/remote_syslog/log_size_limit/logfile_max_num",
+            self.syslog != old.syslog
+                || self.remote_syslog != old.remote_syslog
+                || self.log_size_limit != old.log_size_limit
+                || self.logfile_max_num != old.logfile_max_num,
         );
-        check("write_deadline", self.write_deadline != old.write_deadline);
-        check(
-            "lame_duck_duration",
-            self.lame_duck_duration != old.lame_duck_duration,
-        );
-        let grace = self.lame_duck_grace_period != old.lame_duck_grace_period;
-        check("lame_duck_grace_period", grace);
         check("pid_file", self.pid_file != old.pid_file);
         check("log_file", self.log_file != old.log_file);
         out
@@ -165,6 +160,10 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
             "lame_duck_grace_period" => s.lame_duck_grace_period = Some(duration(key, item)?),
             "log_file" => s.log_file = Some(string(key, item)?),
             "logtime" => s.logtime = Some(boolean(key, item)?),
+            "syslog" => s.syslog = Some(boolean(key, item)?),
+            "remote_syslog" => s.remote_syslog = Some(string(key, item)?),
+            "log_size_limit" => s.log_size_limit = Some(int(key, item)?),
+            "logfile_max_num" | "log_max_num" => s.logfile_max_num = Some(int(key, item)?),
             "http" => {
                 let (h, p) = host_port("http", item)?;
                 (s.http_host, s.http_port) = (h.or(s.http_host), Some(p));

@@ -249,6 +249,22 @@ fn sighup_reloads_the_config_file() {
     let mut c = server.raw();
     c.send(b"PING\r\n");
     assert_eq!(c.read_line(), "PONG\r\n");
+    // Ping settings and the connection limit change while running, for
+    // connections open already and new ones.
+    std::fs::write(&conf, "ping_interval: 1s\nmax_connections: 2\n").unwrap();
+    hup();
+    assert!(seen("Reloaded: ping_interval = 1s", 10).is_some());
+    assert!(seen("Reloaded: max_connections = 2", 10).is_some());
+    c.send(b"CONNECT {\"verbose\":false}\r\n");
+    assert_eq!(c.read_line(), "PING\r\n", "pinged at the new interval");
+    let _second = server.raw();
+    let mut third = server.raw();
+    let (text, closed) = third.read_until_closed(Duration::from_secs(5));
+    assert!(
+        text.contains("-ERR 'maximum connections exceeded'"),
+        "{text}"
+    );
+    assert!(closed);
 }
 
 #[test]

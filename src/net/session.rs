@@ -26,14 +26,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .unwrap_or_default();
     // Best effort: a socket that refuses these options still works.
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(shard.cfg.write_deadline));
+    let _ = stream.set_write_timeout(Some(shard.server.live.write_deadline()));
     let conn = Rc::new(Conn::new(cid, stream, shard.cfg.max_pending, peer, ip));
     crate::debug!("{} - cid:{cid} - Client connection created", conn.peer);
     conn.send(&shard.info_line(cid, &conn.ip, false));
     // As nats-server: the INFO, then the refusal, when the server is full.
     let clients = &shard.server.clients;
     let open = clients.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    if shard.cfg.max_connections > 0 && open >= shard.cfg.max_connections {
+    let max = shard.server.live.max_connections();
+    if max > 0 && open >= max {
         clients.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         crate::warn!("{} - cid:{cid} - maximum connections exceeded", conn.peer);
         conn.send_err("maximum connections exceeded");
@@ -156,13 +157,13 @@ async fn write_loop(conn: Rc<Conn>) {
 }
 
 async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
-    let interval = shard.cfg.ping_interval;
-    let max = shard.cfg.ping_max;
+    let live = &shard.server.live;
     loop {
-        sleep_unless_closed(&conn, interval).await;
+        sleep_unless_closed(&conn, || live.ping_interval()).await;
         if conn.is_closing() {
             return;
         }
+        let max = live.ping_max();
         let stale = {
             let mut st = conn.st.borrow_mut();
             // As nats-server: an active client is not pinged, unless its
@@ -188,12 +189,12 @@ async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
     }
 }
 
-/// Sleeps for `total`, waking every second to notice a closed connection, so a
-/// closed connection's timer task ends promptly.
-async fn sleep_unless_closed(conn: &Conn, total: Duration) {
+/// Sleeps for `total()`, waking every second to notice a closed connection
+/// (so its timer task ends promptly) and a reloaded interval.
+async fn sleep_unless_closed(conn: &Conn, total: impl Fn() -> Duration) {
     let start = Instant::now();
     while !conn.is_closing() {
-        let left = total.saturating_sub(start.elapsed());
+        let left = total().saturating_sub(start.elapsed());
         if left.is_zero() {
             return;
         }

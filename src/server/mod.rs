@@ -28,6 +28,15 @@ pub fn run(cfg: Config) -> i32 {
             eprintln!("{e}");
             return 1;
         }
+        if cfg.log_size_limit > 0 {
+            crate::log::rotate_at(path, cfg.log_size_limit, cfg.logfile_max_num);
+        }
+    }
+    if cfg.syslog || cfg.remote_syslog.is_some() {
+        if let Err(e) = crate::log::to_syslog(cfg.remote_syslog.as_deref()) {
+            eprintln!("{e}");
+            return 1;
+        }
     }
     if let Some(path) = &cfg.pid_file {
         if let Err(e) = files::write_pid(path) {
@@ -67,6 +76,7 @@ fn run_server(cfg: Config) -> i32 {
         clients: AtomicUsize::new(0),
         lame_duck_done: AtomicUsize::new(0),
         js_usage: (0..cfg.shards).map(|_| Default::default()).collect(),
+        live: crate::shard::Live::new(&cfg),
         cfg,
     });
     crate::info!(
@@ -98,6 +108,7 @@ fn run_server(cfg: Config) -> i32 {
         server.server_id
     );
     let reload = Reload {
+        server: server.clone(),
         log_file: server.cfg.log_file.clone(),
         config_file: server.cfg.config_file.clone(),
         settings: server.cfg.file_settings.clone(),
@@ -314,6 +325,7 @@ fn block_signals() {
 
 /// What the signal thread needs for SIGUSR1 and SIGHUP.
 struct Reload {
+    server: Arc<Server>,
     log_file: Option<std::path::PathBuf>,
     config_file: Option<std::path::PathBuf>,
     settings: crate::config_file::FileSettings,
@@ -325,22 +337,28 @@ impl Reload {
     /// running (log level and timestamps, unless set by flags) and names
     /// what only a restart changes.
     fn reload(&mut self) {
-        let Some(path) = &self.config_file else {
+        if self.config_file.is_none() {
             crate::error!("Reload: no configuration file (-c) to reload");
             return;
-        };
+        }
         crate::info!("Reloading server configuration");
-        let new = match crate::config_file::read(path) {
-            Ok(s) => s,
+        // The command line again, with the file as it is now: flags still win.
+        let cfg = match crate::config::parse(std::env::args().skip(1)) {
+            Ok(crate::config::Command::Run(cfg)) => cfg,
+            Ok(_) => return,
             Err(e) => {
-                crate::error!("Failed to reload server configuration: {e}");
+                crate::error!("Failed to reload server configuration: {}", e.trim_end());
                 return;
             }
         };
+        let new = cfg.file_settings.clone();
         if !self.log_flags {
             let tracing = crate::log::enabled(crate::log::Level::Trace);
             crate::log::set_level(new.reload_level(tracing));
             crate::log::set_timestamps(new.logtime.unwrap_or(true));
+        }
+        for change in self.server.live.apply(&cfg) {
+            crate::info!("Reloaded: {change}");
         }
         for name in new.restart_only_changes(&self.settings) {
             crate::warn!("Reload: '{name}' changed; it takes effect at the next restart");

@@ -170,10 +170,7 @@ async fn lame_duck(shard: Rc<Shard>) {
     for c in &conns {
         c.send(&shard.info_line(c.cid, &c.ip, false));
     }
-    let (total, grace) = (
-        shard.cfg.lame_duck_duration,
-        shard.cfg.lame_duck_grace_period,
-    );
+    let (total, grace) = shard.server.live.lame_duck();
     glommio::timer::sleep(grace).await;
     let conns: Vec<Rc<Conn>> = shard.conns.borrow().values().cloned().collect();
     let step = total.saturating_sub(grace) / (conns.len() as u32).max(1);

@@ -62,6 +62,101 @@ pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 /// close them over `lame_duck_duration` and stop.
 pub static LAME_DUCK: AtomicBool = AtomicBool::new(false);
 
+/// Settings a SIGHUP reload changes while running (nats-server reloads the
+/// same): read where they apply (a ping tick, an accept, lame duck mode),
+/// never per message. Milliseconds for durations.
+#[derive(Debug)]
+pub struct Live {
+    ping_interval_ms: std::sync::atomic::AtomicU64,
+    ping_max: std::sync::atomic::AtomicU32,
+    max_connections: AtomicUsize,
+    write_deadline_ms: std::sync::atomic::AtomicU64,
+    lame_duck_ms: std::sync::atomic::AtomicU64,
+    lame_duck_grace_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Live {
+    pub fn new(cfg: &Config) -> Live {
+        let live = Live {
+            ping_interval_ms: Default::default(),
+            ping_max: Default::default(),
+            max_connections: Default::default(),
+            write_deadline_ms: Default::default(),
+            lame_duck_ms: Default::default(),
+            lame_duck_grace_ms: Default::default(),
+        };
+        live.apply(cfg);
+        live
+    }
+
+    /// Takes `cfg`'s values; returns the names of those that changed.
+    pub fn apply(&self, cfg: &Config) -> Vec<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let mut changed = Vec::new();
+        let mut set = |name: &str, slot: &std::sync::atomic::AtomicU64, v: u64, show: String| {
+            if slot.swap(v, Relaxed) != v {
+                changed.push(format!("{name} = {show}"));
+            }
+        };
+        set(
+            "ping_interval",
+            &self.ping_interval_ms,
+            ms(cfg.ping_interval),
+            format!("{:?}", cfg.ping_interval),
+        );
+        set(
+            "write_deadline",
+            &self.write_deadline_ms,
+            ms(cfg.write_deadline),
+            format!("{:?}", cfg.write_deadline),
+        );
+        set(
+            "lame_duck_duration",
+            &self.lame_duck_ms,
+            ms(cfg.lame_duck_duration),
+            format!("{:?}", cfg.lame_duck_duration),
+        );
+        set(
+            "lame_duck_grace_period",
+            &self.lame_duck_grace_ms,
+            ms(cfg.lame_duck_grace_period),
+            format!("{:?}", cfg.lame_duck_grace_period),
+        );
+        if self.ping_max.swap(cfg.ping_max, Relaxed) != cfg.ping_max {
+            changed.push(format!("ping_max = {}", cfg.ping_max));
+        }
+        let mc = cfg.max_connections;
+        if self.max_connections.swap(mc, Relaxed) != mc {
+            changed.push(format!("max_connections = {mc}"));
+        }
+        changed
+    }
+
+    fn dur(slot: &std::sync::atomic::AtomicU64) -> std::time::Duration {
+        std::time::Duration::from_millis(slot.load(std::sync::atomic::Ordering::Relaxed))
+    }
+    pub fn ping_interval(&self) -> std::time::Duration {
+        Self::dur(&self.ping_interval_ms)
+    }
+    pub fn ping_max(&self) -> u32 {
+        self.ping_max.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn write_deadline(&self) -> std::time::Duration {
+        Self::dur(&self.write_deadline_ms)
+    }
+    pub fn lame_duck(&self) -> (std::time::Duration, std::time::Duration) {
+        (
+            Self::dur(&self.lame_duck_ms),
+            Self::dur(&self.lame_duck_grace_ms),
+        )
+    }
+}
+
 /// Read-only server facts shared by all shards at startup.
 #[derive(Debug)]
 pub struct Server {
@@ -83,6 +178,8 @@ pub struct Server {
     /// each `EXPIRY_TICK`, read by the others to know the server's total
     /// against `max_memory_store`/`max_file_store` (never per message).
     pub js_usage: Vec<[std::sync::atomic::AtomicU64; 2]>,
+    /// What a reload may change.
+    pub live: Live,
 }
 
 /// Per-shard state. See the module doc for ownership.
