@@ -6,6 +6,7 @@
 //! - `log`: nats-server style log lines.
 //! - `conf`: nats-server's configuration file format, values with file and line.
 //! - `config_file`: the keys of a configuration file jetcore honours.
+//! - `config_flags`: nats-server's flag spellings (Go style) rewritten for clap.
 //! - `config`: command line (and `-c` file) → `Config` (nats-server flags, Go style).
 //! - `notify`: single-waiter and broadcast wake-ups for tasks on one shard.
 //! - `subject`: subject validation and the interest trie with its match cache.
@@ -29,6 +30,7 @@ pub mod bench;
 pub mod conf;
 pub mod config;
 pub mod config_file;
+pub mod config_flags;
 pub mod js;
 pub mod limits;
 pub mod log;
