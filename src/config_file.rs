@@ -162,7 +162,7 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
             "logtime" => s.logtime = Some(boolean(key, item)?),
             "syslog" => s.syslog = Some(boolean(key, item)?),
             "remote_syslog" => s.remote_syslog = Some(string(key, item)?),
-            "log_size_limit" => s.log_size_limit = Some(int(key, item)?),
+            "log_size_limit" | "logfile_size_limit" => s.log_size_limit = Some(int(key, item)?),
             "logfile_max_num" | "log_max_num" => s.logfile_max_num = Some(int(key, item)?),
             "http" => {
                 let (h, p) = host_port("http", item)?;
@@ -311,6 +311,36 @@ mod tests {
 
     fn of(text: &str) -> Result<FileSettings, String> {
         settings(&conf::parse_str(text, "t.conf").unwrap())
+    }
+
+    /// Single-server configurations as nats-server's documentation writes them.
+    #[test]
+    fn nats_server_documentation_configs_load_unchanged() {
+        let basic = "# Server name for identification\nserver_name: \"my-nats-server\"\n\
+            port: 4222\nnet: \"0.0.0.0\"\nmonitor_port: 8222\ndebug: false\ntrace: false\n\
+            log_file: \"/var/log/nats/nats-server.log\"\nlogtime: true\n\
+            max_connections: 64K\nmax_payload: 1MB\nmax_pending: 64MB\n\
+            ping_interval: \"2m\"\nping_max: 2\nwrite_deadline: \"10s\"\n\
+            lame_duck_duration: \"2m\"\nlame_duck_grace_period: \"10s\"\n";
+        let s = of(basic).unwrap();
+        assert_eq!((s.port, s.http_port), (Some(4222), Some(8222)));
+        assert_eq!(s.max_connections, Some(64_000)); // K is 1000, KB 1024
+        let js =
+            "jetstream {\n    store_dir: /nats/storage\n    max_mem: 1G\n    max_file: 100G\n}\n\
+            http: 8222\n";
+        let s = of(js).unwrap();
+        assert_eq!(s.max_memory_store, Some(1_000_000_000));
+        assert_eq!(s.max_file_store, Some(100_000_000_000));
+        let js2 = "listen: 0.0.0.0:4222\nhttp: 0.0.0.0:8222\nserver_name: n1\n\
+            jetstream: {\n  store_dir: \"/data/jetstream\"\n  max_memory_store: 1073741824\n\
+              max_file_store: 10737418240\n  domain: \"production\"\n}\n\
+            logfile_size_limit: 2GB\nlogfile_max_num: 5\n";
+        let s = of(js2).unwrap();
+        assert_eq!(s.http_host.as_deref(), Some("0.0.0.0"));
+        assert_eq!(
+            (s.log_size_limit, s.logfile_max_num),
+            (Some(2 << 30), Some(5))
+        );
     }
 
     #[test]
