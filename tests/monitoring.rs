@@ -498,3 +498,90 @@ fn the_port_comes_from_a_config_file_and_bad_ports_are_refused() {
         assert!(err.contains("invalid monitoring port"), "{err}");
     }
 }
+
+#[test]
+fn healthz_is_not_ok_until_every_stream_is_recovered() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Stream A lands on shard 0 (which serves monitoring), B on shard 1,
+        // with enough data that recovering it takes a while.
+        let s = Server::start_js(2, dir.path(), &[]);
+        let mut raw = s.raw();
+        raw.setup_requests();
+        for (name, subject) in [("A", "a"), ("B", "b")] {
+            let cfg = format!(r#"{{"name":"{name}","subjects":["{subject}"]}}"#);
+            let subj = format!("$JS.API.STREAM.CREATE.{name}");
+            let (_, body) = raw.request(&subj, None, cfg.as_bytes());
+            assert!(!String::from_utf8_lossy(&body).contains("error"));
+        }
+        let mut chunk = Vec::new();
+        for _ in 0..1000 {
+            chunk.extend_from_slice(b"PUB b 1024\r\n");
+            chunk.extend_from_slice(&[b'x'; 1024]);
+            chunk.extend_from_slice(b"\r\n");
+        }
+        let count = |raw: &mut common::Raw| {
+            let (_, info) = raw.request("$JS.API.STREAM.INFO.B", None, b"");
+            let v: Value = serde_json::from_slice(&info).unwrap();
+            v["state"]["messages"].as_u64().unwrap()
+        };
+        for round in 1..=120 {
+            raw.send(&chunk);
+            if round % 10 == 0 {
+                // Stored before more is sent: the stream's ingest queue is bounded.
+                while count(&mut raw) < round * 1000 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        assert_eq!(count(&mut raw), 120_000);
+        s.terminate();
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jetcore"))
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "-m",
+            "-1",
+            "--shards",
+            "2",
+            "-js",
+            "-sd",
+        ])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines.next().expect("log").unwrap();
+        if let Some(addr) = line.split("Starting http monitor on ").nth(1) {
+            break addr.rsplit(':').next().unwrap().trim().parse().unwrap();
+        }
+    };
+    let mut seen = Vec::new();
+    let t0 = std::time::Instant::now();
+    loop {
+        let (status, _, body) = http(port, "GET", "/healthz");
+        seen.push((status, body));
+        if status == 200 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "never healthy: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (first_status, first_body) = &seen[0];
+    assert_eq!(*first_status, 500, "{seen:?}");
+    assert_eq!(
+        first_body,
+        r#"{"status":"error","error":"failed to be ready for connections after 1ms: startup did not complete"}"#
+    );
+}
