@@ -379,3 +379,49 @@ fn more_shards_than_cores_serve_clients() {
         assert_eq!(raw.read_line(), "MSG a 1 2\r\n");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moves_to_another_jetcore_when_one_enters_lame_duck_mode() {
+    use futures::StreamExt;
+    let args = [
+        "--lame_duck_duration",
+        "1s",
+        "--lame_duck_grace_period",
+        "200ms",
+    ];
+    let first = Server::start_with(2, &args);
+    let second = Server::start_with(2, &[]);
+    // The client picks one of the two at random: make sure it sits on the first.
+    let mut client = async_nats::ConnectOptions::new()
+        .connect([first.url(), second.url()].as_slice())
+        .await
+        .unwrap();
+    while client.server_info().port != first.port {
+        client = async_nats::ConnectOptions::new()
+            .connect([first.url(), second.url()].as_slice())
+            .await
+            .unwrap();
+    }
+    let mut sub = client.subscribe("moved").await.unwrap();
+    client.flush().await.unwrap();
+    let publisher = second.client().await;
+    assert_eq!(
+        jetcore(&["--signal", &format!("ldm={}", first.pid())])
+            .status
+            .code(),
+        Some(0)
+    );
+    // Closed by the first within its lame duck duration, the client
+    // reconnects to the second and its subscription comes along.
+    let t0 = std::time::Instant::now();
+    let got = loop {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never moved");
+        publisher.publish("moved", "here".into()).await.unwrap();
+        publisher.flush().await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            break m;
+        }
+    };
+    assert_eq!(got.payload.as_ref(), b"here");
+    assert_eq!(client.server_info().port, second.port);
+}
