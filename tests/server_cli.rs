@@ -216,7 +216,10 @@ fn sighup_reloads_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("r.conf");
     std::fs::write(&conf, "debug: false\nmax_payload: 1MB\n").unwrap();
-    let server = Server::start_with(1, &["-c", conf.to_str().unwrap()]);
+    let server = Server::start_with(1, &["-c", conf.to_str().unwrap(), "-m", "-1"]);
+    let mport = common::monitor::monitor_port(&server);
+    let loaded = || common::monitor::get(mport, "/varz")["config_load_time"].clone();
+    let at_start = loaded();
     let hup = || {
         let pid = server.pid().to_string();
         Command::new("kill").args(["-HUP", &pid]).status().unwrap();
@@ -236,6 +239,11 @@ fn sighup_reloads_the_config_file() {
         "{line}"
     );
     assert!(seen("Reloaded server configuration", 10).is_some());
+    assert_ne!(
+        loaded(),
+        at_start,
+        "/varz config_load_time follows the reload"
+    );
     let _ = server.raw();
     assert!(seen("Client connection created", 10).is_some(), "debug on");
     // A broken file is reported; the server keeps running as it was.

@@ -38,9 +38,8 @@ pub struct Monitor {
     /// JetStream on shard 0, once it has opened (None before and without it).
     pub js: Rc<OnceCell<Rc<Js>>>,
     pub addr: SocketAddr,
-    /// Unix nanoseconds: when the server started and read its configuration.
+    /// Unix nanoseconds: when the server started.
     pub started: i64,
-    pub config_loaded: Cell<i64>,
     /// Requests served per endpoint (`http_req_stats`).
     pub req_stats: RefCell<BTreeMap<&'static str, u64>>,
     /// The last CPU sample (process CPU seconds, at Unix nanoseconds) for `cpu`.
@@ -65,7 +64,6 @@ pub fn start(shard: &Rc<Shard>, js: Rc<OnceCell<Rc<Js>>>) -> Result<(), String> 
         js,
         addr,
         started: now,
-        config_loaded: Cell::new(now),
         req_stats: RefCell::new(BTreeMap::new()),
         cpu_sample: Cell::new((varz::process_cpu_secs(), now)),
         conns: Cell::new(0),

@@ -249,7 +249,7 @@ pub async fn varz(m: &Monitor) -> Response {
         stalled_clients: c.stalls,
         subscriptions: c.subscriptions,
         http_req_stats: m.req_stats.borrow().clone(),
-        config_load_time: rfc3339(m.config_loaded.get()),
+        config_load_time: rfc3339(shard.server.live.config_loaded()),
         config_digest: "",
         slow_consumer_stats: KindStats {
             clients: c.slow_consumers,

@@ -73,6 +73,8 @@ pub struct Live {
     write_deadline_ms: std::sync::atomic::AtomicU64,
     lame_duck_ms: std::sync::atomic::AtomicU64,
     lame_duck_grace_ms: std::sync::atomic::AtomicU64,
+    /// When the configuration was last read (Unix ns; `/varz` `config_load_time`).
+    config_loaded: std::sync::atomic::AtomicI64,
 }
 
 impl Live {
@@ -84,6 +86,7 @@ impl Live {
             write_deadline_ms: Default::default(),
             lame_duck_ms: Default::default(),
             lame_duck_grace_ms: Default::default(),
+            config_loaded: Default::default(),
         };
         live.apply(cfg);
         live
@@ -93,6 +96,8 @@ impl Live {
     pub fn apply(&self, cfg: &Config) -> Vec<String> {
         use std::sync::atomic::Ordering::Relaxed;
         let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let now = crate::shard::stats::unix_nanos(std::time::SystemTime::now());
+        self.config_loaded.store(now, Relaxed);
         let mut changed = Vec::new();
         let mut set = |name: &str, slot: &std::sync::atomic::AtomicU64, v: u64, show: String| {
             if slot.swap(v, Relaxed) != v {
@@ -135,6 +140,10 @@ impl Live {
 
     fn dur(slot: &std::sync::atomic::AtomicU64) -> std::time::Duration {
         std::time::Duration::from_millis(slot.load(std::sync::atomic::Ordering::Relaxed))
+    }
+    pub fn config_loaded(&self) -> i64 {
+        self.config_loaded
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
     pub fn ping_interval(&self) -> std::time::Duration {
         Self::dur(&self.ping_interval_ms)

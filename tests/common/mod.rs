@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod consumers;
+pub mod monitor;
 pub mod sources;
 
 use std::io::{BufRead, BufReader, Read, Write};
