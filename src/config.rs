@@ -130,12 +130,28 @@ struct Cli {
     /// File to write the log to (SIGUSR1 reopens it)
     #[arg(short = 'l', long = "log")]
     log: Option<PathBuf>,
+    /// User required for connections
+    #[arg(long = "user")]
+    user: Option<String>,
+    /// Password required for connections
+    #[arg(long = "pass")]
+    pass: Option<String>,
+    /// Authorization token required for connections
+    #[arg(long = "auth")]
+    auth: Option<String>,
     /// HTTP port for monitoring (/varz, /connz, /jsz, /healthz ...; -1: a free port)
     #[arg(short = 'm', long = "http_port", allow_negative_numbers = true)]
     http_port: Option<i32>,
     /// Monitoring host from a config file's `http: "host:port"` (else the client host).
     #[arg(skip)]
     http_host: Option<String>,
+    /// The file's `authorization`, `no_auth_user` and `max_subscriptions`.
+    #[arg(skip)]
+    file_auth: Option<crate::config_file::auth::AuthConfig>,
+    #[arg(skip)]
+    no_auth_user: Option<String>,
+    #[arg(skip)]
+    max_subscriptions: i64,
     /// Log to the local syslog
     #[arg(short = 's', long = "syslog")]
     syslog: bool,
@@ -206,6 +222,11 @@ pub struct Config {
     /// Bytes at which the log file is rotated (0: never), and files kept.
     pub log_size_limit: u64,
     pub logfile_max_num: usize,
+    /// Who may connect (the file's `authorization`, or `--user`/`--pass`/`--auth`).
+    pub auth: crate::config_file::auth::AuthConfig,
+    pub no_auth_user: Option<String>,
+    /// Subscriptions per connection (0: no limit).
+    pub max_subscriptions: usize,
 }
 
 /// What the command line asked for.
@@ -357,6 +378,9 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
         given("log_size_limit"),
     );
     cli.logfile_max_num = f.logfile_max_num.unwrap_or(0).max(0) as usize;
+    cli.file_auth = f.auth;
+    cli.no_auth_user = f.no_auth_user;
+    cli.max_subscriptions = f.max_subscriptions.unwrap_or(0);
     set(
         &mut cli.max_control_line,
         f.max_control_line,
@@ -482,6 +506,7 @@ fn validate(cli: Cli) -> Result<Config, String> {
             "jetcore: lame_duck_grace_period must be shorter than lame_duck_duration".into(),
         );
     }
+    let (auth, no_auth_user, max_subscriptions) = auth_settings(&cli)?;
     let log_level = if cli.trace || cli.debug_trace || cli.verbose_trace || cli.debug_verbose_trace
     {
         crate::log::Level::Trace
@@ -521,7 +546,46 @@ fn validate(cli: Cli) -> Result<Config, String> {
         logfile_max_num: cli.logfile_max_num,
         syslog: cli.syslog,
         remote_syslog: cli.remote_syslog,
+        auth,
+        no_auth_user,
+        max_subscriptions,
     })
+}
+
+/// Authentication: the file's `authorization` block, unless `--user`/`--pass`
+/// or `--auth` replace it (as nats-server's flags do).
+fn auth_settings(
+    cli: &Cli,
+) -> Result<(crate::config_file::auth::AuthConfig, Option<String>, usize), String> {
+    use crate::config_file::auth::{AuthConfig, UserConfig};
+    let mut auth = cli.file_auth.clone().unwrap_or_default();
+    match (&cli.user, &cli.pass) {
+        // As nats-server: a users list in the file is kept.
+        (Some(_), Some(_)) if auth.users_list => {}
+        (Some(u), Some(p)) => {
+            let perms = auth.users.first().and_then(|u| u.permissions.clone());
+            auth.users = vec![UserConfig {
+                user: Some(u.clone()),
+                password: Some(p.clone()),
+                nkey: None,
+                permissions: perms,
+            }];
+            auth.token = None;
+        }
+        (None, None) => {}
+        _ => return Err("jetcore: --user and --pass go together".into()),
+    }
+    if let Some(t) = cli.auth.as_ref().filter(|_| !auth.users_list) {
+        auth = AuthConfig {
+            token: Some(t.clone()),
+            users: Vec::new(),
+            ..auth
+        };
+    }
+    let max_subs = cli.max_subscriptions.max(0) as usize;
+    // Checked here so that `-t` finds what the server would refuse.
+    crate::auth::Auth::new(&auth, cli.no_auth_user.as_deref())?;
+    Ok((auth, cli.no_auth_user.clone(), max_subs))
 }
 
 /// nats-server's rules for a domain name: `$JS.<name>.API.>` must be a valid
@@ -607,7 +671,7 @@ mod tests {
 
     #[test]
     fn unsupported_flags_are_refused_by_name() {
-        for flag in ["--tls", "-ms", "--user", "-routes", "--cluster=x"] {
+        for flag in ["--tls", "-ms", "--tlscert", "-routes", "--cluster=x"] {
             let err = run(&[flag, "v"]).unwrap_err();
             assert!(err.contains("not supported yet"), "{flag}: {err}");
         }

@@ -4,13 +4,14 @@
 //! on its own line or above (`tests/tidy.rs` checks it on every `cargo test`).
 //! - `limits`: every bound, with its reason.
 //! - `log`: nats-server style log lines.
+//! - `subject`: subject validation and the interest trie with its match cache.
 //! - `conf`: nats-server's configuration file format, values with file and line.
 //! - `config_file`: the keys of a configuration file jetcore honours.
 //! - `config_flags`: nats-server's flag spellings (Go style) rewritten for clap.
+//! - `protocol`: client ops, the byte parser, INFO/CONNECT, header blocks.
+//! - `auth`: who may connect (token, users, bcrypt, NKeys) and their permissions.
 //! - `config`: command line (and `-c` file) → `Config` (nats-server flags, Go style).
 //! - `notify`: single-waiter and broadcast wake-ups for tasks on one shard.
-//! - `subject`: subject validation and the interest trie with its match cache.
-//! - `protocol`: client ops, the byte parser, INFO/CONNECT, header blocks.
 //! - `js::types`: JetStream's data: configs, API errors, Go-style JSON, the
 //!   catalogue entry, sequence and time newtypes (no runtime state).
 //! - `shard::msg`, `shard::stats`, `shard::gather`: what crosses shards
@@ -26,6 +27,7 @@
 //! - `server`: process and shard startup, signals, exit codes.
 //! - `bench`: the load generator (`jetcore-bench`), a client; not the server.
 
+pub mod auth;
 pub mod bench;
 pub mod conf;
 pub mod config;

@@ -34,6 +34,8 @@ pub enum CloseReason {
     WriteError,
     ServerShutdown,
     MaxConnectionsExceeded,
+    AuthViolation,
+    AuthTimeout,
 }
 
 /// A subscription owned by this connection.
@@ -42,6 +44,9 @@ pub struct LocalSub {
     pub sid: Bytes,
     pub subject: Bytes,
     pub queue: Option<Bytes>,
+    /// A wildcard overlapping the user's subscribe deny list: each delivery
+    /// is checked against it.
+    pub check_deny: bool,
     /// Auto-unsubscribe after this many deliveries (`UNSUB <sid> <max>`).
     pub max: Option<u64>,
     pub delivered: u64,
@@ -69,6 +74,10 @@ pub struct ConnState {
     /// included), for monitoring.
     pub in_msgs: u64,
     pub in_bytes: u64,
+    /// The authenticated user's permissions (None: no restrictions), and
+    /// its name (empty without authentication).
+    pub perms: Option<crate::auth::perms::ConnPerms>,
+    pub user: String,
 }
 
 pub struct Conn {
@@ -94,6 +103,8 @@ pub struct Conn {
     pub rtt: Cell<Duration>,
     /// When the server's oldest unanswered PING went out.
     pub ping_sent: Cell<Option<Instant>>,
+    /// The nonce sent in INFO for NKey users to sign.
+    pub nonce: Option<String>,
 }
 
 impl Conn {
@@ -115,6 +126,7 @@ impl Conn {
             last_activity: Cell::new(now),
             rtt: Cell::new(Duration::ZERO),
             ping_sent: Cell::new(None),
+            nonce: None,
         }
     }
 

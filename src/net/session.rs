@@ -27,9 +27,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // Best effort: a socket that refuses these options still works.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shard.server.live.write_deadline()));
-    let conn = Rc::new(Conn::new(cid, stream, shard.cfg.max_pending, peer, ip));
+    let mut conn = Conn::new(cid, stream, shard.cfg.max_pending, peer, ip);
+    let auth = shard.server.auth.as_ref();
+    if auth.is_some_and(|a| a.needs_nonce()) {
+        conn.nonce = Some(crate::auth::nonce());
+    }
+    let conn = Rc::new(conn);
     crate::debug!("{} - cid:{cid} - Client connection created", conn.peer);
-    conn.send(&shard.info_line(cid, &conn.ip, false));
+    conn.send(&shard.info_line(&conn, false));
     // As nats-server: the INFO, then the refusal, when the server is full.
     let clients = &shard.server.clients;
     let open = clients.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -46,6 +51,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.count_accept();
     glommio::spawn_local(write_loop(conn.clone())).detach();
     glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
+    if let Some(a) = auth {
+        glommio::spawn_local(auth_timer(conn.clone(), a.timeout)).detach();
+    }
     read_loop(&shard, &conn).await;
     if conn.st.borrow().close_reason.is_none() {
         conn.close(CloseReason::ClientClosed);
@@ -187,6 +195,18 @@ async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
         }
         conn.ping();
     }
+}
+
+/// Closes a connection that has not authenticated within `timeout`, as
+/// nats-server does.
+async fn auth_timer(conn: Rc<Conn>, timeout: Duration) {
+    sleep_unless_closed(&conn, || timeout).await;
+    if conn.is_closing() || conn.st.borrow().connected {
+        return;
+    }
+    crate::debug!("{} - cid:{} - Authentication Timeout", conn.peer, conn.cid);
+    conn.send_err("Authentication Timeout");
+    conn.close(CloseReason::AuthTimeout);
 }
 
 /// Sleeps for `total()`, waking every second to notice a closed connection

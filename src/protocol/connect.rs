@@ -16,6 +16,8 @@ pub struct Info<'a> {
     pub host: &'a str,
     pub port: u16,
     pub headers: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub auth_required: bool,
     pub max_payload: usize,
     pub jetstream: bool,
 }
@@ -34,6 +36,13 @@ pub struct ConnectOpts {
     pub name: String,
     pub lang: String,
     pub version: String,
+    /// Credentials: a token, a user and password, or an NKey and its
+    /// signature of the INFO nonce.
+    pub auth_token: String,
+    pub user: String,
+    pub pass: String,
+    pub nkey: String,
+    pub sig: String,
 }
 
 impl Default for ConnectOpts {
@@ -50,6 +59,11 @@ impl Default for ConnectOpts {
             name: String::new(),
             lang: String::new(),
             version: String::new(),
+            auth_token: String::new(),
+            user: String::new(),
+            pass: String::new(),
+            nkey: String::new(),
+            sig: String::new(),
         }
     }
 }

@@ -9,6 +9,8 @@
 //! Invariant: the interest replica of every shard converges to the same set; a
 //! shard applies a peer's changes in the order the peer made them.
 
+mod auth;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -49,7 +51,19 @@ impl Shard {
     /// Applies one client op; returns what the read loop must do next.
     pub fn handle_op(&self, conn: &Rc<Conn>, op: ClientOp) -> Flow {
         if self.trace {
-            crate::trace!("{} - cid:{} - <<- {op:?}", conn.peer, conn.cid);
+            match &op {
+                // Secrets never reach the log.
+                ClientOp::Connect(json) => crate::trace!(
+                    "{} - cid:{} - <<- [CONNECT {}]",
+                    conn.peer,
+                    conn.cid,
+                    auth::redacted(json)
+                ),
+                _ => crate::trace!("{} - cid:{} - <<- {op:?}", conn.peer, conn.cid),
+            }
+        }
+        if !matches!(op, ClientOp::Connect(_)) && !self.before_connect(conn) {
+            return Flow::Close;
         }
         match op {
             ClientOp::Pub(p) => self.client_pub(conn, p),
@@ -107,6 +121,9 @@ impl Shard {
             conn.close(CloseReason::ProtocolError);
             return Flow::Close;
         }
+        if !self.authenticate(conn, &opts) {
+            return Flow::Close;
+        }
         {
             let mut st = conn.st.borrow_mut();
             st.opts = opts;
@@ -138,6 +155,9 @@ impl Shard {
         if pedantic && !subject::valid_publish(&p.subject) {
             // nats-server reports it, and still routes the message.
             conn.send_err("Invalid Publish Subject");
+        }
+        if self.publish_denied(conn, &p.subject) {
+            return Flow::Continue;
         }
         // The +OK precedes any delivery this publish causes on the same connection.
         self.ok(conn);
@@ -406,12 +426,21 @@ impl Shard {
             return Delivered::No;
         };
         let (verdict, done) = {
-            let mut st = conn.st.borrow_mut();
+            let mut guard = conn.st.borrow_mut();
+            let st = &mut *guard;
             let Some(s) = st.subs.get_mut(&sub) else {
                 return Delivered::No;
             };
             if s.max.is_some_and(|max| s.delivered >= max) {
                 return Delivered::No;
+            }
+            if let Some(p) = st.perms.as_mut() {
+                if s.check_deny && p.perms.delivery_denied(subject) {
+                    return Delivered::No;
+                }
+                if let Some(r) = reply {
+                    p.delivered_request(r);
+                }
             }
             s.delivered += 1;
             let done = s.max.is_some_and(|max| s.delivered >= max);
@@ -472,6 +501,13 @@ impl Shard {
             conn.send_err("Invalid Subject");
             return Flow::Continue;
         }
+        let Some(check_deny) = self.subscribe_denied(conn, &subject, queue.as_deref()) else {
+            return Flow::Continue;
+        };
+        let max_subs = match self.cfg.max_subscriptions {
+            0 => crate::limits::SUBS_PER_CONN_MAX,
+            n => n.min(crate::limits::SUBS_PER_CONN_MAX),
+        };
         let sub = {
             let mut st = conn.st.borrow_mut();
             if st.sids.contains_key(&sid) {
@@ -479,7 +515,7 @@ impl Shard {
                 self.ok(conn);
                 return Flow::Continue;
             }
-            if st.subs.len() >= crate::limits::SUBS_PER_CONN_MAX {
+            if st.subs.len() >= max_subs {
                 drop(st);
                 conn.send_err("maximum subscriptions exceeded");
                 return Flow::Continue;
@@ -493,6 +529,7 @@ impl Shard {
                     sid,
                     subject: subject.clone(),
                     queue: queue.clone(),
+                    check_deny,
                     max: None,
                     delivered: 0,
                 },

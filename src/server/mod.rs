@@ -65,6 +65,13 @@ fn run_server(cfg: Config) -> i32 {
         crate::error!("{e}");
         return 1;
     }
+    let auth = match crate::auth::Auth::new(&cfg.auth, cfg.no_auth_user.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            crate::error!("{e}");
+            return 1;
+        }
+    };
     block_signals();
     let server_id = new_server_id();
     let server = Arc::new(Server {
@@ -77,6 +84,7 @@ fn run_server(cfg: Config) -> i32 {
         lame_duck_done: AtomicUsize::new(0),
         js_usage: (0..cfg.shards).map(|_| Default::default()).collect(),
         live: crate::shard::Live::new(&cfg),
+        auth,
         cfg,
     });
     crate::info!(

@@ -75,7 +75,8 @@ pub async fn run(
             0x9E37_79B9_7F4A_7C15 ^ (u64::from(id) + 1).wrapping_mul(0x1234_5678_9ABC_DEF1),
         ),
         stopping: Cell::new(false),
-        info_prefix: crate::shard::info_prefix(&server),
+        info_prefix: crate::shard::info_prefix(&server, false),
+        info_prefix_connected: crate::shard::info_prefix(&server, true),
         js: OnceCell::new(),
         trace: crate::log::enabled(crate::log::Level::Trace),
         flush_pending: Cell::new(false),
@@ -168,7 +169,7 @@ fn spawn_receivers(shard: &Rc<Shard>, mut receivers: MeshReceivers) {
 async fn lame_duck(shard: Rc<Shard>) {
     let conns: Vec<Rc<Conn>> = shard.conns.borrow().values().cloned().collect();
     for c in &conns {
-        c.send(&shard.info_line(c.cid, &c.ip, false));
+        c.send(&shard.info_line(c, false));
     }
     let (total, grace) = shard.server.live.lame_duck();
     glommio::timer::sleep(grace).await;

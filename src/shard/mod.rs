@@ -189,6 +189,8 @@ pub struct Server {
     pub js_usage: Vec<[std::sync::atomic::AtomicU64; 2]>,
     /// What a reload may change.
     pub live: Live,
+    /// Authentication, when configured (None: anyone may connect).
+    pub auth: Option<crate::auth::Auth>,
 }
 
 /// Per-shard state. See the module doc for ownership.
@@ -206,6 +208,7 @@ pub struct Shard {
     pub(crate) rng: Cell<u64>,
     pub stopping: Cell<bool>,
     pub(crate) info_prefix: String,
+    pub(crate) info_prefix_connected: String,
     /// JetStream on this shard, set once at start-up when it is enabled. The
     /// JetStream object holds this shard in turn: both live as long as the
     /// shard's executor.
@@ -267,8 +270,13 @@ impl Shard {
 
     /// The INFO line for a connection; `connect_info` marks the second INFO sent
     /// after the first PONG to clients that speak protocol 1.
-    pub fn info_line(&self, cid: u64, ip: &str, connect_info: bool) -> Vec<u8> {
-        // nats-server's field order: ldm, then connect_info and remote_account.
+    pub fn info_line(&self, conn: &Conn, connect_info: bool) -> Vec<u8> {
+        // nats-server's field order: nonce, ldm, then connect_info and remote_account.
+        // The INFO after CONNECT carries no nonce.
+        let nonce = match conn.nonce.as_deref() {
+            Some(n) if !connect_info => format!(",\"nonce\":\"{n}\""),
+            _ => String::new(),
+        };
         let ldm = if LAME_DUCK.load(std::sync::atomic::Ordering::Relaxed) {
             ",\"ldm\":true"
         } else {
@@ -280,8 +288,14 @@ impl Shard {
             ""
         };
         format!(
-            "{}\"client_id\":{cid},\"client_ip\":\"{ip}\"{ldm}{extra},\"api_lvl\":{}}} \r\n",
-            self.info_prefix,
+            "{}\"client_id\":{},\"client_ip\":\"{}\"{nonce}{ldm}{extra},\"api_lvl\":{}}} \r\n",
+            if connect_info {
+                &self.info_prefix_connected
+            } else {
+                &self.info_prefix
+            },
+            conn.cid,
+            conn.ip,
             crate::config::API_LEVEL
         )
         .into_bytes()
@@ -297,7 +311,7 @@ impl Shard {
             resend
         };
         if resend {
-            conn.send(&self.info_line(conn.cid, &conn.ip, true));
+            conn.send(&self.info_line(conn, true));
         }
     }
 
@@ -375,7 +389,11 @@ impl Shard {
 }
 
 /// Builds the INFO JSON up to (not including) the per-connection fields.
-pub fn info_prefix(server: &Server) -> String {
+///
+/// `connected`: the INFO resent after CONNECT, which says `auth_required`
+/// whenever authentication is configured; the first INFO leaves it out when
+/// a `no_auth_user` lets clients in without credentials (as nats-server).
+pub fn info_prefix(server: &Server, connected: bool) -> String {
     let host = server.listen.ip().to_string();
     let info = crate::protocol::connect::Info {
         server_id: &server.server_id,
@@ -386,6 +404,7 @@ pub fn info_prefix(server: &Server) -> String {
         host: &host,
         port: server.listen.port(),
         headers: true,
+        auth_required: server.auth.is_some() && (connected || server.cfg.no_auth_user.is_none()),
         max_payload: server.cfg.max_payload,
         jetstream: server.cfg.jetstream.is_some(),
     };

@@ -20,6 +20,8 @@ fn reason_text(r: Option<CloseReason>) -> &'static str {
         Some(CloseReason::WriteError) => "Write Error",
         Some(CloseReason::ServerShutdown) => "Server Shutdown",
         Some(CloseReason::MaxConnectionsExceeded) => "Maximum Connections Exceeded",
+        Some(CloseReason::AuthViolation) => "Authentication Failure",
+        Some(CloseReason::AuthTimeout) => "Authentication Timeout",
     }
 }
 

@@ -4,6 +4,8 @@
 //! does not know, or does not honour yet, is an error naming it with its
 //! file and line: nothing in a file is silently ignored.
 
+pub mod auth;
+
 use std::path::Path;
 
 use crate::conf::{self, Item, Value};
@@ -44,20 +46,20 @@ pub struct FileSettings {
     pub remote_syslog: Option<String>,
     pub log_size_limit: Option<i64>,
     pub logfile_max_num: Option<i64>,
+    pub auth: Option<auth::AuthConfig>,
+    pub no_auth_user: Option<String>,
+    pub max_subscriptions: Option<i64>,
 }
 
 /// Keys nats-server has that jetcore does not honour yet: refused by name.
 const NOT_YET: &[&str] = &[
-    "max_subscriptions",
     "logtime_utc",
     "ports_file_dir",
     "https",
     "https_port",
     "http_base_path",
     "tls",
-    "authorization",
     "accounts",
-    "no_auth_user",
     "system_account",
     "operator",
     "resolver",
@@ -170,6 +172,9 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
             }
             "http_port" | "monitor_port" => s.http_port = Some(int(key, item)?),
             "jetstream" => jetstream(&mut s, key, item)?,
+            "authorization" => s.auth = Some(auth::authorization(item)?),
+            "no_auth_user" => s.no_auth_user = Some(string(key, item)?),
+            "max_subscriptions" | "max_subs" => s.max_subscriptions = Some(int(key, item)?),
             "jetcore" => jetcore(&mut s, item)?,
             k if NOT_YET.contains(&k) => return Err(not_yet(key, item)),
             _ => return Err(unknown(key, item)),
@@ -252,22 +257,22 @@ fn jetcore(s: &mut FileSettings, item: &Item) -> Result<(), String> {
     Ok(())
 }
 
-fn unknown(key: &str, item: &Item) -> String {
+pub(crate) fn unknown(key: &str, item: &Item) -> String {
     format!("jetcore: {}: unknown configuration key '{key}'", item.at())
 }
 
-fn not_yet(key: &str, item: &Item) -> String {
+pub(crate) fn not_yet(key: &str, item: &Item) -> String {
     format!(
         "jetcore: {}: configuration key '{key}' is not supported yet (see README: what works today)",
         item.at()
     )
 }
 
-fn kind(key: &str, item: &Item, want: &str) -> String {
+pub(crate) fn kind(key: &str, item: &Item, want: &str) -> String {
     format!("jetcore: {}: '{key}' must be {want}", item.at())
 }
 
-fn string(key: &str, item: &Item) -> Result<String, String> {
+pub(crate) fn string(key: &str, item: &Item) -> Result<String, String> {
     match &item.value {
         Value::Str(s) => Ok(s.clone()),
         Value::Int(i) => Ok(i.to_string()),
@@ -275,21 +280,21 @@ fn string(key: &str, item: &Item) -> Result<String, String> {
     }
 }
 
-fn int(key: &str, item: &Item) -> Result<i64, String> {
+pub(crate) fn int(key: &str, item: &Item) -> Result<i64, String> {
     match &item.value {
         Value::Int(i) => Ok(*i),
         _ => Err(kind(key, item, "an integer")),
     }
 }
 
-fn positive(key: &str, item: &Item) -> Result<i64, String> {
+pub(crate) fn positive(key: &str, item: &Item) -> Result<i64, String> {
     match int(key, item)? {
         i if i > 0 => Ok(i),
         _ => Err(kind(key, item, "a positive integer")),
     }
 }
 
-fn boolean(key: &str, item: &Item) -> Result<bool, String> {
+pub(crate) fn boolean(key: &str, item: &Item) -> Result<bool, String> {
     match &item.value {
         Value::Bool(b) => Ok(*b),
         _ => Err(kind(key, item, "true or false")),
@@ -297,7 +302,7 @@ fn boolean(key: &str, item: &Item) -> Result<bool, String> {
 }
 
 /// A duration as nats-server takes one: a Go duration string, or seconds.
-fn duration(key: &str, item: &Item) -> Result<String, String> {
+pub(crate) fn duration(key: &str, item: &Item) -> Result<String, String> {
     match &item.value {
         Value::Int(i) if *i > 0 => Ok(format!("{i}s")),
         Value::Str(s) if conf::parse_duration(s).is_some() => Ok(s.clone()),

@@ -1,0 +1,159 @@
+//! Authentication at CONNECT and permission checks on publish, subscribe and
+//! delivery, as methods on `Shard` (the router's), with nats-server's texts.
+//! A connection without permissions pays one `Option` check per operation.
+
+use bytes::Bytes;
+
+use crate::auth::perms::ConnPerms;
+use crate::net::conn::{CloseReason, Conn};
+use crate::protocol::connect::ConnectOpts;
+use crate::shard::Shard;
+
+impl Shard {
+    /// Checks a CONNECT's credentials when authentication is configured;
+    /// false: the client was refused and is being closed.
+    pub(super) fn authenticate(&self, conn: &Conn, opts: &ConnectOpts) -> bool {
+        let Some(auth) = &self.server.auth else {
+            return true;
+        };
+        let nonce = conn.nonce.as_deref().unwrap_or("");
+        match auth.check(opts, nonce) {
+            Some(id) => {
+                let mut st = conn.st.borrow_mut();
+                st.perms = id.perms.map(ConnPerms::new);
+                st.user = id.name;
+                true
+            }
+            None => {
+                // Who tried, never with what.
+                let who = if !opts.user.is_empty() {
+                    format!(" - User \"{}\"", opts.user)
+                } else if !opts.nkey.is_empty() {
+                    format!(" - NKey \"{}\"", opts.nkey)
+                } else {
+                    String::new()
+                };
+                crate::error!(
+                    "{} - cid:{} - authentication error{who}",
+                    conn.peer,
+                    conn.cid
+                );
+                conn.send_err("Authorization Violation");
+                conn.close(CloseReason::AuthViolation);
+                false
+            }
+        }
+    }
+
+    /// An op other than CONNECT: fine once connected or without
+    /// authentication; before CONNECT, the client becomes `no_auth_user` if
+    /// one is set (as nats-server lets telnet users in), else it is refused.
+    /// False: refused and closing.
+    pub(super) fn before_connect(&self, conn: &Conn) -> bool {
+        let Some(auth) = &self.server.auth else {
+            return true;
+        };
+        if conn.st.borrow().connected {
+            return true;
+        }
+        if let Some(id) = auth.check(&ConnectOpts::default(), "") {
+            let mut st = conn.st.borrow_mut();
+            st.perms = id.perms.map(ConnPerms::new);
+            st.user = id.name;
+            st.connected = true;
+            return true;
+        }
+        crate::error!(
+            "{} - cid:{} - authentication error: no CONNECT",
+            conn.peer,
+            conn.cid
+        );
+        conn.send_err("Authorization Violation");
+        conn.close(CloseReason::AuthViolation);
+        false
+    }
+
+    /// Whether a publish to `subject` is refused by the connection's
+    /// permissions (it was told; the connection stays).
+    pub(super) fn publish_denied(&self, conn: &Conn, subject: &Bytes) -> bool {
+        let denied = {
+            let mut st = conn.st.borrow_mut();
+            match st.perms.as_mut() {
+                None => return false,
+                Some(p) => !p.may_publish(subject),
+            }
+        };
+        if denied {
+            let s = String::from_utf8_lossy(subject);
+            crate::debug!(
+                "{} - cid:{} - Publish Violation - Subject \"{s}\"",
+                conn.peer,
+                conn.cid
+            );
+            conn.send_err(&format!("Permissions Violation for Publish to \"{s}\""));
+        }
+        denied
+    }
+
+    /// Whether a subscription is refused by the connection's permissions
+    /// (it was told; the connection stays). Also says whether its
+    /// deliveries must be checked against the deny list.
+    pub(super) fn subscribe_denied(
+        &self,
+        conn: &Conn,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+    ) -> Option<bool> {
+        let st = conn.st.borrow();
+        let Some(p) = st.perms.as_ref() else {
+            return Some(false);
+        };
+        if p.perms.may_subscribe(subject, queue) {
+            return Some(p.perms.needs_delivery_check(subject));
+        }
+        drop(st);
+        let s = String::from_utf8_lossy(subject);
+        let text = match queue {
+            Some(q) => format!(
+                "Permissions Violation for Subscription to \"{s}\" using queue \"{}\"",
+                String::from_utf8_lossy(q)
+            ),
+            None => format!("Permissions Violation for Subscription to \"{s}\""),
+        };
+        crate::debug!(
+            "{} - cid:{} - Subscription Violation - Subject \"{s}\"",
+            conn.peer,
+            conn.cid
+        );
+        conn.send_err(&text);
+        None
+    }
+}
+
+/// A CONNECT's JSON for the trace log, with `pass` and `auth_token` replaced
+/// by `[REDACTED]` (as nats-server traces it).
+pub(super) fn redacted(json: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            for (k, v) in m.iter_mut() {
+                if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("auth_token") {
+                    *v = serde_json::Value::String("[REDACTED]".into());
+                }
+            }
+            serde_json::Value::Object(m).to_string()
+        }
+        // Not JSON: the CONNECT will be refused; none of it is logged.
+        _ => "(unreadable)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_redacted_from_traces() {
+        let t = super::redacted(br#"{"user":"a","pass":"hunter2","AUTH_TOKEN":"t0k"}"#);
+        assert!(!t.contains("hunter2") && !t.contains("t0k"), "{t}");
+        assert!(t.contains(r#""user":"a""#));
+        assert_eq!(super::redacted(b"{nope"), "(unreadable)");
+    }
+}
