@@ -192,7 +192,21 @@ pub struct Writer {
 
 /// Connects, reads INFO, sends CONNECT and waits for the PONG of a PING, so the
 /// server has registered the connection before the run starts.
-pub async fn connect(addr: &str, name: &str) -> Result<(Reader, Writer), String> {
+pub async fn connect(server: &str, name: &str) -> Result<(Reader, Writer), String> {
+    // `user:pass@host:port` or `token@host:port`, as the nats CLI takes them.
+    let (creds, addr) = match server.rsplit_once('@') {
+        Some((c, a)) => (Some(c), a),
+        None => (None, server),
+    };
+    let auth = match creds.map(|c| c.split_once(':')) {
+        None => String::new(),
+        Some(Some((u, p))) => format!(
+            ",\"user\":{},\"pass\":{}",
+            serde_json::Value::from(u),
+            serde_json::Value::from(p)
+        ),
+        Some(None) => format!(",\"auth_token\":{}", serde_json::Value::from(creds.unwrap_or(""))),
+    };
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -209,7 +223,7 @@ pub async fn connect(addr: &str, name: &str) -> Result<(Reader, Writer), String>
         other => return Err(format!("expected INFO from {addr}, got {other:?}")),
     }
     let connect = format!(
-        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1,\"name\":\"{name}\",\"lang\":\"rust\",\"version\":\"jetcore-bench\"}}\r\nPING\r\n"
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1,\"name\":\"{name}\",\"lang\":\"rust\",\"version\":\"jetcore-bench\"{auth}}}\r\nPING\r\n"
     );
     writer.write_all(connect.as_bytes()).await?;
     reader.until_pong(&writer).await?;

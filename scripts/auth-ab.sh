@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A/B of permissions on the publish path: core pub->sub (128 B) against
+#   open   jetcore without authentication,
+#   perms  jetcore with 1,000 users, each with publish and subscribe
+#          allow/deny lists, the load generator connecting as one of them;
+# the same for nats-server when NATS=1. Rounds alternate. Writes one JSON per
+# run and summary.tsv (msgs/s, server CPU µs per message) into OUT.
+#
+#   SHARDS=1 ROUNDS=3 scripts/auth-ab.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JETCORE=${JETCORE:-target/release/jetcore}
+BENCH=${BENCH:-target/release/jetcore-bench}
+OUT=${OUT:-perf/results/auth}
+ROUNDS=${ROUNDS:-3}
+MSGS=${MSGS:-2000000}
+SHARDS=${SHARDS:-1}
+PORT=14666
+mkdir -p "$OUT"
+conf="$OUT/users.conf"
+{
+    echo "authorization { users: ["
+    for i in $(seq 1000); do
+        echo "  { user: u$i, password: p$i, permissions: {"
+        echo "      publish: { allow: [\"bench.>\", \"u$i.>\"], deny: \"bench.secret.>\" }"
+        echo "      subscribe: { allow: [\"bench.>\", \"_INBOX.>\"], deny: \"bench.secret.>\" } } }"
+    done
+    echo "] }"
+} >"$conf"
+echo -e "server\tvariant\tround\tmsgs_per_sec\tcpu_us_per_msg" >"$OUT/summary.tsv"
+
+cpu_secs() {
+    awk -v hz="$(getconf CLK_TCK)" '{ split($0, a, ") "); split(a[2], f, " "); print (f[12] + f[13]) / hz }' "/proc/$1/stat"
+}
+
+run() {
+    local server=$1 variant=$2 round=$3 args=() target="127.0.0.1:$PORT"
+    [[ $variant == perms ]] && args=(-c "$conf") && target="u500:p500@127.0.0.1:$PORT"
+    if [[ $server == jetcore ]]; then
+        "$JETCORE" -a 127.0.0.1 -p "$PORT" --shards "$SHARDS" "${args[@]}" >/dev/null 2>&1 &
+    else
+        nats-server -a 127.0.0.1 -p "$PORT" "${args[@]}" >/dev/null 2>&1 &
+    fi
+    local pid=$!
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
+    local json="$OUT/$server-$variant-$round.json" c0 c1
+    c0=$(cpu_secs "$pid")
+    "$BENCH" pubsub --server "$target" --msgs "$MSGS" --size 128 --json "$json" bench.x >/dev/null
+    c1=$(cpu_secs "$pid")
+    kill "$pid" && wait "$pid" 2>/dev/null || true
+    python3 - "$json" "$server" "$variant" "$round" "$c0" "$c1" "$MSGS" >>"$OUT/summary.tsv" <<'EOF'
+import json, sys
+path, server, variant, rnd, c0, c1, msgs = sys.argv[1:]
+s = json.load(open(path))
+cpu = (float(c1) - float(c0)) * 1e6 / int(msgs)
+print(f"{server}\t{variant}\t{rnd}\t{s['msgs_per_sec']:.0f}\t{cpu:.3f}")
+EOF
+}
+
+servers=(jetcore)
+[[ ${NATS:-0} == 1 ]] && servers=(jetcore nats-server)
+for r in $(seq "$ROUNDS"); do
+    for s in "${servers[@]}"; do
+        for v in open perms; do
+            run "$s" "$v" "$r"
+        done
+    done
+done
+column -t "$OUT/summary.tsv"
