@@ -139,6 +139,24 @@ struct Cli {
     /// Authorization token required for connections
     #[arg(long = "auth")]
     auth: Option<String>,
+    /// Enable TLS (with --tlscert and --tlskey)
+    #[arg(long = "tls")]
+    tls: bool,
+    /// Server certificate file (PEM)
+    #[arg(long = "tlscert")]
+    tlscert: Option<String>,
+    /// Private key of the server certificate (PEM)
+    #[arg(long = "tlskey")]
+    tlskey: Option<String>,
+    /// Client certificate CA, for verification (PEM)
+    #[arg(long = "tlscacert")]
+    tlscacert: Option<String>,
+    /// Require and verify client certificates
+    #[arg(long = "tlsverify")]
+    tlsverify: bool,
+    /// The file's `tls` block.
+    #[arg(skip)]
+    file_tls: Option<crate::config_file::tls::TlsConfig>,
     /// HTTP port for monitoring (/varz, /connz, /jsz, /healthz ...; -1: a free port)
     #[arg(short = 'm', long = "http_port", allow_negative_numbers = true)]
     http_port: Option<i32>,
@@ -227,6 +245,8 @@ pub struct Config {
     pub no_auth_user: Option<String>,
     /// Subscriptions per connection (0: no limit).
     pub max_subscriptions: usize,
+    /// TLS for clients, when configured.
+    pub tls: Option<crate::config_file::tls::TlsConfig>,
 }
 
 /// What the command line asked for.
@@ -379,6 +399,7 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
     );
     cli.logfile_max_num = f.logfile_max_num.unwrap_or(0).max(0) as usize;
     cli.file_auth = f.auth;
+    cli.file_tls = f.tls;
     cli.no_auth_user = f.no_auth_user;
     cli.max_subscriptions = f.max_subscriptions.unwrap_or(0);
     set(
@@ -507,6 +528,7 @@ fn validate(cli: Cli) -> Result<Config, String> {
         );
     }
     let (auth, no_auth_user, max_subscriptions) = auth_settings(&cli)?;
+    let tls = tls_settings(&cli)?;
     let log_level = if cli.trace || cli.debug_trace || cli.verbose_trace || cli.debug_verbose_trace
     {
         crate::log::Level::Trace
@@ -549,6 +571,7 @@ fn validate(cli: Cli) -> Result<Config, String> {
         auth,
         no_auth_user,
         max_subscriptions,
+        tls,
     })
 }
 
@@ -586,6 +609,33 @@ fn auth_settings(
     // Checked here so that `-t` finds what the server would refuse.
     crate::auth::Auth::new(&auth, cli.no_auth_user.as_deref())?;
     Ok((auth, cli.no_auth_user.clone(), max_subs))
+}
+
+/// TLS: the file's `tls` block with `--tls*` flags over it.
+fn tls_settings(cli: &Cli) -> Result<Option<crate::config_file::tls::TlsConfig>, String> {
+    let flags = cli.tls || cli.tlscert.is_some() || cli.tlskey.is_some() || cli.tlsverify;
+    if !flags && cli.file_tls.is_none() {
+        return Ok(None);
+    }
+    let mut t = cli.file_tls.clone().unwrap_or_default();
+    let over = |v: &Option<String>, field: &mut Option<String>| {
+        if let Some(v) = v {
+            *field = Some(v.clone());
+        }
+    };
+    over(&cli.tlscert, &mut t.cert_file);
+    over(&cli.tlskey, &mut t.key_file);
+    over(&cli.tlscacert, &mut t.ca_file);
+    t.verify |= cli.tlsverify;
+    if t.cert_file.is_none() || t.key_file.is_none() {
+        return Err("jetcore: TLS needs a certificate and a key (--tlscert, --tlskey)".into());
+    }
+    if t.verify && t.ca_file.is_none() {
+        return Err("jetcore: --tlsverify needs --tlscacert".into());
+    }
+    // Checked here so that `-t` finds what the server would refuse.
+    crate::tls::Tls::load(&t)?;
+    Ok(Some(t))
 }
 
 /// nats-server's rules for a domain name: `$JS.<name>.API.>` must be a valid
@@ -671,7 +721,13 @@ mod tests {
 
     #[test]
     fn unsupported_flags_are_refused_by_name() {
-        for flag in ["--tls", "-ms", "--tlscert", "-routes", "--cluster=x"] {
+        for flag in [
+            "--routes",
+            "-ms",
+            "--cluster_name",
+            "-routes",
+            "--cluster=x",
+        ] {
             let err = run(&[flag, "v"]).unwrap_err();
             assert!(err.contains("not supported yet"), "{flag}: {err}");
         }

@@ -9,7 +9,8 @@
 //! - `config_file`: the keys of a configuration file jetcore honours.
 //! - `config_flags`: nats-server's flag spellings (Go style) rewritten for clap.
 //! - `protocol`: client ops, the byte parser, INFO/CONNECT, header blocks.
-//! - `auth`: who may connect (token, users, bcrypt, NKeys) and their permissions.
+//! - `auth`, `tls`: who may connect (token, users, bcrypt, NKeys) and their
+//!   permissions; TLS sessions (rustls).
 //! - `config`: command line (and `-c` file) → `Config` (nats-server flags, Go style).
 //! - `notify`: single-waiter and broadcast wake-ups for tasks on one shard.
 //! - `js::types`: JetStream's data: configs, API errors, Go-style JSON, the
@@ -44,3 +45,4 @@ pub mod router;
 pub mod server;
 pub mod shard;
 pub mod subject;
+pub mod tls;

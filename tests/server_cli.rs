@@ -63,7 +63,11 @@ fn startup_log_names_version_address_shards_and_store() {
 
 #[test]
 fn unsupported_nats_server_flags_are_refused_clearly() {
-    for args in [&["--tls"][..], &["--tlscert", "c"], &["-ms", "8222"]] {
+    for args in [
+        &["--routes", "x"][..],
+        &["--cluster_name", "c"],
+        &["-ms", "8222"],
+    ] {
         let out = jetcore(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -205,7 +205,10 @@ pub async fn connect(server: &str, name: &str) -> Result<(Reader, Writer), Strin
             serde_json::Value::from(u),
             serde_json::Value::from(p)
         ),
-        Some(None) => format!(",\"auth_token\":{}", serde_json::Value::from(creds.unwrap_or(""))),
+        Some(None) => format!(
+            ",\"auth_token\":{}",
+            serde_json::Value::from(creds.unwrap_or(""))
+        ),
     };
     let stream = TcpStream::connect(addr)
         .await

@@ -5,7 +5,7 @@
 //! a subject, a list, or `{ allow, deny }`. Data only: `auth` checks it.
 
 use crate::conf::{Item, Value};
-use crate::config_file::{kind, string, unknown};
+use crate::config_file::{kind, seconds, string, unknown};
 
 /// Who may connect, and with which permissions.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -80,16 +80,7 @@ pub fn authorization(item: &Item) -> Result<AuthConfig, String> {
             "token" => a.token = Some(string(k, v)?),
             "user" | "username" => single.user = Some(string(k, v)?),
             "password" | "pass" => single.password = Some(string(k, v)?),
-            "timeout" => {
-                a.timeout = Some(match &v.value {
-                    Value::Int(i) => *i as f64,
-                    Value::Float(f) => *f,
-                    Value::Str(t) => crate::conf::parse_duration(t)
-                        .ok_or_else(|| kind(k, v, "seconds or a duration"))?
-                        .as_secs_f64(),
-                    _ => return Err(kind(k, v, "seconds or a duration")),
-                })
-            }
+            "timeout" => a.timeout = Some(seconds(k, v)?),
             "users" => {
                 let Value::Array(list) = &v.value else {
                     return Err(kind(k, v, "a list of users"));

@@ -5,6 +5,7 @@
 //! file and line: nothing in a file is silently ignored.
 
 pub mod auth;
+pub mod tls;
 
 use std::path::Path;
 
@@ -47,6 +48,7 @@ pub struct FileSettings {
     pub log_size_limit: Option<i64>,
     pub logfile_max_num: Option<i64>,
     pub auth: Option<auth::AuthConfig>,
+    pub tls: Option<tls::TlsConfig>,
     pub no_auth_user: Option<String>,
     pub max_subscriptions: Option<i64>,
 }
@@ -58,7 +60,6 @@ const NOT_YET: &[&str] = &[
     "https",
     "https_port",
     "http_base_path",
-    "tls",
     "accounts",
     "system_account",
     "operator",
@@ -173,6 +174,7 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
             "http_port" | "monitor_port" => s.http_port = Some(int(key, item)?),
             "jetstream" => jetstream(&mut s, key, item)?,
             "authorization" => s.auth = Some(auth::authorization(item)?),
+            "tls" => s.tls = Some(tls::tls(item)?),
             "no_auth_user" => s.no_auth_user = Some(string(key, item)?),
             "max_subscriptions" | "max_subs" => s.max_subscriptions = Some(int(key, item)?),
             "jetcore" => jetcore(&mut s, item)?,
@@ -298,6 +300,19 @@ pub(crate) fn boolean(key: &str, item: &Item) -> Result<bool, String> {
     match &item.value {
         Value::Bool(b) => Ok(*b),
         _ => Err(kind(key, item, "true or false")),
+    }
+}
+
+/// Seconds as nats-server takes them for timeouts: a number (fractions
+/// allowed) or a Go duration string.
+pub(crate) fn seconds(key: &str, item: &Item) -> Result<f64, String> {
+    match &item.value {
+        Value::Int(i) => Ok(*i as f64),
+        Value::Float(f) => Ok(*f),
+        Value::Str(s) => conf::parse_duration(s)
+            .map(|d| d.as_secs_f64())
+            .ok_or_else(|| kind(key, item, "seconds or a duration")),
+        _ => Err(kind(key, item, "seconds or a duration")),
     }
 }
 

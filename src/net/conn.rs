@@ -105,6 +105,8 @@ pub struct Conn {
     pub ping_sent: Cell<Option<Instant>>,
     /// The nonce sent in INFO for NKey users to sign.
     pub nonce: Option<String>,
+    /// The TLS session once the handshake is done (None: plaintext).
+    pub tls: Option<RefCell<rustls::ServerConnection>>,
 }
 
 impl Conn {
@@ -127,6 +129,7 @@ impl Conn {
             rtt: Cell::new(Duration::ZERO),
             ping_sent: Cell::new(None),
             nonce: None,
+            tls: None,
         }
     }
 

@@ -32,9 +32,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     if auth.is_some_and(|a| a.needs_nonce()) {
         conn.nonce = Some(crate::auth::nonce());
     }
+    // Plaintext that came with the end of a TLS handshake (a CONNECT, say).
+    let mut first = BytesMut::new();
+    if let Some(tls) = shard.server.tls.as_ref() {
+        if let Err(e) = start_tls(&shard, &mut conn, tls, &mut first).await {
+            // As nats-server: logged, and the connection closed without a word.
+            crate::error!("{} - cid:{cid} - TLS handshake error: {e}", conn.peer);
+            conn.shutdown_socket(libc::SHUT_RDWR);
+            return;
+        }
+    }
     let conn = Rc::new(conn);
     crate::debug!("{} - cid:{cid} - Client connection created", conn.peer);
-    conn.send(&shard.info_line(&conn, false));
+    // With TLS (not handshake_first) the INFO went out before the handshake.
+    if shard.server.tls.as_ref().is_none_or(|t| t.handshake_first) {
+        conn.send(&shard.info_line(&conn, false));
+    }
     // As nats-server: the INFO, then the refusal, when the server is full.
     let clients = &shard.server.clients;
     let open = clients.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -54,7 +67,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     if let Some(a) = auth {
         glommio::spawn_local(auth_timer(conn.clone(), a.timeout)).detach();
     }
-    read_loop(&shard, &conn).await;
+    read_loop(&shard, &conn, first).await;
     if conn.st.borrow().close_reason.is_none() {
         conn.close(CloseReason::ClientClosed);
     }
@@ -68,16 +81,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     );
 }
 
-async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
     let mut parser = Parser::new(shard.cfg.max_payload, shard.cfg.max_control_line);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut buf = first;
+    buf.reserve(READ_CHUNK_BYTES);
+    // TLS: ciphertext is read here, then decrypted into `buf`.
+    let mut raw = BytesMut::new();
+    let mut pending = !buf.is_empty();
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
-        match crate::net::io::read_into(&conn.stream, &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        if !std::mem::take(&mut pending) && !read_some(conn, &mut buf, &mut raw).await {
+            return;
         }
         // Once per read, not per message: a clock read is cheap, not free.
         let now = crate::shard::stats::unix_nanos(std::time::SystemTime::now());
@@ -124,6 +140,8 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 
 async fn write_loop(conn: Rc<Conn>) {
     let mut writing: Vec<u8> = Vec::new();
+    // TLS records of `writing` (reused, like it).
+    let mut cipher: Vec<u8> = Vec::new();
     loop {
         let have = {
             let mut out = conn.out.borrow_mut();
@@ -134,13 +152,26 @@ async fn write_loop(conn: Rc<Conn>) {
                 std::mem::swap(&mut out.buf, &mut writing);
                 out.in_flight = writing.len();
             }
-            out.in_flight > 0
+            // TLS records with no plaintext behind them (alerts, key updates).
+            let records = conn.tls.as_ref().is_some_and(|t| t.borrow().wants_write());
+            out.in_flight > 0 || records
         };
         if !have {
             conn.wake_writer.wait().await;
             continue;
         }
-        let result = crate::net::io::write_all(&conn.stream, &writing).await;
+        let result = match &conn.tls {
+            None => crate::net::io::write_all(&conn.stream, &writing).await,
+            Some(tls) => {
+                let sealed = crate::tls::encrypt(&mut tls.borrow_mut(), &writing, &mut cipher);
+                let result = match sealed {
+                    Ok(()) => crate::net::io::write_all(&conn.stream, &cipher).await,
+                    Err(e) => Err(e),
+                };
+                cipher.clear();
+                result
+            }
+        };
         writing.clear();
         if writing.capacity() > 4 * READ_CHUNK_BYTES * 16 {
             writing = Vec::new();
@@ -195,6 +226,76 @@ async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
         }
         conn.ping();
     }
+}
+
+/// Reads what the socket has into `buf` (decrypting with TLS); false when
+/// the connection is closed or broken.
+async fn read_some(conn: &Conn, buf: &mut BytesMut, raw: &mut BytesMut) -> bool {
+    let Some(tls) = &conn.tls else {
+        return matches!(crate::net::io::read_into(&conn.stream, buf).await, Ok(n) if n > 0);
+    };
+    raw.clear();
+    raw.reserve(READ_CHUNK_BYTES);
+    if !matches!(crate::net::io::read_into(&conn.stream, raw).await, Ok(n) if n > 0) {
+        return false;
+    }
+    let opened = crate::tls::decrypt(&mut tls.borrow_mut(), raw, buf);
+    if tls.borrow().wants_write() {
+        conn.wake_writer.notify(); // records for the peer (alerts, key updates)
+    }
+    opened.is_ok()
+}
+
+/// TLS before the client speaks: the INFO in plaintext (unless
+/// `handshake_first`), then the handshake within the TLS timeout. A client
+/// whose first bytes are not a TLS handshake is refused.
+async fn start_tls(
+    shard: &Shard,
+    conn: &mut Conn,
+    tls: &crate::tls::Tls,
+    plain: &mut BytesMut,
+) -> Result<(), String> {
+    use crate::net::io::{read_into, write_all};
+    if !tls.handshake_first {
+        let info = shard.info_line(conn, false);
+        write_all(&conn.stream, &info)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut session = tls.session().map_err(|e| e.to_string())?;
+    let stream = &conn.stream;
+    let work = async {
+        let mut raw = BytesMut::new();
+        let mut out = Vec::new();
+        let mut first = true;
+        while session.is_handshaking() || session.wants_write() {
+            if session.wants_write() {
+                out.clear();
+                crate::tls::encrypt(&mut session, &[], &mut out).map_err(|e| e.to_string())?;
+                write_all(stream, &out).await.map_err(|e| e.to_string())?;
+                continue;
+            }
+            raw.clear();
+            raw.reserve(16 * 1024);
+            match read_into(stream, &mut raw).await {
+                Ok(0) => return Err("connection closed".to_string()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if std::mem::take(&mut first) && raw[0] != crate::tls::HANDSHAKE_RECORD {
+                return Err("first record does not look like a TLS handshake".to_string());
+            }
+            crate::tls::decrypt(&mut session, &raw, plain).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    let timeout = async {
+        glommio::timer::sleep(tls.timeout).await;
+        Err("timeout".to_string())
+    };
+    futures_lite::future::or(work, timeout).await?;
+    conn.tls = Some(std::cell::RefCell::new(session));
+    Ok(())
 }
 
 /// Closes a connection that has not authenticated within `timeout`, as

@@ -72,6 +72,13 @@ fn run_server(cfg: Config) -> i32 {
             return 1;
         }
     };
+    let tls = match cfg.tls.as_ref().map(crate::tls::Tls::load).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            crate::error!("{e}");
+            return 1;
+        }
+    };
     block_signals();
     let server_id = new_server_id();
     let server = Arc::new(Server {
@@ -85,6 +92,7 @@ fn run_server(cfg: Config) -> i32 {
         js_usage: (0..cfg.shards).map(|_| Default::default()).collect(),
         live: crate::shard::Live::new(&cfg),
         auth,
+        tls,
         cfg,
     });
     crate::info!(

@@ -191,6 +191,8 @@ pub struct Server {
     pub live: Live,
     /// Authentication, when configured (None: anyone may connect).
     pub auth: Option<crate::auth::Auth>,
+    /// TLS for clients, when configured.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// Per-shard state. See the module doc for ownership.
@@ -405,6 +407,8 @@ pub fn info_prefix(server: &Server, connected: bool) -> String {
         port: server.listen.port(),
         headers: true,
         auth_required: server.auth.is_some() && (connected || server.cfg.no_auth_user.is_none()),
+        tls_required: server.tls.is_some(),
+        tls_verify: server.tls.as_ref().is_some_and(|t| t.verify),
         max_payload: server.cfg.max_payload,
         jetstream: server.cfg.jetstream.is_some(),
     };

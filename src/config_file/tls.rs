@@ -1,0 +1,72 @@
+//! The `tls` block (and `--tls*` flags): certificate and key, the CA that
+//! client certificates must chain to (`verify`), the handshake timeout,
+//! `handshake_first`, `min_version`. Data only: `net::tls` loads it.
+
+use crate::conf::{Item, Value};
+use crate::config_file::{boolean, kind, not_yet, seconds, string, unknown};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsConfig {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub ca_file: Option<String>,
+    /// Clients must present a certificate signed by `ca_file`.
+    pub verify: bool,
+    /// Seconds the handshake may take (nats-server's default: 2).
+    pub timeout: Option<f64>,
+    /// The handshake comes before INFO (clients must be told to expect it).
+    pub handshake_first: bool,
+    /// "1.2" or "1.3".
+    pub min_version: Option<String>,
+}
+
+pub fn tls(item: &Item) -> Result<TlsConfig, String> {
+    let Value::Map(m) = &item.value else {
+        return Err(kind("tls", item, "a block"));
+    };
+    let mut t = TlsConfig::default();
+    for (k, v) in m {
+        match k.to_ascii_lowercase().as_str() {
+            "cert_file" => t.cert_file = Some(string(k, v)?),
+            "key_file" => t.key_file = Some(string(k, v)?),
+            "ca_file" => t.ca_file = Some(string(k, v)?),
+            "verify" => t.verify = boolean(k, v)?,
+            "timeout" => t.timeout = Some(seconds(k, v)?),
+            "handshake_first" | "first" | "immediate" => {
+                t.handshake_first = match &v.value {
+                    Value::Bool(b) => *b,
+                    // nats-server also takes a fallback delay here.
+                    _ => return Err(not_yet(&format!("tls.{k} with a delay"), v)),
+                }
+            }
+            "min_version" => {
+                let s = string(k, v)?;
+                if !matches!(s.as_str(), "1.2" | "1.3") {
+                    return Err(kind(k, v, "\"1.2\" or \"1.3\""));
+                }
+                t.min_version = Some(s);
+            }
+            "verify_and_map"
+            | "verify_cert_and_check_known_urls"
+            | "cipher_suites"
+            | "curve_preferences"
+            | "pinned_certs"
+            | "cert_store"
+            | "cert_match"
+            | "ocsp_peer"
+            | "certs"
+            | "insecure" => return Err(not_yet(&format!("tls.{k}"), v)),
+            _ => return Err(unknown(&format!("tls.{k}"), v)),
+        }
+    }
+    if t.cert_file.is_none() || t.key_file.is_none() {
+        return Err(format!(
+            "jetcore: {}: tls needs cert_file and key_file",
+            item.at()
+        ));
+    }
+    if t.verify && t.ca_file.is_none() {
+        return Err(format!("jetcore: {}: tls verify needs ca_file", item.at()));
+    }
+    Ok(t)
+}

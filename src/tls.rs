@@ -1,0 +1,124 @@
+//! TLS for client connections with rustls (ring): the server's configuration
+//! loaded from PEM files, and moving bytes through a session (decrypting what
+//! the socket gave, encrypting what is queued). The handshake's I/O is in
+//! `net::session`; everything here runs on the connection's shard, no locks.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConnection;
+
+use crate::config_file::tls::TlsConfig;
+
+/// The first byte of a TLS handshake record (what a TLS client sends first).
+pub const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// TLS as configured, ready for connections.
+#[derive(Debug)]
+pub struct Tls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub verify: bool,
+    pub handshake_first: bool,
+    pub timeout: Duration,
+}
+
+impl Tls {
+    pub fn load(t: &TlsConfig) -> Result<Tls, String> {
+        let cert_file = t.cert_file.as_deref().unwrap_or("");
+        let key_file = t.key_file.as_deref().unwrap_or("");
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+            .and_then(|i| i.collect::<Result<_, _>>())
+            .map_err(|e| format!("jetcore: TLS certificate {cert_file}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "jetcore: TLS certificate {cert_file}: no certificate"
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(key_file)
+            .map_err(|e| format!("jetcore: TLS key {key_file}: {e}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
+            Some("1.3") => &[&rustls::version::TLS13],
+            _ => rustls::ALL_VERSIONS,
+        };
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| format!("jetcore: TLS: {e}"))?;
+        let builder = if t.verify {
+            let ca_file = t.ca_file.as_deref().unwrap_or("");
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca_file)
+                .map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?
+            {
+                let c = c.map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("jetcore: TLS certificate and key: {e}"))?;
+        Ok(Tls {
+            config: Arc::new(config),
+            verify: t.verify,
+            handshake_first: t.handshake_first,
+            timeout: Duration::from_secs_f64(t.timeout.filter(|s| *s > 0.0).unwrap_or(2.0)),
+        })
+    }
+
+    /// A session for one connection; its buffers are bounded by what the
+    /// connection queues (`max_pending`), not by rustls's defaults.
+    pub fn session(&self) -> Result<ServerConnection, rustls::Error> {
+        let mut s = ServerConnection::new(self.config.clone())?;
+        s.set_buffer_limit(None);
+        Ok(s)
+    }
+}
+
+/// Feeds `raw` (bytes read from the socket) to the session and appends the
+/// plaintext to `plain`. Errors are fatal for the connection.
+pub fn decrypt(
+    tls: &mut ServerConnection,
+    mut raw: &[u8],
+    plain: &mut BytesMut,
+) -> std::io::Result<()> {
+    while !raw.is_empty() {
+        tls.read_tls(&mut raw)?;
+        let state = tls
+            .process_new_packets()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let n = state.plaintext_bytes_to_read();
+        if n > 0 {
+            let start = plain.len();
+            plain.resize(start + n, 0);
+            tls.reader().read_exact(&mut plain[start..])?;
+        }
+    }
+    Ok(())
+}
+
+/// Encrypts `plain` and appends the records (and any the session has
+/// pending, such as handshake or key-update messages) to `out`.
+pub fn encrypt(tls: &mut ServerConnection, plain: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    if !plain.is_empty() {
+        tls.writer().write_all(plain)?;
+    }
+    while tls.wants_write() {
+        tls.write_tls(out)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! TLS for clients (rustls): async-nats over TLS, mutual TLS, handshake_first,
+//! and bad input on the TLS port, next to nats-server 2.15 where the wire
+//! behaviour is compared.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use futures::StreamExt;
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client
+/// certificate signed by it, written as PEM files into `dir`.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn pki(dir: &Path, name: &str) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} CA"));
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut cp = CertificateParams::new(Vec::<String>::new()).unwrap();
+    cp.distinguished_name
+        .push(rcgen::DnType::CommonName, "client");
+    let client = cp.signed_by(&client_key, &ca, &ca_key).unwrap();
+    let write = |file: &str, text: String| {
+        let p = dir.join(format!("{name}-{file}"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    Pki {
+        ca: write("ca.pem", ca.pem()),
+        cert: write("cert.pem", server.pem()),
+        key: write("key.pem", server_key.serialize_pem()),
+        client_cert: write("client.pem", client.pem()),
+        client_key: write("client-key.pem", client_key.serialize_pem()),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_publish_subscribe_and_use_jetstream_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "a");
+    let store = dir.path().join("js");
+    let server = Server::start_js(
+        2,
+        &store,
+        &["--tls", "--tlscert", s(&p.cert), "--tlskey", s(&p.key)],
+    );
+    let connect = || {
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(p.ca.clone())
+            .require_tls(true)
+            .connect(format!("tls://localhost:{}", server.port))
+    };
+    let sub_client = connect().await.unwrap();
+    let pub_client = connect().await.unwrap();
+    assert!(sub_client.server_info().tls_required);
+    let mut sub = sub_client.subscribe("t.>").await.unwrap();
+    common::sync_interest(&sub_client, &pub_client).await;
+    // Small and large messages, across shards, through the TLS records.
+    let big = vec![b'z'; 900 * 1024];
+    for i in 0..100 {
+        pub_client
+            .publish(format!("t.{i}"), format!("m{i}").into())
+            .await
+            .unwrap();
+    }
+    pub_client
+        .publish("t.big", big.clone().into())
+        .await
+        .unwrap();
+    pub_client.flush().await.unwrap();
+    for i in 0..100 {
+        let m = sub.next().await.unwrap();
+        assert_eq!(m.payload.as_ref(), format!("m{i}").as_bytes());
+    }
+    assert_eq!(sub.next().await.unwrap().payload.len(), big.len());
+    let js = async_nats::jetstream::new(pub_client.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "T".into(),
+        subjects: vec!["js.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ack = js.publish("js.1", "x".into()).await.unwrap().await.unwrap();
+    assert_eq!(ack.sequence, 1);
+}
+
+/// What a server sends a raw client that does `send`, then waits: the bytes
+/// after INFO, and whether it closed.
+fn raw_after_info(port: u16, send: &[u8], wait: Duration) -> (Vec<u8>, bool) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    let mut info = Vec::new();
+    while !info.ends_with(b"\r\n") {
+        c.read_exact(&mut b).unwrap();
+        info.push(b[0]);
+    }
+    assert!(String::from_utf8_lossy(&info).contains("\"tls_required\":true"));
+    c.write_all(send).unwrap();
+    c.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (got, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_garbage_and_stalled_handshakes_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "b");
+    let conf = dir.path().join("tls.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\", timeout: 1 }}\n",
+            s(&p.cert),
+            s(&p.key)
+        ),
+    )
+    .unwrap();
+    let ours = Server::start_with(2, &["-c", s(&conf)]);
+    let theirs = Server::start_nats(&dir.path().join("ns"), &["-c", s(&conf)]);
+    // A client connected over TLS before, and still fine after.
+    let good = async_nats::ConnectOptions::new()
+        .add_root_certificates(p.ca.clone())
+        .require_tls(true)
+        .connect(format!("tls://localhost:{}", ours.port))
+        .await
+        .unwrap();
+    for port in [ours.port, theirs.port] {
+        // Plaintext where TLS is required: closed, nothing said.
+        let (got, closed) = raw_after_info(
+            port,
+            b"CONNECT {\"verbose\":false}\r\nPING\r\n",
+            Duration::from_secs(3),
+        );
+        assert!(closed && !got.starts_with(b"PONG"), "{port}: {got:?}");
+        // A handshake record header followed by garbage: closed.
+        let (_, closed) = raw_after_info(
+            port,
+            b"\x16\x03\x01\x00\x05hello-this-is-not-tls",
+            Duration::from_secs(3),
+        );
+        assert!(closed, "{port}");
+        // A truncated handshake that never finishes: closed by the timeout.
+        let t0 = Instant::now();
+        let (_, closed) = raw_after_info(port, b"\x16\x03\x01\x02\x00\x01", Duration::from_secs(5));
+        assert!(closed, "{port}");
+        assert!(t0.elapsed() >= Duration::from_millis(900), "{port}");
+    }
+    good.flush().await.unwrap();
+    let mut sub = good.subscribe("still").await.unwrap();
+    good.publish("still", "here".into()).await.unwrap();
+    assert_eq!(sub.next().await.unwrap().payload.as_ref(), b"here");
+    // The refusals were logged as TLS handshake errors.
+    let log: Vec<String> = ours.log.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("TLS handshake error")),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_takes_only_certificates_from_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "c");
+    let other = pki(dir.path(), "other");
+    let server = Server::start_with(
+        2,
+        &[
+            "--tlscert",
+            s(&p.cert),
+            "--tlskey",
+            s(&p.key),
+            "--tlscacert",
+            s(&p.ca),
+            "--tlsverify",
+        ],
+    );
+    let url = format!("tls://localhost:{}", server.port);
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(p.ca.clone())
+        .require_tls(true)
+        .add_client_certificate(p.client_cert.clone(), p.client_key.clone())
+        .connect(&url)
+        .await
+        .unwrap();
+    assert!(client.server_info().tls_required);
+    client.flush().await.unwrap();
+    let mut raw = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut info = [0u8; 1024];
+    let n = raw.read(&mut info).unwrap();
+    let info = String::from_utf8_lossy(&info[..n]);
+    assert!(
+        info.contains("\"tls_required\":true,\"tls_verify\":true,"),
+        "{info}"
+    );
+    // Refused: connecting fails, or the first round trip does.
+    let refused = |opts: async_nats::ConnectOptions| {
+        let url = url.clone();
+        async move {
+            match tokio::time::timeout(Duration::from_secs(5), opts.connect(&url)).await {
+                Err(_) | Ok(Err(_)) => true,
+                Ok(Ok(c)) => tokio::time::timeout(Duration::from_secs(3), c.flush())
+                    .await
+                    .map_or(true, |r| r.is_err()),
+            }
+        }
+    };
+    let plain = || {
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(p.ca.clone())
+            .require_tls(true)
+    };
+    assert!(refused(plain()).await, "no client certificate accepted");
+    let wrong = plain().add_client_certificate(other.client_cert.clone(), other.client_key.clone());
+    assert!(
+        refused(wrong).await,
+        "a certificate from another CA was accepted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_first_starts_tls_before_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "d");
+    let conf = dir.path().join("first.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\", handshake_first: true }}\n",
+            s(&p.cert),
+            s(&p.key)
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(1, &["-c", s(&conf)]);
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(p.ca.clone())
+        .tls_first()
+        .connect(format!("tls://localhost:{}", server.port))
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("f").await.unwrap();
+    client.publish("f", "first".into()).await.unwrap();
+    assert_eq!(sub.next().await.unwrap().payload.as_ref(), b"first");
+    // A plaintext client sees no INFO: the server waits for a ClientHello.
+    let mut c = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        !matches!(c.read(&mut buf), Ok(n) if n > 0),
+        "INFO sent in plaintext"
+    );
+}
+
+#[test]
+fn tls_settings_that_cannot_work_are_refused_at_start() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetcore"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run(&["--tls"]).contains("TLS needs a certificate and a key"));
+    let e = run(&[
+        "--tlscert",
+        "/nonexistent.pem",
+        "--tlskey",
+        "/nonexistent.pem",
+    ]);
+    assert!(e.contains("TLS certificate /nonexistent.pem"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "e");
+    let conf = dir.path().join("bad.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  verify_and_map: true\n}}\n",
+            s(&p.cert),
+            s(&p.key)
+        ),
+    )
+    .unwrap();
+    let e = run(&["-c", s(&conf), "-t"]);
+    assert!(
+        e.contains("bad.conf:4: configuration key 'tls.verify_and_map' is not supported yet"),
+        "{e}"
+    );
+}
