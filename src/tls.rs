@@ -89,10 +89,10 @@ impl Tls {
     }
 }
 
-/// Feeds `raw` (bytes read from the socket) to the session and appends the
+/// Feeds `raw` (bytes read from the socket) to a session (server or client) and appends the
 /// plaintext to `plain`. Errors are fatal for the connection.
-pub fn decrypt(
-    tls: &mut ServerConnection,
+pub fn decrypt<D>(
+    tls: &mut rustls::ConnectionCommon<D>,
     mut raw: &[u8],
     plain: &mut BytesMut,
 ) -> std::io::Result<()> {
@@ -113,7 +113,11 @@ pub fn decrypt(
 
 /// Encrypts `plain` and appends the records (and any the session has
 /// pending, such as handshake or key-update messages) to `out`.
-pub fn encrypt(tls: &mut ServerConnection, plain: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+pub fn encrypt<D>(
+    tls: &mut rustls::ConnectionCommon<D>,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
     if !plain.is_empty() {
         tls.writer().write_all(plain)?;
     }

@@ -8,4 +8,5 @@ pub mod copy;
 pub mod latency;
 pub mod report;
 pub mod run;
+pub mod tls;
 pub mod wire;

@@ -176,9 +176,15 @@ pub fn header<'a>(hdr: &'a [u8], name: &str) -> Option<&'a str> {
     })
 }
 
+/// A connection's TLS session, shared by its halves (`tls://` servers).
+type Session = Option<Rc<RefCell<rustls::ClientConnection>>>;
+
 /// The read half of a connection.
 pub struct Reader {
     stream: Rc<RefCell<TcpStream>>,
+    tls: Session,
+    /// Ciphertext read, before decryption (TLS only).
+    raw: BytesMut,
     buf: BytesMut,
     /// Server PINGs seen; the owner answers them with PONG on its writer.
     pub pings: u64,
@@ -188,6 +194,7 @@ pub struct Reader {
 #[derive(Clone)]
 pub struct Writer {
     stream: Rc<RefCell<TcpStream>>,
+    tls: Session,
 }
 
 /// Connects, reads INFO, sends CONNECT and waits for the PONG of a PING, so the
@@ -210,6 +217,10 @@ pub async fn connect(server: &str, name: &str) -> Result<(Reader, Writer), Strin
             serde_json::Value::from(creds.unwrap_or(""))
         ),
     };
+    let (tls, addr) = match addr.strip_prefix("tls://") {
+        Some(a) => (true, a),
+        None => (false, addr),
+    };
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -217,14 +228,27 @@ pub async fn connect(server: &str, name: &str) -> Result<(Reader, Writer), Strin
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = Reader {
         stream: stream.clone(),
+        tls: None,
+        raw: BytesMut::new(),
         buf: BytesMut::with_capacity(256 * 1024),
         pings: 0,
     };
-    let writer = Writer { stream };
     match reader.next().await? {
         ServerOp::Info(_) => {}
         other => return Err(format!("expected INFO from {addr}, got {other:?}")),
     }
+    let session = if tls {
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let s = crate::bench::tls::handshake(&stream, host).await?;
+        Some(Rc::new(RefCell::new(s)))
+    } else {
+        None
+    };
+    reader.tls = session.clone();
+    let writer = Writer {
+        stream,
+        tls: session,
+    };
     let connect = format!(
         "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1,\"name\":\"{name}\",\"lang\":\"rust\",\"version\":\"jetcore-bench\"{auth}}}\r\nPING\r\n"
     );
@@ -246,11 +270,22 @@ impl Reader {
             if self.buf.capacity() - self.buf.len() < 16 * 1024 {
                 self.buf.reserve(256 * 1024);
             }
-            let n = crate::net::io::read_into(&self.stream, &mut self.buf)
+            let target = if self.tls.is_some() {
+                self.raw.clear();
+                self.raw.reserve(256 * 1024);
+                &mut self.raw
+            } else {
+                &mut self.buf
+            };
+            let n = crate::net::io::read_into(&self.stream, target)
                 .await
                 .map_err(|e| format!("read failed: {e}"))?;
             if n == 0 {
                 return Err("server closed the connection".into());
+            }
+            if let Some(tls) = &self.tls {
+                crate::tls::decrypt(&mut tls.borrow_mut(), &self.raw, &mut self.buf)
+                    .map_err(|e| format!("TLS: {e}"))?;
             }
         }
     }
@@ -277,6 +312,17 @@ impl Reader {
 
 impl Writer {
     pub async fn write_all(&self, bytes: &[u8]) -> Result<(), String> {
+        let sealed;
+        let bytes = match &self.tls {
+            None => bytes,
+            Some(tls) => {
+                let mut out = Vec::with_capacity(bytes.len() + 64);
+                crate::tls::encrypt(&mut tls.borrow_mut(), bytes, &mut out)
+                    .map_err(|e| format!("TLS: {e}"))?;
+                sealed = out;
+                &sealed
+            }
+        };
         crate::net::io::write_all(&self.stream, bytes)
             .await
             .map_err(|e| format!("write failed: {e}"))

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# A/B of permissions on the publish path: core pub->sub (128 B) against
-#   open   jetcore without authentication,
+# A/B of security on the publish path: core pub->sub (128 B) against
+#   open   jetcore without authentication or TLS,
 #   perms  jetcore with 1,000 users, each with publish and subscribe
-#          allow/deny lists, the load generator connecting as one of them;
-# the same for nats-server when NATS=1. Rounds alternate. Writes one JSON per
-# run and summary.tsv (msgs/s, server CPU µs per message) into OUT.
+#          allow/deny lists, the load generator connecting as one of them,
+#   tls    jetcore with TLS (a self-signed certificate made with openssl);
+# the same for nats-server when NATS=1. VARIANTS picks some ("open tls").
+# Rounds alternate. Writes one JSON per run and summary.tsv (msgs/s, server
+# CPU µs per message) into OUT.
 #
-#   SHARDS=1 ROUNDS=3 scripts/auth-ab.sh
+#   NATS=1 SHARDS=1 ROUNDS=3 scripts/security-ab.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JETCORE=${JETCORE:-target/release/jetcore}
 BENCH=${BENCH:-target/release/jetcore-bench}
-OUT=${OUT:-perf/results/auth}
+OUT=${OUT:-perf/results/security}
+VARIANTS=${VARIANTS:-open perms tls}
 ROUNDS=${ROUNDS:-3}
 MSGS=${MSGS:-2000000}
 SHARDS=${SHARDS:-1}
 PORT=14666
+mkdir -p "$OUT"
 mkdir -p "$OUT"
 conf="$OUT/users.conf"
 {
@@ -27,6 +31,10 @@ conf="$OUT/users.conf"
     done
     echo "] }"
 } >"$conf"
+# A throwaway certificate, kept out of the results.
+CERTS=$(mktemp -d)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$CERTS/key.pem" -out "$CERTS/cert.pem" \
+    -days 2 -subj "/CN=localhost" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
 echo -e "server\tvariant\tround\tmsgs_per_sec\tcpu_us_per_msg" >"$OUT/summary.tsv"
 
 cpu_secs() {
@@ -36,6 +44,8 @@ cpu_secs() {
 run() {
     local server=$1 variant=$2 round=$3 args=() target="127.0.0.1:$PORT"
     [[ $variant == perms ]] && args=(-c "$conf") && target="u500:p500@127.0.0.1:$PORT"
+    [[ $variant == tls ]] && args=(--tls --tlscert "$CERTS/cert.pem" --tlskey "$CERTS/key.pem") &&
+        target="tls://127.0.0.1:$PORT"
     if [[ $server == jetcore ]]; then
         "$JETCORE" -a 127.0.0.1 -p "$PORT" --shards "$SHARDS" "${args[@]}" >/dev/null 2>&1 &
     else
@@ -61,7 +71,7 @@ servers=(jetcore)
 [[ ${NATS:-0} == 1 ]] && servers=(jetcore nats-server)
 for r in $(seq "$ROUNDS"); do
     for s in "${servers[@]}"; do
-        for v in open perms; do
+        for v in $VARIANTS; do
             run "$s" "$v" "$r"
         done
     done
