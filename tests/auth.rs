@@ -421,3 +421,75 @@ fn max_subscriptions_refuses_the_next_and_keeps_the_connection() {
     );
     assert_eq!(t, "-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n");
 }
+
+#[test]
+fn a_reload_applies_new_users_and_permissions_to_connected_clients() {
+    let v1 = r#"authorization { users: [
+  { user: a, password: a, permissions: { subscribe: ["foo", "bar"] } }
+  { user: b, password: b }
+  { user: c, password: c }
+] }
+"#;
+    let v2 = r#"authorization { users: [
+  { user: a, password: a, permissions: { subscribe: ["foo"] } }
+  { user: c, password: changed }
+] }
+"#;
+    let (ours, theirs, dir) = both(v1);
+    let conf = dir.path().join("auth.conf");
+    let mut results = Vec::new();
+    for server in [&ours, &theirs] {
+        std::fs::write(&conf, v1).unwrap();
+        let login = |user: &str, extra: &str| {
+            let mut c = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            let hello = format!(
+                "CONNECT {{\"verbose\":false,\"user\":\"{user}\",\"pass\":\"{user}\"}}\r\n{extra}PING\r\n"
+            );
+            c.write_all(hello.as_bytes()).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut seen = String::new();
+            let mut buf = [0u8; 4096];
+            while !seen.contains("PONG\r\n") {
+                let n = c.read(&mut buf).unwrap();
+                assert!(n > 0);
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            c
+        };
+        let mut a = login("a", "SUB foo 1\r\nSUB bar 2\r\n");
+        let mut b = login("b", "");
+        let mut c = login("c", "");
+        std::fs::write(&conf, v2).unwrap();
+        let pid = server.pid().to_string();
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+        let after = |s: &mut TcpStream| {
+            s.set_read_timeout(Some(Duration::from_millis(1500)))
+                .unwrap();
+            let mut got = String::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return got + "<closed>",
+                    Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Err(_) => return got,
+                }
+            }
+        };
+        let a_saw: String = after(&mut a)
+            .split_inclusive("\r\n")
+            .filter(|l| !l.starts_with("PING") && !l.starts_with("INFO"))
+            .collect();
+        results.push((a_saw, after(&mut b), after(&mut c)));
+    }
+    assert_eq!(results[0], results[1], "jetcore then nats-server");
+    let (a, b, c) = &results[0];
+    assert_eq!(
+        a,
+        "-ERR 'Permissions Violation for Subscription to \"bar\" (sid \"2\")'\r\n"
+    );
+    assert_eq!(b, "<closed>", "a removed user is closed without a word");
+    assert_eq!(c, "-ERR 'Authorization Violation'\r\n<closed>");
+}

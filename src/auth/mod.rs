@@ -168,6 +168,11 @@ impl Auth {
         })
     }
 
+    /// A user or NKey of that name is configured.
+    pub fn has_user(&self, name: &str) -> bool {
+        self.users.iter().any(|u| u.name == name) || self.nkeys.iter().any(|k| k.public == name)
+    }
+
     fn named(&self, name: &str) -> Option<Identity> {
         if let Some(u) = self.users.iter().find(|u| u.name == name) {
             return Some(Identity {

@@ -127,10 +127,8 @@ impl FileSettings {
                 || self.logfile_max_num != old.logfile_max_num,
         );
         check(
-            "authorization/no_auth_user/max_subscriptions",
-            self.auth != old.auth
-                || self.no_auth_user != old.no_auth_user
-                || self.max_subscriptions != old.max_subscriptions,
+            "max_subscriptions",
+            self.max_subscriptions != old.max_subscriptions,
         );
         check("tls", self.tls != old.tls);
         check("pid_file", self.pid_file != old.pid_file);
@@ -396,12 +394,9 @@ mod tests {
         let s = of("http: \"127.0.0.1:8222\"").unwrap();
         assert_eq!(s.http_host.as_deref(), Some("127.0.0.1"));
         assert_eq!(s.http_port, Some(8222));
-        let a = of("authorization { token: a }").unwrap();
-        let b = of("authorization { token: b }").unwrap();
-        assert_eq!(
-            b.restart_only_changes(&a),
-            ["authorization/no_auth_user/max_subscriptions"]
-        );
+        let a = of("tls { cert_file: a, key_file: b }").unwrap();
+        let b = of("tls { cert_file: c, key_file: b }").unwrap();
+        assert_eq!(b.restart_only_changes(&a), ["tls"]);
         let s = of("jetstream { max_memory_store: 1GB, max_file: 10GB }").unwrap();
         assert_eq!(s.max_memory_store, Some(1 << 30));
         assert_eq!(s.max_file_store, Some(10 << 30));

@@ -28,8 +28,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shard.server.live.write_deadline()));
     let mut conn = Conn::new(cid, stream, shard.cfg.max_pending, peer, ip);
-    let auth = shard.server.auth.as_ref();
-    if auth.is_some_and(|a| a.needs_nonce()) {
+    let auth = shard.server.auth();
+    if auth.as_ref().is_some_and(|a| a.needs_nonce()) {
         conn.nonce = Some(crate::auth::nonce());
     }
     // Plaintext that came with the end of a TLS handshake (a CONNECT, say).
@@ -64,7 +64,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.count_accept();
     glommio::spawn_local(write_loop(conn.clone())).detach();
     glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
-    if let Some(a) = auth {
+    if let Some(a) = &auth {
         glommio::spawn_local(auth_timer(conn.clone(), a.timeout)).detach();
     }
     read_loop(&shard, &conn, first).await;

@@ -13,7 +13,7 @@ impl Shard {
     /// Checks a CONNECT's credentials when authentication is configured;
     /// false: the client was refused and is being closed.
     pub(super) fn authenticate(&self, conn: &Conn, opts: &ConnectOpts) -> bool {
-        let Some(auth) = &self.server.auth else {
+        let Some(auth) = self.server.auth() else {
             return true;
         };
         let nonce = conn.nonce.as_deref().unwrap_or("");
@@ -50,12 +50,12 @@ impl Shard {
     /// one is set (as nats-server lets telnet users in), else it is refused.
     /// False: refused and closing.
     pub(super) fn before_connect(&self, conn: &Conn) -> bool {
-        let Some(auth) = &self.server.auth else {
-            return true;
-        };
-        if conn.st.borrow().connected {
+        if self.server.auth.is_none() || conn.st.borrow().connected {
             return true;
         }
+        let Some(auth) = self.server.auth() else {
+            return true;
+        };
         if let Some(id) = auth.check(&ConnectOpts::default(), "") {
             let mut st = conn.st.borrow_mut();
             st.perms = id.perms.map(ConnPerms::new);
@@ -71,6 +71,69 @@ impl Shard {
         conn.send_err("Authorization Violation");
         conn.close(CloseReason::AuthViolation);
         false
+    }
+
+    /// After a reload replaced the users and permissions: every connected
+    /// client is checked again, as nats-server does. A client whose user is
+    /// gone is closed; one whose credentials no longer pass is told
+    /// (Authorization Violation) and closed; the others take their user's new
+    /// permissions, and lose the subscriptions these no longer allow.
+    pub fn reauthorize(&self) {
+        let Some(auth) = self.server.auth() else {
+            return;
+        };
+        let conns: Vec<std::rc::Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+        for conn in conns {
+            let (connected, opts, user) = {
+                let st = conn.st.borrow();
+                (st.connected, st.opts.clone(), st.user.clone())
+            };
+            if !connected || conn.is_closing() {
+                continue;
+            }
+            let nonce = conn.nonce.as_deref().unwrap_or("");
+            let Some(id) = auth.check(&opts, nonce) else {
+                if user.is_empty() || auth.has_user(&user) {
+                    conn.send_err("Authorization Violation");
+                }
+                crate::debug!("{} - cid:{} - closed by a reload", conn.peer, conn.cid);
+                conn.close(CloseReason::AuthViolation);
+                continue;
+            };
+            let subs: Vec<(u32, Bytes, Option<Bytes>, Bytes)> = {
+                let mut st = conn.st.borrow_mut();
+                st.perms = id.perms.map(ConnPerms::new);
+                st.subs
+                    .iter()
+                    .map(|(k, s)| (*k, s.subject.clone(), s.queue.clone(), s.sid.clone()))
+                    .collect()
+            };
+            for (sub, subject, queue, sid) in subs {
+                let verdict = conn.st.borrow().perms.as_ref().map(|p| {
+                    let allowed = p.perms.may_subscribe(&subject, queue.as_deref());
+                    (allowed, p.perms.needs_delivery_check(&subject))
+                });
+                match verdict {
+                    Some((false, _)) => {
+                        conn.send_err(&format!(
+                            "Permissions Violation for Subscription to \"{}\" (sid \"{}\")",
+                            String::from_utf8_lossy(&subject),
+                            String::from_utf8_lossy(&sid)
+                        ));
+                        self.drop_sub(&conn, sub);
+                    }
+                    other => {
+                        let check = other.is_some_and(|(_, c)| c);
+                        if let Some(s) = conn.st.borrow_mut().subs.get_mut(&sub) {
+                            s.check_deny = check;
+                        }
+                    }
+                }
+            }
+        }
+        // The interest removed above reaches the other shards.
+        let shard = self.me();
+        glommio::spawn_local(async move { shard.flush_mesh().await }).detach();
     }
 
     /// Whether a publish to `subject` is refused by the connection's

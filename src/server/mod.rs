@@ -91,7 +91,8 @@ fn run_server(cfg: Config) -> i32 {
         lame_duck_done: AtomicUsize::new(0),
         js_usage: (0..cfg.shards).map(|_| Default::default()).collect(),
         live: crate::shard::Live::new(&cfg),
-        auth,
+        auth: auth.map(|a| std::sync::RwLock::new(Arc::new(a))),
+        auth_gen: std::sync::atomic::AtomicU64::new(0),
         tls,
         cfg,
     });
@@ -376,11 +377,39 @@ impl Reload {
         for change in self.server.live.apply(&cfg) {
             crate::info!("Reloaded: {change}");
         }
+        self.reload_auth(&cfg);
         for name in new.restart_only_changes(&self.settings) {
             crate::warn!("Reload: '{name}' changed; it takes effect at the next restart");
         }
         self.settings = new;
         crate::info!("Reloaded server configuration");
+    }
+}
+
+impl Reload {
+    /// New users and permissions take effect for new and connected clients
+    /// (each shard re-checks its own, as nats-server does on a reload).
+    /// Turning authentication on or off needs a restart.
+    fn reload_auth(&mut self, cfg: &Config) {
+        let (old, new) = (&self.settings, &cfg.file_settings);
+        if old.auth == new.auth && old.no_auth_user == new.no_auth_user {
+            return;
+        }
+        let Some(lock) = &self.server.auth else {
+            crate::warn!("Reload: authentication turned on; it takes effect at the next restart");
+            return;
+        };
+        match crate::auth::Auth::new(&cfg.auth, cfg.no_auth_user.as_deref()) {
+            Ok(Some(auth)) => {
+                *lock.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
+                self.server.auth_gen.fetch_add(1, Ordering::SeqCst);
+                crate::info!("Reloaded: authorization (users and permissions)");
+            }
+            Ok(None) => crate::warn!(
+                "Reload: authentication turned off; it takes effect at the next restart"
+            ),
+            Err(e) => crate::error!("Reload: authorization not changed: {e}"),
+        }
     }
 }
 

@@ -120,8 +120,14 @@ pub async fn run(
     }
     let accept = glommio::spawn_local(crate::net::listener::accept_loop(shard.clone(), listener));
     let mut accept = Some(accept);
+    let mut auth_gen = server.auth_gen.load(Ordering::SeqCst);
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(crate::limits::SHUTDOWN_POLL).await;
+        let gen = server.auth_gen.load(Ordering::SeqCst);
+        if gen != auth_gen {
+            auth_gen = gen;
+            shard.reauthorize();
+        }
         if LAME_DUCK.load(Ordering::Relaxed) {
             if let Some(a) = accept.take() {
                 a.cancel().await; // the listener goes: no new clients here

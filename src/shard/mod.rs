@@ -77,6 +77,16 @@ pub struct Live {
     config_loaded: std::sync::atomic::AtomicI64,
 }
 
+impl Server {
+    /// The authentication in force (None: anyone may connect).
+    pub fn auth(&self) -> Option<Arc<crate::auth::Auth>> {
+        let lock = self.auth.as_ref()?;
+        // A poisoned lock still holds a whole value (writers only swap it).
+        let guard = lock.read().unwrap_or_else(|e| e.into_inner());
+        Some(guard.clone())
+    }
+}
+
 impl Live {
     pub fn new(cfg: &Config) -> Live {
         let live = Live {
@@ -189,8 +199,12 @@ pub struct Server {
     pub js_usage: Vec<[std::sync::atomic::AtomicU64; 2]>,
     /// What a reload may change.
     pub live: Live,
-    /// Authentication, when configured (None: anyone may connect).
-    pub auth: Option<crate::auth::Auth>,
+    /// Authentication, when configured (None: anyone may connect). A reload
+    /// may replace the users and permissions (read at CONNECT and when a
+    /// shard re-checks its clients, never per message); `auth_gen` counts
+    /// the replacements.
+    pub auth: Option<std::sync::RwLock<Arc<crate::auth::Auth>>>,
+    pub auth_gen: std::sync::atomic::AtomicU64,
     /// TLS for clients, when configured.
     pub tls: Option<crate::tls::Tls>,
 }
