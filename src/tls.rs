@@ -22,6 +22,8 @@ pub const HANDSHAKE_RECORD: u8 = 0x16;
 pub struct Tls {
     pub config: Arc<rustls::ServerConfig>,
     pub verify: bool,
+    /// `verify_and_map`: the client certificate names the user.
+    pub map: bool,
     pub handshake_first: bool,
     pub timeout: Duration,
 }
@@ -40,7 +42,11 @@ impl Tls {
         }
         let key = PrivateKeyDer::from_pem_file(key_file)
             .map_err(|e| format!("jetcore: TLS key {key_file}: {e}"))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut provider = rustls::crypto::ring::default_provider();
+        if let Some(names) = &t.cipher_suites {
+            provider.cipher_suites = cipher_suites(&provider.cipher_suites, names)?;
+        }
+        let provider = Arc::new(provider);
         let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
             Some("1.3") => &[&rustls::version::TLS13],
             _ => rustls::ALL_VERSIONS,
@@ -75,6 +81,7 @@ impl Tls {
         Ok(Tls {
             config: Arc::new(config),
             verify: t.verify,
+            map: t.map,
             handshake_first: t.handshake_first,
             timeout: Duration::from_secs_f64(t.timeout.filter(|s| *s > 0.0).unwrap_or(2.0)),
         })
@@ -87,6 +94,32 @@ impl Tls {
         s.set_buffer_limit(None);
         Ok(s)
     }
+}
+
+/// The TLS 1.2 suites named in `names` (Go's names, as nats-server takes
+/// them: `..._CHACHA20_POLY1305` without the `_SHA256` IANA adds), and every
+/// TLS 1.3 suite (Go does not let those be chosen either). A name rustls does
+/// not offer is an error: it would otherwise be silently dropped.
+fn cipher_suites(
+    all: &[rustls::SupportedCipherSuite],
+    names: &[String],
+) -> Result<Vec<rustls::SupportedCipherSuite>, String> {
+    let name_of = |s: &rustls::SupportedCipherSuite| s.suite().as_str().unwrap_or("");
+    let is_13 = |s: &rustls::SupportedCipherSuite| s.version() == &rustls::version::TLS13;
+    let known = |n: &str, s: &rustls::SupportedCipherSuite| {
+        let name = name_of(s);
+        name == n || name.strip_suffix("_SHA256") == Some(n)
+    };
+    for n in names {
+        if !all.iter().any(|s| known(n, s)) {
+            return Err(format!("jetcore: TLS cipher suite '{n}' is not supported"));
+        }
+    }
+    Ok(all
+        .iter()
+        .filter(|s| is_13(s) || names.iter().any(|n| known(n, s)))
+        .cloned()
+        .collect())
 }
 
 /// Feeds `raw` (bytes read from the socket) to a session (server or client) and appends the
@@ -125,4 +158,37 @@ pub fn encrypt<D>(
         tls.write_tls(out)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cipher_suites_by_go_names_keep_tls13() {
+        let all = rustls::crypto::ring::default_provider().cipher_suites;
+        let names = vec![
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305".to_string(),
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_string(),
+        ];
+        let kept = cipher_suites(&all, &names).unwrap();
+        let tls12: Vec<&str> = kept
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS12)
+            .map(|s| s.suite().as_str().unwrap())
+            .collect();
+        assert_eq!(
+            tls12,
+            [
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+            ]
+        );
+        assert!(kept.iter().any(|s| s.version() == &rustls::version::TLS13));
+        let err = cipher_suites(&all, &["TLS_RSA_WITH_RC4_128_SHA".to_string()]).unwrap_err();
+        assert!(
+            err.contains("'TLS_RSA_WITH_RC4_128_SHA' is not supported"),
+            "{err}"
+        );
+    }
 }

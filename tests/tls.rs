@@ -311,7 +311,7 @@ fn tls_settings_that_cannot_work_are_refused_at_start() {
     std::fs::write(
         &conf,
         format!(
-            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  verify_and_map: true\n}}\n",
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  pinned_certs: [\"ab\"]\n}}\n",
             s(&p.cert),
             s(&p.key)
         ),
@@ -319,7 +319,121 @@ fn tls_settings_that_cannot_work_are_refused_at_start() {
     .unwrap();
     let e = run(&["-c", s(&conf), "-t"]);
     assert!(
-        e.contains("bad.conf:4: configuration key 'tls.verify_and_map' is not supported yet"),
+        e.contains("bad.conf:4: configuration key 'tls.pinned_certs' is not supported yet"),
         "{e}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_map_takes_the_user_from_the_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    // Settings checked with -t: (tls block extra, expected text in the answer).
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pki(dir.path(), "f");
+        let conf = dir.path().join("check.conf");
+        let check = |extra: &str| {
+            let text = format!(
+                "tls {{ cert_file: \"{}\", key_file: \"{}\", {extra} }}\n",
+                s(&p.cert),
+                s(&p.key)
+            );
+            std::fs::write(&conf, text).unwrap();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetcore"))
+                .args(["-c", s(&conf), "-t"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            (out.status.code(), text)
+        };
+        // Without a CA there is nothing to verify against.
+        let (code, text) = check("verify_and_map: true");
+        assert!(
+            code == Some(1) && text.contains("tls verify needs ca_file"),
+            "{text}"
+        );
+        // A cipher suite rustls does not have is refused, not dropped.
+        let (code, text) = check("cipher_suites: [\"TLS_RSA_WITH_RC4_128_SHA\"]");
+        assert!(code == Some(1) && text.contains("'TLS_RSA_WITH_RC4_128_SHA' is not supported"));
+        let (code, text) = check(
+            "cipher_suites: [\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\", \"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305\"]",
+        );
+        assert_eq!(code, Some(0), "{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca_pem = write("ca.pem", ca.pem());
+    let cert = write("cert.pem", server.pem());
+    let key = write("key.pem", server_key.serialize_pem());
+    // Client certificates: one named by its subject, one by its e-mail, one
+    // for nobody configured.
+    let client = |file: &str, cn: &str, email: Option<&str>| {
+        let k = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.distinguished_name.push(DnType::OrganizationName, "Acme");
+        if let Some(e) = email {
+            p.subject_alt_names
+                .push(SanType::Rfc822Name(e.try_into().unwrap()));
+        }
+        let c = p.signed_by(&k, &ca, &ca_key).unwrap();
+        (
+            write(&format!("{file}.pem"), c.pem()),
+            write(&format!("{file}-key.pem"), k.serialize_pem()),
+        )
+    };
+    let by_dn = client("dn", "svc", None);
+    let by_mail = client("mail", "whoever", Some("alice@example.com"));
+    let nobody = client("nobody", "nobody", None);
+    let conf = write(
+        "map.conf",
+        format!(
+            "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify_and_map: true }}\n\
+             authorization {{ users: [\n  {{ user: \"O=Acme,CN=svc\" }}\n  {{ user: \"alice@example.com\", permissions: {{ subscribe: \"alice.>\" }} }}\n] }}\n",
+            s(&cert),
+            s(&key),
+            s(&ca_pem)
+        ),
+    );
+    let server = Server::start_with(1, &["-c", s(&conf)]);
+    let url = format!("tls://localhost:{}", server.port);
+    let with = |(c, k): &(PathBuf, PathBuf)| {
+        async_nats::ConnectOptions::new()
+            .add_root_certificates(ca_pem.clone())
+            .require_tls(true)
+            .add_client_certificate(c.clone(), k.clone())
+    };
+    // The subject, its parts in another order than the user name's.
+    let svc = with(&by_dn).connect(&url).await.unwrap();
+    svc.flush().await.unwrap();
+    // The e-mail address; and that user's permissions apply.
+    let alice = with(&by_mail).connect(&url).await.unwrap();
+    let mut ok = alice.subscribe("alice.x").await.unwrap();
+    alice.publish("alice.x", "hi".into()).await.unwrap();
+    assert_eq!(ok.next().await.unwrap().payload.as_ref(), b"hi");
+    let mut raw_log: Vec<String> = Vec::new();
+    // A certificate for no configured user: refused.
+    let refused =
+        match tokio::time::timeout(Duration::from_secs(5), with(&nobody).connect(&url)).await {
+            Err(_) | Ok(Err(_)) => true,
+            Ok(Ok(c)) => tokio::time::timeout(Duration::from_secs(3), c.flush())
+                .await
+                .map_or(true, |r| r.is_err()),
+        };
+    raw_log.extend(server.log.try_iter());
+    assert!(refused, "{raw_log:?}");
 }

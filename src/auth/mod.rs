@@ -7,6 +7,7 @@
 //! of publish decisions (`perms::PubCache`), so a publish costs a hash lookup,
 //! not a list walk.
 
+pub mod certmap;
 pub mod perms;
 
 use std::sync::Arc;
@@ -166,6 +167,27 @@ impl Auth {
             name: u.name.clone(),
             perms: u.perms.clone(),
         })
+    }
+
+    /// `verify_and_map`: the user a client certificate stands for (its
+    /// e-mail addresses, DNS names and URIs as user names, then its subject
+    /// as a distinguished name), as nats-server maps them.
+    pub fn check_cert(&self, names: &certmap::CertNames) -> Option<Identity> {
+        let found = |u: &User| Identity {
+            name: u.name.clone(),
+            perms: u.perms.clone(),
+        };
+        for alt in &names.alt {
+            if let Some(u) = self.users.iter().find(|u| &u.name == alt) {
+                return Some(found(u));
+            }
+        }
+        self.users
+            .iter()
+            .find(|u| {
+                certmap::parse_dn(&u.name).is_some_and(|dn| certmap::dn_matches(&dn, &names.dn))
+            })
+            .map(found)
     }
 
     /// A user or NKey of that name is configured.

@@ -12,12 +12,16 @@ pub struct TlsConfig {
     pub ca_file: Option<String>,
     /// Clients must present a certificate signed by `ca_file`.
     pub verify: bool,
+    /// `verify_and_map`: also, the certificate says which user the client is.
+    pub map: bool,
     /// Seconds the handshake may take (nats-server's default: 2).
     pub timeout: Option<f64>,
     /// The handshake comes before INFO (clients must be told to expect it).
     pub handshake_first: bool,
     /// "1.2" or "1.3".
     pub min_version: Option<String>,
+    /// TLS 1.2 cipher suites allowed, by Go's names (TLS 1.3's are fixed).
+    pub cipher_suites: Option<Vec<String>>,
 }
 
 pub fn tls(item: &Item) -> Result<TlsConfig, String> {
@@ -46,9 +50,21 @@ pub fn tls(item: &Item) -> Result<TlsConfig, String> {
                 }
                 t.min_version = Some(s);
             }
-            "verify_and_map"
-            | "verify_cert_and_check_known_urls"
-            | "cipher_suites"
+            "verify_and_map" => {
+                t.map = boolean(k, v)?;
+                t.verify |= t.map;
+            }
+            "cipher_suites" => {
+                let Value::Array(list) = &v.value else {
+                    return Err(kind(k, v, "a list of cipher suite names"));
+                };
+                let names = list
+                    .iter()
+                    .map(|i| string(k, i))
+                    .collect::<Result<_, _>>()?;
+                t.cipher_suites = Some(names);
+            }
+            "verify_cert_and_check_known_urls"
             | "curve_preferences"
             | "pinned_certs"
             | "cert_store"

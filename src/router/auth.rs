@@ -16,8 +16,7 @@ impl Shard {
         let Some(auth) = self.server.auth() else {
             return true;
         };
-        let nonce = conn.nonce.as_deref().unwrap_or("");
-        match auth.check(opts, nonce) {
+        match self.identify(conn, opts, &auth) {
             Some(id) => {
                 let mut st = conn.st.borrow_mut();
                 st.perms = id.perms.map(ConnPerms::new);
@@ -43,6 +42,21 @@ impl Shard {
                 false
             }
         }
+    }
+
+    /// Who a client is: its certificate's user with `verify_and_map` (the
+    /// certificate decides, whatever CONNECT says, as in nats-server), else
+    /// its CONNECT's credentials.
+    fn identify(
+        &self,
+        conn: &Conn,
+        opts: &ConnectOpts,
+        auth: &crate::auth::Auth,
+    ) -> Option<crate::auth::Identity> {
+        if self.server.tls.as_ref().is_some_and(|t| t.map) {
+            return cert_names(conn).and_then(|n| auth.check_cert(&n));
+        }
+        auth.check(opts, conn.nonce.as_deref().unwrap_or(""))
     }
 
     /// An op other than CONNECT: fine once connected or without
@@ -91,8 +105,7 @@ impl Shard {
             if !connected || conn.is_closing() {
                 continue;
             }
-            let nonce = conn.nonce.as_deref().unwrap_or("");
-            let Some(id) = auth.check(&opts, nonce) else {
+            let Some(id) = self.identify(&conn, &opts, &auth) else {
                 if user.is_empty() || auth.has_user(&user) {
                     conn.send_err("Authorization Violation");
                 }
@@ -191,6 +204,13 @@ impl Shard {
         conn.send_err(&text);
         None
     }
+}
+
+/// The names in the client's TLS certificate (None: no TLS or no certificate).
+fn cert_names(conn: &Conn) -> Option<crate::auth::certmap::CertNames> {
+    let tls = conn.tls.as_ref()?.borrow();
+    let cert = tls.peer_certificates()?.first()?;
+    crate::auth::certmap::names(cert)
 }
 
 /// A CONNECT's JSON for the trace log, with `pass` and `auth_token` replaced
