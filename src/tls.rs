@@ -96,6 +96,38 @@ impl Tls {
     }
 }
 
+/// The session's TLS version as nats-server shows it in `/connz` ("1.3").
+pub fn version_name(tls: &ServerConnection) -> String {
+    match tls.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "1.3".into(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "1.2".into(),
+        Some(v) => format!("{v:?}"),
+        None => String::new(),
+    }
+}
+
+/// The session's cipher suite by Go's name (`TLS_AES_128_GCM_SHA256`;
+/// `..._CHACHA20_POLY1305` without the `_SHA256` IANA adds for TLS 1.2).
+pub fn suite_name(tls: &ServerConnection) -> String {
+    let Some(suite) = tls.negotiated_cipher_suite() else {
+        return String::new();
+    };
+    let name = suite.suite().as_str().unwrap_or("");
+    // rustls writes TLS 1.3 suites as `TLS13_...`; Go (and IANA) as `TLS_...`.
+    if let Some(rest) = name.strip_prefix("TLS13_") {
+        return format!("TLS_{rest}");
+    }
+    match name.strip_suffix("_SHA256") {
+        Some(short)
+            if suite.version() == &rustls::version::TLS12
+                && short.ends_with("CHACHA20_POLY1305") =>
+        {
+            short.to_string()
+        }
+        _ => name.to_string(),
+    }
+}
+
 /// The TLS 1.2 suites named in `names` (Go's names, as nats-server takes
 /// them: `..._CHACHA20_POLY1305` without the `_SHA256` IANA adds), and every
 /// TLS 1.3 suite (Go does not let those be chosen either). A name rustls does

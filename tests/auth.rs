@@ -493,3 +493,42 @@ fn a_reload_applies_new_users_and_permissions_to_connected_clients() {
     assert_eq!(b, "<closed>", "a removed user is closed without a word");
     assert_eq!(c, "-ERR 'Authorization Violation'\r\n<closed>");
 }
+
+#[test]
+fn connz_shows_the_authorized_user_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("u.conf");
+    std::fs::write(
+        &conf,
+        "authorization { users: [ {user: ann, password: a}, {user: bob, password: b} ] }\n",
+    )
+    .unwrap();
+    let server = Server::start_with(1, &["-c", conf.to_str().unwrap(), "-m", "-1"]);
+    let port = common::monitor::monitor_port(&server);
+    let mut clients = Vec::new();
+    for (u, p) in [("ann", "a"), ("bob", "b")] {
+        let mut c = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        let hello =
+            format!("CONNECT {{\"verbose\":false,\"user\":\"{u}\",\"pass\":\"{p}\"}}\r\nPING\r\n");
+        c.write_all(hello.as_bytes()).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut seen = String::new();
+        while !seen.contains("PONG") {
+            let n = c.read(&mut buf).unwrap();
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        clients.push(c);
+    }
+    let plain = common::monitor::get(port, "/connz");
+    assert!(plain["connections"][0].get("authorized_user").is_none());
+    let with = common::monitor::get(port, "/connz?auth=true");
+    let users: Vec<&str> = with["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["authorized_user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["ann", "bob"]);
+    let bob = common::monitor::get(port, "/connz?user=bob");
+    assert_eq!(bob["num_connections"], 1);
+}

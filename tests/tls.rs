@@ -66,7 +66,15 @@ async fn clients_publish_subscribe_and_use_jetstream_over_tls() {
     let server = Server::start_js(
         2,
         &store,
-        &["--tls", "--tlscert", s(&p.cert), "--tlskey", s(&p.key)],
+        &[
+            "--tls",
+            "--tlscert",
+            s(&p.cert),
+            "--tlskey",
+            s(&p.key),
+            "-m",
+            "-1",
+        ],
     );
     let connect = || {
         async_nats::ConnectOptions::new()
@@ -107,6 +115,23 @@ async fn clients_publish_subscribe_and_use_jetstream_over_tls() {
     .unwrap();
     let ack = js.publish("js.1", "x".into()).await.unwrap().await.unwrap();
     assert_eq!(ack.sequence, 1);
+    // Monitoring shows each connection's TLS version and cipher suite.
+    let port = common::monitor::monitor_port(&server);
+    let connz = tokio::task::spawn_blocking(move || common::monitor::get(port, "/connz"))
+        .await
+        .unwrap();
+    let first = &connz["connections"][0];
+    assert_eq!(first["tls_version"], "1.3", "{connz}");
+    let suite = first["tls_cipher_suite"].as_str().unwrap();
+    assert!(
+        [
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_CHACHA20_POLY1305_SHA256"
+        ]
+        .contains(&suite),
+        "{suite}"
+    );
 }
 
 /// What a server sends a raw client that does `send`, then waits: the bytes

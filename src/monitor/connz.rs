@@ -90,6 +90,13 @@ struct Conn<'a> {
     lang: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    tls_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    tls_cipher_suite: &'a str,
+    /// Only with `auth=true`, as nats-server.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    authorized_user: &'a str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     subscriptions_list: Vec<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -121,7 +128,7 @@ fn rtt_text(rtt: std::time::Duration) -> String {
     go_duration(ns)
 }
 
-fn conn<'a>(c: &'a ConnInfo, now: i64, subs: bool, detail: bool) -> Conn<'a> {
+fn conn<'a>(c: &'a ConnInfo, now: i64, subs: bool, detail: bool, auth: bool) -> Conn<'a> {
     let end = c.stop.unwrap_or(now);
     Conn {
         cid: c.cid,
@@ -145,6 +152,9 @@ fn conn<'a>(c: &'a ConnInfo, now: i64, subs: bool, detail: bool) -> Conn<'a> {
         name: &c.name,
         lang: &c.lang,
         version: &c.version,
+        tls_version: &c.tls_version,
+        tls_cipher_suite: &c.tls_cipher_suite,
+        authorized_user: if auth { &c.user } else { "" },
         subscriptions_list: if subs && !detail {
             c.subs.iter().map(|s| s.subject.as_str()).collect()
         } else {
@@ -164,7 +174,7 @@ fn bad(text: impl Into<String>) -> Response {
 
 pub async fn connz(m: &Monitor, r: &Request) -> Result<Response, Response> {
     let sort = r.get("sort").unwrap_or("");
-    query::boolean(r, "auth")?;
+    let auth = query::boolean(r, "auth")?;
     let detail = r
         .get("subs")
         .is_some_and(|v| v.eq_ignore_ascii_case("detail"));
@@ -202,14 +212,17 @@ pub async fn connz(m: &Monitor, r: &Request) -> Result<Response, Response> {
     }
     // An account other than the global one, or a user, has no connections here.
     let other_account = r.get("acc").is_some_and(|a| !a.is_empty() && a != "$G");
-    let user = r.get("user").is_some_and(|u| !u.is_empty());
+    let user = r.get("user").filter(|u| !u.is_empty());
     let ask = StatsAsk::Conns { open, closed, subs };
     let mut all: Vec<ConnInfo> = Vec::new();
     for part in m.shard.gather_stats(ask).await {
         all.extend(part.conns);
     }
-    if other_account || user {
+    if other_account {
         all.clear();
+    }
+    if let Some(u) = user {
+        all.retain(|c| c.user == u);
     }
     // As nats-server: `total` counts every connection, also when one is asked for.
     let total = all.len();
@@ -226,7 +239,7 @@ pub async fn connz(m: &Monitor, r: &Request) -> Result<Response, Response> {
     let to = from + limit.min(listed - from);
     let page: Vec<Conn> = all[from..to]
         .iter()
-        .map(|c| conn(c, now, subs, detail))
+        .map(|c| conn(c, now, subs, detail, auth))
         .collect();
     let out = Connz {
         server_id: &m.shard.server.server_id,

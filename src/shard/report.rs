@@ -69,6 +69,15 @@ fn conn_info(conn: &Conn, subs: bool) -> ConnInfo {
         name: st.opts.name.clone(),
         lang: st.opts.lang.clone(),
         version: st.opts.version.clone(),
+        tls_version: conn
+            .tls
+            .as_ref()
+            .map_or(String::new(), |t| crate::tls::version_name(&t.borrow())),
+        tls_cipher_suite: conn
+            .tls
+            .as_ref()
+            .map_or(String::new(), |t| crate::tls::suite_name(&t.borrow())),
+        user: st.user.clone(),
         subs,
     }
 }

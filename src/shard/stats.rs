@@ -69,6 +69,11 @@ pub struct ConnInfo {
     pub name: String,
     pub lang: String,
     pub version: String,
+    /// TLS version ("1.3") and cipher suite (Go's name), when over TLS.
+    pub tls_version: String,
+    pub tls_cipher_suite: String,
+    /// The authenticated user (empty without authentication).
+    pub user: String,
     pub subs: Vec<SubInfo>,
 }
 
