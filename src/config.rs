@@ -160,6 +160,9 @@ struct Cli {
     /// HTTP port for monitoring (/varz, /connz, /jsz, /healthz ...; -1: a free port)
     #[arg(short = 'm', long = "http_port", allow_negative_numbers = true)]
     http_port: Option<i32>,
+    /// HTTPS port for monitoring, with the client TLS settings (-1: a free port)
+    #[arg(long = "https_port", allow_negative_numbers = true)]
+    https_port: Option<i32>,
     /// Monitoring host from a config file's `http: "host:port"` (else the client host).
     #[arg(skip)]
     http_host: Option<String>,
@@ -235,6 +238,8 @@ pub struct Config {
     pub logtime: bool,
     /// Monitoring's address (port 0: a free one), when enabled.
     pub http: Option<SocketAddr>,
+    /// Monitoring is served over TLS (`-ms`, `https_port`, `https`).
+    pub https: bool,
     pub syslog: bool,
     pub remote_syslog: Option<String>,
     /// Bytes at which the log file is rotated (0: never), and files kept.
@@ -386,6 +391,12 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
         given("http_port"),
     );
     cli.http_host = f.http_host;
+    set(
+        &mut cli.https_port,
+        f.https_port
+            .map(|p| Some(p.clamp(-1, i32::MAX as i64) as i32)),
+        given("https_port"),
+    );
     set(&mut cli.syslog, f.syslog, given("syslog"));
     set(
         &mut cli.remote_syslog,
@@ -468,17 +479,34 @@ fn validate(cli: Cli) -> Result<Config, String> {
             ))
         }
     };
-    // nats-server: 0 (the default) is off, -1 a free port.
-    let http = match cli.http_port {
-        None | Some(0) => None,
-        Some(p @ (-1 | 1..=65535)) => {
+    // nats-server: 0 (the default) is off, -1 a free port; HTTP or HTTPS.
+    let monitor_port = match (
+        cli.http_port.filter(|p| *p != 0),
+        cli.https_port.filter(|p| *p != 0),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err("jetcore: can't have both HTTP and HTTPS monitor ports".into())
+        }
+        (Some(p), None) => Some((p, false)),
+        (None, Some(p)) => Some((p, true)),
+        (None, None) => None,
+    };
+    let (http, https) = match monitor_port {
+        None => (None, false),
+        Some((p @ (-1 | 1..=65535), secure)) => {
             let host = match &cli.http_host {
                 Some(h) => resolve_host(h)?,
                 None => addr,
             };
-            Some(SocketAddr::new(host, p.max(0) as u16))
+            if secure && cli.tls_settings_absent() {
+                return Err(
+                    "jetcore: HTTPS monitoring needs TLS (--tlscert, --tlskey or a tls block)"
+                        .into(),
+                );
+            }
+            (Some(SocketAddr::new(host, p.max(0) as u16)), secure)
         }
-        Some(p) => {
+        Some((p, _)) => {
             return Err(format!(
                 "jetcore: invalid monitoring port {p}: use 1-65535, or -1 for a random port"
             ))
@@ -563,6 +591,7 @@ fn validate(cli: Cli) -> Result<Config, String> {
         log_file: cli.log,
         logtime: cli.logtime.unwrap_or(true),
         http,
+        https,
         log_size_limit: crate::conf::parse_size(&cli.log_size_limit)
             .ok_or_else(|| format!("jetcore: invalid log_size_limit '{}'", cli.log_size_limit))?,
         logfile_max_num: cli.logfile_max_num,
@@ -609,6 +638,12 @@ fn auth_settings(
     // Checked here so that `-t` finds what the server would refuse.
     crate::auth::Auth::new(&auth, cli.no_auth_user.as_deref())?;
     Ok((auth, cli.no_auth_user.clone(), max_subs))
+}
+
+impl Cli {
+    fn tls_settings_absent(&self) -> bool {
+        self.file_tls.is_none() && self.tlscert.is_none()
+    }
 }
 
 /// TLS: the file's `tls` block with `--tls*` flags over it.
@@ -723,7 +758,7 @@ mod tests {
     fn unsupported_flags_are_refused_by_name() {
         for flag in [
             "--routes",
-            "-ms",
+            "--profile",
             "--cluster_name",
             "-routes",
             "--cluster=x",

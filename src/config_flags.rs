@@ -5,8 +5,6 @@
 
 /// nats-server flags (Go names) that jetcore does not implement yet.
 const UNSUPPORTED: &[&str] = &[
-    "ms",
-    "https_port",
     "client_advertise",
     "ports_file_dir",
     "logtime_utc",
@@ -60,6 +58,8 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("log", "log"),
     ("logtime", "logtime"),
     ("m", "http_port"),
+    ("ms", "https_port"),
+    ("https_port", "https_port"),
     ("http_port", "http_port"),
     ("tls", "tls"),
     ("tlscert", "tlscert"),
@@ -79,6 +79,8 @@ const LONG_NAMES: &[(&str, &str)] = &[
 /// Flags that take a value in the next argument (unless given with `=`).
 const TAKES_VALUE: &[&str] = &[
     "m",
+    "ms",
+    "https_port",
     "http_port",
     "r",
     "remote_syslog",

@@ -462,3 +462,53 @@ async fn verify_and_map_takes_the_user_from_the_certificate() {
     raw_log.extend(server.log.try_iter());
     assert!(refused, "{raw_log:?}");
 }
+
+#[test]
+fn monitoring_over_https_uses_the_client_tls_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "h");
+    let server = Server::start_with(
+        1,
+        &["--tlscert", s(&p.cert), "--tlskey", s(&p.key), "-ms", "-1"],
+    );
+    let port: u16 = server
+        .startup_log
+        .iter()
+        .find_map(|l| l.split("Starting https monitor on ").nth(1))
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("https monitor announced");
+    // A client that verifies the certificate against the CA.
+    let script = format!(
+        "import json,ssl,urllib.request\n\
+         ctx=ssl.create_default_context(cafile='{}')\n\
+         v=json.load(urllib.request.urlopen('https://localhost:{port}/varz',context=ctx))\n\
+         print(v['https_port'], v['http_port'])",
+        s(&p.ca)
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("{port} 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP on the HTTPS port gets nothing.
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /varz HTTP/1.1\r\n\r\n").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(!matches!(c.read(&mut buf), Ok(n) if n > 0 && buf.starts_with(b"HTTP")));
+    // Both ports, or HTTPS without TLS: refused at start.
+    for args in [&["-m", "8222", "-ms", "8223"][..], &["-ms", "8223"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetcore"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+}

@@ -69,27 +69,7 @@ pub async fn handshake(
     let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
     let mut tls = ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     tls.set_buffer_limit(None);
-    let mut raw = BytesMut::new();
-    let mut out = Vec::new();
     let mut plain = BytesMut::new();
-    while tls.is_handshaking() {
-        if tls.wants_write() {
-            out.clear();
-            crate::tls::encrypt(&mut tls, &[], &mut out).map_err(|e| e.to_string())?;
-            crate::net::io::write_all(stream, &out)
-                .await
-                .map_err(|e| e.to_string())?;
-            continue;
-        }
-        raw.clear();
-        raw.reserve(16 * 1024);
-        let n = crate::net::io::read_into(stream, &mut raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("server closed during the TLS handshake".into());
-        }
-        crate::tls::decrypt(&mut tls, &raw, &mut plain).map_err(|e| e.to_string())?;
-    }
+    crate::net::io::tls_handshake(stream, &mut tls, &mut plain, false).await?;
     Ok(tls)
 }

@@ -40,6 +40,7 @@ pub struct FileSettings {
     /// Monitoring: `http: "host:port"` (or a port), `http_port`, `monitor_port`.
     pub http_host: Option<String>,
     pub http_port: Option<i64>,
+    pub https_port: Option<i64>,
     /// `jetstream { max_memory_store, max_file_store }` (bytes; negative: the default).
     pub max_memory_store: Option<i64>,
     pub max_file_store: Option<i64>,
@@ -57,8 +58,6 @@ pub struct FileSettings {
 const NOT_YET: &[&str] = &[
     "logtime_utc",
     "ports_file_dir",
-    "https",
-    "https_port",
     "http_base_path",
     "accounts",
     "system_account",
@@ -177,6 +176,11 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
                 (s.http_host, s.http_port) = (h.or(s.http_host), Some(p));
             }
             "http_port" | "monitor_port" => s.http_port = Some(int(key, item)?),
+            "https" => {
+                let (h, p) = host_port("https", item)?;
+                (s.http_host, s.https_port) = (h.or(s.http_host), Some(p));
+            }
+            "https_port" => s.https_port = Some(int(key, item)?),
             "jetstream" => jetstream(&mut s, key, item)?,
             "authorization" => s.auth = Some(auth::authorization(item)?),
             "tls" => s.tls = Some(tls::tls(item)?),
@@ -413,9 +417,9 @@ mod tests {
             of("port: 1\nbogus: 2").unwrap_err(),
             "jetcore: t.conf:2: unknown configuration key 'bogus'"
         );
-        assert!(of("\n\nhttps_port: 8222")
+        assert!(of("\n\nwebsocket: {}")
             .unwrap_err()
-            .starts_with("jetcore: t.conf:3: configuration key 'https_port' is not supported yet"));
+            .starts_with("jetcore: t.conf:3: configuration key 'websocket' is not supported yet"));
         assert_eq!(
             of("jetstream {\n  max_stuff: 1\n}").unwrap_err(),
             "jetcore: t.conf:2: unknown configuration key 'jetstream.max_stuff'"

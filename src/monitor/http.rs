@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 const HEAD_MAX: usize = 16 * 1024;
@@ -175,55 +174,118 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One HTTP connection's bytes: plaintext, or TLS (HTTPS monitoring).
+struct Link {
+    stream: std::cell::RefCell<TcpStream>,
+    tls: Option<rustls::ServerConnection>,
+    raw: bytes::BytesMut,
+    plain: bytes::BytesMut,
+}
+
+impl Link {
+    /// Appends what arrives to `buf`; false when the connection is done.
+    async fn read(&mut self, buf: &mut Vec<u8>) -> bool {
+        if !self.plain.is_empty() {
+            buf.extend_from_slice(&self.plain.split());
+            return true;
+        }
+        let target = if self.tls.is_some() {
+            &mut self.raw
+        } else {
+            &mut self.plain
+        };
+        target.clear();
+        target.reserve(4096);
+        if !matches!(crate::net::io::read_into(&self.stream, target).await, Ok(n) if n > 0) {
+            return false;
+        }
+        if let Some(tls) = &mut self.tls {
+            if crate::tls::decrypt(tls, &self.raw, &mut self.plain).is_err() {
+                return false;
+            }
+        }
+        buf.extend_from_slice(&self.plain.split());
+        true
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> bool {
+        let sealed;
+        let bytes = match &mut self.tls {
+            None => bytes,
+            Some(tls) => {
+                let mut out = Vec::with_capacity(bytes.len() + 64);
+                if crate::tls::encrypt(tls, bytes, &mut out).is_err() {
+                    return false;
+                }
+                sealed = out;
+                &sealed
+            }
+        };
+        crate::net::io::write_all(&self.stream, bytes).await.is_ok()
+    }
+}
+
 /// Serves requests on one connection until it closes, idles out or sends
-/// something that is not HTTP; `answer` makes each response.
-pub async fn serve<F, Fut>(mut stream: TcpStream, answer: F)
+/// something that is not HTTP; with `tls`, after a TLS handshake (HTTPS).
+/// `answer` makes each response.
+pub async fn serve<F, Fut>(stream: TcpStream, tls: Option<&crate::tls::Tls>, answer: F)
 where
     F: Fn(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+    let mut link = Link {
+        stream: std::cell::RefCell::new(stream),
+        tls: None,
+        raw: bytes::BytesMut::new(),
+        plain: bytes::BytesMut::new(),
+    };
+    if let Some(t) = tls {
+        let Ok(mut session) = t.session() else { return };
+        let shake =
+            crate::net::io::tls_handshake(&link.stream, &mut session, &mut link.plain, true);
+        let timeout = async {
+            glommio::timer::sleep(t.timeout).await;
+            Err("timeout".to_string())
+        };
+        if futures_lite::future::or(shake, timeout).await.is_err() {
+            return;
+        }
+        link.tls = Some(session);
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 4096];
     loop {
         let (req, head, body) = loop {
             match parse(&buf) {
                 Ok(Some(r)) => break r,
                 Ok(None) if buf.len() >= HEAD_MAX => {
                     let r = Response::text(431, "request head too large");
-                    let _ = stream.write_all(&r.encode(false, true)).await;
+                    link.write(&r.encode(false, true)).await;
                     return;
                 }
                 Ok(None) => {}
                 Err(e) => {
                     let r = Response::text(400, e);
-                    let _ = stream.write_all(&r.encode(false, true)).await;
+                    link.write(&r.encode(false, true)).await;
                     return;
                 }
             }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            if !link.read(&mut buf).await {
+                return;
             }
         };
         // Skip the body (monitoring takes none).
         while buf.len() < head + body {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            if !link.read(&mut buf).await {
+                return;
             }
         }
         buf.drain(..head + body);
         let close = req.close;
         let head_only = req.method == "HEAD";
         let resp = answer(req).await;
-        if stream
-            .write_all(&resp.encode(head_only, close))
-            .await
-            .is_err()
-            || close
-        {
+        if !link.write(&resp.encode(head_only, close)).await || close {
             return;
         }
     }

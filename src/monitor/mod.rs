@@ -57,7 +57,8 @@ pub fn start(shard: &Rc<Shard>, js: Rc<OnceCell<Rc<Js>>>) -> Result<(), String> 
     let addr = listener
         .local_addr()
         .map_err(|e| format!("monitoring listener: {e}"))?;
-    crate::info!("Starting http monitor on {}:{}", addr.ip(), addr.port());
+    let scheme = if shard.cfg.https { "https" } else { "http" };
+    crate::info!("Starting {scheme} monitor on {}:{}", addr.ip(), addr.port());
     let now = crate::js::types::json::now_nanos();
     let monitor = Rc::new(Monitor {
         shard: shard.clone(),
@@ -92,7 +93,8 @@ async fn accept_loop(monitor: Rc<Monitor>, listener: TcpListener) {
         monitor.conns.set(monitor.conns.get() + 1);
         let m = monitor.clone();
         glommio::spawn_local(async move {
-            http::serve(stream, |req| m.answer(req)).await;
+            let tls = m.shard.server.tls.as_ref().filter(|_| m.shard.cfg.https);
+            http::serve(stream, tls, |req| m.answer(req)).await;
             m.conns.set(m.conns.get() - 1);
         })
         .detach();

@@ -36,3 +36,38 @@ pub async fn write_all(stream: &RefCell<TcpStream>, mut bytes: &[u8]) -> std::io
     }
     Ok(())
 }
+
+/// Runs a TLS handshake (server or client side) on `stream` until it is
+/// done; application data that came with its end is appended to `plain`.
+/// `server`: the peer's first byte must start a TLS handshake record (a
+/// plaintext client is refused at once, as nats-server refuses it).
+pub async fn tls_handshake<D>(
+    stream: &RefCell<TcpStream>,
+    tls: &mut rustls::ConnectionCommon<D>,
+    plain: &mut BytesMut,
+    server: bool,
+) -> Result<(), String> {
+    let mut raw = BytesMut::new();
+    let mut out = Vec::new();
+    let mut first = server;
+    while tls.is_handshaking() || tls.wants_write() {
+        if tls.wants_write() {
+            out.clear();
+            crate::tls::encrypt(tls, &[], &mut out).map_err(|e| e.to_string())?;
+            write_all(stream, &out).await.map_err(|e| e.to_string())?;
+            continue;
+        }
+        raw.clear();
+        raw.reserve(16 * 1024);
+        match read_into(stream, &mut raw).await {
+            Ok(0) => return Err("connection closed".to_string()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if std::mem::take(&mut first) && raw[0] != crate::tls::HANDSHAKE_RECORD {
+            return Err("first record does not look like a TLS handshake".to_string());
+        }
+        crate::tls::decrypt(tls, &raw, plain).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

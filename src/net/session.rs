@@ -255,40 +255,14 @@ async fn start_tls(
     tls: &crate::tls::Tls,
     plain: &mut BytesMut,
 ) -> Result<(), String> {
-    use crate::net::io::{read_into, write_all};
     if !tls.handshake_first {
         let info = shard.info_line(conn, false);
-        write_all(&conn.stream, &info)
+        crate::net::io::write_all(&conn.stream, &info)
             .await
             .map_err(|e| e.to_string())?;
     }
     let mut session = tls.session().map_err(|e| e.to_string())?;
-    let stream = &conn.stream;
-    let work = async {
-        let mut raw = BytesMut::new();
-        let mut out = Vec::new();
-        let mut first = true;
-        while session.is_handshaking() || session.wants_write() {
-            if session.wants_write() {
-                out.clear();
-                crate::tls::encrypt(&mut session, &[], &mut out).map_err(|e| e.to_string())?;
-                write_all(stream, &out).await.map_err(|e| e.to_string())?;
-                continue;
-            }
-            raw.clear();
-            raw.reserve(16 * 1024);
-            match read_into(stream, &mut raw).await {
-                Ok(0) => return Err("connection closed".to_string()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-            if std::mem::take(&mut first) && raw[0] != crate::tls::HANDSHAKE_RECORD {
-                return Err("first record does not look like a TLS handshake".to_string());
-            }
-            crate::tls::decrypt(&mut session, &raw, plain).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    };
+    let work = crate::net::io::tls_handshake(&conn.stream, &mut session, plain, true);
     let timeout = async {
         glommio::timer::sleep(tls.timeout).await;
         Err("timeout".to_string())
