@@ -66,7 +66,7 @@ fn unsupported_nats_server_flags_are_refused_clearly() {
     for args in [
         &["--routes", "x"][..],
         &["--cluster_name", "c"],
-        &["-ms", "8222"],
+        &["--profile", "6060"],
     ] {
         let out = jetcore(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
