@@ -110,12 +110,12 @@ fn a_config_file_sets_what_flags_do_and_flags_win() {
     drop(server);
     // Keys it does not know or honour yet are named with file and line.
     let bad = dir.path().join("bad.conf");
-    std::fs::write(&bad, "port: 4222\n\nhttps_port: 8222\n").unwrap();
+    std::fs::write(&bad, "port: 4222\n\nwebsocket: {}\n").unwrap();
     let out = jetcore(&["-c", bad.to_str().unwrap(), "-t"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("bad.conf:3: configuration key 'https_port' is not supported yet"),
+        err.contains("bad.conf:3: configuration key 'websocket' is not supported yet"),
         "{err}"
     );
     std::fs::write(&bad, "port: 4222\nprot: 1\n").unwrap();
