@@ -165,6 +165,11 @@ fn bad_parameters_and_paths_are_answered_as_nats_server_does() {
     assert_eq!(jsz["disabled"], true, "{jsz}");
     let varz = get(port, "/varz");
     assert!(varz.get("jetstream").is_none());
+    // nats-server's defaults, as it shows them.
+    assert_eq!(
+        (varz["auth_timeout"].as_f64(), varz["tls_timeout"].as_f64()),
+        (Some(2.0), Some(2.0))
+    );
     assert_eq!(varz["http_req_stats"]["/healthz"], 2, "{varz}");
     // /connz refused for a bad parameter is not counted.
     assert_eq!(varz["http_req_stats"]["/connz"], Value::Null, "{varz}");

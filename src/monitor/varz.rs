@@ -212,7 +212,8 @@ pub async fn varz(m: &Monitor) -> Response {
         http_port: if cfg.https { 0 } else { m.addr.port() },
         http_base_path: "",
         https_port: if cfg.https { m.addr.port() } else { 0 },
-        auth_timeout: 0.0,
+        // Seconds; nats-server shows its defaults (2) when nothing is configured.
+        auth_timeout: shard.server.auth().map_or(2.0, |a| a.timeout.as_secs_f64()),
         max_control_line: cfg.max_control_line,
         max_payload: cfg.max_payload,
         max_pending: cfg.max_pending,
@@ -222,7 +223,11 @@ pub async fn varz(m: &Monitor) -> Response {
         mqtt: Empty {},
         websocket: Empty {},
         jetstream,
-        tls_timeout: 0.0,
+        tls_timeout: shard
+            .server
+            .tls
+            .as_ref()
+            .map_or(2.0, |t| t.timeout.as_secs_f64()),
         write_deadline: cfg.write_deadline.as_nanos() as i64,
         start: rfc3339(m.started),
         now: rfc3339(now),
