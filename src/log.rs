@@ -15,7 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
-/// Set once at startup by `to_syslog`: every line goes there instead.
+/// Set once at startup by `to_syslog`: every line goes there instead. A
+/// mutex: log sites are never on the publish path, and one socket is written
+/// one line at a time.
 static SYSLOG: OnceLock<Mutex<Syslog>> = OnceLock::new();
 
 /// `-l` with `log_size_limit`: the file, its limit, and how many files to
@@ -24,6 +26,7 @@ struct Rotation {
     path: PathBuf,
     limit: u64,
     max_files: usize,
+    /// Held only while rotating (others skip, `try_lock`); never per line.
     lock: Mutex<()>,
 }
 static ROTATION: OnceLock<Rotation> = OnceLock::new();

@@ -247,6 +247,7 @@ impl ConnPerms {
     }
 }
 
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,9 +18,7 @@ impl Shard {
         };
         match self.identify(conn, opts, &auth) {
             Some(id) => {
-                let mut st = conn.st.borrow_mut();
-                st.perms = id.perms.map(ConnPerms::new);
-                st.user = id.name;
+                adopt(conn, id);
                 true
             }
             None => {
@@ -71,10 +69,8 @@ impl Shard {
             return true;
         };
         if let Some(id) = auth.check(&ConnectOpts::default(), "") {
-            let mut st = conn.st.borrow_mut();
-            st.perms = id.perms.map(ConnPerms::new);
-            st.user = id.name;
-            st.connected = true;
+            adopt(conn, id);
+            conn.st.borrow_mut().connected = true;
             return true;
         }
         crate::error!(
@@ -113,9 +109,9 @@ impl Shard {
                 conn.close(CloseReason::AuthViolation);
                 continue;
             };
+            adopt(&conn, id);
             let subs: Vec<(u32, Bytes, Option<Bytes>, Bytes)> = {
-                let mut st = conn.st.borrow_mut();
-                st.perms = id.perms.map(ConnPerms::new);
+                let st = conn.st.borrow();
                 st.subs
                     .iter()
                     .map(|(k, s)| (*k, s.subject.clone(), s.queue.clone(), s.sid.clone()))
@@ -204,6 +200,13 @@ impl Shard {
         conn.send_err(&text);
         None
     }
+}
+
+/// The connection is now `id`'s: its user name and permissions.
+fn adopt(conn: &Conn, id: crate::auth::Identity) {
+    let mut st = conn.st.borrow_mut();
+    st.perms = id.perms.map(ConnPerms::new);
+    st.user = id.name;
 }
 
 /// The names in the client's TLS certificate (None: no TLS or no certificate).

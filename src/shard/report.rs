@@ -25,35 +25,38 @@ fn reason_text(r: Option<CloseReason>) -> &'static str {
     }
 }
 
+/// A connection's subscriptions as monitoring shows them.
+fn sub_infos(conn: &Conn) -> Vec<SubInfo> {
+    let st = conn.st.borrow();
+    st.subs
+        .values()
+        .map(|s| SubInfo {
+            cid: conn.cid,
+            subject: String::from_utf8_lossy(&s.subject).into_owned(),
+            queue: s
+                .queue
+                .as_ref()
+                .map(|q| String::from_utf8_lossy(q).into_owned()),
+            sid: String::from_utf8_lossy(&s.sid).into_owned(),
+            msgs: s.delivered,
+            max: s.max,
+        })
+        .collect()
+}
+
 /// A connection's state as monitoring shows it.
 fn conn_info(conn: &Conn, subs: bool) -> ConnInfo {
     let st = conn.st.borrow();
     let out = conn.out.borrow();
-    let (ip, port) = match conn.peer.rsplit_once(':') {
-        Some((_, p)) => (conn.ip.clone(), p.parse().unwrap_or(0)),
-        None => (conn.ip.clone(), 0),
-    };
-    let subs = if subs {
-        st.subs
-            .values()
-            .map(|s| SubInfo {
-                cid: conn.cid,
-                subject: String::from_utf8_lossy(&s.subject).into_owned(),
-                queue: s
-                    .queue
-                    .as_ref()
-                    .map(|q| String::from_utf8_lossy(q).into_owned()),
-                sid: String::from_utf8_lossy(&s.sid).into_owned(),
-                msgs: s.delivered,
-                max: s.max,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let port = conn
+        .peer
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(0);
+    let subs = if subs { sub_infos(conn) } else { Vec::new() };
     ConnInfo {
         cid: conn.cid,
-        ip,
+        ip: conn.ip.clone(),
         port,
         start: conn.start,
         last_activity: conn.last_activity.get(),
@@ -167,7 +170,7 @@ impl Shard {
             }
             StatsAsk::Subs => {
                 for conn in &conns {
-                    part.subs.extend(conn_info(conn, true).subs);
+                    part.subs.extend(sub_infos(conn));
                 }
             }
         }
