@@ -435,3 +435,45 @@ fn stale_connection_is_closed_after_unanswered_pings() {
         live.send(b"PONG\r\n");
     }
 }
+
+/// A publisher's PING means what it means on nats-server: once its PONG is
+/// read, everything it published is queued to every matching subscriber, on
+/// every shard. A subscriber that unsubscribes right after must still get all
+/// of it (nats.js's drain after another connection's flush). Before the fix,
+/// the UNSUB could overtake the batch still on its way between shards.
+#[test]
+fn flush_after_publishes_means_they_reached_subscribers_on_every_shard() {
+    const MSGS: usize = 200;
+    let nats_dir = tempfile::tempdir().unwrap();
+    let mut servers: Vec<(String, Server)> = common::SHARD_COUNTS
+        .iter()
+        .map(|&n| (format!("jetcore, {n} shards"), Server::start(n)))
+        .collect();
+    if common::reference_server().is_some() || jetcore::bench::compare::find_nats_server().is_some()
+    {
+        servers.push((
+            "nats-server".into(),
+            Server::start_nats(nats_dir.path(), &[]),
+        ));
+    }
+    for (name, server) in &servers {
+        for round in 0..20 {
+            let mut sub = server.raw_on(0);
+            sub.send(CONNECT);
+            sub.send(b"SUB flush.t 1\r\n");
+            sub.flush();
+            let mut publisher = server.raw_on(server.shards - 1);
+            publisher.send(CONNECT);
+            let mut batch = Vec::new();
+            for i in 0..MSGS {
+                batch.extend_from_slice(format!("PUB flush.t 3\r\n{:03}\r\n", i % 1000).as_bytes());
+            }
+            publisher.send(&batch);
+            publisher.flush();
+            sub.send(b"UNSUB 1\r\n");
+            let got = sub.flush();
+            let msgs = got.matches("MSG flush.t 1 3\r\n").count();
+            assert_eq!(msgs, MSGS, "{name}, round {round}: got {msgs} of {MSGS}");
+        }
+    }
+}

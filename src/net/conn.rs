@@ -66,9 +66,6 @@ pub struct ConnState {
     pub active: bool,
     /// The second INFO (`connect_info`) went out after the first PONG.
     pub info_resent: bool,
-    /// A SUB/UNSUB went to peers since the last PONG: the next PONG waits for a
-    /// barrier so that it means "in force on every shard".
-    pub interest_changed: bool,
     pub close_reason: Option<CloseReason>,
     /// Messages the client published, and their payload bytes (headers
     /// included), for monitoring.
@@ -90,6 +87,11 @@ pub struct Conn {
     /// Barrier acknowledgements received, and the wake-up for the read loop.
     pub barrier_acks: Cell<usize>,
     pub barrier_done: Notify,
+    /// A SUB/UNSUB or a published message went to peers since the last PONG:
+    /// the next PONG waits for a barrier, so that it means what it means on
+    /// nats-server (interest in force, and every message published before it
+    /// queued to its subscribers, on every shard).
+    pub peers_behind: Cell<bool>,
     /// Connection whose queue passed the stall threshold while this one produced.
     pub stalled_on: Cell<Option<u64>>,
     /// Stream (uid, on this shard) whose ingest queue passed its stall threshold.
@@ -120,6 +122,7 @@ impl Conn {
             wake_writer: Notify::new(),
             barrier_acks: Cell::new(0),
             barrier_done: Notify::new(),
+            peers_behind: Cell::new(false),
             stalled_on: Cell::new(None),
             stalled_stream: Cell::new(None),
             peer,

@@ -74,12 +74,8 @@ impl Shard {
             } => self.client_sub(conn, subject, queue, sid),
             ClientOp::Unsub { sid, max } => self.client_unsub(conn, sid, max),
             ClientOp::Ping => {
-                let changed = {
-                    let mut st = conn.st.borrow_mut();
-                    st.active = true;
-                    st.interest_changed
-                };
-                if self.mesh.is_some() && changed {
+                conn.st.borrow_mut().active = true;
+                if self.mesh.is_some() && conn.peers_behind.get() {
                     return Flow::Barrier;
                 }
                 self.pong(conn);
@@ -374,6 +370,9 @@ impl Shard {
             }
         } else {
             let mesh = self.mesh.as_ref().expect("remote interest implies a mesh");
+            if let Some(conn) = from {
+                conn.peers_behind.set(true);
+            }
             let full = mesh.add_target(
                 key.shard,
                 pub_seq,
@@ -534,7 +533,6 @@ impl Shard {
                     delivered: 0,
                 },
             );
-            st.interest_changed = true;
             sub
         };
         let key = SubKey {
@@ -545,6 +543,7 @@ impl Shard {
         self.interest
             .borrow_mut()
             .insert(&subject, queue.as_deref(), key);
+        conn.peers_behind.set(self.mesh.is_some());
         let full = self.mesh.as_ref().is_some_and(|mesh| {
             mesh.broadcast(|| ShardMsg::Sub {
                 key,
@@ -592,7 +591,6 @@ impl Shard {
             let removed = st.subs.remove(&sub);
             if let Some(s) = &removed {
                 st.sids.remove(&s.sid);
-                st.interest_changed = true;
             }
             removed
         };
@@ -608,6 +606,7 @@ impl Shard {
             .remove(&s.subject, s.queue.as_deref(), key);
         assert!(was_there, "local subscription missing from interest");
         if let Some(mesh) = &self.mesh {
+            conn.peers_behind.set(true);
             mesh.broadcast(|| ShardMsg::Unsub {
                 key,
                 subject: s.subject.clone(),

@@ -368,7 +368,7 @@ impl Shard {
 
     /// Waits until every peer has applied what this shard sent so far.
     pub async fn barrier(&self, conn: &Conn) {
-        conn.st.borrow_mut().interest_changed = false;
+        conn.peers_behind.set(false);
         let Some(mesh) = &self.mesh else { return };
         conn.barrier_acks.set(0);
         mesh.broadcast(|| msg::ShardMsg::Barrier { cid: conn.cid });

@@ -197,6 +197,20 @@ impl Server {
     pub fn raw(&self) -> Raw {
         Raw::connect(self.port)
     }
+
+    /// A raw connection that landed on shard `shard` (cid % shards).
+    pub fn raw_on(&self, shard: usize) -> Raw {
+        for _ in 0..200 {
+            let raw = self.raw();
+            let info: serde_json::Value =
+                serde_json::from_str(raw.info.trim_start_matches("INFO ").trim()).unwrap();
+            let cid = info["client_id"].as_u64().unwrap() as usize;
+            if self.nats_server || cid % self.shards == shard {
+                return raw;
+            }
+        }
+        panic!("no connection landed on shard {shard}");
+    }
 }
 
 impl Drop for Server {
