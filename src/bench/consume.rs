@@ -724,6 +724,7 @@ mod tests {
             },
             copy: crate::bench::run::CopySpec::default(),
             ttl: None,
+            placement: None,
         }
     }
 

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 
 use crate::bench::consume::{self, ConsumeKind, ConsumeSpec};
 use crate::bench::latency::{intended_offset, new_histogram};
-use crate::bench::wire::{connect, encode_hpub, encode_pub, status, Reader, ServerOp, Writer};
+use crate::bench::wire::{connect_on, encode_hpub, encode_pub, status, Reader, ServerOp, Writer};
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,9 @@ pub struct Spec {
     pub copy: CopySpec,
     /// JetStream publishes carry `Nats-TTL` (the stream allows it).
     pub ttl: Option<TtlSpec>,
+    /// Connections placed on chosen shards (jetcore only; `None`: wherever
+    /// the kernel puts them).
+    pub placement: Option<crate::bench::wire::Placement>,
 }
 
 /// `--ttl <secs>` (and `--ttl-align`): each publish carries `Nats-TTL`;
@@ -564,7 +567,9 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
         Role::Requester(i) => format!("req-{i}"),
         Role::Responder(i) => format!("rep-{i}"),
     };
-    let (mut reader, writer) = connect(&spec.server, &name).await?;
+    let publisher = matches!(role, Role::Publisher(_) | Role::Requester(_));
+    let on = spec.placement.map(|p| (p.shards, p.shard(publisher)));
+    let (mut reader, writer) = connect_on(&spec.server, &name, on).await?;
     let sub = match role {
         Role::Subscriber(i) if spec.mode == Mode::JsConsume => Some(consume::prepare_ops(spec, *i)),
         // The copy watcher subscribes to its own reply subject only.
@@ -949,7 +954,7 @@ pub(crate) fn api_request(spec: &Spec, subject: &str, body: &str) -> Result<Byte
             // Bounded as a whole: a server that accepts but never speaks
             // (stopped, or not NATS) must not hang the run's setup or teardown.
             let answer = async {
-                let (mut reader, writer) = connect(&server, "bench-api").await?;
+                let (mut reader, writer) = connect_on(&server, "bench-api", None).await?;
                 let reply = format!("{}.1", inbox("api", 0));
                 let mut out = format!("SUB {} 1\r\n", reply).into_bytes();
                 encode_pub(

@@ -197,9 +197,64 @@ pub struct Writer {
     tls: Session,
 }
 
+/// Where the harness puts a connection on a sharded jetcore (`--placement`).
+/// jetcore numbers connections `client_id = counter × shards + shard`, so a
+/// client reconnects until its id names the shard it wants. nats-server has
+/// no shards: any connection is on its one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The server's `--shards`.
+    pub shards: usize,
+    /// Publishers and requesters on another shard than subscribers,
+    /// responders and the stream (a fresh server's first stream is on shard
+    /// 0); otherwise everything on shard 0.
+    pub cross: bool,
+}
+
+impl Placement {
+    /// The shard for a connection on the publishing side (`publisher`) or
+    /// the receiving side.
+    pub fn shard(&self, publisher: bool) -> usize {
+        if publisher && self.cross {
+            1 % self.shards
+        } else {
+            0
+        }
+    }
+}
+
+/// Reconnections tried to land on a shard before giving up (the kernel
+/// spreads connections over the shards' listeners; 1/shards land each try).
+const PLACE_TRIES: usize = 400;
+
+/// `connect`, retried until the connection sits on `shard` of `shards`
+/// (jetcore's `client_id` says where it landed); `None`: wherever it lands.
+pub async fn connect_on(
+    server: &str,
+    name: &str,
+    on: Option<(usize, usize)>,
+) -> Result<(Reader, Writer), String> {
+    let Some((shards, shard)) = on else {
+        return connect(server, name).await.map(|(r, w, _)| (r, w));
+    };
+    for _ in 0..PLACE_TRIES {
+        let (reader, writer, cid) = connect(server, name).await?;
+        if cid.is_none_or(|cid| cid as usize % shards == shard) {
+            return Ok((reader, writer));
+        }
+        // Dropping both halves closes the socket.
+        drop((reader, writer));
+    }
+    Err(format!(
+        "no connection landed on shard {shard} of {shards} in {PLACE_TRIES} tries \
+         (is --shards the server's?)"
+    ))
+}
+
 /// Connects, reads INFO, sends CONNECT and waits for the PONG of a PING, so the
-/// server has registered the connection before the run starts.
-pub async fn connect(server: &str, name: &str) -> Result<(Reader, Writer), String> {
+/// server has registered the connection before the run starts. Also returns
+/// the INFO's `client_id` (jetcore's says which shard took the connection).
+async fn connect(server: &str, name: &str) -> Result<(Reader, Writer, Option<u64>), String> {
     // `user:pass@host:port` or `token@host:port`, as the nats CLI takes them.
     let (creds, addr) = match server.rsplit_once('@') {
         Some((c, a)) => (Some(c), a),
@@ -233,10 +288,12 @@ pub async fn connect(server: &str, name: &str) -> Result<(Reader, Writer), Strin
         buf: BytesMut::with_capacity(256 * 1024),
         pings: 0,
     };
-    match reader.next().await? {
-        ServerOp::Info(_) => {}
+    let client_id = match reader.next().await? {
+        ServerOp::Info(info) => serde_json::from_slice::<serde_json::Value>(&info)
+            .ok()
+            .and_then(|v| v["client_id"].as_u64()),
         other => return Err(format!("expected INFO from {addr}, got {other:?}")),
-    }
+    };
     let session = if tls {
         let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
         let s = crate::bench::tls::handshake(&stream, host).await?;
@@ -254,7 +311,7 @@ pub async fn connect(server: &str, name: &str) -> Result<(Reader, Writer), Strin
     );
     writer.write_all(connect.as_bytes()).await?;
     reader.until_pong(&writer).await?;
-    Ok((reader, writer))
+    Ok((reader, writer, client_id))
 }
 
 impl Reader {

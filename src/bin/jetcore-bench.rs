@@ -10,6 +10,7 @@ use jetcore::bench::consume::{ConsumeKind, ConsumeSpec};
 use jetcore::bench::latency::hgrm;
 use jetcore::bench::report::{render, summarize, svg};
 use jetcore::bench::run::{run, CopySpec, Mode, Spec, TtlSpec};
+use jetcore::bench::wire::Placement;
 
 #[derive(Parser)]
 #[command(
@@ -159,6 +160,14 @@ struct Common {
     /// expire within about a second (the stream is kept for that)
     #[arg(long, requires = "ttl")]
     ttl_align: bool,
+    /// jetcore only: put publishers and requesters on the shard of the
+    /// subscribers, responders and stream (same), or on another (cross);
+    /// a fresh server's first stream is on shard 0
+    #[arg(long, value_parser = ["same", "cross"])]
+    placement: Option<String>,
+    /// With --placement: the server's --shards (default: online CPUs)
+    #[arg(long, requires = "placement")]
+    shards: Option<usize>,
     /// Write the latency distribution here (HdrHistogram .hgrm text)
     #[arg(long)]
     hgrm: Option<PathBuf>,
@@ -193,6 +202,10 @@ struct CompareArgs {
     /// --shards for jetcore (default: its own default, one per CPU)
     #[arg(long)]
     shards: Option<usize>,
+    /// jetcore's connections: same (all on shard 0) or cross (publishers and
+    /// requesters on shard 1); default: where the kernel puts them
+    #[arg(long, value_parser = ["same", "cross"])]
+    placement: Option<String>,
     /// --sync for jetcore: always (its default) or interval=<duration>
     #[arg(long)]
     jetcore_sync: Option<String>,
@@ -233,6 +246,15 @@ fn main() {
         eprintln!("jetcore-bench: {e}");
         std::process::exit(1);
     }
+}
+
+/// `--placement` on a server with `shards` shards (default: online CPUs, as
+/// jetcore's own default).
+fn placement(which: Option<&str>, shards: Option<usize>) -> Option<Placement> {
+    Some(Placement {
+        shards: shards.unwrap_or_else(|| workers(None)),
+        cross: which? == "cross",
+    })
 }
 
 fn workers(w: Option<usize>) -> usize {
@@ -318,6 +340,7 @@ fn run_spec(mode: Mode, c: Common, consume: ConsumeSpec, copy: CopySpec) -> Resu
             secs,
             align: c.ttl_align,
         }),
+        placement: placement(c.placement.as_deref(), c.shards),
     };
     let progress = spawn_progress(duration);
     let outcome = run(&spec);
@@ -386,6 +409,7 @@ fn compare_cmd(c: CompareArgs) -> Result<(), String> {
         nats_server: c.nats_server,
         scenarios: c.scenarios,
         shards: c.shards,
+        placement: placement(c.placement.as_deref(), c.shards),
         sync: c.jetcore_sync,
         workers: workers(c.workers),
         command: std::env::args().collect::<Vec<_>>().join(" "),
