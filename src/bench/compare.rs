@@ -56,8 +56,16 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "publish→subscribe 16 B at 50% of nats-server's pubsub16 rate (open loop, CO-corrected)",
     ),
     (
+        "lat10k",
+        "core publish→subscribe 16 B at 10,000 msgs/s for 5 s (open loop, CO-corrected): moderate load",
+    ),
+    (
         "jspub128",
         "JetStream async publish 128 B, file storage, window 256",
+    ),
+    (
+        "jspubsync",
+        "JetStream sync publish 128 B, file storage, one in flight (nats.go's js.Publish)",
     ),
     (
         "jsget128",
@@ -108,6 +116,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "JetStream publish→pull-consumer delivery latency, 128 B at 20,000 msgs/s, publish window 4000 (open loop, CO-corrected)",
     ),
 ];
+
+/// lat10k's rate: a moderate load, where a server parks and wakes for every
+/// message instead of batching.
+const MODERATE_RATE: f64 = 10_000.0;
 
 /// jsconsumelat's rate: fixed rather than a share of a measured peak, so it
 /// does not depend on which scenarios ran before it, and low enough that
@@ -295,11 +307,19 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
             spec.rate = Some(rate);
             spec.msgs = ((rate * 5.0) as u64).min(opts.msgs * 5).max(1000);
         }
-        "jspub128" => {
+        "lat10k" => {
+            spec.rate = Some(MODERATE_RATE);
+            spec.msgs = MODERATE_RATE as u64 * 5;
+        }
+        "jspub128" | "jspubsync" => {
             spec.mode = Mode::JsPub;
             spec.size = 128;
             spec.subject = "bench.js".into();
             spec.msgs = (opts.msgs / 4).max(1000);
+            if name == "jspubsync" {
+                spec.window = 1;
+                spec.msgs = (opts.msgs / 100).max(1000);
+            }
         }
         "jsget128" => {
             spec.mode = Mode::JsGet;
