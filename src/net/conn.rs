@@ -92,6 +92,8 @@ pub struct Conn {
     /// nats-server (interest in force, and every message published before it
     /// queued to its subscribers, on every shard).
     pub peers_behind: Cell<bool>,
+    /// Fired once, when the connection starts closing (its timer tasks end).
+    pub closed: crate::notify::Event,
     /// Connection whose queue passed the stall threshold while this one produced.
     pub stalled_on: Cell<Option<u64>>,
     /// Stream (uid, on this shard) whose ingest queue passed its stall threshold.
@@ -123,6 +125,7 @@ impl Conn {
             barrier_acks: Cell::new(0),
             barrier_done: Notify::new(),
             peers_behind: Cell::new(false),
+            closed: Default::default(),
             stalled_on: Cell::new(None),
             stalled_stream: Cell::new(None),
             peer,
@@ -196,6 +199,9 @@ impl Conn {
         };
         self.out.borrow_mut().closing = true;
         self.wake_writer.notify();
+        if first {
+            self.closed.notify_all();
+        }
         first
     }
 

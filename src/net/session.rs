@@ -65,7 +65,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     glommio::spawn_local(write_loop(conn.clone())).detach();
     glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
     if let Some(a) = &auth {
-        glommio::spawn_local(auth_timer(conn.clone(), a.timeout)).detach();
+        glommio::spawn_local(auth_timer(shard.clone(), conn.clone(), a.timeout)).detach();
     }
     read_loop(&shard, &conn, first).await;
     if conn.st.borrow().close_reason.is_none() {
@@ -198,7 +198,7 @@ async fn write_loop(conn: Rc<Conn>) {
 async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
     let live = &shard.server.live;
     loop {
-        sleep_unless_closed(&conn, || live.ping_interval()).await;
+        sleep_unless_closed(&shard, &conn, || live.ping_interval()).await;
         if conn.is_closing() {
             return;
         }
@@ -274,8 +274,8 @@ async fn start_tls(
 
 /// Closes a connection that has not authenticated within `timeout`, as
 /// nats-server does.
-async fn auth_timer(conn: Rc<Conn>, timeout: Duration) {
-    sleep_unless_closed(&conn, || timeout).await;
+async fn auth_timer(shard: Rc<Shard>, conn: Rc<Conn>, timeout: Duration) {
+    sleep_unless_closed(&shard, &conn, || timeout).await;
     if conn.is_closing() || conn.st.borrow().connected {
         return;
     }
@@ -284,15 +284,17 @@ async fn auth_timer(conn: Rc<Conn>, timeout: Duration) {
     conn.close(CloseReason::AuthTimeout);
 }
 
-/// Sleeps for `total()`, waking every second to notice a closed connection
-/// (so its timer task ends promptly) and a reloaded interval.
-async fn sleep_unless_closed(conn: &Conn, total: impl Fn() -> Duration) {
+/// Sleeps for `total()`, cut short when the connection closes (so its timer
+/// task ends promptly) and re-measured when a reload changes `total()`. One
+/// timer per wait: an idle connection costs no wake-ups in between.
+async fn sleep_unless_closed(shard: &Shard, conn: &Conn, total: impl Fn() -> Duration) {
     let start = Instant::now();
     while !conn.is_closing() {
         let left = total().saturating_sub(start.elapsed());
         if left.is_zero() {
             return;
         }
-        glommio::timer::sleep(left.min(Duration::from_secs(1))).await;
+        let woken = futures_lite::future::or(conn.closed.wait(), shard.live_changed.wait());
+        futures_lite::future::or(glommio::timer::sleep(left), woken).await;
     }
 }

@@ -82,6 +82,7 @@ pub async fn run(
         flush_pending: Cell::new(false),
         stats: RefCell::default(),
         stats_gathers: Default::default(),
+        live_changed: Default::default(),
         me: me.clone(),
     });
     if let Some(receivers) = receivers {
@@ -121,12 +122,17 @@ pub async fn run(
     let accept = glommio::spawn_local(crate::net::listener::accept_loop(shard.clone(), listener));
     let mut accept = Some(accept);
     let mut auth_gen = server.auth_gen.load(Ordering::SeqCst);
+    let mut loaded = server.live.config_loaded();
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(crate::limits::SHUTDOWN_POLL).await;
         let gen = server.auth_gen.load(Ordering::SeqCst);
         if gen != auth_gen {
             auth_gen = gen;
             shard.reauthorize();
+        }
+        if server.live.config_loaded() != loaded {
+            loaded = server.live.config_loaded();
+            shard.live_changed.notify_all();
         }
         if LAME_DUCK.load(Ordering::Relaxed) {
             if let Some(a) = accept.take() {

@@ -237,6 +237,9 @@ pub struct Shard {
     pub stats: RefCell<stats::ShardStats>,
     /// Monitoring gathers in progress (on the shard serving monitoring).
     pub stats_gathers: gather::Gathers<stats::StatsPart>,
+    /// Fired when a reload was applied (`Live` changed), so that connection
+    /// timers re-read their interval without waking on their own.
+    pub live_changed: crate::notify::Event,
     pub(crate) me: std::rc::Weak<Shard>,
 }
 
