@@ -857,10 +857,13 @@ impl UringCommon for PollRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
+                // jetcore: the clock is read only when there is something to
+                // submit; this runs for every ring on every flush, mostly
+                // with nothing queued.
+                let now = Instant::now();
                 let ops = extract_one_chain(source_map, queue, chain, now);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
@@ -1189,10 +1192,13 @@ impl UringCommon for SleepableRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
+                // jetcore: the clock is read only when there is something to
+                // submit; this runs for every ring on every flush, mostly
+                // with nothing queued.
+                let now = Instant::now();
                 let ops = extract_one_chain(source_map, queue, chain, now);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
@@ -1826,12 +1832,21 @@ impl Reactor {
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // jetcore: only when the last one fired. It counts completions, not
+        // time, so one still armed serves as well as a new one would, and
+        // re-arming it on every park cost a cancel, a timeout and a linked
+        // eventfd write (an io_uring_enter and three kernel ops) each time.
+        let armed = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(|t| t.result().is_none());
+        self.throughput_preemption_timeout_src
+            .set(Some(armed.unwrap_or_else(|| {
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            })));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
