@@ -40,6 +40,12 @@ pub const WRITE_DEADLINE_DEFAULT: &str = "10s";
 /// much beyond the largest message in progress.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// A connection's write buffer keeps its capacity up to this, or up to twice
+/// what its last write took when that was more (a burst keeps its buffers
+/// while it lasts; the capacity goes when writes are small again). Bounded
+/// by `--max_pending` in turn, which caps what can be queued.
+pub const WRITE_BUF_KEEP_MIN: usize = 4 * 1024 * 1024;
+
 /// Default interval between server PINGs (nats-server `ping_interval`: 2 minutes).
 pub const PING_INTERVAL_DEFAULT: Duration = Duration::from_secs(120);
 

@@ -47,6 +47,7 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     ("pubsub16", "core publish→subscribe 1:1, 16 B"),
     ("pubsub128", "core publish→subscribe 1:1, 128 B"),
     ("fanout4", "core fan-out 1 publisher : 4 subscribers, 16 B"),
+    ("pubsub64k", "core publish→subscribe 1:1, 64 KiB messages"),
     (
         "reqrep",
         "request-reply round trips, 1 requester, 1 responder, 16 B",
@@ -62,6 +63,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
     (
         "jspub128",
         "JetStream async publish 128 B, file storage, window 256",
+    ),
+    (
+        "jspub16k",
+        "JetStream async publish 16 KiB, file storage, window 256",
     ),
     (
         "jspubsync",
@@ -297,6 +302,10 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
     match name {
         "ceiling" | "pub16" => spec.mode = Mode::Pub,
         "pubsub128" => spec.size = 128,
+        "pubsub64k" => {
+            spec.size = 64 * 1024;
+            spec.msgs = (opts.msgs / 40).max(1000);
+        }
         "fanout4" => spec.subs = 4,
         "reqrep" => {
             spec.mode = Mode::Request;
@@ -311,11 +320,15 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
             spec.rate = Some(MODERATE_RATE);
             spec.msgs = MODERATE_RATE as u64 * 5;
         }
-        "jspub128" | "jspubsync" => {
+        "jspub128" | "jspubsync" | "jspub16k" => {
             spec.mode = Mode::JsPub;
             spec.size = 128;
             spec.subject = "bench.js".into();
             spec.msgs = (opts.msgs / 4).max(1000);
+            if name == "jspub16k" {
+                spec.size = 16 * 1024;
+                spec.msgs = (opts.msgs / 40).max(1000);
+            }
             if name == "jspubsync" {
                 spec.window = 1;
                 spec.msgs = (opts.msgs / 100).max(1000);
