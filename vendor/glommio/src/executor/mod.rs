@@ -1321,19 +1321,20 @@ impl LocalExecutor {
     }
 
     fn run_task_queues(&self) -> bool {
-        let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // jetcore: true even when nothing ran yet. The preemption
+                // timer now stays armed across loop iterations (sys/uring.rs),
+                // so it may have fired before anything ran here; reporting
+                // work makes the loop poll (consuming the timer) rather than
+                // park with tasks runnable.
+                return true;
             }
             if !self.run_one_task_queue() {
                 return false;
-            } else {
-                ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {

@@ -1822,13 +1822,16 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // Cancel the old timer if we may sleep (a park: no preempt timer
+        // asked for): otherwise we'll wake up when it expires.
+        // jetcore: a poll between task queues (a preempt timer asked for)
+        // keeps the one still armed (below), where glommio cancelled and
+        // re-armed it on every executor loop iteration (two io_uring_enter
+        // calls); it then fires at most one preempt period after it was
+        // armed: an early yield at worst.
+        if preempt_timer().is_none() {
+            drop(self.latency_preemption_timeout_src.take());
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1898,9 +1901,19 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            // jetcore: armed only if none is pending (see above).
+            let armed = self
+                .latency_preemption_timeout_src
+                .take()
+                .filter(|t| t.result().is_none());
+            match armed {
+                Some(t) => self.latency_preemption_timeout_src.set(Some(t)),
+                None => {
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                    flush_rings!(lat_ring, main_ring)?;
+                }
+            }
         }
 
         // A Note about `need_preempt`:
