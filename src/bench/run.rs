@@ -580,7 +580,16 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
             format!("SUB {} 1\r\n", spec.subject)
         }),
         Role::Requester(i) => Some(format!("SUB {}.* 1\r\n", inbox("bench", *i))),
-        Role::Responder(_) => Some(format!("SUB {} bench-responders 1\r\n", spec.subject)),
+        // A queue group of this process's own: a previous run's responders,
+        // whose connections the server may not have seen close yet, would
+        // otherwise take some of this run's requests (lost with them: the
+        // requester waits for ever, as a nats.go requester would without a
+        // timeout).
+        Role::Responder(_) => Some(format!(
+            "SUB {} bench-responders-{} 1\r\n",
+            spec.subject,
+            std::process::id()
+        )),
         Role::Publisher(i) if spec.mode.acked() => Some(format!("SUB {}.* 1\r\n", inbox("js", *i))),
         Role::Publisher(_) => None,
     };
