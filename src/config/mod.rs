@@ -708,5 +708,6 @@ fn online_cpus() -> usize {
 
 pub use crate::conf::parse_duration;
 
+// Unit tests only (config/tests.rs): each unwrap() there asserts on a fixed input.
 #[cfg(test)]
 mod tests;

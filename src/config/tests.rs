@@ -1,4 +1,6 @@
 //! The command line and its checks.
+//!
+//! Unit tests only: each unwrap() here is an assertion on a fixed input.
 
 use super::*;
 

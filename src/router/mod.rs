@@ -543,8 +543,8 @@ impl Shard {
         self.interest
             .borrow_mut()
             .insert(&subject, queue.as_deref(), key);
-        conn.peers_behind.set(self.mesh.is_some());
         let full = self.mesh.as_ref().is_some_and(|mesh| {
+            conn.peers_behind.set(true);
             mesh.broadcast(|| ShardMsg::Sub {
                 key,
                 subject: subject.clone(),
