@@ -18,11 +18,12 @@
 //! - `shard::msg`, `shard::stats`, `shard::gather`: what crosses shards
 //!   (`ShardMsg`, `JsCmd`, monitoring's questions and answers), gathering answers.
 //! - `shard::mesh`: the bounded channel mesh and per-peer batches.
-//! - `net::io`, `net::outbound`, `net::conn`: socket I/O, outbound queues, a
-//!   connection's shared state.
+//! - `net::io`, `net::outbound`, `net::conn`, `net::link`: socket I/O, outbound
+//!   queues, a connection's shared state, a leaf connection's own.
 //! - `shard`: the per-core root (`Shard`) and the `JetStream` trait it calls.
 //! - `router`: the publish path and interest bookkeeping (`impl Shard`).
-//! - `net::session`, `net::listener`: the tasks driving a connection, accept loops.
+//! - `net::session`, `net::listener`, `leaf`: the tasks driving a connection
+//!   (a client's or a leaf connection's), accept loops, dialling remotes.
 //! - `js`: JetStream on a shard: storage, streams, consumers, the API.
 //! - `monitor`: the HTTP monitoring port (on shard 0), gathering from every shard.
 //! - `server`: process and shard startup, signals, exit codes.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod config_file;
 pub mod config_flags;
 pub mod js;
+pub mod leaf;
 pub mod limits;
 pub mod log;
 pub mod monitor;

@@ -311,3 +311,19 @@ const _: () = assert!(LINK_CREDIT_BYTES * 16 <= STREAM_INGEST_BYTES as u64 / 4);
 const _: () = assert!(TAP_READ_AHEAD_BYTES.is_multiple_of(DMA_IO_MAX));
 const _: () = assert!(TAP_HEARTBEAT_NS < LINK_SILENCE_NS);
 const _: () = assert!(LINK_CREDIT_RETURN_NS < TAP_HEARTBEAT_NS);
+
+/// Longest INFO or CONNECT line a leaf connection takes (JSON with URL lists
+/// and permissions): past it the connection is closed.
+pub const LEAF_JSON_MAX: usize = 64 * 1024;
+/// Interest keys (subject, queue) one leaf connection may hold from its peer;
+/// past it the connection is closed (a peer advertising more is broken).
+pub const LEAF_SUBS_MAX: usize = SUBS_PER_CONN_MAX;
+/// Leaf port default (nats-server's).
+pub const LEAF_PORT_DEFAULT: u16 = 7422;
+/// nats-server's leaf timings: the wait before redialling (`reconnect`), the
+/// wait for the hub's INFOs, and the delay after a loop was detected.
+pub const LEAF_RECONNECT_DEFAULT: Duration = Duration::from_secs(1);
+pub const LEAF_INFO_WAIT: Duration = Duration::from_secs(2);
+pub const LEAF_LOOP_DELAY: Duration = Duration::from_secs(30);
+/// nats-server's default `dial_timeout` for a remote.
+pub const LEAF_DIAL_TIMEOUT: Duration = Duration::from_secs(1);

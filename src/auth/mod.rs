@@ -8,6 +8,7 @@
 //! not a list walk.
 
 pub mod certmap;
+pub mod creds;
 pub mod perms;
 
 use std::sync::Arc;

@@ -173,6 +173,9 @@ struct Cli {
     no_auth_user: Option<String>,
     #[arg(skip)]
     max_subscriptions: i64,
+    /// The file's `leafnodes` block.
+    #[arg(skip)]
+    leaf: Option<crate::config_file::leaf::LeafConfig>,
     /// Log to the local syslog
     #[arg(short = 's', long = "syslog")]
     syslog: bool,
@@ -252,6 +255,8 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// TLS for clients, when configured.
     pub tls: Option<crate::config_file::tls::TlsConfig>,
+    /// Leaf connections: a listener and remotes to dial (`leafnodes`).
+    pub leaf: Option<crate::config_file::leaf::LeafConfig>,
 }
 
 /// What the command line asked for.
@@ -413,6 +418,7 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
     cli.file_tls = f.tls;
     cli.no_auth_user = f.no_auth_user;
     cli.max_subscriptions = f.max_subscriptions.unwrap_or(0);
+    cli.leaf = f.leaf;
     set(
         &mut cli.max_control_line,
         f.max_control_line,
@@ -601,6 +607,7 @@ fn validate(cli: Cli) -> Result<Config, String> {
         no_auth_user,
         max_subscriptions,
         tls,
+        leaf: cli.leaf,
     })
 }
 

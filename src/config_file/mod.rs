@@ -5,6 +5,7 @@
 //! file and line: nothing in a file is silently ignored.
 
 pub mod auth;
+pub mod leaf;
 pub mod tls;
 
 use std::path::Path;
@@ -52,6 +53,7 @@ pub struct FileSettings {
     pub tls: Option<tls::TlsConfig>,
     pub no_auth_user: Option<String>,
     pub max_subscriptions: Option<i64>,
+    pub leaf: Option<leaf::LeafConfig>,
 }
 
 /// Keys nats-server has that jetcore does not honour yet: refused by name.
@@ -65,7 +67,6 @@ const NOT_YET: &[&str] = &[
     "resolver",
     "cluster",
     "gateway",
-    "leafnodes",
     "websocket",
     "mqtt",
     "mappings",
@@ -130,6 +131,7 @@ impl FileSettings {
             self.max_subscriptions != old.max_subscriptions,
         );
         check("tls", self.tls != old.tls);
+        check("leafnodes", self.leaf != old.leaf);
         check("pid_file", self.pid_file != old.pid_file);
         check("log_file", self.log_file != old.log_file);
         out
@@ -187,6 +189,7 @@ pub fn settings(top: &[(String, Item)]) -> Result<FileSettings, String> {
             "no_auth_user" => s.no_auth_user = Some(string(key, item)?),
             "max_subscriptions" | "max_subs" => s.max_subscriptions = Some(int(key, item)?),
             "jetcore" => jetcore(&mut s, item)?,
+            "leafnodes" => s.leaf = Some(leaf::leafnodes(item)?),
             k if NOT_YET.contains(&k) => return Err(not_yet(key, item)),
             _ => return Err(unknown(key, item)),
         }
@@ -201,7 +204,7 @@ fn listen(s: &mut FileSettings, item: &Item) -> Result<(), String> {
 }
 
 /// A `host:port` string (host optional) or a bare port.
-fn host_port(key: &str, item: &Item) -> Result<(Option<String>, i64), String> {
+pub(crate) fn host_port(key: &str, item: &Item) -> Result<(Option<String>, i64), String> {
     match &item.value {
         Value::Int(p) => Ok((None, *p)),
         Value::Str(hp) => {

@@ -146,15 +146,9 @@ pub fn change_interest(shard: &Shard, entry: &CatalogEntry, add: bool) {
 /// Adds (`add`) or removes one internal subscription here and everywhere.
 pub fn set_interest(shard: &Shard, subject: &Bytes, queue: Option<&Bytes>, key: SubKey, add: bool) {
     if add {
-        shard
-            .interest
-            .borrow_mut()
-            .insert(subject, queue.map(|q| &q[..]), key);
+        shard.interest_add(subject, queue, key);
     } else {
-        shard
-            .interest
-            .borrow_mut()
-            .remove(subject, queue.map(|q| &q[..]), key);
+        shard.interest_remove(subject, queue, key);
     }
     if let Some(mesh) = &shard.mesh {
         mesh.broadcast(|| {

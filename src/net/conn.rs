@@ -111,6 +111,8 @@ pub struct Conn {
     pub nonce: Option<String>,
     /// The TLS session once the handshake is done (None: plaintext).
     pub tls: Option<RefCell<rustls::ServerConnection>>,
+    /// A leaf connection's state (None: a client).
+    pub link: Option<RefCell<crate::net::link::LinkState>>,
 }
 
 impl Conn {
@@ -136,6 +138,7 @@ impl Conn {
             ping_sent: Cell::new(None),
             nonce: None,
             tls: None,
+            link: None,
         }
     }
 

@@ -93,6 +93,24 @@ impl Outbound {
         self.verdict()
     }
 
+    /// Queues an LMSG/HMSG on a leaf connection.
+    pub fn push_leaf_msg(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        queues: &[&[u8]],
+        hdr_len: Option<usize>,
+        msg: &[u8],
+    ) -> Verdict {
+        if self.closing || self.discard {
+            return Verdict::Ok;
+        }
+        crate::protocol::leaf::encode_msg(&mut self.buf, subject, reply, queues, hdr_len, msg);
+        self.msgs += 1;
+        self.bytes += msg.len() as u64;
+        self.verdict()
+    }
+
     /// Queues `-ERR '<text>'`.
     pub fn push_err(&mut self, text: &str) {
         if !self.closing && !self.discard {

@@ -112,33 +112,48 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
                     return;
                 }
             };
-            match shard.handle_op(conn, op) {
-                Flow::Continue => {}
-                Flow::FlushMesh => shard.flush_mesh().await,
-                Flow::Barrier => {
-                    shard.barrier(conn).await;
-                    shard.pong(conn);
-                }
-                Flow::Close => {
-                    shard.flush_mesh().await;
-                    return;
-                }
+            if !follow(shard, conn, shard.handle_op(conn, op)).await {
+                return;
             }
         }
-        shard.flush_mesh().await;
-        if let Some(target) = conn.stalled_on.take() {
-            shard.stall_on(target).await;
-        }
-        if let Some(uid) = conn.stalled_stream.take() {
-            shard.stall_on_stream(uid).await;
-        }
-        if conn.is_closing() {
+        if !after_read(shard, conn).await {
             return;
         }
     }
 }
 
-async fn write_loop(conn: Rc<Conn>) {
+/// Does what an op asked of its read loop; false when the loop must end.
+pub(crate) async fn follow(shard: &Rc<Shard>, conn: &Rc<Conn>, flow: Flow) -> bool {
+    match flow {
+        Flow::Continue => {}
+        Flow::FlushMesh => shard.flush_mesh().await,
+        Flow::Barrier => {
+            shard.barrier(conn).await;
+            shard.pong(conn);
+        }
+        Flow::Close => {
+            shard.flush_mesh().await;
+            return false;
+        }
+    }
+    true
+}
+
+/// After one read's ops: sends what they queued for peers, then pauses (a
+/// bounded time) for a subscriber or stream they congested; false when the
+/// connection is closing.
+pub(crate) async fn after_read(shard: &Rc<Shard>, conn: &Rc<Conn>) -> bool {
+    shard.flush_mesh().await;
+    if let Some(target) = conn.stalled_on.take() {
+        shard.stall_on(target).await;
+    }
+    if let Some(uid) = conn.stalled_stream.take() {
+        shard.stall_on_stream(uid).await;
+    }
+    !conn.is_closing()
+}
+
+pub(crate) async fn write_loop(conn: Rc<Conn>) {
     let mut writing: Vec<u8> = Vec::new();
     // TLS records of `writing` (reused, like it).
     let mut cipher: Vec<u8> = Vec::new();
@@ -200,7 +215,7 @@ async fn write_loop(conn: Rc<Conn>) {
     conn.shutdown_socket(libc::SHUT_RDWR);
 }
 
-async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
+pub(crate) async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
     let live = &shard.server.live;
     loop {
         sleep_unless_closed(&shard, &conn, || live.ping_interval()).await;
@@ -235,7 +250,7 @@ async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
 
 /// Reads what the socket has into `buf` (decrypting with TLS); false when
 /// the connection is closed or broken.
-async fn read_some(conn: &Conn, buf: &mut BytesMut, raw: &mut BytesMut) -> bool {
+pub(crate) async fn read_some(conn: &Conn, buf: &mut BytesMut, raw: &mut BytesMut) -> bool {
     let Some(tls) = &conn.tls else {
         return matches!(crate::net::io::read_into(&conn.stream, buf).await, Ok(n) if n > 0);
     };
@@ -292,7 +307,7 @@ async fn auth_timer(shard: Rc<Shard>, conn: Rc<Conn>, timeout: Duration) {
 /// Sleeps for `total()`, cut short when the connection closes (so its timer
 /// task ends promptly) and re-measured when a reload changes `total()`. One
 /// timer per wait: an idle connection costs no wake-ups in between.
-async fn sleep_unless_closed(shard: &Shard, conn: &Conn, total: impl Fn() -> Duration) {
+pub(crate) async fn sleep_unless_closed(shard: &Shard, conn: &Conn, total: impl Fn() -> Duration) {
     let start = Instant::now();
     while !conn.is_closing() {
         let left = total().saturating_sub(start.elapsed());

@@ -3,5 +3,6 @@
 
 pub mod connect;
 pub mod headers;
+pub mod leaf;
 pub mod ops;
 pub mod parser;

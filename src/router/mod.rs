@@ -10,6 +10,9 @@
 //! shard applies a peer's changes in the order the peer made them.
 
 mod auth;
+mod batch;
+mod leaf;
+mod leaf_hello;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -22,7 +25,7 @@ use crate::net::outbound::Verdict;
 use crate::protocol::connect::ConnectOpts;
 use crate::protocol::ops;
 use crate::protocol::parser::{ClientOp, PubOp};
-use crate::shard::msg::{self, Batch, ShardMsg, SubKey, Target, JS_CID};
+use crate::shard::msg::{self, ShardMsg, SubKey, Target, JS_CID};
 use crate::shard::{JetStream, Shard};
 use crate::subject;
 use crate::subject::trie::MatchResult;
@@ -32,7 +35,7 @@ use crate::subject::trie::MatchResult;
 pub type DeliverMemo = Option<(u64, Box<[u8]>, Rc<MatchResult<SubKey>>)>;
 
 /// Outcome of one local delivery.
-enum Delivered {
+pub(crate) enum Delivered {
     Yes,
     /// Delivered, and the target's queue is over its stall threshold.
     Stalled,
@@ -42,7 +45,7 @@ enum Delivered {
 impl Shard {
     /// JetStream on this shard; only called for what only JetStream sends
     /// (internal subscriptions, its own commands), so it is there.
-    fn jetstream(&self) -> &Rc<dyn JetStream> {
+    pub(crate) fn jetstream(&self) -> &Rc<dyn JetStream> {
         self.js
             .get()
             .expect("JetStream traffic implies JetStream is on")
@@ -253,7 +256,7 @@ impl Shard {
                 }
             }
         };
-        self.publish_result(None, true, p, &result, false).0
+        self.publish_result(None, true, p, to, &result, false).0
     }
 
     /// Whether anything subscribes to `subject` (a push consumer is bound).
@@ -265,7 +268,7 @@ impl Shard {
             .is_empty()
     }
 
-    fn publish_matched(
+    pub(crate) fn publish_matched(
         &self,
         from: Option<&Rc<Conn>>,
         echo: bool,
@@ -280,23 +283,28 @@ impl Shard {
             // publish again, and a nested call then allocates its own.
             let hit = self.interest.borrow().cached_match(match_on);
             if let Some(r) = hit {
-                return self.publish_result(from, echo, p, &r, api);
+                return self.publish_result(from, echo, p, match_on, &r, api);
             }
             let mut r = std::mem::take(&mut *self.match_scratch.borrow_mut());
             self.interest.borrow().match_uncached(match_on, &mut r);
-            let out = self.publish_result(from, echo, p, &r, api);
+            let out = self.publish_result(from, echo, p, match_on, &r, api);
             *self.match_scratch.borrow_mut() = r;
             return out;
         }
         let result = self.interest.borrow_mut().matches_caching(match_on, cache);
-        self.publish_result(from, echo, p, &result, api)
+        self.publish_result(from, echo, p, match_on, &result, api)
     }
 
+    /// Routes `p`, matched on `match_on`, to `result`'s subscriptions: every
+    /// plain one, one member of each queue group (one on this server before
+    /// a leaf connection's), and one LMSG per leaf connection.
+    #[allow(clippy::too_many_arguments)]
     fn publish_result(
         &self,
         from: Option<&Rc<Conn>>,
         echo: bool,
         p: &PubOp,
+        match_on: &[u8],
         result: &MatchResult<SubKey>,
         api: bool,
     ) -> (bool, bool) {
@@ -308,27 +316,39 @@ impl Shard {
             Some(conn) if !echo => Some(conn.cid),
             _ => None,
         };
+        let origin = leaf::Origin::of(from);
+        let mut leaves = leaf::Hits::default();
         let mut delivered = api;
         let mut full = false;
         for key in &result.plain {
-            if Some(key.cid) != skip_cid {
-                let (d, f) = self.route(from, *key, p, pub_seq);
-                delivered |= d;
-                full |= f;
-            }
-        }
-        for group in &result.queues {
-            let members: Vec<SubKey> = group
-                .members
-                .iter()
-                .copied()
-                .filter(|k| Some(k.cid) != skip_cid)
-                .collect();
-            if members.is_empty() {
+            if Some(key.cid) == skip_cid {
                 continue;
             }
-            let pick = members[(self.random() % members.len() as u64) as usize];
+            if msg::is_leaf(key) {
+                leaves.add(&origin, *key, None);
+                continue;
+            }
+            let (d, f) = self.route(from, *key, p, pub_seq);
+            delivered |= d;
+            full |= f;
+        }
+        for group in &result.queues {
+            if !origin.takes_queue(&group.name) {
+                continue;
+            }
+            let Some(pick) = self.pick_member(&group.members, skip_cid, &origin) else {
+                continue;
+            };
+            if msg::is_leaf(&pick) {
+                leaves.add(&origin, pick, Some(&group.name));
+                continue;
+            }
             let (d, f) = self.route(from, pick, p, pub_seq);
+            delivered |= d;
+            full |= f;
+        }
+        if !leaves.is_empty() {
+            let (d, f) = self.route_leaves(from, p, match_on, leaves);
             delivered |= d;
             full |= f;
         }
@@ -412,7 +432,7 @@ impl Shard {
     }
 
     /// Writes a message to one local subscription, honouring auto-unsubscribe.
-    fn deliver_local(
+    pub(crate) fn deliver_local(
         &self,
         cid: u64,
         sub: u32,
@@ -540,17 +560,7 @@ impl Shard {
             sub,
             shard: self.id,
         };
-        self.interest
-            .borrow_mut()
-            .insert(&subject, queue.as_deref(), key);
-        let full = self.mesh.as_ref().is_some_and(|mesh| {
-            conn.peers_behind.set(true);
-            mesh.broadcast(|| ShardMsg::Sub {
-                key,
-                subject: subject.clone(),
-                queue: queue.clone(),
-            })
-        });
+        let full = self.add_sub_everywhere(conn, &subject, queue.as_ref(), key);
         self.ok(conn);
         if full {
             Flow::FlushMesh
@@ -600,10 +610,7 @@ impl Shard {
             sub,
             shard: self.id,
         };
-        let was_there = self
-            .interest
-            .borrow_mut()
-            .remove(&s.subject, s.queue.as_deref(), key);
+        let was_there = self.interest_remove(&s.subject, s.queue.as_ref(), key);
         assert!(was_there, "local subscription missing from interest");
         if let Some(mesh) = &self.mesh {
             conn.peers_behind.set(true);
@@ -614,182 +621,4 @@ impl Shard {
             });
         }
     }
-
-    /// Delivers one message from a peer's batch to its targets on this shard.
-    #[allow(clippy::too_many_arguments)]
-    fn deliver_remote(
-        &self,
-        list: &[Target],
-        subject: &Bytes,
-        reply: Option<&Bytes>,
-        hdr_len: Option<u32>,
-        msg: &Bytes,
-        stalled: &mut Option<u64>,
-        stalled_stream: &mut Option<u32>,
-    ) {
-        let hdr_len = hdr_len.map(|h| h as usize);
-        for t in list {
-            if t.cid == JS_CID {
-                if self
-                    .jetstream()
-                    .deliver(t.sub, subject, reply, hdr_len, msg)
-                {
-                    *stalled_stream = Some(t.sub);
-                }
-                continue;
-            }
-            let outcome =
-                self.deliver_local(t.cid, t.sub, subject, reply.map(|r| &r[..]), hdr_len, msg);
-            if let Delivered::Stalled = outcome {
-                *stalled = Some(t.cid);
-            }
-        }
-    }
-
-    /// Applies a batch from a peer shard, in order.
-    ///
-    /// Never waits on the data mesh (a receiver blocked on a full channel to a
-    /// peer whose receiver is blocked on us would deadlock): interest changes made
-    /// here are flushed by a separate task. It may wait on the reply mesh, whose
-    /// receivers never wait, and pauses at most once per batch for a congested
-    /// subscriber (back-pressure on the sending shard through the full channel).
-    pub async fn apply_batch(self: &Rc<Self>, batch: Batch) {
-        let Batch {
-            from,
-            msgs,
-            targets: batch_targets,
-            packed,
-            ..
-        } = batch;
-        // Slices of it go to streams as `Bytes`; dropped here when none did.
-        let packed = Bytes::from(packed);
-        let mut stalled: Option<u64> = None;
-        let mut stalled_stream: Option<u32> = None;
-        for msg in msgs {
-            let (subject, reply, hdr_len, msg, targets) = match msg {
-                ShardMsg::Sub {
-                    key,
-                    subject,
-                    queue,
-                } => {
-                    assert_eq!(
-                        key.shard, from,
-                        "interest added by a shard that does not own it"
-                    );
-                    self.interest
-                        .borrow_mut()
-                        .insert(&subject, queue.as_deref(), key);
-                    continue;
-                }
-                ShardMsg::Unsub {
-                    key,
-                    subject,
-                    queue,
-                } => {
-                    assert_eq!(
-                        key.shard, from,
-                        "interest removed by a shard that does not own it"
-                    );
-                    self.interest
-                        .borrow_mut()
-                        .remove(&subject, queue.as_deref(), key);
-                    continue;
-                }
-                ShardMsg::Packed {
-                    at,
-                    subject_len,
-                    reply_len,
-                    hdr_len,
-                    msg_len,
-                    targets,
-                } => {
-                    let lens = (at, subject_len, reply_len, msg_len);
-                    let list = &batch_targets[targets.0 as usize..targets.1 as usize];
-                    let (subject, reply, msg) = unpack(&packed, lens, list);
-                    (subject, reply, hdr_len, msg, targets)
-                }
-                ShardMsg::Deliver {
-                    subject,
-                    reply,
-                    hdr_len,
-                    msg,
-                    targets,
-                } => (subject, reply, hdr_len, msg, targets),
-                ShardMsg::Api(req) => {
-                    self.jetstream().api(req);
-                    continue;
-                }
-                ShardMsg::Js(cmd) => {
-                    self.jetstream().command(cmd);
-                    continue;
-                }
-                ShardMsg::Stats { id, ask } => {
-                    self.answer_stats(from, id, ask);
-                    continue;
-                }
-                ShardMsg::StatsPart { id, part } => {
-                    self.stats_gathers.part(id, *part);
-                    continue;
-                }
-                ShardMsg::Barrier { cid } => {
-                    let mesh = self.mesh.as_ref().expect("barrier implies a mesh");
-                    mesh.ack(from, cid).await;
-                    continue;
-                }
-            };
-            let list = &batch_targets[targets.0 as usize..targets.1 as usize];
-            self.deliver_remote(
-                list,
-                &subject,
-                reply.as_ref(),
-                hdr_len,
-                &msg,
-                &mut stalled,
-                &mut stalled_stream,
-            );
-        }
-        self.after_batch(stalled, stalled_stream).await;
-    }
-
-    /// After a batch: a separate task flushes what applying it queued for
-    /// peers; the receiver then pauses (a bounded time) for a stream or a
-    /// connection it congested, which holds back the sending shard.
-    async fn after_batch(self: &Rc<Self>, stalled: Option<u64>, stalled_stream: Option<u32>) {
-        if self.mesh.as_ref().is_some_and(|m| m.has_open()) {
-            let shard = self.clone();
-            glommio::spawn_local(async move { shard.flush_mesh().await }).detach();
-        }
-        if let Some(uid) = stalled_stream {
-            self.stall_on_stream(uid).await;
-        }
-        if let Some(cid) = stalled {
-            self.stall_on(cid).await;
-        }
-    }
-}
-
-/// A `Packed` message's subject, reply and body, cut from its batch's
-/// buffer. A stream keeps what it stores until the write commits: when one of
-/// `targets` stores it, it gets its own copy, not a slice pinning the batch.
-fn unpack(
-    packed: &Bytes,
-    (at, subject_len, reply_len, msg_len): (u32, u32, u32, u32),
-    targets: &[Target],
-) -> (Bytes, Option<Bytes>, Bytes) {
-    let at = at as usize;
-    let subject_end = at + subject_len as usize;
-    let reply_end = match reply_len {
-        u32::MAX => subject_end,
-        n => subject_end + n as usize,
-    };
-    let end = reply_end + msg_len as usize;
-    let stored = |t: &Target| t.cid == JS_CID && msg::stores(t.sub);
-    let own = if targets.iter().any(stored) {
-        Bytes::copy_from_slice(&packed[at..end])
-    } else {
-        packed.slice(at..end)
-    };
-    let (reply_end, subject_end) = (reply_end - at, subject_end - at);
-    let reply = (reply_len != u32::MAX).then(|| own.slice(subject_end..reply_end));
-    (own.slice(..subject_end), reply, own.slice(reply_end..))
 }

@@ -79,6 +79,22 @@ fn run_server(cfg: Config) -> i32 {
             return 1;
         }
     };
+    let leaf = match crate::leaf::prepare(&cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            crate::error!("{e}");
+            return 1;
+        }
+    };
+    // Held for the process's life, as the client port's.
+    let (leaf_listen, _leaf_reservation) = match leaf.listen.map(reserve).transpose() {
+        Ok(Some((addr, fd))) => (Some(addr), Some(fd)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            crate::error!("{e}");
+            return 1;
+        }
+    };
     block_signals();
     let server_id = new_server_id();
     let server = Arc::new(Server {
@@ -94,6 +110,10 @@ fn run_server(cfg: Config) -> i32 {
         auth: auth.map(|a| std::sync::RwLock::new(Arc::new(a))),
         auth_gen: std::sync::atomic::AtomicU64::new(0),
         tls,
+        leaf_listen,
+        leaf_auth: leaf.auth,
+        leaf_lds: leaf.lds,
+        leaf_creds: leaf.creds,
         cfg,
     });
     crate::info!(
@@ -219,9 +239,13 @@ fn io_uring_help(cause: &str) -> String {
 /// free port for it, and while it is held no other process can be given that port
 /// between now and the shards' own binds.
 fn reserve_port(cfg: &Config) -> Result<(SocketAddr, std::os::fd::OwnedFd), String> {
-    let wanted = SocketAddr::new(cfg.addr, cfg.port);
+    reserve(SocketAddr::new(cfg.addr, cfg.port))
+}
+
+/// `reserve_port` for any address (the leaf port too).
+fn reserve(wanted: SocketAddr) -> Result<(SocketAddr, std::os::fd::OwnedFd), String> {
     let fail = |e: std::io::Error| format!("Error listening on port: {wanted}, \"{e}\"");
-    if cfg.port != 0 {
+    if wanted.port() != 0 {
         drop(TcpListener::bind(wanted).map_err(fail)?);
     }
     let fd = reuseport_socket(wanted).map_err(fail)?;
@@ -246,8 +270,13 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::os::fd::OwnedFd> {
         let one: libc::c_int = 1;
         let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         let one_ptr = (&one as *const libc::c_int).cast();
-        if libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, one_ptr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
+        // SO_REUSEADDR too: a restart must not fail on connections of the
+        // last run still in TIME_WAIT on the port (as nats-server's Go
+        // listeners).
+        for opt in [libc::SO_REUSEPORT, libc::SO_REUSEADDR] {
+            if libc::setsockopt(raw, libc::SOL_SOCKET, opt, one_ptr, len) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
         let (storage, storage_len) = sockaddr(addr);
         if libc::bind(

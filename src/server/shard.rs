@@ -83,6 +83,7 @@ pub async fn run(
         stats: RefCell::default(),
         stats_gathers: Default::default(),
         live_changed: Default::default(),
+        links: RefCell::new(Vec::new()),
         me: me.clone(),
     });
     if let Some(receivers) = receivers {
@@ -121,6 +122,7 @@ pub async fn run(
     }
     let accept = glommio::spawn_local(crate::net::listener::accept_loop(shard.clone(), listener));
     let mut accept = Some(accept);
+    let mut leaf_accept = crate::leaf::start(&shard)?;
     let mut auth_gen = server.auth_gen.load(Ordering::SeqCst);
     let mut loaded = server.live.config_loaded();
     while !SHUTDOWN.load(Ordering::Relaxed) {
@@ -135,6 +137,9 @@ pub async fn run(
             shard.live_changed.notify_all();
         }
         if LAME_DUCK.load(Ordering::Relaxed) {
+            if let Some(a) = leaf_accept.take() {
+                a.cancel().await;
+            }
             if let Some(a) = accept.take() {
                 a.cancel().await; // the listener goes: no new clients here
                 glommio::spawn_local(lame_duck(shard.clone())).detach();
@@ -143,6 +148,9 @@ pub async fn run(
     }
     shard.stopping.set(true);
     if let Some(a) = accept {
+        a.cancel().await;
+    }
+    if let Some(a) = leaf_accept {
         a.cancel().await;
     }
     if let Some(js) = &js {
@@ -180,7 +188,7 @@ fn spawn_receivers(shard: &Rc<Shard>, mut receivers: MeshReceivers) {
 /// `lame_duck_duration`; the last shard done stops the server.
 async fn lame_duck(shard: Rc<Shard>) {
     let conns: Vec<Rc<Conn>> = shard.conns.borrow().values().cloned().collect();
-    for c in &conns {
+    for c in conns.iter().filter(|c| c.link.is_none()) {
         c.send(&shard.info_line(c, false));
     }
     let (total, grace) = shard.server.live.lame_duck();

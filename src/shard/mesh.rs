@@ -133,6 +133,15 @@ impl Mesh {
         self.open.borrow_mut()[usize::from(peer)].msgs.push(msg);
     }
 
+    /// Queues `msg`, of about `bytes`, for one peer; true when its batch is full.
+    pub fn push_sized(&self, peer: u16, msg: ShardMsg, bytes: usize) -> bool {
+        let mut open = self.open.borrow_mut();
+        let batch = &mut open[usize::from(peer)];
+        batch.msgs.push(msg);
+        batch.bytes += bytes;
+        is_full(batch)
+    }
+
     /// True when some batch holds messages not yet sent.
     pub fn has_open(&self) -> bool {
         self.open.borrow().iter().any(|b| !b.msgs.is_empty())

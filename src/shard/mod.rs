@@ -207,6 +207,14 @@ pub struct Server {
     pub auth_gen: std::sync::atomic::AtomicU64,
     /// TLS for clients, when configured.
     pub tls: Option<crate::tls::Tls>,
+    /// Leaf connections: where we accept them (None: no listener), who may
+    /// connect (None: the clients' authorization), the subject we advertise
+    /// on every leaf connection to detect a loop (`$LDS.<random>`), and each
+    /// remote's credentials file or seed, read at start-up.
+    pub leaf_listen: Option<SocketAddr>,
+    pub leaf_auth: Option<crate::auth::Auth>,
+    pub leaf_lds: String,
+    pub leaf_creds: Vec<Option<String>>,
 }
 
 /// Per-shard state. See the module doc for ownership.
@@ -240,6 +248,9 @@ pub struct Shard {
     /// Fired when a reload was applied (`Live` changed), so that connection
     /// timers re-read their interval without waking on their own.
     pub live_changed: crate::notify::Event,
+    /// Leaf connections on this shard whose interest exchange has begun:
+    /// each is told of every change to the interest replica.
+    pub links: RefCell<Vec<Rc<Conn>>>,
     pub(crate) me: std::rc::Weak<Shard>,
 }
 

@@ -28,6 +28,17 @@ pub const UID_MASK: u32 = 0x0FFF_FFFF;
 /// answer inbox and deliver subject): the low bits are a subscription id on
 /// the target's owner, not a stream uid.
 pub const LINK_KIND: u32 = DIRECT_BIT | NEXT_BIT;
+/// Kind bit of a leaf connection's subscriptions (the interest its peer
+/// advertised; `cid` is then the connection's, never `JS_CID`).
+pub const LEAF_SUB: u32 = 0x8000_0000;
+/// With `LEAF_SUB`: we play the hub on that leaf connection.
+pub const HUB_SUB: u32 = 0x4000_0000;
+
+/// Whether `key` is a leaf connection's interest.
+pub fn is_leaf(key: &SubKey) -> bool {
+    key.cid != JS_CID && key.sub & LEAF_SUB != 0
+}
+
 /// The kind part of an internal `SubKey::sub`.
 pub const KIND_MASK: u32 = !UID_MASK;
 
@@ -104,9 +115,26 @@ pub enum ShardMsg {
         id: u64,
         part: Box<crate::shard::stats::StatsPart>,
     },
+    /// A message for leaf connection `cid` on the receiving shard, matched
+    /// on `matched` (its LMSG subject), shown with `subject` (a JetStream
+    /// delivery's stored subject), for the far side's `queues`.
+    /// Boxed: rarer than `Deliver`, and larger.
+    Leaf(Box<LeafDelivery>),
     /// Asks the receiver to confirm (on the reply mesh) that it applied everything
     /// this shard sent before; lets PONG mean "your SUBs are in force everywhere".
     Barrier { cid: u64 },
+}
+
+/// See `ShardMsg::Leaf`.
+#[derive(Debug)]
+pub struct LeafDelivery {
+    pub cid: u64,
+    pub matched: Bytes,
+    pub subject: Bytes,
+    pub reply: Option<Bytes>,
+    pub hdr_len: Option<u32>,
+    pub msg: Bytes,
+    pub queues: Vec<Bytes>,
 }
 
 /// A `$JS.API.` request: subject, reply, and the client's message (headers

@@ -138,7 +138,9 @@ impl Shard {
             ..StatsPart::default()
         };
         let c = &mut part.counters;
-        c.connections = conns.len() as u64;
+        // Leaf connections are servers, not clients: counted in traffic,
+        // not listed as connections.
+        c.connections = conns.iter().filter(|c| c.link.is_none()).count() as u64;
         for conn in &conns {
             let st = conn.st.borrow();
             let out = conn.out.borrow();
@@ -152,7 +154,8 @@ impl Shard {
             StatsAsk::Counters => {}
             StatsAsk::Conns { open, closed, subs } => {
                 if open {
-                    part.conns = conns.iter().map(|c| conn_info(c, subs)).collect();
+                    let clients = conns.iter().filter(|c| c.link.is_none());
+                    part.conns = clients.map(|c| conn_info(c, subs)).collect();
                     for c in &conns {
                         measure_rtt(c);
                     }

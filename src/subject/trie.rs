@@ -193,6 +193,11 @@ impl<T: Copy + Eq> SubjectTrie<T> {
         self.generation += 1;
     }
 
+    /// Calls `f` with every entry: its subject, its queue group, the entry.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], Option<&[u8]>, &T)) {
+        walk(&self.root, &mut Vec::new(), &mut f);
+    }
+
     /// Removes `entry` from `subject`/`queue`; returns whether it was present.
     pub fn remove(&mut self, subject: &[u8], queue: Option<&[u8]>, entry: T) -> bool {
         let tokens: Vec<&[u8]> = subject.split(|b| *b == b'.').collect();
@@ -381,6 +386,33 @@ fn add_node<T: Copy + Eq>(node: &Node<T>, result: &mut MatchResult<T>) {
     }
 }
 
+/// `for_each`'s depth-first walk; `path` is the subject down to `node`.
+fn walk<T>(node: &Node<T>, path: &mut Vec<u8>, f: &mut impl FnMut(&[u8], Option<&[u8]>, &T)) {
+    for e in &node.plain {
+        f(path, None, e);
+    }
+    for q in &node.queues {
+        for m in &q.members {
+            f(path, Some(&q.name), m);
+        }
+    }
+    let children = node
+        .literal
+        .iter()
+        .map(|(t, n)| (&t[..], n))
+        .chain(node.star.as_deref().map(|n| (&b"*"[..], n)))
+        .chain(node.gt.as_deref().map(|n| (&b">"[..], n)));
+    for (token, child) in children {
+        let len = path.len();
+        if len > 0 {
+            path.push(b'.');
+        }
+        path.extend_from_slice(token);
+        walk(child, path, f);
+        path.truncate(len);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,5 +510,24 @@ mod tests {
             t.matches(format!("s.{i}").as_bytes());
             assert!(t.cache.len() <= MATCH_CACHE_ENTRIES_MAX);
         }
+    }
+
+    #[test]
+    fn for_each_visits_every_entry_with_its_subject() {
+        let mut t: SubjectTrie<u32> = SubjectTrie::new();
+        t.insert(b"a.b", None, 1);
+        t.insert(b"a.*", Some(b"q"), 2);
+        t.insert(b"a.>", None, 3);
+        t.insert(b"c", None, 4);
+        let mut seen = Vec::new();
+        t.for_each(|s, q, e| seen.push((s.to_vec(), q.map(<[u8]>::to_vec), *e)));
+        seen.sort_by_key(|x| x.2);
+        let want: Vec<(Vec<u8>, Option<Vec<u8>>, u32)> = vec![
+            (b"a.b".to_vec(), None, 1),
+            (b"a.*".to_vec(), Some(b"q".to_vec()), 2),
+            (b"a.>".to_vec(), None, 3),
+            (b"c".to_vec(), None, 4),
+        ];
+        assert_eq!(seen, want);
     }
 }

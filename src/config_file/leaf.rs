@@ -1,0 +1,344 @@
+//! The `leafnodes` block, as nats-server reads it: a listener for leaf
+//! connections (`listen` or `host`/`port`, `advertise`, `no_advertise`,
+//! `authorization`, `reconnect`) and `remotes` to dial (`url`/`urls` with
+//! user information, `account`, `credentials`, `nkey`, `deny_imports`,
+//! `deny_exports`, `hub`, `compression`). jetcore has one account: an
+//! `account` other than nats-server's global `$G` is refused, as are keys it
+//! does not honour yet (TLS, websocket, compression other than off).
+
+use crate::conf::{Item, Value};
+use crate::config_file::auth::{authorization, AuthConfig};
+use crate::config_file::{boolean, duration, kind, not_yet, string, unknown};
+
+/// The account every leaf connection is bound to.
+pub const ACCOUNT: &str = "$G";
+
+/// `leafnodes { ... }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeafConfig {
+    /// Where to accept leaf connections (None: no listener).
+    pub listen: Option<(String, u16)>,
+    /// The `host:port` put in `leafnode_urls` (default: the listen address).
+    pub advertise: Option<String>,
+    pub no_advertise: bool,
+    /// Who may connect as a leaf (None: the server's client authorization).
+    pub auth: Option<AuthConfig>,
+    /// Wait before redialling a remote (a Go duration).
+    pub reconnect: Option<String>,
+    pub remotes: Vec<RemoteConfig>,
+}
+
+/// One `remotes` entry: a hub to dial.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RemoteConfig {
+    pub urls: Vec<String>,
+    /// A credentials file (user JWT and NKey seed) to sign the hub's nonce with.
+    pub credentials: Option<String>,
+    /// An NKey seed to sign with (without a JWT).
+    pub nkey: Option<String>,
+    /// Not sent to the hub (`deny_exports`), not taken from it and not
+    /// advertised to it (`deny_imports`, also sent as CONNECT's `deny_pub`).
+    pub deny_exports: Vec<String>,
+    pub deny_imports: Vec<String>,
+    /// We play the hub on this connection (`is_hub` in CONNECT).
+    pub hub: bool,
+}
+
+/// Reads the block.
+pub fn leafnodes(item: &Item) -> Result<LeafConfig, String> {
+    let Value::Map(m) = &item.value else {
+        return Err(kind("leafnodes", item, "a block"));
+    };
+    let mut c = LeafConfig::default();
+    let (mut host, mut port) = (None, None);
+    for (k, v) in m {
+        match k.to_ascii_lowercase().as_str() {
+            "listen" => {
+                let (h, p) = crate::config_file::host_port("leafnodes.listen", v)?;
+                (host, port) = (h.or(host), Some(p));
+            }
+            "host" | "net" => host = Some(string(k, v)?),
+            "port" => port = Some(crate::config_file::int(k, v)?),
+            "advertise" => c.advertise = Some(string(k, v)?),
+            "no_advertise" => c.no_advertise = boolean(k, v)?,
+            "authorization" => c.auth = Some(leaf_authorization(v)?),
+            "reconnect" | "reconnect_interval" => c.reconnect = Some(duration(k, v)?),
+            "remotes" => {
+                let Value::Array(list) = &v.value else {
+                    return Err(kind("leafnodes.remotes", v, "a list of blocks"));
+                };
+                for r in list {
+                    c.remotes.push(remote(r)?);
+                }
+            }
+            "compression" => compression_off(k, v)?,
+            "tls"
+            | "isolate_leafnode_interest"
+            | "min_version"
+            | "write_deadline"
+            | "dial_timeout" => return Err(not_yet(&format!("leafnodes.{k}"), v)),
+            _ => return Err(unknown(&format!("leafnodes.{k}"), v)),
+        }
+    }
+    if let Some(p) = port {
+        // nats-server: a port of -1 picks a random one; 0 means the default.
+        let p = match p {
+            -1 => 0,
+            0 => i64::from(crate::limits::LEAF_PORT_DEFAULT),
+            p => p,
+        };
+        let p = u16::try_from(p).map_err(|_| {
+            format!(
+                "jetcore: {}: leafnodes.port: {p} is not a valid port",
+                item.at()
+            )
+        })?;
+        c.listen = Some((host.unwrap_or_else(|| "0.0.0.0".into()), p));
+    } else if host.is_some() {
+        c.listen = Some((host.unwrap_or_default(), crate::limits::LEAF_PORT_DEFAULT));
+    }
+    Ok(c)
+}
+
+/// `authorization` inside `leafnodes`: the client block's keys, and an
+/// `account` (ours is `$G`) for the block and for each user.
+fn leaf_authorization(item: &Item) -> Result<AuthConfig, String> {
+    let strip = |item: &Item| -> Result<Item, String> {
+        let Value::Map(m) = &item.value else {
+            return Ok(item.clone());
+        };
+        let mut kept = Vec::new();
+        for (k, v) in m {
+            if k.eq_ignore_ascii_case("account") {
+                account(k, v)?;
+            } else {
+                kept.push((k.clone(), v.clone()));
+            }
+        }
+        Ok(Item {
+            value: Value::Map(kept),
+            ..item.clone()
+        })
+    };
+    let mut top = strip(item)?;
+    if let Value::Map(m) = &mut top.value {
+        for (k, v) in m.iter_mut() {
+            if k.eq_ignore_ascii_case("users") {
+                if let Value::Array(list) = &mut v.value {
+                    for u in list.iter_mut() {
+                        *u = strip(u)?;
+                    }
+                }
+            }
+        }
+    }
+    authorization(&top)
+}
+
+fn account(key: &str, item: &Item) -> Result<(), String> {
+    let name = string(key, item)?;
+    if name != ACCOUNT {
+        return Err(format!(
+            "jetcore: {}: account \"{name}\": jetcore has one account, \"{ACCOUNT}\" \
+             (accounts are not supported)",
+            item.at()
+        ));
+    }
+    Ok(())
+}
+
+fn compression_off(key: &str, item: &Item) -> Result<(), String> {
+    let off = match &item.value {
+        Value::Bool(b) => !*b,
+        Value::Str(s) => ["off", "disabled", "false"].contains(&s.to_ascii_lowercase().as_str()),
+        Value::Map(m) => m.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("mode")
+                && matches!(&v.value, Value::Str(s) if s.eq_ignore_ascii_case("off"))
+        }),
+        _ => false,
+    };
+    if off {
+        return Ok(());
+    }
+    Err(format!(
+        "jetcore: {}: {key}: jetcore does not compress leaf connections yet; \
+         set it to off (a nats-server peer then sends plain text)",
+        item.at()
+    ))
+}
+
+fn remote(item: &Item) -> Result<RemoteConfig, String> {
+    let Value::Map(m) = &item.value else {
+        return Err(kind("leafnodes.remotes", item, "a list of blocks"));
+    };
+    let mut r = RemoteConfig::default();
+    let list = |k: &str, v: &Item| -> Result<Vec<String>, String> {
+        match &v.value {
+            Value::Array(items) => items.iter().map(|i| string(k, i)).collect(),
+            _ => Ok(vec![string(k, v)?]),
+        }
+    };
+    for (k, v) in m {
+        match k.to_ascii_lowercase().as_str() {
+            "url" | "urls" => r.urls.extend(list(k, v)?),
+            "account" | "local" => account(k, v)?,
+            "credentials" | "creds" => r.credentials = Some(string(k, v)?),
+            "nkey" | "seed" => r.nkey = Some(string(k, v)?),
+            "deny_exports" => r.deny_exports = list(k, v)?,
+            "deny_imports" => r.deny_imports = list(k, v)?,
+            "hub" => r.hub = boolean(k, v)?,
+            "compression" => compression_off(k, v)?,
+            "tls"
+            | "ws_compression"
+            | "ws_no_masking"
+            | "request_isolation"
+            | "isolate_leafnode_interest"
+            | "jetstream_cluster_migrate"
+            | "no_randomize"
+            | "first_info_timeout"
+            | "dial_timeout"
+            | "proxy" => return Err(not_yet(&format!("leafnodes.remotes.{k}"), v)),
+            _ => return Err(unknown(&format!("leafnodes.remotes.{k}"), v)),
+        }
+    }
+    if r.urls.is_empty() {
+        return Err(format!(
+            "jetcore: {}: a leafnodes remote needs a url",
+            item.at()
+        ));
+    }
+    for u in &r.urls {
+        parse_url(u).map_err(|e| format!("jetcore: {}: leafnodes remote url: {e}", item.at()))?;
+        if u.starts_with("ws://") || u.starts_with("wss://") || u.starts_with("tls://") {
+            return Err(not_yet(&format!("leafnodes.remotes.url {u}"), item));
+        }
+    }
+    if r.credentials.is_some() && r.nkey.is_some() {
+        return Err(format!(
+            "jetcore: {}: a leafnodes remote takes credentials or an nkey, not both",
+            item.at()
+        ));
+    }
+    Ok(r)
+}
+
+/// A remote's URL: (host:port, user, password). `nats://`, `nats-leaf://` or
+/// no scheme; the port defaults to 7422.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteUrl {
+    pub addr: String,
+    pub user: String,
+    pub pass: String,
+}
+
+pub fn parse_url(url: &str) -> Result<RemoteUrl, String> {
+    let rest = ["nats://", "nats-leaf://", "tls://", "ws://", "wss://"]
+        .iter()
+        .find_map(|s| url.strip_prefix(s))
+        .unwrap_or(url);
+    if rest.contains("://") {
+        return Err(format!("unsupported scheme in '{url}'"));
+    }
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (user, pass) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((a, b)) => (a.to_string(), b.to_string()),
+            None => (u.to_string(), String::new()),
+        },
+        None => (String::new(), String::new()),
+    };
+    if hostport.is_empty() {
+        return Err(format!("no host in '{url}'"));
+    }
+    let has_port = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && !p.contains(']') => {
+            p.parse::<u16>()
+                .map_err(|_| format!("invalid port in '{url}'"))?;
+            true
+        }
+        _ => false,
+    };
+    let addr = if has_port {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:{}", crate::limits::LEAF_PORT_DEFAULT)
+    };
+    Ok(RemoteUrl { addr, user, pass })
+}
+
+#[cfg(test)]
+mod tests {
+    // Unit tests only: fixed inputs, so unwrap() states the expectation.
+    use super::*;
+
+    fn of(text: &str) -> Result<LeafConfig, String> {
+        let top = crate::conf::parse_str(text, "t.conf").unwrap();
+        leafnodes(&top[0].1)
+    }
+
+    /// The reference's captured configurations, and nats-server's docs'.
+    #[test]
+    fn configs_written_for_nats_server_load() {
+        let c = of("leafnodes { listen: 127.0.0.1:17422 }").unwrap();
+        assert_eq!(c.listen, Some(("127.0.0.1".into(), 17422)));
+        let c = of("leafnodes { remotes: [ { url: \"nats://127.0.0.1:17423\", \
+                    compression: off } ] }")
+        .unwrap();
+        assert_eq!(c.remotes[0].urls, ["nats://127.0.0.1:17423"]);
+        let c = of("leafnodes {\n port: 7422\n authorization {\n user: leaf\n \
+                    password: s3cr3t\n account: \"$G\"\n }\n reconnect: \"5s\"\n}")
+        .unwrap();
+        assert_eq!(c.listen, Some(("0.0.0.0".into(), 7422)));
+        assert_eq!(c.auth.unwrap().users[0].user.as_deref(), Some("leaf"));
+        assert_eq!(c.reconnect.as_deref(), Some("5s"));
+        let c = of(
+            "leafnodes { remotes = [ { urls: [\"nats-leaf://u:p@hub:7422\", \
+                    \"hub2\"], deny_imports: [\"a.>\"], deny_exports: \"b\", hub: true } ] }",
+        )
+        .unwrap();
+        let r = &c.remotes[0];
+        assert_eq!(r.deny_imports, ["a.>"]);
+        assert_eq!(r.deny_exports, ["b"]);
+        assert!(r.hub);
+        assert_eq!(
+            parse_url(&r.urls[0]).unwrap(),
+            RemoteUrl {
+                addr: "hub:7422".into(),
+                user: "u".into(),
+                pass: "p".into()
+            }
+        );
+        assert_eq!(parse_url("hub2").unwrap().addr, "hub2:7422");
+        let c = of(
+            "leafnodes { authorization { users: [ { user: a, password: b, \
+                    account: \"$G\" } ] } }",
+        )
+        .unwrap();
+        assert_eq!(c.auth.unwrap().users.len(), 1);
+    }
+
+    #[test]
+    fn what_jetcore_cannot_honour_is_refused_by_name() {
+        let e =
+            of("leafnodes {\n remotes: [ { url: \"nats://h:1\", account: SALES } ] }").unwrap_err();
+        assert!(e.contains("t.conf:2") && e.contains("SALES"), "{e}");
+        let e = of("leafnodes { compression: s2_auto }").unwrap_err();
+        assert!(e.contains("does not compress"), "{e}");
+        let e = of("leafnodes { tls { cert_file: a } }").unwrap_err();
+        assert!(e.contains("'leafnodes.tls' is not supported yet"), "{e}");
+        let e = of("leafnodes { remotes: [ { urls: [] } ] }").unwrap_err();
+        assert!(e.contains("needs a url"), "{e}");
+        let e = of("leafnodes { remotes: [ { url: \"http://x\" } ] }").unwrap_err();
+        assert!(e.contains("unsupported scheme"), "{e}");
+        let e = of("leafnodes { bogus: 1 }").unwrap_err();
+        assert!(
+            e.contains("unknown configuration key 'leafnodes.bogus'"),
+            "{e}"
+        );
+        assert!(of("leafnodes { port: 70000 }").is_err());
+    }
+}

@@ -1,0 +1,342 @@
+//! Leaf connections' tasks: dialling each configured remote (and redialling
+//! after nats-server's `reconnect` wait, 30 s after a loop was detected),
+//! accepting on the leaf port, and each connection's read loop. The ops
+//! themselves are handled in `router::leaf_hello` and `router::leaf`; a
+//! connection's write loop and ping timer are the clients' (`net::session`).
+//!
+//! Remote `i` is dialled by shard `i % shards`; every shard accepts on the
+//! leaf port (SO_REUSEPORT, as the client port). A leaf connection lives on
+//! its shard for its whole life, like a client's.
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::config::Config;
+use crate::config_file::leaf::{parse_url, RemoteUrl};
+use crate::limits::{LEAF_INFO_WAIT, LEAF_LOOP_DELAY, LEAF_RECONNECT_DEFAULT, READ_CHUNK_BYTES};
+use crate::net::conn::{CloseReason, Conn};
+use crate::net::link::{LinkState, Phase};
+use crate::net::session::{
+    after_read, follow, ping_loop, read_some, sleep_unless_closed, write_loop,
+};
+use crate::protocol::leaf::LeafParser;
+use crate::shard::{Shard, SHUTDOWN};
+
+/// What start-up prepares for leaf connections (see `shard::Server`).
+pub struct LeafSetup {
+    pub listen: Option<SocketAddr>,
+    pub auth: Option<crate::auth::Auth>,
+    pub lds: String,
+    pub creds: Vec<Option<String>>,
+}
+
+/// Checks and reads what the `leafnodes` block names: the listen address,
+/// its authorization, each remote's credentials file or seed (an unreadable
+/// or invalid one stops the server at start, not at the first dial).
+pub fn prepare(cfg: &Config) -> Result<LeafSetup, String> {
+    let mut setup = LeafSetup {
+        listen: None,
+        auth: None,
+        lds: format!("$LDS.{}", random_token(22)),
+        creds: Vec::new(),
+    };
+    let Some(leaf) = &cfg.leaf else {
+        return Ok(setup);
+    };
+    if let Some((host, port)) = &leaf.listen {
+        let addr = (host.as_str(), *port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("jetcore: leafnodes: cannot resolve listen host '{host}'"))?;
+        setup.listen = Some(addr);
+    }
+    if let Some(a) = &leaf.auth {
+        setup.auth = crate::auth::Auth::new(a, None)?;
+    }
+    if let Some(r) = &leaf.reconnect {
+        crate::conf::parse_duration(r)
+            .ok_or_else(|| format!("jetcore: leafnodes: invalid reconnect '{r}'"))?;
+    }
+    for r in &leaf.remotes {
+        let text = match (&r.credentials, &r.nkey) {
+            (Some(path), _) => {
+                let path = expand_home(path);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("jetcore: leafnodes remote: credentials file {path}: {e}")
+                })?;
+                crate::auth::creds::Creds::parse(&text, true)
+                    .map_err(|e| format!("jetcore: leafnodes remote: {path}: {e}"))?;
+                Some(text)
+            }
+            (None, Some(seed)) => {
+                crate::auth::creds::Creds::parse(seed, false).map_err(|e| {
+                    format!("jetcore: leafnodes remote nkey is not a valid seed: {e}")
+                })?;
+                Some(seed.clone())
+            }
+            (None, None) => None,
+        };
+        setup.creds.push(text);
+    }
+    Ok(setup)
+}
+
+fn expand_home(path: &str) -> String {
+    match (path.strip_prefix("~/"), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) => format!("{home}/{rest}"),
+        _ => path.to_string(),
+    }
+}
+
+/// Random letters and digits from the kernel's generator.
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut bytes = vec![0u8; len];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    assert_eq!(n, len as isize, "getrandom failed");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Starts this shard's part: its remotes and, with a leaf port, accepting.
+/// Returns the accept task (cancelled at shutdown or in lame duck mode).
+pub fn start(shard: &Rc<Shard>) -> Result<Option<glommio::Task<()>>, String> {
+    let Some(leaf) = &shard.cfg.leaf else {
+        return Ok(None);
+    };
+    for (i, r) in leaf.remotes.iter().enumerate() {
+        if i % usize::from(shard.count) == usize::from(shard.id) {
+            crate::info!(
+                "Leafnode remote {} dialled from shard {}",
+                r.urls.join(", "),
+                shard.id
+            );
+            glommio::spawn_local(solicit(shard.clone(), i)).detach();
+        }
+    }
+    let Some(addr) = shard.server.leaf_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        format!(
+            "shard {}: cannot listen for leafnodes on {addr}: {e}",
+            shard.id
+        )
+    })?;
+    if shard.id == 0 {
+        crate::info!("Listening for leafnode connections on {addr}");
+    }
+    Ok(Some(glommio::spawn_local(accept_loop(
+        shard.clone(),
+        listener,
+    ))))
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) if !shard.stopping.get() => {
+                glommio::spawn_local(run_link(shard.clone(), stream, None)).detach();
+            }
+            Ok(_) => return,
+            Err(e) => {
+                crate::error!("Error accepting leafnode connection: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Dials remote `index` until the server stops: its URLs in turn, redialled
+/// after the connection ends.
+async fn solicit(shard: Rc<Shard>, index: usize) {
+    let leaf = shard.cfg.leaf.as_ref().expect("leafnodes configured");
+    let remote = &leaf.remotes[index];
+    let reconnect = leaf
+        .reconnect
+        .as_deref()
+        .and_then(crate::conf::parse_duration)
+        .unwrap_or(LEAF_RECONNECT_DEFAULT);
+    let mut attempt = 0usize;
+    while !stopping(&shard) {
+        let text = &remote.urls[attempt % remote.urls.len()];
+        attempt += 1;
+        let url = parse_url(text).expect("checked when read");
+        let wait = match dial(&url.addr).await {
+            Ok(stream) => {
+                attempt = 0;
+                run_link(shard.clone(), stream, Some((index, url))).await
+            }
+            Err(e) => {
+                crate::debug!(
+                    "Error trying to connect as leafnode to remote server {:?} (attempt {attempt}): {e}",
+                    url.addr
+                );
+                // nats-server: the wait, plus up to as much again at random.
+                reconnect + reconnect.mul_f64((shard.random() % 1000) as f64 / 1000.0)
+            }
+        };
+        let until = std::time::Instant::now() + wait;
+        while !stopping(&shard) && std::time::Instant::now() < until {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            glommio::timer::sleep(left.min(crate::limits::SHUTDOWN_POLL)).await;
+        }
+    }
+}
+
+fn stopping(shard: &Shard) -> bool {
+    shard.stopping.get() || SHUTDOWN.load(Ordering::Relaxed)
+}
+
+async fn dial(addr: &str) -> std::io::Result<TcpStream> {
+    let to = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))?;
+    let connect = async {
+        TcpStream::connect(to)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    let timeout = async {
+        glommio::timer::sleep(crate::limits::LEAF_DIAL_TIMEOUT).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "dial timeout",
+        ))
+    };
+    futures_lite::future::or(connect, timeout).await
+}
+
+/// Serves one leaf connection (dialled for `remote`, else accepted) until it
+/// closes; returns how long a dialler waits before dialling again.
+async fn run_link(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    remote: Option<(usize, RemoteUrl)>,
+) -> Duration {
+    let cid = shard.next_cid();
+    let addr = stream.peer_addr().ok();
+    let peer = addr.map(|a| a.to_string()).unwrap_or_default();
+    let ip = addr.map(|a| a.ip().to_string()).unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(shard.server.live.write_deadline()));
+    let mut conn = Conn::new(cid, stream, shard.cfg.max_pending, peer, ip);
+    let leaf = shard.cfg.leaf.as_ref().expect("leafnodes configured");
+    let hub = remote.as_ref().is_none_or(|(i, _)| leaf.remotes[*i].hub);
+    let mut link = LinkState::new(hub, remote.as_ref().map(|r| r.0));
+    if let Some((_, url)) = remote {
+        link.url = url;
+    } else {
+        conn.nonce = Some(crate::auth::nonce());
+    }
+    let accepted = link.remote.is_none();
+    conn.link = Some(RefCell::new(link));
+    let conn = Rc::new(conn);
+    crate::debug!("{} - lid:{cid} - Leafnode connection created", conn.peer);
+    shard.add_conn(conn.clone());
+    if accepted {
+        conn.send(&shard.leaf_info_line(&conn, false));
+    }
+    glommio::spawn_local(write_loop(conn.clone())).detach();
+    glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
+    glommio::spawn_local(handshake_timer(shard.clone(), conn.clone(), accepted)).detach();
+    read_loop(&shard, &conn).await;
+    if conn.st.borrow().close_reason.is_none() {
+        conn.close(CloseReason::ClientClosed);
+    }
+    shard.unlink(&conn);
+    shard.remove_conn(&conn).await;
+    let looped = conn.link.as_ref().is_some_and(|l| l.borrow().loop_detected);
+    crate::info!(
+        "{} - lid:{cid} - Leafnode connection closed: {:?}",
+        conn.peer,
+        conn.st.borrow().close_reason
+    );
+    if looped {
+        LEAF_LOOP_DELAY
+    } else {
+        leaf.reconnect
+            .as_deref()
+            .and_then(crate::conf::parse_duration)
+            .unwrap_or(LEAF_RECONNECT_DEFAULT)
+    }
+}
+
+/// Closes a connection whose handshake has not finished in time: an
+/// accepted one within the authorization timeout, a dialled one within
+/// nats-server's wait for the hub's INFOs.
+async fn handshake_timer(shard: Rc<Shard>, conn: Rc<Conn>, accepted: bool) {
+    let wait = match (accepted, &shard.server.leaf_auth, shard.server.auth()) {
+        (true, Some(a), _) => a.timeout,
+        (true, None, Some(a)) => a.timeout,
+        _ => LEAF_INFO_WAIT,
+    };
+    sleep_unless_closed(&shard, &conn, || wait).await;
+    let phase = conn.link.as_ref().map(|l| l.borrow().phase);
+    if conn.is_closing() || phase == Some(Phase::Ready) {
+        return;
+    }
+    if accepted {
+        crate::debug!("{} - lid:{} - Authentication Timeout", conn.peer, conn.cid);
+        conn.send_err("Authentication Timeout");
+        conn.close(CloseReason::AuthTimeout);
+    } else {
+        crate::error!(
+            "{} - lid:{} - Leafnode handshake timed out (no INFO from the hub)",
+            conn.peer,
+            conn.cid
+        );
+        conn.send_err("Stale Leaf Node Connection - Closing");
+        conn.close(CloseReason::StaleConnection);
+    }
+}
+
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    let mut parser = LeafParser::new(shard.cfg.max_payload, shard.cfg.max_control_line);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut raw = BytesMut::new();
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        if !read_some(conn, &mut buf, &mut raw).await {
+            return;
+        }
+        let now = crate::shard::stats::unix_nanos(std::time::SystemTime::now());
+        conn.last_activity.set(now);
+        loop {
+            let op = match parser.next(&mut buf) {
+                Ok(Some(op)) => op,
+                Ok(None) => break,
+                Err(e) => {
+                    crate::error!(
+                        "{} - lid:{} - Leafnode protocol error: {e:?}",
+                        conn.peer,
+                        conn.cid
+                    );
+                    conn.send_err(e.text());
+                    conn.close(CloseReason::ProtocolError);
+                    shard.flush_mesh().await;
+                    return;
+                }
+            };
+            if !follow(shard, conn, shard.leaf_op(conn, op)).await {
+                return;
+            }
+        }
+        if !after_read(shard, conn).await {
+            return;
+        }
+    }
+}

