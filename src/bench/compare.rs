@@ -280,6 +280,7 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
     let mut spec = Spec {
         mode: Mode::PubSub,
         server,
+        sub_server: None,
         msgs: opts.msgs,
         size: 16,
         pubs: 1,

@@ -702,6 +702,7 @@ mod tests {
         Spec {
             mode: crate::bench::run::Mode::JsConsume,
             server: "127.0.0.1:1".into(),
+            sub_server: None,
             msgs,
             size: 16,
             pubs: 1,

@@ -68,6 +68,9 @@ pub struct Spec {
     pub mode: Mode,
     /// `host:port`
     pub server: String,
+    /// Where subscribers and responders connect instead (`host:port`): a
+    /// path through two servers, such as a leaf connection.
+    pub sub_server: Option<String>,
     pub msgs: u64,
     pub size: usize,
     pub pubs: usize,
@@ -569,7 +572,14 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
     };
     let publisher = matches!(role, Role::Publisher(_) | Role::Requester(_));
     let on = spec.placement.map(|p| (p.shards, p.shard(publisher)));
-    let (mut reader, writer) = connect_on(&spec.server, &name, on).await?;
+    let elsewhere = match (&spec.sub_server, publisher) {
+        (Some(s), false) => Some(s),
+        _ => None,
+    };
+    let (mut reader, writer) = match elsewhere {
+        Some(server) => connect_on(server, &name, None).await?,
+        None => connect_on(&spec.server, &name, on).await?,
+    };
     let sub = match role {
         Role::Subscriber(i) if spec.mode == Mode::JsConsume => Some(consume::prepare_ops(spec, *i)),
         // The copy watcher subscribes to its own reply subject only.
@@ -597,6 +607,11 @@ async fn prepare(spec: &Spec, role: &Role) -> Result<(Reader, Writer), String> {
         writer.write_all(sub.as_bytes()).await?;
         writer.write_all(b"PING\r\n").await?;
         reader.until_pong(&writer).await?;
+        if spec.sub_server.is_some() {
+            // The PONG says our server has the interest; the other server
+            // learns it over their connection (LS+), well within this.
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+        }
     }
     Ok((reader, writer))
 }

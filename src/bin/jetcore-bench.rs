@@ -168,6 +168,10 @@ struct Common {
     /// With --placement: the server's --shards (default: online CPUs)
     #[arg(long, requires = "placement")]
     shards: Option<usize>,
+    /// Subscribers and responders connect here instead of --server (a path
+    /// through two servers, e.g. a leaf node and its hub)
+    #[arg(long)]
+    sub_server: Option<String>,
     /// Write the latency distribution here (HdrHistogram .hgrm text)
     #[arg(long)]
     hgrm: Option<PathBuf>,
@@ -316,6 +320,10 @@ fn run_spec(mode: Mode, c: Common, consume: ConsumeSpec, copy: CopySpec) -> Resu
     let spec = Spec {
         mode,
         server,
+        sub_server: c
+            .sub_server
+            .as_deref()
+            .map(|s| s.trim_start_matches("nats://").to_string()),
         msgs: c.msgs,
         size: c.size,
         pubs: c.pubs,
