@@ -24,7 +24,28 @@ impl Shard {
         stalled_stream: &mut Option<u32>,
     ) {
         let hdr_len = hdr_len.map(|h| h as usize);
-        for t in list {
+        let mut at = 0;
+        while at < list.len() {
+            let t = &list[at];
+            at += 1;
+            if msg::is_leaf_target(t) {
+                // A leaf connection's targets for one message come together
+                // (`route_leaves`): one LMSG naming their queue groups.
+                let end = at + list[at..].iter().take_while(|n| n.cid == t.cid).count();
+                let d = self.deliver_leaf_targets(
+                    t.cid,
+                    &list[at - 1..end],
+                    subject,
+                    reply,
+                    hdr_len,
+                    msg,
+                );
+                at = end;
+                if let Delivered::Stalled = d {
+                    *stalled = Some(t.cid);
+                }
+                continue;
+            }
             if t.cid == JS_CID {
                 if self
                     .jetstream()

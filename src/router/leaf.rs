@@ -17,7 +17,7 @@ use crate::net::link::{LinkState, Phase};
 use crate::net::outbound::Verdict;
 use crate::protocol::parser::PubOp;
 use crate::router::Delivered;
-use crate::shard::msg::{self, LeafDelivery, ShardMsg, SubKey, HUB_SUB};
+use crate::shard::msg::{self, LeafDelivery, ShardMsg, SubKey, Target, HUB_SUB};
 use crate::shard::Shard;
 
 /// Where a publish came from, as leaf routing needs it.
@@ -232,13 +232,18 @@ impl Shard {
 
     /// Sends one message to each leaf connection in `hits` (one LMSG each,
     /// naming its queue groups); those on other shards get it through the
-    /// mesh. Returns (delivered, a batch to a peer is full).
+    /// mesh, as targets of the message's one copy in the batch (the
+    /// receiver finds the queue group of each target in the connection's
+    /// subscriptions), or boxed on its own when it is shown with another
+    /// subject than it matched (a JetStream delivery). Returns (delivered, a
+    /// batch to a peer is full).
     pub(crate) fn route_leaves(
         &self,
         from: Option<&Rc<Conn>>,
         p: &PubOp,
         matched: &[u8],
         mut hits: Hits,
+        pub_seq: u64,
     ) -> (bool, bool) {
         hits.list.sort_by_key(|(k, _)| k.cid);
         let (mut delivered, mut full) = (false, false);
@@ -250,11 +255,17 @@ impl Shard {
                     .iter()
                     .take_while(|(k, _)| k.cid == key.cid)
                     .count();
-            let queues: Vec<&[u8]> = hits.list[at..end]
-                .iter()
-                .filter_map(|(_, q)| q.as_deref())
-                .collect();
+            let group = &hits.list[at..end];
             at = end;
+            if key.shard != self.id && *matched == p.subject[..] {
+                for (k, _) in group {
+                    let (d, f) = self.route(from, *k, p, pub_seq);
+                    delivered |= d;
+                    full |= f;
+                }
+                continue;
+            }
+            let queues: Vec<&[u8]> = group.iter().filter_map(|(_, q)| q.as_deref()).collect();
             if key.shard == self.id {
                 let d = self.deliver_leaf(
                     key.cid,
@@ -347,6 +358,39 @@ impl Shard {
                 Delivered::Yes
             }
         }
+    }
+
+    /// A message from a peer shard for leaf connection `cid` here, for its
+    /// subscriptions `targets`: one LMSG naming their queue groups.
+    pub(crate) fn deliver_leaf_targets(
+        &self,
+        cid: u64,
+        targets: &[Target],
+        subject: &Bytes,
+        reply: Option<&Bytes>,
+        hdr_len: Option<usize>,
+        msg: &Bytes,
+    ) -> Delivered {
+        let Some(conn) = self.conns.borrow().get(&cid).cloned() else {
+            return Delivered::No;
+        };
+        let queues: Vec<Bytes> = {
+            let st = conn.st.borrow();
+            targets
+                .iter()
+                .filter_map(|t| st.subs.get(&t.sub).and_then(|s| s.queue.clone()))
+                .collect()
+        };
+        let queues: Vec<&[u8]> = queues.iter().map(|q| &q[..]).collect();
+        self.deliver_leaf(
+            cid,
+            subject,
+            subject,
+            reply.map(|r| &r[..]),
+            hdr_len,
+            msg,
+            &queues,
+        )
     }
 
     /// A leaf connection is going: it no longer follows interest changes.

@@ -348,14 +348,20 @@ impl Shard {
             full |= f;
         }
         if !leaves.is_empty() {
-            let (d, f) = self.route_leaves(from, p, match_on, leaves);
+            let (d, f) = self.route_leaves(from, p, match_on, leaves, pub_seq);
             delivered |= d;
             full |= f;
         }
         (delivered, full)
     }
 
-    fn route(&self, from: Option<&Rc<Conn>>, key: SubKey, p: &PubOp, pub_seq: u64) -> (bool, bool) {
+    pub(crate) fn route(
+        &self,
+        from: Option<&Rc<Conn>>,
+        key: SubKey,
+        p: &PubOp,
+        pub_seq: u64,
+    ) -> (bool, bool) {
         if key.shard == self.id && key.cid == JS_CID {
             let congested =
                 self.jetstream()

@@ -39,6 +39,11 @@ pub fn is_leaf(key: &SubKey) -> bool {
     key.cid != JS_CID && key.sub & LEAF_SUB != 0
 }
 
+/// Whether delivery target `t` is a leaf connection's interest.
+pub fn is_leaf_target(t: &Target) -> bool {
+    t.cid != JS_CID && t.sub & LEAF_SUB != 0
+}
+
 /// The kind part of an internal `SubKey::sub`.
 pub const KIND_MASK: u32 = !UID_MASK;
 
