@@ -253,6 +253,8 @@ async fn nats_server_as_leaf_of_a_jetcore_hub() {
             "-js",
             "-sd",
             store.to_str().unwrap(),
+            "-m",
+            "-1",
         ],
     );
     let lc = conf(
@@ -263,9 +265,37 @@ async fn nats_server_as_leaf_of_a_jetcore_hub() {
              leafnodes {{ remotes: [ {{ url: \"nats://127.0.0.1:{port}\" }} ] }}\n"
         ),
     );
-    let leaf = Server::start_nats(&dir.path().join("nleaf"), &["-c", lc.to_str().unwrap()]);
+    let leaf = Server::start_nats(
+        &dir.path().join("nleaf"),
+        &["-c", lc.to_str().unwrap(), "-m", "-1"],
+    );
     linked(&core);
     core_traffic(&core, &leaf).await;
+    // /leafz on both ends: nats-server's fields, each side's view.
+    let ours = common::monitor::get(common::monitor::monitor_port(&core), "/leafz?subs=1");
+    let theirs = common::monitor::get(common::monitor::monitor_port(&leaf), "/leafz");
+    assert_eq!(ours["leafnodes"], 1, "{ours}");
+    let (a, b) = (&ours["leafs"][0], &theirs["leafs"][0]);
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.retain(|k| k != "subscriptions_list");
+        k.sort();
+        k
+    };
+    assert_eq!(keys(a), keys(b), "{a}\n{b}");
+    assert_eq!(
+        (a["name"].as_str(), a["is_spoke"].as_bool()),
+        (Some("edge"), Some(false))
+    );
+    assert_eq!(
+        (b["name"].as_str(), b["is_spoke"].as_bool()),
+        (Some("core"), Some(true))
+    );
+    assert!(a["in_msgs"].as_u64().unwrap() > 0 && a["out_msgs"].as_u64().unwrap() > 0);
+    let listed = a["subscriptions_list"].as_array().unwrap();
+    assert!(listed.iter().any(|s| s == "$JS.edge.API.INFO"), "{a}");
+    let varz = common::monitor::get(common::monitor::monitor_port(&core), "/varz");
+    assert_eq!(varz["leafnodes"], 1);
     let j = core.client().await;
     let n = leaf.client().await;
     assert_eq!(domain_of(&j, "$JS.edge.API.INFO").await, "edge");

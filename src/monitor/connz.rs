@@ -115,7 +115,7 @@ struct Connz<'a> {
 }
 
 /// nats-server's RTT text: microseconds between 1 µs and 1 ms, else nanoseconds.
-fn rtt_text(rtt: std::time::Duration) -> String {
+pub(crate) fn rtt_text(rtt: std::time::Duration) -> String {
     let ns = rtt.as_nanos() as i64;
     if ns == 0 {
         return String::new();

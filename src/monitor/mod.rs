@@ -15,6 +15,7 @@
 pub mod connz;
 pub mod http;
 pub mod jsz;
+pub mod leafz;
 pub mod query;
 pub mod varz;
 
@@ -112,6 +113,7 @@ impl Monitor {
             "/jsz" => "/jsz",
             "/healthz" => "/healthz",
             "/accountz" => "/accountz",
+            "/leafz" => "/leafz",
             _ => return Response::text(404, "404 page not found\n"),
         };
         // As nats-server: a /connz refused for a bad parameter is not counted.
@@ -125,6 +127,7 @@ impl Monitor {
             "/subsz" | "/subscriptionsz" => connz::subsz(self, &req).await,
             "/jsz" => jsz::jsz(self, &req).await,
             "/healthz" => jsz::healthz(self, &req).await,
+            "/leafz" => leafz::leafz(self, &req).await,
             _ => jsz::accountz(self, &req).await,
         };
         if path == "/connz" && answer.is_ok() {
@@ -198,6 +201,7 @@ fn root_page() -> String {
         ("connz", "Connections"),
         ("accountz", "Accounts"),
         ("subsz", "Subscriptions"),
+        ("leafz", "LeafNodes"),
         ("healthz", "Health Probe"),
     ];
     let mut body = String::from(

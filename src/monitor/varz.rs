@@ -240,7 +240,7 @@ pub async fn varz(m: &Monitor) -> Response {
         total_connections: c.total_connections,
         routes: 0,
         remotes: 0,
-        leafnodes: 0,
+        leafnodes: c.leafnodes,
         in_msgs: c.in_msgs,
         in_bytes: c.in_bytes,
         in_client_msgs: c.in_msgs,

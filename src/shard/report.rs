@@ -45,6 +45,42 @@ fn sub_infos(conn: &Conn) -> Vec<SubInfo> {
 }
 
 /// A connection's state as monitoring shows it.
+/// One leaf connection for `/leafz`.
+fn leaf_info(conn: &Conn, subs: bool) -> crate::shard::stats::LeafInfo {
+    let st = conn.st.borrow();
+    let out = conn.out.borrow();
+    let (name, is_spoke) = conn.link.as_ref().map_or((String::new(), false), |l| {
+        let l = l.borrow();
+        (l.peer_name.clone(), !l.hub)
+    });
+    crate::shard::stats::LeafInfo {
+        cid: conn.cid,
+        name,
+        is_spoke,
+        ip: conn.ip.clone(),
+        port: conn
+            .peer
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
+        rtt: conn.rtt.get(),
+        in_msgs: st.in_msgs,
+        out_msgs: out.msgs,
+        in_bytes: st.in_bytes,
+        out_bytes: out.bytes,
+        subscriptions: st.subs.len(),
+        subs: if subs {
+            st.subs
+                .values()
+                .map(|s| String::from_utf8_lossy(&s.subject).into_owned())
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
 fn conn_info(conn: &Conn, subs: bool) -> ConnInfo {
     let st = conn.st.borrow();
     let out = conn.out.borrow();
@@ -130,6 +166,7 @@ impl Shard {
     }
 
     /// This shard's answer to `ask`.
+    /// (Leaf connections count once their handshake is done.)
     pub fn stats_part(&self, ask: StatsAsk) -> StatsPart {
         let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
         let mut part = StatsPart {
@@ -141,6 +178,7 @@ impl Shard {
         // Leaf connections are servers, not clients: counted in traffic,
         // not listed as connections.
         c.connections = conns.iter().filter(|c| c.link.is_none()).count() as u64;
+        c.leafnodes = self.links.borrow().len() as u64;
         for conn in &conns {
             let st = conn.st.borrow();
             let out = conn.out.borrow();
@@ -175,6 +213,14 @@ impl Shard {
                 for conn in &conns {
                     part.subs.extend(sub_infos(conn));
                 }
+            }
+            StatsAsk::Leafs { subs } => {
+                part.leafs = self
+                    .links
+                    .borrow()
+                    .iter()
+                    .map(|c| leaf_info(c, subs))
+                    .collect();
             }
         }
         part

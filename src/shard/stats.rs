@@ -34,6 +34,28 @@ pub enum StatsAsk {
     },
     /// Counters and every client subscription (`/subsz`).
     Subs,
+    /// Counters and the leaf connections (`/leafz`), with the interest each
+    /// advertised to us when `subs`.
+    Leafs { subs: bool },
+}
+
+/// One leaf connection, as `/leafz` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct LeafInfo {
+    pub cid: u64,
+    /// The server at the other end.
+    pub name: String,
+    /// We play the spoke (we dialled a hub).
+    pub is_spoke: bool,
+    pub ip: String,
+    pub port: u16,
+    pub rtt: Duration,
+    pub in_msgs: u64,
+    pub out_msgs: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+    pub subscriptions: usize,
+    pub subs: Vec<String>,
 }
 
 /// One subscription, as `/connz?subs=detail` and `/subsz?subs=1` show it.
@@ -93,6 +115,8 @@ pub struct Counters {
     pub total_connections: u64,
     /// Client subscriptions open now.
     pub subscriptions: u64,
+    /// Leaf connections up now.
+    pub leafnodes: u64,
 }
 
 impl Counters {
@@ -107,6 +131,7 @@ impl Counters {
         self.connections += o.connections;
         self.total_connections += o.total_connections;
         self.subscriptions += o.subscriptions;
+        self.leafnodes += o.leafnodes;
     }
 }
 
@@ -116,6 +141,7 @@ pub struct StatsPart {
     pub counters: Counters,
     pub conns: Vec<ConnInfo>,
     pub subs: Vec<SubInfo>,
+    pub leafs: Vec<LeafInfo>,
     pub trie: crate::subject::trie::TrieStats,
 }
 
