@@ -94,6 +94,9 @@ pub struct Conn {
     pub peers_behind: Cell<bool>,
     /// Fired once, when the connection starts closing (its timer tasks end).
     pub closed: crate::notify::Event,
+    /// Fired by the write loop when its queue fell back under the stall
+    /// threshold (and at close): stalled producers go on at once.
+    pub drained: crate::notify::Event,
     /// Connection whose queue passed the stall threshold while this one produced.
     pub stalled_on: Cell<Option<u64>>,
     /// Stream (uid, on this shard) whose ingest queue passed its stall threshold.
@@ -128,6 +131,7 @@ impl Conn {
             barrier_done: Notify::new(),
             peers_behind: Cell::new(false),
             closed: Default::default(),
+            drained: Default::default(),
             stalled_on: Cell::new(None),
             stalled_stream: Cell::new(None),
             peer,
@@ -205,6 +209,7 @@ impl Conn {
         if first {
             self.closed.notify_all();
         }
+        self.drained.notify_all();
         first
     }
 
@@ -228,13 +233,14 @@ pub enum Flow {
 }
 
 /// Pauses a producer while `target`'s queue is over the stall threshold, for at
-/// most `STALL_WAIT_MAX`.
+/// most `STALL_WAIT_MAX`; woken when the write loop drains it.
 pub async fn stall_while_full(target: &Conn) {
     let start = Instant::now();
     while target.out.borrow().over_stall_threshold() && !target.is_closing() {
-        if start.elapsed() >= STALL_WAIT_MAX {
+        let left = STALL_WAIT_MAX.saturating_sub(start.elapsed());
+        if left.is_zero() {
             return;
         }
-        glommio::timer::sleep(Duration::from_micros(250)).await;
+        futures_lite::future::or(target.drained.wait(), glommio::timer::sleep(left)).await;
     }
 }

@@ -1,10 +1,11 @@
 //! A connection's outbound queue and the slow-consumer verdict.
 //!
 //! Bound: `cap` bytes queued or being written (`--max_pending`, default 64 MiB).
-//! Past `STALL_THRESHOLD_PERCENT` of it, producers are told to stall briefly; past
-//! the cap the connection is cut as a slow consumer and its queue dropped.
+//! Past `STALL_THRESHOLD_PERCENT` of it (or `STALL_BYTES_MAX`), producers are
+//! told to stall until the write loop drains it (at most `STALL_WAIT_MAX`);
+//! past the cap the connection is cut as a slow consumer and its queue dropped.
 
-use crate::limits::STALL_THRESHOLD_PERCENT;
+use crate::limits::{STALL_BYTES_MAX, STALL_THRESHOLD_PERCENT};
 use crate::protocol::ops;
 
 /// What a producer should do after queueing to this connection.
@@ -53,7 +54,8 @@ impl Outbound {
 
     /// True when producers feeding this connection should stall.
     pub fn over_stall_threshold(&self) -> bool {
-        self.pending() * 100 > self.cap * STALL_THRESHOLD_PERCENT
+        let pending = self.pending();
+        pending * 100 > self.cap * STALL_THRESHOLD_PERCENT || pending > STALL_BYTES_MAX
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -131,6 +133,15 @@ mod tests {
         out.in_flight = 24;
         assert_eq!(out.verdict(), Verdict::Stall);
         assert_eq!(out.push(&[0; 1]), Verdict::Slow);
+    }
+
+    #[test]
+    fn a_large_cap_still_stalls_at_the_byte_bound() {
+        let mut out = Outbound::new(64 << 20);
+        assert_eq!(out.push(&vec![0; STALL_BYTES_MAX]), Verdict::Ok);
+        assert_eq!(out.push(&[0; 1]), Verdict::Stall);
+        out.buf.clear();
+        assert_eq!(out.verdict(), Verdict::Ok);
     }
 
     #[test]

@@ -197,6 +197,9 @@ pub(crate) async fn write_loop(conn: Rc<Conn>) {
             writing = Vec::new();
         }
         conn.out.borrow_mut().in_flight = 0;
+        if conn.drained.waiting() > 0 && !conn.out.borrow().over_stall_threshold() {
+            conn.drained.notify_all();
+        }
         if let Err(e) = result {
             let reason = if e.kind() == std::io::ErrorKind::TimedOut {
                 crate::warn!(
