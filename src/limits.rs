@@ -334,5 +334,12 @@ pub const LEAF_PORT_DEFAULT: u16 = 7422;
 pub const LEAF_RECONNECT_DEFAULT: Duration = Duration::from_secs(1);
 pub const LEAF_INFO_WAIT: Duration = Duration::from_secs(2);
 pub const LEAF_LOOP_DELAY: Duration = Duration::from_secs(30);
+/// An external mirror or source silent this long when a leaf connection
+/// comes up asks its origin again at once (a live one hears a heartbeat
+/// each second).
+pub const LEAF_UP_QUIET_NS: i64 = 1_500_000_000;
+/// After a leaf connection comes up, how long its peer's interest has to
+/// arrive before external mirrors and sources are asked to try again.
+pub const LEAF_UP_SETTLE: Duration = Duration::from_millis(500);
 /// nats-server's default `dial_timeout` for a remote.
 pub const LEAF_DIAL_TIMEOUT: Duration = Duration::from_secs(1);

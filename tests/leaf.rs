@@ -635,3 +635,180 @@ async fn jetcore_leaf_of_a_jetcore_hub() {
     assert_eq!(&recv(&mut sa).await.payload[..], b"to-core");
     assert_eq!(&recv(&mut sb).await.payload[..], b"to-edge");
 }
+
+/// A fake hub on a listener the test holds: jetcore dials it.
+struct FakeHub {
+    listener: std::net::TcpListener,
+}
+
+impl FakeHub {
+    fn new() -> FakeHub {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        FakeHub { listener }
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.local_addr().unwrap().port()
+    }
+
+    /// Takes the next dial within 10 s; sends `info`, returns the CONNECT
+    /// line and the connection.
+    fn accept(&self, info: &str) -> (String, FakeLeaf) {
+        self.listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match self.listener.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("jetcore did not dial: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        let mut hub = FakeLeaf { stream, reader };
+        hub.send(&format!("INFO {info}\r\n"));
+        let connect = hub.line();
+        (connect, hub)
+    }
+}
+
+const HUB_INFO: &str = r#"{"server_id":"NFAKEHUB","server_name":"fakehub","version":"2.15.1","proto":3,"headers":true,"auth_required":true,"max_payload":1048576,"jetstream":false,"client_id":7,"nonce":"abc","info_on_connect":true,"leafnode_urls":[]}"#;
+
+/// Bad input from the hub side closes that connection with nats-server's
+/// `-ERR`, logged, and jetcore dials again; a hub that is not one (no
+/// `client_id` or `leafnode_urls` in its INFO) is left likewise.
+#[tokio::test]
+async fn bad_input_from_a_hub_closes_only_that_connection() {
+    let hub = FakeHub::new();
+    let dir = tempfile::tempdir().unwrap();
+    let c = conf(
+        dir.path(),
+        "leafedge.conf",
+        &format!(
+            "server_name: edge\nmax_payload: 1024\nleafnodes {{ remotes: [ {{ url: \
+             \"nats://127.0.0.1:{}\" }} ], reconnect: \"200ms\" }}\n",
+            hub.port()
+        ),
+    );
+    let edge = Server::start_with(2, &["-c", c.to_str().unwrap()]);
+    let client = edge.client().await;
+    let bad: [(&str, &str); 3] = [
+        ("LS+ a b\r\n", "Unknown Protocol Operation"),
+        ("LMSG big 5000\r\n", "Maximum Payload Violation"),
+        ("LMSG x 2\r\nabcd\r\n", "Unknown Protocol Operation"),
+    ];
+    for (input, text) in bad {
+        let (connect, mut h) = hub.accept(HUB_INFO);
+        assert!(connect.starts_with("CONNECT {"), "{connect}");
+        let v: Value = serde_json::from_str(connect.trim_start_matches("CONNECT ").trim()).unwrap();
+        assert_eq!(v["name"], "edge");
+        assert!(
+            v.get("compress_mode").is_none() && v.get("lang").is_none(),
+            "{v}"
+        );
+        let connect_info = HUB_INFO.replace("\"nonce\":\"abc\"", "\"connect_info\":true");
+        h.send(&format!("INFO {connect_info}\r\n"));
+        assert!(h
+            .until("$LDS.")
+            .last()
+            .is_some_and(|l| l.starts_with("LS+ $LDS.")));
+        h.send(input);
+        let seen = h.until("-ERR");
+        assert!(
+            seen.last().is_some_and(|l| l.contains(text)),
+            "{input:?}: {seen:?}"
+        );
+        assert!(h.closed());
+        edge.wait_log("Leafnode protocol error", Duration::from_secs(5))
+            .expect("the error is logged");
+    }
+    // Not a hub: no client_id.
+    let (_, mut h) = hub.accept(&HUB_INFO.replace("\"client_id\":7,", ""));
+    assert!(h.closed());
+    edge.wait_log("attempted to connect to wrong port", Duration::from_secs(5))
+        .expect("the wrong port is logged");
+    // The server and its clients are untouched; the next dial is served.
+    let mut sub = client.subscribe("still.here").await.unwrap();
+    client.publish("still.here", "ok".into()).await.unwrap();
+    assert_eq!(&recv(&mut sub).await.payload[..], b"ok");
+    let (connect, _h) = hub.accept(HUB_INFO);
+    assert!(connect.starts_with("CONNECT {"));
+}
+
+/// The hub goes away while a jetcore client publishes and a jetcore stream
+/// takes messages: nothing jetcore acknowledged is lost, traffic to the hub
+/// flows again once it is back, the hub's mirror of the jetcore stream
+/// completes, and jetcore's mirror of a hub stream catches up without
+/// waiting out its silence (the link is asked again as the leaf comes up).
+#[tokio::test]
+async fn a_hub_dropped_and_restored_during_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hub = nats_hub(dir.path(), port);
+    let edge = jetcore_leaf(dir.path(), port);
+    linked(&edge);
+    let n = hub.client().await;
+    let j = edge.client().await;
+    let ok = |v: &Value| assert!(v.get("error").is_none(), "{v}");
+    ok(&common::sources::create(&j, json!({"name": "EV", "subjects": ["ev.>"]})).await);
+    ok(&common::sources::create(&n, json!({"name": "ORDERS", "subjects": ["orders.>"]})).await);
+    ok(&common::sources::create(
+        &j,
+        json!({"name": "ORDERS_M", "mirror": {"name": "ORDERS",
+               "external": {"api": "$JS.hub.API"}}}),
+    )
+    .await);
+    n.request("orders.1", "1".into()).await.unwrap();
+    count_when(&j, "ORDERS_M", 1).await;
+    // A publisher on jetcore that never stops.
+    let publisher = j.clone();
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let go = running.clone();
+    let pumping = tokio::spawn(async move {
+        let mut i = 0u64;
+        while go.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = publisher.publish("flow.x", format!("{i}").into()).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let mut sub = n.subscribe("flow.x").await.unwrap();
+    recv(&mut sub).await;
+    drop(n);
+    hub.kill9();
+    // jetcore's own stream takes every publish while the hub is gone.
+    for i in 0..20 {
+        j.request(format!("ev.{i}"), "e".into()).await.unwrap();
+    }
+    let hub = nats_hub(dir.path(), port);
+    edge.wait_log(
+        "Leafnode connection created for account",
+        Duration::from_secs(10),
+    )
+    .expect("jetcore dialled the hub again");
+    let n = hub.client().await;
+    let mut sub = n.subscribe("flow.x").await.unwrap();
+    recv(&mut sub).await;
+    recv(&mut sub).await;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    pumping.await.unwrap();
+    assert_eq!(
+        common::sources::info(&j, "EV").await["state"]["messages"],
+        20
+    );
+    // The hub stream took more while jetcore's mirror was cut off; it catches
+    // up well before its 10 s silence would have run out.
+    let start = Instant::now();
+    n.request("orders.2", "2".into()).await.unwrap();
+    count_when(&j, "ORDERS_M", 2).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -42,6 +42,8 @@ pub struct RemoteConfig {
     pub deny_imports: Vec<String>,
     /// We play the hub on this connection (`is_hub` in CONNECT).
     pub hub: bool,
+    /// Configured but not dialled (nats-server's `disabled`).
+    pub disabled: bool,
 }
 
 /// Reads the block.
@@ -187,6 +189,7 @@ fn remote(item: &Item) -> Result<RemoteConfig, String> {
             "deny_exports" => r.deny_exports = list(k, v)?,
             "deny_imports" => r.deny_imports = list(k, v)?,
             "hub" => r.hub = boolean(k, v)?,
+            "disabled" => r.disabled = boolean(k, v)?,
             "compression" => compression_off(k, v)?,
             "tls"
             | "ws_compression"
@@ -303,7 +306,9 @@ mod tests {
         let r = &c.remotes[0];
         assert_eq!(r.deny_imports, ["a.>"]);
         assert_eq!(r.deny_exports, ["b"]);
-        assert!(r.hub);
+        assert!(r.hub && !r.disabled);
+        let c = of("leafnodes { remotes: [ { url: \"h\", disabled: true } ] }").unwrap();
+        assert!(c.remotes[0].disabled);
         assert_eq!(
             parse_url(&r.urls[0]).unwrap(),
             RemoteUrl {

@@ -59,7 +59,8 @@ impl Js {
             | JsCmd::TapData { .. }
             | JsCmd::TapCredit { .. }
             | JsCmd::TapClose { .. }
-            | JsCmd::TapError { .. } => unreachable!("tap traffic is handled in place"),
+            | JsCmd::TapError { .. }
+            | JsCmd::LeafUp => unreachable!("tap traffic is handled in place"),
             JsCmd::GatherPart { id, part } => {
                 assert_eq!(self.shard.id, 0, "only the coordinator gathers");
                 self.gathers.part(id, part);

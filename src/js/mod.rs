@@ -162,6 +162,20 @@ impl Js {
 }
 
 impl JetStream for Js {
+    fn leaf_up(&self) {
+        let now = crate::js::types::seq::Nanos::now();
+        for l in self.links.borrow().values() {
+            let kicked = l
+                .links
+                .borrow_mut()
+                .iter_mut()
+                .fold(false, |any, link| link.kick(now) | any);
+            if kicked {
+                l.stream.links_wake.notify();
+            }
+        }
+    }
+
     fn route_api(&self, p: &PubOp) -> bool {
         let rest = &p.subject[b"$JS.API.".len()..];
         if rest.starts_with(b"DIRECT.GET.") || rest.starts_with(b"CONSUMER.MSG.NEXT.") {
@@ -264,6 +278,7 @@ impl JetStream for Js {
                 bytes,
             } => return self.tap_credit(origin, tap, stored, msgs, bytes),
             JsCmd::TapClose { origin, tap } => return self.tap_close(origin, tap),
+            JsCmd::LeafUp => return self.leaf_up(),
             other => other,
         };
         let js = self.me();

@@ -115,7 +115,9 @@ pub fn start(shard: &Rc<Shard>) -> Result<Option<glommio::Task<()>>, String> {
         return Ok(None);
     };
     for (i, r) in leaf.remotes.iter().enumerate() {
-        if i % usize::from(shard.count) == usize::from(shard.id) {
+        if r.disabled {
+            crate::info!("Leafnode remote {} is disabled", r.urls.join(", "));
+        } else if i % usize::from(shard.count) == usize::from(shard.id) {
             crate::info!(
                 "Leafnode remote {} dialled from shard {}",
                 r.urls.join(", "),

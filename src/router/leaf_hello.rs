@@ -14,7 +14,7 @@ use crate::net::link::{LinkState, Phase};
 use crate::protocol::connect::ConnectOpts;
 use crate::protocol::leaf::{LeafConnect, LeafInfo, LeafMsg, LeafOp, PeerHello};
 use crate::protocol::parser::PubOp;
-use crate::shard::msg::{SubKey, HUB_SUB, LEAF_SUB};
+use crate::shard::msg::{JsCmd, ShardMsg, SubKey, HUB_SUB, LEAF_SUB};
 use crate::shard::Shard;
 
 /// nats-server's text when a server sees its own loop-detection subject.
@@ -251,6 +251,23 @@ impl Shard {
             );
         }
         self.advertise_all(conn);
+        // External mirrors and sources may reach their origin again, once
+        // the peer's interest (its JetStream API among it) has come in.
+        // (JetStream is on on every shard or on none.)
+        if self.js.get().is_some() {
+            let (shard, conn) = (self.me(), conn.clone());
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(crate::limits::LEAF_UP_SETTLE).await;
+                if conn.is_closing() {
+                    return;
+                }
+                shard.jetstream().leaf_up();
+                for peer in (0..shard.count).filter(|p| *p != shard.id) {
+                    shard.push_to(peer, ShardMsg::Js(JsCmd::LeafUp));
+                }
+            })
+            .detach();
+        }
     }
 
     /// nats-server's denies on a user account's leaf connection: the local

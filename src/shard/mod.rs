@@ -53,6 +53,9 @@ pub trait JetStream {
     /// Waits, a bounded time, while internal subscription `sub`'s stream is
     /// congested (back-pressure on whoever published to it).
     fn stall(&self, sub: u32) -> Pin<Box<dyn Future<Output = ()>>>;
+    /// A leaf connection came up on some shard: external mirrors and
+    /// sources here waiting for their origin try again now.
+    fn leaf_up(&self);
 }
 
 /// Set by the signal thread; each shard polls it (never on the publish path).

@@ -224,6 +224,8 @@ pub enum JsCmd {
     },
     /// Target → origin: the link is gone (source removed, target deleted).
     TapClose { origin: u32, tap: TapKey },
+    /// The shard of a leaf connection that came up → every other shard.
+    LeafUp,
     /// Origin → target: the tap could not open, or ended (the origin was
     /// deleted, or is another stream than the one the link knew).
     TapError {

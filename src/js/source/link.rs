@@ -49,6 +49,9 @@ pub struct Remote {
     pub consumer: Option<String>,
     /// Last delivery sequence taken.
     pub dseq: u64,
+    /// The way to the origin came back while this attempt was silent: ask
+    /// again now rather than at the end of `REMOTE_SILENCE_NS`.
+    pub kicked: bool,
 }
 
 pub struct Link {
@@ -222,9 +225,38 @@ impl Link {
             TapState::Opening { since, .. } => since.after(LINK_SILENCE_NS),
             TapState::Open { .. } => self.heard.after(LINK_SILENCE_NS),
             TapState::Remote(r) if r.answer_sub.is_some() => r.asked.after(REMOTE_ANSWER_NS),
+            TapState::Remote(r) if r.kicked => Nanos(0),
             TapState::Remote(r) => self.heard.max(r.asked).after(REMOTE_SILENCE_NS),
         };
         tap.min(credit)
+    }
+
+    /// A leaf connection came up (the way to external origins may be back):
+    /// an external link waiting to retry tries now, and one whose consumer
+    /// has been silent asks again now instead of
+    /// waiting out `REMOTE_SILENCE_NS` (nats-server retries its mirrors and
+    /// sources on a leaf connection the same way). True when it changed.
+    /// A link that heard from its origin within `LEAF_UP_QUIET_NS` is alive
+    /// and left alone.
+    pub fn kick(&mut self, now: Nanos) -> bool {
+        if self.cfg.external.is_none() {
+            return false;
+        }
+        let heard = self.heard;
+        match &mut self.tap {
+            TapState::Closed { retry_at } if *retry_at > now => {
+                *retry_at = now;
+                true
+            }
+            TapState::Remote(r)
+                if r.answer_sub.is_none()
+                    && now.since(heard.max(r.asked)) >= crate::limits::LEAF_UP_QUIET_NS =>
+            {
+                r.kicked = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Counts one committed copy as credit to return.

@@ -239,6 +239,7 @@ impl Js {
             attempt: Attempt::first(link.role, name),
             consumer: None,
             dseq: 0,
+            kicked: false,
         }));
         link.last_ask = now;
         crate::debug!(
