@@ -96,8 +96,51 @@ impl Tls {
     }
 }
 
+/// A leaf remote's client side: the hub's certificate checked against
+/// `ca_file` (there are no system roots here, so a CA is required), and a
+/// client certificate when `cert_file`/`key_file` are given.
+pub fn client_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+    let ca_file = t
+        .ca_file
+        .as_deref()
+        .ok_or("jetcore: leafnodes remote tls needs ca_file (the CA of the hub's certificate)")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?
+    {
+        let c = c.map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
+        Some("1.3") => &[&rustls::version::TLS13],
+        _ => rustls::ALL_VERSIONS,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("jetcore: TLS: {e}"))?
+        .with_root_certificates(roots);
+    let config = match (&t.cert_file, &t.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+                .and_then(|i| i.collect::<Result<_, _>>())
+                .map_err(|e| format!("jetcore: TLS certificate {cert_file}: {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .map_err(|e| format!("jetcore: TLS key {key_file}: {e}"))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("jetcore: TLS certificate and key: {e}"))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("jetcore: TLS: cert_file and key_file go together".into()),
+    };
+    Ok(Arc::new(config))
+}
+
 /// The session's TLS version as nats-server shows it in `/connz` ("1.3").
-pub fn version_name(tls: &ServerConnection) -> String {
+pub fn version_name(tls: &rustls::CommonState) -> String {
     match tls.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "1.3".into(),
         Some(rustls::ProtocolVersion::TLSv1_2) => "1.2".into(),
@@ -108,7 +151,7 @@ pub fn version_name(tls: &ServerConnection) -> String {
 
 /// The session's cipher suite by Go's name (`TLS_AES_128_GCM_SHA256`;
 /// `..._CHACHA20_POLY1305` without the `_SHA256` IANA adds for TLS 1.2).
-pub fn suite_name(tls: &ServerConnection) -> String {
+pub fn suite_name(tls: &rustls::CommonState) -> String {
     let Some(suite) = tls.negotiated_cipher_suite() else {
         return String::new();
     };
@@ -174,6 +217,30 @@ pub fn decrypt<D>(
         }
     }
     Ok(())
+}
+
+/// `decrypt` for a session of either side.
+pub fn decrypt_any(
+    tls: &mut rustls::Connection,
+    raw: &[u8],
+    plain: &mut BytesMut,
+) -> std::io::Result<()> {
+    match tls {
+        rustls::Connection::Client(c) => decrypt(c, raw, plain),
+        rustls::Connection::Server(s) => decrypt(s, raw, plain),
+    }
+}
+
+/// `encrypt` for a session of either side.
+pub fn encrypt_any(
+    tls: &mut rustls::Connection,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    match tls {
+        rustls::Connection::Client(c) => encrypt(c, plain, out),
+        rustls::Connection::Server(s) => encrypt(s, plain, out),
+    }
 }
 
 /// Encrypts `plain` and appends the records (and any the session has

@@ -812,3 +812,117 @@ async fn a_hub_dropped_and_restored_during_traffic() {
         start.elapsed()
     );
 }
+
+/// Leaf connections over TLS (rustls): jetcore dialling a nats-server hub
+/// whose leaf port requires TLS, a nats-server leaf dialling jetcore's TLS
+/// leaf port, and mutual TLS between two jetcores; a hub certificate from
+/// another CA is refused, logged, and no link comes up.
+#[tokio::test]
+async fn leaf_connections_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = common::pki::pki(dir.path(), "leaf");
+    let other = common::pki::pki(dir.path(), "other");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let tls_block = format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        path(&p.cert),
+        path(&p.key)
+    );
+    // jetcore -> nats-server hub (TLS required by the hub).
+    let port = free_port();
+    let hc = conf(
+        dir.path(),
+        "thub.conf",
+        &format!("server_name: hub\nleafnodes {{ listen: \"127.0.0.1:{port}\", {tls_block} }}\n"),
+    );
+    let hub = Server::start_nats(&dir.path().join("thub"), &["-c", hc.to_str().unwrap()]);
+    let ec = conf(
+        dir.path(),
+        "tedge.conf",
+        &format!(
+            "server_name: edge\nleafnodes {{ remotes: [ {{ url: \"nats://localhost:{port}\", \
+             tls {{ ca_file: \"{}\" }} }} ] }}\n",
+            path(&p.ca)
+        ),
+    );
+    let edge = Server::start_with(2, &["-c", ec.to_str().unwrap()]);
+    linked(&edge);
+    let (n, j) = (hub.client().await, edge.client().await);
+    let mut on_hub = n.subscribe("secure.up").await.unwrap();
+    let mut on_edge = j.subscribe("secure.down").await.unwrap();
+    sync_interest(&n, &j).await;
+    sync_interest(&j, &n).await;
+    let big = vec![b'q'; 200 * 1024];
+    j.publish("secure.up", big.clone().into()).await.unwrap();
+    n.publish("secure.down", "d".into()).await.unwrap();
+    assert_eq!(recv(&mut on_hub).await.payload.len(), big.len());
+    assert_eq!(&recv(&mut on_edge).await.payload[..], b"d");
+
+    // nats-server leaf -> jetcore's TLS leaf port, with verify (mutual TLS).
+    let port2 = free_port();
+    let cc = conf(
+        dir.path(),
+        "tcore.conf",
+        &format!(
+            "server_name: core\nleafnodes {{ listen: \"127.0.0.1:{port2}\", tls {{ cert_file: \
+             \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true }} }}\n",
+            path(&p.cert),
+            path(&p.key),
+            path(&p.ca)
+        ),
+    );
+    let core = Server::start_with(2, &["-c", cc.to_str().unwrap()]);
+    let lc = conf(
+        dir.path(),
+        "tnleaf.conf",
+        &format!(
+            "server_name: nleaf\nleafnodes {{ remotes: [ {{ url: \"nats://localhost:{port2}\", \
+             tls {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }} }} ] }}\n",
+            path(&p.ca),
+            path(&p.client_cert),
+            path(&p.client_key)
+        ),
+    );
+    let nleaf = Server::start_nats(&dir.path().join("tnleaf"), &["-c", lc.to_str().unwrap()]);
+    linked(&core);
+    let (a, b) = (core.client().await, nleaf.client().await);
+    let mut sa = a.subscribe("m.tls").await.unwrap();
+    sync_interest(&a, &b).await;
+    b.publish("m.tls", "via tls".into()).await.unwrap();
+    assert_eq!(&recv(&mut sa).await.payload[..], b"via tls");
+
+    // jetcore -> jetcore with a client certificate; and a remote trusting
+    // another CA is refused.
+    let jc = conf(
+        dir.path(),
+        "tjedge.conf",
+        &format!(
+            "server_name: jedge\nleafnodes {{ remotes: [ {{ url: \"tls://localhost:{port2}\", \
+             tls {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }} }} ] }}\n",
+            path(&p.ca),
+            path(&p.client_cert),
+            path(&p.client_key)
+        ),
+    );
+    let jedge = Server::start_with(1, &["-c", jc.to_str().unwrap()]);
+    linked(&jedge);
+    let wc = conf(
+        dir.path(),
+        "twrong.conf",
+        &format!(
+            "server_name: wrong\nleafnodes {{ remotes: [ {{ url: \"nats://localhost:{port2}\", \
+             tls {{ ca_file: \"{}\" }} }} ] }}\n",
+            path(&other.ca)
+        ),
+    );
+    let wrong = Server::start_with(1, &["-c", wc.to_str().unwrap()]);
+    wrong
+        .wait_log("Leafnode TLS handshake error", Duration::from_secs(10))
+        .expect("a hub certificate from another CA is refused");
+    assert!(wrong
+        .wait_log(
+            "Leafnode connection created for account",
+            Duration::from_millis(1500)
+        )
+        .is_none());
+}

@@ -2,12 +2,14 @@
 //! connections (`listen` or `host`/`port`, `advertise`, `no_advertise`,
 //! `authorization`, `reconnect`) and `remotes` to dial (`url`/`urls` with
 //! user information, `account`, `credentials`, `nkey`, `deny_imports`,
-//! `deny_exports`, `hub`, `compression`). jetcore has one account: an
-//! `account` other than nats-server's global `$G` is refused, as are keys it
-//! does not honour yet (TLS, websocket, compression other than off).
+//! `deny_exports`, `hub`, `disabled`, `compression`, `tls`), and the
+//! listener's `tls`. jetcore has one account: an `account` other than
+//! nats-server's global `$G` is refused, as are keys it does not honour yet
+//! (websocket, compression other than off).
 
 use crate::conf::{Item, Value};
 use crate::config_file::auth::{authorization, AuthConfig};
+use crate::config_file::tls::TlsConfig;
 use crate::config_file::{boolean, duration, kind, not_yet, string, unknown};
 
 /// The account every leaf connection is bound to.
@@ -26,6 +28,8 @@ pub struct LeafConfig {
     /// Wait before redialling a remote (a Go duration).
     pub reconnect: Option<String>,
     pub remotes: Vec<RemoteConfig>,
+    /// TLS on the leaf port (the `tls` block's keys).
+    pub tls: Option<TlsConfig>,
 }
 
 /// One `remotes` entry: a hub to dial.
@@ -44,6 +48,9 @@ pub struct RemoteConfig {
     pub hub: bool,
     /// Configured but not dialled (nats-server's `disabled`).
     pub disabled: bool,
+    /// TLS to the hub: its CA (`ca_file`), a client certificate
+    /// (`cert_file`, `key_file`), `handshake_first`, `min_version`.
+    pub tls: Option<TlsConfig>,
 }
 
 /// Reads the block.
@@ -74,11 +81,10 @@ pub fn leafnodes(item: &Item) -> Result<LeafConfig, String> {
                 }
             }
             "compression" => compression_off(k, v)?,
-            "tls"
-            | "isolate_leafnode_interest"
-            | "min_version"
-            | "write_deadline"
-            | "dial_timeout" => return Err(not_yet(&format!("leafnodes.{k}"), v)),
+            "tls" => c.tls = Some(crate::config_file::tls::tls(v)?),
+            "isolate_leafnode_interest" | "min_version" | "write_deadline" | "dial_timeout" => {
+                return Err(not_yet(&format!("leafnodes.{k}"), v))
+            }
             _ => return Err(unknown(&format!("leafnodes.{k}"), v)),
         }
     }
@@ -191,8 +197,8 @@ fn remote(item: &Item) -> Result<RemoteConfig, String> {
             "hub" => r.hub = boolean(k, v)?,
             "disabled" => r.disabled = boolean(k, v)?,
             "compression" => compression_off(k, v)?,
-            "tls"
-            | "ws_compression"
+            "tls" => r.tls = Some(crate::config_file::tls::tls_client(v)?),
+            "ws_compression"
             | "ws_no_masking"
             | "request_isolation"
             | "isolate_leafnode_interest"
@@ -212,7 +218,7 @@ fn remote(item: &Item) -> Result<RemoteConfig, String> {
     }
     for u in &r.urls {
         parse_url(u).map_err(|e| format!("jetcore: {}: leafnodes remote url: {e}", item.at()))?;
-        if u.starts_with("ws://") || u.starts_with("wss://") || u.starts_with("tls://") {
+        if u.starts_with("ws://") || u.starts_with("wss://") {
             return Err(not_yet(&format!("leafnodes.remotes.url {u}"), item));
         }
     }
@@ -230,6 +236,8 @@ fn remote(item: &Item) -> Result<RemoteConfig, String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemoteUrl {
     pub addr: String,
+    /// `tls://`: TLS whatever the hub's INFO says.
+    pub tls: bool,
     pub user: String,
     pub pass: String,
 }
@@ -270,7 +278,12 @@ pub fn parse_url(url: &str) -> Result<RemoteUrl, String> {
     } else {
         format!("{hostport}:{}", crate::limits::LEAF_PORT_DEFAULT)
     };
-    Ok(RemoteUrl { addr, user, pass })
+    Ok(RemoteUrl {
+        addr,
+        user,
+        pass,
+        tls: url.starts_with("tls://"),
+    })
 }
 
 #[cfg(test)]
@@ -314,7 +327,8 @@ mod tests {
             RemoteUrl {
                 addr: "hub:7422".into(),
                 user: "u".into(),
-                pass: "p".into()
+                pass: "p".into(),
+                tls: false,
             }
         );
         assert_eq!(parse_url("hub2").unwrap().addr, "hub2:7422");
@@ -333,8 +347,19 @@ mod tests {
         assert!(e.contains("t.conf:2") && e.contains("SALES"), "{e}");
         let e = of("leafnodes { compression: s2_auto }").unwrap_err();
         assert!(e.contains("does not compress"), "{e}");
-        let e = of("leafnodes { tls { cert_file: a } }").unwrap_err();
-        assert!(e.contains("'leafnodes.tls' is not supported yet"), "{e}");
+        let c = of(
+            "leafnodes { tls { cert_file: a, key_file: b }, remotes: [ { url: \
+                    \"tls://h\", tls { ca_file: c } } ] }",
+        )
+        .unwrap();
+        assert_eq!(c.tls.unwrap().cert_file.as_deref(), Some("a"));
+        assert_eq!(
+            c.remotes[0].tls.as_ref().unwrap().ca_file.as_deref(),
+            Some("c")
+        );
+        assert!(parse_url(&c.remotes[0].urls[0]).unwrap().tls);
+        let e = of("leafnodes { remotes: [ { url: \"wss://h\" } ] }").unwrap_err();
+        assert!(e.contains("is not supported yet"), "{e}");
         let e = of("leafnodes { remotes: [ { urls: [] } ] }").unwrap_err();
         assert!(e.contains("needs a url"), "{e}");
         let e = of("leafnodes { remotes: [ { url: \"http://x\" } ] }").unwrap_err();

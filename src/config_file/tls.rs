@@ -25,6 +25,23 @@ pub struct TlsConfig {
 }
 
 pub fn tls(item: &Item) -> Result<TlsConfig, String> {
+    let t = tls_block(item)?;
+    if t.cert_file.is_none() || t.key_file.is_none() {
+        return Err(format!(
+            "jetcore: {}: tls needs cert_file and key_file",
+            item.at()
+        ));
+    }
+    Ok(t)
+}
+
+/// A client side's `tls` block (a leaf remote's): the same keys, the
+/// certificate optional (`ca_file` is what it needs; `client_config` says so).
+pub fn tls_client(item: &Item) -> Result<TlsConfig, String> {
+    tls_block(item)
+}
+
+fn tls_block(item: &Item) -> Result<TlsConfig, String> {
     let Value::Map(m) = &item.value else {
         return Err(kind("tls", item, "a block"));
     };
@@ -74,12 +91,6 @@ pub fn tls(item: &Item) -> Result<TlsConfig, String> {
             | "insecure" => return Err(not_yet(&format!("tls.{k}"), v)),
             _ => return Err(unknown(&format!("tls.{k}"), v)),
         }
-    }
-    if t.cert_file.is_none() || t.key_file.is_none() {
-        return Err(format!(
-            "jetcore: {}: tls needs cert_file and key_file",
-            item.at()
-        ));
     }
     if t.verify && t.ca_file.is_none() {
         return Err(format!("jetcore: {}: tls verify needs ca_file", item.at()));

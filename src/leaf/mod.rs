@@ -25,7 +25,7 @@ use crate::net::link::{LinkState, Phase};
 use crate::net::session::{
     after_read, follow, ping_loop, read_some, sleep_unless_closed, write_loop,
 };
-use crate::protocol::leaf::LeafParser;
+use crate::protocol::leaf::{LeafOp, LeafParser};
 use crate::shard::{Shard, SHUTDOWN};
 
 /// What start-up prepares for leaf connections (see `shard::Server`).
@@ -34,6 +34,8 @@ pub struct LeafSetup {
     pub auth: Option<crate::auth::Auth>,
     pub lds: String,
     pub creds: Vec<Option<String>>,
+    pub tls: Option<crate::tls::Tls>,
+    pub client_tls: Vec<Option<std::sync::Arc<rustls::ClientConfig>>>,
 }
 
 /// Checks and reads what the `leafnodes` block names: the listen address,
@@ -45,6 +47,8 @@ pub fn prepare(cfg: &Config) -> Result<LeafSetup, String> {
         auth: None,
         lds: format!("$LDS.{}", random_token(22)),
         creds: Vec::new(),
+        tls: None,
+        client_tls: Vec::new(),
     };
     let Some(leaf) = &cfg.leaf else {
         return Ok(setup);
@@ -56,6 +60,12 @@ pub fn prepare(cfg: &Config) -> Result<LeafSetup, String> {
             .and_then(|mut a| a.next())
             .ok_or_else(|| format!("jetcore: leafnodes: cannot resolve listen host '{host}'"))?;
         setup.listen = Some(addr);
+    }
+    setup.tls = leaf.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
+    for r in &leaf.remotes {
+        setup
+            .client_tls
+            .push(r.tls.as_ref().map(crate::tls::client_config).transpose()?);
     }
     if let Some(a) = &leaf.auth {
         setup.auth = crate::auth::Auth::new(a, None)?;
@@ -243,17 +253,42 @@ async fn run_link(
         conn.nonce = Some(crate::auth::nonce());
     }
     let accepted = link.remote.is_none();
+    let url = link.url.clone();
     conn.link = Some(RefCell::new(link));
+    // What comes before the leaf protocol proper: TLS, and (dialling) the
+    // hub's INFO, read in plaintext to learn whether it wants TLS.
+    let mut first = BytesMut::new();
+    let setup = match remote_index(&conn) {
+        None => accept_tls(&shard, &mut conn, &mut first).await,
+        Some(i) => dial_tls(&shard, &mut conn, i, &url, &mut first).await,
+    };
+    let hello = match setup {
+        Ok(hello) => hello,
+        Err(e) => {
+            crate::error!(
+                "{} - lid:{cid} - Leafnode TLS handshake error: {e}",
+                conn.peer
+            );
+            conn.shutdown_socket(libc::SHUT_RDWR);
+            return redial_wait(leaf);
+        }
+    };
     let conn = Rc::new(conn);
     crate::debug!("{} - lid:{cid} - Leafnode connection created", conn.peer);
     shard.add_conn(conn.clone());
-    if accepted {
+    if accepted && !info_sent(&shard) {
         conn.send(&shard.leaf_info_line(&conn, false));
     }
     glommio::spawn_local(write_loop(conn.clone())).detach();
     glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
     glommio::spawn_local(handshake_timer(shard.clone(), conn.clone(), accepted)).detach();
-    read_loop(&shard, &conn).await;
+    let go_on = match hello {
+        Some(info) => follow(&shard, &conn, shard.leaf_op(&conn, LeafOp::Info(info))).await,
+        None => true,
+    };
+    if go_on {
+        read_loop(&shard, &conn, first).await;
+    }
     if conn.st.borrow().close_reason.is_none() {
         conn.close(CloseReason::ClientClosed);
     }
@@ -268,11 +303,138 @@ async fn run_link(
     if looped {
         LEAF_LOOP_DELAY
     } else {
-        leaf.reconnect
-            .as_deref()
-            .and_then(crate::conf::parse_duration)
-            .unwrap_or(LEAF_RECONNECT_DEFAULT)
+        redial_wait(leaf)
     }
+}
+
+fn redial_wait(leaf: &crate::config_file::leaf::LeafConfig) -> Duration {
+    leaf.reconnect
+        .as_deref()
+        .and_then(crate::conf::parse_duration)
+        .unwrap_or(LEAF_RECONNECT_DEFAULT)
+}
+
+fn remote_index(conn: &Conn) -> Option<usize> {
+    conn.link.as_ref().and_then(|l| l.borrow().remote)
+}
+
+/// The leaf port's INFO went out before the TLS handshake (in plaintext).
+fn info_sent(shard: &Shard) -> bool {
+    shard
+        .server
+        .leaf_tls
+        .as_ref()
+        .is_some_and(|t| !t.handshake_first)
+}
+
+/// TLS on an accepted leaf connection, when the leaf port has it: the INFO
+/// in plaintext first (unless `handshake_first`), then the handshake within
+/// the TLS timeout. Plaintext that came with its end goes to `first`.
+async fn accept_tls(
+    shard: &Shard,
+    conn: &mut Conn,
+    first: &mut BytesMut,
+) -> Result<Option<bytes::Bytes>, String> {
+    let Some(tls) = &shard.server.leaf_tls else {
+        return Ok(None);
+    };
+    if !tls.handshake_first {
+        let info = shard.leaf_info_line(conn, false);
+        crate::net::io::write_all(&conn.stream, &info)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut session = tls.session().map_err(|e| e.to_string())?;
+    let work = crate::net::io::tls_handshake(&conn.stream, &mut session, first, true);
+    within(tls.timeout, work).await?;
+    conn.tls = Some(RefCell::new(rustls::Connection::Server(session)));
+    Ok(None)
+}
+
+/// TLS towards a hub: at once with `handshake_first`; else after the hub's
+/// INFO (read here, in plaintext, and returned for the leaf protocol to
+/// answer) when the INFO asks for it, the remote has a `tls` block or its
+/// URL is `tls://`.
+async fn dial_tls(
+    shard: &Shard,
+    conn: &mut Conn,
+    index: usize,
+    url: &RemoteUrl,
+    first: &mut BytesMut,
+) -> Result<Option<bytes::Bytes>, String> {
+    let leaf = shard.cfg.leaf.as_ref().expect("leafnodes configured");
+    let cfg = leaf.remotes[index].tls.as_ref();
+    let client = shard.server.leaf_client_tls[index].clone();
+    let host = url
+        .addr
+        .rsplit_once(':')
+        .map_or(url.addr.as_str(), |(h, _)| h)
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let timeout = cfg
+        .and_then(|t| t.timeout)
+        .filter(|s| *s > 0.0)
+        .map_or(Duration::from_secs(2), Duration::from_secs_f64);
+    let session = || -> Result<rustls::ClientConnection, String> {
+        let client = client
+            .clone()
+            .ok_or("the hub requires TLS: give the remote a tls block with the hub's ca_file")?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| format!("hub name {host:?}: {e}"))?;
+        let mut s = rustls::ClientConnection::new(client, name).map_err(|e| e.to_string())?;
+        // Bounded by the connection's queue (`max_pending`), as a server
+        // session is, not by rustls's default.
+        s.set_buffer_limit(None);
+        Ok(s)
+    };
+    if cfg.is_some_and(|t| t.handshake_first) {
+        let mut session = session()?;
+        let work = crate::net::io::tls_handshake(&conn.stream, &mut session, first, false);
+        within(timeout, work).await?;
+        conn.tls = Some(RefCell::new(rustls::Connection::Client(session)));
+        return Ok(None);
+    }
+    let info = within(LEAF_INFO_WAIT, read_info(conn, first)).await?;
+    let hello = crate::protocol::leaf::PeerHello::decode(&info).map_err(|e| e.to_string())?;
+    if hello.tls_required || cfg.is_some() || url.tls {
+        let mut session = session()?;
+        let work = crate::net::io::tls_handshake(&conn.stream, &mut session, first, false);
+        within(timeout, work).await?;
+        conn.tls = Some(RefCell::new(rustls::Connection::Client(session)));
+    }
+    Ok(Some(info))
+}
+
+/// Reads the hub's first line, which must be INFO; what follows it stays in
+/// `rest`.
+async fn read_info(conn: &Conn, rest: &mut BytesMut) -> Result<bytes::Bytes, String> {
+    let mut parser = LeafParser::new(crate::limits::LEAF_JSON_MAX, crate::limits::LEAF_JSON_MAX);
+    loop {
+        match parser.next(rest) {
+            Ok(Some(LeafOp::Info(json))) => return Ok(json),
+            Ok(Some(other)) => return Err(format!("expected INFO from the hub, got {other:?}")),
+            Ok(None) => {}
+            Err(e) => return Err(format!("bad INFO from the hub: {e:?}")),
+        }
+        rest.reserve(4096);
+        match crate::net::io::read_into(&conn.stream, rest).await {
+            Ok(0) => return Err("closed before INFO".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// `work`, or an error when it takes longer than `limit`.
+async fn within<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let timeout = async {
+        glommio::timer::sleep(limit).await;
+        Err("timeout".to_string())
+    };
+    futures_lite::future::or(work, timeout).await
 }
 
 /// Closes a connection whose handshake has not finished in time: an
@@ -304,15 +466,16 @@ async fn handshake_timer(shard: Rc<Shard>, conn: Rc<Conn>, accepted: bool) {
     }
 }
 
-async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
     let mut parser = LeafParser::new(shard.cfg.max_payload, shard.cfg.max_control_line);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut buf = first;
     let mut raw = BytesMut::new();
+    let mut pending = !buf.is_empty();
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
-        if !read_some(conn, &mut buf, &mut raw).await {
+        if !std::mem::take(&mut pending) && !read_some(conn, &mut buf, &mut raw).await {
             return;
         }
         let now = crate::shard::stats::unix_nanos(std::time::SystemTime::now());

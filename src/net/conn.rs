@@ -112,8 +112,9 @@ pub struct Conn {
     pub ping_sent: Cell<Option<Instant>>,
     /// The nonce sent in INFO for NKey users to sign.
     pub nonce: Option<String>,
-    /// The TLS session once the handshake is done (None: plaintext).
-    pub tls: Option<RefCell<rustls::ServerConnection>>,
+    /// The TLS session once the handshake is done (None: plaintext); a
+    /// client session only on a leaf connection we dialled.
+    pub tls: Option<RefCell<rustls::Connection>>,
     /// A leaf connection's state (None: a client).
     pub link: Option<RefCell<crate::net::link::LinkState>>,
 }

@@ -178,7 +178,7 @@ pub(crate) async fn write_loop(conn: Rc<Conn>) {
         let result = match &conn.tls {
             None => crate::net::io::write_all(&conn.stream, &writing).await,
             Some(tls) => {
-                let sealed = crate::tls::encrypt(&mut tls.borrow_mut(), &writing, &mut cipher);
+                let sealed = crate::tls::encrypt_any(&mut tls.borrow_mut(), &writing, &mut cipher);
                 let result = match sealed {
                     Ok(()) => crate::net::io::write_all(&conn.stream, &cipher).await,
                     Err(e) => Err(e),
@@ -262,7 +262,7 @@ pub(crate) async fn read_some(conn: &Conn, buf: &mut BytesMut, raw: &mut BytesMu
     if !matches!(crate::net::io::read_into(&conn.stream, raw).await, Ok(n) if n > 0) {
         return false;
     }
-    let opened = crate::tls::decrypt(&mut tls.borrow_mut(), raw, buf);
+    let opened = crate::tls::decrypt_any(&mut tls.borrow_mut(), raw, buf);
     if tls.borrow().wants_write() {
         conn.wake_writer.notify(); // records for the peer (alerts, key updates)
     }
@@ -291,7 +291,7 @@ async fn start_tls(
         Err("timeout".to_string())
     };
     futures_lite::future::or(work, timeout).await?;
-    conn.tls = Some(std::cell::RefCell::new(session));
+    conn.tls = Some(std::cell::RefCell::new(rustls::Connection::Server(session)));
     Ok(())
 }
 

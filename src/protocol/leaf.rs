@@ -384,6 +384,10 @@ pub struct LeafInfo<'a> {
     pub headers: bool,
     /// Always true on a leaf listener, as nats-server says it.
     pub auth_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
     pub max_payload: usize,
     pub jetstream: bool,
     pub ip: String,

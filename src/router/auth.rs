@@ -212,6 +212,9 @@ fn adopt(conn: &Conn, id: crate::auth::Identity) {
 /// The names in the client's TLS certificate (None: no TLS or no certificate).
 fn cert_names(conn: &Conn) -> Option<crate::auth::certmap::CertNames> {
     let tls = conn.tls.as_ref()?.borrow();
+    let rustls::Connection::Server(tls) = &*tls else {
+        return None;
+    };
     let cert = tls.peer_certificates()?.first()?;
     crate::auth::certmap::names(cert)
 }

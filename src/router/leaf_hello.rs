@@ -108,10 +108,10 @@ impl Shard {
                     conn.close(CloseReason::ProtocolError);
                     return Flow::Close;
                 }
-                if info.tls_required {
+                if info.tls_required && conn.tls.is_none() {
                     crate::error!(
-                        "{} - lid:{} - Leafnode hub requires TLS, which jetcore's leaf \
-                         connections do not do yet",
+                        "{} - lid:{} - Leafnode hub requires TLS: give the remote a tls \
+                         block with the hub's ca_file",
                         conn.peer,
                         conn.cid
                     );
@@ -473,6 +473,8 @@ impl Shard {
             port: listen.port(),
             headers: true,
             auth_required: true,
+            tls_required: self.server.leaf_tls.is_some(),
+            tls_verify: self.server.leaf_tls.as_ref().is_some_and(|t| t.verify),
             max_payload: self.cfg.max_payload,
             jetstream: js,
             ip: listen.to_string(),

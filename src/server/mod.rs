@@ -114,6 +114,8 @@ fn run_server(cfg: Config) -> i32 {
         leaf_auth: leaf.auth,
         leaf_lds: leaf.lds,
         leaf_creds: leaf.creds,
+        leaf_tls: leaf.tls,
+        leaf_client_tls: leaf.client_tls,
         cfg,
     });
     crate::info!(

@@ -218,6 +218,10 @@ pub struct Server {
     pub leaf_auth: Option<crate::auth::Auth>,
     pub leaf_lds: String,
     pub leaf_creds: Vec<Option<String>>,
+    /// TLS on the leaf port, and each remote's client side (None: plaintext
+    /// unless the hub asks, which then fails with a clear error).
+    pub leaf_tls: Option<crate::tls::Tls>,
+    pub leaf_client_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
 }
 
 /// Per-shard state. See the module doc for ownership.

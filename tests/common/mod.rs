@@ -13,6 +13,7 @@
 
 pub mod consumers;
 pub mod monitor;
+pub mod pki;
 pub mod sources;
 
 use std::io::{BufRead, BufReader, Read, Write};
