@@ -550,27 +550,26 @@ async fn the_leaf_port_speaks_as_nats_server_and_refuses_bad_input() {
         "{seen:?}"
     );
     // Ops before CONNECT, a client's CONNECT, our own cluster name.
-    let (mut b, _) = FakeLeaf::connect(port);
-    b.send("LS+ foo\r\n");
-    assert!(b
-        .until("-ERR")
-        .last()
-        .unwrap()
-        .contains("Authorization Violation"));
-    let (mut b, _) = FakeLeaf::connect(port);
-    b.send("CONNECT {\"lang\":\"go\",\"version\":\"1.0\"}\r\n");
-    assert!(b
-        .until("-ERR")
-        .last()
-        .unwrap()
-        .contains("attempted to connect to leaf node port"));
-    let (mut b, _) = FakeLeaf::connect(port);
-    b.send("CONNECT {\"name\":\"x\",\"cluster\":\"core\"}\r\n");
-    assert!(b
-        .until("-ERR")
-        .last()
-        .unwrap()
-        .contains("remote leafnode has same cluster name"));
+    let refused: [(&str, &str); 3] = [
+        ("LS+ foo\r\n", "Authorization Violation"),
+        (
+            "CONNECT {\"lang\":\"go\",\"version\":\"1.0\"}\r\n",
+            "attempted to connect to leaf node port",
+        ),
+        (
+            "CONNECT {\"name\":\"x\",\"cluster\":\"core\"}\r\n",
+            "remote leafnode has same cluster name",
+        ),
+    ];
+    for (input, text) in refused {
+        let (mut b, _) = FakeLeaf::connect(port);
+        b.send(input);
+        let seen = b.until("-ERR");
+        assert!(
+            seen.last().is_some_and(|l| l.contains(text)),
+            "{input:?}: {seen:?}"
+        );
+    }
     // The first fake leaf and the server's clients are untouched.
     f.send("LMSG from.fake 5\r\nstill\r\n");
     assert_eq!(&recv(&mut sub).await.payload[..], b"still");
@@ -925,4 +924,101 @@ async fn leaf_connections_over_tls() {
             Duration::from_millis(1500)
         )
         .is_none());
+}
+
+/// A leaf user's permissions, from the leaf's side: what it may publish
+/// reaches the hub, what it may subscribe to reaches it; nothing else
+/// crosses. Checked with a nats-server leaf (which also gets them in the
+/// INFO answering its CONNECT) and with a raw leaf that ignores them.
+#[tokio::test]
+async fn a_leaf_users_permissions_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let core = jetcore_hub(
+        dir.path(),
+        port,
+        "authorization { users: [ { user: edge, password: pw, permissions: { \
+         publish: { allow: [\"up.>\"] }, subscribe: { allow: [\"down.>\"], \
+         deny: [\"down.secret\"] } } } ] }",
+    );
+    // A raw leaf sees the permissions in the INFO and is held to them.
+    let (mut f, _) = FakeLeaf::connect(port);
+    f.send("CONNECT {\"name\":\"raw\",\"cluster\":\"raw\",\"user\":\"edge\",\"pass\":\"pw\"}\r\n");
+    let info = f.line();
+    assert!(
+        info.contains(r#""import":{"allow":["down.>"],"deny":["down.secret"]}"#),
+        "{info}"
+    );
+    assert!(info.contains(r#""export":{"allow":["up.>"]}"#), "{info}");
+    let c = core.client().await;
+    let mut up = c.subscribe("up.>").await.unwrap();
+    let mut nope = c.subscribe("nope.>").await.unwrap();
+    c.flush().await.unwrap();
+    f.until("LS+ up.>");
+    f.send("LMSG nope.1 1\r\nx\r\nLMSG up.1 1\r\ny\r\n");
+    assert_eq!(&recv(&mut up).await.payload[..], b"y");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), nope.next())
+            .await
+            .is_err()
+    );
+    f.send("LS+ down.>\r\n");
+    sync_interest(&c, &c).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.publish("down.secret", "s".into()).await.unwrap();
+    c.publish("down.open", "o".into()).await.unwrap();
+    c.flush().await.unwrap();
+    let got = f.until("LMSG down.");
+    assert!(got.last().unwrap().starts_with("LMSG down.open"), "{got:?}");
+    // A literal subscription it may not make closes it, as nats-server's hub.
+    f.send("LS+ other.literal\r\n");
+    let seen = f.until("-ERR");
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains("Permissions Violation for Subscription to \"other.literal\""),
+        "{seen:?}"
+    );
+    // A nats-server leaf with those credentials.
+    let lc = conf(
+        dir.path(),
+        "pleaf.conf",
+        &format!(
+            "server_name: pedge\nleafnodes {{ remotes: [ {{ url: \
+             \"nats://edge:pw@127.0.0.1:{port}\" }} ] }}\n"
+        ),
+    );
+    let leaf = Server::start_nats(&dir.path().join("pleaf"), &["-c", lc.to_str().unwrap()]);
+    core.wait_log("remote server \"pedge\"", Duration::from_secs(10))
+        .expect("the nats-server leaf came in");
+    let n = leaf.client().await;
+    let mut down = n.subscribe("down.>").await.unwrap();
+    // (The shared probe subject is outside what this user may receive.)
+    let mut crossed = false;
+    for _ in 0..50 {
+        c.publish("down.probe", "p".into()).await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(100), down.next())
+            .await
+            .is_ok()
+        {
+            crossed = true;
+            break;
+        }
+    }
+    assert!(crossed, "interest never crossed");
+    c.publish("down.secret", "s".into()).await.unwrap();
+    c.publish("down.x", "x".into()).await.unwrap();
+    let mut m = recv(&mut down).await;
+    while m.subject.as_str() == "down.probe" {
+        m = recv(&mut down).await;
+    }
+    assert_eq!(m.subject.as_str(), "down.x");
+    n.publish("up.2", "u".into()).await.unwrap();
+    n.publish("nope.2", "n".into()).await.unwrap();
+    assert_eq!(&recv(&mut up).await.payload[..], b"u");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), nope.next())
+            .await
+            .is_err()
+    );
 }

@@ -59,6 +59,8 @@ pub struct Perms {
     publish: Option<Rule>,
     subscribe: Option<Rule>,
     pub responses: Option<ResponsePermission>,
+    /// As configured (a leaf connection's INFO repeats them to the leaf).
+    pub config: Permissions,
 }
 
 impl Perms {
@@ -67,6 +69,7 @@ impl Perms {
             publish: p.publish.as_ref().map(Rule::new),
             subscribe: p.subscribe.as_ref().map(Rule::new),
             responses: p.allow_responses.clone(),
+            config: p.clone(),
         };
         // nats-server: allowing responses without publish permissions means
         // publishing nothing else.

@@ -19,12 +19,10 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
 use crate::config_file::leaf::{parse_url, RemoteUrl};
-use crate::limits::{LEAF_INFO_WAIT, LEAF_LOOP_DELAY, LEAF_RECONNECT_DEFAULT, READ_CHUNK_BYTES};
+use crate::limits::{LEAF_INFO_WAIT, LEAF_LOOP_DELAY, LEAF_RECONNECT_DEFAULT};
 use crate::net::conn::{CloseReason, Conn};
 use crate::net::link::{LinkState, Phase};
-use crate::net::session::{
-    after_read, follow, ping_loop, read_some, sleep_unless_closed, write_loop,
-};
+use crate::net::session::{after_read, fill, follow, ping_loop, sleep_unless_closed, write_loop};
 use crate::protocol::leaf::{LeafOp, LeafParser};
 use crate::shard::{Shard, SHUTDOWN};
 
@@ -472,14 +470,9 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
     let mut raw = BytesMut::new();
     let mut pending = !buf.is_empty();
     loop {
-        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
-            buf.reserve(READ_CHUNK_BYTES);
-        }
-        if !std::mem::take(&mut pending) && !read_some(conn, &mut buf, &mut raw).await {
+        if !fill(conn, &mut buf, &mut raw, &mut pending).await {
             return;
         }
-        let now = crate::shard::stats::unix_nanos(std::time::SystemTime::now());
-        conn.last_activity.set(now);
         loop {
             let op = match parser.next(&mut buf) {
                 Ok(Some(op)) => op,

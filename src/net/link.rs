@@ -58,6 +58,10 @@ pub struct LinkState {
     pub inbound_queues: Vec<Bytes>,
     /// The URL we dialled (its user information goes into CONNECT).
     pub url: crate::config_file::leaf::RemoteUrl,
+    /// The permissions of the user a dialling leaf authenticated as, from
+    /// the leaf's point of view: what it may publish (send us) and
+    /// subscribe to (receive from us). None: no restriction.
+    pub perms: Option<std::sync::Arc<crate::auth::perms::Perms>>,
 }
 
 impl LinkState {
@@ -83,18 +87,36 @@ impl LinkState {
             loop_detected: false,
             inbound_queues: Vec::new(),
             url: Default::default(),
+            perms: None,
         }
     }
 
-    /// Whether a message on `subject` may be sent to the peer.
+    /// Whether a message on `subject` may be sent to the peer (and the leaf
+    /// user may receive it).
     pub fn may_send(&self, subject: &[u8]) -> bool {
         !denied(&self.deny_out, subject)
+            && self
+                .perms
+                .as_ref()
+                .is_none_or(|p| p.may_subscribe(subject, None))
     }
 
     /// Whether the peer's interest or message on `subject` is taken, and
     /// whether our interest in it is advertised.
     pub fn may_take(&self, subject: &[u8]) -> bool {
         !denied(&self.deny_in, subject)
+    }
+
+    /// Whether the leaf user may publish to `subject` (a message it sent;
+    /// our interest advertised to it, when literal). JetStream acks and
+    /// loop detection always pass, as on nats-server.
+    pub fn may_receive(&self, subject: &[u8]) -> bool {
+        self.perms.as_ref().is_none_or(|p| {
+            subject.iter().any(|b| *b == b'*' || *b == b'>')
+                || subject.starts_with(b"$JS.ACK.")
+                || subject.starts_with(b"$LDS.")
+                || p.may_publish(subject)
+        })
     }
 
     /// Counts one more (`add`) or one fewer subscription behind plain

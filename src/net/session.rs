@@ -89,15 +89,9 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
     let mut raw = BytesMut::new();
     let mut pending = !buf.is_empty();
     loop {
-        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
-            buf.reserve(READ_CHUNK_BYTES);
-        }
-        if !std::mem::take(&mut pending) && !read_some(conn, &mut buf, &mut raw).await {
+        if !fill(conn, &mut buf, &mut raw, &mut pending).await {
             return;
         }
-        // Once per read, not per message: a clock read is cheap, not free.
-        let now = crate::shard::stats::unix_nanos(std::time::SystemTime::now());
-        conn.last_activity.set(now);
         loop {
             let op = match parser.next(&mut buf) {
                 Ok(Some(op)) => op,
@@ -120,6 +114,26 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
             return;
         }
     }
+}
+
+/// Reads more into `buf` (unless `pending` says bytes already wait there),
+/// making room first; false when the connection is closed or broken.
+pub(crate) async fn fill(
+    conn: &Conn,
+    buf: &mut BytesMut,
+    raw: &mut BytesMut,
+    pending: &mut bool,
+) -> bool {
+    if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+        buf.reserve(READ_CHUNK_BYTES);
+    }
+    if !std::mem::take(pending) && !read_some(conn, buf, raw).await {
+        return false;
+    }
+    // Once per read, not per message: a clock read is cheap, not free.
+    let now = crate::shard::stats::unix_nanos(std::time::SystemTime::now());
+    conn.last_activity.set(now);
+    true
 }
 
 /// Does what an op asked of its read loop; false when the loop must end.

@@ -400,9 +400,24 @@ pub struct LeafInfo<'a> {
     pub connect_info: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_account: Option<&'a str>,
+    /// The leaf user's permissions from its side: what it may receive
+    /// (`import`) and send (`export`), in the INFO answering CONNECT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<PermissionJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<PermissionJson>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub info_on_connect: bool,
     pub leafnode_urls: Vec<String>,
+}
+
+/// nats-server's `{"allow": [...], "deny": [...]}`, empty lists left out.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PermissionJson {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 /// The CONNECT a soliciting server sends; every key left out when empty, as

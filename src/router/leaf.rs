@@ -410,7 +410,7 @@ fn advertised(link: &LinkState, cid: u64, subject: &[u8], key: &SubKey) -> bool 
     if subject.starts_with(b"$LDS.") {
         return true;
     }
-    if !link.may_take(subject) {
+    if !link.may_take(subject) || !link.may_receive(subject) {
         return false;
     }
     link.hub || !msg::is_leaf(key) || key.sub & HUB_SUB != 0

@@ -185,18 +185,6 @@ impl Shard {
             conn.close(CloseReason::AuthViolation);
             return Flow::Close;
         };
-        if who.perms.is_some() {
-            crate::error!(
-                "{} - lid:{} - Leafnode user \"{}\" has permissions, which jetcore does \
-                 not apply to leaf connections yet: refused",
-                conn.peer,
-                conn.cid,
-                who.name
-            );
-            conn.send_err("Authorization Violation");
-            conn.close(CloseReason::AuthViolation);
-            return Flow::Close;
-        }
         if hello.lang.is_some() {
             return refuse(conn, "attempted to connect to leaf node port");
         }
@@ -219,6 +207,7 @@ impl Shard {
             l.headers = hello.headers;
             l.deny_out
                 .extend(hello.deny_pub.iter().map(|s| Bytes::from(s.clone())));
+            l.perms = who.perms.clone();
         }
         conn.st.borrow_mut().user = who.name;
         conn.send(&self.leaf_info_line(conn, true));
@@ -314,6 +303,23 @@ impl Shard {
             return Flow::Continue;
         }
         let queue = queue.map(|(q, _)| q);
+        let denied = link.borrow().perms.as_ref().is_some_and(|p| {
+            // Loop detection is never a permission matter (nats-server).
+            let literal =
+                !subject.iter().any(|b| *b == b'*' || *b == b'>') && !subject.starts_with(b"$LDS.");
+            literal && !p.may_subscribe(&subject, queue.as_deref())
+        });
+        if denied {
+            // As nats-server's hub: a literal subscription the leaf user may
+            // not make closes the connection (a wildcard is filtered per
+            // message instead).
+            let text = format!(
+                "Permissions Violation for Subscription to \"{}\"",
+                String::from_utf8_lossy(&subject)
+            );
+            crate::error!("{} - lid:{} - {text}", conn.peer, conn.cid);
+            return refuse(conn, &text);
+        }
         let (sub, hub) = {
             let mut l = link.borrow_mut();
             if !subject.starts_with(b"$LDS.") && !l.may_take(&subject) {
@@ -368,7 +374,7 @@ impl Shard {
             st.in_msgs += 1;
             st.in_bytes += m.msg.len() as u64;
         }
-        if !link.borrow().may_take(&m.subject) {
+        if !link.borrow().may_take(&m.subject) || !link.borrow().may_receive(&m.subject) {
             return Flow::Continue;
         }
         let split = m
@@ -463,6 +469,11 @@ impl Shard {
             (None, false) => vec![listen.to_string()],
         };
         let js = self.cfg.jetstream.is_some();
+        let perms = conn
+            .link
+            .as_ref()
+            .and_then(|l| l.borrow().perms.clone())
+            .filter(|_| connect_info);
         let info = LeafInfo {
             server_id: &self.server.server_id,
             server_name: &self.server.server_name,
@@ -483,12 +494,28 @@ impl Shard {
             domain: self.cfg.domain.as_deref().filter(|_| js),
             connect_info,
             remote_account: connect_info.then_some(ACCOUNT),
+            import: perms
+                .as_ref()
+                .and_then(|p| permission_json(&p.config.subscribe)),
+            export: perms
+                .as_ref()
+                .and_then(|p| permission_json(&p.config.publish)),
             info_on_connect: !connect_info,
             leafnode_urls: urls,
         };
         let json = serde_json::to_string(&info).expect("INFO serializes");
         format!("INFO {json}\r\n").into_bytes()
     }
+}
+
+/// A permission as the leaf's INFO shows it (None: unrestricted).
+fn permission_json(
+    p: &Option<crate::config_file::auth::SubjectPermission>,
+) -> Option<crate::protocol::leaf::PermissionJson> {
+    p.as_ref().map(|p| crate::protocol::leaf::PermissionJson {
+        allow: p.allow.clone().unwrap_or_default(),
+        deny: p.deny.clone(),
+    })
 }
 
 /// `-ERR '<text>'` and close, as nats-server refuses a leaf connection.
