@@ -206,9 +206,11 @@ struct CompareArgs {
     /// --shards for jetcore (default: its own default, one per CPU)
     #[arg(long)]
     shards: Option<usize>,
-    /// jetcore's connections: same (all on shard 0) or cross (publishers and
-    /// requesters on shard 1); default: where the kernel puts them
-    #[arg(long, value_parser = ["same", "cross"])]
+    /// jetcore's connections: same (all on shard 0), cross (publishers and
+    /// requesters on shard 1), or both (each scenario once per placement,
+    /// results in <out>/same and <out>/cross, one summary); default: where
+    /// the kernel puts them
+    #[arg(long, value_parser = ["same", "cross", "both"])]
     placement: Option<String>,
     /// --sync for jetcore: always (its default) or interval=<duration>
     #[arg(long)]
@@ -412,7 +414,7 @@ fn compare_cmd(c: CompareArgs) -> Result<(), String> {
     let opts = Options {
         rounds: c.rounds.max(1),
         msgs: c.msgs,
-        out: c.out,
+        out: c.out.clone(),
         jetcore,
         nats_server: c.nats_server,
         scenarios: c.scenarios,
@@ -422,5 +424,21 @@ fn compare_cmd(c: CompareArgs) -> Result<(), String> {
         workers: workers(c.workers),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    compare::compare(&opts)
+    if c.placement.as_deref() != Some("both") {
+        return compare::compare(&opts);
+    }
+    // Both placements in one run: each its own results, one summary.
+    let mut summary = String::new();
+    for (which, title) in [("same", "same shard"), ("cross", "across shards")] {
+        let out = c.out.join(which);
+        compare::compare(&Options {
+            out: out.clone(),
+            placement: placement(Some(which), c.shards),
+            ..opts.clone()
+        })?;
+        let table = std::fs::read_to_string(out.join("SUMMARY.md")).map_err(|e| e.to_string())?;
+        summary.push_str(&format!("## jetcore's connections: {title}\n\n{table}\n"));
+    }
+    println!("\n{summary}");
+    std::fs::write(c.out.join("SUMMARY.md"), summary).map_err(|e| e.to_string())
 }
