@@ -334,6 +334,8 @@ pub const LEAF_PORT_DEFAULT: u16 = 7422;
 pub const LEAF_RECONNECT_DEFAULT: Duration = Duration::from_secs(1);
 pub const LEAF_INFO_WAIT: Duration = Duration::from_secs(2);
 pub const LEAF_LOOP_DELAY: Duration = Duration::from_secs(30);
+/// ... and after the hub refused our version (its `min_version`).
+pub const LEAF_MIN_VERSION_DELAY: Duration = Duration::from_secs(5);
 /// An external mirror or source silent this long when a leaf connection
 /// comes up asks its origin again at once (a live one hears a heartbeat
 /// each second).

@@ -1022,3 +1022,49 @@ async fn a_leaf_users_permissions_hold() {
             .is_err()
     );
 }
+
+/// `min_version` refuses an older leaf as nats-server does (an INFO, then the
+/// `-ERR`); a leaf asking for isolation (`request_isolation`) is not told of
+/// other leaf connections' interest, while one that did not ask is.
+#[tokio::test]
+async fn min_version_and_isolation_on_the_leaf_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _core = jetcore_hub(dir.path(), port, "min_version: \"2.10.0\"");
+    let connect = |name: &str, version: &str, isolate: bool| {
+        format!(
+            "CONNECT {{\"name\":\"{name}\",\"cluster\":\"{name}\",\"version\":\"{version}\",\
+             \"isolate\":{isolate}}}\r\n"
+        )
+    };
+    let (mut old, _) = FakeLeaf::connect(port);
+    old.send(&connect("old", "2.9.23", false));
+    let seen = old.until("-ERR");
+    assert!(seen.first().unwrap().starts_with("INFO "), "{seen:?}");
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains("connection rejected since minimum version required is \"2.10.0\""),
+        "{seen:?}"
+    );
+    assert!(old.closed());
+    let (mut a, _) = FakeLeaf::connect(port);
+    a.send(&connect("a", "2.15.1", false));
+    a.until("$LDS.");
+    let (mut quiet, _) = FakeLeaf::connect(port);
+    quiet.send(&connect("quiet", "2.15.1", true));
+    quiet.until("$LDS.");
+    let (mut open, _) = FakeLeaf::connect(port);
+    open.send(&connect("open", "2.15.1", false));
+    open.until("$LDS.");
+    a.send("LS+ from.a\r\nPING\r\n");
+    a.until("PONG");
+    let got = open.until("LS+ from.a");
+    assert!(
+        got.last().is_some_and(|l| l.starts_with("LS+ from.a")),
+        "{got:?}"
+    );
+    quiet.send("PING\r\n");
+    let got = quiet.until("PONG");
+    assert!(!got.iter().any(|l| l.contains("from.a")), "{got:?}");
+}

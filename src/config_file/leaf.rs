@@ -1,8 +1,10 @@
 //! The `leafnodes` block, as nats-server reads it: a listener for leaf
 //! connections (`listen` or `host`/`port`, `advertise`, `no_advertise`,
-//! `authorization`, `reconnect`) and `remotes` to dial (`url`/`urls` with
+//! `authorization`, `reconnect`, `isolate_leafnode_interest`, `min_version`,
+//! `dial_timeout`) and `remotes` to dial (`url`/`urls` with
 //! user information, `account`, `credentials`, `nkey`, `deny_imports`,
-//! `deny_exports`, `hub`, `disabled`, `compression`, `tls`), and the
+//! `deny_exports`, `hub`, `disabled`, `compression`, `tls`, isolation,
+//! `dial_timeout`), and the
 //! listener's `tls`. jetcore has one account: an `account` other than
 //! nats-server's global `$G` is refused, as are keys it does not honour yet
 //! (websocket, compression other than off).
@@ -30,6 +32,15 @@ pub struct LeafConfig {
     pub remotes: Vec<RemoteConfig>,
     /// TLS on the leaf port (the `tls` block's keys).
     pub tls: Option<TlsConfig>,
+    /// Interest from other leaf connections is never sent on any leaf
+    /// connection (`isolate_leafnode_interest`).
+    pub isolate: bool,
+    /// Dialling servers older than this are refused (`min_version`, at
+    /// least 2.8.0 as nats-server requires).
+    pub min_version: Option<String>,
+    /// How long a dial may take, for every remote without its own (a Go
+    /// duration; nats-server's default 1 s).
+    pub dial_timeout: Option<String>,
 }
 
 /// One `remotes` entry: a hub to dial.
@@ -51,6 +62,11 @@ pub struct RemoteConfig {
     /// TLS to the hub: its CA (`ca_file`), a client certificate
     /// (`cert_file`, `key_file`), `handshake_first`, `min_version`.
     pub tls: Option<TlsConfig>,
+    /// Interest from other leaf connections is not sent to this hub.
+    pub isolate: bool,
+    /// Ask the hub not to send us interest from its other leaf connections.
+    pub request_isolation: bool,
+    pub dial_timeout: Option<String>,
 }
 
 /// Reads the block.
@@ -82,9 +98,10 @@ pub fn leafnodes(item: &Item) -> Result<LeafConfig, String> {
             }
             "compression" => compression_off(k, v)?,
             "tls" => c.tls = Some(crate::config_file::tls::tls(v)?),
-            "isolate_leafnode_interest" | "min_version" | "write_deadline" | "dial_timeout" => {
-                return Err(not_yet(&format!("leafnodes.{k}"), v))
-            }
+            "isolate_leafnode_interest" | "isolate" => c.isolate = boolean(k, v)?,
+            "min_version" | "minimum_version" => c.min_version = Some(min_version(k, v)?),
+            "dial_timeout" => c.dial_timeout = Some(duration(k, v)?),
+            "write_deadline" => return Err(not_yet(&format!("leafnodes.{k}"), v)),
             _ => return Err(unknown(&format!("leafnodes.{k}"), v)),
         }
     }
@@ -155,6 +172,38 @@ fn account(key: &str, item: &Item) -> Result<(), String> {
     Ok(())
 }
 
+/// `min_version`: a version of at least 2.8.0, as nats-server checks it.
+fn min_version(key: &str, item: &Item) -> Result<String, String> {
+    let v = string(key, item)?;
+    match version_parts(&v) {
+        Some(p) if p >= (2, 8, 0) => Ok(v),
+        Some(_) => Err(format!(
+            "jetcore: {}: leafnodes.{key}: the minimum version should be at least 2.8.0",
+            item.at()
+        )),
+        None => Err(format!(
+            "jetcore: {}: leafnodes.{key}: invalid leafnode's minimum version: {v}",
+            item.at()
+        )),
+    }
+}
+
+/// (major, minor, patch) of "v2.10.3" or "2.10.3-beta".
+fn version_parts(v: &str) -> Option<(u32, u32, u32)> {
+    let v = v.trim().trim_start_matches('v');
+    let core = v.split(['-', '+']).next()?;
+    let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+/// Whether a peer's `version` is at least `min` (an unreadable one is not).
+pub fn version_at_least(version: &str, min: &str) -> bool {
+    match (version_parts(version), version_parts(min)) {
+        (Some(v), Some(m)) => v >= m,
+        _ => false,
+    }
+}
+
 fn compression_off(key: &str, item: &Item) -> Result<(), String> {
     let off = match &item.value {
         Value::Bool(b) => !*b,
@@ -198,14 +247,14 @@ fn remote(item: &Item) -> Result<RemoteConfig, String> {
             "disabled" => r.disabled = boolean(k, v)?,
             "compression" => compression_off(k, v)?,
             "tls" => r.tls = Some(crate::config_file::tls::tls_client(v)?),
+            "isolate_leafnode_interest" | "isolate" => r.isolate = boolean(k, v)?,
+            "request_isolation" => r.request_isolation = boolean(k, v)?,
+            "dial_timeout" => r.dial_timeout = Some(duration(k, v)?),
             "ws_compression"
             | "ws_no_masking"
-            | "request_isolation"
-            | "isolate_leafnode_interest"
             | "jetstream_cluster_migrate"
             | "no_randomize"
             | "first_info_timeout"
-            | "dial_timeout"
             | "proxy" => return Err(not_yet(&format!("leafnodes.remotes.{k}"), v)),
             _ => return Err(unknown(&format!("leafnodes.remotes.{k}"), v)),
         }
@@ -320,6 +369,23 @@ mod tests {
         assert_eq!(r.deny_imports, ["a.>"]);
         assert_eq!(r.deny_exports, ["b"]);
         assert!(r.hub && !r.disabled);
+        let c = of(
+            "leafnodes { isolate_leafnode_interest: true, min_version: 2.10.0, \
+                    dial_timeout: \"3s\", remotes: [ { url: h, isolate: true, \
+                    request_isolation: true, dial_timeout: 2 } ] }",
+        )
+        .unwrap();
+        assert!(c.isolate && c.remotes[0].isolate && c.remotes[0].request_isolation);
+        assert_eq!(c.min_version.as_deref(), Some("2.10.0"));
+        assert_eq!(c.remotes[0].dial_timeout.as_deref(), Some("2s"));
+        assert!(of("leafnodes { min_version: 2.7.9 }")
+            .unwrap_err()
+            .contains("at least 2.8.0"));
+        assert!(of("leafnodes { min_version: banana }").is_err());
+        assert!(version_at_least("2.15.1", "2.10.0"));
+        assert!(version_at_least("v2.10.0-beta.1", "2.10.0"));
+        assert!(!version_at_least("2.9.23", "2.10.0"));
+        assert!(!version_at_least("", "2.10.0"));
         let c = of("leafnodes { remotes: [ { url: \"h\", disabled: true } ] }").unwrap();
         assert!(c.remotes[0].disabled);
         assert_eq!(

@@ -19,7 +19,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
 use crate::config_file::leaf::{parse_url, RemoteUrl};
-use crate::limits::{LEAF_INFO_WAIT, LEAF_LOOP_DELAY, LEAF_RECONNECT_DEFAULT};
+use crate::limits::{LEAF_INFO_WAIT, LEAF_RECONNECT_DEFAULT};
 use crate::net::conn::{CloseReason, Conn};
 use crate::net::link::{LinkState, Phase};
 use crate::net::session::{after_read, fill, follow, ping_loop, sleep_unless_closed, write_loop};
@@ -182,7 +182,13 @@ async fn solicit(shard: Rc<Shard>, index: usize) {
         let text = &remote.urls[attempt % remote.urls.len()];
         attempt += 1;
         let url = parse_url(text).expect("checked when read");
-        let wait = match dial(&url.addr).await {
+        let timeout = remote
+            .dial_timeout
+            .as_deref()
+            .or(leaf.dial_timeout.as_deref())
+            .and_then(crate::conf::parse_duration)
+            .unwrap_or(crate::limits::LEAF_DIAL_TIMEOUT);
+        let wait = match dial(&url.addr, timeout).await {
             Ok(stream) => {
                 attempt = 0;
                 run_link(shard.clone(), stream, Some((index, url))).await
@@ -208,7 +214,7 @@ fn stopping(shard: &Shard) -> bool {
     shard.stopping.get() || SHUTDOWN.load(Ordering::Relaxed)
 }
 
-async fn dial(addr: &str) -> std::io::Result<TcpStream> {
+async fn dial(addr: &str, limit: Duration) -> std::io::Result<TcpStream> {
     let to = addr
         .to_socket_addrs()?
         .next()
@@ -219,7 +225,7 @@ async fn dial(addr: &str) -> std::io::Result<TcpStream> {
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
     let timeout = async {
-        glommio::timer::sleep(crate::limits::LEAF_DIAL_TIMEOUT).await;
+        glommio::timer::sleep(limit).await;
         Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "dial timeout",
@@ -245,6 +251,11 @@ async fn run_link(
     let leaf = shard.cfg.leaf.as_ref().expect("leafnodes configured");
     let hub = remote.as_ref().is_none_or(|(i, _)| leaf.remotes[*i].hub);
     let mut link = LinkState::new(hub, remote.as_ref().map(|r| r.0));
+    // (An accepted connection also takes the peer's `request_isolation`.)
+    link.isolated = leaf.isolate
+        || remote
+            .as_ref()
+            .is_some_and(|(i, _)| leaf.remotes[*i].isolate);
     if let Some((_, url)) = remote {
         link.url = url;
     } else {
@@ -292,17 +303,13 @@ async fn run_link(
     }
     shard.unlink(&conn);
     shard.remove_conn(&conn).await;
-    let looped = conn.link.as_ref().is_some_and(|l| l.borrow().loop_detected);
+    let delay = conn.link.as_ref().and_then(|l| l.borrow().redial_after);
     crate::info!(
         "{} - lid:{cid} - Leafnode connection closed: {:?}",
         conn.peer,
         conn.st.borrow().close_reason
     );
-    if looped {
-        LEAF_LOOP_DELAY
-    } else {
-        redial_wait(leaf)
-    }
+    delay.unwrap_or_else(|| redial_wait(leaf))
 }
 
 fn redial_wait(leaf: &crate::config_file::leaf::LeafConfig) -> Duration {

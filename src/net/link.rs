@@ -52,8 +52,12 @@ pub struct LinkState {
     /// Never taken from the peer nor advertised to it (`deny_imports`, the
     /// JetStream denies).
     pub deny_in: Vec<Bytes>,
-    /// Why we closed, for a solicitor deciding how long to wait.
-    pub loop_detected: bool,
+    /// How long a dialler waits before dialling again, when the other side
+    /// said why it refused (a loop: 30 s; its minimum version: 5 s).
+    pub redial_after: Option<std::time::Duration>,
+    /// Interest learned from other leaf connections is not sent here
+    /// (`isolate_leafnode_interest`, or the peer's `request_isolation`).
+    pub isolated: bool,
     /// The queue groups the LMSG being routed names (empty between messages).
     pub inbound_queues: Vec<Bytes>,
     /// The URL we dialled (its user information goes into CONNECT).
@@ -84,7 +88,8 @@ impl LinkState {
             in_keys: AHashMap::new(),
             deny_out: Vec::new(),
             deny_in: Vec::new(),
-            loop_detected: false,
+            redial_after: None,
+            isolated: false,
             inbound_queues: Vec::new(),
             url: Default::default(),
             perms: None,

@@ -452,6 +452,8 @@ pub struct LeafConnect<'a> {
     pub deny_pub: &'a [String],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub is_hub: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub isolate: bool,
 }
 
 /// What we read from the other side's INFO or CONNECT (unknown fields
@@ -479,6 +481,7 @@ pub struct PeerHello {
     pub deny_pub: Vec<String>,
     pub is_hub: bool,
     pub isolate: bool,
+    pub version: String,
 }
 
 impl PeerHello {

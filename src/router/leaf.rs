@@ -410,6 +410,9 @@ fn advertised(link: &LinkState, cid: u64, subject: &[u8], key: &SubKey) -> bool 
     if subject.starts_with(b"$LDS.") {
         return true;
     }
+    if link.isolated && msg::is_leaf(key) {
+        return false;
+    }
     if !link.may_take(subject) || !link.may_receive(subject) {
         return false;
     }

@@ -17,6 +17,9 @@ use crate::protocol::parser::PubOp;
 use crate::shard::msg::{JsCmd, ShardMsg, SubKey, HUB_SUB, LEAF_SUB};
 use crate::shard::Shard;
 
+/// The start of nats-server's refusal of a leaf below `min_version`.
+const MIN_VERSION_TEXT: &str = "connection rejected since minimum version required is";
+
 /// nats-server's text when a server sees its own loop-detection subject.
 const LOOP_TEXT: &str =
     "Loop detected for leafnode account=\"$G\". Delaying attempt to reconnect for 30s";
@@ -59,8 +62,16 @@ impl Shard {
             LeafOp::Err(text) => {
                 let text = String::from_utf8_lossy(&text).into_owned();
                 crate::error!("{} - lid:{} - Leafnode Error {text}", conn.peer, conn.cid);
-                if text.contains("Loop detected") {
-                    link.borrow_mut().loop_detected = true;
+                // nats-server's waits before dialling again, by what it said.
+                let delay = if text.contains("Loop detected") {
+                    Some(crate::limits::LEAF_LOOP_DELAY)
+                } else if text.contains(MIN_VERSION_TEXT) {
+                    Some(crate::limits::LEAF_MIN_VERSION_DELAY)
+                } else {
+                    None
+                };
+                if delay.is_some() {
+                    link.borrow_mut().redial_after = delay;
                 }
                 conn.close(CloseReason::ProtocolError);
                 Flow::Close
@@ -197,9 +208,20 @@ impl Shard {
         if !hello.gateway.is_empty() {
             return refuse(conn, "attempted to connect to leaf node port");
         }
+        let leaf = self.cfg.leaf.as_ref().expect("leafnodes configured");
+        if let Some(min) = &leaf.min_version {
+            if !crate::config_file::leaf::version_at_least(&hello.version, min) {
+                // As nats-server: an INFO first, so the leaf takes the refusal.
+                conn.send(&self.leaf_info_line(conn, true));
+                let text = format!("{MIN_VERSION_TEXT} \"{min}\"");
+                crate::error!("{} - lid:{} - {text}", conn.peer, conn.cid);
+                return refuse(conn, &text);
+            }
+        }
         {
             let mut l = link.borrow_mut();
             l.hub = !hello.is_hub;
+            l.isolated = leaf.isolate || hello.isolate;
             l.peer_name = hello.display_name().to_string();
             l.peer_id = hello.server_id.clone();
             l.peer_cluster = hello.cluster.clone();
@@ -290,7 +312,7 @@ impl Shard {
         let link = conn.link.as_ref().expect("leaf connection");
         if subject[..] == *self.server.leaf_lds.as_bytes() {
             crate::error!("{} - lid:{} - {LOOP_TEXT}", conn.peer, conn.cid);
-            link.borrow_mut().loop_detected = true;
+            link.borrow_mut().redial_after = Some(crate::limits::LEAF_LOOP_DELAY);
             return refuse(conn, LOOP_TEXT);
         }
         if !crate::subject::valid_subscribe(&subject) {
@@ -450,6 +472,7 @@ impl Shard {
             sig,
             deny_pub: &remote.deny_imports,
             is_hub: remote.hub,
+            isolate: remote.request_isolation,
         };
         let json = serde_json::to_string(&connect).map_err(|e| e.to_string())?;
         Ok(format!("CONNECT {json}\r\n").into_bytes())
