@@ -54,9 +54,9 @@ fn block_after(text: &str, what: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests {
-    // Unit tests only: fixed inputs, so unwrap() states the expectation.
     use super::*;
 
     #[test]

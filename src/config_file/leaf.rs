@@ -335,9 +335,9 @@ pub fn parse_url(url: &str) -> Result<RemoteUrl, String> {
     })
 }
 
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests {
-    // Unit tests only: fixed inputs, so unwrap() states the expectation.
     use super::*;
 
     fn of(text: &str) -> Result<LeafConfig, String> {

@@ -505,9 +505,9 @@ impl PeerHello {
     }
 }
 
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests {
-    // Unit tests only: fixed inputs, so unwrap() states the expectation.
     use super::*;
 
     fn parse_all(input: &[u8]) -> Result<Vec<LeafOp>, LeafError> {
