@@ -30,41 +30,21 @@ pub struct Tls {
 
 impl Tls {
     pub fn load(t: &TlsConfig) -> Result<Tls, String> {
-        let cert_file = t.cert_file.as_deref().unwrap_or("");
-        let key_file = t.key_file.as_deref().unwrap_or("");
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-            .and_then(|i| i.collect::<Result<_, _>>())
-            .map_err(|e| format!("jetcore: TLS certificate {cert_file}: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "jetcore: TLS certificate {cert_file}: no certificate"
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_file(key_file)
-            .map_err(|e| format!("jetcore: TLS key {key_file}: {e}"))?;
+        let (certs, key) = cert_and_key(
+            t.cert_file.as_deref().unwrap_or(""),
+            t.key_file.as_deref().unwrap_or(""),
+        )?;
         let mut provider = rustls::crypto::ring::default_provider();
         if let Some(names) = &t.cipher_suites {
             provider.cipher_suites = cipher_suites(&provider.cipher_suites, names)?;
         }
         let provider = Arc::new(provider);
-        let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
-            Some("1.3") => &[&rustls::version::TLS13],
-            _ => rustls::ALL_VERSIONS,
-        };
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
+            .with_protocol_versions(versions(t))
             .map_err(|e| format!("jetcore: TLS: {e}"))?;
         let builder = if t.verify {
             let ca_file = t.ca_file.as_deref().unwrap_or("");
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca_file)
-                .map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?
-            {
-                let c = c.map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?;
-            }
+            let roots = roots(ca_file)?;
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
@@ -104,31 +84,14 @@ pub fn client_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String>
         .ca_file
         .as_deref()
         .ok_or("jetcore: leafnodes remote tls needs ca_file (the CA of the hub's certificate)")?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca_file)
-        .map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?
-    {
-        let c = c.map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?;
-        roots
-            .add(c)
-            .map_err(|e| format!("jetcore: TLS CA {ca_file}: {e}"))?;
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
-        Some("1.3") => &[&rustls::version::TLS13],
-        _ => rustls::ALL_VERSIONS,
-    };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
+        .with_protocol_versions(versions(t))
         .map_err(|e| format!("jetcore: TLS: {e}"))?
-        .with_root_certificates(roots);
+        .with_root_certificates(roots(ca_file)?);
     let config = match (&t.cert_file, &t.key_file) {
         (Some(cert_file), Some(key_file)) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-                .and_then(|i| i.collect::<Result<_, _>>())
-                .map_err(|e| format!("jetcore: TLS certificate {cert_file}: {e}"))?;
-            let key = PrivateKeyDer::from_pem_file(key_file)
-                .map_err(|e| format!("jetcore: TLS key {key_file}: {e}"))?;
+            let (certs, key) = cert_and_key(cert_file, key_file)?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| format!("jetcore: TLS certificate and key: {e}"))?
@@ -137,6 +100,43 @@ pub fn client_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String>
         _ => return Err("jetcore: TLS: cert_file and key_file go together".into()),
     };
     Ok(Arc::new(config))
+}
+
+/// The protocol versions `min_version` allows.
+fn versions(t: &TlsConfig) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match t.min_version.as_deref() {
+        Some("1.3") => &TLS13_ONLY,
+        _ => rustls::ALL_VERSIONS,
+    }
+}
+
+/// The certificates of a CA file.
+fn roots(ca_file: &str) -> Result<rustls::RootCertStore, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("jetcore: TLS CA {ca_file}: {e}");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca_file).map_err(|e| fail(&e))? {
+        roots.add(c.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+    }
+    Ok(roots)
+}
+
+/// A certificate chain and its key from PEM files.
+fn cert_and_key(
+    cert_file: &str,
+    key_file: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("jetcore: TLS certificate {cert_file}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "jetcore: TLS certificate {cert_file}: no certificate"
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("jetcore: TLS key {key_file}: {e}"))?;
+    Ok((certs, key))
 }
 
 /// The session's TLS version as nats-server shows it in `/connz` ("1.3").

@@ -29,6 +29,20 @@ fn conf(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// jetcore with `shards` shards from configuration `text` (written as `name`).
+fn jetcore_conf(dir: &Path, name: &str, text: &str, shards: usize) -> Server {
+    let c = conf(dir, name, text);
+    Server::start_with(shards, &["-c", c.to_str().unwrap()])
+}
+
+/// nats-server from configuration `text` (written as `name`; JetStream
+/// stored beside it).
+fn nats_conf(dir: &Path, name: &str, text: &str) -> Server {
+    let c = conf(dir, name, text);
+    let store = dir.join(name.trim_end_matches(".conf"));
+    Server::start_nats(&store, &["-c", c.to_str().unwrap()])
+}
+
 /// A nats-server hub (JetStream domain `hub`) listening for leaf nodes on `port`.
 fn nats_hub(dir: &Path, port: u16) -> Server {
     let c = conf(
@@ -595,7 +609,7 @@ async fn leaf_authorization_is_checked() {
     f.send("CONNECT {\"name\":\"x\",\"cluster\":\"x\",\"user\":\"leaf\",\"pass\":\"s3cret\"}\r\n");
     assert!(f.line().contains("\"connect_info\":true"));
     // A nats-server leaf with the credentials in its URL gets in.
-    let lc = conf(
+    let _leaf = nats_conf(
         dir.path(),
         "nleaf.conf",
         &format!(
@@ -603,7 +617,6 @@ async fn leaf_authorization_is_checked() {
              \"nats://leaf:s3cret@127.0.0.1:{port}\" }} ] }}\n"
         ),
     );
-    let _leaf = Server::start_nats(&dir.path().join("nleaf"), &["-c", lc.to_str().unwrap()]);
     _core
         .wait_log("remote server \"edge\"", Duration::from_secs(10))
         .expect("the nats-server leaf authenticated");
@@ -615,14 +628,14 @@ async fn jetcore_leaf_of_a_jetcore_hub() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let core = jetcore_hub(dir.path(), port, "");
-    let c = conf(
+    let edge = jetcore_conf(
         dir.path(),
         "edge2.conf",
         &format!(
             "server_name: edge2\nleafnodes {{ remotes: [ {{ url: \"127.0.0.1:{port}\" }} ] }}\n"
         ),
+        2,
     );
-    let edge = Server::start_with(2, &["-c", c.to_str().unwrap()]);
     linked(&edge);
     let (a, b) = (core.client_on(1).await, edge.client_on(1).await);
     let mut sa = a.subscribe("x.>").await.unwrap();
@@ -685,7 +698,7 @@ const HUB_INFO: &str = r#"{"server_id":"NFAKEHUB","server_name":"fakehub","versi
 async fn bad_input_from_a_hub_closes_only_that_connection() {
     let hub = FakeHub::new();
     let dir = tempfile::tempdir().unwrap();
-    let c = conf(
+    let edge = jetcore_conf(
         dir.path(),
         "leafedge.conf",
         &format!(
@@ -693,8 +706,8 @@ async fn bad_input_from_a_hub_closes_only_that_connection() {
              \"nats://127.0.0.1:{}\" }} ], reconnect: \"200ms\" }}\n",
             hub.port()
         ),
+        2,
     );
-    let edge = Server::start_with(2, &["-c", c.to_str().unwrap()]);
     let client = edge.client().await;
     let bad: [(&str, &str); 3] = [
         ("LS+ a b\r\n", "Unknown Protocol Operation"),
@@ -829,13 +842,12 @@ async fn leaf_connections_over_tls() {
     );
     // jetcore -> nats-server hub (TLS required by the hub).
     let port = free_port();
-    let hc = conf(
+    let hub = nats_conf(
         dir.path(),
         "thub.conf",
         &format!("server_name: hub\nleafnodes {{ listen: \"127.0.0.1:{port}\", {tls_block} }}\n"),
     );
-    let hub = Server::start_nats(&dir.path().join("thub"), &["-c", hc.to_str().unwrap()]);
-    let ec = conf(
+    let edge = jetcore_conf(
         dir.path(),
         "tedge.conf",
         &format!(
@@ -843,8 +855,8 @@ async fn leaf_connections_over_tls() {
              tls {{ ca_file: \"{}\" }} }} ] }}\n",
             path(&p.ca)
         ),
+        2,
     );
-    let edge = Server::start_with(2, &["-c", ec.to_str().unwrap()]);
     linked(&edge);
     let (n, j) = (hub.client().await, edge.client().await);
     let mut on_hub = n.subscribe("secure.up").await.unwrap();
@@ -859,7 +871,7 @@ async fn leaf_connections_over_tls() {
 
     // nats-server leaf -> jetcore's TLS leaf port, with verify (mutual TLS).
     let port2 = free_port();
-    let cc = conf(
+    let core = jetcore_conf(
         dir.path(),
         "tcore.conf",
         &format!(
@@ -869,9 +881,9 @@ async fn leaf_connections_over_tls() {
             path(&p.key),
             path(&p.ca)
         ),
+        2,
     );
-    let core = Server::start_with(2, &["-c", cc.to_str().unwrap()]);
-    let lc = conf(
+    let nleaf = nats_conf(
         dir.path(),
         "tnleaf.conf",
         &format!(
@@ -882,7 +894,6 @@ async fn leaf_connections_over_tls() {
             path(&p.client_key)
         ),
     );
-    let nleaf = Server::start_nats(&dir.path().join("tnleaf"), &["-c", lc.to_str().unwrap()]);
     linked(&core);
     let (a, b) = (core.client().await, nleaf.client().await);
     let mut sa = a.subscribe("m.tls").await.unwrap();
@@ -892,7 +903,7 @@ async fn leaf_connections_over_tls() {
 
     // jetcore -> jetcore with a client certificate; and a remote trusting
     // another CA is refused.
-    let jc = conf(
+    let jedge = jetcore_conf(
         dir.path(),
         "tjedge.conf",
         &format!(
@@ -902,10 +913,10 @@ async fn leaf_connections_over_tls() {
             path(&p.client_cert),
             path(&p.client_key)
         ),
+        1,
     );
-    let jedge = Server::start_with(1, &["-c", jc.to_str().unwrap()]);
     linked(&jedge);
-    let wc = conf(
+    let wrong = jetcore_conf(
         dir.path(),
         "twrong.conf",
         &format!(
@@ -913,8 +924,8 @@ async fn leaf_connections_over_tls() {
              tls {{ ca_file: \"{}\" }} }} ] }}\n",
             path(&other.ca)
         ),
+        1,
     );
-    let wrong = Server::start_with(1, &["-c", wc.to_str().unwrap()]);
     wrong
         .wait_log("Leafnode TLS handshake error", Duration::from_secs(10))
         .expect("a hub certificate from another CA is refused");
@@ -980,7 +991,7 @@ async fn a_leaf_users_permissions_hold() {
         "{seen:?}"
     );
     // A nats-server leaf with those credentials.
-    let lc = conf(
+    let leaf = nats_conf(
         dir.path(),
         "pleaf.conf",
         &format!(
@@ -988,7 +999,6 @@ async fn a_leaf_users_permissions_hold() {
              \"nats://edge:pw@127.0.0.1:{port}\" }} ] }}\n"
         ),
     );
-    let leaf = Server::start_nats(&dir.path().join("pleaf"), &["-c", lc.to_str().unwrap()]);
     core.wait_log("remote server \"pedge\"", Duration::from_secs(10))
         .expect("the nats-server leaf came in");
     let n = leaf.client().await;

@@ -226,8 +226,13 @@ fn decode_sig(sig: &str) -> Option<Vec<u8>> {
 pub fn nonce() -> String {
     use base64::Engine;
     let mut bytes = [0u8; 11];
+    random_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Fills `bytes` from the kernel's generator.
+pub fn random_bytes(bytes: &mut [u8]) {
     // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     assert_eq!(n, bytes.len() as isize, "getrandom failed");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

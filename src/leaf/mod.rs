@@ -22,7 +22,7 @@ use crate::config_file::leaf::{parse_url, RemoteUrl};
 use crate::limits::{LEAF_INFO_WAIT, LEAF_RECONNECT_DEFAULT};
 use crate::net::conn::{CloseReason, Conn};
 use crate::net::link::{LinkState, Phase};
-use crate::net::session::{after_read, fill, follow, ping_loop, sleep_unless_closed, write_loop};
+use crate::net::session::{drive, follow, ping_loop, sleep_unless_closed, start_tls, write_loop};
 use crate::protocol::leaf::{LeafOp, LeafParser};
 use crate::shard::{Shard, SHUTDOWN};
 
@@ -107,9 +107,7 @@ fn expand_home(path: &str) -> String {
 fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut bytes = vec![0u8; len];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    assert_eq!(n, len as isize, "getrandom failed");
+    crate::auth::random_bytes(&mut bytes);
     bytes
         .iter()
         .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
@@ -172,11 +170,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 async fn solicit(shard: Rc<Shard>, index: usize) {
     let leaf = shard.cfg.leaf.as_ref().expect("leafnodes configured");
     let remote = &leaf.remotes[index];
-    let reconnect = leaf
-        .reconnect
-        .as_deref()
-        .and_then(crate::conf::parse_duration)
-        .unwrap_or(LEAF_RECONNECT_DEFAULT);
+    let reconnect = redial_wait(leaf);
     let mut attempt = 0usize;
     while !stopping(&shard) {
         let text = &remote.urls[attempt % remote.urls.len()];
@@ -219,19 +213,10 @@ async fn dial(addr: &str, limit: Duration) -> std::io::Result<TcpStream> {
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("no address"))?;
-    let connect = async {
-        TcpStream::connect(to)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    };
-    let timeout = async {
-        glommio::timer::sleep(limit).await;
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "dial timeout",
-        ))
-    };
-    futures_lite::future::or(connect, timeout).await
+    let connect = async { TcpStream::connect(to).await.map_err(|e| e.to_string()) };
+    crate::net::io::within(limit, connect)
+        .await
+        .map_err(std::io::Error::other)
 }
 
 /// Serves one leaf connection (dialled for `remote`, else accepted) until it
@@ -332,9 +317,8 @@ fn info_sent(shard: &Shard) -> bool {
         .is_some_and(|t| !t.handshake_first)
 }
 
-/// TLS on an accepted leaf connection, when the leaf port has it: the INFO
-/// in plaintext first (unless `handshake_first`), then the handshake within
-/// the TLS timeout. Plaintext that came with its end goes to `first`.
+/// TLS on an accepted leaf connection, when the leaf port has it (the
+/// clients' way, with the leaf port's INFO).
 async fn accept_tls(
     shard: &Shard,
     conn: &mut Conn,
@@ -343,16 +327,8 @@ async fn accept_tls(
     let Some(tls) = &shard.server.leaf_tls else {
         return Ok(None);
     };
-    if !tls.handshake_first {
-        let info = shard.leaf_info_line(conn, false);
-        crate::net::io::write_all(&conn.stream, &info)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    let mut session = tls.session().map_err(|e| e.to_string())?;
-    let work = crate::net::io::tls_handshake(&conn.stream, &mut session, first, true);
-    within(tls.timeout, work).await?;
-    conn.tls = Some(RefCell::new(rustls::Connection::Server(session)));
+    let info = shard.leaf_info_line(conn, false);
+    start_tls(conn, tls, &info, first).await?;
     Ok(None)
 }
 
@@ -395,16 +371,16 @@ async fn dial_tls(
     if cfg.is_some_and(|t| t.handshake_first) {
         let mut session = session()?;
         let work = crate::net::io::tls_handshake(&conn.stream, &mut session, first, false);
-        within(timeout, work).await?;
+        crate::net::io::within(timeout, work).await?;
         conn.tls = Some(RefCell::new(rustls::Connection::Client(session)));
         return Ok(None);
     }
-    let info = within(LEAF_INFO_WAIT, read_info(conn, first)).await?;
+    let info = crate::net::io::within(LEAF_INFO_WAIT, read_info(conn, first)).await?;
     let hello = crate::protocol::leaf::PeerHello::decode(&info).map_err(|e| e.to_string())?;
     if hello.tls_required || cfg.is_some() || url.tls {
         let mut session = session()?;
         let work = crate::net::io::tls_handshake(&conn.stream, &mut session, first, false);
-        within(timeout, work).await?;
+        crate::net::io::within(timeout, work).await?;
         conn.tls = Some(RefCell::new(rustls::Connection::Client(session)));
     }
     Ok(Some(info))
@@ -428,18 +404,6 @@ async fn read_info(conn: &Conn, rest: &mut BytesMut) -> Result<bytes::Bytes, Str
             Err(e) => return Err(e.to_string()),
         }
     }
-}
-
-/// `work`, or an error when it takes longer than `limit`.
-async fn within<T>(
-    limit: Duration,
-    work: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
-    let timeout = async {
-        glommio::timer::sleep(limit).await;
-        Err("timeout".to_string())
-    };
-    futures_lite::future::or(work, timeout).await
 }
 
 /// Closes a connection whose handshake has not finished in time: an
@@ -473,35 +437,14 @@ async fn handshake_timer(shard: Rc<Shard>, conn: Rc<Conn>, accepted: bool) {
 
 async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
     let mut parser = LeafParser::new(shard.cfg.max_payload, shard.cfg.max_control_line);
-    let mut buf = first;
-    let mut raw = BytesMut::new();
-    let mut pending = !buf.is_empty();
-    loop {
-        if !fill(conn, &mut buf, &mut raw, &mut pending).await {
-            return;
-        }
-        loop {
-            let op = match parser.next(&mut buf) {
-                Ok(Some(op)) => op,
-                Ok(None) => break,
-                Err(e) => {
-                    crate::error!(
-                        "{} - lid:{} - Leafnode protocol error: {e:?}",
-                        conn.peer,
-                        conn.cid
-                    );
-                    conn.send_err(e.text());
-                    conn.close(CloseReason::ProtocolError);
-                    shard.flush_mesh().await;
-                    return;
-                }
-            };
-            if !follow(shard, conn, shard.leaf_op(conn, op)).await {
-                return;
-            }
-        }
-        if !after_read(shard, conn).await {
-            return;
-        }
-    }
+    let refuse = |conn: &Conn, e: crate::protocol::leaf::LeafError| {
+        crate::error!(
+            "{} - lid:{} - Leafnode protocol error: {e:?}",
+            conn.peer,
+            conn.cid
+        );
+        conn.send_err(e.text());
+    };
+    let handle = |conn: &Rc<Conn>, op| shard.leaf_op(conn, op);
+    drive(shard, conn, first, |buf| parser.next(buf), handle, refuse).await;
 }

@@ -71,3 +71,15 @@ pub async fn tls_handshake<D>(
     }
     Ok(())
 }
+
+/// `work`, or an error when it takes longer than `limit` (handshakes, dials).
+pub async fn within<T>(
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let timeout = async {
+        glommio::timer::sleep(limit).await;
+        Err("timeout".to_string())
+    };
+    futures_lite::future::or(work, timeout).await
+}

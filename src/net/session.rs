@@ -35,7 +35,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // Plaintext that came with the end of a TLS handshake (a CONNECT, say).
     let mut first = BytesMut::new();
     if let Some(tls) = shard.server.tls.as_ref() {
-        if let Err(e) = start_tls(&shard, &mut conn, tls, &mut first).await {
+        let info = shard.info_line(&conn, false);
+        if let Err(e) = start_tls(&mut conn, tls, &info, &mut first).await {
             // As nats-server: logged, and the connection closed without a word.
             crate::error!("{} - cid:{cid} - TLS handshake error: {e}", conn.peer);
             conn.shutdown_socket(libc::SHUT_RDWR);
@@ -83,6 +84,29 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
 async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
     let mut parser = Parser::new(shard.cfg.max_payload, shard.cfg.max_control_line);
+    let refuse = |conn: &Conn, e: crate::protocol::parser::ParseError| {
+        crate::debug!("{} - cid:{} - protocol error: {e:?}", conn.peer, conn.cid);
+        if let Some(text) = e.text() {
+            conn.send_err(text);
+        }
+    };
+    let handle = |conn: &Rc<Conn>, op| shard.handle_op(conn, op);
+    drive(shard, conn, first, |buf| parser.next(buf), handle, refuse).await;
+}
+
+/// A connection's read loop, whatever its protocol: reads (decrypting with
+/// TLS), takes ops off the buffer with `next` and applies each with
+/// `handle`, doing what it asks; bad input is answered by `refuse` (which
+/// logs and queues the `-ERR`) and closes the connection. Between reads,
+/// what the ops queued for peers goes out and congested readers hold it back.
+pub(crate) async fn drive<O, E>(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    first: BytesMut,
+    mut next: impl FnMut(&mut BytesMut) -> Result<Option<O>, E>,
+    handle: impl Fn(&Rc<Conn>, O) -> Flow,
+    refuse: impl Fn(&Conn, E),
+) {
     let mut buf = first;
     buf.reserve(READ_CHUNK_BYTES);
     // TLS: ciphertext is read here, then decrypted into `buf`.
@@ -93,20 +117,17 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
             return;
         }
         loop {
-            let op = match parser.next(&mut buf) {
+            let op = match next(&mut buf) {
                 Ok(Some(op)) => op,
                 Ok(None) => break,
                 Err(e) => {
-                    crate::debug!("{} - cid:{} - protocol error: {e:?}", conn.peer, conn.cid);
-                    if let Some(text) = e.text() {
-                        conn.send_err(text);
-                    }
+                    refuse(conn, e);
                     conn.close(CloseReason::ProtocolError);
                     shard.flush_mesh().await;
                     return;
                 }
             };
-            if !follow(shard, conn, shard.handle_op(conn, op)).await {
+            if !follow(shard, conn, handle(conn, op)).await {
                 return;
             }
         }
@@ -118,12 +139,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
 
 /// Reads more into `buf` (unless `pending` says bytes already wait there),
 /// making room first; false when the connection is closed or broken.
-pub(crate) async fn fill(
-    conn: &Conn,
-    buf: &mut BytesMut,
-    raw: &mut BytesMut,
-    pending: &mut bool,
-) -> bool {
+async fn fill(conn: &Conn, buf: &mut BytesMut, raw: &mut BytesMut, pending: &mut bool) -> bool {
     if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
         buf.reserve(READ_CHUNK_BYTES);
     }
@@ -156,7 +172,7 @@ pub(crate) async fn follow(shard: &Rc<Shard>, conn: &Rc<Conn>, flow: Flow) -> bo
 /// After one read's ops: sends what they queued for peers, then pauses (a
 /// bounded time) for a subscriber or stream they congested; false when the
 /// connection is closing.
-pub(crate) async fn after_read(shard: &Rc<Shard>, conn: &Rc<Conn>) -> bool {
+async fn after_read(shard: &Rc<Shard>, conn: &Rc<Conn>) -> bool {
     shard.flush_mesh().await;
     if let Some(target) = conn.stalled_on.take() {
         shard.stall_on(target).await;
@@ -267,7 +283,7 @@ pub(crate) async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
 
 /// Reads what the socket has into `buf` (decrypting with TLS); false when
 /// the connection is closed or broken.
-pub(crate) async fn read_some(conn: &Conn, buf: &mut BytesMut, raw: &mut BytesMut) -> bool {
+async fn read_some(conn: &Conn, buf: &mut BytesMut, raw: &mut BytesMut) -> bool {
     let Some(tls) = &conn.tls else {
         return matches!(crate::net::io::read_into(&conn.stream, buf).await, Ok(n) if n > 0);
     };
@@ -285,26 +301,22 @@ pub(crate) async fn read_some(conn: &Conn, buf: &mut BytesMut, raw: &mut BytesMu
 
 /// TLS before the client speaks: the INFO in plaintext (unless
 /// `handshake_first`), then the handshake within the TLS timeout. A client
-/// whose first bytes are not a TLS handshake is refused.
-async fn start_tls(
-    shard: &Shard,
+/// whose first bytes are not a TLS handshake is refused. The leaf port does
+/// the same with its own `info`.
+pub(crate) async fn start_tls(
     conn: &mut Conn,
     tls: &crate::tls::Tls,
+    info: &[u8],
     plain: &mut BytesMut,
 ) -> Result<(), String> {
     if !tls.handshake_first {
-        let info = shard.info_line(conn, false);
-        crate::net::io::write_all(&conn.stream, &info)
+        crate::net::io::write_all(&conn.stream, info)
             .await
             .map_err(|e| e.to_string())?;
     }
     let mut session = tls.session().map_err(|e| e.to_string())?;
     let work = crate::net::io::tls_handshake(&conn.stream, &mut session, plain, true);
-    let timeout = async {
-        glommio::timer::sleep(tls.timeout).await;
-        Err("timeout".to_string())
-    };
-    futures_lite::future::or(work, timeout).await?;
+    crate::net::io::within(tls.timeout, work).await?;
     conn.tls = Some(std::cell::RefCell::new(rustls::Connection::Server(session)));
     Ok(())
 }

@@ -283,6 +283,8 @@ pub fn encode_msg(
     hdr_len: Option<usize>,
     msg: &[u8],
 ) {
+    let names: usize = queues.iter().map(|q| q.len() + 1).sum();
+    out.reserve(subject.len() + reply.map_or(0, |r| r.len()) + names + msg.len() + 48);
     out.extend_from_slice(if hdr_len.is_some() {
         b"HMSG "
     } else {
@@ -307,14 +309,7 @@ pub fn encode_msg(
         out.extend_from_slice(q);
         out.push(b' ');
     }
-    if let Some(h) = hdr_len {
-        push_decimal(out, h as u64);
-        out.push(b' ');
-    }
-    push_decimal(out, msg.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(msg);
-    out.extend_from_slice(b"\r\n");
+    crate::protocol::ops::encode_sizes_and_payload(out, hdr_len, msg);
 }
 
 /// Appends `LS+ <subject>` or `LS+ <subject> <queue> <weight>`.

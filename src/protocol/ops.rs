@@ -27,6 +27,12 @@ pub fn encode_msg(
         out.extend_from_slice(reply);
         out.push(b' ');
     }
+    encode_sizes_and_payload(out, hdr_len, msg);
+}
+
+/// The end of a MSG/HMSG (and LMSG/HMSG) line and what follows it:
+/// `[<#hdr> ]<#total>\r\n<msg>\r\n`.
+pub fn encode_sizes_and_payload(out: &mut Vec<u8>, hdr_len: Option<usize>, msg: &[u8]) {
     if let Some(h) = hdr_len {
         push_decimal(out, h as u64);
         out.push(b' ');

@@ -157,22 +157,30 @@ impl Shard {
             for s in self.domain_api_subjects() {
                 crate::protocol::leaf::encode_sub(&mut out, s.as_bytes(), None);
             }
+            // Counted first, then written once per key with its final weight.
             let link = &mut *link;
+            let mut counting = Vec::new();
             self.interest.borrow().for_each(|subject, queue, key| {
                 let subject = Bytes::copy_from_slice(subject);
                 if !advertised(link, conn.cid, &subject, key) {
                     return;
                 }
                 match queue {
-                    None => link.count_plain(&subject, true, &mut out),
+                    None => link.count_plain(&subject, true, &mut counting),
                     Some(q) => {
-                        link.count_queue(&subject, &Bytes::copy_from_slice(q), true, &mut out)
+                        let q = Bytes::copy_from_slice(q);
+                        link.count_queue(&subject, &q, true, &mut counting)
                     }
                 }
+                counting.clear();
             });
+            for subject in link.out_plain.keys() {
+                crate::protocol::leaf::encode_sub(&mut out, subject, None);
+            }
+            for ((subject, queue), n) in &link.out_queue {
+                crate::protocol::leaf::encode_sub(&mut out, subject, Some((queue, *n)));
+            }
         }
-        // A queue key counted more than once was written more than once:
-        // harmless, its last weight stands.
         conn.send(&out);
         self.links.borrow_mut().push(conn.clone());
     }
