@@ -63,6 +63,26 @@ impl Shard {
         }
     }
 
+    /// A peer's subscription added to (`add`) or removed from the replica.
+    fn peer_interest(
+        &self,
+        from: u16,
+        key: crate::shard::msg::SubKey,
+        subject: &Bytes,
+        queue: Option<&Bytes>,
+        add: bool,
+    ) {
+        assert_eq!(
+            key.shard, from,
+            "interest changed by a shard that does not own it"
+        );
+        if add {
+            self.interest_add(subject, queue, key);
+        } else {
+            self.interest_remove(subject, queue, key);
+        }
+    }
+
     /// Applies a batch from a peer shard, in order.
     ///
     /// Never waits on the data mesh (a receiver blocked on a full channel to a
@@ -89,11 +109,7 @@ impl Shard {
                     subject,
                     queue,
                 } => {
-                    assert_eq!(
-                        key.shard, from,
-                        "interest added by a shard that does not own it"
-                    );
-                    self.interest_add(&subject, queue.as_ref(), key);
+                    self.peer_interest(from, key, &subject, queue.as_ref(), true);
                     continue;
                 }
                 ShardMsg::Unsub {
@@ -101,11 +117,7 @@ impl Shard {
                     subject,
                     queue,
                 } => {
-                    assert_eq!(
-                        key.shard, from,
-                        "interest removed by a shard that does not own it"
-                    );
-                    self.interest_remove(&subject, queue.as_ref(), key);
+                    self.peer_interest(from, key, &subject, queue.as_ref(), false);
                     continue;
                 }
                 ShardMsg::Packed {
