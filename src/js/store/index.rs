@@ -3,10 +3,11 @@
 //! segments at start; memory streams keep every message's bytes here.
 //!
 //! Entries sit in a deque indexed by `seq - first_seq`; an interior delete marks
-//! its entry, a delete at the front pops it. Memory: one entry per sequence
-//! between first and last (≈64 bytes), bounded by the stream's own limits.
+//! its entry, a delete at the front pops it. Memory: one 40-byte entry per
+//! sequence between first and last, bounded by the stream's own limits, plus
+//! the cached bodies (`bodies`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use ahash::AHashMap;
 use bytes::Bytes;
@@ -23,8 +24,6 @@ pub struct Entry {
     /// streams use 0/0.
     pub seg: u64,
     pub off: u64,
-    /// Header block + payload when cached (always, for memory streams).
-    pub data: Option<Bytes>,
     pub deleted: bool,
     /// What the message's headers ask of expiry (`ttl::FLAG_*`).
     pub flags: u8,
@@ -40,7 +39,6 @@ impl Entry {
             len: 0,
             seg: 0,
             off: 0,
-            data: None,
             deleted: true,
             flags: 0,
         }
@@ -121,10 +119,13 @@ pub struct Index {
     subj: Vec<Option<SubjState>>,
     free: Vec<u32>,
     memory: bool,
-    /// Bytes held by cached `data` (file streams).
+    /// Header block + payload of cached live messages, by sequence: every
+    /// message of a memory stream; for a file stream the most recent ones
+    /// and those read back, at most what `evict` is given (oldest go first).
+    /// Kept apart from the entries so an entry stays small.
+    bodies: BTreeMap<u64, Bytes>,
+    /// Bytes held in `bodies` (file streams).
     pub cached_bytes: u64,
-    /// Oldest sequence that may still hold cached data.
-    cache_floor: u64,
     /// Timestamp of the last message ever stored (kept after removals).
     pub last_ts: i64,
     /// Messages removed so far (a generation counter for consumers' counts).
@@ -160,8 +161,8 @@ impl Index {
             subj: Vec::new(),
             free: Vec::new(),
             memory,
+            bodies: BTreeMap::new(),
             cached_bytes: 0,
-            cache_floor: 0,
             last_ts: 0,
             removals: 0,
             recent_removed: VecDeque::new(),
@@ -249,9 +250,7 @@ impl Index {
     fn new_entry(&mut self, m: &NewEntry) -> Entry {
         let subj = self.intern(m.subject, m.seq);
         if let Some(d) = &m.data {
-            if !self.memory {
-                self.cached_bytes += d.len() as u64;
-            }
+            self.cache(m.seq, d.clone());
         }
         self.msgs += 1;
         self.bytes += msg_size(self.memory, m.subject.len(), m.hdr_len, m.len - m.hdr_len);
@@ -262,7 +261,6 @@ impl Index {
             len: m.len as u32,
             seg: m.at.seg,
             off: m.at.off,
-            data: m.data.clone(),
             deleted: false,
             flags: m.flags,
         }
@@ -286,12 +284,8 @@ impl Index {
         }
         let e = &mut self.entries[i];
         e.deleted = true;
-        if let Some(d) = e.data.take() {
-            if !self.memory {
-                self.cached_bytes -= d.len() as u64;
-            }
-        }
         let id = e.subj;
+        self.uncache(seq);
         self.msgs -= 1;
         self.bytes -= size;
         self.deleted += 1;
@@ -400,7 +394,6 @@ impl Index {
         );
         self.entries[i] = self.new_entry(&m);
         self.deleted -= 1;
-        self.cache_floor = self.cache_floor.min(m.seq);
     }
 
     /// Counts one more message with `subject` at `seq`; its subject id.
@@ -709,7 +702,7 @@ impl Index {
     /// Cached data of `seq`, if any.
     pub fn cached(&self, seq: u64) -> Option<StoredMsg> {
         let e = self.entry(seq)?;
-        let data = e.data.clone()?;
+        let data = self.bodies.get(&seq)?.clone();
         Some(StoredMsg {
             seq,
             ts: e.ts,
@@ -719,35 +712,39 @@ impl Index {
         })
     }
 
-    /// Drops cached bytes of the oldest messages until at most `max` are held.
+    fn cache(&mut self, seq: u64, data: Bytes) {
+        let len = data.len() as u64;
+        if self.bodies.insert(seq, data).is_none() && !self.memory {
+            self.cached_bytes += len;
+        }
+    }
+
+    fn uncache(&mut self, seq: u64) {
+        if let Some(d) = self.bodies.remove(&seq) {
+            if !self.memory {
+                self.cached_bytes -= d.len() as u64;
+            }
+        }
+    }
+
+    /// Drops cached bytes of the oldest messages until at most `max` are held
+    /// (file streams; a memory stream's bodies are its messages).
     pub fn evict(&mut self, max: u64) {
         if self.memory {
             return;
         }
-        let mut seq = self.cache_floor.max(self.first);
-        let last = self.last_seq();
-        while self.cached_bytes > max && seq <= last {
-            let i = (seq - self.first) as usize;
-            if let Some(d) = self.entries[i].data.take() {
-                self.cached_bytes -= d.len() as u64;
-            }
-            seq += 1;
+        while self.cached_bytes > max {
+            let Some((_, d)) = self.bodies.pop_first() else {
+                break;
+            };
+            self.cached_bytes -= d.len() as u64;
         }
-        self.cache_floor = seq;
     }
 
     /// Sets the cached bytes of `seq` after reading it from disk.
     pub fn fill_cache(&mut self, seq: u64, data: Bytes) {
-        if seq < self.first || self.memory {
-            return;
-        }
-        let i = (seq - self.first) as usize;
-        if let Some(e) = self.entries.get_mut(i) {
-            if !e.deleted && e.data.is_none() {
-                self.cached_bytes += data.len() as u64;
-                e.data = Some(data);
-                self.cache_floor = self.cache_floor.min(seq);
-            }
+        if !self.memory && self.entry(seq).is_some() {
+            self.cache(seq, data);
         }
     }
 

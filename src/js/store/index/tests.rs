@@ -150,3 +150,9 @@ fn gaps_are_deleted_sequences() {
     ix.remove(4);
     assert_eq!(ix.subject(b"a").unwrap().last, 1);
 }
+
+#[test]
+fn an_entry_stays_small() {
+    // The per-message cost of a file stream's index; bodies live apart.
+    assert_eq!(std::mem::size_of::<Entry>(), 40);
+}
