@@ -347,6 +347,20 @@ fn segments(dir: &std::path::Path, stream: &str) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn torn_tail_and_flipped_byte_drop_exactly_the_damage() {
+    damage_then_restart(false);
+}
+
+/// With index files, a start-up reads no sealed segment: a flipped byte in
+/// one is found when the message is read, which drops it then.
+#[test]
+fn a_flipped_byte_under_an_index_file_is_found_on_read_and_never_served() {
+    damage_then_restart(true);
+}
+
+/// Tears the last record of a stream and flips a byte of record 3 (in the
+/// first, sealed segment); `indexed`: its index file stays (else it is
+/// removed, so start-up scans the segment).
+fn damage_then_restart(indexed: bool) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_js(1, dir.path(), &["--segment_bytes", "8192"]);
     let mut r = raw(&server);
@@ -361,6 +375,10 @@ fn torn_tail_and_flipped_byte_drop_exactly_the_damage() {
     assert!(server.terminate().success());
     let segs = segments(dir.path(), "T");
     assert!(segs.len() >= 3, "{segs:?}");
+    // A clean shutdown leaves an index file beside every segment.
+    for s in &segs {
+        assert!(s.with_extension("idx").exists(), "{s:?}");
+    }
 
     // Tear the last record of the last segment in half.
     let last = segs.last().unwrap();
@@ -377,21 +395,36 @@ fn torn_tail_and_flipped_byte_drop_exactly_the_damage() {
     let target = offs[2] + 40;
     bytes[target] ^= 0x55;
     std::fs::write(first, &bytes).unwrap();
+    if !indexed {
+        std::fs::remove_file(first.with_extension("idx")).unwrap();
+    }
 
     let server = Server::start_js(1, dir.path(), &["--segment_bytes", "8192"]);
     let logged = server.startup_log.join("\n");
-    assert!(logged.contains("checksum mismatch"), "{logged}");
+    // The cut segment no longer matches its index file: it is scanned.
     assert!(logged.contains("torn write"), "{logged}");
     let mut r = raw(&server);
     let st = state(&mut r, "T");
     assert_eq!(st["last_seq"], 199, "the torn record 200 is gone");
-    assert_eq!(st["messages"], 198, "and so is the damaged record 3");
-    assert_eq!(st["num_deleted"], 1);
+    if indexed {
+        assert!(!logged.contains("checksum mismatch"), "{logged}");
+        assert_eq!(st["messages"], 199, "record 3 is not read yet");
+    } else {
+        assert!(logged.contains("checksum mismatch"), "{logged}");
+        assert_eq!(st["messages"], 198, "and so is the damaged record 3");
+        assert_eq!(st["num_deleted"], 1);
+    }
     assert_eq!(
         get(&mut r, "T", 3),
         None,
         "a corrupt record is never served"
     );
+    let st = state(&mut r, "T");
+    assert_eq!(
+        st["messages"], 198,
+        "the damaged record 3 is gone once found"
+    );
+    assert_eq!(st["num_deleted"], 1);
     for seq in [1u64, 2, 4, 100, 199] {
         assert_eq!(
             get(&mut r, "T", seq).unwrap().1,

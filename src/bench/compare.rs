@@ -298,6 +298,7 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
         consume: ConsumeSpec::default(),
         copy: CopySpec::default(),
         ttl: None,
+        keep: false,
         placement: None,
     };
     match name {

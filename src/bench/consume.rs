@@ -725,6 +725,7 @@ mod tests {
             },
             copy: crate::bench::run::CopySpec::default(),
             ttl: None,
+            keep: false,
             placement: None,
         }
     }

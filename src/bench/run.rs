@@ -94,6 +94,8 @@ pub struct Spec {
     pub copy: CopySpec,
     /// JetStream publishes carry `Nats-TTL` (the stream allows it).
     pub ttl: Option<TtlSpec>,
+    /// The run's stream stays when it ends (`--keep`: restart measurements).
+    pub keep: bool,
     /// Connections placed on chosen shards (jetcore only; `None`: wherever
     /// the kernel puts them).
     pub placement: Option<crate::bench::wire::Placement>,
@@ -234,7 +236,7 @@ pub fn run_marked(spec: &Spec, mark: &mut dyn FnMut()) -> Result<Outcome, String
     }
     if spec.mode == Mode::JsCopy {
         crate::bench::copy::delete(spec);
-    } else if own_stream && !spec.ttl.is_some_and(|t| t.align) {
+    } else if own_stream && !spec.keep && !spec.ttl.is_some_and(|t| t.align) {
         // An aligned-TTL run sets up a mass expiry: its stream stays.
         js_delete_stream(spec);
     }

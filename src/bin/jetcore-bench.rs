@@ -160,6 +160,10 @@ struct Common {
     /// expire within about a second (the stream is kept for that)
     #[arg(long, requires = "ttl")]
     ttl_align: bool,
+    /// JetStream: leave the run's stream in place when it ends (e.g. to
+    /// measure a restart with what it stored)
+    #[arg(long)]
+    keep: bool,
     /// jetcore only: put publishers and requesters on the shard of the
     /// subscribers, responders and stream (same), or on another (cross);
     /// a fresh server's first stream is on shard 0
@@ -350,6 +354,7 @@ fn run_spec(mode: Mode, c: Common, consume: ConsumeSpec, copy: CopySpec) -> Resu
             secs,
             align: c.ttl_align,
         }),
+        keep: c.keep,
         placement: placement(c.placement.as_deref(), c.shards),
     };
     let progress = spawn_progress(duration);

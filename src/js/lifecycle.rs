@@ -103,8 +103,10 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
     let mut log = None;
     if !cfg.memory() {
         let fail = |e: std::io::Error| format!("stream {}: {e}", cfg.name);
-        let mut segs = recovery::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| replay.apply(r))
-            .map_err(fail)?;
+        let (mut segs, read) =
+            recovery::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| replay.apply(r))
+                .map_err(fail)?;
+        let total = segs.len();
         let ix = &replay.ix;
         for seq in ix.first_seq()..=ix.last_seq() {
             if let Some(s) = ix.entry(seq).and_then(|e| segs.get_mut(&e.seg)) {
@@ -120,7 +122,7 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
                 .map_err(fail)?,
         );
         crate::info!(
-            "  Restored {} messages for stream '{}' ({} bytes, sequences {}..{})",
+            "  Restored {} messages for stream '{}' ({} bytes, sequences {}..{}; read {read} of {total} segments, the rest from their index files)",
             ix.msgs,
             cfg.name,
             ix.bytes,
@@ -204,7 +206,7 @@ impl Js {
             for c in consumers {
                 c.stop(&self.shard, false).await;
             }
-            s.close().await;
+            s.close(true).await;
         }
     }
 }

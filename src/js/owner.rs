@@ -329,7 +329,7 @@ impl Js {
             config: stream.cfg.borrow().clone(),
         };
         change_interest(&self.shard, &entry, false);
-        stream.close().await;
+        stream.close(false).await;
         let result = std::fs::remove_dir_all(&stream.dir)
             .and_then(|()| segment::sync_dir(&self.streams_dir()));
         // Only now may the name be reused: the coordinator held it until here.

@@ -4,5 +4,6 @@
 pub mod index;
 pub mod record;
 pub mod recovery;
+pub mod segindex;
 pub mod segment;
 pub mod slots;

@@ -11,59 +11,101 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::js::store::record::{self, Decoded};
+use crate::js::store::segindex::{self, SegIndex, Unusable};
 use crate::js::store::segment::{align_up, Segment};
 
-/// A record found by recovery.
+/// A record found by recovery (in a segment, or in its index file).
 pub struct Recovered {
     pub seg: u64,
     pub off: u64,
     pub kind: u8,
     pub seq: u64,
     pub ts: i64,
-    /// Slices of the segment's buffer (one segment is held at a time).
     pub subject: bytes::Bytes,
+    /// Length of the header block, and of header block plus payload.
     pub hdr_len: usize,
-    pub data: bytes::Bytes,
+    pub len: usize,
+    /// The header block; from an index file only the lines recovery reads
+    /// (`segindex::kept_headers`).
+    pub hdr: bytes::Bytes,
+    /// Header block then payload, when the segment was read (slices of its
+    /// buffer: one segment is held at a time).
+    pub data: Option<bytes::Bytes>,
 }
 
-/// Scans every segment in `dir` in order, handing each valid record to
-/// `each`. Returns the segments (without open files).
+/// Replays every segment in `dir` in order, handing each valid record to
+/// `each`: from the segment's index file where a good one covers it, else
+/// from the segment itself (and the index file is written again). Returns
+/// the segments (without open files) and how many of them were read.
 pub fn recover(
     dir: &Path,
     stream: &str,
     max_record: usize,
     mut each: impl FnMut(Recovered),
-) -> std::io::Result<BTreeMap<u64, Segment>> {
+) -> std::io::Result<(BTreeMap<u64, Segment>, usize)> {
     let names = segment_files(dir)?;
+    remove_orphan_indexes(dir, &names);
     let mut segs = BTreeMap::new();
     let mut scan = Scan {
         stream,
         max_record,
         last_msg_seq: 0,
+        read: 0,
     };
     let count = names.len();
     for (i, (first, path)) in names.into_iter().enumerate() {
-        let buf = bytes::Bytes::from(std::fs::read(&path)?);
         let last = i + 1 == count;
-        let (end, markers) = scan.segment(first, &path, &buf, last, &mut each);
-        if last && buf[end..].iter().any(|b| *b != 0) {
-            // Cut a torn tail so stale bytes can never be read as records later.
-            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-            f.set_len(end as u64)?;
-            f.sync_all()?;
-        }
-        let seg = Segment {
-            path,
-            file: None,
-            size: end as u64,
-            live: 0,
-            markers,
-        };
+        let seg = scan.recover_segment(dir, first, path, last, &mut each)?;
         segs.insert(first, seg);
     }
-    Ok(segs)
+    Ok((segs, scan.read))
 }
 
+/// The index file of segment `first` from its bytes (`buf`, read whole),
+/// built by the scan recovery runs.
+pub fn index_of(stream: &str, first: u64, path: &Path, buf: &bytes::Bytes) -> Vec<u8> {
+    let mut scan = Scan {
+        stream,
+        max_record: crate::limits::RECORD_BYTES_MAX,
+        last_msg_seq: 0,
+        read: 0,
+    };
+    let mut build = segindex::Builder::new(first);
+    scan.segment(first, path, buf, 0, false, &mut |r, head, end| {
+        build.add(&r, head, end as u64)
+    });
+    build.finish()
+}
+
+/// Index files (and their temporaries) whose segment is gone.
+fn remove_orphan_indexes(dir: &Path, segs: &[(u64, PathBuf)]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let first = name
+            .strip_suffix(".idx")
+            .or_else(|| name.strip_suffix(".idx.tmp"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(first) = first {
+            if name.ends_with(".tmp") || segs.iter().all(|(f, _)| *f != first) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// True when `buf`, read from `from`, holds no record at `from` or at the
+/// next block (where a write issued while another was in flight starts).
+fn nothing_after(buf: &[u8], from: usize) -> bool {
+    let zero_at = |p: usize| buf.get(p..p + 4).is_none_or(|b| b == [0; 4]);
+    let next = align_up(from as u64) as usize;
+    zero_at(0) && zero_at(next - from)
+}
 /// The segment files of a stream directory, by first sequence.
 fn segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
@@ -88,21 +130,130 @@ struct Scan<'a> {
     max_record: usize,
     /// Message sequences only go up: an older one is a stale record.
     last_msg_seq: u64,
+    /// Segments read (not replayed from their index files alone).
+    read: usize,
 }
 
 impl Scan<'_> {
-    /// Scans one segment's bytes; returns where its valid records end, and
-    /// whether it holds delete or floor records.
+    /// One segment: its index file's records, then whatever the segment holds
+    /// past them (all of it without a good index file); the index file is
+    /// written again when anything was read from the segment.
+    fn recover_segment(
+        &mut self,
+        dir: &Path,
+        first: u64,
+        path: PathBuf,
+        last: bool,
+        each: &mut impl FnMut(Recovered),
+    ) -> std::io::Result<Segment> {
+        let stream = self.stream;
+        let mut build = segindex::Builder::new(first);
+        let (mut start, mut markers) = (0usize, false);
+        match SegIndex::load(dir, first, &path) {
+            Ok(ix) => {
+                for r in ix.iter() {
+                    let r = r.expect("checked when loaded");
+                    // Only the last record's head is kept, and the index has it.
+                    let head = ix.last.filter(|l| l.0 == r.off).map_or(0, |l| l.1);
+                    let end = r.off + record::encoded_len(r.subject.len(), r.len) as u64;
+                    if self.admit(&r, &path) {
+                        build.add(&r, head, end);
+                        each(r);
+                    }
+                }
+                start = ix.covered as usize;
+                markers = ix.markers;
+                if self.nothing_past(&path, start)? {
+                    return Ok(Segment {
+                        path,
+                        file: None,
+                        size: start as u64,
+                        live: 0,
+                        markers,
+                    });
+                }
+            }
+            Err(Unusable::Missing) => {}
+            Err(why) => crate::warn!(
+                "JetStream stream '{stream}': index file of segment {} {why}; rebuilding it from the segment",
+                path.display()
+            ),
+        }
+        let buf = bytes::Bytes::from(std::fs::read(&path)?);
+        self.read += 1;
+        let (end, more) = self.segment(first, &path, &buf, start, last, &mut |r, head, end| {
+            build.add(&r, head, end as u64);
+            each(r);
+        });
+        if last && buf[end..].iter().any(|b| *b != 0) {
+            // Cut a torn tail so stale bytes can never be read as records later.
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            f.set_len(end as u64)?;
+            f.sync_all()?;
+        }
+        if let Err(e) = segindex::write_blocking(dir, first, &build.finish()) {
+            crate::warn!(
+                "JetStream stream '{stream}': writing the index file of segment {}: {e}",
+                path.display()
+            );
+        }
+        Ok(Segment {
+            path,
+            file: None,
+            size: end as u64,
+            live: 0,
+            markers: markers || more,
+        })
+    }
+
+    /// Whether the segment holds no record past `from` (a few bytes read).
+    fn nothing_past(&self, path: &Path, from: usize) -> std::io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; align_up(from as u64) as usize - from + 4];
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], (from + got) as u64)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        buf.truncate(got);
+        Ok(nothing_after(&buf, 0))
+    }
+
+    /// Message sequences only go up: an older one is a stale record.
+    fn admit(&mut self, r: &Recovered, path: &Path) -> bool {
+        if r.kind == record::KIND_MSG {
+            if r.seq <= self.last_msg_seq {
+                crate::warn!(
+                    "JetStream stream '{}': segment {} offset {}: sequence {} out of order, record ignored",
+                    self.stream,
+                    path.display(),
+                    r.off,
+                    r.seq
+                );
+                return false;
+            }
+            self.last_msg_seq = r.seq;
+        }
+        true
+    }
+
+    /// Scans one segment's bytes from `pos`; returns where its valid records
+    /// end, and whether it holds delete or floor records. `each` gets every
+    /// record with its first 8 bytes and where it ends.
     fn segment(
         &mut self,
         first: u64,
         path: &Path,
         buf: &bytes::Bytes,
+        mut pos: usize,
         last: bool,
-        each: &mut impl FnMut(Recovered),
+        each: &mut impl FnMut(Recovered, u64, usize),
     ) -> (usize, bool) {
         let stream = self.stream;
-        let (mut pos, mut end, mut markers) = (0usize, 0usize, false);
+        let (mut end, mut markers) = (pos, false);
         while pos < buf.len() {
             match record::decode(&buf[pos..], self.max_record) {
                 Decoded::End => {
@@ -116,30 +267,26 @@ impl Scan<'_> {
                     break;
                 }
                 Decoded::Record(r, n) => {
-                    if r.kind == record::KIND_MSG && r.seq <= self.last_msg_seq {
-                        crate::warn!(
-                            "JetStream stream '{stream}': segment {} offset {pos}: sequence {} out of order, record ignored",
-                            path.display(),
-                            r.seq
-                        );
-                    } else {
-                        if r.kind == record::KIND_MSG {
-                            self.last_msg_seq = r.seq;
-                        } else if r.kind != record::KIND_MOVED {
+                    let subj_at = pos + record::HEADER;
+                    let data_at = subj_at + r.subject.len();
+                    let rec = Recovered {
+                        seg: first,
+                        off: pos as u64,
+                        kind: r.kind,
+                        seq: r.seq,
+                        ts: r.ts,
+                        subject: buf.slice(subj_at..data_at),
+                        hdr_len: r.hdr_len,
+                        len: r.data.len(),
+                        hdr: buf.slice(data_at..data_at + r.hdr_len),
+                        data: Some(buf.slice(data_at..pos + n)),
+                    };
+                    if self.admit(&rec, path) {
+                        if !matches!(r.kind, record::KIND_MSG | record::KIND_MOVED) {
                             markers = true;
                         }
-                        let subj_at = pos + record::HEADER;
-                        let data_at = subj_at + r.subject.len();
-                        each(Recovered {
-                            seg: first,
-                            off: pos as u64,
-                            kind: r.kind,
-                            seq: r.seq,
-                            ts: r.ts,
-                            subject: buf.slice(subj_at..data_at),
-                            hdr_len: r.hdr_len,
-                            data: buf.slice(data_at..pos + n),
-                        });
+                        let head = u64::from_le_bytes(buf[pos..pos + 8].try_into().expect("8"));
+                        each(rec, head, pos + n);
                     }
                     pos += n;
                     end = pos;
@@ -210,7 +357,8 @@ mod tests {
         let path = dir.path().join(crate::js::store::segment::segment_name(1));
         std::fs::write(&path, &file).unwrap();
         let mut recs = Vec::new();
-        let segs = super::recover(dir.path(), "T", 1 << 20, |r| recs.push(r)).unwrap();
+        let (segs, read) = super::recover(dir.path(), "T", 1 << 20, |r| recs.push(r)).unwrap();
+        assert_eq!(read, 1);
         let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![1, 2]);
         assert_eq!(recs[1].off, 4096);

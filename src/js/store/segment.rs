@@ -300,6 +300,8 @@ impl FileLog {
 
 /// Closes and deletes a segment whose messages are all gone.
 pub async fn discard_segment(mut seg: Segment, stream: &str) {
+    // Its index file first: a segment cut short must never meet it again.
+    let _ = glommio::io::remove(seg.path.with_extension("idx")).await;
     if let Some(f) = seg.file.take() {
         if let Ok(f) = Rc::try_unwrap(f) {
             let _ = f.close().await;

@@ -28,6 +28,7 @@ pub mod positions;
 mod read;
 pub mod recover;
 mod remove;
+mod seal;
 mod sources;
 pub mod ttl;
 mod writer;
@@ -214,6 +215,10 @@ pub struct Stream {
     /// stream's segments), and whether that task runs.
     dead: Rc<RefCell<VecDeque<crate::js::store::segment::Segment>>>,
     deleter: Rc<Cell<bool>>,
+    /// Sealed segments waiting for their index file (at most the stream's
+    /// segments), and whether that task runs.
+    to_index: Rc<RefCell<VecDeque<seal::Sealed>>>,
+    indexer: Rc<Cell<bool>>,
 }
 
 /// What a commit sends: a pub ack or error to a reply subject, or a
@@ -338,6 +343,8 @@ impl Stream {
             expiry_backlog: Cell::new(false),
             dead: Rc::new(RefCell::new(VecDeque::new())),
             deleter: Rc::new(Cell::new(false)),
+            to_index: Rc::new(RefCell::new(VecDeque::new())),
+            indexer: Rc::new(Cell::new(false)),
         };
         s.set_config(cfg);
         s

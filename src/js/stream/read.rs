@@ -110,9 +110,19 @@ impl Stream {
             }
             _ => {
                 crate::error!(
-                    "JetStream stream '{}': sequence {seq} failed its checksum on read; not served",
+                    "JetStream stream '{}': sequence {seq} failed its checksum on read; not served, and dropped",
                     self.name
                 );
+                // What recovery does with a record it finds damaged (start-up
+                // reads no sealed segment that has an index file); only where
+                // the index still points (compaction may have moved it).
+                let mut ix = self.ix.borrow_mut();
+                let here = ix.entry(seq).is_some_and(|e| e.seg == seg && e.off == off);
+                let removed = here.then(|| ix.remove(seq)).flatten();
+                drop(ix);
+                if let Some(r) = removed {
+                    self.segment_lost(r.seg);
+                }
                 None
             }
         }

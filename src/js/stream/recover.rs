@@ -62,7 +62,7 @@ impl Replay {
 
     /// The index entry of a record, and its expiry noted.
     fn entry<'a>(&mut self, r: &'a Recovered) -> NewEntry<'a> {
-        let hdr = &r.data[..r.hdr_len];
+        let hdr = &r.hdr[..];
         let mut flags = 0;
         if !hdr.is_empty() {
             let ttl = Ttl::of(hdr).unwrap_or(Ttl::None);
@@ -76,12 +76,12 @@ impl Replay {
             ts: r.ts,
             subject: &r.subject,
             hdr_len: r.hdr_len,
-            len: r.data.len(),
+            len: r.len,
             at: Location {
                 seg: r.seg,
                 off: r.off,
             },
-            data: Some(r.data.clone()),
+            data: r.data.clone(),
             flags,
         }
     }
@@ -115,7 +115,7 @@ impl Replay {
         if r.seq <= ix.last_seq() && !(ix.msgs == 0 && r.seq >= ix.first_seq()) {
             return;
         }
-        let hdr = &r.data[..r.hdr_len];
+        let hdr = &r.hdr[..];
         let id = headers::get(hdr, b"Nats-Msg-Id")
             .filter(|v| !v.is_empty())
             .map(|v| String::from_utf8_lossy(v).into_owned());

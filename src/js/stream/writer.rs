@@ -324,8 +324,15 @@ impl Stream {
             let bytes = self.log.borrow().as_ref().map_or(0, |l| l.segment_bytes);
             filelog::preallocate(&file, bytes).await;
             filelog::sync_dir_async(&dir).await?;
+            let sealed = self.log.borrow().as_ref().and_then(|l| {
+                let s = l.segs.get(&l.active)?;
+                Some((l.active, s.file.clone()?, s.size))
+            });
             if let Some(l) = self.log.borrow_mut().as_mut() {
                 l.install(next_seq, path, file);
+            }
+            if let Some((first, file, size)) = sealed {
+                self.sealed(first, file, size);
             }
         }
         let (job, seg, base, restore) = {
@@ -352,8 +359,10 @@ impl Stream {
         }
     }
 
-    /// Stops the writer after it has written what is staged, and closes files.
-    pub async fn close(&self) {
+    /// Stops the writer after it has written what is staged, and closes files;
+    /// `keep`: the stream stays on disk (shutdown), so the active segment's
+    /// index file is written too.
+    pub async fn close(&self, keep: bool) {
         self.closed.set(true);
         self.wake.notify();
         while self.writer_running.get() {
@@ -363,6 +372,9 @@ impl Stream {
             crate::error!("JetStream stream '{}': final sync failed: {e}", self.name);
         }
         self.save_positions().await;
+        if keep {
+            self.index_active().await;
+        }
         let log = self.log.borrow_mut().take();
         if let Some(mut log) = log {
             log.close().await;

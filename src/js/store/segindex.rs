@@ -1,0 +1,377 @@
+//! Segment index files: `<first seq>.idx` beside `<first seq>.seg`, a compact
+//! copy of what recovery needs from each record of the segment (everything
+//! but the payload), so start-up replays sealed segments without reading
+//! them. An index file is a pure function of its segment's bytes: it is built
+//! by the same scan recovery runs (at seal, at clean shutdown, and at start-up
+//! for a segment without a good one), so it is never more than a cache and
+//! any doubt about it (torn, flipped bit, stale, missing) means the segment is
+//! scanned instead and the file rebuilt.
+//!
+//! ```text
+//! header (72 bytes)
+//! 0  "JCIX"            4  u32 version (1)
+//! 8  u64 segment's first sequence
+//! 16 u64 covered: segment bytes the records span (end of the last record)
+//! 24 u64 offset of the last record (u64::MAX: none)
+//! 32 u64 that record's first 8 bytes (length, crc32c), checked against the segment
+//! 40 u64 records        48 u32 subjects        52 u32 flags (1: delete/floor records)
+//! 56 u64 body length    64 u32 crc32c of body  68 u32 crc32c of bytes 0..68
+//! body: subjects (u16 length, bytes), then records:
+//! 0 u8 kind  1 u8 0  2 u16 kept-header length  4 u32 subject (index into the table)
+//! 8 u32 header length  12 u32 header + payload length
+//! 16 u64 sequence  24 i64 timestamp  32 u64 offset in the segment
+//! 40 kept headers: the record's header lines recovery reads (message ids,
+//!    rollups, sources, TTLs, markers), as a header block of their own
+//! ```
+//! little endian. Memory: the records of one segment while it is built or
+//! read (about 40 bytes a message plus subjects), never more.
+
+use std::path::{Path, PathBuf};
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+use crate::js::store::recovery::Recovered;
+
+const MAGIC: &[u8; 4] = b"JCIX";
+const VERSION: u32 = 1;
+const HEADER: usize = 72;
+const RECORD: usize = 40;
+const FLAG_MARKERS: u32 = 1;
+
+/// Header lines recovery reads from a stored message; the rest of a header
+/// block stays in the segment.
+const KEPT: [&[u8]; 6] = [
+    b"Nats-Msg-Id",
+    b"Nats-Rollup",
+    b"Nats-Stream-Source",
+    b"Nats-TTL",
+    b"Nats-Marker-Reason",
+    b"KV-Operation",
+];
+
+pub fn index_name(first: u64) -> String {
+    format!("{first:020}.idx")
+}
+
+pub fn index_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(index_name(first))
+}
+
+/// The header lines of `hdr` that recovery reads, as a block of their own
+/// (empty when there are none).
+pub fn kept_headers(hdr: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if hdr.is_empty() {
+        return out;
+    }
+    let mut lines = hdr.split(|b| *b == b'\n');
+    lines.next(); // status line
+    for line in lines {
+        let name = line.split(|b| *b == b':').next().unwrap_or(b"");
+        if line.contains(&b':') && KEPT.contains(&name) {
+            if out.is_empty() {
+                out.extend_from_slice(b"NATS/1.0\r\n");
+            }
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+    }
+    if !out.is_empty() {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// An index file being built from a segment's records, in file order.
+pub struct Builder {
+    first: u64,
+    subjects: AHashMap<Bytes, u32>,
+    table: Vec<u8>,
+    records: Vec<u8>,
+    count: u64,
+    covered: u64,
+    last: Option<(u64, u64)>,
+    markers: bool,
+}
+
+impl Builder {
+    pub fn new(first: u64) -> Builder {
+        Builder {
+            first,
+            subjects: AHashMap::new(),
+            table: Vec::new(),
+            records: Vec::new(),
+            count: 0,
+            covered: 0,
+            last: None,
+            markers: false,
+        }
+    }
+
+    /// Adds a record; `head` is its first 8 bytes in the segment, `end` the
+    /// offset just past it.
+    pub fn add(&mut self, r: &Recovered, head: u64, end: u64) {
+        let next = self.subjects.len() as u32;
+        let subj = *self.subjects.entry(r.subject.clone()).or_insert_with(|| {
+            self.table
+                .extend_from_slice(&(r.subject.len() as u16).to_le_bytes());
+            self.table.extend_from_slice(&r.subject);
+            next
+        });
+        let kept = kept_headers(&r.hdr);
+        let o = &mut self.records;
+        o.push(r.kind);
+        o.push(0);
+        o.extend_from_slice(&(kept.len() as u16).to_le_bytes());
+        o.extend_from_slice(&subj.to_le_bytes());
+        o.extend_from_slice(&(r.hdr_len as u32).to_le_bytes());
+        o.extend_from_slice(&(r.len as u32).to_le_bytes());
+        o.extend_from_slice(&r.seq.to_le_bytes());
+        o.extend_from_slice(&r.ts.to_le_bytes());
+        o.extend_from_slice(&r.off.to_le_bytes());
+        o.extend_from_slice(&kept);
+        self.count += 1;
+        self.covered = end;
+        self.last = Some((r.off, head));
+        if !matches!(
+            r.kind,
+            crate::js::store::record::KIND_MSG | crate::js::store::record::KIND_MOVED
+        ) {
+            self.markers = true;
+        }
+    }
+
+    /// The file's bytes.
+    pub fn finish(self) -> Vec<u8> {
+        let mut body = self.table;
+        body.extend_from_slice(&self.records);
+        let (last_off, last_head) = self.last.unwrap_or((u64::MAX, 0));
+        let mut out = Vec::with_capacity(HEADER + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&self.first.to_le_bytes());
+        out.extend_from_slice(&self.covered.to_le_bytes());
+        out.extend_from_slice(&last_off.to_le_bytes());
+        out.extend_from_slice(&last_head.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&(self.subjects.len() as u32).to_le_bytes());
+        let flags = if self.markers { FLAG_MARKERS } else { 0 };
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+/// A checked index file.
+#[derive(Debug)]
+pub struct SegIndex {
+    pub first: u64,
+    pub covered: u64,
+    /// The last record's offset and first 8 bytes, for the staleness check.
+    pub last: Option<(u64, u64)>,
+    pub markers: bool,
+    subjects: Vec<Bytes>,
+    count: u64,
+    records: Bytes,
+}
+
+/// Why an index file was not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    Missing,
+    Damaged(&'static str),
+    /// It does not describe the segment as it is now.
+    Stale,
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::Missing => f.write_str("missing"),
+            Unusable::Damaged(why) => write!(f, "damaged ({why})"),
+            Unusable::Stale => f.write_str("stale (the segment changed after it was written)"),
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl SegIndex {
+    /// Parses and checks a file's bytes (checksums, every record in bounds).
+    pub fn parse(first: u64, file: Bytes) -> Result<SegIndex, Unusable> {
+        let bad = Unusable::Damaged;
+        if file.len() < HEADER {
+            return Err(bad("short header"));
+        }
+        if &file[..4] != MAGIC || u32_at(&file, 4) != VERSION {
+            return Err(bad("not an index file of this version"));
+        }
+        if u32_at(&file, 68) != crc32c::crc32c(&file[..68]) {
+            return Err(bad("header checksum"));
+        }
+        let body_len = u64_at(&file, 56) as usize;
+        if file.len() != HEADER + body_len {
+            return Err(bad("length"));
+        }
+        let body = file.slice(HEADER..);
+        if u32_at(&file, 64) != crc32c::crc32c(&body) {
+            return Err(bad("body checksum"));
+        }
+        if u64_at(&file, 8) != first {
+            return Err(Unusable::Stale);
+        }
+        let count = u64_at(&file, 40);
+        let nsubj = u32_at(&file, 48) as usize;
+        let mut subjects = Vec::with_capacity(nsubj);
+        let mut at = 0usize;
+        for _ in 0..nsubj {
+            let n = u16::from_le_bytes(
+                body.get(at..at + 2)
+                    .ok_or(bad("subject table"))?
+                    .try_into()
+                    .expect("2 bytes"),
+            ) as usize;
+            subjects.push(body.slice(at + 2..(at + 2 + n).min(body.len())));
+            at += 2 + n;
+        }
+        if at > body.len() {
+            return Err(bad("subject table"));
+        }
+        let records = body.slice(at..);
+        let ix = SegIndex {
+            first,
+            covered: u64_at(&file, 16),
+            last: match u64_at(&file, 24) {
+                u64::MAX => None,
+                off => Some((off, u64_at(&file, 32))),
+            },
+            markers: u32_at(&file, 52) & FLAG_MARKERS != 0,
+            subjects,
+            count,
+            records,
+        };
+        // Every record in bounds, naming a subject in the table.
+        let mut n = 0u64;
+        for r in ix.iter() {
+            r.map_err(bad)?;
+            n += 1;
+        }
+        if n != count {
+            return Err(bad("record count"));
+        }
+        Ok(ix)
+    }
+
+    /// Reads and checks `dir/<first>.idx` against its segment (`seg`, whose
+    /// last record must still be where the index says, with the same length
+    /// and checksum).
+    pub fn load(dir: &Path, first: u64, seg: &Path) -> Result<SegIndex, Unusable> {
+        let raw = match std::fs::read(index_path(dir, first)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
+            Err(_) => return Err(Unusable::Damaged("unreadable")),
+        };
+        let ix = SegIndex::parse(first, Bytes::from(raw))?;
+        let len = std::fs::metadata(seg).map_err(|_| Unusable::Stale)?.len();
+        if ix.covered > len {
+            return Err(Unusable::Stale);
+        }
+        if let Some((off, head)) = ix.last {
+            use std::os::unix::fs::FileExt;
+            let mut b = [0u8; 8];
+            let f = std::fs::File::open(seg).map_err(|_| Unusable::Stale)?;
+            f.read_exact_at(&mut b, off).map_err(|_| Unusable::Stale)?;
+            if u64::from_le_bytes(b) != head {
+                return Err(Unusable::Stale);
+            }
+        }
+        Ok(ix)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The records, in file order, as recovery hands them over (no body).
+    pub fn iter(&self) -> impl Iterator<Item = Result<Recovered, &'static str>> + '_ {
+        let mut at = 0usize;
+        let b = &self.records;
+        std::iter::from_fn(move || {
+            if at == b.len() {
+                return None;
+            }
+            let Some(fixed) = b.get(at..at + RECORD) else {
+                at = b.len();
+                return Some(Err("record"));
+            };
+            let kept = u16::from_le_bytes([fixed[2], fixed[3]]) as usize;
+            let subj = u32_at(fixed, 4) as usize;
+            let end = at + RECORD + kept;
+            let (Some(subject), true) = (self.subjects.get(subj), end <= b.len()) else {
+                at = b.len();
+                return Some(Err("record"));
+            };
+            let r = Recovered {
+                seg: self.first,
+                off: u64_at(fixed, 32),
+                kind: fixed[0],
+                seq: u64_at(fixed, 16),
+                ts: u64_at(fixed, 24) as i64,
+                subject: subject.clone(),
+                hdr_len: u32_at(fixed, 8) as usize,
+                len: u32_at(fixed, 12) as usize,
+                hdr: b.slice(at + RECORD..end),
+                data: None,
+            };
+            at = end;
+            Some(Ok(r))
+        })
+    }
+}
+
+/// Writes an index file at start-up (blocking, like the scan it follows):
+/// a temporary name first, so a torn write never has the real one.
+pub fn write_blocking(dir: &Path, first: u64, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{}.tmp", index_name(first)));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, index_path(dir, first))
+}
+
+/// Writes an index file from a running shard, through the DMA API.
+pub async fn write(dir: &Path, first: u64, bytes: Vec<u8>) -> std::io::Result<()> {
+    use futures_lite::AsyncWriteExt;
+    let io = |e: glommio::GlommioError<()>| std::io::Error::other(e.to_string());
+    let tmp = dir.join(format!("{}.tmp", index_name(first)));
+    let file = glommio::io::DmaFile::create(&tmp).await.map_err(io)?;
+    let mut w = glommio::io::DmaStreamWriterBuilder::new(file)
+        .with_buffer_size(128 * 1024)
+        .build();
+    w.write_all(&bytes).await?;
+    w.close().await?;
+    glommio::io::rename(&tmp, index_path(dir, first))
+        .await
+        .map_err(io)
+}
+
+/// Removes a segment's index file (before the segment goes); a missing one
+/// is fine.
+pub async fn remove(dir: &Path, first: u64) {
+    let _ = glommio::io::remove(index_path(dir, first)).await;
+}
+
+#[cfg(test)]
+mod tests;

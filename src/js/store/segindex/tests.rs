@@ -1,0 +1,159 @@
+//! Unit tests of index files and of recovery through them; each unwrap() is
+//! an assertion on a fixed input.
+
+use super::*;
+use crate::js::store::record::{encode, KIND_DELETE, KIND_MSG};
+use crate::js::store::recovery::recover;
+use crate::js::store::segment::segment_name;
+
+const HDR: &[u8] = b"NATS/1.0\r\nNats-Msg-Id: m1\r\nX-Other: y\r\nNats-TTL: 5s\r\n\r\n";
+
+/// A segment of three messages (one with headers) and a delete record.
+fn segment_bytes() -> Vec<u8> {
+    let mut f = Vec::new();
+    encode(&mut f, KIND_MSG, 1, 10, b"a.b", 0, b"one");
+    let mut data = HDR.to_vec();
+    data.extend_from_slice(b"two");
+    encode(&mut f, KIND_MSG, 2, 11, b"a.c", HDR.len(), &data);
+    encode(&mut f, KIND_MSG, 3, 12, b"a.b", 0, b"three");
+    encode(&mut f, KIND_DELETE, 1, 13, b"", 0, b"");
+    f
+}
+
+/// What recovery hands over, without the bodies.
+type Seen = Vec<(u8, u64, i64, Bytes, usize, usize, u64, Option<String>)>;
+
+fn recovered(dir: &Path) -> (Seen, usize) {
+    let mut out = Vec::new();
+    let mut bodies = 0;
+    let (_, read) = recover(dir, "T", 1 << 20, |r| {
+        bodies += usize::from(r.data.is_some());
+        let id = crate::protocol::headers::get(&r.hdr, b"Nats-Msg-Id")
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        out.push((r.kind, r.seq, r.ts, r.subject, r.hdr_len, r.len, r.off, id));
+    })
+    .unwrap();
+    assert_eq!(read, usize::from(bodies > 0));
+    (out, bodies)
+}
+
+fn setup(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join(segment_name(1));
+    let mut file = bytes.to_vec();
+    file.resize(16384, 0); // preallocated: zeros after the records
+    std::fs::write(&seg, &file).unwrap();
+    (dir, seg)
+}
+
+#[test]
+fn kept_headers_hold_only_what_recovery_reads() {
+    let kept = kept_headers(HDR);
+    assert_eq!(kept, b"NATS/1.0\r\nNats-Msg-Id: m1\r\nNats-TTL: 5s\r\n\r\n");
+    assert_eq!(
+        crate::protocol::headers::get(&kept, b"Nats-TTL"),
+        Some(&b"5s"[..])
+    );
+    assert!(kept_headers(b"NATS/1.0\r\nA: b\r\n\r\n").is_empty());
+    assert!(kept_headers(b"").is_empty());
+}
+
+#[test]
+fn a_start_with_a_good_index_file_reads_no_segment_and_sees_the_same_records() {
+    let (dir, seg) = setup(&segment_bytes());
+    // First start: no index file; the scan builds one.
+    let (first, bodies) = recovered(dir.path());
+    assert_eq!(bodies, 4);
+    assert_eq!(first.len(), 4);
+    assert_eq!(first[1].7.as_deref(), Some("m1"));
+    assert!(index_path(dir.path(), 1).exists());
+    // Second start: everything from the index file, the same records.
+    let (second, bodies) = recovered(dir.path());
+    assert_eq!(bodies, 0);
+    assert_eq!(second, first);
+    let ix = SegIndex::load(dir.path(), 1, &seg).unwrap();
+    assert_eq!((ix.len(), ix.markers), (4, true));
+}
+
+#[test]
+fn damaged_index_files_are_never_trusted_and_are_rebuilt() {
+    let (dir, seg) = setup(&segment_bytes());
+    let (good, _) = recovered(dir.path());
+    let path = index_path(dir.path(), 1);
+    let file = std::fs::read(&path).unwrap();
+    // Every flipped bit, and every truncation, is caught by the checks.
+    for at in 0..file.len() {
+        let mut bad = file.clone();
+        bad[at] ^= 0x10;
+        assert!(SegIndex::parse(1, Bytes::from(bad)).is_err(), "bit at {at}");
+    }
+    for len in 0..file.len() {
+        let torn = Bytes::from(file[..len].to_vec());
+        assert!(SegIndex::parse(1, torn).is_err(), "torn at {len}");
+    }
+    // A damaged file on disk: recovery scans the segment and rewrites it.
+    let mut bad = file.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    assert!(matches!(
+        SegIndex::load(dir.path(), 1, &seg),
+        Err(Unusable::Damaged(_))
+    ));
+    let (again, bodies) = recovered(dir.path());
+    assert_eq!((again, bodies), (good, 4));
+    assert_eq!(std::fs::read(&path).unwrap(), file);
+}
+
+#[test]
+fn a_stale_index_file_is_extended_or_rebuilt_from_the_segment() {
+    let (dir, seg) = setup(&segment_bytes());
+    recovered(dir.path());
+    // Records appended after the index file was written (the active
+    // segment after a clean shutdown, then a crash): the index file covers
+    // a prefix, the rest is scanned from the segment.
+    let mut more = segment_bytes();
+    encode(&mut more, KIND_MSG, 4, 14, b"a.d", 0, b"four");
+    std::fs::write(&seg, {
+        let mut f = more.clone();
+        f.resize(16384, 0);
+        f
+    })
+    .unwrap();
+    let (seen, bodies) = recovered(dir.path());
+    assert_eq!(bodies, 1);
+    assert_eq!(
+        seen.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![1, 2, 3, 1, 4]
+    );
+    assert_eq!(SegIndex::load(dir.path(), 1, &seg).unwrap().len(), 5);
+    // A segment whose last record is no longer the one the index file saw
+    // (rewritten under the same name): the index file is not used.
+    let mut other = Vec::new();
+    encode(&mut other, KIND_MSG, 1, 10, b"a.b", 0, b"one");
+    encode(&mut other, KIND_MSG, 2, 20, b"x", 0, b"2");
+    encode(&mut other, KIND_MSG, 3, 21, b"x", 0, b"3");
+    encode(&mut other, KIND_MSG, 4, 22, b"x", 0, b"4");
+    encode(&mut other, KIND_MSG, 5, 23, b"x", 0, b"5");
+    other.resize(16384, 0);
+    std::fs::write(&seg, &other).unwrap();
+    assert_eq!(
+        SegIndex::load(dir.path(), 1, &seg).unwrap_err(),
+        Unusable::Stale
+    );
+    let (seen, bodies) = recovered(dir.path());
+    assert_eq!(bodies, 5);
+    assert_eq!(seen[1].3, Bytes::from_static(b"x"));
+}
+
+#[test]
+fn an_index_file_without_its_segment_is_removed() {
+    let (dir, _) = setup(&segment_bytes());
+    recovered(dir.path());
+    std::fs::write(index_path(dir.path(), 99), b"x").unwrap();
+    std::fs::write(dir.path().join("00000000000000000001.idx.tmp"), b"x").unwrap();
+    recovered(dir.path());
+    assert!(!index_path(dir.path(), 99).exists());
+    assert!(!dir.path().join("00000000000000000001.idx.tmp").exists());
+    assert!(index_path(dir.path(), 1).exists());
+}
