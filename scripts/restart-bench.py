@@ -158,6 +158,7 @@ def main():
     ap.add_argument("--msgs", type=int, default=10_000_000)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--jetcore", default=os.path.join(ROOT, "target/release/jetcore"))
+    ap.add_argument("--jetcore-old", help="a second jetcore binary (label jetcore-old)")
     ap.add_argument("--nats-server", default=shutil.which("nats-server"))
     ap.add_argument("--servers", default="jetcore,nats-server")
     ap.add_argument("--port", type=int, default=24222)
@@ -165,7 +166,7 @@ def main():
     a = ap.parse_args()
     results = []
     for kind in a.servers.split(","):
-        binary = a.jetcore if kind.startswith("jetcore") else a.nats_server
+        binary = {"jetcore": a.jetcore, "jetcore-old": a.jetcore_old}.get(kind, a.nats_server)
         r = one("jetcore" if kind.startswith("jetcore") else "nats-server",
                 binary, a.msgs, a.size, a.port)
         r["label"] = kind

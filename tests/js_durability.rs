@@ -831,3 +831,79 @@ fn compaction_lets_old_segments_go_under_a_key_value_load() {
     let (_, b) = r.request("$JS.API.DIRECT.GET.KV_c.$KV.c.once", None, b"");
     assert_eq!(b, b"written-once");
 }
+
+/// Everything a restart rebuilds (counts, subjects, deletes, rollups, message
+/// ids inside the duplicate window, TTLs, source positions aside) as seen
+/// through the API.
+fn snapshot(r: &mut Raw, stream: &str, last: u64) -> Vec<String> {
+    let info = req(
+        r,
+        &format!("$JS.API.STREAM.INFO.{stream}"),
+        r#"{"subjects_filter":">","deleted_details":true}"#,
+    );
+    let mut out = vec![info["state"].to_string()];
+    for seq in 1..=last {
+        out.push(format!("{seq}: {:?}", get(r, stream, seq)));
+    }
+    out
+}
+
+#[test]
+fn a_restart_from_index_files_rebuilds_what_a_full_scan_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--segment_bytes", "8192"];
+    let server = Server::start_js(1, dir.path(), &args);
+    let mut r = raw(&server);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.T",
+        r#"{"name":"T","subjects":["t.>"],"allow_rollup_hdrs":true,"allow_msg_ttl":true,
+            "max_msgs_per_subject":50,"duplicate_window":60000000000}"#,
+    );
+    for i in 0..300u64 {
+        let subject = format!("t.{}", i % 7);
+        let hdr = match i % 10 {
+            0 => Some(format!("NATS/1.0\r\nNats-Msg-Id: id{i}\r\n\r\n")),
+            3 => Some("NATS/1.0\r\nNats-TTL: 1h\r\nX-Other: y\r\n\r\n".to_string()),
+            9 if i % 90 == 9 => Some("NATS/1.0\r\nNats-Rollup: sub\r\n\r\n".to_string()),
+            _ => None,
+        };
+        r.request(&subject, hdr.as_deref().map(str::as_bytes), &payload(i));
+    }
+    for seq in [5u64, 6, 120, 250] {
+        req(
+            &mut r,
+            "$JS.API.STREAM.MSG.DELETE.T",
+            &format!("{{\"seq\":{seq}}}"),
+        );
+    }
+    req(&mut r, "$JS.API.STREAM.PURGE.T", r#"{"filter":"t.2"}"#);
+    let before = snapshot(&mut r, "T", 305);
+    assert!(server.terminate().success());
+    let segs = segments(dir.path(), "T");
+    assert!(segs.len() >= 5, "{segs:?}");
+
+    // From the index files alone.
+    let server = Server::start_js(1, dir.path(), &args);
+    assert!(
+        server.startup_log.join("\n").contains("read 0 of"),
+        "{:?}",
+        server.startup_log
+    );
+    let mut r = raw(&server);
+    assert_eq!(snapshot(&mut r, "T", 305), before);
+    // A message id inside the duplicate window is still known.
+    let hdr = b"NATS/1.0\r\nNats-Msg-Id: id290\r\n\r\n";
+    let ack = String::from_utf8(r.request("t.0", Some(hdr), b"again").1).unwrap();
+    assert!(ack.contains("\"duplicate\": true"), "{ack}");
+    assert!(server.terminate().success());
+
+    // From the segments alone: the same.
+    for s in segments(dir.path(), "T") {
+        std::fs::remove_file(s.with_extension("idx")).unwrap();
+    }
+    let server = Server::start_js(1, dir.path(), &args);
+    let mut r = raw(&server);
+    assert_eq!(snapshot(&mut r, "T", 305), before);
+    assert!(server.terminate().success());
+}

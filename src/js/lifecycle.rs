@@ -108,11 +108,22 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
                 .map_err(fail)?;
         let total = segs.len();
         let ix = &replay.ix;
+        // Runs of messages share a segment: one map lookup per run.
+        let mut run: Option<(u64, u64)> = None;
+        let mut count = |run: Option<(u64, u64)>| {
+            if let Some(s) = run.and_then(|(seg, n)| segs.get_mut(&seg).map(|s| (s, n))) {
+                s.0.live += s.1;
+            }
+        };
         for seq in ix.first_seq()..=ix.last_seq() {
-            if let Some(s) = ix.entry(seq).and_then(|e| segs.get_mut(&e.seg)) {
-                s.live += 1;
+            if let Some(e) = ix.entry(seq) {
+                match &mut run {
+                    Some((seg, n)) if *seg == e.seg => *n += 1,
+                    _ => count(run.replace((e.seg, 1))),
+                }
             }
         }
+        count(run);
         let sync = matches!(js.sync, SyncMode::Always);
         let next = ix.last_seq() + 1;
         let bytes = js.shard.cfg.segment_bytes;

@@ -87,7 +87,7 @@ pub struct Location {
 pub struct NewEntry<'a> {
     pub seq: u64,
     pub ts: i64,
-    pub subject: &'a Bytes,
+    pub subject: &'a [u8],
     pub hdr_len: usize,
     /// Header block plus payload.
     pub len: usize,
@@ -118,6 +118,8 @@ pub struct Index {
     subjects: AHashMap<Bytes, u32>,
     subj: Vec<Option<SubjState>>,
     free: Vec<u32>,
+    /// The subject interned last (an id in `subj`, maybe freed since).
+    last_subj: u32,
     memory: bool,
     /// Header block + payload of cached live messages, by sequence: every
     /// message of a memory stream; for a file stream the most recent ones
@@ -160,6 +162,7 @@ impl Index {
             subjects: AHashMap::new(),
             subj: Vec::new(),
             free: Vec::new(),
+            last_subj: 0,
             memory,
             bodies: BTreeMap::new(),
             cached_bytes: 0,
@@ -397,7 +400,23 @@ impl Index {
     }
 
     /// Counts one more message with `subject` at `seq`; its subject id.
-    fn intern(&mut self, subject: &Bytes, seq: u64) -> u32 {
+    fn intern(&mut self, subject: &[u8], seq: u64) -> u32 {
+        // Runs of one subject (a replay, a busy publisher) skip the hash.
+        let last = self.last_subj as usize;
+        if let Some(Some(s)) = self.subj.get_mut(last) {
+            if s.subject == subject {
+                s.count += 1;
+                s.first = s.first.min(seq);
+                s.last = s.last.max(seq);
+                return last as u32;
+            }
+        }
+        let id = self.intern_slow(subject, seq);
+        self.last_subj = id;
+        id
+    }
+
+    fn intern_slow(&mut self, subject: &[u8], seq: u64) -> u32 {
         match self.subjects.get(subject) {
             Some(&id) => {
                 let s = self.subj[id as usize].as_mut().expect("live subject");

@@ -15,13 +15,13 @@ use crate::js::store::segindex::{self, SegIndex, Unusable};
 use crate::js::store::segment::{align_up, Segment};
 
 /// A record found by recovery (in a segment, or in its index file).
-pub struct Recovered {
+pub struct Recovered<'a> {
     pub seg: u64,
     pub off: u64,
     pub kind: u8,
     pub seq: u64,
     pub ts: i64,
-    pub subject: bytes::Bytes,
+    pub subject: &'a [u8],
     /// Length of the header block, and of header block plus payload.
     pub hdr_len: usize,
     pub len: usize,
@@ -153,11 +153,7 @@ impl Scan<'_> {
             Ok(ix) => {
                 for r in ix.iter() {
                     let r = r.expect("checked when loaded");
-                    // Only the last record's head is kept, and the index has it.
-                    let head = ix.last.filter(|l| l.0 == r.off).map_or(0, |l| l.1);
-                    let end = r.off + record::encoded_len(r.subject.len(), r.len) as u64;
                     if self.admit(&r, &path) {
-                        build.add(&r, head, end);
                         each(r);
                     }
                 }
@@ -171,6 +167,14 @@ impl Scan<'_> {
                         live: 0,
                         markers,
                     });
+                }
+                // The segment goes on past the index file: a new one holds
+                // both. Only the last record's head is kept, and ix has it.
+                for r in ix.iter() {
+                    let r = r.expect("checked when loaded");
+                    let head = ix.last.filter(|l| l.0 == r.off).map_or(0, |l| l.1);
+                    let end = r.off + record::encoded_len(r.subject.len(), r.len) as u64;
+                    build.add(&r, head, end);
                 }
             }
             Err(Unusable::Missing) => {}
@@ -275,7 +279,7 @@ impl Scan<'_> {
                         kind: r.kind,
                         seq: r.seq,
                         ts: r.ts,
-                        subject: buf.slice(subj_at..data_at),
+                        subject: &buf[subj_at..data_at],
                         hdr_len: r.hdr_len,
                         len: r.data.len(),
                         hdr: buf.slice(data_at..data_at + r.hdr_len),
@@ -357,11 +361,10 @@ mod tests {
         let path = dir.path().join(crate::js::store::segment::segment_name(1));
         std::fs::write(&path, &file).unwrap();
         let mut recs = Vec::new();
-        let (segs, read) = super::recover(dir.path(), "T", 1 << 20, |r| recs.push(r)).unwrap();
+        let (segs, read) =
+            super::recover(dir.path(), "T", 1 << 20, |r| recs.push((r.seq, r.off))).unwrap();
         assert_eq!(read, 1);
-        let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, vec![1, 2]);
-        assert_eq!(recs[1].off, 4096);
+        assert_eq!(recs, vec![(1, 0), (2, 4096)]);
         assert_eq!(segs[&1].size, good as u64);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good as u64);
     }

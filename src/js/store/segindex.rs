@@ -9,22 +9,24 @@
 //!
 //! ```text
 //! header (72 bytes)
-//! 0  "JCIX"            4  u32 version (1)
+//! 0  "JCIX"            4  u32 version (2)
 //! 8  u64 segment's first sequence
 //! 16 u64 covered: segment bytes the records span (end of the last record)
 //! 24 u64 offset of the last record (u64::MAX: none)
 //! 32 u64 that record's first 8 bytes (length, crc32c), checked against the segment
 //! 40 u64 records        48 u32 subjects        52 u32 flags (1: delete/floor records)
 //! 56 u64 body length    64 u32 crc32c of body  68 u32 crc32c of bytes 0..68
-//! body: subjects (u16 length, bytes), then records:
-//! 0 u8 kind  1 u8 0  2 u16 kept-header length  4 u32 subject (index into the table)
-//! 8 u32 header length  12 u32 header + payload length
-//! 16 u64 sequence  24 i64 timestamp  32 u64 offset in the segment
-//! 40 kept headers: the record's header lines recovery reads (message ids,
-//!    rollups, sources, TTLs, markers), as a header block of their own
-//! ```
+//! body: subjects (u16 length, bytes), then records, each relative to the
+//! one before (a message record of a stream with one subject takes ~6 bytes):
+//! u8 kind (bits 0-2) and which fields follow (bit 3: the sequence is the
+//! previous one + 1; 4: the record starts where the previous one ended;
+//! 5: kept headers follow; 6: same subject as before; 7: no header block),
+//! then as varints (LEB128): [sequence] [offset] [subject] [header length]
+//! header + payload length, timestamp minus the previous one (zigzag),
+//! [kept-header length, kept headers: the record's header lines recovery reads
+//! (message ids, rollups, sources, TTLs, markers) as a header block of their own]
 //! little endian. Memory: the records of one segment while it is built or
-//! read (about 40 bytes a message plus subjects), never more.
+//! read, never more.
 
 use std::path::{Path, PathBuf};
 
@@ -34,9 +36,43 @@ use bytes::Bytes;
 use crate::js::store::recovery::Recovered;
 
 const MAGIC: &[u8; 4] = b"JCIX";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: usize = 72;
-const RECORD: usize = 40;
+const SEQ_NEXT: u8 = 0x08;
+const OFF_NEXT: u8 = 0x10;
+const KEPT_FOLLOW: u8 = 0x20;
+const SUBJ_SAME: u8 = 0x40;
+const NO_HDR: u8 = 0x80;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// What the next record is predicted from.
+#[derive(Default, Clone, Copy)]
+struct Prev {
+    seq: u64,
+    end: u64,
+    subj: u32,
+    ts: i64,
+}
 const FLAG_MARKERS: u32 = 1;
 
 /// Header lines recovery reads from a stored message; the rest of a header
@@ -93,6 +129,7 @@ pub struct Builder {
     covered: u64,
     last: Option<(u64, u64)>,
     markers: bool,
+    prev: Prev,
 }
 
 impl Builder {
@@ -106,31 +143,63 @@ impl Builder {
             covered: 0,
             last: None,
             markers: false,
+            prev: Prev::default(),
         }
     }
 
     /// Adds a record; `head` is its first 8 bytes in the segment, `end` the
     /// offset just past it.
     pub fn add(&mut self, r: &Recovered, head: u64, end: u64) {
-        let next = self.subjects.len() as u32;
-        let subj = *self.subjects.entry(r.subject.clone()).or_insert_with(|| {
-            self.table
-                .extend_from_slice(&(r.subject.len() as u16).to_le_bytes());
-            self.table.extend_from_slice(&r.subject);
-            next
-        });
+        let subj = match self.subjects.get(r.subject) {
+            Some(id) => *id,
+            None => {
+                let id = self.subjects.len() as u32;
+                self.subjects.insert(Bytes::copy_from_slice(r.subject), id);
+                self.table
+                    .extend_from_slice(&(r.subject.len() as u16).to_le_bytes());
+                self.table.extend_from_slice(r.subject);
+                id
+            }
+        };
         let kept = kept_headers(&r.hdr);
+        let p = self.prev;
+        let mut tag = r.kind & 0x07;
+        tag |= if r.seq == p.seq.wrapping_add(1) {
+            SEQ_NEXT
+        } else {
+            0
+        };
+        tag |= if r.off == p.end { OFF_NEXT } else { 0 };
+        tag |= if kept.is_empty() { 0 } else { KEPT_FOLLOW };
+        tag |= if subj == p.subj { SUBJ_SAME } else { 0 };
+        tag |= if r.hdr_len == 0 { NO_HDR } else { 0 };
         let o = &mut self.records;
-        o.push(r.kind);
-        o.push(0);
-        o.extend_from_slice(&(kept.len() as u16).to_le_bytes());
-        o.extend_from_slice(&subj.to_le_bytes());
-        o.extend_from_slice(&(r.hdr_len as u32).to_le_bytes());
-        o.extend_from_slice(&(r.len as u32).to_le_bytes());
-        o.extend_from_slice(&r.seq.to_le_bytes());
-        o.extend_from_slice(&r.ts.to_le_bytes());
-        o.extend_from_slice(&r.off.to_le_bytes());
-        o.extend_from_slice(&kept);
+        o.push(tag);
+        if tag & SEQ_NEXT == 0 {
+            put_varint(o, r.seq);
+        }
+        if tag & OFF_NEXT == 0 {
+            put_varint(o, r.off);
+        }
+        if tag & SUBJ_SAME == 0 {
+            put_varint(o, u64::from(subj));
+        }
+        if tag & NO_HDR == 0 {
+            put_varint(o, r.hdr_len as u64);
+        }
+        put_varint(o, r.len as u64);
+        let dt = r.ts.wrapping_sub(p.ts);
+        put_varint(o, ((dt << 1) ^ (dt >> 63)) as u64);
+        if !kept.is_empty() {
+            put_varint(o, kept.len() as u64);
+            o.extend_from_slice(&kept);
+        }
+        self.prev = Prev {
+            seq: r.seq,
+            end,
+            subj,
+            ts: r.ts,
+        };
         self.count += 1;
         self.covered = end;
         self.last = Some((r.off, head));
@@ -307,38 +376,76 @@ impl SegIndex {
     }
 
     /// The records, in file order, as recovery hands them over (no body).
-    pub fn iter(&self) -> impl Iterator<Item = Result<Recovered, &'static str>> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = Result<Recovered<'_>, &'static str>> + '_ {
         let mut at = 0usize;
+        let mut p = Prev::default();
         let b = &self.records;
         std::iter::from_fn(move || {
             if at == b.len() {
                 return None;
             }
-            let Some(fixed) = b.get(at..at + RECORD) else {
+            let r = self.decode(b, &mut at, &mut p);
+            if r.is_none() {
                 at = b.len();
-                return Some(Err("record"));
-            };
-            let kept = u16::from_le_bytes([fixed[2], fixed[3]]) as usize;
-            let subj = u32_at(fixed, 4) as usize;
-            let end = at + RECORD + kept;
-            let (Some(subject), true) = (self.subjects.get(subj), end <= b.len()) else {
-                at = b.len();
-                return Some(Err("record"));
-            };
-            let r = Recovered {
-                seg: self.first,
-                off: u64_at(fixed, 32),
-                kind: fixed[0],
-                seq: u64_at(fixed, 16),
-                ts: u64_at(fixed, 24) as i64,
-                subject: subject.clone(),
-                hdr_len: u32_at(fixed, 8) as usize,
-                len: u32_at(fixed, 12) as usize,
-                hdr: b.slice(at + RECORD..end),
-                data: None,
-            };
-            at = end;
-            Some(Ok(r))
+            }
+            Some(r.ok_or("record"))
+        })
+    }
+
+    /// The record at `at` (moved past it), given the one before.
+    fn decode(&self, b: &Bytes, at: &mut usize, p: &mut Prev) -> Option<Recovered<'_>> {
+        let tag = *b.get(*at)?;
+        *at += 1;
+        let seq = match tag & SEQ_NEXT {
+            0 => varint(b, at)?,
+            _ => p.seq.wrapping_add(1),
+        };
+        let off = match tag & OFF_NEXT {
+            0 => varint(b, at)?,
+            _ => p.end,
+        };
+        let subj = match tag & SUBJ_SAME {
+            0 => u32::try_from(varint(b, at)?).ok()?,
+            _ => p.subj,
+        };
+        let hdr_len = match tag & NO_HDR {
+            0 => varint(b, at)? as usize,
+            _ => 0,
+        };
+        let len = varint(b, at)? as usize;
+        let z = varint(b, at)?;
+        let ts = p.ts.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+        let hdr = match tag & KEPT_FOLLOW {
+            0 => Bytes::new(),
+            _ => {
+                let n = varint(b, at)? as usize;
+                let end = at.checked_add(n).filter(|e| *e <= b.len())?;
+                let h = b.slice(*at..end);
+                *at = end;
+                h
+            }
+        };
+        let subject = &self.subjects.get(subj as usize)?[..];
+        if hdr_len > len {
+            return None;
+        }
+        *p = Prev {
+            seq,
+            end: off + crate::js::store::record::encoded_len(subject.len(), len) as u64,
+            subj,
+            ts,
+        };
+        Some(Recovered {
+            seg: self.first,
+            off,
+            kind: tag & 0x07,
+            seq,
+            ts,
+            subject,
+            hdr_len,
+            len,
+            hdr,
+            data: None,
         })
     }
 }

@@ -74,7 +74,7 @@ impl Replay {
         NewEntry {
             seq: r.seq,
             ts: r.ts,
-            subject: &r.subject,
+            subject: r.subject,
             hdr_len: r.hdr_len,
             len: r.len,
             at: Location {
@@ -140,7 +140,7 @@ impl Replay {
         // A rollup's removals may not have reached the disk: redo them.
         match rollup.as_deref() {
             Some(b"sub") => {
-                while let Some(older) = ix.first_of(&r.subject).filter(|s| *s < r.seq) {
+                while let Some(older) = ix.first_of(r.subject).filter(|s| *s < r.seq) {
                     ix.remove(older);
                 }
             }

@@ -30,7 +30,8 @@ fn recovered(dir: &Path) -> (Seen, usize) {
         bodies += usize::from(r.data.is_some());
         let id = crate::protocol::headers::get(&r.hdr, b"Nats-Msg-Id")
             .map(|v| String::from_utf8_lossy(v).into_owned());
-        out.push((r.kind, r.seq, r.ts, r.subject, r.hdr_len, r.len, r.off, id));
+        let subject = Bytes::copy_from_slice(r.subject);
+        out.push((r.kind, r.seq, r.ts, subject, r.hdr_len, r.len, r.off, id));
     })
     .unwrap();
     assert_eq!(read, usize::from(bodies > 0));
