@@ -103,7 +103,7 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
     let mut log = None;
     if !cfg.memory() {
         let fail = |e: std::io::Error| format!("stream {}: {e}", cfg.name);
-        let (mut segs, read) =
+        let (mut segs, read, building) =
             recovery::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| replay.apply(r))
                 .map_err(fail)?;
         let total = segs.len();
@@ -128,7 +128,7 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
         let next = ix.last_seq() + 1;
         let bytes = js.shard.cfg.segment_bytes;
         log = Some(
-            segment::FileLog::open(dir.clone(), segs, next, sync, bytes)
+            segment::FileLog::open(dir.clone(), segs, next, sync, bytes, building)
                 .await
                 .map_err(fail)?,
         );

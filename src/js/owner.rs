@@ -198,6 +198,7 @@ impl Js {
                     first,
                     matches!(self.sync, crate::config::SyncMode::Always),
                     self.shard.cfg.segment_bytes,
+                    None,
                 )
                 .await
                 .map(Some)

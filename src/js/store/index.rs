@@ -7,11 +7,12 @@
 //! sequence between first and last, bounded by the stream's own limits, plus
 //! the cached bodies (`bodies`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use ahash::AHashMap;
 use bytes::Bytes;
 
+use crate::js::store::bodies::Bodies;
 use crate::limits::REMOVED_LOG_MAX;
 
 #[derive(Debug, Clone)]
@@ -121,13 +122,9 @@ pub struct Index {
     /// The subject interned last (an id in `subj`, maybe freed since).
     last_subj: u32,
     memory: bool,
-    /// Header block + payload of cached live messages, by sequence: every
-    /// message of a memory stream; for a file stream the most recent ones
-    /// and those read back, at most what `evict` is given (oldest go first).
-    /// Kept apart from the entries so an entry stays small.
-    bodies: BTreeMap<u64, Bytes>,
-    /// Bytes held in `bodies` (file streams).
-    pub cached_bytes: u64,
+    /// Header block + payload of cached live messages (see `Bodies`), kept
+    /// apart from the entries so an entry stays small.
+    bodies: Bodies,
     /// Timestamp of the last message ever stored (kept after removals).
     pub last_ts: i64,
     /// Messages removed so far (a generation counter for consumers' counts).
@@ -164,8 +161,7 @@ impl Index {
             free: Vec::new(),
             last_subj: 0,
             memory,
-            bodies: BTreeMap::new(),
-            cached_bytes: 0,
+            bodies: Bodies::default(),
             last_ts: 0,
             removals: 0,
             recent_removed: VecDeque::new(),
@@ -721,7 +717,7 @@ impl Index {
     /// Cached data of `seq`, if any.
     pub fn cached(&self, seq: u64) -> Option<StoredMsg> {
         let e = self.entry(seq)?;
-        let data = self.bodies.get(&seq)?.clone();
+        let data = self.bodies.get(seq)?.clone();
         Some(StoredMsg {
             seq,
             ts: e.ts,
@@ -732,31 +728,18 @@ impl Index {
     }
 
     fn cache(&mut self, seq: u64, data: Bytes) {
-        let len = data.len() as u64;
-        if self.bodies.insert(seq, data).is_none() && !self.memory {
-            self.cached_bytes += len;
-        }
+        self.bodies.put(seq, data);
     }
 
     fn uncache(&mut self, seq: u64) {
-        if let Some(d) = self.bodies.remove(&seq) {
-            if !self.memory {
-                self.cached_bytes -= d.len() as u64;
-            }
-        }
+        self.bodies.remove(seq);
     }
 
     /// Drops cached bytes of the oldest messages until at most `max` are held
     /// (file streams; a memory stream's bodies are its messages).
     pub fn evict(&mut self, max: u64) {
-        if self.memory {
-            return;
-        }
-        while self.cached_bytes > max {
-            let Some((_, d)) = self.bodies.pop_first() else {
-                break;
-            };
-            self.cached_bytes -= d.len() as u64;
+        if !self.memory {
+            self.bodies.evict(max);
         }
     }
 

@@ -1,6 +1,7 @@
 //! A stream's storage: the record codec, segment files (O_DIRECT appends,
 //! aligned reads, recovery scan) and the in-memory index.
 
+pub mod bodies;
 pub mod index;
 pub mod record;
 pub mod recovery;

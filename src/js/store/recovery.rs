@@ -27,7 +27,7 @@ pub struct Recovered<'a> {
     pub len: usize,
     /// The header block; from an index file only the lines recovery reads
     /// (`segindex::kept_headers`).
-    pub hdr: bytes::Bytes,
+    pub hdr: &'a [u8],
     /// Header block then payload, when the segment was read (slices of its
     /// buffer: one segment is held at a time).
     pub data: Option<bytes::Bytes>,
@@ -36,13 +36,14 @@ pub struct Recovered<'a> {
 /// Replays every segment in `dir` in order, handing each valid record to
 /// `each`: from the segment's index file where a good one covers it, else
 /// from the segment itself (and the index file is written again). Returns
-/// the segments (without open files) and how many of them were read.
+/// the segments (without open files), how many of them were read, and the
+/// index file of the last one (to go on with as it grows).
 pub fn recover(
     dir: &Path,
     stream: &str,
     max_record: usize,
     mut each: impl FnMut(Recovered),
-) -> std::io::Result<(BTreeMap<u64, Segment>, usize)> {
+) -> std::io::Result<(BTreeMap<u64, Segment>, usize, Option<segindex::Builder>)> {
     let names = segment_files(dir)?;
     remove_orphan_indexes(dir, &names);
     let mut segs = BTreeMap::new();
@@ -53,12 +54,14 @@ pub fn recover(
         read: 0,
     };
     let count = names.len();
+    let mut building = None;
     for (i, (first, path)) in names.into_iter().enumerate() {
         let last = i + 1 == count;
-        let seg = scan.recover_segment(dir, first, path, last, &mut each)?;
+        let (seg, build) = scan.recover_segment(dir, first, path, last, &mut each)?;
         segs.insert(first, seg);
+        building = build;
     }
-    Ok((segs, scan.read))
+    Ok((segs, scan.read, building))
 }
 
 /// The index file of segment `first` from its bytes (`buf`, read whole),
@@ -145,7 +148,7 @@ impl Scan<'_> {
         path: PathBuf,
         last: bool,
         each: &mut impl FnMut(Recovered),
-    ) -> std::io::Result<Segment> {
+    ) -> std::io::Result<(Segment, Option<segindex::Builder>)> {
         let stream = self.stream;
         let mut build = segindex::Builder::new(first);
         let (mut start, mut markers) = (0usize, false);
@@ -159,22 +162,27 @@ impl Scan<'_> {
                 }
                 start = ix.covered as usize;
                 markers = ix.markers;
-                if self.nothing_past(&path, start)? {
-                    return Ok(Segment {
+                let past = !self.nothing_past(&path, start)?;
+                if past || last {
+                    // A new index file holds these records and what follows;
+                    // the last segment's goes on as it is written.
+                    // Only the last record's head is kept, and ix has it.
+                    for r in ix.iter() {
+                        let r = r.expect("checked when loaded");
+                        let head = ix.last.filter(|l| l.0 == r.off).map_or(0, |l| l.1);
+                        let end = r.off + record::encoded_len(r.subject.len(), r.len) as u64;
+                        build.add(&r, head, end);
+                    }
+                }
+                if !past {
+                    let seg = Segment {
                         path,
                         file: None,
                         size: start as u64,
                         live: 0,
                         markers,
-                    });
-                }
-                // The segment goes on past the index file: a new one holds
-                // both. Only the last record's head is kept, and ix has it.
-                for r in ix.iter() {
-                    let r = r.expect("checked when loaded");
-                    let head = ix.last.filter(|l| l.0 == r.off).map_or(0, |l| l.1);
-                    let end = r.off + record::encoded_len(r.subject.len(), r.len) as u64;
-                    build.add(&r, head, end);
+                    };
+                    return Ok((seg, last.then_some(build)));
                 }
             }
             Err(Unusable::Missing) => {}
@@ -201,13 +209,14 @@ impl Scan<'_> {
                 path.display()
             );
         }
-        Ok(Segment {
+        let seg = Segment {
             path,
             file: None,
             size: end as u64,
             live: 0,
             markers: markers || more,
-        })
+        };
+        Ok((seg, last.then_some(build)))
     }
 
     /// Whether the segment holds no record past `from` (a few bytes read).
@@ -282,7 +291,7 @@ impl Scan<'_> {
                         subject: &buf[subj_at..data_at],
                         hdr_len: r.hdr_len,
                         len: r.data.len(),
-                        hdr: buf.slice(data_at..data_at + r.hdr_len),
+                        hdr: &buf[data_at..data_at + r.hdr_len],
                         data: Some(buf.slice(data_at..pos + n)),
                     };
                     if self.admit(&rec, path) {
@@ -361,7 +370,7 @@ mod tests {
         let path = dir.path().join(crate::js::store::segment::segment_name(1));
         std::fs::write(&path, &file).unwrap();
         let mut recs = Vec::new();
-        let (segs, read) =
+        let (segs, read, _) =
             super::recover(dir.path(), "T", 1 << 20, |r| recs.push((r.seq, r.off))).unwrap();
         assert_eq!(read, 1);
         assert_eq!(recs, vec![(1, 0), (2, 4096)]);

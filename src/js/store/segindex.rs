@@ -120,6 +120,7 @@ pub fn kept_headers(hdr: &[u8]) -> Vec<u8> {
 }
 
 /// An index file being built from a segment's records, in file order.
+#[derive(Clone)]
 pub struct Builder {
     first: u64,
     subjects: AHashMap<Bytes, u32>,
@@ -133,6 +134,16 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// The segment it is the index file of.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Segment bytes its records span.
+    pub fn covered(&self) -> u64 {
+        self.covered
+    }
+
     pub fn new(first: u64) -> Builder {
         Builder {
             first,
@@ -161,7 +172,7 @@ impl Builder {
                 id
             }
         };
-        let kept = kept_headers(&r.hdr);
+        let kept = kept_headers(r.hdr);
         let p = self.prev;
         let mut tag = r.kind & 0x07;
         tag |= if r.seq == p.seq.wrapping_add(1) {
@@ -212,8 +223,8 @@ impl Builder {
     }
 
     /// The file's bytes.
-    pub fn finish(self) -> Vec<u8> {
-        let mut body = self.table;
+    pub fn finish(&self) -> Vec<u8> {
+        let mut body = self.table.clone();
         body.extend_from_slice(&self.records);
         let (last_off, last_head) = self.last.unwrap_or((u64::MAX, 0));
         let mut out = Vec::with_capacity(HEADER + body.len());
@@ -393,7 +404,7 @@ impl SegIndex {
     }
 
     /// The record at `at` (moved past it), given the one before.
-    fn decode(&self, b: &Bytes, at: &mut usize, p: &mut Prev) -> Option<Recovered<'_>> {
+    fn decode<'a>(&'a self, b: &'a [u8], at: &mut usize, p: &mut Prev) -> Option<Recovered<'a>> {
         let tag = *b.get(*at)?;
         *at += 1;
         let seq = match tag & SEQ_NEXT {
@@ -416,11 +427,11 @@ impl SegIndex {
         let z = varint(b, at)?;
         let ts = p.ts.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
         let hdr = match tag & KEPT_FOLLOW {
-            0 => Bytes::new(),
+            0 => &[][..],
             _ => {
                 let n = varint(b, at)? as usize;
                 let end = at.checked_add(n).filter(|e| *e <= b.len())?;
-                let h = b.slice(*at..end);
+                let h = &b[*at..end];
                 *at = end;
                 h
             }

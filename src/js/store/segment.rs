@@ -56,6 +56,10 @@ pub struct FileLog {
     /// End of the data of the last write issued (completed or not).
     reserved_end: u64,
     inflight: usize,
+    /// The active segment's index file as its writes complete (complete from
+    /// its first record; None when not known, and the segment is read back
+    /// when it is sealed). About 5 bytes a message of that one segment.
+    pub building: Option<crate::js::store::segindex::Builder>,
 }
 
 /// The log state before a write, to go back to if it fails.
@@ -169,6 +173,42 @@ impl FileLog {
         self.carry.clear();
         self.carry_base = 0;
         self.reserved_end = 0;
+        self.building = Some(crate::js::store::segindex::Builder::new(first));
+    }
+
+    /// Adds the records of a completed write (`batch`, written at `base` of
+    /// segment `seg`) to the active segment's index file.
+    pub fn index_written(&mut self, seg: u64, base: u64, batch: &[u8]) {
+        use crate::js::store::record;
+        let Some(b) = self.building.as_mut().filter(|b| b.first() == seg) else {
+            return;
+        };
+        let mut pos = 0;
+        while pos < batch.len() {
+            let record::Decoded::Record(r, n) =
+                record::decode(&batch[pos..], crate::limits::RECORD_BYTES_MAX)
+            else {
+                // Never: the writer encoded these. Not knowing beats guessing.
+                self.building = None;
+                return;
+            };
+            let head = u64::from_le_bytes(batch[pos..pos + 8].try_into().expect("8 bytes"));
+            let off = base + pos as u64;
+            let rec = crate::js::store::recovery::Recovered {
+                seg,
+                off,
+                kind: r.kind,
+                seq: r.seq,
+                ts: r.ts,
+                subject: r.subject,
+                hdr_len: r.hdr_len,
+                len: r.data.len(),
+                hdr: &r.data[..r.hdr_len],
+                data: None,
+            };
+            b.add(&rec, head, off + n as u64);
+            pos += n;
+        }
     }
 
     /// Takes segment `first` out of the log (never the active one).
@@ -498,6 +538,7 @@ impl FileLog {
         next_seq: u64,
         sync: bool,
         segment_bytes: u64,
+        building: Option<crate::js::store::segindex::Builder>,
     ) -> std::io::Result<FileLog> {
         for seg in segs.values_mut() {
             seg.file = Some(Rc::new(open_dma(&seg.path, sync).await?));
@@ -512,10 +553,12 @@ impl FileLog {
             segment_bytes,
             reserved_end: 0,
             inflight: 0,
+            building: None,
         };
         match log.segs.iter().next_back().map(|(k, s)| (*k, s.size)) {
             Some((first, size)) => {
                 log.active = first;
+                log.building = building.filter(|b| b.first() == first);
                 log.reserved_end = size;
                 log.carry_base = align_down(size);
                 if size > log.carry_base {

@@ -62,7 +62,7 @@ impl Replay {
 
     /// The index entry of a record, and its expiry noted.
     fn entry<'a>(&mut self, r: &'a Recovered) -> NewEntry<'a> {
-        let hdr = &r.hdr[..];
+        let hdr = r.hdr;
         let mut flags = 0;
         if !hdr.is_empty() {
             let ttl = Ttl::of(hdr).unwrap_or(Ttl::None);
@@ -115,7 +115,7 @@ impl Replay {
         if r.seq <= ix.last_seq() && !(ix.msgs == 0 && r.seq >= ix.first_seq()) {
             return;
         }
-        let hdr = &r.hdr[..];
+        let hdr = r.hdr;
         let id = headers::get(hdr, b"Nats-Msg-Id")
             .filter(|v| !v.is_empty())
             .map(|v| String::from_utf8_lossy(v).into_owned());

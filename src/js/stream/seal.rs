@@ -1,8 +1,9 @@
-//! Index files for sealed segments (`store::segindex`): when the writer rolls
-//! to a new segment, the full one is read back and its index file written, in
-//! a task of its own (one per stream at a time, so at most one segment's
-//! bytes are held for it); at shutdown the active segment gets one too, so a
-//! clean restart reads no segment at all.
+//! Index files for sealed segments (`store::segindex`): the log builds the
+//! active segment's as its writes complete; when the writer rolls to a new
+//! segment that one is written, in a task of its own (one per stream at a
+//! time). A segment whose index is not known from its first record (a failed
+//! build) is read back instead, one segment's bytes at a time. At shutdown
+//! the active segment's is written too, so a clean restart reads no segment.
 
 use std::rc::Rc;
 
@@ -13,13 +14,22 @@ use crate::js::store::segment::{self as filelog, align_up};
 use crate::js::store::{recovery, segindex};
 use crate::js::stream::Stream;
 
-/// A segment waiting for its index file: first sequence, file, bytes used.
-pub(super) type Sealed = (u64, Rc<DmaFile>, u64);
+/// A segment waiting for its index file: first sequence, file, bytes used,
+/// and the index built as it was written (if it covers those bytes).
+pub(super) type Sealed = (u64, Rc<DmaFile>, u64, Option<segindex::Builder>);
 
 impl Stream {
     /// Queues the index file of segment `first` (just sealed at `size`).
-    pub(super) fn sealed(&self, first: u64, file: Rc<DmaFile>, size: u64) {
-        self.to_index.borrow_mut().push_back((first, file, size));
+    pub(super) fn sealed(
+        &self,
+        first: u64,
+        file: Rc<DmaFile>,
+        size: u64,
+        built: Option<segindex::Builder>,
+    ) {
+        self.to_index
+            .borrow_mut()
+            .push_back((first, file, size, built));
         if self.indexer.get() {
             return;
         }
@@ -29,10 +39,10 @@ impl Stream {
         glommio::spawn_local(async move {
             loop {
                 let next = queue.borrow_mut().pop_front();
-                let Some((first, file, size)) = next else {
+                let Some((first, file, size, built)) = next else {
                     break;
                 };
-                write_index(&dir, &name, first, file, size).await;
+                write_index(&dir, &name, first, file, size, built).await;
             }
             running.set(false);
         })
@@ -45,37 +55,33 @@ impl Stream {
             let log = self.log.borrow();
             log.as_ref().and_then(|l| {
                 let s = l.segs.get(&l.active)?;
-                Some((l.active, s.file.clone()?, s.size))
+                Some((l.active, s.file.clone()?, s.size, l.building.clone()))
             })
         };
-        if let Some((first, file, size)) = active {
-            write_index(&self.dir, &self.name, first, file, size).await;
+        if let Some((first, file, size, built)) = active {
+            write_index(&self.dir, &self.name, first, file, size, built).await;
         }
     }
 }
 
-/// Reads segment `first` back and writes its index file; a failure is
-/// logged (start-up then scans that segment, as without an index file).
+/// Writes the index file of segment `first` (from `built` when it covers the
+/// segment's `size` bytes, else read back); a failure is logged (start-up
+/// then scans that segment, as without an index file).
 async fn write_index(
     dir: &std::path::Path,
     stream: &str,
     first: u64,
     file: Rc<DmaFile>,
     size: u64,
+    built: Option<segindex::Builder>,
 ) {
-    let buf = match filelog::read_blocks(file, 0, align_up(size) as usize).await {
-        Ok(mut b) => {
-            b.truncate(size as usize);
-            Bytes::from(b)
-        }
-        Err(e) => {
-            crate::warn!("JetStream stream '{stream}': reading segment {first} for its index: {e}");
-            return;
-        }
+    let bytes = match built.filter(|b| b.first() == first && b.covered() == size) {
+        Some(b) => b.finish(),
+        None => match read_back(stream, first, file, size, dir).await {
+            Some(b) => b,
+            None => return,
+        },
     };
-    let path = dir.join(filelog::segment_name(first));
-    let bytes = recovery::index_of(stream, first, &path, &buf);
-    drop(buf);
     // A stream deleted meanwhile took its directory: nothing to write.
     if !dir.exists() {
         return;
@@ -83,4 +89,26 @@ async fn write_index(
     if let Err(e) = segindex::write(dir, first, bytes).await {
         crate::warn!("JetStream stream '{stream}': writing the index file of segment {first}: {e}");
     }
+}
+
+/// The index file of segment `first`, from its bytes read back.
+async fn read_back(
+    stream: &str,
+    first: u64,
+    file: Rc<DmaFile>,
+    size: u64,
+    dir: &std::path::Path,
+) -> Option<Vec<u8>> {
+    let buf = match filelog::read_blocks(file, 0, align_up(size) as usize).await {
+        Ok(mut b) => {
+            b.truncate(size as usize);
+            Bytes::from(b)
+        }
+        Err(e) => {
+            crate::warn!("JetStream stream '{stream}': reading segment {first} for its index: {e}");
+            return None;
+        }
+    };
+    let path = dir.join(filelog::segment_name(first));
+    Some(recovery::index_of(stream, first, &path, &buf))
 }

@@ -213,6 +213,7 @@ impl Stream {
         if let Some(log) = self.log.borrow_mut().as_mut() {
             if f.task.is_some() {
                 log.finish(f.end);
+                log.index_written(f.seg, f.base, &f.batch);
             }
         }
         *self.io_error.borrow_mut() = None;
@@ -324,15 +325,16 @@ impl Stream {
             let bytes = self.log.borrow().as_ref().map_or(0, |l| l.segment_bytes);
             filelog::preallocate(&file, bytes).await;
             filelog::sync_dir_async(&dir).await?;
-            let sealed = self.log.borrow().as_ref().and_then(|l| {
+            let sealed = self.log.borrow_mut().as_mut().and_then(|l| {
                 let s = l.segs.get(&l.active)?;
-                Some((l.active, s.file.clone()?, s.size))
+                let built = l.building.take();
+                Some((l.active, s.file.clone()?, s.size, built))
             });
             if let Some(l) = self.log.borrow_mut().as_mut() {
                 l.install(next_seq, path, file);
             }
-            if let Some((first, file, size)) = sealed {
-                self.sealed(first, file, size);
+            if let Some((first, file, size, built)) = sealed {
+                self.sealed(first, file, size, built);
             }
         }
         let (job, seg, base, restore) = {

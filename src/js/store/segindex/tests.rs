@@ -26,9 +26,9 @@ type Seen = Vec<(u8, u64, i64, Bytes, usize, usize, u64, Option<String>)>;
 fn recovered(dir: &Path) -> (Seen, usize) {
     let mut out = Vec::new();
     let mut bodies = 0;
-    let (_, read) = recover(dir, "T", 1 << 20, |r| {
+    let (_, read, _) = recover(dir, "T", 1 << 20, |r| {
         bodies += usize::from(r.data.is_some());
-        let id = crate::protocol::headers::get(&r.hdr, b"Nats-Msg-Id")
+        let id = crate::protocol::headers::get(r.hdr, b"Nats-Msg-Id")
             .map(|v| String::from_utf8_lossy(v).into_owned());
         let subject = Bytes::copy_from_slice(r.subject);
         out.push((r.kind, r.seq, r.ts, subject, r.hdr_len, r.len, r.off, id));

@@ -1,0 +1,175 @@
+//! The message bodies an index keeps: every message of a memory stream; for a
+//! file stream the most recent ones and those read back, within a byte budget
+//! (oldest go first).
+//!
+//! New messages arrive in sequence order, so they sit in a window of slots
+//! indexed by `seq - first` (no allocation per message, O(1) removal); a body
+//! read back from below the window goes to an ordered map. Bounds (file
+//! streams): the bytes `evict` is given, and `WINDOW_SLOTS_MAX` slots, so
+//! deleted messages inside the window cannot grow it without limit.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+/// At most this many window slots (32 bytes each) in a file stream.
+const WINDOW_SLOTS_MAX: usize = 1 << 20;
+
+#[derive(Debug, Default)]
+pub struct Bodies {
+    /// Sequence of `window[0]`.
+    first: u64,
+    window: VecDeque<Option<Bytes>>,
+    /// Bodies in the window.
+    live: usize,
+    /// Bodies below the window, read back from disk.
+    older: BTreeMap<u64, Bytes>,
+    /// Bytes held (both parts).
+    pub bytes: u64,
+}
+
+impl Bodies {
+    pub fn get(&self, seq: u64) -> Option<&Bytes> {
+        if seq >= self.first {
+            self.window.get((seq - self.first) as usize)?.as_ref()
+        } else {
+            self.older.get(&seq)
+        }
+    }
+
+    /// Keeps `data` as the body of `seq` (unless it has one).
+    pub fn put(&mut self, seq: u64, data: Bytes) {
+        if self.live == 0 && seq >= self.first {
+            // Nothing in the window: it starts over at `seq`.
+            self.window.clear();
+            self.first = seq;
+        }
+        if seq < self.first {
+            let len = data.len() as u64;
+            if self.older.insert(seq, data).is_none() {
+                self.bytes += len;
+            }
+            return;
+        }
+        let i = (seq - self.first) as usize;
+        if i >= self.window.len() {
+            self.window.resize(i + 1, None);
+        }
+        if self.window[i].is_none() {
+            self.bytes += data.len() as u64;
+            self.live += 1;
+            self.window[i] = Some(data);
+        }
+    }
+
+    /// Drops the body of `seq`, if kept.
+    pub fn remove(&mut self, seq: u64) {
+        let gone = if seq >= self.first {
+            let slot = self.window.get_mut((seq - self.first) as usize);
+            let gone = slot.and_then(Option::take);
+            if gone.is_some() {
+                self.live -= 1;
+            }
+            gone
+        } else {
+            self.older.remove(&seq)
+        };
+        if let Some(d) = gone {
+            self.bytes -= d.len() as u64;
+        }
+        self.trim();
+    }
+
+    /// Drops the oldest bodies until at most `max` bytes (and at most
+    /// `WINDOW_SLOTS_MAX` window slots) are held.
+    pub fn evict(&mut self, max: u64) {
+        while self.bytes > max {
+            if let Some((_, d)) = self.older.pop_first() {
+                self.bytes -= d.len() as u64;
+            } else if !self.pop_front() {
+                break;
+            }
+        }
+        while self.window.len() > WINDOW_SLOTS_MAX {
+            self.pop_front();
+        }
+        self.trim();
+    }
+
+    fn pop_front(&mut self) -> bool {
+        match self.window.pop_front() {
+            None => false,
+            Some(slot) => {
+                self.first += 1;
+                if let Some(d) = slot {
+                    self.bytes -= d.len() as u64;
+                    self.live -= 1;
+                }
+                true
+            }
+        }
+    }
+
+    /// Empty slots at the front hold nothing: they go.
+    fn trim(&mut self) {
+        while self.window.front().is_some_and(Option::is_none) {
+            self.window.pop_front();
+            self.first += 1;
+        }
+    }
+}
+
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: usize) -> Bytes {
+        Bytes::from(vec![7u8; n])
+    }
+
+    #[test]
+    fn new_bodies_fill_the_window_and_old_ones_go_first() {
+        let mut c = Bodies::default();
+        for seq in 10..20 {
+            c.put(seq, b(10));
+        }
+        assert_eq!((c.bytes, c.get(10).unwrap().len()), (100, 10));
+        // A body read back from below the window.
+        c.put(3, b(5));
+        assert_eq!((c.bytes, c.get(3).map(Bytes::len)), (105, Some(5)));
+        c.remove(12);
+        assert_eq!((c.bytes, c.get(12)), (95, None));
+        // The read-back body goes first, then the window's oldest.
+        c.evict(80);
+        assert_eq!(c.get(3), None);
+        assert_eq!(c.get(10), None);
+        assert!(c.get(11).is_some());
+        assert_eq!(c.bytes, 80);
+        // Putting twice counts once.
+        c.put(13, b(10));
+        assert_eq!(c.bytes, 80);
+        // The slot of 12 (removed) goes with 11, as nothing is left before 13.
+        c.remove(11);
+        assert_eq!((c.first, c.bytes), (13, 70));
+        for seq in 13..20 {
+            c.remove(seq);
+        }
+        assert_eq!((c.bytes, c.window.len()), (0, 0));
+        // An empty window starts over at the next body, however far on.
+        c.put(1_000_000, b(1));
+        assert_eq!((c.window.len(), c.first), (1, 1_000_000));
+    }
+
+    #[test]
+    fn deleted_slots_cannot_grow_the_window_without_bound() {
+        let mut c = Bodies::default();
+        c.put(1, b(1)); // stays live at the front
+        let far = 1 + WINDOW_SLOTS_MAX as u64 + 10;
+        c.put(far, b(1));
+        c.evict(u64::MAX);
+        assert!(c.window.len() <= WINDOW_SLOTS_MAX);
+        assert_eq!(c.get(1), None);
+        assert!(c.get(far).is_some());
+    }
+}
