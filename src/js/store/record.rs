@@ -87,6 +87,16 @@ pub enum Decoded<'a> {
 
 /// Decodes the record at the start of `buf`; `max_len` bounds a sane length.
 pub fn decode(buf: &[u8], max_len: usize) -> Decoded<'_> {
+    decode_checked(buf, max_len, true)
+}
+
+/// `decode` of bytes this process encoded and still holds (a write batch):
+/// everything but the checksum is checked.
+pub fn decode_own(buf: &[u8]) -> Decoded<'_> {
+    decode_checked(buf, usize::MAX, false)
+}
+
+fn decode_checked(buf: &[u8], max_len: usize, verify: bool) -> Decoded<'_> {
     if buf.len() < 4 {
         return if buf.iter().all(|b| *b == 0) {
             Decoded::End
@@ -105,7 +115,7 @@ pub fn decode(buf: &[u8], max_len: usize) -> Decoded<'_> {
         return Decoded::Bad("record runs past end of file");
     }
     let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
-    if crc32c::crc32c(&buf[8..len]) != crc {
+    if verify && crc32c::crc32c(&buf[8..len]) != crc {
         return Decoded::Bad("checksum mismatch");
     }
     let kind = buf[8];

@@ -124,6 +124,8 @@ pub fn kept_headers(hdr: &[u8]) -> Vec<u8> {
 pub struct Builder {
     first: u64,
     subjects: AHashMap<Bytes, u32>,
+    /// The subjects by id.
+    names: Vec<Bytes>,
     table: Vec<u8>,
     records: Vec<u8>,
     count: u64,
@@ -148,6 +150,7 @@ impl Builder {
         Builder {
             first,
             subjects: AHashMap::new(),
+            names: Vec::new(),
             table: Vec::new(),
             records: Vec::new(),
             count: 0,
@@ -161,19 +164,24 @@ impl Builder {
     /// Adds a record; `head` is its first 8 bytes in the segment, `end` the
     /// offset just past it.
     pub fn add(&mut self, r: &Recovered, head: u64, end: u64) {
-        let subj = match self.subjects.get(r.subject) {
-            Some(id) => *id,
-            None => {
-                let id = self.subjects.len() as u32;
-                self.subjects.insert(Bytes::copy_from_slice(r.subject), id);
-                self.table
-                    .extend_from_slice(&(r.subject.len() as u16).to_le_bytes());
-                self.table.extend_from_slice(r.subject);
-                id
-            }
+        let p = self.prev;
+        // A run of one subject skips the hash.
+        let same = self.count > 0 && self.names[p.subj as usize][..] == *r.subject;
+        let subj = if same {
+            p.subj
+        } else if let Some(id) = self.subjects.get(r.subject) {
+            *id
+        } else {
+            let id = self.names.len() as u32;
+            let name = Bytes::copy_from_slice(r.subject);
+            self.subjects.insert(name.clone(), id);
+            self.names.push(name);
+            self.table
+                .extend_from_slice(&(r.subject.len() as u16).to_le_bytes());
+            self.table.extend_from_slice(r.subject);
+            id
         };
         let kept = kept_headers(r.hdr);
-        let p = self.prev;
         let mut tag = r.kind & 0x07;
         tag |= if r.seq == p.seq.wrapping_add(1) {
             SEQ_NEXT

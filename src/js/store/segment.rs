@@ -185,9 +185,7 @@ impl FileLog {
         };
         let mut pos = 0;
         while pos < batch.len() {
-            let record::Decoded::Record(r, n) =
-                record::decode(&batch[pos..], crate::limits::RECORD_BYTES_MAX)
-            else {
+            let record::Decoded::Record(r, n) = record::decode_own(&batch[pos..]) else {
                 // Never: the writer encoded these. Not knowing beats guessing.
                 self.building = None;
                 return;
