@@ -52,7 +52,14 @@ impl Bodies {
             return;
         }
         let i = (seq - self.first) as usize;
-        if i >= self.window.len() {
+        if i == self.window.len() {
+            // The usual case: the next message.
+            self.bytes += data.len() as u64;
+            self.live += 1;
+            self.window.push_back(Some(data));
+            return;
+        }
+        if i > self.window.len() {
             self.window.resize(i + 1, None);
         }
         if self.window[i].is_none() {
