@@ -11,7 +11,11 @@ use jetcore::js::store::index::{Index, Location, NewEntry};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (puts, keys): (u64, u64) = if full { (2_000_000, 1_000) } else { (100_000, 1_000) };
+    let (puts, keys): (u64, u64) = if full {
+        (2_000_000, 1_000)
+    } else {
+        (100_000, 1_000)
+    };
     let names: Vec<Bytes> = (0..keys)
         .map(|i| Bytes::from(format!("$KV.BENCH.k{i}")))
         .collect();

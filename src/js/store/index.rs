@@ -400,7 +400,7 @@ impl Index {
         // Runs of one subject (a replay, a busy publisher) skip the hash.
         let last = self.last_subj as usize;
         if let Some(Some(s)) = self.subj.get_mut(last) {
-            if s.subject == subject {
+            if crate::subject::same(&s.subject, subject) {
                 s.count += 1;
                 s.first = s.first.min(seq);
                 s.last = s.last.max(seq);

@@ -123,7 +123,13 @@ pub fn kept_headers(hdr: &[u8]) -> Vec<u8> {
 #[derive(Clone)]
 pub struct Builder {
     first: u64,
-    subjects: AHashMap<Bytes, u32>,
+    /// Subject ids by the subject's hash (checked against `names`; on a
+    /// collision the newer subject takes the slot and the older one gets a
+    /// second id when it comes again: a repeated table entry, never a wrong
+    /// one). Keyed by hash so that a lookup compares bytes once, inline:
+    /// a libc memcmp per record cost more than all the rest of `add`.
+    ids: AHashMap<u64, u32>,
+    hasher: ahash::RandomState,
     /// The subjects by id.
     names: Vec<Bytes>,
     table: Vec<u8>,
@@ -149,7 +155,8 @@ impl Builder {
     pub fn new(first: u64) -> Builder {
         Builder {
             first,
-            subjects: AHashMap::new(),
+            ids: AHashMap::new(),
+            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
             names: Vec::new(),
             table: Vec::new(),
             records: Vec::new(),
@@ -161,26 +168,37 @@ impl Builder {
         }
     }
 
+    /// The table id of `subject`, added if new.
+    fn subject_id(&mut self, subject: &[u8]) -> u32 {
+        let same = |id: u32, names: &[Bytes]| {
+            names
+                .get(id as usize)
+                .is_some_and(|n| crate::subject::same(n, subject))
+        };
+        // A run of one subject skips the hash.
+        if self.count > 0 && same(self.prev.subj, &self.names) {
+            return self.prev.subj;
+        }
+        let h = self.hasher.hash_one(subject);
+        if let Some(&id) = self.ids.get(&h) {
+            if same(id, &self.names) {
+                return id;
+            }
+        }
+        let id = self.names.len() as u32;
+        self.names.push(Bytes::copy_from_slice(subject));
+        self.ids.insert(h, id);
+        self.table
+            .extend_from_slice(&(subject.len() as u16).to_le_bytes());
+        self.table.extend_from_slice(subject);
+        id
+    }
+
     /// Adds a record; `head` is its first 8 bytes in the segment, `end` the
     /// offset just past it.
     pub fn add(&mut self, r: &Recovered, head: u64, end: u64) {
         let p = self.prev;
-        // A run of one subject skips the hash.
-        let same = self.count > 0 && self.names[p.subj as usize][..] == *r.subject;
-        let subj = if same {
-            p.subj
-        } else if let Some(id) = self.subjects.get(r.subject) {
-            *id
-        } else {
-            let id = self.names.len() as u32;
-            let name = Bytes::copy_from_slice(r.subject);
-            self.subjects.insert(name.clone(), id);
-            self.names.push(name);
-            self.table
-                .extend_from_slice(&(r.subject.len() as u16).to_le_bytes());
-            self.table.extend_from_slice(r.subject);
-            id
-        };
+        let subj = self.subject_id(r.subject);
         let kept = kept_headers(r.hdr);
         let mut tag = r.kind & 0x07;
         tag |= if r.seq == p.seq.wrapping_add(1) {
@@ -243,7 +261,7 @@ impl Builder {
         out.extend_from_slice(&last_off.to_le_bytes());
         out.extend_from_slice(&last_head.to_le_bytes());
         out.extend_from_slice(&self.count.to_le_bytes());
-        out.extend_from_slice(&(self.subjects.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.names.len() as u32).to_le_bytes());
         let flags = if self.markers { FLAG_MARKERS } else { 0 };
         out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
