@@ -141,6 +141,12 @@ pub const RECORD_BYTES_MAX: usize = 32 + 64 * 1024 + HEADERS_MAX + PAYLOAD_MAX_L
 pub const SEGMENT_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 /// Smallest `--segment_bytes`: one DMA block.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Largest `--segment_bytes`: a segment ends at most one write (and one
+/// record of at most `RECORD_BYTES_MAX`) past it, so every record offset fits
+/// the 32 bits an index entry keeps.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+const _: () =
+    assert!(SEGMENT_BYTES_MAX + (STREAM_INGEST_BYTES + RECORD_BYTES_MAX) as u64 <= u32::MAX as u64);
 
 /// A dead segment is cut down this much at a time, `SEGMENT_DELETE_PACE`
 /// apart, before it is unlinked (40 MiB/s: what this disk, mounted with

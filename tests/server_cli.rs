@@ -78,6 +78,16 @@ fn unsupported_nats_server_flags_are_refused_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--sync"));
     let out = jetcore(&["--no-such-flag"]);
     assert_ne!(out.status.code(), Some(0));
+    // A segment size an index entry's offset could not hold.
+    for size in ["1024", "2147483648"] {
+        let out = jetcore(&["-js", "--segment_bytes", size]);
+        assert_eq!(out.status.code(), Some(1), "{size}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--segment_bytes must be between 4096 and 1073741824"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -64,6 +64,7 @@ struct Cli {
     #[arg(long = "domain")]
     domain: Option<String>,
     /// Size at which a stream's segment file is closed and a new one begun
+    /// (4096 bytes to 1 GiB)
     #[arg(long = "segment_bytes", default_value_t = limits::SEGMENT_BYTES_DEFAULT)]
     segment_bytes: u64,
     /// Enable debugging output
@@ -463,10 +464,11 @@ fn validate(cli: Cli) -> Result<Config, String> {
             }
         },
     };
-    if cli.segment_bytes < limits::SEGMENT_BYTES_MIN {
+    if !(limits::SEGMENT_BYTES_MIN..=limits::SEGMENT_BYTES_MAX).contains(&cli.segment_bytes) {
         return Err(format!(
-            "jetcore: --segment_bytes must be at least {}",
-            limits::SEGMENT_BYTES_MIN
+            "jetcore: --segment_bytes must be between {} and {}",
+            limits::SEGMENT_BYTES_MIN,
+            limits::SEGMENT_BYTES_MAX
         ));
     }
     if let Some(d) = &cli.domain {

@@ -3,7 +3,7 @@
 //! segments at start; memory streams keep every message's bytes here.
 //!
 //! Entries sit in a deque indexed by `seq - first_seq`; an interior delete marks
-//! its entry, a delete at the front pops it. Memory: one 40-byte entry per
+//! its entry, a delete at the front pops it. Memory: one 32-byte entry per
 //! sequence between first and last, bounded by the stream's own limits, plus
 //! the cached bodies (`bodies`).
 
@@ -15,34 +15,65 @@ use bytes::Bytes;
 use crate::js::store::bodies::Bodies;
 use crate::limits::REMOVED_LOG_MAX;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Entry {
     pub ts: i64,
-    pub subj: u32,
-    pub hdr_len: u32,
-    pub len: u32,
-    /// Segment (its first sequence) and byte offset of the record; memory
-    /// streams use 0/0.
+    /// Segment (its first sequence) of the record; memory streams use 0.
     pub seg: u64,
-    pub off: u64,
-    pub deleted: bool,
-    /// What the message's headers ask of expiry (`ttl::FLAG_*`).
-    pub flags: u8,
+    /// Byte offset of the record in its segment (`off()`; segments stay
+    /// below `SEGMENT_BYTES_MAX` plus one write, far below 4 GiB).
+    off: u32,
+    pub len: u32,
+    pub subj: u32,
+    /// Header length (bits 0-16: up to `HEADERS_MAX` inclusive), deleted
+    /// (bit 20), `ttl::FLAG_*` (bits 24-31): one word, so an entry is 32 bytes.
+    bits: u32,
 }
+
+const HDR_MASK: u32 = (1 << 17) - 1;
+const DELETED: u32 = 1 << 20;
+const _: () = assert!(crate::limits::HEADERS_MAX as u32 <= HDR_MASK);
 
 impl Entry {
     /// A sequence with no message (deleted, or never stored).
     fn gap() -> Entry {
         Entry {
             ts: 0,
-            subj: 0,
-            hdr_len: 0,
-            len: 0,
             seg: 0,
             off: 0,
-            deleted: true,
-            flags: 0,
+            len: 0,
+            subj: 0,
+            bits: DELETED,
         }
+    }
+
+    pub fn off(&self) -> u64 {
+        u64::from(self.off)
+    }
+
+    pub fn hdr_len(&self) -> u32 {
+        self.bits & HDR_MASK
+    }
+
+    pub fn deleted(&self) -> bool {
+        self.bits & DELETED != 0
+    }
+
+    /// What the message's headers ask of expiry (`ttl::FLAG_*`).
+    pub fn flags(&self) -> u8 {
+        (self.bits >> 24) as u8
+    }
+
+    fn set_deleted(&mut self) {
+        self.bits |= DELETED;
+    }
+
+    fn set_flags(&mut self, flags: u8) {
+        self.bits = (self.bits & 0x00ff_ffff) | (u32::from(flags) << 24);
+    }
+
+    fn set_off(&mut self, off: u64) {
+        self.off = u32::try_from(off).expect("segments stay below 4 GiB (SEGMENT_BYTES_MAX)");
     }
 }
 
@@ -186,15 +217,15 @@ impl Index {
         }
         self.entries
             .get((seq - self.first) as usize)
-            .filter(|e| !e.deleted)
+            .filter(|e| !e.deleted())
     }
 
     /// Sets the `ttl::FLAG_*` of live message `seq`.
     pub fn set_flags(&mut self, seq: u64, flags: u8) {
         if seq >= self.first {
             if let Some(e) = self.entries.get_mut((seq - self.first) as usize) {
-                if !e.deleted {
-                    e.flags = flags;
+                if !e.deleted() {
+                    e.set_flags(flags);
                 }
             }
         }
@@ -212,13 +243,16 @@ impl Index {
         msg_size(
             self.memory,
             subj,
-            e.hdr_len as usize,
-            (e.len - e.hdr_len) as usize,
+            e.hdr_len() as usize,
+            (e.len - e.hdr_len()) as usize,
         )
     }
 
     pub fn first_ts(&self) -> i64 {
-        self.entries.iter().find(|e| !e.deleted).map_or(0, |e| e.ts)
+        self.entries
+            .iter()
+            .find(|e| !e.deleted())
+            .map_or(0, |e| e.ts)
     }
 
     /// Adds a message above the last sequence; a gap is recorded as deleted
@@ -253,16 +287,17 @@ impl Index {
         }
         self.msgs += 1;
         self.bytes += msg_size(self.memory, m.subject.len(), m.hdr_len, m.len - m.hdr_len);
-        Entry {
+        let mut e = Entry {
             ts: m.ts,
-            subj,
-            hdr_len: m.hdr_len as u32,
-            len: m.len as u32,
             seg: m.at.seg,
-            off: m.at.off,
-            deleted: false,
-            flags: m.flags,
-        }
+            off: 0,
+            len: m.len as u32,
+            subj,
+            bits: m.hdr_len as u32,
+        };
+        e.set_off(m.at.off);
+        e.set_flags(m.flags);
+        e
     }
 
     /// Removes message `seq`; None if it is not there.
@@ -275,14 +310,14 @@ impl Index {
         let seg;
         {
             let e = self.entries.get(i)?;
-            if e.deleted {
+            if e.deleted() {
                 return None;
             }
             size = self.size_of(e);
             seg = e.seg;
         }
         let e = &mut self.entries[i];
-        e.deleted = true;
+        e.set_deleted();
         let id = e.subj;
         self.uncache(seq);
         self.msgs -= 1;
@@ -314,7 +349,7 @@ impl Index {
             while last > self.first {
                 last -= 1;
                 let e = &self.entries[(last - self.first) as usize];
-                if !e.deleted && e.subj == subj {
+                if !e.deleted() && e.subj == subj {
                     break;
                 }
             }
@@ -326,7 +361,7 @@ impl Index {
 
     /// Drops deleted entries from the front so `first` is a live message.
     fn trim_front(&mut self) {
-        while self.entries.front().is_some_and(|e| e.deleted) {
+        while self.entries.front().is_some_and(|e| e.deleted()) {
             self.entries.pop_front();
             self.first += 1;
             self.deleted -= 1;
@@ -359,12 +394,12 @@ impl Index {
             return None;
         }
         let e = self.entries.get_mut((seq - self.first) as usize)?;
-        if e.deleted {
+        if e.deleted() {
             return None;
         }
         let old = e.seg;
         e.seg = at.seg;
-        e.off = at.off;
+        e.set_off(at.off);
         Some(old)
     }
 
@@ -388,7 +423,7 @@ impl Index {
         // Fill the deleted slot at `seq` as a live message.
         let i = (m.seq - self.first) as usize;
         assert!(
-            self.entries[i].deleted,
+            self.entries[i].deleted(),
             "a moved record fills a deleted slot"
         );
         self.entries[i] = self.new_entry(&m);
@@ -605,7 +640,7 @@ impl Index {
         }
         for seq in from..=scan_to {
             let e = &self.entries[(seq - self.first) as usize];
-            if !e.deleted && straddle[e.subj as usize] {
+            if !e.deleted() && straddle[e.subj as usize] {
                 total += 1;
             }
         }
@@ -674,7 +709,7 @@ impl Index {
             let mid = (lo + hi) / 2;
             // Deleted entries carry no timestamp: use the next live one.
             let mut j = mid;
-            while j < n && self.entries[j].deleted {
+            while j < n && self.entries[j].deleted() {
                 j += 1;
             }
             if j == n || self.entries[j].ts >= ts {
@@ -684,7 +719,7 @@ impl Index {
             }
         }
         (lo..n)
-            .find(|&i| !self.entries[i].deleted)
+            .find(|&i| !self.entries[i].deleted())
             .map(|i| self.first + i as u64)
     }
 
@@ -709,7 +744,7 @@ impl Index {
         self.entries
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.deleted)
+            .filter(|(_, e)| e.deleted())
             .map(|(i, _)| self.first + i as u64)
             .collect()
     }
@@ -722,7 +757,7 @@ impl Index {
             seq,
             ts: e.ts,
             subject: self.subject_of(e).clone(),
-            hdr_len: e.hdr_len as usize,
+            hdr_len: e.hdr_len() as usize,
             data,
         })
     }

@@ -68,7 +68,7 @@ impl Stream {
             let next = {
                 let ix = self.ix.borrow();
                 ix.next_matching(from, None)
-                    .and_then(|s| ix.entry(s).map(|e| (s, e.ts, e.flags)))
+                    .and_then(|s| ix.entry(s).map(|e| (s, e.ts, e.flags())))
             };
             let Some((seq, ts, flags)) = next else { break };
             if ts > cutoff || *budget == 0 {
@@ -117,7 +117,7 @@ impl Stream {
             let (flags, front) = {
                 let ix = self.ix.borrow();
                 match ix.entry(seq) {
-                    Some(e) => (e.flags, seq == ix.first_seq()),
+                    Some(e) => (e.flags(), seq == ix.first_seq()),
                     None => continue, // removed otherwise
                 }
             };

@@ -72,7 +72,7 @@ impl Stream {
             let subj_len = ix.subject_of(e).len();
             (
                 e.seg,
-                e.off,
+                e.off(),
                 record::encoded_len(subj_len, e.len as usize),
                 subj_len,
             )
@@ -117,7 +117,9 @@ impl Stream {
                 // reads no sealed segment that has an index file); only where
                 // the index still points (compaction may have moved it).
                 let mut ix = self.ix.borrow_mut();
-                let here = ix.entry(seq).is_some_and(|e| e.seg == seg && e.off == off);
+                let here = ix
+                    .entry(seq)
+                    .is_some_and(|e| e.seg == seg && e.off() == off);
                 let removed = here.then(|| ix.remove(seq)).flatten();
                 drop(ix);
                 if let Some(r) = removed {
@@ -139,7 +141,7 @@ impl Stream {
                 return vec![m];
             }
             match ix.entry(seq) {
-                Some(e) => (e.seg, e.off),
+                Some(e) => (e.seg, e.off()),
                 None => return Vec::new(),
             }
         };
@@ -177,7 +179,7 @@ impl Stream {
                         let here = start + pos as u64;
                         let live = ix
                             .entry(r.seq)
-                            .is_some_and(|e| e.seg == seg && e.off == here);
+                            .is_some_and(|e| e.seg == seg && e.off() == here);
                         if live && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED) {
                             let at = |part: &[u8]| {
                                 let from = part.as_ptr() as usize - bytes.as_ptr() as usize;

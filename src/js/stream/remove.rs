@@ -27,7 +27,7 @@ impl Stream {
             ix.entry(seq).map(|e| {
                 (
                     e.seg,
-                    e.off,
+                    e.off(),
                     record::encoded_len(ix.subject_of(e).len(), e.len as usize),
                 )
             })

@@ -75,11 +75,11 @@ fn moved_messages_land_in_their_slot() {
         (ix.first_seq(), ix.last_seq(), ix.msgs, ix.deleted),
         (3, 7, 4, 1)
     );
-    assert_eq!(ix.entry(3).map(|e| (e.seg, e.off)), Some((9, 100)));
+    assert_eq!(ix.entry(3).map(|e| (e.seg, e.off())), Some((9, 100)));
     assert_eq!(ix.subject(b"k").unwrap().count, 1);
     // Seen twice (original still on disk): only the location changes.
     ix.insert_moved(e(6, 1, &b("a"), 0, 1, 9, 200));
-    assert_eq!((ix.msgs, ix.entry(6).map(|e| e.off)), (4, Some(200)));
+    assert_eq!((ix.msgs, ix.entry(6).map(|e| e.off())), (4, Some(200)));
     assert_eq!(ix.relocate(5, Location { seg: 9, off: 300 }), Some(2));
     // Past the end appends.
     ix.insert_moved(e(9, 1, &b("a"), 0, 1, 9, 400));
@@ -152,7 +152,29 @@ fn gaps_are_deleted_sequences() {
 }
 
 #[test]
+fn an_entry_keeps_the_longest_headers_its_flags_and_far_offsets() {
+    let mut ix = Index::new(false, 1);
+    let subject = b("a");
+    let hdr = crate::limits::HEADERS_MAX;
+    ix.append(NewEntry {
+        flags: 3,
+        ..e(1, 5, &subject, hdr, hdr + 10, 7, 3 << 30)
+    });
+    let en = *ix.entry(1).unwrap();
+    assert_eq!(
+        (en.hdr_len() as usize, en.flags(), en.deleted()),
+        (hdr, 3, false)
+    );
+    assert_eq!((en.off(), en.len as usize), (3 << 30, hdr + 10));
+    ix.set_flags(1, 1);
+    let en = *ix.entry(1).unwrap();
+    assert_eq!((en.hdr_len() as usize, en.flags()), (hdr, 1));
+    ix.remove(1);
+    assert!(ix.entry(1).is_none());
+}
+
+#[test]
 fn an_entry_stays_small() {
     // The per-message cost of a file stream's index; bodies live apart.
-    assert_eq!(std::mem::size_of::<Entry>(), 40);
+    assert_eq!(std::mem::size_of::<Entry>(), 32);
 }
