@@ -44,12 +44,17 @@ const KEPT_FOLLOW: u8 = 0x20;
 const SUBJ_SAME: u8 = 0x40;
 const NO_HDR: u8 = 0x80;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a varint at `buf[*n..]` (at most 10 bytes; `add` puts at
+/// most 7 of them after the tag, so 64 bytes always hold a record's fixed part).
+#[inline]
+fn put_varint(buf: &mut [u8; 64], n: &mut usize, mut v: u64) {
     while v >= 0x80 {
-        out.push(v as u8 | 0x80);
+        buf[*n] = v as u8 | 0x80;
+        *n += 1;
         v >>= 7;
     }
-    out.push(v as u8);
+    buf[*n] = v as u8;
+    *n += 1;
 }
 
 fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
@@ -132,6 +137,8 @@ pub struct Builder {
     hasher: ahash::RandomState,
     /// The subjects by id.
     names: Vec<Bytes>,
+    /// The id of the empty subject (delete and floor records), once seen.
+    empty: Option<u32>,
     table: Vec<u8>,
     records: Vec<u8>,
     count: u64,
@@ -158,6 +165,7 @@ impl Builder {
             ids: AHashMap::new(),
             hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
             names: Vec::new(),
+            empty: None,
             table: Vec::new(),
             records: Vec::new(),
             count: 0,
@@ -175,9 +183,15 @@ impl Builder {
                 .get(id as usize)
                 .is_some_and(|n| crate::subject::same(n, subject))
         };
-        // A run of one subject skips the hash.
+        // A run of one subject skips the hash, and so does the empty subject
+        // of delete and floor records.
         if self.count > 0 && same(self.prev.subj, &self.names) {
             return self.prev.subj;
+        }
+        if subject.is_empty() {
+            if let Some(id) = self.empty {
+                return id;
+            }
         }
         let h = self.hasher.hash_one(subject);
         if let Some(&id) = self.ids.get(&h) {
@@ -188,6 +202,9 @@ impl Builder {
         let id = self.names.len() as u32;
         self.names.push(Bytes::copy_from_slice(subject));
         self.ids.insert(h, id);
+        if subject.is_empty() {
+            self.empty = Some(id);
+        }
         self.table
             .extend_from_slice(&(subject.len() as u16).to_le_bytes());
         self.table.extend_from_slice(subject);
@@ -210,27 +227,30 @@ impl Builder {
         tag |= if kept.is_empty() { 0 } else { KEPT_FOLLOW };
         tag |= if subj == p.subj { SUBJ_SAME } else { 0 };
         tag |= if r.hdr_len == 0 { NO_HDR } else { 0 };
-        let o = &mut self.records;
-        o.push(tag);
+        // The fixed part is put together on the stack and copied once.
+        let mut buf = [0u8; 64];
+        let mut n = 1;
+        buf[0] = tag;
         if tag & SEQ_NEXT == 0 {
-            put_varint(o, r.seq);
+            put_varint(&mut buf, &mut n, r.seq);
         }
         if tag & OFF_NEXT == 0 {
-            put_varint(o, r.off);
+            put_varint(&mut buf, &mut n, r.off);
         }
         if tag & SUBJ_SAME == 0 {
-            put_varint(o, u64::from(subj));
+            put_varint(&mut buf, &mut n, u64::from(subj));
         }
         if tag & NO_HDR == 0 {
-            put_varint(o, r.hdr_len as u64);
+            put_varint(&mut buf, &mut n, r.hdr_len as u64);
         }
-        put_varint(o, r.len as u64);
+        put_varint(&mut buf, &mut n, r.len as u64);
         let dt = r.ts.wrapping_sub(p.ts);
-        put_varint(o, ((dt << 1) ^ (dt >> 63)) as u64);
+        put_varint(&mut buf, &mut n, ((dt << 1) ^ (dt >> 63)) as u64);
         if !kept.is_empty() {
-            put_varint(o, kept.len() as u64);
-            o.extend_from_slice(&kept);
+            put_varint(&mut buf, &mut n, kept.len() as u64);
         }
+        self.records.extend_from_slice(&buf[..n]);
+        self.records.extend_from_slice(&kept);
         self.prev = Prev {
             seq: r.seq,
             end,
@@ -250,10 +270,11 @@ impl Builder {
 
     /// The file's bytes.
     pub fn finish(&self) -> Vec<u8> {
-        let mut body = self.table.clone();
-        body.extend_from_slice(&self.records);
+        // The body is the table then the records: one allocation, one copy.
+        let body_len = self.table.len() + self.records.len();
+        let body_crc = crc32c::crc32c_append(crc32c::crc32c(&self.table), &self.records);
         let (last_off, last_head) = self.last.unwrap_or((u64::MAX, 0));
-        let mut out = Vec::with_capacity(HEADER + body.len());
+        let mut out = Vec::with_capacity(HEADER + body_len);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&self.first.to_le_bytes());
@@ -264,11 +285,12 @@ impl Builder {
         out.extend_from_slice(&(self.names.len() as u32).to_le_bytes());
         let flags = if self.markers { FLAG_MARKERS } else { 0 };
         out.extend_from_slice(&flags.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&(body_len as u64).to_le_bytes());
+        out.extend_from_slice(&body_crc.to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&body);
+        out.extend_from_slice(&self.table);
+        out.extend_from_slice(&self.records);
         out
     }
 }
