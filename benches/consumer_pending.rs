@@ -8,7 +8,9 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use jetcore::js::store::index::{Index, Location, NewEntry};
+use jetcore::js::store::index::Index;
+
+mod common;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -24,19 +26,7 @@ fn main() {
     let t = Instant::now();
     for seq in 1..=msgs {
         let s = &names[(seq % subjects) as usize];
-        ix.append(NewEntry {
-            seq,
-            ts: seq as i64,
-            subject: s,
-            hdr_len: 0,
-            len: 128,
-            at: Location {
-                seg: 1,
-                off: seq * 160,
-            },
-            data: None,
-            flags: 0,
-        });
+        ix.append(common::message(seq, s, 160, None));
     }
     println!(
         "built {msgs} messages over {subjects} subjects in {:.1?}",

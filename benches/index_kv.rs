@@ -7,7 +7,9 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use jetcore::js::store::index::{Index, Location, NewEntry};
+use jetcore::js::store::index::Index;
+
+mod common;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -24,19 +26,7 @@ fn main() {
     let t = Instant::now();
     for seq in 1..=puts {
         let s = &names[(seq % keys) as usize];
-        ix.append(NewEntry {
-            seq,
-            ts: seq as i64,
-            subject: s,
-            hdr_len: 0,
-            len: 128,
-            at: Location {
-                seg: 1,
-                off: seq * 190,
-            },
-            data: Some(body.clone()),
-            flags: 0,
-        });
+        ix.append(common::message(seq, s, 190, Some(body.clone())));
         if let Some(older) = ix.first_of(s).filter(|o| *o < seq) {
             ix.remove(older);
         }

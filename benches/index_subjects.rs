@@ -7,7 +7,9 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use jetcore::js::store::index::{Index, Location, NewEntry};
+use jetcore::js::store::index::Index;
+
+mod common;
 
 /// Resident memory of this process, in KiB.
 fn rss_kib() -> u64 {
@@ -30,19 +32,7 @@ fn main() {
     let mut ix = Index::new(false, 1);
     let before = rss_kib();
     for seq in 1..=n {
-        ix.append(NewEntry {
-            seq,
-            ts: seq as i64,
-            subject: &names[(seq - 1) as usize],
-            hdr_len: 0,
-            len: 128,
-            at: Location {
-                seg: 1,
-                off: seq * 160,
-            },
-            data: None,
-            flags: 0,
-        });
+        ix.append(common::message(seq, &names[(seq - 1) as usize], 160, None));
     }
     let added = rss_kib().saturating_sub(before);
     let t = Instant::now();

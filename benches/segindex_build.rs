@@ -6,8 +6,35 @@
 
 use std::time::Instant;
 
+use jetcore::js::store::record::encoded_len;
 use jetcore::js::store::recovery::Recovered;
 use jetcore::js::store::segindex::Builder;
+
+/// Adds a record of `kind`, `seq`, `ts` with `len` bytes of headers and
+/// payload at `*off`, and moves `*off` past it.
+fn add(
+    b: &mut Builder,
+    off: &mut u64,
+    (kind, seq, ts): (u8, u64, i64),
+    subject: &[u8],
+    len: usize,
+) {
+    let end = *off + encoded_len(subject.len(), len) as u64;
+    let r = Recovered {
+        seg: b.first(),
+        off: *off,
+        kind,
+        seq,
+        ts,
+        subject,
+        hdr_len: 0,
+        len,
+        hdr: b"",
+        data: None,
+    };
+    b.add(&r, 0, end);
+    *off = end;
+}
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -20,34 +47,10 @@ fn main() {
     let mut off = 0u64;
     let mut files = 0;
     for seq in 1..=puts {
-        let msg = Recovered {
-            seg: b.first(),
-            off,
-            kind: 1,
-            seq,
-            ts: seq as i64 * 1000,
-            subject: &names[(seq % 1000) as usize],
-            hdr_len: 0,
-            len: 128,
-            hdr: b"",
-            data: None,
-        };
-        b.add(&msg, 0, off + 174);
-        off += 174;
-        let delete = Recovered {
-            seg: b.first(),
-            off,
-            kind: 2,
-            seq: seq.saturating_sub(1000),
-            ts: seq as i64 * 1000 + 5,
-            subject: b"",
-            hdr_len: 0,
-            len: 0,
-            hdr: b"",
-            data: None,
-        };
-        b.add(&delete, 0, off + 32);
-        off += 32;
+        let key = &names[(seq % 1000) as usize];
+        add(&mut b, &mut off, (1, seq, seq as i64 * 1000), key, 128);
+        let older = seq.saturating_sub(1000);
+        add(&mut b, &mut off, (2, older, seq as i64 * 1000 + 5), b"", 0);
         if b.covered() > 32 << 20 {
             files += b.finish().len();
             b = Builder::new(seq + 1);

@@ -154,24 +154,22 @@ impl Scan<'_> {
         let (mut start, mut markers) = (0usize, false);
         match SegIndex::load(dir, first, &path) {
             Ok(ix) => {
-                for r in ix.iter() {
-                    let r = r.expect("checked when loaded");
-                    if self.admit(&r, &path) {
-                        each(r);
-                    }
-                }
                 start = ix.covered as usize;
                 markers = ix.markers;
                 let past = !self.nothing_past(&path, start)?;
-                if past || last {
-                    // A new index file holds these records and what follows;
-                    // the last segment's goes on as it is written.
-                    // Only the last record's head is kept, and ix has it.
-                    for r in ix.iter() {
-                        let r = r.expect("checked when loaded");
+                // With more past it, or for the last segment (whose index goes
+                // on as it is written), a new index file holds these records
+                // too. Only the last record's head is kept, and ix has it.
+                let rebuild = past || last;
+                for r in ix.iter() {
+                    let r = r.expect("checked when loaded");
+                    if rebuild {
                         let head = ix.last.filter(|l| l.0 == r.off).map_or(0, |l| l.1);
                         let end = r.off + record::encoded_len(r.subject.len(), r.len) as u64;
                         build.add(&r, head, end);
+                    }
+                    if self.admit(&r, &path) {
+                        each(r);
                     }
                 }
                 if !past {

@@ -125,7 +125,6 @@ pub fn kept_headers(hdr: &[u8]) -> Vec<u8> {
 }
 
 /// An index file being built from a segment's records, in file order.
-#[derive(Clone)]
 pub struct Builder {
     first: u64,
     /// Subject ids by the subject's hash (checked against `names`; on a
@@ -533,10 +532,10 @@ pub async fn write(dir: &Path, first: u64, bytes: Vec<u8>) -> std::io::Result<()
         .map_err(io)
 }
 
-/// Removes a segment's index file (before the segment goes); a missing one
-/// is fine.
-pub async fn remove(dir: &Path, first: u64) {
-    let _ = glommio::io::remove(index_path(dir, first)).await;
+/// Removes the index file of the segment at `segment` (before the segment
+/// goes); a missing one is fine.
+pub async fn remove(segment: &Path) {
+    let _ = glommio::io::remove(segment.with_extension("idx")).await;
 }
 
 #[cfg(test)]

@@ -43,6 +43,15 @@ pub struct Segment {
     pub markers: bool,
 }
 
+/// A segment to write the index file of: first sequence, file, bytes used,
+/// and the index built as it was written (if known from its first record).
+pub type Sealed = (
+    u64,
+    Rc<DmaFile>,
+    u64,
+    Option<crate::js::store::segindex::Builder>,
+);
+
 pub struct FileLog {
     pub dir: PathBuf,
     pub segs: BTreeMap<u64, Segment>,
@@ -174,6 +183,15 @@ impl FileLog {
         self.carry_base = 0;
         self.reserved_end = 0;
         self.building = Some(crate::js::store::segindex::Builder::new(first));
+    }
+
+    /// The active segment for its index file: first sequence, file, bytes
+    /// used, and the index built as it was written (taken: the segment is
+    /// being sealed, or the log closed).
+    pub fn take_active_index(&mut self) -> Option<Sealed> {
+        let s = self.segs.get(&self.active)?;
+        let file = s.file.clone()?;
+        Some((self.active, file, s.size, self.building.take()))
     }
 
     /// Adds the records of a completed write (`batch`, written at `base` of
@@ -339,7 +357,7 @@ impl FileLog {
 /// Closes and deletes a segment whose messages are all gone.
 pub async fn discard_segment(mut seg: Segment, stream: &str) {
     // Its index file first: a segment cut short must never meet it again.
-    let _ = glommio::io::remove(seg.path.with_extension("idx")).await;
+    crate::js::store::segindex::remove(&seg.path).await;
     if let Some(f) = seg.file.take() {
         if let Ok(f) = Rc::try_unwrap(f) {
             let _ = f.close().await;

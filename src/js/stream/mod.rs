@@ -217,7 +217,7 @@ pub struct Stream {
     deleter: Rc<Cell<bool>>,
     /// Sealed segments waiting for their index file (at most the stream's
     /// segments), and whether that task runs.
-    to_index: Rc<RefCell<VecDeque<seal::Sealed>>>,
+    to_index: Rc<RefCell<VecDeque<crate::js::store::segment::Sealed>>>,
     indexer: Rc<Cell<bool>>,
 }
 

@@ -14,22 +14,12 @@ use crate::js::store::segment::{self as filelog, align_up};
 use crate::js::store::{recovery, segindex};
 use crate::js::stream::Stream;
 
-/// A segment waiting for its index file: first sequence, file, bytes used,
-/// and the index built as it was written (if it covers those bytes).
-pub(super) type Sealed = (u64, Rc<DmaFile>, u64, Option<segindex::Builder>);
+use crate::js::store::segment::Sealed;
 
 impl Stream {
-    /// Queues the index file of segment `first` (just sealed at `size`).
-    pub(super) fn sealed(
-        &self,
-        first: u64,
-        file: Rc<DmaFile>,
-        size: u64,
-        built: Option<segindex::Builder>,
-    ) {
-        self.to_index
-            .borrow_mut()
-            .push_back((first, file, size, built));
+    /// Queues the index file of a segment just sealed.
+    pub(super) fn sealed(&self, segment: Sealed) {
+        self.to_index.borrow_mut().push_back(segment);
         if self.indexer.get() {
             return;
         }
@@ -51,13 +41,11 @@ impl Stream {
 
     /// The active segment's index file (clean shutdown, writer stopped).
     pub(super) async fn index_active(&self) {
-        let active = {
-            let log = self.log.borrow();
-            log.as_ref().and_then(|l| {
-                let s = l.segs.get(&l.active)?;
-                Some((l.active, s.file.clone()?, s.size, l.building.clone()))
-            })
-        };
+        let active = self
+            .log
+            .borrow_mut()
+            .as_mut()
+            .and_then(|l| l.take_active_index());
         if let Some((first, file, size, built)) = active {
             write_index(&self.dir, &self.name, first, file, size, built).await;
         }

@@ -325,16 +325,16 @@ impl Stream {
             let bytes = self.log.borrow().as_ref().map_or(0, |l| l.segment_bytes);
             filelog::preallocate(&file, bytes).await;
             filelog::sync_dir_async(&dir).await?;
-            let sealed = self.log.borrow_mut().as_mut().and_then(|l| {
-                let s = l.segs.get(&l.active)?;
-                let built = l.building.take();
-                Some((l.active, s.file.clone()?, s.size, built))
-            });
+            let sealed = self
+                .log
+                .borrow_mut()
+                .as_mut()
+                .and_then(|l| l.take_active_index());
             if let Some(l) = self.log.borrow_mut().as_mut() {
                 l.install(next_seq, path, file);
             }
-            if let Some((first, file, size, built)) = sealed {
-                self.sealed(first, file, size, built);
+            if let Some(segment) = sealed {
+                self.sealed(segment);
             }
         }
         let (job, seg, base, restore) = {
