@@ -102,8 +102,9 @@ fn remove_orphan_indexes(dir: &Path, segs: &[(u64, PathBuf)]) {
     }
 }
 
-/// True when `buf`, read from `from`, holds no record at `from` or at the
-/// next block (where a write issued while another was in flight starts).
+/// True when `buf`, read from file offset `from`, holds no record at `from`
+/// or at the next block (where a write issued while another was in flight
+/// starts).
 fn nothing_after(buf: &[u8], from: usize) -> bool {
     let zero_at = |p: usize| buf.get(p..p + 4).is_none_or(|b| b == [0; 4]);
     let next = align_up(from as u64) as usize;
@@ -230,7 +231,7 @@ impl Scan<'_> {
             }
         }
         buf.truncate(got);
-        Ok(nothing_after(&buf, 0))
+        Ok(nothing_after(&buf, from))
     }
 
     /// Message sequences only go up: an older one is a stale record.

@@ -158,3 +158,20 @@ fn an_index_file_without_its_segment_is_removed() {
     assert!(!dir.path().join("00000000000000000001.idx.tmp").exists());
     assert!(index_path(dir.path(), 1).exists());
 }
+
+#[test]
+fn records_written_on_the_next_block_past_an_index_file_are_found() {
+    // The index file covers the first records; a later write (issued while
+    // another was in flight) started on the next block, zeros between.
+    let first = segment_bytes();
+    let (dir, seg) = setup(&first);
+    recovered(dir.path());
+    let mut file = first.clone();
+    file.resize(4096, 0);
+    encode(&mut file, KIND_MSG, 4, 14, b"a.d", 0, b"four");
+    file.resize(16384, 0);
+    std::fs::write(&seg, &file).unwrap();
+    let (seen, bodies) = recovered(dir.path());
+    assert_eq!(bodies, 1);
+    assert_eq!(seen.last().map(|r| (r.1, r.6)), Some((4, 4096)));
+}
