@@ -8,7 +8,8 @@ use std::rc::Rc;
 use crate::config::SyncMode;
 use crate::js::owner::{add_interest_local, start_stream, Meta};
 use crate::js::store::index::Index;
-use crate::js::store::{recovery, segment};
+use crate::js::store::recovery::Replayed;
+use crate::js::store::{recovery, segindex, segment};
 use crate::js::stream::recover::{Replay, ReplayOpts};
 use crate::js::stream::Stream;
 use crate::js::types::catalog::CatalogEntry;
@@ -103,27 +104,25 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
     let mut log = None;
     if !cfg.memory() {
         let fail = |e: std::io::Error| format!("stream {}: {e}", cfg.name);
+        // Each sealed segment's entries are left in its index file as soon
+        // as it is replayed, so memory holds one segment's at a time.
+        let mut cold = 0;
         let (mut segs, read, building) =
-            recovery::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| replay.apply(r))
-                .map_err(fail)?;
+            recovery::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| match r {
+                Replayed::Record(r) => replay.apply(r),
+                Replayed::Sealed { first, index } => {
+                    let path = segindex::index_path(&dir, first);
+                    cold += usize::from(replay.ix.freeze(first, index, path));
+                }
+            })
+            .map_err(fail)?;
         let total = segs.len();
         let ix = &replay.ix;
-        // Runs of messages share a segment: one map lookup per run.
-        let mut run: Option<(u64, u64)> = None;
-        let mut count = |run: Option<(u64, u64)>| {
-            if let Some(s) = run.and_then(|(seg, n)| segs.get_mut(&seg).map(|s| (s, n))) {
-                s.0.live += s.1;
-            }
-        };
-        for seq in ix.first_seq()..=ix.last_seq() {
-            if let Some(e) = ix.entry(seq) {
-                match &mut run {
-                    Some((seg, n)) if *seg == e.seg => *n += 1,
-                    _ => count(run.replace((e.seg, 1))),
-                }
+        for (seg, n) in ix.live_by_segment() {
+            if let Some(s) = segs.get_mut(&seg) {
+                s.live += n;
             }
         }
-        count(run);
         let sync = matches!(js.sync, SyncMode::Always);
         let next = ix.last_seq() + 1;
         let bytes = js.shard.cfg.segment_bytes;
@@ -133,7 +132,7 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
                 .map_err(fail)?,
         );
         crate::info!(
-            "  Restored {} messages for stream '{}' ({} bytes, sequences {}..{}; read {read} of {total} segments, the rest from their index files)",
+            "  Restored {} messages for stream '{}' ({} bytes, sequences {}..{}; read {read} of {total} segments, the rest from their index files; entries of {cold} left on disk)",
             ix.msgs,
             cfg.name,
             ix.bytes,

@@ -262,7 +262,7 @@ async fn multi_last(shard: &Shard, s: &Stream, reply: &Bytes, req: &GetRequest) 
                 if seen.insert(subj.clone()) {
                     // The last message at or below up_to on this subject.
                     let mut q = ix.subject(&subj).map_or(0, |st| st.last).min(up_to);
-                    while q > 0 && ix.entry(q).is_none_or(|e| ix.subject_of(e) != &subj) {
+                    while q > 0 && ix.entry(q).is_none_or(|e| ix.subject_of(&e) != &subj) {
                         q -= 1;
                         if q < ix.first_seq() {
                             q = 0;

@@ -36,7 +36,7 @@ pub(crate) fn select(s: &Stream, req: &GetRequest, from: Option<u64>) -> Result<
         while seq <= ix.last_seq() {
             if let Some(e) = ix.entry(seq) {
                 let subj_ok = req.next_by_subj.is_empty()
-                    || crate::subject::matches(req.next_by_subj.as_bytes(), ix.subject_of(e));
+                    || crate::subject::matches(req.next_by_subj.as_bytes(), ix.subject_of(&e));
                 if e.ts >= t && subj_ok {
                     return Ok(Some(seq));
                 }

@@ -8,12 +8,16 @@
 //! the cached bodies (`bodies`).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 
 use ahash::AHashMap;
 use bytes::Bytes;
 
 use crate::js::store::bodies::Bodies;
+use crate::js::store::segindex::SegIndex;
 use crate::limits::REMOVED_LOG_MAX;
+use cold::{ChunkCache, Cold};
+use pages::{Page, Pages};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
@@ -140,9 +144,12 @@ pub struct Removed {
 
 #[derive(Debug)]
 pub struct Index {
-    entries: VecDeque<Entry>,
-    /// Sequence of `entries[0]`; when empty, the next sequence is `first`.
-    first: u64,
+    /// An entry per sequence from the first to the last, in pages.
+    pages: Pages,
+    /// Decoded chunks of cold pages.
+    cache: ChunkCache,
+    /// Ids given to cold pages so far.
+    page_ids: u64,
     pub msgs: u64,
     pub bytes: u64,
     /// Interior deleted entries.
@@ -182,8 +189,9 @@ pub fn msg_size(memory: bool, subject: usize, hdr: usize, payload: usize) -> u64
 impl Index {
     pub fn new(memory: bool, first_seq: u64) -> Index {
         Index {
-            entries: VecDeque::new(),
-            first: first_seq.max(1),
+            pages: Pages::new(first_seq.max(1)),
+            cache: ChunkCache::default(),
+            page_ids: 0,
             msgs: 0,
             bytes: 0,
             deleted: 0,
@@ -202,32 +210,99 @@ impl Index {
 
     /// First sequence of the stream (last + 1 when empty).
     pub fn first_seq(&self) -> u64 {
-        self.first
+        self.pages.first()
     }
     pub fn last_seq(&self) -> u64 {
-        self.first + self.entries.len() as u64 - 1
+        self.pages.last()
     }
     pub fn num_subjects(&self) -> usize {
         self.subjects.len()
     }
 
-    pub fn entry(&self, seq: u64) -> Option<&Entry> {
-        if seq < self.first {
-            return None;
+    /// Live message `seq`'s entry (read from a cold page's file if need be).
+    pub fn entry(&self, seq: u64) -> Option<Entry> {
+        match &self.pages.pages[self.pages.find(seq)?] {
+            Page::Hot(h) => h
+                .entries
+                .get((seq - h.lo) as usize)
+                .filter(|e| !e.deleted())
+                .copied(),
+            Page::Cold(c) => c.get(seq, &self.cache, &|s| self.subjects.get(s).copied()),
         }
-        self.entries
-            .get((seq - self.first) as usize)
-            .filter(|e| !e.deleted())
+    }
+
+    /// Whether `seq` is a live message (no file read).
+    pub fn is_live(&self, seq: u64) -> bool {
+        match self.pages.find(seq).map(|i| &self.pages.pages[i]) {
+            Some(Page::Hot(h)) => !h.entries[(seq - h.lo) as usize].deleted(),
+            Some(Page::Cold(c)) => c.is_live(seq),
+            None => false,
+        }
+    }
+
+    /// The first live sequence ≥ `from` (no file read).
+    pub fn next_live(&self, from: u64) -> Option<u64> {
+        let from = from.max(self.first_seq());
+        let mut i = self.pages.find(from)?;
+        while let Some(p) = self.pages.pages.get(i) {
+            let start = from.max(p.lo());
+            let found = match p {
+                Page::Hot(h) => h
+                    .entries
+                    .range((start - h.lo) as usize..)
+                    .position(|e| !e.deleted())
+                    .map(|k| start + k as u64),
+                Page::Cold(c) => c.next_live(start),
+            };
+            if found.is_some() {
+                return found;
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// Calls `f` with each live entry from `from` to `to` ascending, until
+    /// it returns false. Cold pages are decoded a chunk at a time.
+    pub fn scan(&self, from: u64, to: u64, mut f: impl FnMut(u64, &Entry) -> bool) {
+        let to = to.min(self.last_seq());
+        let from = from.max(self.first_seq());
+        let Some(mut i) = self.pages.find(from) else {
+            return;
+        };
+        let resolve = |s: &[u8]| self.subjects.get(s).copied();
+        while let Some(p) = self.pages.pages.get(i) {
+            if p.lo() > to {
+                return;
+            }
+            match p {
+                Page::Hot(h) => {
+                    let (a, b) = (from.max(h.lo), to.min(p.hi()));
+                    let run = h.entries.range((a - h.lo) as usize..=(b - h.lo) as usize);
+                    for (seq, e) in (a..).zip(run) {
+                        if !e.deleted() && !f(seq, e) {
+                            return;
+                        }
+                    }
+                }
+                Page::Cold(c) => {
+                    if !c.scan(from, to, &self.cache, &resolve, &mut f) {
+                        return;
+                    }
+                }
+            }
+            i += 1;
+        }
     }
 
     /// Sets the `ttl::FLAG_*` of live message `seq`.
     pub fn set_flags(&mut self, seq: u64, flags: u8) {
-        if seq >= self.first {
-            if let Some(e) = self.entries.get_mut((seq - self.first) as usize) {
-                if !e.deleted() {
-                    e.set_flags(flags);
-                }
+        if let Some(e) = self.pages.hot_mut(seq) {
+            if !e.deleted() {
+                e.set_flags(flags);
             }
+        } else if let Some(c) = self.pages.cold_mut(seq) {
+            c.set_flags(seq, flags);
         }
     }
 
@@ -249,34 +324,36 @@ impl Index {
     }
 
     pub fn first_ts(&self) -> i64 {
-        self.entries
-            .iter()
-            .find(|e| !e.deleted())
-            .map_or(0, |e| e.ts)
+        self.oldest().map_or(0, |(_, ts)| ts)
     }
 
     /// Adds a message above the last sequence; a gap is recorded as deleted
     /// sequences (or skipped when the stream is empty).
     pub fn append(&mut self, m: NewEntry) {
         assert!(
-            m.seq > self.last_seq() || (self.entries.is_empty() && m.seq >= self.first),
+            m.seq > self.last_seq() || (self.pages.is_empty() && m.seq >= self.first_seq()),
             "sequence {} not after {}",
             m.seq,
             self.last_seq()
         );
         assert!(m.hdr_len <= m.len, "headers within the message");
         if self.msgs == 0 {
-            self.entries.clear();
-            self.deleted = 0;
-            self.first = m.seq;
+            self.clear(m.seq);
         }
         while self.last_seq() + 1 < m.seq {
-            self.entries.push_back(Entry::gap());
+            self.pages.push_back(Entry::gap(), None);
             self.deleted += 1;
         }
         let entry = self.new_entry(&m);
-        self.entries.push_back(entry);
+        self.pages.push_back(entry, Some(m.at.seg));
         self.last_ts = m.ts;
+    }
+
+    /// No entry; the next sequence is `first`.
+    fn clear(&mut self, first: u64) {
+        self.pages.clear(first);
+        self.cache.clear();
+        self.deleted = 0;
     }
 
     /// The entry for `m`, counted into the totals and its subject.
@@ -302,23 +379,12 @@ impl Index {
 
     /// Removes message `seq`; None if it is not there.
     pub fn remove(&mut self, seq: u64) -> Option<Removed> {
-        if seq < self.first {
-            return None;
+        let e = self.entry(seq)?;
+        let (size, seg, id) = (self.size_of(&e), e.seg, e.subj);
+        match self.pages.hot_mut(seq) {
+            Some(h) => h.set_deleted(),
+            None => self.pages.cold_mut(seq)?.kill(seq),
         }
-        let i = (seq - self.first) as usize;
-        let size;
-        let seg;
-        {
-            let e = self.entries.get(i)?;
-            if e.deleted() {
-                return None;
-            }
-            size = self.size_of(e);
-            seg = e.seg;
-        }
-        let e = &mut self.entries[i];
-        e.set_deleted();
-        let id = e.subj;
         self.uncache(seq);
         self.msgs -= 1;
         self.bytes -= size;
@@ -344,12 +410,10 @@ impl Index {
         } else if s.first == seq {
             s.first = seq + 1; // repaired lazily by first_of
         } else if s.last == seq {
-            let subj = id;
             let mut last = seq;
-            while last > self.first {
+            while last > self.first_seq() {
                 last -= 1;
-                let e = &self.entries[(last - self.first) as usize];
-                if !e.deleted() && e.subj == subj {
+                if self.is_live(last) && self.entry(last).is_some_and(|e| e.subj == id) {
                     break;
                 }
             }
@@ -359,14 +423,14 @@ impl Index {
         Some(Removed { seq, seg, size })
     }
 
-    /// Drops deleted entries from the front so `first` is a live message.
+    /// Drops deleted entries from the front so the first is a live message.
     fn trim_front(&mut self) {
-        while self.entries.front().is_some_and(|e| e.deleted()) {
-            self.entries.pop_front();
-            self.first += 1;
-            self.deleted -= 1;
+        let mut dropped = Vec::new();
+        self.deleted -= self.pages.trim_front(&mut dropped);
+        for id in dropped {
+            self.cache.forget(id);
         }
-        if self.entries.is_empty() {
+        if self.pages.is_empty() {
             self.deleted = 0;
         }
     }
@@ -374,15 +438,13 @@ impl Index {
     /// Moves the first sequence up to `floor` (purge / restart); entries below go.
     pub fn raise_floor(&mut self, floor: u64) -> Vec<Removed> {
         let mut out = Vec::new();
-        // trim_front keeps `first` on a live message, so each removal advances it.
-        while self.msgs > 0 && self.first < floor {
-            let seq = self.first;
+        // trim_front keeps the first on a live message, so each removal advances it.
+        while self.msgs > 0 && self.first_seq() < floor {
+            let seq = self.first_seq();
             out.extend(self.remove(seq));
         }
         if floor > self.last_seq() {
-            self.entries.clear();
-            self.deleted = 0;
-            self.first = floor;
+            self.clear(floor);
         }
         out
     }
@@ -390,16 +452,20 @@ impl Index {
     /// Points live message `seq` at a new location (compaction moved it);
     /// returns the segment it was in.
     pub fn relocate(&mut self, seq: u64, at: Location) -> Option<u64> {
-        if seq < self.first {
-            return None;
+        if let Some(e) = self.pages.hot_mut(seq) {
+            if e.deleted() {
+                return None;
+            }
+            let old = e.seg;
+            e.seg = at.seg;
+            e.set_off(at.off);
+            return Some(old);
         }
-        let e = self.entries.get_mut((seq - self.first) as usize)?;
-        if e.deleted() {
-            return None;
-        }
+        let mut e = self.entry(seq)?;
         let old = e.seg;
         e.seg = at.seg;
         e.set_off(at.off);
+        self.pages.cold_mut(seq)?.put(seq, e);
         Some(old)
     }
 
@@ -410,24 +476,70 @@ impl Index {
         if self.relocate(m.seq, m.at).is_some() {
             return;
         }
-        if m.seq > self.last_seq() || (self.msgs == 0 && m.seq >= self.first) {
+        if m.seq > self.last_seq() || (self.msgs == 0 && m.seq >= self.first_seq()) {
             self.append(m);
             return;
         }
         // Below the first sequence: extend the front with deleted slots.
-        while m.seq < self.first {
-            self.entries.push_front(Entry::gap());
-            self.first -= 1;
-            self.deleted += 1;
+        if m.seq < self.first_seq() {
+            self.deleted += self.first_seq() - m.seq;
+            self.pages.extend_front(m.seq);
         }
         // Fill the deleted slot at `seq` as a live message.
-        let i = (m.seq - self.first) as usize;
-        assert!(
-            self.entries[i].deleted(),
-            "a moved record fills a deleted slot"
-        );
-        self.entries[i] = self.new_entry(&m);
+        assert!(!self.is_live(m.seq), "a moved record fills a deleted slot");
+        let e = self.new_entry(&m);
+        match self.pages.hot_mut(m.seq) {
+            Some(slot) => *slot = e,
+            None => self
+                .pages
+                .cold_mut(m.seq)
+                .expect("a sequence in a page")
+                .put(m.seq, e),
+        }
         self.deleted -= 1;
+    }
+
+    /// Leaves segment `seg`'s entries in its index file (`ix`, at `path`),
+    /// if they are all as that file has them; false if they stay in memory.
+    pub fn freeze(&mut self, seg: u64, ix: &SegIndex, path: PathBuf) -> bool {
+        let hot = |p: &Page| matches!(p, Page::Hot(h) if h.owner == Some(seg));
+        let Some(i) = self.pages.pages.iter().rposition(hot) else {
+            return false;
+        };
+        let Page::Hot(h) = &self.pages.pages[i] else {
+            return false;
+        };
+        self.page_ids += 1;
+        match Cold::freeze(self.page_ids, h.lo, &h.entries, seg, ix, path) {
+            Some(c) => {
+                self.pages.pages[i] = Page::Cold(Box::new(c));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Live messages per segment, as (segment, count) runs.
+    pub fn live_by_segment(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut add = |seg: u64, n: u64| match out.last_mut() {
+            Some((s, k)) if *s == seg => *k += n,
+            _ => out.push((seg, n)),
+        };
+        for p in &self.pages.pages {
+            match p {
+                Page::Hot(h) => h
+                    .entries
+                    .iter()
+                    .filter(|e| !e.deleted())
+                    .for_each(|e| add(e.seg, 1)),
+                Page::Cold(c) => {
+                    add(c.seg, c.live);
+                    c.moved.values().for_each(|e| add(e.seg, 1));
+                }
+            }
+        }
+        out
     }
 
     /// Counts one more message with `subject` at `seq`; its subject id.
@@ -487,13 +599,11 @@ impl Index {
             return;
         }
         if self.msgs == 0 {
-            self.entries.clear();
-            self.deleted = 0;
-            self.first = seq + 1;
+            self.clear(seq + 1);
             return;
         }
         while self.last_seq() < seq {
-            self.entries.push_back(Entry::gap());
+            self.pages.push_back(Entry::gap(), None);
             self.deleted += 1;
         }
     }
@@ -509,244 +619,16 @@ impl Index {
         let id = *self.subjects.get(subject)?;
         let (mut seq, last) = {
             let s = self.subj[id as usize].as_ref()?;
-            (s.first.max(self.first), s.last)
+            (s.first.max(self.first_seq()), s.last)
         };
         while seq <= last {
-            if let Some(e) = self.entry(seq) {
-                if e.subj == id {
-                    break;
-                }
+            if self.is_live(seq) && self.entry(seq).is_some_and(|e| e.subj == id) {
+                break;
             }
             seq += 1;
         }
         self.subj[id as usize].as_mut()?.first = seq;
         Some(seq)
-    }
-
-    /// Subjects matching `filter`, with their counts, sorted by subject.
-    pub fn subjects_matching(&self, filter: &[u8]) -> Vec<(Bytes, u64)> {
-        let mut out: Vec<(Bytes, u64)> = self
-            .subjects
-            .iter()
-            .filter(|(s, _)| crate::subject::matches(filter, s))
-            .map(|(s, id)| {
-                (
-                    s.clone(),
-                    self.subj[*id as usize].as_ref().map_or(0, |st| st.count),
-                )
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
-    /// First live sequence ≥ `from` whose subject matches `filter` (all if None).
-    pub fn next_matching(&self, from: u64, filter: Option<&[u8]>) -> Option<u64> {
-        let from = from.max(self.first);
-        if let Some(f) = filter {
-            if !f.contains(&b'*') && !f.contains(&b'>') {
-                let s = self.subject(f)?;
-                if s.last < from {
-                    return None;
-                }
-                let start = from.max(s.first);
-                let id = *self.subjects.get(f)?;
-                return (start..=s.last).find(|&q| self.entry(q).is_some_and(|e| e.subj == id));
-            }
-        }
-        let mut seq = from;
-        let last = self.last_seq();
-        while seq <= last {
-            if let Some(e) = self.entry(seq) {
-                if filter.is_none_or(|f| crate::subject::matches(f, self.subject_of(e))) {
-                    return Some(seq);
-                }
-            }
-            seq += 1;
-        }
-        None
-    }
-
-    /// Count of live messages ≥ `from` matching `filter`.
-    pub fn count_matching(&self, from: u64, filter: Option<&[u8]>) -> u64 {
-        let all = filter.is_none_or(|f| f == b">");
-        if all && from <= self.first {
-            return self.msgs;
-        }
-        if all && self.deleted == 0 {
-            return (self.last_seq() + 1).saturating_sub(from);
-        }
-        if let Some(f) = filter.filter(|f| !f.contains(&b'*') && !f.contains(&b'>')) {
-            match self.subject(f) {
-                None => return 0,
-                Some(s) if from <= s.first => return s.count,
-                Some(s) if from > s.last => return 0,
-                Some(_) => {}
-            }
-        }
-        let mut n = 0;
-        let mut seq = from.max(self.first);
-        while seq <= self.last_seq() {
-            if let Some(e) = self.entry(seq) {
-                if filter.is_none_or(|f| crate::subject::matches(f, self.subject_of(e))) {
-                    n += 1;
-                }
-            }
-            seq += 1;
-        }
-        n
-    }
-
-    /// Count of live messages ≥ `from` matching any of `filters` (all if
-    /// empty; the filters do not overlap). Uses the per-subject counts; scans
-    /// entries (one id lookup each) only from `from` when a matching subject
-    /// has messages on both sides of it.
-    pub fn count_filtered(&self, from: u64, filters: &[Bytes]) -> u64 {
-        if filters.is_empty() {
-            return self.count_matching(from, None);
-        }
-        let from = from.max(self.first);
-        let mut total = 0;
-        // Subjects with messages on both sides of `from` are counted by one
-        // scan of the entries from `from` to the last of their messages.
-        let mut straddle: Vec<bool> = Vec::new();
-        let mut scan_to = 0;
-        let mut consider = |id: u32| {
-            let Some(s) = self.subj[id as usize].as_ref() else {
-                return;
-            };
-            if from <= s.first {
-                total += s.count;
-            } else if from <= s.last {
-                if straddle.is_empty() {
-                    straddle = vec![false; self.subj.len()];
-                }
-                straddle[id as usize] = true;
-                scan_to = scan_to.max(s.last);
-            }
-        };
-        for f in filters {
-            if !f.contains(&b'*') && !f.contains(&b'>') {
-                if let Some(id) = self.subjects.get(f) {
-                    consider(*id);
-                }
-            } else {
-                for (subject, id) in &self.subjects {
-                    if crate::subject::matches(f, subject) {
-                        consider(*id);
-                    }
-                }
-            }
-        }
-        for seq in from..=scan_to {
-            let e = &self.entries[(seq - self.first) as usize];
-            if !e.deleted() && straddle[e.subj as usize] {
-                total += 1;
-            }
-        }
-        total
-    }
-
-    /// First live sequence ≥ `from` matching any of `filters` (all if empty).
-    pub fn next_filtered(&self, from: u64, filters: &[Bytes]) -> Option<u64> {
-        let literal = |f: &Bytes| !f.contains(&b'*') && !f.contains(&b'>');
-        match filters {
-            [] => self.next_matching(from, None),
-            [f] => self.next_matching(from, Some(f)),
-            // Literal subjects are found through their own state.
-            many if many.iter().all(literal) => many
-                .iter()
-                .filter_map(|f| self.next_matching(from, Some(f)))
-                .min(),
-            // One scan that stops at the first entry any filter takes (one scan
-            // per filter would go to the end for a filter with nothing ahead).
-            many => {
-                let last = self.last_seq();
-                let mut seq = from.max(self.first);
-                while seq <= last {
-                    if let Some(e) = self.entry(seq) {
-                        let s = self.subject_of(e);
-                        if many.iter().any(|f| crate::subject::matches(f, s)) {
-                            return Some(seq);
-                        }
-                    }
-                    seq += 1;
-                }
-                None
-            }
-        }
-    }
-
-    /// The subject of live message `seq`.
-    pub fn subject_at(&self, seq: u64) -> Option<&Bytes> {
-        self.entry(seq).map(|e| self.subject_of(e))
-    }
-
-    /// The last live sequence of every subject matching one of `filters`, ascending.
-    pub fn last_per_subject(&self, filters: &[Bytes]) -> Vec<u64> {
-        let mut out: Vec<u64> = self
-            .subj
-            .iter()
-            .flatten()
-            .filter(|s| {
-                filters.is_empty()
-                    || filters
-                        .iter()
-                        .any(|f| crate::subject::matches(f, &s.subject))
-            })
-            .map(|s| s.last)
-            .collect();
-        out.sort_unstable();
-        out
-    }
-
-    /// First live sequence with a timestamp ≥ `ts`.
-    pub fn first_at_or_after(&self, ts: i64) -> Option<u64> {
-        // Timestamps rise with sequences: binary search over the entries.
-        let n = self.entries.len();
-        let (mut lo, mut hi) = (0usize, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            // Deleted entries carry no timestamp: use the next live one.
-            let mut j = mid;
-            while j < n && self.entries[j].deleted() {
-                j += 1;
-            }
-            if j == n || self.entries[j].ts >= ts {
-                hi = mid;
-            } else {
-                lo = j + 1;
-            }
-        }
-        (lo..n)
-            .find(|&i| !self.entries[i].deleted())
-            .map(|i| self.first + i as u64)
-    }
-
-    /// Live sequences (ascending) whose subject matches `filter`.
-    pub fn seqs_matching(&self, filter: Option<&[u8]>, below: u64) -> Vec<u64> {
-        let mut out = Vec::new();
-        let end = below.min(self.last_seq() + 1);
-        let mut seq = self.first;
-        while seq < end {
-            if let Some(e) = self.entry(seq) {
-                if filter.is_none_or(|f| crate::subject::matches(f, self.subject_of(e))) {
-                    out.push(seq);
-                }
-            }
-            seq += 1;
-        }
-        out
-    }
-
-    /// Interior deleted sequences, ascending.
-    pub fn deleted_seqs(&self) -> Vec<u64> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.deleted())
-            .map(|(i, _)| self.first + i as u64)
-            .collect()
     }
 
     /// Cached data of `seq`, if any.
@@ -756,7 +638,7 @@ impl Index {
         Some(StoredMsg {
             seq,
             ts: e.ts,
-            subject: self.subject_of(e).clone(),
+            subject: self.subject_of(&e).clone(),
             hdr_len: e.hdr_len() as usize,
             data,
         })
@@ -790,10 +672,14 @@ impl Index {
         if self.msgs == 0 {
             None
         } else {
-            self.entry(self.first).map(|e| (self.first, e.ts))
+            let first = self.next_live(self.first_seq())?;
+            self.entry(first).map(|e| (first, e.ts))
         }
     }
 }
 
+mod cold;
+mod pages;
+mod query;
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,15 @@ pub struct Recovered<'a> {
     pub data: Option<bytes::Bytes>,
 }
 
+/// What recovery hands over, in file order.
+pub enum Replayed<'a> {
+    /// A valid record.
+    Record(Recovered<'a>),
+    /// A segment before the last one is done: its checked index file (for
+    /// the index to leave its entries there).
+    Sealed { first: u64, index: &'a SegIndex },
+}
+
 /// Replays every segment in `dir` in order, handing each valid record to
 /// `each`: from the segment's index file where a good one covers it, else
 /// from the segment itself (and the index file is written again). Returns
@@ -42,7 +51,7 @@ pub fn recover(
     dir: &Path,
     stream: &str,
     max_record: usize,
-    mut each: impl FnMut(Recovered),
+    mut each: impl FnMut(Replayed),
 ) -> std::io::Result<(BTreeMap<u64, Segment>, usize, Option<segindex::Builder>)> {
     let names = segment_files(dir)?;
     remove_orphan_indexes(dir, &names);
@@ -57,7 +66,11 @@ pub fn recover(
     let mut building = None;
     for (i, (first, path)) in names.into_iter().enumerate() {
         let last = i + 1 == count;
-        let (seg, build) = scan.recover_segment(dir, first, path, last, &mut each)?;
+        let mut records = |r: Recovered| each(Replayed::Record(r));
+        let (seg, build, index) = scan.recover_segment(dir, first, path, last, &mut records)?;
+        if let Some(index) = &index {
+            each(Replayed::Sealed { first, index });
+        }
         segs.insert(first, seg);
         building = build;
     }
@@ -141,7 +154,8 @@ struct Scan<'a> {
 impl Scan<'_> {
     /// One segment: its index file's records, then whatever the segment holds
     /// past them (all of it without a good index file); the index file is
-    /// written again when anything was read from the segment.
+    /// written again when anything was read from the segment. Returns the
+    /// segment, the builder of the last one's index file, and the others'.
     fn recover_segment(
         &mut self,
         dir: &Path,
@@ -149,7 +163,7 @@ impl Scan<'_> {
         path: PathBuf,
         last: bool,
         each: &mut impl FnMut(Recovered),
-    ) -> std::io::Result<(Segment, Option<segindex::Builder>)> {
+    ) -> std::io::Result<(Segment, Option<segindex::Builder>, Option<SegIndex>)> {
         let stream = self.stream;
         let mut build = segindex::Builder::new(first);
         let (mut start, mut markers) = (0usize, false);
@@ -181,7 +195,10 @@ impl Scan<'_> {
                         live: 0,
                         markers,
                     };
-                    return Ok((seg, last.then_some(build)));
+                    return Ok(match last {
+                        true => (seg, Some(build), None),
+                        false => (seg, None, Some(ix)),
+                    });
                 }
             }
             Err(Unusable::Missing) => {}
@@ -202,7 +219,9 @@ impl Scan<'_> {
             f.set_len(end as u64)?;
             f.sync_all()?;
         }
-        if let Err(e) = segindex::write_blocking(dir, first, &build.finish()) {
+        let file = build.finish();
+        let written = segindex::write_blocking(dir, first, &file);
+        if let Err(e) = &written {
             crate::warn!(
                 "JetStream stream '{stream}': writing the index file of segment {}: {e}",
                 path.display()
@@ -215,7 +234,13 @@ impl Scan<'_> {
             live: 0,
             markers: markers || more,
         };
-        Ok((seg, last.then_some(build)))
+        if last {
+            return Ok((seg, Some(build), None));
+        }
+        let index = written
+            .ok()
+            .and_then(|_| SegIndex::parse(first, bytes::Bytes::from(file)).ok());
+        Ok((seg, None, index))
     }
 
     /// Whether the segment holds no record past `from` (a few bytes read).
@@ -369,8 +394,12 @@ mod tests {
         let path = dir.path().join(crate::js::store::segment::segment_name(1));
         std::fs::write(&path, &file).unwrap();
         let mut recs = Vec::new();
-        let (segs, read, _) =
-            super::recover(dir.path(), "T", 1 << 20, |r| recs.push((r.seq, r.off))).unwrap();
+        let (segs, read, _) = super::recover(dir.path(), "T", 1 << 20, |r| {
+            if let super::Replayed::Record(r) = r {
+                recs.push((r.seq, r.off))
+            }
+        })
+        .unwrap();
         assert_eq!(read, 1);
         assert_eq!(recs, vec![(1, 0), (2, 4096)]);
         assert_eq!(segs[&1].size, good as u64);

@@ -71,8 +71,8 @@ fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
 }
 
 /// What the next record is predicted from.
-#[derive(Default, Clone, Copy)]
-struct Prev {
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Prev {
     seq: u64,
     end: u64,
     subj: u32,
@@ -305,6 +305,16 @@ pub struct SegIndex {
     subjects: Vec<Bytes>,
     count: u64,
     records: Bytes,
+    /// Offset of the records in the file (header and subject table before).
+    records_at: u64,
+}
+
+/// A place in an index file's records to start decoding from: the record at
+/// `at` (an offset into the records) decodes against `prev`.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    pub at: u32,
+    pub prev: Prev,
 }
 
 /// Why an index file was not used.
@@ -386,6 +396,7 @@ impl SegIndex {
             subjects,
             count,
             records,
+            records_at: (HEADER + at) as u64,
         };
         // Every record in bounds, naming a subject in the table.
         let mut n = 0u64;
@@ -433,8 +444,20 @@ impl SegIndex {
         self.count == 0
     }
 
+    /// Offset of the records in the file, and their length.
+    pub fn records_span(&self) -> (u64, u64) {
+        (self.records_at, self.records.len() as u64)
+    }
+
     /// The records, in file order, as recovery hands them over (no body).
     pub fn iter(&self) -> impl Iterator<Item = Result<Recovered<'_>, &'static str>> + '_ {
+        self.iter_marked().map(|r| r.map(|(_, r)| r))
+    }
+
+    /// The records with the mark each one decodes from.
+    pub fn iter_marked(
+        &self,
+    ) -> impl Iterator<Item = Result<(Mark, Recovered<'_>), &'static str>> + '_ {
         let mut at = 0usize;
         let mut p = Prev::default();
         let b = &self.records;
@@ -442,70 +465,126 @@ impl SegIndex {
             if at == b.len() {
                 return None;
             }
-            let r = self.decode(b, &mut at, &mut p);
+            let mark = Mark {
+                at: at as u32,
+                prev: p,
+            };
+            let r = decode(self.first, &self.subjects, b, &mut at, &mut p);
             if r.is_none() {
                 at = b.len();
             }
-            Some(r.ok_or("record"))
+            Some(r.map(|r| (mark, r)).ok_or("record"))
         })
     }
+}
 
-    /// The record at `at` (moved past it), given the one before.
-    fn decode<'a>(&'a self, b: &'a [u8], at: &mut usize, p: &mut Prev) -> Option<Recovered<'a>> {
-        let tag = *b.get(*at)?;
-        *at += 1;
-        let seq = match tag & SEQ_NEXT {
-            0 => varint(b, at)?,
-            _ => p.seq.wrapping_add(1),
-        };
-        let off = match tag & OFF_NEXT {
-            0 => varint(b, at)?,
-            _ => p.end,
-        };
-        let subj = match tag & SUBJ_SAME {
-            0 => u32::try_from(varint(b, at)?).ok()?,
-            _ => p.subj,
-        };
-        let hdr_len = match tag & NO_HDR {
-            0 => varint(b, at)? as usize,
-            _ => 0,
-        };
-        let len = varint(b, at)? as usize;
-        let z = varint(b, at)?;
-        let ts = p.ts.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
-        let hdr = match tag & KEPT_FOLLOW {
-            0 => &[][..],
-            _ => {
-                let n = varint(b, at)? as usize;
-                let end = at.checked_add(n).filter(|e| *e <= b.len())?;
-                let h = &b[*at..end];
-                *at = end;
-                h
-            }
-        };
-        let subject = &self.subjects.get(subj as usize)?[..];
-        if hdr_len > len {
-            return None;
+/// Decodes the records in `b` (a stretch of a segment's index file's records
+/// starting at `from`), handing each to `each`; false if one is damaged.
+pub fn decode_run(
+    seg: u64,
+    subjects: &[Bytes],
+    b: &[u8],
+    from: Mark,
+    mut each: impl FnMut(&Recovered),
+) -> bool {
+    let mut at = 0usize;
+    let mut p = from.prev;
+    while at < b.len() {
+        match decode(seg, subjects, b, &mut at, &mut p) {
+            Some(r) => each(&r),
+            None => return false,
         }
-        *p = Prev {
-            seq,
-            end: off + crate::js::store::record::encoded_len(subject.len(), len) as u64,
-            subj,
-            ts,
-        };
-        Some(Recovered {
-            seg: self.first,
-            off,
-            kind: tag & 0x07,
-            seq,
-            ts,
-            subject,
-            hdr_len,
-            len,
-            hdr,
-            data: None,
-        })
     }
+    true
+}
+
+/// The record at `at` (moved past it), given the one before.
+fn decode<'a>(
+    seg: u64,
+    subjects: &'a [Bytes],
+    b: &'a [u8],
+    at: &mut usize,
+    p: &mut Prev,
+) -> Option<Recovered<'a>> {
+    let tag = *b.get(*at)?;
+    *at += 1;
+    let seq = match tag & SEQ_NEXT {
+        0 => varint(b, at)?,
+        _ => p.seq.wrapping_add(1),
+    };
+    let off = match tag & OFF_NEXT {
+        0 => varint(b, at)?,
+        _ => p.end,
+    };
+    let subj = match tag & SUBJ_SAME {
+        0 => u32::try_from(varint(b, at)?).ok()?,
+        _ => p.subj,
+    };
+    let hdr_len = match tag & NO_HDR {
+        0 => varint(b, at)? as usize,
+        _ => 0,
+    };
+    let len = varint(b, at)? as usize;
+    let z = varint(b, at)?;
+    let ts = p.ts.wrapping_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+    let hdr = match tag & KEPT_FOLLOW {
+        0 => &[][..],
+        _ => {
+            let n = varint(b, at)? as usize;
+            let end = at.checked_add(n).filter(|e| *e <= b.len())?;
+            let h = &b[*at..end];
+            *at = end;
+            h
+        }
+    };
+    let subject = &subjects.get(subj as usize)?[..];
+    if hdr_len > len {
+        return None;
+    }
+    *p = Prev {
+        seq,
+        end: off + crate::js::store::record::encoded_len(subject.len(), len) as u64,
+        subj,
+        ts,
+    };
+    Some(Recovered {
+        seg,
+        off,
+        kind: tag & 0x07,
+        seq,
+        ts,
+        subject,
+        hdr_len,
+        len,
+        hdr,
+        data: None,
+    })
+}
+
+/// Reads the subject table of an index file whose records start at
+/// `records_at` (blocking: a cold page of the index being loaded).
+pub fn read_table(path: &Path, records_at: u64) -> std::io::Result<Vec<Bytes>> {
+    let b = Bytes::from(read_span(path, HEADER as u64, records_at - HEADER as u64)?);
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < b.len() {
+        let n = b
+            .get(at..at + 2)
+            .map(|x| u16::from_le_bytes([x[0], x[1]]) as usize)
+            .filter(|n| at + 2 + n <= b.len())
+            .ok_or_else(|| std::io::Error::other("damaged subject table"))?;
+        out.push(b.slice(at + 2..at + 2 + n));
+        at += 2 + n;
+    }
+    Ok(out)
+}
+
+/// `len` bytes of the file at `path` from `at` (blocking pread).
+pub fn read_span(path: &Path, at: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len as usize];
+    std::fs::File::open(path)?.read_exact_at(&mut buf, at)?;
+    Ok(buf)
 }
 
 /// Writes an index file at start-up (blocking, like the scan it follows):
@@ -517,7 +596,7 @@ pub fn write_blocking(dir: &Path, first: u64, bytes: &[u8]) -> std::io::Result<(
 }
 
 /// Writes an index file from a running shard, through the DMA API.
-pub async fn write(dir: &Path, first: u64, bytes: Vec<u8>) -> std::io::Result<()> {
+pub async fn write(dir: &Path, first: u64, bytes: &[u8]) -> std::io::Result<()> {
     use futures_lite::AsyncWriteExt;
     let io = |e: glommio::GlommioError<()>| std::io::Error::other(e.to_string());
     let tmp = dir.join(format!("{}.tmp", index_name(first)));
@@ -525,7 +604,7 @@ pub async fn write(dir: &Path, first: u64, bytes: Vec<u8>) -> std::io::Result<()
     let mut w = glommio::io::DmaStreamWriterBuilder::new(file)
         .with_buffer_size(128 * 1024)
         .build();
-    w.write_all(&bytes).await?;
+    w.write_all(bytes).await?;
     w.close().await?;
     glommio::io::rename(&tmp, index_path(dir, first))
         .await

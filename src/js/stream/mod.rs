@@ -155,7 +155,9 @@ pub struct Stream {
     pub dir: PathBuf,
     pub cfg: RefCell<StreamConfig>,
     pub created: i64,
-    pub ix: RefCell<Index>,
+    /// Shared with the task writing index files of sealed segments, which
+    /// then leaves their entries on disk (`Index::freeze`).
+    pub ix: Rc<RefCell<Index>>,
     log: RefCell<Option<FileLog>>,
     w: RefCell<WriteState>,
     dedupe: RefCell<Dedupe>,
@@ -309,7 +311,7 @@ impl Stream {
             dir,
             cfg: RefCell::new(cfg.clone()),
             created,
-            ix: RefCell::new(ix),
+            ix: Rc::new(RefCell::new(ix)),
             log: RefCell::new(log),
             w: RefCell::new(WriteState {
                 next_seq: next,

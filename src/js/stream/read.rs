@@ -69,7 +69,7 @@ impl Stream {
                 return Some(m);
             }
             let e = ix.entry(seq)?;
-            let subj_len = ix.subject_of(e).len();
+            let subj_len = ix.subject_of(&e).len();
             (
                 e.seg,
                 e.off(),

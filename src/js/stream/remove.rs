@@ -28,7 +28,7 @@ impl Stream {
                 (
                     e.seg,
                     e.off(),
-                    record::encoded_len(ix.subject_of(e).len(), e.len as usize),
+                    record::encoded_len(ix.subject_of(&e).len(), e.len as usize),
                 )
             })
         };

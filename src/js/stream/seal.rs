@@ -10,6 +10,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::io::DmaFile;
 
+use crate::js::store::segindex::SegIndex;
 use crate::js::store::segment::{self as filelog, align_up};
 use crate::js::store::{recovery, segindex};
 use crate::js::stream::Stream;
@@ -25,14 +26,21 @@ impl Stream {
         }
         self.indexer.set(true);
         let (queue, running) = (self.to_index.clone(), self.indexer.clone());
-        let (dir, name) = (self.dir.clone(), self.name.clone());
+        let (dir, name, ix) = (self.dir.clone(), self.name.clone(), self.ix.clone());
         glommio::spawn_local(async move {
             loop {
                 let next = queue.borrow_mut().pop_front();
                 let Some((first, file, size, built)) = next else {
                     break;
                 };
-                write_index(&dir, &name, first, file, size, built).await;
+                let Some(bytes) = write_index(&dir, &name, first, file, size, built).await else {
+                    continue;
+                };
+                // Its entries now live in the file (checked against it).
+                if let Ok(index) = SegIndex::parse(first, Bytes::from(bytes)) {
+                    let path = segindex::index_path(&dir, first);
+                    ix.borrow_mut().freeze(first, &index, path);
+                }
             }
             running.set(false);
         })
@@ -53,8 +61,8 @@ impl Stream {
 }
 
 /// Writes the index file of segment `first` (from `built` when it covers the
-/// segment's `size` bytes, else read back); a failure is logged (start-up
-/// then scans that segment, as without an index file).
+/// segment's `size` bytes, else read back) and returns its bytes; a failure
+/// is logged (start-up then scans that segment, as without an index file).
 async fn write_index(
     dir: &std::path::Path,
     stream: &str,
@@ -62,20 +70,23 @@ async fn write_index(
     file: Rc<DmaFile>,
     size: u64,
     built: Option<segindex::Builder>,
-) {
+) -> Option<Vec<u8>> {
     let bytes = match built.filter(|b| b.first() == first && b.covered() == size) {
         Some(b) => b.finish(),
-        None => match read_back(stream, first, file, size, dir).await {
-            Some(b) => b,
-            None => return,
-        },
+        None => read_back(stream, first, file, size, dir).await?,
     };
     // A stream deleted meanwhile took its directory: nothing to write.
     if !dir.exists() {
-        return;
+        return None;
     }
-    if let Err(e) = segindex::write(dir, first, bytes).await {
-        crate::warn!("JetStream stream '{stream}': writing the index file of segment {first}: {e}");
+    match segindex::write(dir, first, &bytes).await {
+        Ok(()) => Some(bytes),
+        Err(e) => {
+            crate::warn!(
+                "JetStream stream '{stream}': writing the index file of segment {first}: {e}"
+            );
+            None
+        }
     }
 }
 

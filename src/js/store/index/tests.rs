@@ -115,7 +115,7 @@ fn filtered_counts_match_a_plain_scan() {
             let expect = (from..=ix.last_seq())
                 .filter(|q| {
                     ix.entry(*q).is_some_and(|e| {
-                        let s = ix.subject_of(e);
+                        let s = ix.subject_of(&e);
                         filters.iter().any(|f| crate::subject::matches(f, s))
                     })
                 })
@@ -127,7 +127,7 @@ fn filtered_counts_match_a_plain_scan() {
             );
             let first = (from..=ix.last_seq()).find(|q| {
                 ix.entry(*q).is_some_and(|e| {
-                    let s = ix.subject_of(e);
+                    let s = ix.subject_of(&e);
                     filters.iter().any(|f| crate::subject::matches(f, s))
                 })
             });
@@ -160,14 +160,14 @@ fn an_entry_keeps_the_longest_headers_its_flags_and_far_offsets() {
         flags: 3,
         ..e(1, 5, &subject, hdr, hdr + 10, 7, 3 << 30)
     });
-    let en = *ix.entry(1).unwrap();
+    let en = ix.entry(1).unwrap();
     assert_eq!(
         (en.hdr_len() as usize, en.flags(), en.deleted()),
         (hdr, 3, false)
     );
     assert_eq!((en.off(), en.len as usize), (3 << 30, hdr + 10));
     ix.set_flags(1, 1);
-    let en = *ix.entry(1).unwrap();
+    let en = ix.entry(1).unwrap();
     assert_eq!((en.hdr_len() as usize, en.flags()), (hdr, 1));
     ix.remove(1);
     assert!(ix.entry(1).is_none());
@@ -177,4 +177,216 @@ fn an_entry_keeps_the_longest_headers_its_flags_and_far_offsets() {
 fn an_entry_stays_small() {
     // The per-message cost of a file stream's index; bodies live apart.
     assert_eq!(std::mem::size_of::<Entry>(), 32);
+}
+
+/// Two indexes of the same messages: `cold` leaves segment 1's entries in
+/// its index file (under `dir`), `hot` keeps them in memory.
+fn twins(dir: &std::path::Path) -> (Index, Index) {
+    use crate::js::store::record::{KIND_DELETE, KIND_MSG};
+    use crate::js::store::recovery::Recovered;
+    use crate::js::store::segindex::{self, Builder, SegIndex};
+    let (mut cold, mut hot) = (Index::new(false, 1), Index::new(false, 1));
+    let mut build = Builder::new(1);
+    let names = ["a.x", "a.y", "b.x", "a.z", "c"];
+    let hdr: &[u8] = b"NATS/1.0\r\nNats-TTL: never\r\n\r\n";
+    let mut off = 0u64;
+    // Sequence 700 is a gap: never stored.
+    for seq in (1..=1500u64).filter(|s| *s != 700) {
+        let subject = b(names[(seq * 7 % 5) as usize]);
+        let (seg, hdr_len) = if seq <= 1200 { (1, 0) } else { (1201, 0) };
+        let hdr_len = if seq % 100 == 0 { hdr.len() } else { hdr_len };
+        let flags = if hdr_len > 0 {
+            crate::js::stream::ttl::FLAG_NEVER
+        } else {
+            0
+        };
+        let len = hdr_len + (seq % 40) as usize;
+        let m = NewEntry {
+            flags,
+            ..e(seq, 1000 + seq as i64 / 3, &subject, hdr_len, len, seg, off)
+        };
+        cold.append(m.clone());
+        hot.append(m);
+        if seg == 1 {
+            let r = Recovered {
+                seg: 1,
+                off,
+                kind: KIND_MSG,
+                seq,
+                ts: 1000 + seq as i64 / 3,
+                subject: &subject,
+                hdr_len,
+                len,
+                hdr: if hdr_len > 0 { hdr } else { b"" },
+                data: None,
+            };
+            let end = off + crate::js::store::record::encoded_len(subject.len(), len) as u64;
+            build.add(&r, 0, end);
+            off = end;
+            if seq == 900 {
+                // A delete record among the messages is passed over.
+                let r = Recovered {
+                    kind: KIND_DELETE,
+                    subject: b"",
+                    len: 0,
+                    hdr_len: 0,
+                    hdr: b"",
+                    off,
+                    ..r
+                };
+                let end = off + crate::js::store::record::encoded_len(0, 0) as u64;
+                build.add(&r, 0, end);
+                off = end;
+            }
+        } else if seq == 1201 {
+            off = 0;
+        }
+    }
+    let file = build.finish();
+    segindex::write_blocking(dir, 1, &file).unwrap();
+    let ix = SegIndex::parse(1, Bytes::from(file)).unwrap();
+    assert!(cold.freeze(1, &ix, segindex::index_path(dir, 1)));
+    assert!(
+        !cold.freeze(1, &ix, segindex::index_path(dir, 1)),
+        "frozen once"
+    );
+    (cold, hot)
+}
+
+fn same(cold: &Index, hot: &Index) {
+    let view = |ix: &Index, q: u64| {
+        ix.entry(q).map(|e| {
+            let s = ix.subject_of(&e).clone();
+            (e.ts, e.seg, e.off(), e.len, e.hdr_len(), e.flags(), s)
+        })
+    };
+    assert_eq!(
+        (
+            cold.first_seq(),
+            cold.last_seq(),
+            cold.msgs,
+            cold.bytes,
+            cold.deleted
+        ),
+        (
+            hot.first_seq(),
+            hot.last_seq(),
+            hot.msgs,
+            hot.bytes,
+            hot.deleted
+        )
+    );
+    for q in 0..=hot.last_seq() + 1 {
+        assert_eq!(view(cold, q), view(hot, q), "entry {q}");
+        assert_eq!(cold.is_live(q), hot.is_live(q), "live {q}");
+    }
+    assert_eq!(cold.deleted_seqs(), hot.deleted_seqs());
+    let per_seg = |ix: &Index| {
+        let mut m = std::collections::BTreeMap::new();
+        ix.live_by_segment()
+            .into_iter()
+            .for_each(|(s, n)| *m.entry(s).or_insert(0) += n);
+        m
+    };
+    assert_eq!(per_seg(cold), per_seg(hot));
+    assert_eq!(cold.first_ts(), hot.first_ts());
+    let filters: Vec<Vec<Bytes>> = vec![
+        vec![],
+        vec![b("a.x")],
+        vec![b("a.*")],
+        vec![b("*.x"), b("c")],
+    ];
+    for f in &filters {
+        for from in [
+            0, 1, 2, 333, 699, 700, 701, 1199, 1200, 1201, 1499, 1500, 1501,
+        ] {
+            assert_eq!(
+                cold.count_filtered(from, f),
+                hot.count_filtered(from, f),
+                "{f:?} {from}"
+            );
+            assert_eq!(
+                cold.next_filtered(from, f),
+                hot.next_filtered(from, f),
+                "{f:?} {from}"
+            );
+        }
+        let one = f.first().map(|f| &f[..]);
+        assert_eq!(cold.seqs_matching(one, 1300), hot.seqs_matching(one, 1300));
+        assert_eq!(cold.count_matching(40, one), hot.count_matching(40, one));
+    }
+    for ts in [0, 1000, 1100, 1233, 1400, 1500, 9999] {
+        assert_eq!(
+            cold.first_at_or_after(ts),
+            hot.first_at_or_after(ts),
+            "ts {ts}"
+        );
+    }
+}
+
+#[test]
+fn a_cold_page_answers_as_the_entries_in_memory_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cold, mut hot) = twins(dir.path());
+    same(&cold, &hot);
+    // Deletes at the front (the cold page is trimmed), inside, and of a
+    // subject's last message; flags changed; a message moved by compaction.
+    let mut x = 7u64;
+    for seq in (1..=5).chain((20..1300).step_by(11)) {
+        assert_eq!(
+            cold.remove(seq).map(|r| r.size),
+            hot.remove(seq).map(|r| r.size)
+        );
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(seq);
+        let q = x % 1500;
+        assert_eq!(cold.remove(q).map(|r| r.seg), hot.remove(q).map(|r| r.seg));
+    }
+    for seq in [400, 401, 1250] {
+        cold.set_flags(seq, 2);
+        hot.set_flags(seq, 2);
+    }
+    let at = Location {
+        seg: 1201,
+        off: 1 << 20,
+    };
+    assert_eq!(cold.relocate(402, at), hot.relocate(402, at));
+    assert_eq!(cold.first_of(b"a.x"), hot.first_of(b"a.x"));
+    same(&cold, &hot);
+    // A moved record filling a deleted slot (recovery).
+    let s = b("k");
+    cold.insert_moved(e(30, 5, &s, 0, 3, 1201, 77));
+    hot.insert_moved(e(30, 5, &s, 0, 3, 1201, 77));
+    same(&cold, &hot);
+    // Emptying the page; then a purge to past the end.
+    for seq in 1..=1200 {
+        assert_eq!(cold.remove(seq).is_some(), hot.remove(seq).is_some());
+    }
+    same(&cold, &hot);
+    assert_eq!(cold.raise_floor(2000).len(), hot.raise_floor(2000).len());
+    same(&cold, &hot);
+}
+
+#[test]
+fn a_page_that_differs_from_its_file_stays_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut hot) = twins(dir.path());
+    let raw = std::fs::read(crate::js::store::segindex::index_path(dir.path(), 1)).unwrap();
+    let ix = crate::js::store::segindex::SegIndex::parse(1, Bytes::from(raw)).unwrap();
+    let path = crate::js::store::segindex::index_path(dir.path(), 1);
+    // A record moved since the file was written.
+    hot.relocate(10, Location { seg: 1201, off: 5 });
+    assert!(!hot.freeze(1, &ix, path.clone()));
+    // No page of that segment.
+    assert!(!hot.freeze(77, &ix, path));
+}
+
+#[test]
+fn an_unreadable_cold_page_is_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cold, _) = twins(dir.path());
+    std::fs::remove_file(crate::js::store::segindex::index_path(dir.path(), 1)).unwrap();
+    // The message is unreadable (logged), the rest answers.
+    assert!(cold.entry(10).is_none());
+    assert!(cold.entry(1300).is_some());
+    assert_eq!(cold.msgs, 1499);
 }

@@ -27,6 +27,9 @@ fn recovered(dir: &Path) -> (Seen, usize) {
     let mut out = Vec::new();
     let mut bodies = 0;
     let (_, read, _) = recover(dir, "T", 1 << 20, |r| {
+        let crate::js::store::recovery::Replayed::Record(r) = r else {
+            return;
+        };
         bodies += usize::from(r.data.is_some());
         let id = crate::protocol::headers::get(r.hdr, b"Nats-Msg-Id")
             .map(|v| String::from_utf8_lossy(v).into_owned());

@@ -1,0 +1,508 @@
+//! Cold pages: the entries of a sealed segment left on disk, in its index
+//! file (`segindex`), once that file is written and checked against them.
+//! In memory a cold page keeps one bit per sequence (no live record of it in
+//! the segment), a mark every `CHUNK` records to decode from, and the few
+//! entries that differ from the file: moved by compaction or refilled by
+//! recovery (`moved`), and the messages with flags (`flags`). An entry is
+//! read by decoding its chunk from the file (one pread), and decoded chunks
+//! are kept in a small cache per stream (`ChunkCache`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+use super::Entry;
+use crate::js::store::record::{KIND_MOVED, KIND_MSG};
+use crate::js::store::segindex::{self, Mark, SegIndex};
+
+/// Message records per chunk: the unit decoded and cached (~10 KiB decoded).
+pub const CHUNK: usize = 256;
+/// Decoded chunks a stream keeps (at most ~640 KiB).
+const CHUNKS_MAX: usize = 64;
+/// Subject tables of index files a stream keeps (one per cold page read).
+const TABLES_MAX: usize = 4;
+
+/// The first sequence and time of a chunk, and where it starts in the file.
+#[derive(Debug, Clone, Copy)]
+struct ChunkMark {
+    seq: u64,
+    ts: i64,
+    mark: Mark,
+}
+
+#[derive(Debug)]
+pub struct Cold {
+    /// Unique per index: the chunk cache's key.
+    id: u64,
+    /// Sequences covered: `lo` moves up as the front is trimmed.
+    pub lo: u64,
+    pub hi: u64,
+    /// Sequence of bit 0 of `dead`.
+    base: u64,
+    pub seg: u64,
+    path: PathBuf,
+    records_at: u64,
+    records_len: u64,
+    /// A set bit: the sequence has no live record in this segment (deleted,
+    /// never stored here, or moved). Empty once no bit is clear.
+    dead: Vec<u64>,
+    /// Clear bits in `dead`.
+    pub live: u64,
+    marks: Vec<ChunkMark>,
+    /// The largest time of a message record in the page.
+    ts_hi: i64,
+    /// Live messages whose record is not the one in this segment.
+    pub moved: BTreeMap<u64, Entry>,
+    /// The non-zero flags of live messages read from the file.
+    flags: BTreeMap<u64, u8>,
+}
+
+/// Decoded chunk: the page's message records in it, ascending.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    seqs: Vec<u64>,
+    entries: Vec<Entry>,
+}
+
+impl Chunk {
+    fn get(&self, seq: u64) -> Option<Entry> {
+        self.seqs.binary_search(&seq).ok().map(|i| self.entries[i])
+    }
+}
+
+/// Decoded chunks and subject tables of a stream's cold pages, least
+/// recently used first out. Bounds: `CHUNKS_MAX` and `TABLES_MAX`.
+#[derive(Debug, Default)]
+pub struct ChunkCache {
+    chunks: Lru<(u64, u32), Rc<Chunk>>,
+    tables: Lru<u64, Rc<Vec<Bytes>>>,
+    tick: Cell<u64>,
+}
+
+/// Values with the tick they were last used at.
+type Lru<K, V> = RefCell<AHashMap<K, (V, u64)>>;
+
+fn touch<K: Copy + Eq + std::hash::Hash, V: Clone>(
+    map: &Lru<K, V>,
+    key: K,
+    tick: u64,
+) -> Option<V> {
+    let mut m = map.borrow_mut();
+    let (v, t) = m.get_mut(&key)?;
+    *t = tick;
+    Some(v.clone())
+}
+
+fn keep<K: Copy + Eq + std::hash::Hash, V>(
+    map: &Lru<K, V>,
+    key: K,
+    v: V,
+    tick: u64,
+    max: usize,
+) {
+    let mut m = map.borrow_mut();
+    if m.len() >= max {
+        // A linear pass over a few dozen entries: cheaper than an ordered list.
+        if let Some(old) = m.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+            m.remove(&old);
+        }
+    }
+    m.insert(key, (v, tick));
+}
+
+impl ChunkCache {
+    fn next_tick(&self) -> u64 {
+        self.tick.set(self.tick.get() + 1);
+        self.tick.get()
+    }
+
+    /// Forgets everything (the pages were dropped).
+    pub fn clear(&self) {
+        self.chunks.borrow_mut().clear();
+        self.tables.borrow_mut().clear();
+    }
+
+    /// Forgets a page's chunks (it was dropped).
+    pub fn forget(&self, id: u64) {
+        self.chunks.borrow_mut().retain(|k, _| k.0 != id);
+        self.tables.borrow_mut().remove(&id);
+    }
+}
+
+impl Cold {
+    /// A cold page for the entries `entries` (sequences from `lo`) of
+    /// segment `seg`, if its index file `ix` (at `path`) describes every
+    /// live one exactly: the same offset and lengths, the message records
+    /// of the page's sequences in ascending order. None otherwise (the page
+    /// stays in memory).
+    pub fn freeze(
+        id: u64,
+        lo: u64,
+        entries: &std::collections::VecDeque<Entry>,
+        seg: u64,
+        ix: &SegIndex,
+        path: PathBuf,
+    ) -> Option<Cold> {
+        let n = entries.len() as u64;
+        if n == 0 {
+            return None;
+        }
+        let hi = lo + n - 1;
+        let mut dead = vec![u64::MAX; n.div_ceil(64) as usize];
+        let mut marks = Vec::new();
+        let mut flags = BTreeMap::new();
+        let (mut records, mut matched, mut prev, mut ts_hi) = (0usize, 0u64, 0u64, i64::MIN);
+        for r in ix.iter_marked() {
+            let (mark, r) = r.ok()?;
+            if !matches!(r.kind, KIND_MSG | KIND_MOVED) || r.seq < lo || r.seq > hi {
+                continue;
+            }
+            if r.seq <= prev {
+                return None;
+            }
+            prev = r.seq;
+            if records % CHUNK == 0 {
+                marks.push(ChunkMark {
+                    seq: r.seq,
+                    ts: r.ts,
+                    mark,
+                });
+            }
+            records += 1;
+            ts_hi = ts_hi.max(r.ts);
+            let i = r.seq - lo;
+            let e = &entries[i as usize];
+            if e.deleted() {
+                continue;
+            }
+            if e.seg != seg
+                || e.off() != r.off
+                || e.len as usize != r.len
+                || e.hdr_len() as usize != r.hdr_len
+                || e.ts != r.ts
+            {
+                return None;
+            }
+            dead[(i / 64) as usize] &= !(1 << (i % 64));
+            matched += 1;
+            if e.flags() != 0 {
+                flags.insert(r.seq, e.flags());
+            }
+        }
+        if matched != entries.iter().filter(|e| !e.deleted()).count() as u64 {
+            return None;
+        }
+        let (records_at, records_len) = ix.records_span();
+        let mut page = Cold {
+            id,
+            lo,
+            hi,
+            base: lo,
+            seg,
+            path,
+            records_at,
+            records_len,
+            dead,
+            live: matched,
+            marks,
+            ts_hi,
+            moved: BTreeMap::new(),
+            flags,
+        };
+        if matched == 0 {
+            page.dead = Vec::new();
+        }
+        Some(page)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// True when the segment holds no live record of `seq`.
+    fn is_dead(&self, seq: u64) -> bool {
+        if self.dead.is_empty() {
+            return true;
+        }
+        let i = seq - self.base;
+        self.dead[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+
+    fn set_dead(&mut self, seq: u64) {
+        if self.is_dead(seq) {
+            return;
+        }
+        let i = seq - self.base;
+        self.dead[(i / 64) as usize] |= 1 << (i % 64);
+        self.live -= 1;
+        self.flags.remove(&seq);
+        if self.live == 0 {
+            self.dead = Vec::new();
+        }
+    }
+
+    /// Whether `seq` (in the page) is a live message.
+    pub fn is_live(&self, seq: u64) -> bool {
+        !self.is_dead(seq) || self.moved.contains_key(&seq)
+    }
+
+    /// The first live sequence ≥ `from` in the page.
+    pub fn next_live(&self, from: u64) -> Option<u64> {
+        let moved = self.moved.range(from..).next().map(|(s, _)| *s);
+        match (moved, self.next_live_in_file(from)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The dead sequences of the page from `lo`, ascending.
+    pub fn dead_seqs(&self, out: &mut Vec<u64>) {
+        for seq in self.lo..=self.hi {
+            if !self.is_live(seq) {
+                out.push(seq);
+            }
+        }
+    }
+
+    /// Marks live message `seq` removed.
+    pub fn kill(&mut self, seq: u64) {
+        if self.moved.remove(&seq).is_none() {
+            self.set_dead(seq);
+        }
+    }
+
+    /// Replaces live message `seq`'s entry (its record moved, its flags changed).
+    pub fn put(&mut self, seq: u64, e: Entry) {
+        self.set_dead(seq);
+        self.moved.insert(seq, e);
+    }
+
+    /// Flags of a message read from the file.
+    pub fn set_flags(&mut self, seq: u64, flags: u8) {
+        if let Some(e) = self.moved.get_mut(&seq) {
+            e.set_flags(flags);
+        } else if !self.is_dead(seq) {
+            if flags == 0 {
+                self.flags.remove(&seq);
+            } else {
+                self.flags.insert(seq, flags);
+            }
+        }
+    }
+
+    /// Index of the chunk holding `seq`.
+    fn chunk_of(&self, seq: u64) -> usize {
+        self.marks
+            .partition_point(|m| m.seq <= seq)
+            .saturating_sub(1)
+    }
+
+    /// Live entry `seq`, read from the file if need be (None: not live, or
+    /// the file could not be read, which is logged).
+    pub fn get(
+        &self,
+        seq: u64,
+        cache: &ChunkCache,
+        subject: &dyn Fn(&[u8]) -> Option<u32>,
+    ) -> Option<Entry> {
+        if seq < self.lo || seq > self.hi {
+            return None;
+        }
+        if self.is_dead(seq) {
+            return self.moved.get(&seq).copied();
+        }
+        let mut e = self.chunk(self.chunk_of(seq), cache, subject)?.get(seq)?;
+        e.set_flags(self.flags.get(&seq).copied().unwrap_or(0));
+        Some(e)
+    }
+
+    /// Calls `f` with each live entry from `from` to `to` ascending, until it
+    /// returns false (then false).
+    pub fn scan(
+        &self,
+        from: u64,
+        to: u64,
+        cache: &ChunkCache,
+        subject: &dyn Fn(&[u8]) -> Option<u32>,
+        f: &mut dyn FnMut(u64, &Entry) -> bool,
+    ) -> bool {
+        let (from, to) = (from.max(self.lo), to.min(self.hi));
+        if from > to {
+            return true;
+        }
+        let mut moved = self.moved.range(from..=to).peekable();
+        let mut seq = from;
+        while seq <= to {
+            // The next live message read from the file, if any before `to`.
+            let next = self.next_live_in_file(seq).filter(|s| *s <= to);
+            let file_entry = match next {
+                Some(s) => {
+                    let c = self.chunk_of(s);
+                    let chunk = self.chunk(c, cache, subject);
+                    let end = self.marks.get(c + 1).map_or(self.hi, |m| m.seq - 1).min(to);
+                    Some((s, end, chunk))
+                }
+                None => None,
+            };
+            // Moved entries before the chunk's first live one.
+            let stop = file_entry.as_ref().map_or(to, |(s, _, _)| *s - 1);
+            while let Some((s, e)) = moved.next_if(|(s, _)| **s <= stop) {
+                if !f(*s, e) {
+                    return false;
+                }
+            }
+            let Some((s, end, chunk)) = file_entry else {
+                return true;
+            };
+            let Some(chunk) = chunk else {
+                seq = end + 1; // unreadable (logged)
+                continue;
+            };
+            let start = chunk.seqs.partition_point(|q| *q < s);
+            for (q, e) in chunk.seqs[start..].iter().zip(&chunk.entries[start..]) {
+                if *q > end {
+                    break;
+                }
+                while let Some((ms, me)) = moved.next_if(|(ms, _)| **ms < *q) {
+                    if !f(*ms, me) {
+                        return false;
+                    }
+                }
+                if self.is_dead(*q) {
+                    continue;
+                }
+                let mut e = *e;
+                e.set_flags(self.flags.get(q).copied().unwrap_or(0));
+                if !f(*q, &e) {
+                    return false;
+                }
+            }
+            seq = end + 1;
+        }
+        true
+    }
+
+    /// The first sequence ≥ `from` with a live record in the segment.
+    fn next_live_in_file(&self, from: u64) -> Option<u64> {
+        if self.dead.is_empty() {
+            return None;
+        }
+        let mut i = from.max(self.lo) - self.base;
+        let end = self.hi - self.base;
+        while i <= end {
+            let w = self.dead[(i / 64) as usize] >> (i % 64);
+            if w == u64::MAX >> (i % 64) {
+                i = (i / 64 + 1) * 64;
+                continue;
+            }
+            let s = i + u64::from((!w).trailing_zeros());
+            return (s <= end).then_some(self.base + s);
+        }
+        None
+    }
+
+    /// The first sequence of the page with a time ≥ `ts` (live or not), if
+    /// any: the marks narrow it to one chunk.
+    pub fn first_at_or_after(
+        &self,
+        ts: i64,
+        cache: &ChunkCache,
+        subject: &dyn Fn(&[u8]) -> Option<u32>,
+    ) -> Option<u64> {
+        if self.ts_hi < ts {
+            return None;
+        }
+        let c = self.marks.partition_point(|m| m.ts < ts).saturating_sub(1);
+        for c in c..self.marks.len() {
+            let chunk = self.chunk(c, cache, subject)?;
+            if let Some(i) = chunk.entries.iter().position(|e| e.ts >= ts) {
+                return Some(chunk.seqs[i].max(self.lo));
+            }
+        }
+        None
+    }
+
+    /// Chunk `c`, from the cache or the file.
+    fn chunk(
+        &self,
+        c: usize,
+        cache: &ChunkCache,
+        subject: &dyn Fn(&[u8]) -> Option<u32>,
+    ) -> Option<Rc<Chunk>> {
+        let tick = cache.next_tick();
+        if let Some(ch) = touch(&cache.chunks, (self.id, c as u32), tick) {
+            return Some(ch);
+        }
+        match self.load(c, cache, tick, subject) {
+            Ok(ch) => {
+                let ch = Rc::new(ch);
+                keep(
+                    &cache.chunks,
+                    (self.id, c as u32),
+                    ch.clone(),
+                    tick,
+                    CHUNKS_MAX,
+                );
+                Some(ch)
+            }
+            Err(e) => {
+                crate::error!(
+                    "JetStream index file {}: reading entries of sequences {}..: {e}",
+                    self.path.display(),
+                    self.marks.get(c).map_or(0, |m| m.seq)
+                );
+                None
+            }
+        }
+    }
+
+    fn load(
+        &self,
+        c: usize,
+        cache: &ChunkCache,
+        tick: u64,
+        subject: &dyn Fn(&[u8]) -> Option<u32>,
+    ) -> std::io::Result<Chunk> {
+        let table = match touch(&cache.tables, self.id, tick) {
+            Some(t) => t,
+            None => {
+                let t = Rc::new(segindex::read_table(&self.path, self.records_at)?);
+                keep(&cache.tables, self.id, t.clone(), tick, TABLES_MAX);
+                t
+            }
+        };
+        let from = self.marks[c];
+        let to = self
+            .marks
+            .get(c + 1)
+            .map_or(self.records_len, |m| u64::from(m.mark.at));
+        let at = u64::from(from.mark.at);
+        let bytes = segindex::read_span(&self.path, self.records_at + at, to - at)?;
+        let mut chunk = Chunk::default();
+        let whole = segindex::decode_run(self.seg, &table, &bytes, from.mark, |r| {
+            if !matches!(r.kind, KIND_MSG | KIND_MOVED) || r.seq < self.base || r.seq > self.hi {
+                return;
+            }
+            let id = subject(r.subject).unwrap_or(u32::MAX);
+            let mut e = Entry {
+                ts: r.ts,
+                seg: self.seg,
+                off: 0,
+                len: r.len as u32,
+                subj: id,
+                bits: r.hdr_len as u32,
+            };
+            e.set_off(r.off);
+            chunk.seqs.push(r.seq);
+            chunk.entries.push(e);
+        });
+        if !whole {
+            return Err(std::io::Error::other("a damaged record"));
+        }
+        Ok(chunk)
+    }
+}

@@ -1,0 +1,181 @@
+//! The index's entries in pages, each a run of consecutive sequences: hot
+//! pages hold a 32-byte entry per sequence in memory (the active segment's
+//! messages, memory streams, and what could not go cold); cold pages
+//! (`cold`) leave a sealed segment's entries in its index file. A hot page
+//! takes the messages of one segment (its owner), so that it can go cold
+//! whole once that segment's index file is written.
+
+use std::collections::VecDeque;
+
+use super::cold::Cold;
+use super::Entry;
+
+#[derive(Debug)]
+pub struct Hot {
+    pub lo: u64,
+    /// The segment its messages are in (None: only deleted sequences yet).
+    pub owner: Option<u64>,
+    pub entries: VecDeque<Entry>,
+}
+
+#[derive(Debug)]
+pub enum Page {
+    Hot(Hot),
+    Cold(Box<Cold>),
+}
+
+impl Page {
+    pub fn lo(&self) -> u64 {
+        match self {
+            Page::Hot(h) => h.lo,
+            Page::Cold(c) => c.lo,
+        }
+    }
+    pub fn hi(&self) -> u64 {
+        match self {
+            Page::Hot(h) => h.lo + h.entries.len() as u64 - 1,
+            Page::Cold(c) => c.hi,
+        }
+    }
+}
+
+/// Pages in sequence order, back to back: `pages[i + 1].lo() ==
+/// pages[i].hi() + 1`, and no page is empty.
+#[derive(Debug)]
+pub struct Pages {
+    pub pages: VecDeque<Page>,
+    /// The first sequence when there is no page.
+    next: u64,
+}
+
+impl Pages {
+    pub fn new(first: u64) -> Pages {
+        Pages {
+            pages: VecDeque::new(),
+            next: first,
+        }
+    }
+
+    pub fn first(&self) -> u64 {
+        self.pages.front().map_or(self.next, Page::lo)
+    }
+
+    pub fn last(&self) -> u64 {
+        self.pages.back().map_or(self.next - 1, Page::hi)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// No page; the next sequence is `first`.
+    pub fn clear(&mut self, first: u64) {
+        self.pages.clear();
+        self.next = first;
+    }
+
+    /// The page holding `seq`.
+    pub fn find(&self, seq: u64) -> Option<usize> {
+        if seq < self.first() || seq > self.last() {
+            return None;
+        }
+        // Most lookups are in the last (hot) page.
+        let n = self.pages.len();
+        if self.pages[n - 1].lo() <= seq {
+            return Some(n - 1);
+        }
+        Some(self.pages.partition_point(|p| p.lo() <= seq) - 1)
+    }
+
+    /// The hot entry at `seq` (deleted or not), if its page is hot.
+    pub fn hot_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        let i = self.find(seq)?;
+        match &mut self.pages[i] {
+            Page::Hot(h) => h.entries.get_mut((seq - h.lo) as usize),
+            Page::Cold(_) => None,
+        }
+    }
+
+    pub fn cold_mut(&mut self, seq: u64) -> Option<&mut Cold> {
+        let i = self.find(seq)?;
+        match &mut self.pages[i] {
+            Page::Cold(c) => Some(c),
+            Page::Hot(_) => None,
+        }
+    }
+
+    /// Adds `e` as the next sequence, in segment `owner`'s page (None: a
+    /// deleted sequence, any hot page takes it).
+    pub fn push_back(&mut self, e: Entry, owner: Option<u64>) {
+        if let Some(Page::Hot(h)) = self.pages.back_mut() {
+            if owner.is_none() || h.owner.is_none() || h.owner == owner {
+                h.owner = h.owner.or(owner);
+                h.entries.push_back(e);
+                return;
+            }
+        }
+        let lo = self.last() + 1;
+        self.pages.push_back(Page::Hot(Hot {
+            lo,
+            owner,
+            entries: VecDeque::from([e]),
+        }));
+    }
+
+    /// Adds deleted sequences below the first, down to `seq`.
+    pub fn extend_front(&mut self, seq: u64) {
+        let first = self.first();
+        if seq >= first {
+            return;
+        }
+        let gaps = (first - seq) as usize;
+        match self.pages.front_mut() {
+            Some(Page::Hot(h)) => {
+                for _ in 0..gaps {
+                    h.entries.push_front(Entry::gap());
+                }
+                h.lo = seq;
+            }
+            _ => self.pages.push_front(Page::Hot(Hot {
+                lo: seq,
+                owner: None,
+                entries: std::iter::repeat_n(Entry::gap(), gaps).collect(),
+            })),
+        }
+    }
+
+    /// Drops dead sequences at the front so the first is live (or no page
+    /// is left); returns how many went, and the cold pages dropped (by id).
+    pub fn trim_front(&mut self, dropped: &mut Vec<u64>) -> u64 {
+        let mut n = 0;
+        while let Some(p) = self.pages.front_mut() {
+            let next = p.hi() + 1;
+            match p {
+                Page::Hot(h) => {
+                    while h.entries.front().is_some_and(|e| e.deleted()) {
+                        h.entries.pop_front();
+                        h.lo += 1;
+                        n += 1;
+                    }
+                    if !h.entries.is_empty() {
+                        return n;
+                    }
+                }
+                Page::Cold(c) => match c.next_live(c.lo) {
+                    Some(s) => {
+                        n += s - c.lo;
+                        c.lo = s;
+                        return n;
+                    }
+                    None => {
+                        n += c.hi - c.lo + 1;
+                        dropped.push(c.id());
+                    }
+                },
+            }
+            self.pages.pop_front();
+            self.next = next;
+        }
+        n
+    }
+}

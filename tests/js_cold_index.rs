@@ -1,0 +1,147 @@
+//! A stream whose index is mostly on disk (issue 14): small segments, so the
+//! sealed ones leave their entries in their index files, and more messages
+//! than the cache of decoded entries holds. Read back through gets, the last
+//! message per subject, an ordered consumer from the start, a purge by
+//! subject and a KV bucket, before and after restarts (SIGTERM, kill -9).
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, kv, stream};
+use futures::StreamExt;
+
+use common::Server;
+
+const N: u64 = 40_000;
+const SUBJECTS: u64 = 50;
+const ARGS: [&str; 2] = ["--segment_bytes", "65536"];
+
+fn body(i: u64) -> Vec<u8> {
+    format!("ev-{i}-{}", "x".repeat((i % 13) as usize)).into_bytes()
+}
+
+/// Sequence `i` was purged (subject ev.7).
+fn purged(i: u64, after_purge: bool) -> bool {
+    after_purge && i % SUBJECTS == 7
+}
+
+async fn check(js: &jetstream::Context, after_purge: bool) {
+    let mut s = js.get_stream("E").await.unwrap();
+    let info = s.info().await.unwrap();
+    let expect = if after_purge { N - N / SUBJECTS } else { N };
+    assert_eq!((info.state.messages, info.state.last_sequence), (expect, N));
+    for i in (1..=N).step_by(97).chain([N / 2, N - 1, N]) {
+        let got = s.get_raw_message(i).await;
+        if purged(i, after_purge) {
+            assert!(got.is_err(), "seq {i} was purged");
+            continue;
+        }
+        let m = got.unwrap();
+        assert_eq!(
+            (m.subject.as_str(), &m.payload[..]),
+            (format!("ev.{}", i % SUBJECTS).as_str(), &body(i)[..]),
+            "seq {i}"
+        );
+    }
+    // The last of a subject, and the first from a sequence on.
+    let m = s.get_last_raw_message_by_subject("ev.3").await.unwrap();
+    assert_eq!(m.sequence, N - N % SUBJECTS + 3 - SUBJECTS);
+    let m = s.get_first_raw_message_by_subject("ev.11", 20_000).await;
+    assert_eq!(m.unwrap().sequence, 20_011);
+    // An ordered consumer from the start reads every message, in order.
+    let ordered = s
+        .create_consumer(pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut msgs = ordered.messages().await.unwrap();
+    let mut n = 0;
+    for i in (1..=N).filter(|i| !purged(*i, after_purge)) {
+        let m = tokio::time::timeout(Duration::from_secs(20), msgs.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let seq = m.info().unwrap().stream_sequence;
+        assert_eq!((seq, &m.payload[..]), (i, &body(i)[..]));
+        n += 1;
+    }
+    assert_eq!(n, expect);
+}
+
+async fn check_kv(js: &jetstream::Context) {
+    let kv = js.get_key_value("K").await.unwrap();
+    for k in (0..3000).step_by(7) {
+        let v = kv.get(format!("k{k}")).await.unwrap().unwrap();
+        assert_eq!(&v[..], format!("v2-{k}").as_bytes(), "key {k}");
+    }
+    assert_eq!(kv.status().await.unwrap().values(), 3000);
+}
+
+#[tokio::test]
+async fn a_stream_mostly_on_disk_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(1, dir.path(), &ARGS);
+    let js = jetstream::new(server.client().await);
+    js.create_stream(stream::Config {
+        name: "E".into(),
+        subjects: vec!["ev.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut acks = Vec::new();
+    for i in 1..=N {
+        let subject = format!("ev.{}", i % SUBJECTS);
+        acks.push(js.publish(subject, body(i).into()).await.unwrap());
+        if acks.len() == 512 || i == N {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    let kv = js
+        .create_key_value(kv::Config {
+            bucket: "K".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for round in 1..=2 {
+        for k in 0..3000 {
+            kv.put(format!("k{k}"), format!("v{round}-{k}").into())
+                .await
+                .unwrap();
+        }
+    }
+    check(&js, false).await;
+    check_kv(&js).await;
+    let s = js.get_stream("E").await.unwrap();
+    assert_eq!(s.purge().filter("ev.7").await.unwrap().purged, N / SUBJECTS);
+    check(&js, true).await;
+    assert!(server.terminate().success());
+
+    // After a clean restart the sealed segments' entries stay on disk.
+    let server = Server::start_js(1, dir.path(), &ARGS);
+    let line = server
+        .startup_log
+        .iter()
+        .find(|l| l.contains("Restored 39200 messages for stream 'E'"))
+        .unwrap();
+    let cold: u64 = line
+        .split("entries of ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(cold > 10, "{line}");
+    let js = jetstream::new(server.client().await);
+    check(&js, true).await;
+    check_kv(&js).await;
+    server.kill9();
+
+    let server = Server::start_js(1, dir.path(), &ARGS);
+    let js = jetstream::new(server.client().await);
+    check(&js, true).await;
+    check_kv(&js).await;
+}
