@@ -379,11 +379,12 @@ impl Index {
 
     /// Removes message `seq`; None if it is not there.
     pub fn remove(&mut self, seq: u64) -> Option<Removed> {
+        let page = self.pages.find(seq)?;
         let e = self.entry(seq)?;
         let (size, seg, id) = (self.size_of(&e), e.seg, e.subj);
-        match self.pages.hot_mut(seq) {
-            Some(h) => h.set_deleted(),
-            None => self.pages.cold_mut(seq)?.kill(seq),
+        match &mut self.pages.pages[page] {
+            Page::Hot(h) => h.entries[(seq - h.lo) as usize].set_deleted(),
+            Page::Cold(c) => c.kill(seq),
         }
         self.uncache(seq);
         self.msgs -= 1;

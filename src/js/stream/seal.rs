@@ -37,7 +37,7 @@ impl Stream {
                     continue;
                 };
                 // Its entries now live in the file (checked against it).
-                if let Ok(index) = SegIndex::parse(first, Bytes::from(bytes)) {
+                if let Ok(index) = SegIndex::parse_built(first, Bytes::from(bytes)) {
                     let path = segindex::index_path(&dir, first);
                     ix.borrow_mut().freeze(first, &index, path);
                 }

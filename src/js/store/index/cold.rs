@@ -70,6 +70,11 @@ pub struct Chunk {
 
 impl Chunk {
     fn get(&self, seq: u64) -> Option<Entry> {
+        // Sequences in a chunk are mostly consecutive: try the direct slot.
+        let guess = seq.wrapping_sub(*self.seqs.first()?) as usize;
+        if self.seqs.get(guess) == Some(&seq) {
+            return Some(self.entries[guess]);
+        }
         self.seqs.binary_search(&seq).ok().map(|i| self.entries[i])
     }
 }
@@ -81,6 +86,8 @@ pub struct ChunkCache {
     chunks: Lru<(u64, u32), Rc<Chunk>>,
     tables: Lru<u64, Rc<Vec<Bytes>>>,
     tick: Cell<u64>,
+    /// The chunk used last (sequential readers stay in one for 256 reads).
+    last: RefCell<Option<((u64, u32), Rc<Chunk>)>>,
 }
 
 /// Values with the tick they were last used at.
@@ -122,12 +129,16 @@ impl ChunkCache {
 
     /// Forgets everything (the pages were dropped).
     pub fn clear(&self) {
+        *self.last.borrow_mut() = None;
         self.chunks.borrow_mut().clear();
         self.tables.borrow_mut().clear();
     }
 
     /// Forgets a page's chunks (it was dropped).
     pub fn forget(&self, id: u64) {
+        if self.last.borrow().as_ref().is_some_and(|(k, _)| k.0 == id) {
+            *self.last.borrow_mut() = None;
+        }
         self.chunks.borrow_mut().retain(|k, _| k.0 != id);
         self.tables.borrow_mut().remove(&id);
     }
@@ -296,6 +307,16 @@ impl Cold {
 
     /// Index of the chunk holding `seq`.
     fn chunk_of(&self, seq: u64) -> usize {
+        // Chunks of consecutive sequences: the direct guess, checked.
+        let first = self.marks.first().map_or(0, |m| m.seq);
+        let guess = (seq.saturating_sub(first) / CHUNK as u64) as usize;
+        let fits = |c: usize| {
+            self.marks.get(c).is_some_and(|m| m.seq <= seq)
+                && self.marks.get(c + 1).is_none_or(|m| m.seq > seq)
+        };
+        if fits(guess) {
+            return guess;
+        }
         self.marks
             .partition_point(|m| m.seq <= seq)
             .saturating_sub(1)
@@ -433,20 +454,25 @@ impl Cold {
         cache: &ChunkCache,
         subject: &dyn Fn(&[u8]) -> Option<u32>,
     ) -> Option<Rc<Chunk>> {
-        let tick = cache.next_tick();
-        if let Some(ch) = touch(&cache.chunks, (self.id, c as u32), tick) {
-            return Some(ch);
+        let key = (self.id, c as u32);
+        if let Some((k, ch)) = &*cache.last.borrow() {
+            if *k == key {
+                return Some(ch.clone());
+            }
         }
-        match self.load(c, cache, tick, subject) {
-            Ok(ch) => {
+        let tick = cache.next_tick();
+        let found = touch(&cache.chunks, key, tick);
+        let found = match found {
+            Some(ch) => Ok(ch),
+            None => self.load(c, cache, tick, subject).map(|ch| {
                 let ch = Rc::new(ch);
-                keep(
-                    &cache.chunks,
-                    (self.id, c as u32),
-                    ch.clone(),
-                    tick,
-                    CHUNKS_MAX,
-                );
+                keep(&cache.chunks, key, ch.clone(), tick, CHUNKS_MAX);
+                ch
+            }),
+        };
+        match found {
+            Ok(ch) => {
+                *cache.last.borrow_mut() = Some((key, ch.clone()));
                 Some(ch)
             }
             Err(e) => {

@@ -46,6 +46,8 @@ pub struct Pages {
     pub pages: VecDeque<Page>,
     /// The first sequence when there is no page.
     next: u64,
+    /// The page found last (a reader moving through a stream stays in one).
+    hint: std::cell::Cell<usize>,
 }
 
 impl Pages {
@@ -53,6 +55,7 @@ impl Pages {
         Pages {
             pages: VecDeque::new(),
             next: first,
+            hint: std::cell::Cell::new(0),
         }
     }
 
@@ -79,12 +82,18 @@ impl Pages {
         if seq < self.first() || seq > self.last() {
             return None;
         }
-        // Most lookups are in the last (hot) page.
+        // Most lookups are in the last (hot) page, or where the last one was.
         let n = self.pages.len();
         if self.pages[n - 1].lo() <= seq {
             return Some(n - 1);
         }
-        Some(self.pages.partition_point(|p| p.lo() <= seq) - 1)
+        let h = self.hint.get();
+        if self.pages.get(h).is_some_and(|p| p.lo() <= seq && seq <= p.hi()) {
+            return Some(h);
+        }
+        let i = self.pages.partition_point(|p| p.lo() <= seq) - 1;
+        self.hint.set(i);
+        Some(i)
     }
 
     /// The hot entry at `seq` (deleted or not), if its page is hot.
