@@ -83,12 +83,15 @@ impl Chunk {
 /// recently used first out. Bounds: `CHUNKS_MAX` and `TABLES_MAX`.
 #[derive(Debug, Default)]
 pub struct ChunkCache {
-    chunks: Lru<(u64, u32), Rc<Chunk>>,
+    chunks: Lru<ChunkKey, Rc<Chunk>>,
     tables: Lru<u64, Rc<Vec<Bytes>>>,
     tick: Cell<u64>,
     /// The chunk used last (sequential readers stay in one for 256 reads).
-    last: RefCell<Option<((u64, u32), Rc<Chunk>)>>,
+    last: RefCell<Option<(ChunkKey, Rc<Chunk>)>>,
 }
+
+/// A chunk: its page's id and its number in the page.
+type ChunkKey = (u64, u32);
 
 /// Values with the tick they were last used at.
 type Lru<K, V> = RefCell<AHashMap<K, (V, u64)>>;
@@ -104,13 +107,7 @@ fn touch<K: Copy + Eq + std::hash::Hash, V: Clone>(
     Some(v.clone())
 }
 
-fn keep<K: Copy + Eq + std::hash::Hash, V>(
-    map: &Lru<K, V>,
-    key: K,
-    v: V,
-    tick: u64,
-    max: usize,
-) {
+fn keep<K: Copy + Eq + std::hash::Hash, V>(map: &Lru<K, V>, key: K, v: V, tick: u64, max: usize) {
     let mut m = map.borrow_mut();
     if m.len() >= max {
         // A linear pass over a few dozen entries: cheaper than an ordered list.
@@ -147,9 +144,10 @@ impl ChunkCache {
 impl Cold {
     /// A cold page for the entries `entries` (sequences from `lo`) of
     /// segment `seg`, if its index file `ix` (at `path`) describes every
-    /// live one exactly: the same offset and lengths, the message records
-    /// of the page's sequences in ascending order. None otherwise (the page
-    /// stays in memory).
+    /// live one in that segment exactly: the same offset, lengths and time,
+    /// the message records of the page's sequences in ascending order (live
+    /// entries in other segments, moved by compaction, are kept as they
+    /// are). None otherwise (the page stays in memory).
     pub fn freeze(
         id: u64,
         lo: u64,
@@ -187,11 +185,10 @@ impl Cold {
             ts_hi = ts_hi.max(r.ts);
             let i = r.seq - lo;
             let e = &entries[i as usize];
-            if e.deleted() {
-                continue;
+            if e.deleted() || e.seg != seg {
+                continue; // dead, or moved elsewhere (kept in `moved` below)
             }
-            if e.seg != seg
-                || e.off() != r.off
+            if e.off() != r.off
                 || e.len as usize != r.len
                 || e.hdr_len() as usize != r.hdr_len
                 || e.ts != r.ts
@@ -204,7 +201,17 @@ impl Cold {
                 flags.insert(r.seq, e.flags());
             }
         }
-        if matched != entries.iter().filter(|e| !e.deleted()).count() as u64 {
+        // Live entries elsewhere stay as they are; every other one was matched.
+        let mut moved = BTreeMap::new();
+        let mut here = 0u64;
+        for (seq, e) in (lo..).zip(entries).filter(|(_, e)| !e.deleted()) {
+            if e.seg == seg {
+                here += 1;
+            } else {
+                moved.insert(seq, *e);
+            }
+        }
+        if matched != here {
             return None;
         }
         let (records_at, records_len) = ix.records_span();
@@ -221,7 +228,7 @@ impl Cold {
             live: matched,
             marks,
             ts_hi,
-            moved: BTreeMap::new(),
+            moved,
             flags,
         };
         if matched == 0 {

@@ -88,7 +88,11 @@ impl Pages {
             return Some(n - 1);
         }
         let h = self.hint.get();
-        if self.pages.get(h).is_some_and(|p| p.lo() <= seq && seq <= p.hi()) {
+        if self
+            .pages
+            .get(h)
+            .is_some_and(|p| p.lo() <= seq && seq <= p.hi())
+        {
             return Some(h);
         }
         let i = self.pages.partition_point(|p| p.lo() <= seq) - 1;

@@ -10,6 +10,29 @@ fn literal(f: &[u8]) -> bool {
 }
 
 impl Index {
+    /// Where messages of subjects matching any of `filters` lie at or after
+    /// `from` (the first of one to the last of any; None: nowhere), when the
+    /// index has cold pages: it bounds a scan that would otherwise decode
+    /// every cold chunk to find nothing. Without cold pages, all of it.
+    fn span(&self, from: u64, filters: &[&[u8]]) -> Option<(u64, u64)> {
+        let cold = self.pages.pages.iter().any(|p| matches!(p, Page::Cold(_)));
+        if !cold {
+            return Some((from, u64::MAX));
+        }
+        let mut span: Option<(u64, u64)> = None;
+        for (subject, id) in &self.subjects {
+            if !filters.iter().any(|f| crate::subject::matches(f, subject)) {
+                continue;
+            }
+            let Some(s) = self.subj[*id as usize].as_ref().filter(|s| s.last >= from) else {
+                continue;
+            };
+            let (a, b) = span.unwrap_or((u64::MAX, 0));
+            span = Some((a.min(s.first), b.max(s.last)));
+        }
+        span.map(|(a, b)| (a.max(from), b))
+    }
+
     /// Subjects matching `filter`, with their counts, sorted by subject.
     pub fn subjects_matching(&self, filter: &[u8]) -> Vec<(Bytes, u64)> {
         let mut out: Vec<(Bytes, u64)> = self
@@ -43,6 +66,11 @@ impl Index {
         }
         let start = match (id, filter) {
             (Some(_), Some(f)) => from.max(self.subject(f)?.first),
+            (None, Some(f)) => {
+                let (a, b) = self.span(from, &[f])?;
+                to = to.min(b);
+                a
+            }
             _ => from,
         };
         self.scan(start, to, |seq, e| {
@@ -76,8 +104,15 @@ impl Index {
                 Some(_) => {}
             }
         }
+        let (from, to) = match filter.filter(|_| !all) {
+            Some(f) => match self.span(from, &[f]) {
+                Some(span) => span,
+                None => return 0,
+            },
+            None => (from, u64::MAX),
+        };
         let mut n = 0;
-        self.scan(from, u64::MAX, |_, e| {
+        self.scan(from, to, |_, e| {
             if all || filter.is_none_or(|f| crate::subject::matches(f, self.subject_of(e))) {
                 n += 1;
             }
@@ -151,8 +186,10 @@ impl Index {
             // One scan that stops at the first entry any filter takes (one scan
             // per filter would go to the end for a filter with nothing ahead).
             many => {
+                let fs: Vec<&[u8]> = many.iter().map(|f| &f[..]).collect();
+                let (from, to) = self.span(from, &fs)?;
                 let mut found = None;
-                self.scan(from, u64::MAX, |seq, e| {
+                self.scan(from, to, |seq, e| {
                     let s = self.subject_of(e);
                     if many.iter().any(|f| crate::subject::matches(f, s)) {
                         found = Some(seq);
@@ -230,7 +267,14 @@ impl Index {
         if below == 0 {
             return out;
         }
-        self.scan(self.first_seq(), below - 1, |seq, e| {
+        let (from, to) = match filter {
+            Some(f) => match self.span(self.first_seq(), &[f]) {
+                Some((a, b)) => (a, b.min(below - 1)),
+                None => return out,
+            },
+            None => (self.first_seq(), below - 1),
+        };
+        self.scan(from, to, |seq, e| {
             if filter.is_none_or(|f| crate::subject::matches(f, self.subject_of(e))) {
                 out.push(seq);
             }

@@ -180,8 +180,13 @@ fn an_entry_stays_small() {
 }
 
 /// Two indexes of the same messages: `cold` leaves segment 1's entries in
-/// its index file (under `dir`), `hot` keeps them in memory.
+/// its index file (under `dir`), `hot` keeps them in memory; `before` is
+/// done to both before the freeze.
 fn twins(dir: &std::path::Path) -> (Index, Index) {
+    twins_with(dir, |_| {})
+}
+
+fn twins_with(dir: &std::path::Path, before: impl Fn(&mut Index)) -> (Index, Index) {
     use crate::js::store::record::{KIND_DELETE, KIND_MSG};
     use crate::js::store::recovery::Recovered;
     use crate::js::store::segindex::{self, Builder, SegIndex};
@@ -245,6 +250,8 @@ fn twins(dir: &std::path::Path) -> (Index, Index) {
     let file = build.finish();
     segindex::write_blocking(dir, 1, &file).unwrap();
     let ix = SegIndex::parse(1, Bytes::from(file)).unwrap();
+    before(&mut cold);
+    before(&mut hot);
     assert!(cold.freeze(1, &ix, segindex::index_path(dir, 1)));
     assert!(
         !cold.freeze(1, &ix, segindex::index_path(dir, 1)),
@@ -373,11 +380,28 @@ fn a_page_that_differs_from_its_file_stays_in_memory() {
     let raw = std::fs::read(crate::js::store::segindex::index_path(dir.path(), 1)).unwrap();
     let ix = crate::js::store::segindex::SegIndex::parse(1, Bytes::from(raw)).unwrap();
     let path = crate::js::store::segindex::index_path(dir.path(), 1);
-    // A record moved since the file was written.
-    hot.relocate(10, Location { seg: 1201, off: 5 });
+    // A record of the segment that is not where the file says.
+    hot.relocate(10, Location { seg: 1, off: 5 });
     assert!(!hot.freeze(1, &ix, path.clone()));
     // No page of that segment.
     assert!(!hot.freeze(77, &ix, path));
+}
+
+#[test]
+fn entries_moved_before_the_freeze_stay_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cold, hot) = twins_with(dir.path(), |ix| {
+        ix.relocate(10, Location { seg: 1201, off: 99 });
+        ix.relocate(
+            600,
+            Location {
+                seg: 1201,
+                off: 199,
+            },
+        );
+    });
+    same(&cold, &hot);
+    assert_eq!(cold.entry(600).map(|e| (e.seg, e.off())), Some((1201, 199)));
 }
 
 #[test]
