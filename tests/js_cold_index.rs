@@ -15,6 +15,8 @@ use common::Server;
 
 const N: u64 = 40_000;
 const SUBJECTS: u64 = 50;
+/// Published after the first restart.
+const MORE: u64 = 8_000;
 const ARGS: [&str; 2] = ["--segment_bytes", "65536"];
 
 fn body(i: u64) -> Vec<u8> {
@@ -26,14 +28,15 @@ fn purged(i: u64, after_purge: bool) -> bool {
     after_purge && i % SUBJECTS == 7
 }
 
-async fn check(js: &jetstream::Context, after_purge: bool) {
+/// Checks the stream holds messages 1..=n (less ev.7 up to N after the purge).
+async fn check(js: &jetstream::Context, after_purge: bool, n: u64) {
     let mut s = js.get_stream("E").await.unwrap();
     let info = s.info().await.unwrap();
-    let expect = if after_purge { N - N / SUBJECTS } else { N };
-    assert_eq!((info.state.messages, info.state.last_sequence), (expect, N));
-    for i in (1..=N).step_by(97).chain([N / 2, N - 1, N]) {
+    let expect = n - if after_purge { N / SUBJECTS } else { 0 };
+    assert_eq!((info.state.messages, info.state.last_sequence), (expect, n));
+    for i in (1..=n).step_by(97).chain([N / 2, N - 1, N, n]) {
         let got = s.get_raw_message(i).await;
-        if purged(i, after_purge) {
+        if purged(i, after_purge) && i <= N {
             assert!(got.is_err(), "seq {i} was purged");
             continue;
         }
@@ -46,7 +49,7 @@ async fn check(js: &jetstream::Context, after_purge: bool) {
     }
     // The last of a subject, and the first from a sequence on.
     let m = s.get_last_raw_message_by_subject("ev.3").await.unwrap();
-    assert_eq!(m.sequence, N - N % SUBJECTS + 3 - SUBJECTS);
+    assert_eq!(m.sequence, n - n % SUBJECTS + 3 - SUBJECTS);
     let m = s.get_first_raw_message_by_subject("ev.11", 20_000).await;
     assert_eq!(m.unwrap().sequence, 20_011);
     // An ordered consumer from the start reads every message, in order.
@@ -55,8 +58,8 @@ async fn check(js: &jetstream::Context, after_purge: bool) {
         .await
         .unwrap();
     let mut msgs = ordered.messages().await.unwrap();
-    let mut n = 0;
-    for i in (1..=N).filter(|i| !purged(*i, after_purge)) {
+    let mut got = 0;
+    for i in (1..=n).filter(|i| !purged(*i, after_purge) || *i > N) {
         let m = tokio::time::timeout(Duration::from_secs(20), msgs.next())
             .await
             .unwrap()
@@ -64,9 +67,9 @@ async fn check(js: &jetstream::Context, after_purge: bool) {
             .unwrap();
         let seq = m.info().unwrap().stream_sequence;
         assert_eq!((seq, &m.payload[..]), (i, &body(i)[..]));
-        n += 1;
+        got += 1;
     }
-    assert_eq!(n, expect);
+    assert_eq!(got, expect);
 }
 
 async fn check_kv(js: &jetstream::Context) {
@@ -90,16 +93,7 @@ async fn a_stream_mostly_on_disk_reads_back_whole() {
     })
     .await
     .unwrap();
-    let mut acks = Vec::new();
-    for i in 1..=N {
-        let subject = format!("ev.{}", i % SUBJECTS);
-        acks.push(js.publish(subject, body(i).into()).await.unwrap());
-        if acks.len() == 512 || i == N {
-            for a in acks.drain(..) {
-                a.await.unwrap();
-            }
-        }
-    }
+    publish(&js, 1..=N).await;
     let kv = js
         .create_key_value(kv::Config {
             bucket: "K".into(),
@@ -114,14 +108,14 @@ async fn a_stream_mostly_on_disk_reads_back_whole() {
                 .unwrap();
         }
     }
-    check(&js, false).await;
+    check(&js, false, N).await;
     check_kv(&js).await;
     let s = js.get_stream("E").await.unwrap();
     assert_eq!(s.purge().filter("ev.7").await.unwrap().purged, N / SUBJECTS);
-    check(&js, true).await;
+    check(&js, true, N).await;
     assert!(server.terminate().success());
 
-    // After a clean restart the sealed segments' entries stay on disk.
+    // After a clean restart the segments' entries stay on disk.
     let server = Server::start_js(1, dir.path(), &ARGS);
     let line = server
         .startup_log
@@ -134,14 +128,38 @@ async fn a_stream_mostly_on_disk_reads_back_whole() {
         .and_then(|t| t.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap();
-    assert!(cold > 10, "{line}");
+    let total: u64 = line
+        .split(" of ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    // Every segment's, the last one's (still written to) included.
+    assert!(cold > 10 && cold == total, "{line}");
     let js = jetstream::new(server.client().await);
-    check(&js, true).await;
+    check(&js, true, N).await;
     check_kv(&js).await;
+    // More messages: the last segment's new entries, then new segments.
+    publish(&js, N + 1..=N + MORE).await;
+    check(&js, true, N + MORE).await;
     server.kill9();
 
     let server = Server::start_js(1, dir.path(), &ARGS);
     let js = jetstream::new(server.client().await);
-    check(&js, true).await;
+    check(&js, true, N + MORE).await;
     check_kv(&js).await;
+}
+
+async fn publish(js: &jetstream::Context, seqs: std::ops::RangeInclusive<u64>) {
+    let mut acks = Vec::new();
+    let last = *seqs.end();
+    for i in seqs {
+        let subject = format!("ev.{}", i % SUBJECTS);
+        acks.push(js.publish(subject, body(i).into()).await.unwrap());
+        if acks.len() == 512 || i == last {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
 }

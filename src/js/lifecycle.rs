@@ -9,7 +9,7 @@ use crate::config::SyncMode;
 use crate::js::owner::{add_interest_local, start_stream, Meta};
 use crate::js::store::index::Index;
 use crate::js::store::recovery::Replayed;
-use crate::js::store::{recovery, segindex, segment};
+use crate::js::store::{recovery, segment};
 use crate::js::stream::recover::{Replay, ReplayOpts};
 use crate::js::stream::Stream;
 use crate::js::types::catalog::CatalogEntry;
@@ -104,14 +104,14 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
     let mut log = None;
     if !cfg.memory() {
         let fail = |e: std::io::Error| format!("stream {}: {e}", cfg.name);
-        // Each sealed segment's entries are left in its index file as soon
-        // as it is replayed, so memory holds one segment's at a time.
+        // Each segment's entries are left in its index file as soon as it is
+        // replayed, so memory holds one segment's at a time (and then only
+        // what the last one gets from now on).
         let mut cold = 0;
         let (mut segs, read, building) =
             recovery::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| match r {
                 Replayed::Record(r) => replay.apply(r),
-                Replayed::Sealed { first, index } => {
-                    let path = segindex::index_path(&dir, first);
+                Replayed::Indexed { first, index, path } => {
                     cold += usize::from(replay.ix.freeze(first, index, path));
                 }
             })

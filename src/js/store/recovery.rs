@@ -37,9 +37,15 @@ pub struct Recovered<'a> {
 pub enum Replayed<'a> {
     /// A valid record.
     Record(Recovered<'a>),
-    /// A segment before the last one is done: its checked index file (for
-    /// the index to leave its entries there).
-    Sealed { first: u64, index: &'a SegIndex },
+    /// A segment is done: its checked index file, at `path` (for the index
+    /// to leave the segment's entries there). The last segment's goes on
+    /// growing: `path` is then a link to the file as it is now
+    /// (`segindex::pinned_path`), which no later write of the index changes.
+    Indexed {
+        first: u64,
+        index: &'a SegIndex,
+        path: PathBuf,
+    },
 }
 
 /// Replays every segment in `dir` in order, handing each valid record to
@@ -68,8 +74,12 @@ pub fn recover(
         let last = i + 1 == count;
         let mut records = |r: Recovered| each(Replayed::Record(r));
         let (seg, build, index) = scan.recover_segment(dir, first, path, last, &mut records)?;
-        if let Some(index) = &index {
-            each(Replayed::Sealed { first, index });
+        let path = match last {
+            false => Some(segindex::index_path(dir, first)),
+            true => segindex::pin(dir, first),
+        };
+        if let (Some(index), Some(path)) = (&index, path) {
+            each(Replayed::Indexed { first, index, path });
         }
         segs.insert(first, seg);
         building = build;
@@ -93,7 +103,8 @@ pub fn index_of(stream: &str, first: u64, path: &Path, buf: &bytes::Bytes) -> Ve
     build.finish()
 }
 
-/// Index files (and their temporaries) whose segment is gone.
+/// Index files (and their temporaries) whose segment is gone, and the pins
+/// of the last run (`segindex::pin`).
 fn remove_orphan_indexes(dir: &Path, segs: &[(u64, PathBuf)]) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -103,6 +114,10 @@ fn remove_orphan_indexes(dir: &Path, segs: &[(u64, PathBuf)]) {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
+        if name.ends_with(".idx.pin") {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
         let first = name
             .strip_suffix(".idx")
             .or_else(|| name.strip_suffix(".idx.tmp"))
@@ -155,7 +170,8 @@ impl Scan<'_> {
     /// One segment: its index file's records, then whatever the segment holds
     /// past them (all of it without a good index file); the index file is
     /// written again when anything was read from the segment. Returns the
-    /// segment, the builder of the last one's index file, and the others'.
+    /// segment, the builder of the last one's index file, and the checked
+    /// index file.
     fn recover_segment(
         &mut self,
         dir: &Path,
@@ -195,10 +211,7 @@ impl Scan<'_> {
                         live: 0,
                         markers,
                     };
-                    return Ok(match last {
-                        true => (seg, Some(build), None),
-                        false => (seg, None, Some(ix)),
-                    });
+                    return Ok((seg, last.then_some(build), Some(ix)));
                 }
             }
             Err(Unusable::Missing) => {}
@@ -234,13 +247,10 @@ impl Scan<'_> {
             live: 0,
             markers: markers || more,
         };
-        if last {
-            return Ok((seg, Some(build), None));
-        }
         let index = written
             .ok()
-            .and_then(|_| SegIndex::parse(first, bytes::Bytes::from(file)).ok());
-        Ok((seg, None, index))
+            .and_then(|_| SegIndex::parse_built(first, bytes::Bytes::from(file)).ok());
+        Ok((seg, last.then_some(build), index))
     }
 
     /// Whether the segment holds no record past `from` (a few bytes read).

@@ -619,10 +619,27 @@ pub async fn write(dir: &Path, first: u64, bytes: &[u8]) -> std::io::Result<()> 
         .map_err(io)
 }
 
+/// A second name for segment `first`'s index file as it is now (an index
+/// file is only ever replaced by a rename, so this one never changes): the
+/// cold page of a segment still being written reads it. Removed with the
+/// segment, and at every start-up. None if the link cannot be made.
+pub fn pin(dir: &Path, first: u64) -> Option<PathBuf> {
+    let pinned = pinned_path(dir, first);
+    let _ = std::fs::remove_file(&pinned);
+    std::fs::hard_link(index_path(dir, first), &pinned)
+        .ok()
+        .map(|_| pinned)
+}
+
+pub fn pinned_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{}.pin", index_name(first)))
+}
+
 /// Removes the index file of the segment at `segment` (before the segment
-/// goes); a missing one is fine.
+/// goes), and its pin; a missing one is fine.
 pub async fn remove(segment: &Path) {
     let _ = glommio::io::remove(segment.with_extension("idx")).await;
+    let _ = glommio::io::remove(segment.with_extension("idx.pin")).await;
 }
 
 #[cfg(test)]
