@@ -71,6 +71,7 @@ pub async fn open(shard: &Rc<Shard>, root: PathBuf, sync: SyncMode) -> Result<Rc
         }
     }
     js.next_uid.set(max_uid + 1);
+    release_freed_memory();
     // Holds first: nothing a local target has not stored may go.
     js.sync_holds();
     for stream in recovered {
@@ -84,6 +85,17 @@ pub async fn open(shard: &Rc<Shard>, root: PathBuf, sync: SyncMode) -> Result<Rc
         glommio::spawn_local(async move { sync_loop(j, every).await }).detach();
     }
     Ok(js)
+}
+
+/// Recovery built each segment's entries and dropped them as they went
+/// cold: gives that freed heap back to the kernel (glibc keeps freed memory
+/// in its arenas otherwise, and it would stay resident).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only hands free heap pages back; no pointer is passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>, String> {

@@ -424,6 +424,20 @@ impl Index {
         Some(Removed { seq, seg, size })
     }
 
+    /// Removes live message `seq` whose entry cannot be read (its cold
+    /// page's index file is gone or damaged, which was logged): its bytes
+    /// and subject are unknown, so only the message count is corrected.
+    fn drop_unreadable(&mut self, seq: u64) {
+        crate::error!("JetStream index: message {seq} removed without its entry (unreadable)");
+        if let Some(c) = self.pages.cold_mut(seq) {
+            c.kill(seq);
+        }
+        self.msgs -= 1;
+        self.deleted += 1;
+        self.removals += 1;
+        self.trim_front();
+    }
+
     /// Drops deleted entries from the front so the first is a live message.
     fn trim_front(&mut self) {
         let mut dropped = Vec::new();
@@ -442,7 +456,10 @@ impl Index {
         // trim_front keeps the first on a live message, so each removal advances it.
         while self.msgs > 0 && self.first_seq() < floor {
             let seq = self.first_seq();
-            out.extend(self.remove(seq));
+            match self.remove(seq) {
+                Some(r) => out.push(r),
+                None => self.drop_unreadable(seq),
+            }
         }
         if floor > self.last_seq() {
             self.clear(floor);

@@ -407,10 +407,13 @@ fn entries_moved_before_the_freeze_stay_as_they_are() {
 #[test]
 fn an_unreadable_cold_page_is_no_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let (cold, _) = twins(dir.path());
+    let (mut cold, _) = twins(dir.path());
     std::fs::remove_file(crate::js::store::segindex::index_path(dir.path(), 1)).unwrap();
     // The message is unreadable (logged), the rest answers.
     assert!(cold.entry(10).is_none());
     assert!(cold.entry(1300).is_some());
     assert_eq!(cold.msgs, 1499);
+    // A purge through it ends (the messages are dropped, counted).
+    cold.raise_floor(1250);
+    assert_eq!((cold.first_seq(), cold.msgs), (1250, 251));
 }
