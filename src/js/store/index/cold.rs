@@ -19,10 +19,11 @@ use super::Entry;
 use crate::js::store::record::{KIND_MOVED, KIND_MSG};
 use crate::js::store::segindex::{self, Mark, SegIndex};
 
-/// Message records per chunk: the unit decoded and cached (~10 KiB decoded).
-pub const CHUNK: usize = 256;
-/// Decoded chunks a stream keeps (at most ~640 KiB).
-const CHUNKS_MAX: usize = 64;
+/// Message records per chunk: the unit decoded and cached (~40 KiB decoded,
+/// ~5 KiB read); a mark (56 bytes) per chunk stays in memory.
+pub const CHUNK: usize = 1024;
+/// Decoded chunks a stream keeps (at most ~1.3 MiB).
+const CHUNKS_MAX: usize = 32;
 /// Subject tables of index files a stream keeps (one per cold page read).
 const TABLES_MAX: usize = 4;
 
@@ -86,7 +87,7 @@ pub struct ChunkCache {
     chunks: Lru<ChunkKey, Rc<Chunk>>,
     tables: Lru<u64, Rc<Vec<Bytes>>>,
     tick: Cell<u64>,
-    /// The chunk used last (sequential readers stay in one for 256 reads).
+    /// The chunk used last (sequential readers stay in one for a chunk of reads).
     last: RefCell<Option<(ChunkKey, Rc<Chunk>)>>,
 }
 
