@@ -122,18 +122,12 @@ async fn a_stream_mostly_on_disk_reads_back_whole() {
         .iter()
         .find(|l| l.contains("Restored 39200 messages for stream 'E'"))
         .unwrap();
-    let cold: u64 = line
-        .split("entries of ")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    let total: u64 = line
-        .split(" of ")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    // "... read 0 of 27 segments, ...; entries of 27 left on disk"
+    let number_after = |marker: &str| -> u64 {
+        let rest = line.split(marker).nth(1).unwrap();
+        rest.split(' ').next().unwrap().parse().unwrap()
+    };
+    let (cold, total) = (number_after("entries of "), number_after(" of "));
     // Every segment's, the last one's (still written to) included.
     assert!(cold > 10 && cold == total, "{line}");
     let js = jetstream::new(server.client().await);
