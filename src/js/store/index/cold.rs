@@ -391,7 +391,12 @@ impl Cold {
                 seq = end + 1; // unreadable (logged)
                 continue;
             };
-            let start = chunk.seqs.partition_point(|q| *q < s);
+            // Consecutive sequences: the direct slot, else a search.
+            let guess = s.wrapping_sub(chunk.seqs.first().copied().unwrap_or(0)) as usize;
+            let start = match chunk.seqs.get(guess) {
+                Some(q) if *q == s => guess,
+                _ => chunk.seqs.partition_point(|q| *q < s),
+            };
             for (q, e) in chunk.seqs[start..].iter().zip(&chunk.entries[start..]) {
                 if *q > end {
                     break;

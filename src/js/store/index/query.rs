@@ -52,6 +52,10 @@ impl Index {
 
     /// First live sequence ≥ `from` whose subject matches `filter` (all if None).
     pub fn next_matching(&self, from: u64, filter: Option<&[u8]>) -> Option<u64> {
+        if filter.is_none() {
+            // No entry to read: liveness is all it takes (no chunk decoded).
+            return self.next_live(from);
+        }
         let from = from.max(self.first_seq());
         let mut found = None;
         let mut to = self.last_seq();
