@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::js::store::bodies::Bodies;
 use crate::js::store::segindex::SegIndex;
 use crate::limits::REMOVED_LOG_MAX;
-use cold::{ChunkCache, Cold};
+use cold::{ChunkCache, Cold, Reader};
 use pages::{Page, Pages};
 
 #[derive(Debug, Clone, Copy)]
@@ -227,7 +227,15 @@ impl Index {
                 .get((seq - h.lo) as usize)
                 .filter(|e| !e.deleted())
                 .copied(),
-            Page::Cold(c) => c.get(seq, &self.cache, &|s| self.subjects.get(s).copied()),
+            Page::Cold(c) => c.get(seq, self.reader()),
+        }
+    }
+
+    /// What reading a cold page takes.
+    fn reader(&self) -> Reader<'_> {
+        Reader {
+            cache: &self.cache,
+            subjects: &self.subjects,
         }
     }
 
@@ -270,7 +278,6 @@ impl Index {
         let Some(mut i) = self.pages.find(from) else {
             return;
         };
-        let resolve = |s: &[u8]| self.subjects.get(s).copied();
         while let Some(p) = self.pages.pages.get(i) {
             if p.lo() > to {
                 return;
@@ -286,7 +293,7 @@ impl Index {
                     }
                 }
                 Page::Cold(c) => {
-                    if !c.scan(from, to, &self.cache, &resolve, &mut f) {
+                    if !c.scan(from, to, self.reader(), &mut f) {
                         return;
                     }
                 }
@@ -699,5 +706,6 @@ impl Index {
 mod cold;
 mod pages;
 mod query;
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests;

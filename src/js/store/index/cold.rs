@@ -70,13 +70,18 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    fn get(&self, seq: u64) -> Option<Entry> {
-        // Sequences in a chunk are mostly consecutive: try the direct slot.
-        let guess = seq.wrapping_sub(*self.seqs.first()?) as usize;
-        if self.seqs.get(guess) == Some(&seq) {
-            return Some(self.entries[guess]);
+    /// Where `seq` is (Ok) or would be (Err), as `binary_search` answers;
+    /// sequences in a chunk are mostly consecutive, so the direct slot first.
+    fn position(&self, seq: u64) -> Result<usize, usize> {
+        let guess = seq.wrapping_sub(self.seqs.first().copied().unwrap_or(0)) as usize;
+        match self.seqs.get(guess) {
+            Some(q) if *q == seq => Ok(guess),
+            _ => self.seqs.binary_search(&seq),
         }
-        self.seqs.binary_search(&seq).ok().map(|i| self.entries[i])
+    }
+
+    fn get(&self, seq: u64) -> Option<Entry> {
+        self.position(seq).ok().map(|i| self.entries[i])
     }
 }
 
@@ -93,6 +98,14 @@ pub struct ChunkCache {
 
 /// A chunk: its page's id and its number in the page.
 type ChunkKey = (u64, u32);
+
+/// What reading a cold page takes: the stream's chunk cache, and its
+/// subjects' ids (a decoded entry names its subject by id).
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    pub cache: &'a ChunkCache,
+    pub subjects: &'a AHashMap<Bytes, u32>,
+}
 
 /// Values with the tick they were last used at.
 type Lru<K, V> = RefCell<AHashMap<K, (V, u64)>>;
@@ -332,19 +345,14 @@ impl Cold {
 
     /// Live entry `seq`, read from the file if need be (None: not live, or
     /// the file could not be read, which is logged).
-    pub fn get(
-        &self,
-        seq: u64,
-        cache: &ChunkCache,
-        subject: &dyn Fn(&[u8]) -> Option<u32>,
-    ) -> Option<Entry> {
+    pub fn get(&self, seq: u64, rd: Reader) -> Option<Entry> {
         if seq < self.lo || seq > self.hi {
             return None;
         }
         if self.is_dead(seq) {
             return self.moved.get(&seq).copied();
         }
-        let mut e = self.chunk(self.chunk_of(seq), cache, subject)?.get(seq)?;
+        let mut e = self.chunk(self.chunk_of(seq), rd)?.get(seq)?;
         e.set_flags(self.flags.get(&seq).copied().unwrap_or(0));
         Some(e)
     }
@@ -355,8 +363,7 @@ impl Cold {
         &self,
         from: u64,
         to: u64,
-        cache: &ChunkCache,
-        subject: &dyn Fn(&[u8]) -> Option<u32>,
+        rd: Reader,
         f: &mut dyn FnMut(u64, &Entry) -> bool,
     ) -> bool {
         let (from, to) = (from.max(self.lo), to.min(self.hi));
@@ -371,7 +378,7 @@ impl Cold {
             let file_entry = match next {
                 Some(s) => {
                     let c = self.chunk_of(s);
-                    let chunk = self.chunk(c, cache, subject);
+                    let chunk = self.chunk(c, rd);
                     let end = self.marks.get(c + 1).map_or(self.hi, |m| m.seq - 1).min(to);
                     Some((s, end, chunk))
                 }
@@ -391,12 +398,7 @@ impl Cold {
                 seq = end + 1; // unreadable (logged)
                 continue;
             };
-            // Consecutive sequences: the direct slot, else a search.
-            let guess = s.wrapping_sub(chunk.seqs.first().copied().unwrap_or(0)) as usize;
-            let start = match chunk.seqs.get(guess) {
-                Some(q) if *q == s => guess,
-                _ => chunk.seqs.partition_point(|q| *q < s),
-            };
+            let start = chunk.position(s).unwrap_or_else(|i| i);
             for (q, e) in chunk.seqs[start..].iter().zip(&chunk.entries[start..]) {
                 if *q > end {
                     break;
@@ -441,18 +443,13 @@ impl Cold {
 
     /// The first sequence of the page with a time ≥ `ts` (live or not), if
     /// any: the marks narrow it to one chunk.
-    pub fn first_at_or_after(
-        &self,
-        ts: i64,
-        cache: &ChunkCache,
-        subject: &dyn Fn(&[u8]) -> Option<u32>,
-    ) -> Option<u64> {
+    pub fn first_at_or_after(&self, ts: i64, rd: Reader) -> Option<u64> {
         if self.ts_hi < ts {
             return None;
         }
         let c = self.marks.partition_point(|m| m.ts < ts).saturating_sub(1);
         for c in c..self.marks.len() {
-            let chunk = self.chunk(c, cache, subject)?;
+            let chunk = self.chunk(c, rd)?;
             if let Some(i) = chunk.entries.iter().position(|e| e.ts >= ts) {
                 return Some(chunk.seqs[i].max(self.lo));
             }
@@ -461,31 +458,26 @@ impl Cold {
     }
 
     /// Chunk `c`, from the cache or the file.
-    fn chunk(
-        &self,
-        c: usize,
-        cache: &ChunkCache,
-        subject: &dyn Fn(&[u8]) -> Option<u32>,
-    ) -> Option<Rc<Chunk>> {
+    fn chunk(&self, c: usize, rd: Reader) -> Option<Rc<Chunk>> {
         let key = (self.id, c as u32);
-        if let Some((k, ch)) = &*cache.last.borrow() {
+        if let Some((k, ch)) = &*rd.cache.last.borrow() {
             if *k == key {
                 return Some(ch.clone());
             }
         }
-        let tick = cache.next_tick();
-        let found = touch(&cache.chunks, key, tick);
+        let tick = rd.cache.next_tick();
+        let found = touch(&rd.cache.chunks, key, tick);
         let found = match found {
             Some(ch) => Ok(ch),
-            None => self.load(c, cache, tick, subject).map(|ch| {
+            None => self.load(c, rd, tick).map(|ch| {
                 let ch = Rc::new(ch);
-                keep(&cache.chunks, key, ch.clone(), tick, CHUNKS_MAX);
+                keep(&rd.cache.chunks, key, ch.clone(), tick, CHUNKS_MAX);
                 ch
             }),
         };
         match found {
             Ok(ch) => {
-                *cache.last.borrow_mut() = Some((key, ch.clone()));
+                *rd.cache.last.borrow_mut() = Some((key, ch.clone()));
                 Some(ch)
             }
             Err(e) => {
@@ -499,18 +491,12 @@ impl Cold {
         }
     }
 
-    fn load(
-        &self,
-        c: usize,
-        cache: &ChunkCache,
-        tick: u64,
-        subject: &dyn Fn(&[u8]) -> Option<u32>,
-    ) -> std::io::Result<Chunk> {
-        let table = match touch(&cache.tables, self.id, tick) {
+    fn load(&self, c: usize, rd: Reader, tick: u64) -> std::io::Result<Chunk> {
+        let table = match touch(&rd.cache.tables, self.id, tick) {
             Some(t) => t,
             None => {
                 let t = Rc::new(segindex::read_table(&self.path, self.records_at)?);
-                keep(&cache.tables, self.id, t.clone(), tick, TABLES_MAX);
+                keep(&rd.cache.tables, self.id, t.clone(), tick, TABLES_MAX);
                 t
             }
         };
@@ -526,7 +512,7 @@ impl Cold {
             if !matches!(r.kind, KIND_MSG | KIND_MOVED) || r.seq < self.base || r.seq > self.hi {
                 return;
             }
-            let id = subject(r.subject).unwrap_or(u32::MAX);
+            let id = rd.subjects.get(r.subject).copied().unwrap_or(u32::MAX);
             let mut e = Entry {
                 ts: r.ts,
                 seg: self.seg,

@@ -233,7 +233,6 @@ impl Index {
     pub fn first_at_or_after(&self, ts: i64) -> Option<u64> {
         // Timestamps rise with sequences: the first page with a later one,
         // then a binary search in it.
-        let resolve = |s: &[u8]| self.subjects.get(s).copied();
         for p in &self.pages.pages {
             let at = match p {
                 Page::Hot(h) => {
@@ -256,7 +255,7 @@ impl Index {
                         .find(|&i| !h.entries[i].deleted())
                         .map(|i| h.lo + i as u64)
                 }
-                Page::Cold(c) => c.first_at_or_after(ts, &self.cache, &resolve),
+                Page::Cold(c) => c.first_at_or_after(ts, self.reader()),
             };
             if let Some(at) = at {
                 return self.next_live(at);

@@ -1,4 +1,5 @@
-//! Unit tests of the index; each unwrap() is an assertion on a fixed input.
+//! Unit tests of the index (and of cold pages against their index files).
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 
 use super::*;
 
