@@ -165,7 +165,7 @@ pub async fn delete(js: &Js, s: &Stream, reply: &Bytes, body: &[u8]) {
             &ApiError::msg_delete_failed("stream store EOF"),
         );
     }
-    if s.ix.borrow().entry(req.seq).is_none() {
+    if !s.ix.borrow().is_live(req.seq) {
         return reply_err(
             js,
             reply,

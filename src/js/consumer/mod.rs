@@ -194,7 +194,7 @@ impl Consumer {
         };
         st.clamp(StreamSeq(ix.last_seq().max(start.saturating_sub(1))));
         // Also drops given-up messages removed before a restart.
-        st.exhausted.retain(|q| ix.entry(q.0).is_some());
+        st.exhausted.retain(|q| ix.is_live(q.0));
         st.recount(&ix, &self.filters.borrow());
     }
 

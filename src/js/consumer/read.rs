@@ -20,7 +20,7 @@ impl Consumer {
                 if pf.front().is_some_and(|m| m.seq == seq) {
                     let m = pf.pop_front();
                     // Deleted since it was read: not served.
-                    return m.filter(|_| self.stream.ix.borrow().entry(seq).is_some());
+                    return m.filter(|_| self.stream.ix.borrow().is_live(seq));
                 }
             }
             if let Some(m) = self.stream.ix.borrow().cached(seq) {

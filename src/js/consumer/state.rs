@@ -390,12 +390,12 @@ impl State {
                 .pending
                 .keys()
                 .copied()
-                .filter(|q| q.0 <= ix.last_seq() && ix.entry(q.0).is_none())
+                .filter(|q| q.0 <= ix.last_seq() && !ix.is_live(q.0))
                 .collect();
             for q in gone {
                 self.settle(q);
             }
-            self.exhausted.retain(|q| ix.entry(q.0).is_some());
+            self.exhausted.retain(|q| ix.is_live(q.0));
             return;
         }
         // Delivered from the preview, then purged before their commit: never

@@ -371,7 +371,7 @@ impl Reader {
             return self
                 .run
                 .pop_front()
-                .filter(|_| origin.ix.borrow().entry(seq).is_some());
+                .filter(|_| origin.ix.borrow().is_live(seq));
         }
         if let Some(m) = origin.ix.borrow().cached(seq) {
             return Some(m);

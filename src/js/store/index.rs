@@ -248,6 +248,19 @@ impl Index {
         }
     }
 
+    /// Whether live message `seq`'s record is the one at `off` in segment
+    /// `seg` (no file read).
+    pub fn live_at(&self, seq: u64, seg: u64, off: u64) -> bool {
+        match self.pages.find(seq).map(|i| &self.pages.pages[i]) {
+            Some(Page::Hot(h)) => {
+                let e = &h.entries[(seq - h.lo) as usize];
+                !e.deleted() && e.seg == seg && e.off() == off
+            }
+            Some(Page::Cold(c)) => c.live_at(seq, seg, off),
+            None => false,
+        }
+    }
+
     /// The first live sequence ≥ `from` (no file read).
     pub fn next_live(&self, from: u64) -> Option<u64> {
         let from = from.max(self.first_seq());
@@ -687,7 +700,7 @@ impl Index {
 
     /// Sets the cached bytes of `seq` after reading it from disk.
     pub fn fill_cache(&mut self, seq: u64, data: Bytes) {
-        if !self.memory && self.entry(seq).is_some() {
+        if !self.memory && self.is_live(seq) {
             self.cache(seq, data);
         }
     }

@@ -34,7 +34,7 @@ impl Stream {
         self.dedupe.borrow_mut().expire(now - window);
         {
             let ix = self.ix.borrow();
-            self.marking.borrow_mut().retain(|s| ix.entry(*s).is_some());
+            self.marking.borrow_mut().retain(|s| ix.is_live(*s));
         }
         let mut any = false;
         // At most EXPIRY_BATCH removals in one go: the caller comes back at

@@ -177,9 +177,7 @@ impl Stream {
                 match record::decode(&bytes[pos..], crate::limits::RECORD_BYTES_MAX) {
                     record::Decoded::Record(r, n) => {
                         let here = start + pos as u64;
-                        let live = ix
-                            .entry(r.seq)
-                            .is_some_and(|e| e.seg == seg && e.off() == here);
+                        let live = ix.live_at(r.seq, seg, here);
                         if live && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED) {
                             let at = |part: &[u8]| {
                                 let from = part.as_ptr() as usize - bytes.as_ptr() as usize;

@@ -282,6 +282,18 @@ impl Cold {
         !self.is_dead(seq) || self.moved.contains_key(&seq)
     }
 
+    /// Whether the live record of `seq` (in the page) is the one at `off` in
+    /// segment `seg`. No file read: a live record in the file is the only
+    /// record of its sequence in the segment (ascending, checked at freeze).
+    pub fn live_at(&self, seq: u64, seg: u64, off: u64) -> bool {
+        if !self.is_dead(seq) {
+            return seg == self.seg;
+        }
+        self.moved
+            .get(&seq)
+            .is_some_and(|e| e.seg == seg && e.off() == off)
+    }
+
     /// The first live sequence ≥ `from` in the page.
     pub fn next_live(&self, from: u64) -> Option<u64> {
         let moved = self.moved.range(from..).next().map(|(s, _)| *s);

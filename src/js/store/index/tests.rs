@@ -287,6 +287,14 @@ fn same(cold: &Index, hot: &Index) {
     for q in 0..=hot.last_seq() + 1 {
         assert_eq!(view(cold, q), view(hot, q), "entry {q}");
         assert_eq!(cold.is_live(q), hot.is_live(q), "live {q}");
+        // A record is the live one only where the entry says (segments 1, 1201, 7).
+        let at = hot.entry(q).map(|e| (e.seg, e.off()));
+        for seg in [1, 1201, 7] {
+            let off = at.filter(|a| a.0 == seg).map_or(0, |a| a.1);
+            let want = at == Some((seg, off));
+            assert_eq!(cold.live_at(q, seg, off), want, "at {q} in {seg}");
+            assert_eq!(hot.live_at(q, seg, off), want, "at {q} in {seg}");
+        }
     }
     assert_eq!(cold.deleted_seqs(), hot.deleted_seqs());
     let per_seg = |ix: &Index| {
