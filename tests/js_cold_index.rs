@@ -122,7 +122,8 @@ async fn a_stream_mostly_on_disk_reads_back_whole() {
         .iter()
         .find(|l| l.contains("Restored 39200 messages for stream 'E'"))
         .unwrap();
-    // "... read 0 of 27 segments, ...; entries of 27 left on disk"
+    // "... read 0 of 27 segments, the rest from their index files, 9 of
+    // them whole from their summaries; entries of 27 left on disk"
     let number_after = |marker: &str| -> u64 {
         let rest = line.split(marker).nth(1).unwrap();
         rest.split(' ').next().unwrap().parse().unwrap()
@@ -130,6 +131,9 @@ async fn a_stream_mostly_on_disk_reads_back_whole() {
     let (cold, total) = (number_after("entries of "), number_after(" of "));
     // Every segment's, the last one's (still written to) included.
     assert!(cold > 10 && cold == total, "{line}");
+    // The sealed segments of messages alone (before the KV bucket and the
+    // purge wrote other records) are taken without reading their records.
+    assert!(number_after("index files, ") > 5, "{line}");
     let js = jetstream::new(server.client().await);
     check(&js, true, N).await;
     check_kv(&js).await;

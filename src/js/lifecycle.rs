@@ -119,12 +119,21 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
         // Each segment's entries are left in its index file as soon as it is
         // replayed, so memory holds one segment's at a time (and then only
         // what the last one gets from now on).
-        let mut cold = 0;
+        let (mut cold, mut whole) = (0, 0);
         let (mut segs, read, building) =
             recovery::recover(&dir, &cfg.name, RECORD_BYTES_MAX, |r| match r {
-                Replayed::Record(r) => replay.apply(r),
+                Replayed::Record(r) => {
+                    replay.apply(r);
+                    false
+                }
                 Replayed::Indexed { first, index, path } => {
                     cold += usize::from(replay.ix.freeze(first, index, path));
+                    false
+                }
+                Replayed::Whole { summary, path } => {
+                    let took = replay.whole(summary, path);
+                    whole += usize::from(took);
+                    took
                 }
             })
             .map_err(fail)?;
@@ -144,12 +153,13 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
                 .map_err(fail)?,
         );
         crate::info!(
-            "  Restored {} messages for stream '{}' ({} bytes, sequences {}..{}; read {read} of {total} segments, the rest from their index files; entries of {cold} left on disk)",
+            "  Restored {} messages for stream '{}' ({} bytes, sequences {}..{}; read {read} of {total} segments, the rest from their index files, {whole} of them whole from their summaries; entries of {} left on disk)",
             ix.msgs,
             cfg.name,
             ix.bytes,
             ix.first_seq(),
-            ix.last_seq()
+            ix.last_seq(),
+            cold + whole
         );
     }
     let Replay {

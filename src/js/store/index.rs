@@ -14,7 +14,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 
 use crate::js::store::bodies::Bodies;
-use crate::js::store::segindex::SegIndex;
+use crate::js::store::segindex::{SegIndex, Summary};
 use crate::limits::REMOVED_LOG_MAX;
 use cold::{ChunkCache, Cold, Reader};
 use pages::{Page, Pages};
@@ -369,6 +369,36 @@ impl Index {
         self.last_ts = m.ts;
     }
 
+    /// Takes segment `seg`'s messages whole from its index file's summary
+    /// (`s`, the file at `path`) as a cold page: as appending each one and
+    /// freezing the segment would (false: not after the last sequence, or a
+    /// memory stream; nothing changed).
+    pub fn append_summary(&mut self, seg: u64, s: &Summary, path: PathBuf) -> bool {
+        let after = s.lo > self.last_seq() || (self.pages.is_empty() && s.lo >= self.first_seq());
+        if self.memory || !after {
+            return false;
+        }
+        if self.msgs == 0 {
+            self.clear(s.lo);
+        }
+        while self.last_seq() + 1 < s.lo {
+            self.pages.push_back(Entry::gap(), None);
+            self.deleted += 1;
+        }
+        for (name, n) in s.names.iter().zip(&s.subjects) {
+            if n.count > 0 {
+                self.intern_slow(name, n.count, n.first, n.last);
+            }
+        }
+        self.msgs += s.msgs;
+        self.bytes += s.bytes;
+        self.last_ts = s.last_ts;
+        self.page_ids += 1;
+        self.pages
+            .push_cold(Cold::from_summary(self.page_ids, seg, s, path));
+        true
+    }
+
     /// No entry; the next sequence is `first`.
     fn clear(&mut self, first: u64) {
         self.pages.clear(first);
@@ -592,27 +622,28 @@ impl Index {
                 return last as u32;
             }
         }
-        let id = self.intern_slow(subject, seq);
+        let id = self.intern_slow(subject, 1, seq, seq);
         self.last_subj = id;
         id
     }
 
-    fn intern_slow(&mut self, subject: &[u8], seq: u64) -> u32 {
+    /// Counts `n` more messages with `subject`, from `first` to `last`.
+    fn intern_slow(&mut self, subject: &[u8], n: u64, first: u64, last: u64) -> u32 {
         match self.subjects.get(subject) {
             Some(&id) => {
                 let s = self.subj[id as usize].as_mut().expect("live subject");
-                s.count += 1;
-                s.first = s.first.min(seq);
-                s.last = s.last.max(seq);
+                s.count += n;
+                s.first = s.first.min(first);
+                s.last = s.last.max(last);
                 id
             }
             None => {
                 let subject = Bytes::copy_from_slice(subject);
                 let state = SubjState {
                     subject: subject.clone(),
-                    count: 1,
-                    first: seq,
-                    last: seq,
+                    count: n,
+                    first,
+                    last,
                 };
                 let id = match self.free.pop() {
                     Some(id) => {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::js::store::record::{self, Decoded};
-use crate::js::store::segindex::{self, SegIndex, Unusable};
+use crate::js::store::segindex::{self, SegIndex, Summary, Unusable};
 use crate::js::store::segment::{align_up, Segment};
 
 /// A record found by recovery (in a segment, or in its index file).
@@ -46,18 +46,25 @@ pub enum Replayed<'a> {
         index: &'a SegIndex,
         path: PathBuf,
     },
+    /// A sealed segment of plain messages that can be taken whole from its
+    /// index file's summary (at `path`), its records unread. If it is not
+    /// taken, its records follow as usual.
+    Whole { summary: &'a Summary, path: PathBuf },
 }
 
 /// Replays every segment in `dir` in order, handing each valid record to
 /// `each`: from the segment's index file where a good one covers it, else
-/// from the segment itself (and the index file is written again). Returns
+/// from the segment itself (and the index file is written again). A sealed
+/// segment of plain messages is offered whole first (`Replayed::Whole`;
+/// `each` returns true when it takes it, and its answer to anything else
+/// is ignored). Returns
 /// the segments (without open files), how many of them were read, and the
 /// index file of the last one (to go on with as it grows).
 pub fn recover(
     dir: &Path,
     stream: &str,
     max_record: usize,
-    mut each: impl FnMut(Replayed),
+    mut each: impl FnMut(Replayed) -> bool,
 ) -> std::io::Result<(BTreeMap<u64, Segment>, usize, Option<segindex::Builder>)> {
     let names = segment_files(dir)?;
     remove_orphan_indexes(dir, &names);
@@ -72,7 +79,28 @@ pub fn recover(
     let mut building = None;
     for (i, (first, path)) in names.into_iter().enumerate() {
         let last = i + 1 == count;
-        let mut records = |r: Recovered| each(Replayed::Record(r));
+        if let Some(s) = scan.summary(dir, first, &path, last)? {
+            let whole = Replayed::Whole {
+                summary: &s,
+                path: segindex::index_path(dir, first),
+            };
+            if each(whole) {
+                scan.last_msg_seq = s.hi;
+                let seg = Segment {
+                    path,
+                    file: None,
+                    size: s.covered,
+                    live: 0,
+                    markers: false,
+                };
+                segs.insert(first, seg);
+                building = None;
+                continue;
+            }
+        }
+        let mut records = |r: Recovered| {
+            each(Replayed::Record(r));
+        };
         let (seg, build, index) = scan.recover_segment(dir, first, path, last, &mut records)?;
         let path = match last {
             false => Some(segindex::index_path(dir, first)),
@@ -253,6 +281,28 @@ impl Scan<'_> {
         Ok((seg, last.then_some(build), index))
     }
 
+    /// The summary of a sealed segment of plain messages that its index file
+    /// still describes whole and that continues the sequence (None
+    /// otherwise: its records are replayed, and a bad file is reported then).
+    fn summary(
+        &self,
+        dir: &Path,
+        first: u64,
+        path: &Path,
+        last: bool,
+    ) -> std::io::Result<Option<Summary>> {
+        if last {
+            return Ok(None); // its index goes on as it is written
+        }
+        let Ok(Some(s)) = Summary::load(dir, first, path) else {
+            return Ok(None);
+        };
+        if s.lo <= self.last_msg_seq || !self.nothing_past(path, s.covered as usize)? {
+            return Ok(None);
+        }
+        Ok(Some(s))
+    }
+
     /// Whether the segment holds no record past `from` (a few bytes read).
     fn nothing_past(&self, path: &Path, from: usize) -> std::io::Result<bool> {
         use std::os::unix::fs::FileExt;
@@ -408,6 +458,7 @@ mod tests {
             if let super::Replayed::Record(r) = r {
                 recs.push((r.seq, r.off))
             }
+            false
         })
         .unwrap();
         assert_eq!(read, 1);

@@ -8,15 +8,19 @@
 //! scanned instead and the file rebuilt.
 //!
 //! ```text
-//! header (72 bytes)
-//! 0  "JCIX"            4  u32 version (2)
+//! header (88 bytes)
+//! 0  "JCIX"            4  u32 version (3)
 //! 8  u64 segment's first sequence
 //! 16 u64 covered: segment bytes the records span (end of the last record)
 //! 24 u64 offset of the last record (u64::MAX: none)
 //! 32 u64 that record's first 8 bytes (length, crc32c), checked against the segment
 //! 40 u64 records        48 u32 subjects        52 u32 flags (1: delete/floor records)
-//! 56 u64 body length    64 u32 crc32c of body  68 u32 crc32c of bytes 0..68
-//! body: subjects (u16 length, bytes), then records, each relative to the
+//! 56 u64 body length    64 u32 crc32c of the records
+//! 68 u32 crc32c of the subject table then the summary
+//! 72 u64 offset of the summary    80 u32 subject table length
+//! 84 u32 crc32c of bytes 0..84
+//! body: subjects (u16 length, bytes), then records, then the summary
+//! (`summary`). Records are each relative to the
 //! one before (a message record of a stream with one subject takes ~6 bytes):
 //! u8 kind (bits 0-2) and which fields follow (bit 3: the sequence is the
 //! previous one + 1; 4: the record starts where the previous one ended;
@@ -25,7 +29,9 @@
 //! header + payload length, timestamp minus the previous one (zigzag),
 //! [kept-header length, kept headers: the record's header lines recovery reads
 //! (message ids, rollups, sources, TTLs, markers) as a header block of their own]
-//! little endian. Memory: the records of one segment while it is built or
+//! ```
+//!
+//! Little endian. Memory: the records of one segment while it is built or
 //! read, never more.
 
 use std::path::{Path, PathBuf};
@@ -35,9 +41,12 @@ use bytes::Bytes;
 
 use crate::js::store::recovery::Recovered;
 
+mod summary;
+pub use summary::{ChunkSum, SubjectSum, Summary, CHUNK};
+
 const MAGIC: &[u8; 4] = b"JCIX";
-const VERSION: u32 = 2;
-const HEADER: usize = 72;
+const VERSION: u32 = 3;
+const HEADER: usize = 88;
 const SEQ_NEXT: u8 = 0x08;
 const OFF_NEXT: u8 = 0x10;
 const KEPT_FOLLOW: u8 = 0x20;
@@ -145,6 +154,7 @@ pub struct Builder {
     last: Option<(u64, u64)>,
     markers: bool,
     prev: Prev,
+    tally: summary::Tally,
 }
 
 impl Builder {
@@ -172,6 +182,7 @@ impl Builder {
             last: None,
             markers: false,
             prev: Prev::default(),
+            tally: summary::Tally::default(),
         }
     }
 
@@ -248,6 +259,11 @@ impl Builder {
         if !kept.is_empty() {
             put_varint(&mut buf, &mut n, kept.len() as u64);
         }
+        let mark = Mark {
+            at: self.records.len() as u32,
+            prev: p,
+        };
+        self.tally.add(r, subj, !kept.is_empty(), mark);
         self.records.extend_from_slice(&buf[..n]);
         self.records.extend_from_slice(&kept);
         self.prev = Prev {
@@ -269,29 +285,136 @@ impl Builder {
 
     /// The file's bytes.
     pub fn finish(&self) -> Vec<u8> {
-        // The body is the table then the records: one allocation, one copy.
-        let body_len = self.table.len() + self.records.len();
-        let body_crc = crc32c::crc32c_append(crc32c::crc32c(&self.table), &self.records);
+        // The body is the table, the records and the summary: one
+        // allocation, one copy.
+        let summary = self.tally.encode(self.names.len(), &self.records);
+        let body_len = self.table.len() + self.records.len() + summary.len();
+        let meta_crc = crc32c::crc32c_append(crc32c::crc32c(&self.table), &summary);
         let (last_off, last_head) = self.last.unwrap_or((u64::MAX, 0));
         let mut out = Vec::with_capacity(HEADER + body_len);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&self.first.to_le_bytes());
-        out.extend_from_slice(&self.covered.to_le_bytes());
-        out.extend_from_slice(&last_off.to_le_bytes());
-        out.extend_from_slice(&last_head.to_le_bytes());
-        out.extend_from_slice(&self.count.to_le_bytes());
+        for v in [self.first, self.covered, last_off, last_head, self.count] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
         out.extend_from_slice(&(self.names.len() as u32).to_le_bytes());
         let flags = if self.markers { FLAG_MARKERS } else { 0 };
         out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&(body_len as u64).to_le_bytes());
-        out.extend_from_slice(&body_crc.to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&self.records).to_le_bytes());
+        out.extend_from_slice(&meta_crc.to_le_bytes());
+        let summary_at = HEADER + self.table.len() + self.records.len();
+        out.extend_from_slice(&(summary_at as u64).to_le_bytes());
+        out.extend_from_slice(&(self.table.len() as u32).to_le_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(&self.table);
         out.extend_from_slice(&self.records);
+        out.extend_from_slice(&summary);
         out
     }
+}
+
+/// An index file's header, checked.
+struct Header {
+    first: u64,
+    covered: u64,
+    last: Option<(u64, u64)>,
+    count: u64,
+    subjects: u32,
+    markers: bool,
+    records_crc: u32,
+    meta_crc: u32,
+    table_len: u32,
+    records_at: u64,
+    summary_at: u64,
+}
+
+impl Header {
+    /// The header at the start of a file of `len` bytes, the index file of
+    /// segment `first`.
+    fn parse(first: u64, b: &[u8], len: u64) -> Result<Header, Unusable> {
+        let bad = Unusable::Damaged;
+        if b.len() < HEADER {
+            return Err(bad("short header"));
+        }
+        if &b[..4] != MAGIC {
+            return Err(bad("not an index file"));
+        }
+        if u32_at(b, 4) != VERSION {
+            return Err(Unusable::Version);
+        }
+        if u32_at(b, 84) != crc32c::crc32c(&b[..84]) {
+            return Err(bad("header checksum"));
+        }
+        if len != HEADER as u64 + u64_at(b, 56) {
+            return Err(bad("length"));
+        }
+        if u64_at(b, 8) != first {
+            return Err(Unusable::Stale);
+        }
+        let table_len = u32_at(b, 80);
+        let records_at = HEADER as u64 + u64::from(table_len);
+        let summary_at = u64_at(b, 72);
+        if summary_at < records_at || summary_at > len {
+            return Err(bad("layout"));
+        }
+        Ok(Header {
+            first,
+            covered: u64_at(b, 16),
+            last: match u64_at(b, 24) {
+                u64::MAX => None,
+                off => Some((off, u64_at(b, 32))),
+            },
+            count: u64_at(b, 40),
+            subjects: u32_at(b, 48),
+            markers: u32_at(b, 52) & FLAG_MARKERS != 0,
+            records_crc: u32_at(b, 64),
+            meta_crc: u32_at(b, 68),
+            table_len,
+            records_at,
+            summary_at,
+        })
+    }
+}
+
+/// The `n` subjects of a subject table.
+fn parse_table(b: Bytes, n: u32) -> Result<Vec<Bytes>, Unusable> {
+    let bad = Unusable::Damaged("subject table");
+    let mut subjects = Vec::with_capacity(n as usize);
+    let mut at = 0usize;
+    for _ in 0..n {
+        let len = b
+            .get(at..at + 2)
+            .map(|x| u16::from_le_bytes([x[0], x[1]]) as usize)
+            .filter(|len| at + 2 + len <= b.len())
+            .ok_or(bad.clone())?;
+        subjects.push(b.slice(at + 2..at + 2 + len));
+        at += 2 + len;
+    }
+    if at != b.len() {
+        return Err(bad);
+    }
+    Ok(subjects)
+}
+
+/// Whether segment `seg` still ends where an index file says (its records
+/// span `covered` bytes, and the last one, at `last.0`, begins with `last.1`).
+fn still_describes(covered: u64, last: Option<(u64, u64)>, seg: &Path) -> Result<(), Unusable> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(seg).map_err(|_| Unusable::Stale)?;
+    let len = f.metadata().map_err(|_| Unusable::Stale)?.len();
+    if covered > len {
+        return Err(Unusable::Stale);
+    }
+    if let Some((off, head)) = last {
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, off).map_err(|_| Unusable::Stale)?;
+        if u64::from_le_bytes(b) != head {
+            return Err(Unusable::Stale);
+        }
+    }
+    Ok(())
 }
 
 /// A checked index file.
@@ -322,6 +445,8 @@ pub struct Mark {
 pub enum Unusable {
     Missing,
     Damaged(&'static str),
+    /// Written in another format (by another version of jetcore).
+    Version,
     /// It does not describe the segment as it is now.
     Stale,
 }
@@ -331,6 +456,7 @@ impl std::fmt::Display for Unusable {
         match self {
             Unusable::Missing => f.write_str("missing"),
             Unusable::Damaged(why) => write!(f, "damaged ({why})"),
+            Unusable::Version => f.write_str("in another version's format"),
             Unusable::Stale => f.write_str("stale (the segment changed after it was written)"),
         }
     }
@@ -364,58 +490,27 @@ impl SegIndex {
     /// the records still meets a damaged one as an error).
     pub fn parse_built(first: u64, file: Bytes) -> Result<SegIndex, Unusable> {
         let bad = Unusable::Damaged;
-        if file.len() < HEADER {
-            return Err(bad("short header"));
+        let h = Header::parse(first, &file, file.len() as u64)?;
+        let (records_at, summary_at) = (h.records_at as usize, h.summary_at as usize);
+        let table = &file[HEADER..records_at];
+        if crc32c::crc32c_append(crc32c::crc32c(table), &file[summary_at..]) != h.meta_crc {
+            return Err(bad("summary checksum"));
         }
-        if &file[..4] != MAGIC || u32_at(&file, 4) != VERSION {
-            return Err(bad("not an index file of this version"));
+        let records = file.slice(records_at..summary_at);
+        if crc32c::crc32c(&records) != h.records_crc {
+            return Err(bad("records checksum"));
         }
-        if u32_at(&file, 68) != crc32c::crc32c(&file[..68]) {
-            return Err(bad("header checksum"));
-        }
-        let body_len = u64_at(&file, 56) as usize;
-        if file.len() != HEADER + body_len {
-            return Err(bad("length"));
-        }
-        let body = file.slice(HEADER..);
-        if u32_at(&file, 64) != crc32c::crc32c(&body) {
-            return Err(bad("body checksum"));
-        }
-        if u64_at(&file, 8) != first {
-            return Err(Unusable::Stale);
-        }
-        let count = u64_at(&file, 40);
-        let nsubj = u32_at(&file, 48) as usize;
-        let mut subjects = Vec::with_capacity(nsubj);
-        let mut at = 0usize;
-        for _ in 0..nsubj {
-            let n = u16::from_le_bytes(
-                body.get(at..at + 2)
-                    .ok_or(bad("subject table"))?
-                    .try_into()
-                    .expect("2 bytes"),
-            ) as usize;
-            subjects.push(body.slice(at + 2..(at + 2 + n).min(body.len())));
-            at += 2 + n;
-        }
-        if at > body.len() {
-            return Err(bad("subject table"));
-        }
-        let records = body.slice(at..);
-        let ix = SegIndex {
+        let subjects = parse_table(file.slice(HEADER..records_at), h.subjects)?;
+        Ok(SegIndex {
             first,
-            covered: u64_at(&file, 16),
-            last: match u64_at(&file, 24) {
-                u64::MAX => None,
-                off => Some((off, u64_at(&file, 32))),
-            },
-            markers: u32_at(&file, 52) & FLAG_MARKERS != 0,
+            covered: h.covered,
+            last: h.last,
+            markers: h.markers,
             subjects,
-            count,
+            count: h.count,
             records,
-            records_at: (HEADER + at) as u64,
-        };
-        Ok(ix)
+            records_at: h.records_at,
+        })
     }
 
     /// Reads and checks `dir/<first>.idx` against its segment (`seg`, whose
@@ -428,19 +523,7 @@ impl SegIndex {
             Err(_) => return Err(Unusable::Damaged("unreadable")),
         };
         let ix = SegIndex::parse(first, Bytes::from(raw))?;
-        let len = std::fs::metadata(seg).map_err(|_| Unusable::Stale)?.len();
-        if ix.covered > len {
-            return Err(Unusable::Stale);
-        }
-        if let Some((off, head)) = ix.last {
-            use std::os::unix::fs::FileExt;
-            let mut b = [0u8; 8];
-            let f = std::fs::File::open(seg).map_err(|_| Unusable::Stale)?;
-            f.read_exact_at(&mut b, off).map_err(|_| Unusable::Stale)?;
-            if u64::from_le_bytes(b) != head {
-                return Err(Unusable::Stale);
-            }
-        }
+        still_describes(ix.covered, ix.last, seg)?;
         Ok(ix)
     }
 
@@ -450,6 +533,11 @@ impl SegIndex {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// The records' bytes.
+    pub fn records(&self) -> &[u8] {
+        &self.records
     }
 
     /// Offset of the records in the file, and their length.
@@ -576,13 +664,13 @@ pub fn read_table(path: &Path, records_at: u64) -> std::io::Result<Vec<Bytes>> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at < b.len() {
-        let n = b
+        let len = b
             .get(at..at + 2)
             .map(|x| u16::from_le_bytes([x[0], x[1]]) as usize)
-            .filter(|n| at + 2 + n <= b.len())
+            .filter(|len| at + 2 + len <= b.len())
             .ok_or_else(|| std::io::Error::other("damaged subject table"))?;
-        out.push(b.slice(at + 2..at + 2 + n));
-        at += 2 + n;
+        out.push(b.slice(at + 2..at + 2 + len));
+        at += 2 + len;
     }
     Ok(out)
 }

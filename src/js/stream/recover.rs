@@ -6,10 +6,11 @@
 use crate::js::store::index::{Index, Location, NewEntry};
 use crate::js::store::record;
 use crate::js::store::recovery::Recovered;
+use crate::js::store::segindex::Summary;
 use crate::js::stream::positions::{parse_source_header, Found, LinkPos};
 use crate::js::stream::ttl::{self, Ttl};
-use crate::limits::STREAM_CACHE_BYTES;
 use crate::protocol::headers;
+use std::path::PathBuf;
 
 /// The replay of one stream's records.
 pub struct Replay {
@@ -81,7 +82,9 @@ impl Replay {
                 seg: r.seg,
                 off: r.off,
             },
-            data: r.data.clone(),
+            // Not cached: a cached body would hold the whole segment it was read
+            // with in memory (a slice of it).
+            data: None,
             flags,
         }
     }
@@ -94,7 +97,6 @@ impl Replay {
                 // A live message that compaction copied forward.
                 let e = self.entry(&r);
                 self.ix.insert_moved(e);
-                self.ix.evict(STREAM_CACHE_BYTES);
             }
             record::KIND_DELETE => {
                 // An erased last message leaves only its delete record: the
@@ -106,6 +108,18 @@ impl Replay {
                 self.ix.raise_floor(r.seq);
             }
         }
+    }
+
+    /// Takes a sealed segment of plain messages whole from its index
+    /// file's summary (at `path`), as replaying each of its records would:
+    /// none has headers, so there are no ids, rollups, sources or TTLs to
+    /// note. False if its sequences do not come after the index's.
+    pub fn whole(&mut self, s: &Summary, path: PathBuf) -> bool {
+        let took = self.ix.append_summary(s.first, s, path);
+        if took {
+            self.last_id = None;
+        }
+        took
     }
 
     fn message(&mut self, r: Recovered) {
@@ -149,7 +163,5 @@ impl Replay {
             }
             _ => {}
         }
-        // Keep memory bounded while loading a large stream.
-        ix.evict(STREAM_CACHE_BYTES);
     }
 }

@@ -17,22 +17,24 @@ use bytes::Bytes;
 
 use super::Entry;
 use crate::js::store::record::{KIND_MOVED, KIND_MSG};
-use crate::js::store::segindex::{self, Mark, SegIndex};
+use crate::js::store::segindex::{self, Mark, SegIndex, Summary};
 
 /// Message records per chunk: the unit decoded and cached (~40 KiB decoded,
-/// ~5 KiB read); a mark (56 bytes) per chunk stays in memory.
-pub const CHUNK: usize = 1024;
+/// ~5 KiB read); a mark (64 bytes) per chunk stays in memory.
+pub use crate::js::store::segindex::CHUNK;
 /// Decoded chunks a stream keeps (at most ~1.3 MiB).
 const CHUNKS_MAX: usize = 32;
 /// Subject tables of index files a stream keeps (one per cold page read).
 const TABLES_MAX: usize = 4;
 
-/// The first sequence and time of a chunk, and where it starts in the file.
+/// The first sequence and time of a chunk, where it starts in the file, and
+/// the checksum of its bytes (checked on every read).
 #[derive(Debug, Clone, Copy)]
 struct ChunkMark {
     seq: u64,
     ts: i64,
     mark: Mark,
+    crc: u32,
 }
 
 #[derive(Debug)]
@@ -193,6 +195,7 @@ impl Cold {
                     seq: r.seq,
                     ts: r.ts,
                     mark,
+                    crc: 0,
                 });
             }
             records += 1;
@@ -229,6 +232,13 @@ impl Cold {
             return None;
         }
         let (records_at, records_len) = ix.records_span();
+        let records = ix.records();
+        for c in 0..marks.len() {
+            let end = marks
+                .get(c + 1)
+                .map_or(records.len(), |m| m.mark.at as usize);
+            marks[c].crc = crc32c::crc32c(&records[marks[c].mark.at as usize..end]);
+        }
         let mut page = Cold {
             id,
             lo,
@@ -249,6 +259,42 @@ impl Cold {
             page.dead = Vec::new();
         }
         Some(page)
+    }
+
+    /// A cold page for a plain segment taken whole from its index file's
+    /// summary (every sequence from `s.lo` to `s.hi` a live message there).
+    pub fn from_summary(id: u64, seg: u64, s: &Summary, path: PathBuf) -> Cold {
+        let marks = s
+            .chunks
+            .iter()
+            .map(|c| ChunkMark {
+                seq: c.seq,
+                ts: c.ts,
+                mark: c.mark,
+                crc: c.crc,
+            })
+            .collect();
+        let mut dead = vec![0; s.msgs.div_ceil(64) as usize];
+        if !s.msgs.is_multiple_of(64) {
+            // Bits past the last sequence: dead, as a freeze leaves them.
+            dead[(s.msgs / 64) as usize] = u64::MAX << (s.msgs % 64);
+        }
+        Cold {
+            id,
+            lo: s.lo,
+            hi: s.hi,
+            base: s.lo,
+            seg,
+            path,
+            records_at: s.records_at,
+            records_len: s.records_len,
+            dead,
+            live: s.msgs,
+            marks,
+            ts_hi: s.ts_hi,
+            moved: BTreeMap::new(),
+            flags: BTreeMap::new(),
+        }
     }
 
     pub fn id(&self) -> u64 {
@@ -519,6 +565,9 @@ impl Cold {
             .map_or(self.records_len, |m| u64::from(m.mark.at));
         let at = u64::from(from.mark.at);
         let bytes = segindex::read_span(&self.path, self.records_at + at, to - at)?;
+        if crc32c::crc32c(&bytes) != from.crc {
+            return Err(std::io::Error::other("checksum of a chunk"));
+        }
         let mut chunk = Chunk::default();
         let whole = segindex::decode_run(self.seg, &table, &bytes, from.mark, |r| {
             if !matches!(r.kind, KIND_MSG | KIND_MOVED) || r.seq < self.base || r.seq > self.hi {

@@ -135,6 +135,12 @@ impl Pages {
         }));
     }
 
+    /// Adds a cold page right after the last sequence.
+    pub fn push_cold(&mut self, c: Cold) {
+        assert_eq!(c.lo, self.last() + 1, "a page after the last");
+        self.pages.push_back(Page::Cold(Box::new(c)));
+    }
+
     /// Adds deleted sequences below the first, down to `seq`.
     pub fn extend_front(&mut self, seq: u64) {
         let first = self.first();

@@ -426,3 +426,79 @@ fn an_unreadable_cold_page_is_no_panic() {
     cold.raise_floor(1250);
     assert_eq!((cold.first_seq(), cold.msgs), (1250, 251));
 }
+
+/// A plain segment taken whole from its index file's summary answers as the
+/// same segment appended message by message and frozen does.
+#[test]
+fn a_segment_taken_from_its_summary_answers_as_one_replayed() {
+    use crate::js::store::record::{encoded_len, KIND_MSG};
+    use crate::js::store::recovery::Recovered;
+    use crate::js::store::segindex::{self, Builder, SegIndex, Summary};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut whole, mut replayed) = (Index::new(false, 1), Index::new(false, 1));
+    let mut build = Builder::new(1);
+    let names = ["a.x", "a.y", "b.x", "c"];
+    let mut off = 0u64;
+    for seq in 1..=2500u64 {
+        let subject = b(names[(seq * 7 % 4) as usize]);
+        let (ts, len) = (1000 + seq as i64 / 3, (seq % 40) as usize);
+        replayed.append(e(seq, ts, &subject, 0, len, 1, off));
+        let r = Recovered {
+            seg: 1,
+            off,
+            kind: KIND_MSG,
+            seq,
+            ts,
+            subject: &subject,
+            hdr_len: 0,
+            len,
+            hdr: b"",
+            data: None,
+        };
+        let end = off + encoded_len(subject.len(), len) as u64;
+        build.add(&r, 0, end);
+        off = end;
+    }
+    let file = build.finish();
+    segindex::write_blocking(dir.path(), 1, &file).unwrap();
+    // The segment the file describes (its last record's head as the builder had it).
+    let seg = dir.path().join("1.seg");
+    std::fs::write(&seg, vec![0u8; off as usize]).unwrap();
+    let s = Summary::load(dir.path(), 1, &seg).unwrap().unwrap();
+    let path = segindex::index_path(dir.path(), 1);
+    assert!(whole.append_summary(1, &s, path.clone()));
+    assert!(
+        !whole.append_summary(1, &s, path.clone()),
+        "not after the last"
+    );
+    let ix = SegIndex::parse(1, Bytes::from(file)).unwrap();
+    assert!(replayed.freeze(1, &ix, path));
+    same(&whole, &replayed);
+    let state = |ix: &Index, n: &str| ix.subject(n.as_bytes()).map(|s| (s.count, s.first, s.last));
+    for n in names {
+        assert_eq!(state(&whole, n), state(&replayed, n), "{n}");
+    }
+    assert_eq!(whole.last_ts, replayed.last_ts);
+    // What follows, and removals through the page, alike.
+    for ix in [&mut whole, &mut replayed] {
+        ix.append(e(2501, 2000, &b("a.x"), 0, 3, 2501, 0));
+        for seq in [5, 1030, 2500, 1] {
+            assert!(ix.remove(seq).is_some());
+        }
+    }
+    same(&whole, &replayed);
+    for n in names {
+        assert_eq!(state(&whole, n), state(&replayed, n), "{n}");
+    }
+    // A flipped bit in the records on disk fails its chunk's checksum: the
+    // entries of that chunk read as unreadable (logged), the rest as before.
+    let mut file = std::fs::read(segindex::index_path(dir.path(), 1)).unwrap();
+    let (at, _) = ix.records_span();
+    file[at as usize + 100] ^= 0x01;
+    std::fs::write(segindex::index_path(dir.path(), 1), &file).unwrap();
+    whole.cache.clear();
+    assert!(whole.is_live(10) && whole.entry(10).is_none());
+    let at = |ix: &Index| ix.entry(2000).map(|e| (e.seg, e.off(), e.len, e.ts));
+    assert_eq!(at(&whole), at(&replayed));
+    assert!(at(&whole).is_some());
+}

@@ -28,13 +28,14 @@ fn recovered(dir: &Path) -> (Seen, usize) {
     let mut bodies = 0;
     let (_, read, _) = recover(dir, "T", 1 << 20, |r| {
         let crate::js::store::recovery::Replayed::Record(r) = r else {
-            return;
+            return false;
         };
         bodies += usize::from(r.data.is_some());
         let id = crate::protocol::headers::get(r.hdr, b"Nats-Msg-Id")
             .map(|v| String::from_utf8_lossy(v).into_owned());
         let subject = Bytes::copy_from_slice(r.subject);
         out.push((r.kind, r.seq, r.ts, subject, r.hdr_len, r.len, r.off, id));
+        false
     })
     .unwrap();
     assert_eq!(read, usize::from(bodies > 0));
@@ -177,4 +178,124 @@ fn records_written_on_the_next_block_past_an_index_file_are_found() {
     let (seen, bodies) = recovered(dir.path());
     assert_eq!(bodies, 1);
     assert_eq!(seen.last().map(|r| (r.1, r.6)), Some((4, 4096)));
+}
+
+/// Segment 1 of `n` plain messages (no headers, consecutive sequences from
+/// 1, two subjects) and segment `n + 1` with one more: its directory.
+fn plain_segments(n: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = Vec::new();
+    for seq in 1..=n {
+        let subject: &[u8] = if seq % 3 == 0 { b"p.b" } else { b"p.a" };
+        encode(&mut f, KIND_MSG, seq, 100 + seq as i64, subject, 0, b"xyz");
+    }
+    f.resize(f.len().next_multiple_of(4096), 0);
+    std::fs::write(dir.path().join(segment_name(1)), &f).unwrap();
+    let mut g = Vec::new();
+    encode(&mut g, KIND_MSG, n + 1, 100, b"p.a", 0, b"last");
+    g.resize(4096, 0);
+    std::fs::write(dir.path().join(segment_name(n + 1)), &g).unwrap();
+    dir
+}
+
+/// What recovery offers: (whole segments offered, records handed over).
+fn offers(dir: &Path, take: bool) -> (Vec<u64>, Vec<u64>, usize) {
+    let (mut whole, mut recs) = (Vec::new(), Vec::new());
+    let (_, read, _) = recover(dir, "T", 1 << 20, |r| match r {
+        crate::js::store::recovery::Replayed::Whole { summary, .. } => {
+            whole.push(summary.first);
+            take
+        }
+        crate::js::store::recovery::Replayed::Record(r) => {
+            recs.push(r.seq);
+            false
+        }
+        _ => false,
+    })
+    .unwrap();
+    (whole, recs, read)
+}
+
+#[test]
+fn a_sealed_plain_segment_is_offered_whole_from_its_summary() {
+    let dir = plain_segments(2500);
+    let seg = dir.path().join(segment_name(1));
+    // First start: no index files; both segments are read.
+    let (whole, recs, read) = offers(dir.path(), true);
+    assert_eq!((whole.len(), recs.len(), read), (0, 2501, 2));
+    // Then the sealed one is offered whole; the last one's records follow.
+    let (whole, recs, read) = offers(dir.path(), true);
+    assert_eq!((whole, recs, read), (vec![1], vec![2501], 0));
+    // Not taken: its records follow as before.
+    let (whole, recs, _) = offers(dir.path(), false);
+    assert_eq!((whole.len(), recs.len()), (1, 2501));
+    let s = Summary::load(dir.path(), 1, &seg).unwrap().unwrap();
+    assert_eq!((s.lo, s.hi, s.msgs, s.chunks.len()), (1, 2500, 2500, 3));
+    let size = crate::js::store::index::msg_size(false, 3, 0, 3);
+    assert_eq!(s.bytes, 2500 * size);
+    let by_name: Vec<_> = s.names.iter().cloned().zip(s.subjects.clone()).collect();
+    assert_eq!(
+        by_name,
+        vec![
+            (
+                Bytes::from_static(b"p.a"),
+                SubjectSum {
+                    count: 1667,
+                    first: 1,
+                    last: 2500
+                }
+            ),
+            (
+                Bytes::from_static(b"p.b"),
+                SubjectSum {
+                    count: 833,
+                    first: 3,
+                    last: 2499
+                }
+            ),
+        ]
+    );
+    assert_eq!((s.ts_hi, s.last_ts), (2600, 2600));
+    // A segment with anything else (headers, a delete) has none to offer.
+    let (mixed, _) = setup(&segment_bytes());
+    recovered(mixed.path());
+    let seg = mixed.path().join(segment_name(1));
+    assert!(Summary::load(mixed.path(), 1, &seg).unwrap().is_none());
+}
+
+#[test]
+fn a_damaged_summary_is_never_trusted() {
+    let dir = plain_segments(1500);
+    let seg = dir.path().join(segment_name(1));
+    offers(dir.path(), true);
+    let path = index_path(dir.path(), 1);
+    let file = std::fs::read(&path).unwrap();
+    let good = Summary::load(dir.path(), 1, &seg).unwrap().unwrap();
+    let ix = SegIndex::parse(1, Bytes::from(file.clone())).unwrap();
+    let (records_at, records_len) = ix.records_span();
+    let records = records_at as usize..(records_at + records_len) as usize;
+    // A flipped bit outside the records is caught when the summary is
+    // read; one inside them is left to the chunk checksums (not read here).
+    for at in (0..file.len()).step_by(3) {
+        let mut bad = file.clone();
+        bad[at] ^= 0x04;
+        std::fs::write(&path, &bad).unwrap();
+        match Summary::load(dir.path(), 1, &seg) {
+            Err(_) => assert!(!records.contains(&at), "bit at {at}"),
+            Ok(s) => {
+                assert!(records.contains(&at), "bit at {at}");
+                let s = s.unwrap();
+                assert_eq!((s.lo, s.hi, s.bytes), (good.lo, good.hi, good.bytes));
+                let crc = |s: &Summary| s.chunks.iter().map(|c| c.crc).collect::<Vec<_>>();
+                assert_eq!(crc(&s), crc(&good));
+            }
+        }
+    }
+    // A torn file is never read as a summary.
+    std::fs::write(&path, &file[..file.len() - 1]).unwrap();
+    assert!(Summary::load(dir.path(), 1, &seg).is_err());
+    // A damaged one is not offered: the segment is read and the file rebuilt.
+    let (whole, recs, read) = offers(dir.path(), true);
+    assert_eq!((whole.len(), recs.len(), read), (0, 1501, 1));
+    assert_eq!(std::fs::read(&path).unwrap(), file);
 }
