@@ -3,6 +3,7 @@
 
 pub mod bodies;
 pub mod index;
+pub mod packed;
 pub mod record;
 pub mod recovery;
 pub mod segindex;

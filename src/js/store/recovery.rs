@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::js::store::packed;
 use crate::js::store::record::{self, Decoded};
 use crate::js::store::segindex::{self, SegIndex, Summary, Unusable};
 use crate::js::store::segment::{align_up, Segment};
@@ -89,6 +90,8 @@ pub fn recover(
                 let seg = Segment {
                     path,
                     file: None,
+                    packed: None,
+                    erased: 0,
                     size: s.covered,
                     live: 0,
                     markers: false,
@@ -166,22 +169,36 @@ fn nothing_after(buf: &[u8], from: usize) -> bool {
     let next = align_up(from as u64) as usize;
     zero_at(0) && zero_at(next - from)
 }
-/// The segment files of a stream directory, by first sequence.
+/// The segment files of a stream directory, by first sequence: as written
+/// (`.seg`) or packed (`.sz`). Both for one segment: packing was cut short
+/// after the packed copy was complete; the one as written stays.
 fn segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut names: Vec<(u64, PathBuf)> = Vec::new();
+    let mut names: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let first = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".seg"))
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let first = name
+            .strip_suffix(".seg")
+            .or_else(|| name.strip_suffix(".sz"))
             .and_then(|n| n.parse::<u64>().ok());
-        if let Some(first) = first {
-            names.push((first, path));
+        if name.ends_with(".sz.tmp") {
+            let _ = std::fs::remove_file(&path);
+        }
+        let Some(first) = first else { continue };
+        match names.insert(first, path) {
+            Some(other) if packed::is_packed(&other) => {
+                let _ = std::fs::remove_file(&other);
+            }
+            Some(other) => {
+                let packed = names.insert(first, other).expect("just put");
+                let _ = std::fs::remove_file(&packed);
+            }
+            None => {}
         }
     }
-    names.sort();
-    Ok(names)
+    Ok(names.into_iter().collect())
 }
 
 /// The scan's state across segments.
@@ -235,6 +252,8 @@ impl Scan<'_> {
                     let seg = Segment {
                         path,
                         file: None,
+                    packed: None,
+                erased: 0,
                         size: start as u64,
                         live: 0,
                         markers,
@@ -248,13 +267,13 @@ impl Scan<'_> {
                 path.display()
             ),
         }
-        let buf = bytes::Bytes::from(std::fs::read(&path)?);
+        let buf = bytes::Bytes::from(packed::read_whole(&path)?);
         self.read += 1;
         let (end, more) = self.segment(first, &path, &buf, start, last, &mut |r, head, end| {
             build.add(&r, head, end as u64);
             each(r);
         });
-        if last && buf[end..].iter().any(|b| *b != 0) {
+        if last && !packed::is_packed(&path) && buf[end..].iter().any(|b| *b != 0) {
             // Cut a torn tail so stale bytes can never be read as records later.
             let f = std::fs::OpenOptions::new().write(true).open(&path)?;
             f.set_len(end as u64)?;
@@ -271,6 +290,8 @@ impl Scan<'_> {
         let seg = Segment {
             path,
             file: None,
+            packed: None,
+            erased: 0,
             size: end as u64,
             live: 0,
             markers: markers || more,
@@ -305,17 +326,8 @@ impl Scan<'_> {
 
     /// Whether the segment holds no record past `from` (a few bytes read).
     fn nothing_past(&self, path: &Path, from: usize) -> std::io::Result<bool> {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(path)?;
-        let mut buf = vec![0u8; align_up(from as u64) as usize - from + 4];
-        let mut got = 0;
-        while got < buf.len() {
-            match f.read_at(&mut buf[got..], (from + got) as u64)? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        buf.truncate(got);
+        let want = align_up(from as u64) as usize - from + 4;
+        let (buf, _) = packed::read_span(path, from as u64, want)?;
         Ok(nothing_after(&buf, from))
     }
 

@@ -401,18 +401,15 @@ fn parse_table(b: Bytes, n: u32) -> Result<Vec<Bytes>, Unusable> {
 /// Whether segment `seg` still ends where an index file says (its records
 /// span `covered` bytes, and the last one, at `last.0`, begins with `last.1`).
 fn still_describes(covered: u64, last: Option<(u64, u64)>, seg: &Path) -> Result<(), Unusable> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(seg).map_err(|_| Unusable::Stale)?;
-    let len = f.metadata().map_err(|_| Unusable::Stale)?.len();
-    if covered > len {
+    let (off, head) = last.unwrap_or((0, 0));
+    let want = if last.is_some() { 8 } else { 0 };
+    let (b, len) =
+        crate::js::store::packed::read_span(seg, off, want).map_err(|_| Unusable::Stale)?;
+    if covered > len || b.len() != want {
         return Err(Unusable::Stale);
     }
-    if let Some((off, head)) = last {
-        let mut b = [0u8; 8];
-        f.read_exact_at(&mut b, off).map_err(|_| Unusable::Stale)?;
-        if u64::from_le_bytes(b) != head {
-            return Err(Unusable::Stale);
-        }
+    if last.is_some() && u64::from_le_bytes(b[..8].try_into().expect("8 bytes")) != head {
+        return Err(Unusable::Stale);
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
+use crate::js::store::packed::Packed;
 use crate::limits::DMA_IO_MAX;
 use crate::limits::{SEGMENT_DELETE_CHUNK, SEGMENT_DELETE_PACE};
 
@@ -32,8 +33,14 @@ pub(crate) fn align_up(v: u64) -> u64 {
 }
 
 pub struct Segment {
+    /// `<first>.seg`, or `<first>.sz` once packed.
     pub path: PathBuf,
+    /// The file as written (None once packed, and while not open).
     pub file: Option<Rc<DmaFile>>,
+    /// The segment compressed at rest (`packed`), once it is.
+    pub packed: Option<Rc<Packed>>,
+    /// Erases so far: a packed copy made meanwhile is stale.
+    pub erased: u32,
     /// Bytes of records on disk.
     pub size: u64,
     /// Live messages stored in this segment.
@@ -41,6 +48,58 @@ pub struct Segment {
     /// Holds delete or floor records: those speak for messages in older
     /// segments, so the segment may only go once it is the oldest.
     pub markers: bool,
+}
+
+/// What a segment is read through: its file as written, or its packed copy.
+#[derive(Clone)]
+pub enum SegRead {
+    Raw(Rc<DmaFile>),
+    Packed(Rc<Packed>),
+}
+
+impl Segment {
+    /// Closes its files (explicitly, as glommio asks; readers holding one
+    /// keep it open until they are done).
+    async fn close(&mut self) {
+        let packed = self.packed.take().and_then(|p| Rc::try_unwrap(p).ok());
+        for f in [self.file.take(), packed.map(|p| p.file)]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(f) = Rc::try_unwrap(f) {
+                let _ = f.close().await;
+            }
+        }
+    }
+
+    pub fn reader(&self) -> Option<SegRead> {
+        match (&self.packed, &self.file) {
+            (Some(p), _) => Some(SegRead::Packed(p.clone())),
+            (None, Some(f)) => Some(SegRead::Raw(f.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+impl SegRead {
+    /// Up to `len` bytes from block-aligned `start` (fewer at the end).
+    pub async fn read_blocks(&self, start: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        match self {
+            SegRead::Raw(f) => read_blocks(f.clone(), start, len).await,
+            SegRead::Packed(p) => p.read(start, len).await,
+        }
+    }
+
+    /// Exactly `len` bytes at `off` (None: the segment ends before).
+    pub async fn read_at(&self, off: u64, len: usize) -> std::io::Result<Option<Vec<u8>>> {
+        match self {
+            SegRead::Raw(f) => read_at(f, off, len).await,
+            SegRead::Packed(p) => {
+                let b = p.read(off, len).await?;
+                Ok((b.len() == len).then_some(b))
+            }
+        }
+    }
 }
 
 /// A segment to write the index file of: first sequence, file, bytes used,
@@ -173,6 +232,8 @@ impl FileLog {
             Segment {
                 path,
                 file: Some(Rc::new(file)),
+                packed: None,
+                erased: 0,
                 size: 0,
                 live: 0,
                 markers: false,
@@ -345,11 +406,7 @@ impl FileLog {
     /// Closes every file (explicitly, as glommio asks).
     pub async fn close(&mut self) {
         for seg in self.segs.values_mut() {
-            if let Some(f) = seg.file.take() {
-                if let Ok(f) = Rc::try_unwrap(f) {
-                    let _ = f.close().await;
-                }
-            }
+            seg.close().await;
         }
     }
 }
@@ -358,17 +415,14 @@ impl FileLog {
 pub async fn discard_segment(mut seg: Segment, stream: &str) {
     // Its index file first: a segment cut short must never meet it again.
     crate::js::store::segindex::remove(&seg.path).await;
-    if let Some(f) = seg.file.take() {
-        if let Ok(f) = Rc::try_unwrap(f) {
-            let _ = f.close().await;
-        }
-    }
+    let packed_len = seg.packed.as_ref().map(|p| p.file_len);
+    seg.close().await;
     // Freeing a whole segment at once makes the file system discard (TRIM)
     // it in one journal commit, which every synchronous write on the disk
     // then waits for (tens of ms on a disk mounted with `discard`): it is
     // cut down a chunk at a time, paced, and only then unlinked.
     let path = seg.path.clone();
-    let mut len = seg.size;
+    let mut len = packed_len.unwrap_or(seg.size);
     let mut failed = None;
     while len > 0 && failed.is_none() {
         len = len.saturating_sub(SEGMENT_DELETE_CHUNK);
@@ -557,7 +611,11 @@ impl FileLog {
         building: Option<crate::js::store::segindex::Builder>,
     ) -> std::io::Result<FileLog> {
         for seg in segs.values_mut() {
-            seg.file = Some(Rc::new(open_dma(&seg.path, sync).await?));
+            if crate::js::store::packed::is_packed(&seg.path) {
+                seg.packed = Some(Rc::new(Packed::open(&seg.path).await?));
+            } else {
+                seg.file = Some(Rc::new(open_dma(&seg.path, sync).await?));
+            }
         }
         let mut log = FileLog {
             dir,
@@ -571,7 +629,12 @@ impl FileLog {
             inflight: 0,
             building: None,
         };
-        match log.segs.iter().next_back().map(|(k, s)| (*k, s.size)) {
+        // A packed last segment is sealed: writes go to a new one.
+        let last = log.segs.iter().next_back();
+        match last
+            .filter(|(_, s)| s.packed.is_none())
+            .map(|(k, s)| (*k, s.size))
+        {
             Some((first, size)) => {
                 log.active = first;
                 log.building = building.filter(|b| b.first() == first);
@@ -591,6 +654,7 @@ impl FileLog {
                 }
             }
             None => {
+                let next_seq = next_seq.max(log.segs.keys().next_back().map_or(0, |k| k + 1));
                 let path = log.dir.join(segment_name(next_seq));
                 let file = open_dma(&path, sync).await?;
                 preallocate(&file, segment_bytes).await;

@@ -24,6 +24,7 @@ mod commit;
 mod dedupe;
 pub mod ingest;
 pub mod limits;
+mod pack;
 pub mod positions;
 mod read;
 pub mod recover;

@@ -77,8 +77,8 @@ impl Stream {
                 subj_len,
             )
         };
-        let file = self.log.borrow().as_ref()?.segs.get(&seg)?.file.clone()?;
-        let bytes = match filelog::read_at(&file, off, len).await {
+        let file = self.log.borrow().as_ref()?.segs.get(&seg)?.reader()?;
+        let bytes = match file.read_at(off, len).await {
             Ok(Some(b)) => b,
             Ok(None) => return None,
             Err(e) => {
@@ -150,22 +150,24 @@ impl Stream {
             .borrow()
             .as_ref()
             .and_then(|l| l.segs.get(&seg))
-            .and_then(|s| s.file.clone())
+            .and_then(|s| s.reader())
         else {
             return Vec::new();
         };
         let start = off & !(filelog::BLOCK - 1);
-        let bytes =
-            match filelog::read_blocks(file, start, window.max(filelog::BLOCK as usize)).await {
-                Ok(b) => b,
-                Err(e) => {
-                    crate::error!(
-                        "JetStream stream '{}': reading sequence {seq}: {e}",
-                        self.name
-                    );
-                    return Vec::new();
-                }
-            };
+        let bytes = match file
+            .read_blocks(start, window.max(filelog::BLOCK as usize))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                crate::error!(
+                    "JetStream stream '{}': reading sequence {seq}: {e}",
+                    self.name
+                );
+                return Vec::new();
+            }
+        };
         // Messages are slices of the one read buffer: no copy per message.
         let buf = Bytes::from(bytes);
         let bytes = &buf[..];

@@ -63,15 +63,48 @@ impl Stream {
         let fail =
             |why: String| ApiError::msg_delete_failed(format!("message erase failed: {why}"));
         let file = {
-            let log = self.log.borrow();
-            match log
-                .as_ref()
-                .and_then(|l| l.segs.get(&e.seg))
-                .and_then(|s| s.file.clone())
-            {
-                Some(f) => f,
+            let mut log = self.log.borrow_mut();
+            match log.as_mut().and_then(|l| l.segs.get_mut(&e.seg)) {
+                Some(s) => {
+                    s.erased += 1;
+                    s.reader()
+                }
                 // The segment is gone already: nothing left to erase.
                 None => return Ok(()),
+            }
+        };
+        let file = match file {
+            Some(f) => f,
+            None => return Ok(()),
+        };
+        let mut rec = Vec::with_capacity(e.len);
+        record::encode(
+            &mut rec,
+            record::KIND_DELETE,
+            e.seq,
+            crate::js::types::json::now_nanos(),
+            b"",
+            0,
+            &vec![0; e.len - record::HEADER],
+        );
+        let file = match file {
+            filelog::SegRead::Raw(f) => f,
+            filelog::SegRead::Packed(p) => {
+                // Compressed at rest: packed again with the record overwritten.
+                let len = p.layout.raw_len;
+                let mut raw = p
+                    .read(0, len as usize)
+                    .await
+                    .map_err(|x| fail(x.to_string()))?;
+                let at = e.off as usize;
+                if raw.len() < at + e.len {
+                    return Err(fail("short read".into()));
+                }
+                raw[at..at + e.len].copy_from_slice(&rec);
+                return self
+                    .repack(e.seg, &raw)
+                    .await
+                    .map_err(|x| fail(x.to_string()));
             }
         };
         let start = e.off & !4095;
@@ -84,16 +117,6 @@ impl Stream {
         }
         // Past the end of the file reads as zeros; write whole blocks back.
         blocks.resize((end - start) as usize, 0);
-        let mut rec = Vec::with_capacity(e.len);
-        record::encode(
-            &mut rec,
-            record::KIND_DELETE,
-            e.seq,
-            crate::js::types::json::now_nanos(),
-            b"",
-            0,
-            &vec![0; e.len - record::HEADER],
-        );
         let at = (e.off - start) as usize;
         blocks[at..at + e.len].copy_from_slice(&rec);
         // The writer keeps its own copy of the active segment's last block.

@@ -18,8 +18,9 @@ use crate::js::stream::Stream;
 use crate::js::store::segment::Sealed;
 
 impl Stream {
-    /// Queues the index file of a segment just sealed.
-    pub(super) fn sealed(&self, segment: Sealed) {
+    /// Queues the index file of a segment just sealed (and then its
+    /// packing, `pack`).
+    pub(super) fn sealed(self: &Rc<Self>, segment: Sealed) {
         self.to_index.borrow_mut().push_back(segment);
         if self.indexer.get() {
             return;
@@ -27,6 +28,7 @@ impl Stream {
         self.indexer.set(true);
         let (queue, running) = (self.to_index.clone(), self.indexer.clone());
         let (dir, name, ix) = (self.dir.clone(), self.name.clone(), self.ix.clone());
+        let me = self.clone();
         glommio::spawn_local(async move {
             loop {
                 let next = queue.borrow_mut().pop_front();
@@ -40,6 +42,7 @@ impl Stream {
                 if let Ok(index) = SegIndex::parse_built(first, Bytes::from(bytes)) {
                     let path = segindex::index_path(&dir, first);
                     ix.borrow_mut().freeze(first, &index, path);
+                    me.pack(first).await;
                 }
             }
             running.set(false);

@@ -146,7 +146,10 @@ impl Stream {
     /// Takes everything staged into a new write (or, with nothing to write,
     /// a flight that completes with the one before). Returns the replies when
     /// it completed at once (memory streams, waiters only, a failed launch).
-    async fn launch_staged(&self, flights: &mut VecDeque<Flight>) -> Option<Vec<Outgoing>> {
+    async fn launch_staged(
+        self: &Rc<Self>,
+        flights: &mut VecDeque<Flight>,
+    ) -> Option<Vec<Outgoing>> {
         let (staged, pending, next_seq, markers) = {
             let mut w = self.w.borrow_mut();
             (
@@ -298,7 +301,7 @@ impl Stream {
     /// and nothing is in flight); returns the I/O task, the segment, the file
     /// offset of the first staged byte and the restore point.
     pub(super) async fn launch(
-        &self,
+        self: &Rc<Self>,
         staged: &[u8],
         next_seq: u64,
     ) -> std::io::Result<(

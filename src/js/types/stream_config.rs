@@ -255,8 +255,10 @@ impl StreamConfig {
             other => return unmarshal(other),
         }
         match self.compression.as_str() {
-            "none" => {}
-            "s2" => return bad("compression \"s2\" is not supported by this server yet"),
+            // s2: sealed segments are compressed at rest (`store::packed`);
+            // memory streams accept it and keep their messages as they are,
+            // as nats-server does.
+            "none" | "s2" => {}
             _ => return Err(ApiError::invalid_json("unknown compression algorithm")),
         }
         match self.persist_mode.as_str() {
@@ -689,9 +691,15 @@ mod tests {
         assert_eq!(cfg(r#"{"name":"a.b"}"#).unwrap_err().err_code, 10052);
         assert_eq!(
             cfg(r#"{"name":"A","compression":"s2"}"#)
+                .unwrap()
+                .compression,
+            "s2"
+        );
+        assert_eq!(
+            cfg(r#"{"name":"A","compression":"zz"}"#)
                 .unwrap_err()
                 .err_code,
-            10052
+            10025
         );
         assert_eq!(cfg(r#"{"name":"A" "x":1}"#).unwrap_err().err_code, 10025);
         assert_eq!(

@@ -299,3 +299,29 @@ fn a_damaged_summary_is_never_trusted() {
     assert_eq!((whole.len(), recs.len(), read), (0, 1501, 1));
     assert_eq!(std::fs::read(&path).unwrap(), file);
 }
+
+#[test]
+fn a_packed_segment_recovers_as_the_one_written_and_loses_to_it() {
+    use crate::js::store::packed::{pack, packed_name};
+    let dir = plain_segments(2500);
+    let seg = dir.path().join(segment_name(1));
+    offers(dir.path(), true);
+    let raw = std::fs::read(&seg).unwrap();
+    let end = raw.len() - raw.iter().rev().take_while(|b| **b == 0).count();
+    let file = futures_lite::future::block_on(pack(1, &raw[..end], || async {})).unwrap();
+    let sz = dir.path().join(packed_name(1));
+    // Packing cut short after its copy was complete: the segment as written stays.
+    std::fs::write(&sz, &file).unwrap();
+    let (whole, recs, read) = offers(dir.path(), true);
+    assert_eq!((whole, recs.len(), read), (vec![1], 1, 0));
+    assert!(!sz.exists() && seg.exists());
+    // Packed: offered whole through its index file, or scanned without one.
+    std::fs::write(&sz, &file).unwrap();
+    std::fs::remove_file(&seg).unwrap();
+    assert_eq!(offers(dir.path(), true), (vec![1], vec![2501], 0));
+    std::fs::remove_file(index_path(dir.path(), 1)).unwrap();
+    let (whole, recs, read) = offers(dir.path(), true);
+    assert_eq!((whole.len(), recs, read), (0, (1..=2501).collect(), 1));
+    assert!(sz.exists() && !seg.exists());
+    assert_eq!(offers(dir.path(), true), (vec![1], vec![2501], 0));
+}
