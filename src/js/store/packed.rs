@@ -271,5 +271,6 @@ pub fn read_span(path: &Path, off: u64, len: usize) -> std::io::Result<(Vec<u8>,
     Ok((layout.raw(off, len, &bytes, s, a, b)?, layout.raw_len))
 }
 
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests;

@@ -727,5 +727,6 @@ pub async fn remove(segment: &Path) {
     let _ = glommio::io::remove(segment.with_extension("idx.pin")).await;
 }
 
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests;
