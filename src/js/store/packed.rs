@@ -101,6 +101,9 @@ impl Layout {
         }
         let blocks = u32_at(24) as usize;
         let data_at = HEADER + blocks * 8;
+        if data_at as u64 > file_len {
+            return Err(None);
+        }
         if head.len() < data_at {
             return Err(Some(data_at));
         }
@@ -114,7 +117,8 @@ impl Layout {
             .collect();
         let raw_len = u64_at(16);
         let sorted = ends.windows(2).all(|w| w[0] <= w[1]);
-        let fits = data_at as u64 + ends.last().copied().unwrap_or(0) == file_len;
+        let fits =
+            (data_at as u64).checked_add(ends.last().copied().unwrap_or(0)) == Some(file_len);
         if !sorted || !fits || (raw_len as usize).div_ceil(PACK_BLOCK) != blocks {
             return Err(None);
         }
@@ -149,6 +153,11 @@ impl Layout {
             let (s, e) = self.span(i, i);
             let block = &bytes[(s - span_at) as usize..(e - span_at) as usize];
             let n = snap::raw::decompress_len(block).map_err(|e| damaged(&e.to_string()))?;
+            // Every block but the last holds `PACK_BLOCK` bytes of the segment.
+            let want = (self.raw_len - (i * PACK_BLOCK) as u64).min(PACK_BLOCK as u64);
+            if n as u64 != want {
+                return Err(damaged("block length"));
+            }
             let at = raw.len();
             raw.resize(at + n, 0);
             dec.decompress(block, &mut raw[at..])

@@ -80,6 +80,19 @@ pub fn recover(
     let mut building = None;
     for (i, (first, path)) in names.into_iter().enumerate() {
         let last = i + 1 == count;
+        if let Some(e) = packed::is_packed(&path)
+            .then(|| packed::read_span(&path, 0, 0).err())
+            .flatten()
+        {
+            // A packed segment whose header or table is damaged: its
+            // messages cannot be found; kept aside for inspection.
+            crate::error!(
+                "JetStream stream '{stream}': segment {}: {e}; set aside as .damaged, its messages lost",
+                path.display()
+            );
+            let _ = std::fs::rename(&path, path.with_extension("sz.damaged"));
+            continue;
+        }
         if let Some(s) = scan.summary(dir, first, &path, last)? {
             let whole = Replayed::Whole {
                 summary: &s,
@@ -92,6 +105,7 @@ pub fn recover(
                     file: None,
                     packed: None,
                     erased: 0,
+                    packing: false,
                     size: s.covered,
                     live: 0,
                     markers: false,
@@ -146,6 +160,16 @@ fn remove_orphan_indexes(dir: &Path, segs: &[(u64, PathBuf)]) {
             continue;
         };
         if name.ends_with(".idx.pin") {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        if let Some(idx) = name.strip_suffix(".bad") {
+            // Found damaged when read (`segindex::mark_damaged`): rebuilt below.
+            crate::warn!(
+                "JetStream: index file {} failed a check when read; rebuilding it from its segment",
+                dir.join(idx).display()
+            );
+            let _ = std::fs::remove_file(dir.join(idx));
             let _ = std::fs::remove_file(&path);
             continue;
         }
@@ -254,6 +278,7 @@ impl Scan<'_> {
                         file: None,
                     packed: None,
                 erased: 0,
+                packing: false,
                         size: start as u64,
                         live: 0,
                         markers,
@@ -267,7 +292,18 @@ impl Scan<'_> {
                 path.display()
             ),
         }
-        let buf = bytes::Bytes::from(packed::read_whole(&path)?);
+        let buf = match packed::read_whole(&path) {
+            Ok(b) => bytes::Bytes::from(b),
+            // A packed segment with a damaged block: what it held is lost.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                crate::error!(
+                    "JetStream stream '{stream}': segment {}: {e}; its messages are lost",
+                    path.display()
+                );
+                bytes::Bytes::new()
+            }
+            Err(e) => return Err(e),
+        };
         self.read += 1;
         let (end, more) = self.segment(first, &path, &buf, start, last, &mut |r, head, end| {
             build.add(&r, head, end as u64);
@@ -292,6 +328,7 @@ impl Scan<'_> {
             file: None,
             packed: None,
             erased: 0,
+            packing: false,
             size: end as u64,
             live: 0,
             markers: markers || more,

@@ -347,7 +347,7 @@ impl Header {
         if u32_at(b, 84) != crc32c::crc32c(&b[..84]) {
             return Err(bad("header checksum"));
         }
-        if len != HEADER as u64 + u64_at(b, 56) {
+        if Some(len) != (HEADER as u64).checked_add(u64_at(b, 56)) {
             return Err(bad("length"));
         }
         if u64_at(b, 8) != first {
@@ -381,7 +381,7 @@ impl Header {
 /// The `n` subjects of a subject table.
 fn parse_table(b: Bytes, n: u32) -> Result<Vec<Bytes>, Unusable> {
     let bad = Unusable::Damaged("subject table");
-    let mut subjects = Vec::with_capacity(n as usize);
+    let mut subjects = Vec::with_capacity((n as usize).min(b.len() / 2));
     let mut at = 0usize;
     for _ in 0..n {
         let len = b
@@ -714,6 +714,17 @@ pub fn pin(dir: &Path, first: u64) -> Option<PathBuf> {
     std::fs::hard_link(index_path(dir, first), &pinned)
         .ok()
         .map(|_| pinned)
+}
+
+/// Notes that segment `first`'s index file (at `path`, or its pin) failed a
+/// check when read: the next start-up rebuilds it from the segment.
+pub fn mark_damaged(path: &Path, first: u64) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let _ = std::fs::write(damaged_path(dir, first), b"");
+}
+
+pub fn damaged_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{}.bad", index_name(first)))
 }
 
 pub fn pinned_path(dir: &Path, first: u64) -> PathBuf {

@@ -39,8 +39,11 @@ pub struct Segment {
     pub file: Option<Rc<DmaFile>>,
     /// The segment compressed at rest (`packed`), once it is.
     pub packed: Option<Rc<Packed>>,
-    /// Erases so far: a packed copy made meanwhile is stale.
+    /// Erases begun and finished so far: a packed copy made while one ran is
+    /// stale.
     pub erased: u32,
+    /// Being packed (`stream::pack`): not removed until that is done.
+    pub packing: bool,
     /// Bytes of records on disk.
     pub size: u64,
     /// Live messages stored in this segment.
@@ -234,6 +237,7 @@ impl FileLog {
                 file: Some(Rc::new(file)),
                 packed: None,
                 erased: 0,
+                packing: false,
                 size: 0,
                 live: 0,
                 markers: false,

@@ -294,7 +294,10 @@ impl Stream {
                 let mut oldest = self.dead.borrow().is_empty() && !self.deleter.get();
                 let mut out = Vec::new();
                 for (k, s) in &log.segs {
-                    let gone = *k != log.active && s.live == 0 && (oldest || !s.markers);
+                    // One being packed goes at a later round (its new file
+                    // must not outlive it).
+                    let gone =
+                        *k != log.active && s.live == 0 && (oldest || !s.markers) && !s.packing;
                     if gone {
                         out.push(*k);
                     } else {

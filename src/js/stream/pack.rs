@@ -16,65 +16,76 @@ use crate::js::stream::Stream;
 impl Stream {
     /// Packs sealed segment `first`, if the stream compresses and it is
     /// still there, sealed and not packed; a failure is logged and leaves
-    /// the segment as it is.
+    /// the segment as it is. The segment is not removed meanwhile.
     pub(super) async fn pack(&self, first: u64) {
-        if self.cfg.borrow().compression != "s2" {
+        if self.cfg.borrow().compression != "s2" || !self.dir.exists() {
             return;
         }
-        let seg = self.log.borrow().as_ref().and_then(|l| {
-            let s = l.segs.get(&first).filter(|_| l.active != first)?;
-            s.packed
-                .is_none()
-                .then(|| (s.file.clone(), s.size, s.erased))
+        let seg = self.log.borrow_mut().as_mut().and_then(|l| {
+            let active = l.active;
+            let s = l.segs.get_mut(&first).filter(|_| active != first)?;
+            let file = s.file.clone().filter(|_| s.packed.is_none())?;
+            s.packing = true;
+            Some((file, s.size, s.erased))
         });
-        let Some((Some(file), size, erased)) = seg else {
+        let Some((file, size, erased)) = seg else {
             return;
         };
-        let raw = match filelog::read_blocks(file, 0, align_up(size) as usize).await {
-            Ok(mut b) if b.len() as u64 >= size => {
-                b.truncate(size as usize);
-                b
-            }
-            Ok(_) => return self.pack_failed(first, "short read".into()),
-            Err(e) => return self.pack_failed(first, e.to_string()),
+        let packed = match read_raw(file, size).await {
+            Ok(raw) => write_packed(&self.dir, first, &raw).await,
+            Err(e) => Err(e),
         };
-        let p = match write_packed(&self.dir, first, &raw).await {
-            Ok(p) => p,
-            Err(e) => return self.pack_failed(first, e.to_string()),
-        };
-        // Erased or removed meanwhile: the packed copy is stale.
+        // Erased meanwhile: the packed copy is stale.
         let raw_path = {
             let mut log = self.log.borrow_mut();
             let seg = log.as_mut().and_then(|l| l.segs.get_mut(&first));
-            match seg.filter(|s| s.erased == erased && s.packed.is_none()) {
-                Some(s) => {
+            match (seg, packed) {
+                (Some(s), Ok(p)) if s.erased == erased => {
+                    s.packing = false;
                     s.file = None;
                     s.packed = Some(Rc::new(p));
-                    Some(std::mem::replace(
+                    Ok(std::mem::replace(
                         &mut s.path,
                         packed_path(&self.dir, first),
                     ))
                 }
-                None => None,
+                (s, p) => {
+                    if let Some(s) = s {
+                        s.packing = false;
+                    }
+                    Err(p.err())
+                }
             }
         };
         match raw_path {
-            Some(raw_path) => remove(&raw_path).await,
-            None => remove(&packed_path(&self.dir, first)).await,
+            Ok(raw) => remove(&self.dir, &raw).await,
+            Err(e) => {
+                remove(&self.dir, &packed_path(&self.dir, first)).await;
+                if let Some(e) = e {
+                    crate::warn!(
+                        "JetStream stream '{}': compressing segment {first}: {e}; it stays as written",
+                        self.name
+                    );
+                }
+            }
         }
     }
 
-    fn pack_failed(&self, first: u64, why: String) {
-        crate::warn!(
-            "JetStream stream '{}': compressing segment {first}: {why}; it stays as written",
-            self.name
-        );
-    }
-
     /// Packs segment `first` again from `raw`, its bytes with an erased
-    /// record overwritten (the writer runs this, nothing else is in flight).
+    /// record overwritten (the writer runs this, nothing else is in flight;
+    /// the segment is not removed meanwhile).
     pub(super) async fn repack(&self, first: u64, raw: &[u8]) -> std::io::Result<()> {
-        let p = write_packed(&self.dir, first, raw).await?;
+        let mark = |on: bool| {
+            let mut log = self.log.borrow_mut();
+            let s = log.as_mut().and_then(|l| l.segs.get_mut(&first));
+            s.map(|s| s.packing = on).is_some()
+        };
+        if !mark(true) {
+            return Ok(()); // gone: nothing left to erase
+        }
+        let p = write_packed(&self.dir, first, raw).await;
+        mark(false);
+        let p = p?;
         if let Some(s) = self
             .log
             .borrow_mut()
@@ -85,6 +96,16 @@ impl Stream {
         }
         Ok(())
     }
+}
+
+/// The first `size` bytes of a segment as written.
+async fn read_raw(file: Rc<glommio::io::DmaFile>, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut b = filelog::read_blocks(file, 0, align_up(size) as usize).await?;
+    if (b.len() as u64) < size {
+        return Err(std::io::Error::other("short read"));
+    }
+    b.truncate(size as usize);
+    Ok(b)
 }
 
 fn packed_path(dir: &Path, first: u64) -> std::path::PathBuf {
@@ -111,7 +132,9 @@ async fn write_packed(dir: &Path, first: u64, raw: &[u8]) -> std::io::Result<Pac
     Packed::open(&path).await
 }
 
-/// Removes a file a segment no longer needs (a missing one is fine).
-async fn remove(path: &Path) {
+/// Removes a file a segment no longer needs (a missing one is fine), and
+/// makes that durable: a crash must not bring back the one it replaced by.
+async fn remove(dir: &Path, path: &Path) {
     let _ = glommio::io::remove(path).await;
+    let _ = filelog::sync_dir_async(dir).await;
 }

@@ -66,7 +66,7 @@ impl Stream {
             let mut log = self.log.borrow_mut();
             match log.as_mut().and_then(|l| l.segs.get_mut(&e.seg)) {
                 Some(s) => {
-                    s.erased += 1;
+                    s.erased = s.erased.wrapping_add(1);
                     s.reader()
                 }
                 // The segment is gone already: nothing left to erase.
@@ -101,10 +101,9 @@ impl Stream {
                     return Err(fail("short read".into()));
                 }
                 raw[at..at + e.len].copy_from_slice(&rec);
-                return self
-                    .repack(e.seg, &raw)
-                    .await
-                    .map_err(|x| fail(x.to_string()));
+                let done = self.repack(e.seg, &raw).await;
+                self.erase_done(e.seg);
+                return done.map_err(|x| fail(x.to_string()));
             }
         };
         let start = e.off & !4095;
@@ -124,7 +123,22 @@ impl Stream {
             log.patch_carry(e.seg, start, &blocks);
         }
         let job = filelog::WriteJob::single(file, start, &blocks);
-        job.run().await.map_err(|x| fail(x.to_string()))
+        let done = job.run().await;
+        self.erase_done(e.seg);
+        done.map_err(|x| fail(x.to_string()))
+    }
+
+    /// An erase in segment `seg` is done: a packed copy begun while it ran
+    /// (whose read may have missed its write) is stale too.
+    fn erase_done(&self, seg: u64) {
+        if let Some(s) = self
+            .log
+            .borrow_mut()
+            .as_mut()
+            .and_then(|l| l.segs.get_mut(&seg))
+        {
+            s.erased = s.erased.wrapping_add(1);
+        }
     }
 
     /// Removes `seq` from the index, staging its delete (or floor) record

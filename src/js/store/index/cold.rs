@@ -51,7 +51,9 @@ pub struct Cold {
     records_at: u64,
     records_len: u64,
     /// A set bit: the sequence has no live record in this segment (deleted,
-    /// never stored here, or moved). Empty once no bit is clear.
+    /// never stored here, or moved). Empty when no bit is set (`live` > 0:
+    /// every sequence of the page live there, as in a segment nothing was
+    /// removed from; made at the first removal) or none is clear (`live` 0).
     dead: Vec<u64>,
     /// Clear bits in `dead`.
     pub live: u64,
@@ -255,8 +257,8 @@ impl Cold {
             moved,
             flags,
         };
-        if matched == 0 {
-            page.dead = Vec::new();
+        if matched == 0 || matched == n {
+            page.dead = Vec::new(); // none live, or all
         }
         Some(page)
     }
@@ -274,11 +276,6 @@ impl Cold {
                 crc: c.crc,
             })
             .collect();
-        let mut dead = vec![0; s.msgs.div_ceil(64) as usize];
-        if !s.msgs.is_multiple_of(64) {
-            // Bits past the last sequence: dead, as a freeze leaves them.
-            dead[(s.msgs / 64) as usize] = u64::MAX << (s.msgs % 64);
-        }
         Cold {
             id,
             lo: s.lo,
@@ -288,7 +285,7 @@ impl Cold {
             path,
             records_at: s.records_at,
             records_len: s.records_len,
-            dead,
+            dead: Vec::new(), // every sequence live
             live: s.msgs,
             marks,
             ts_hi: s.ts_hi,
@@ -304,7 +301,7 @@ impl Cold {
     /// True when the segment holds no live record of `seq`.
     fn is_dead(&self, seq: u64) -> bool {
         if self.dead.is_empty() {
-            return true;
+            return self.live == 0;
         }
         let i = seq - self.base;
         self.dead[(i / 64) as usize] & (1 << (i % 64)) != 0
@@ -313,6 +310,18 @@ impl Cold {
     fn set_dead(&mut self, seq: u64) {
         if self.is_dead(seq) {
             return;
+        }
+        if self.dead.is_empty() {
+            // The first removal from a page of live sequences: its bits.
+            let n = self.hi - self.base + 1;
+            self.dead = vec![0; n.div_ceil(64) as usize];
+            if !n.is_multiple_of(64) {
+                self.dead[(n / 64) as usize] = u64::MAX << (n % 64);
+            }
+            for q in self.base..self.lo {
+                let i = q - self.base;
+                self.dead[(i / 64) as usize] |= 1 << (i % 64);
+            }
         }
         let i = seq - self.base;
         self.dead[(i / 64) as usize] |= 1 << (i % 64);
@@ -483,7 +492,8 @@ impl Cold {
     /// The first sequence ≥ `from` with a live record in the segment.
     fn next_live_in_file(&self, from: u64) -> Option<u64> {
         if self.dead.is_empty() {
-            return None;
+            let s = from.max(self.lo);
+            return (self.live > 0 && s <= self.hi).then_some(s);
         }
         let mut i = from.max(self.lo) - self.base;
         let end = self.hi - self.base;
@@ -539,11 +549,20 @@ impl Cold {
                 Some(ch)
             }
             Err(e) => {
+                let damaged = e.kind() == std::io::ErrorKind::InvalidData;
                 crate::error!(
-                    "JetStream index file {}: reading entries of sequences {}..: {e}",
+                    "JetStream index file {}: reading entries of sequences {}..: {e}{}",
                     self.path.display(),
-                    self.marks.get(c).map_or(0, |m| m.seq)
+                    self.marks.get(c).map_or(0, |m| m.seq),
+                    if damaged {
+                        "; it is rebuilt from its segment at the next start"
+                    } else {
+                        ""
+                    }
                 );
+                if damaged {
+                    segindex::mark_damaged(&self.path, self.seg);
+                }
                 None
             }
         }
@@ -565,8 +584,9 @@ impl Cold {
             .map_or(self.records_len, |m| u64::from(m.mark.at));
         let at = u64::from(from.mark.at);
         let bytes = segindex::read_span(&self.path, self.records_at + at, to - at)?;
+        let damaged = |why| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
         if crc32c::crc32c(&bytes) != from.crc {
-            return Err(std::io::Error::other("checksum of a chunk"));
+            return Err(damaged("checksum of a chunk"));
         }
         let mut chunk = Chunk::default();
         let whole = segindex::decode_run(self.seg, &table, &bytes, from.mark, |r| {
@@ -587,7 +607,7 @@ impl Cold {
             chunk.entries.push(e);
         });
         if !whole {
-            return Err(std::io::Error::other("a damaged record"));
+            return Err(damaged("a damaged record"));
         }
         Ok(chunk)
     }

@@ -498,6 +498,8 @@ fn a_segment_taken_from_its_summary_answers_as_one_replayed() {
     std::fs::write(segindex::index_path(dir.path(), 1), &file).unwrap();
     whole.cache.clear();
     assert!(whole.is_live(10) && whole.entry(10).is_none());
+    // Noted, so that the next start rebuilds the file from its segment.
+    assert!(segindex::damaged_path(dir.path(), 1).exists());
     let at = |ix: &Index| ix.entry(2000).map(|e| (e.seg, e.off(), e.len, e.ts));
     assert_eq!(at(&whole), at(&replayed));
     assert!(at(&whole).is_some());

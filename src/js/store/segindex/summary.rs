@@ -11,7 +11,7 @@
 //! 8  u64 messages            16 u64 their bytes (as stream state counts them)
 //! 24 u64 first sequence      32 u64 last sequence (of the messages)
 //! 40 i64 largest time        48 i64 the last message's time
-//! then per subject of the table: u64 count, u64 first, u64 last
+//! then per subject of the table (none unless plain): u64 count, u64 first, u64 last
 //! then per chunk: u64 sequence, i64 time, u32 offset in the records,
 //! u32 crc32c of the chunk's records, then the record before it: u64
 //! sequence, u64 end, u32 subject, i64 time
@@ -72,11 +72,14 @@ impl Tally {
     /// `mark`; `kept`: it has headers recovery reads.
     #[inline]
     pub fn add(&mut self, r: &Recovered, subj: u32, kept: bool, mark: Mark) {
+        // Only a plain segment's summary is read: once it is not, nothing more
+        // to count (a key-value stream's segments stop at the first delete).
+        if self.mixed {
+            return;
+        }
         if r.kind != KIND_MSG || kept || (self.msgs > 0 && r.seq != self.hi.wrapping_add(1)) {
             self.mixed = true;
-            if r.kind != KIND_MSG {
-                return; // the fast path is off: only a plain segment's totals are read
-            }
+            return;
         }
         if self.msgs.is_multiple_of(CHUNK as u64) {
             self.chunks.push((r.seq, r.ts, mark));
@@ -107,6 +110,8 @@ impl Tally {
     pub fn encode(&self, subjects: usize, records: &[u8]) -> Vec<u8> {
         let plain = !self.mixed && self.msgs > 0;
         let chunks = if plain { &self.chunks[..] } else { &[] };
+        // Not plain: nothing reads the counts (partial), so none is written.
+        let subjects = if plain { subjects } else { 0 };
         let mut out = Vec::with_capacity(FIXED + subjects * PER_SUBJECT + chunks.len() * PER_CHUNK);
         out.extend_from_slice(&(if plain { PLAIN } else { 0 }).to_le_bytes());
         out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
@@ -226,13 +231,13 @@ impl Summary {
         }
         let mut f = Fields { b, at: 0 };
         let flags = f.u32();
+        if flags & PLAIN == 0 {
+            return Ok(None);
+        }
         let nchunks = f.u32() as usize;
         let need = FIXED + names.len() * PER_SUBJECT + nchunks * PER_CHUNK;
         if b.len() != need {
             return Err(bad);
-        }
-        if flags & PLAIN == 0 {
-            return Ok(None);
         }
         let (msgs, bytes, lo, hi) = (f.u64(), f.u64(), f.u64(), f.u64());
         let (ts_hi, last_ts) = (f.i64(), f.i64());

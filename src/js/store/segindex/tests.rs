@@ -324,4 +324,16 @@ fn a_packed_segment_recovers_as_the_one_written_and_loses_to_it() {
     assert_eq!((whole.len(), recs, read), (0, (1..=2501).collect(), 1));
     assert!(sz.exists() && !seg.exists());
     assert_eq!(offers(dir.path(), true), (vec![1], vec![2501], 0));
+    // An index file found damaged when read is rebuilt at the next start.
+    mark_damaged(&index_path(dir.path(), 1), 1);
+    let (whole, recs, read) = offers(dir.path(), true);
+    assert_eq!((whole.len(), recs.len(), read), (0, 2501, 1));
+    assert!(!damaged_path(dir.path(), 1).exists());
+    // A packed segment whose table is damaged is set aside; the rest loads.
+    let mut bad = file.clone();
+    bad[45] ^= 1;
+    std::fs::write(&sz, &bad).unwrap();
+    let (whole, recs, _) = offers(dir.path(), true);
+    assert_eq!((whole.len(), recs), (0, vec![2501]));
+    assert!(!sz.exists() && sz.with_extension("sz.damaged").exists());
 }
