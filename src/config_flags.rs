@@ -45,6 +45,7 @@ const LONG_NAMES: &[(&str, &str)] = &[
     ("max_pending", "max_pending"),
     ("sync", "sync"),
     ("segment_bytes", "segment_bytes"),
+    ("index_cache_bytes", "index_cache_bytes"),
     ("domain", "domain"),
     ("config", "config"),
     ("sl", "signal"),
@@ -120,6 +121,7 @@ const TAKES_VALUE: &[&str] = &[
     "max_pending",
     "sync",
     "segment_bytes",
+    "index_cache_bytes",
     "domain",
 ];
 

@@ -139,6 +139,10 @@ pub const RECORD_BYTES_MAX: usize = 32 + 64 * 1024 + HEADERS_MAX + PAYLOAD_MAX_L
 /// (`--segment_bytes`); a segment is deleted whole, so this is also the unit
 /// in which disk space comes back.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+/// Default budget per shard for the decoded index chunks and subject tables
+/// of streams' sealed segments (`--index_cache_bytes`): about 400 chunks of
+/// 1024 entries. When full, the least recently used go.
+pub const INDEX_CACHE_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
 /// Smallest `--segment_bytes`: one DMA block.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest `--segment_bytes`: a segment ends at most one write (and one

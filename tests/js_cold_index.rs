@@ -1,8 +1,9 @@
 //! A stream whose index is mostly on disk (issue 14): small segments, so the
 //! sealed ones leave their entries in their index files, and more messages
-//! than the cache of decoded entries holds. Read back through gets, the last
-//! message per subject, an ordered consumer from the start, a purge by
-//! subject and a KV bucket, before and after restarts (SIGTERM, kill -9).
+//! than the shard's cache of decoded entries (`--index_cache_bytes`) holds.
+//! Read back through gets, the last message per subject, an ordered consumer
+//! from the start, a purge by subject and a KV bucket, before and after
+//! restarts (SIGTERM, kill -9).
 
 mod common;
 
@@ -17,7 +18,9 @@ const N: u64 = 40_000;
 const SUBJECTS: u64 = 50;
 /// Published after the first restart.
 const MORE: u64 = 8_000;
-const ARGS: [&str; 2] = ["--segment_bytes", "65536"];
+/// Small segments, and a cache of decoded index chunks far smaller than the
+/// stream's (about 40 chunks): reads evict all the time.
+const ARGS: [&str; 4] = ["--segment_bytes", "65536", "--index_cache_bytes", "200000"];
 
 fn body(i: u64) -> Vec<u8> {
     format!("ev-{i}-{}", "x".repeat((i % 13) as usize)).into_bytes()

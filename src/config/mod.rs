@@ -67,6 +67,10 @@ struct Cli {
     /// (4096 bytes to 1 GiB)
     #[arg(long = "segment_bytes", default_value_t = limits::SEGMENT_BYTES_DEFAULT)]
     segment_bytes: u64,
+    /// Bytes per shard for the index entries of sealed segments read back
+    /// from their index files (least recently used out when full)
+    #[arg(long = "index_cache_bytes", default_value_t = limits::INDEX_CACHE_BYTES_DEFAULT)]
+    index_cache_bytes: u64,
     /// Enable debugging output
     #[arg(short = 'D', long = "debug")]
     debug: bool,
@@ -222,6 +226,8 @@ pub struct Config {
     pub jetstream: Option<PathBuf>,
     pub sync: SyncMode,
     pub segment_bytes: u64,
+    /// Per shard: the decoded index chunks of sealed segments (`--index_cache_bytes`).
+    pub index_cache_bytes: u64,
     /// JetStream domain (`--domain`), if any.
     pub domain: Option<String>,
     pub max_control_line: usize,
@@ -367,6 +373,11 @@ fn apply_file(cli: &mut Cli, f: crate::config_file::FileSettings, given: impl Fn
         &mut cli.segment_bytes,
         f.segment_bytes,
         given("segment_bytes"),
+    );
+    set(
+        &mut cli.index_cache_bytes,
+        f.index_cache_bytes,
+        given("index_cache_bytes"),
     );
     set(&mut cli.shards, f.shards.map(Some), given("shards"));
     set(&mut cli.debug, f.debug, given("debug"));
@@ -586,6 +597,7 @@ fn validate(cli: Cli) -> Result<Config, String> {
         jetstream,
         sync,
         segment_bytes: cli.segment_bytes,
+        index_cache_bytes: cli.index_cache_bytes,
         domain: cli.domain,
         max_control_line: cli.max_control_line,
         max_connections: cli.max_connections,

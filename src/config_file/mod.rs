@@ -23,6 +23,7 @@ pub struct FileSettings {
     pub domain: Option<String>,
     pub sync: Option<String>,
     pub segment_bytes: Option<u64>,
+    pub index_cache_bytes: Option<u64>,
     pub shards: Option<usize>,
     pub debug: Option<bool>,
     pub trace: Option<bool>,
@@ -111,6 +112,10 @@ impl FileSettings {
         check(
             "jetcore.segment_bytes",
             self.segment_bytes != old.segment_bytes,
+        );
+        check(
+            "jetcore.index_cache_bytes",
+            self.index_cache_bytes != old.index_cache_bytes,
         );
         check("jetcore.shards", self.shards != old.shards);
         check("max_payload", self.max_payload != old.max_payload);
@@ -255,7 +260,7 @@ fn jetstream(s: &mut FileSettings, key: &str, item: &Item) -> Result<(), String>
     Ok(())
 }
 
-/// `jetcore { shards, sync, segment_bytes }`: our own settings.
+/// `jetcore { shards, sync, segment_bytes, index_cache_bytes }`: our own settings.
 fn jetcore(s: &mut FileSettings, item: &Item) -> Result<(), String> {
     let Value::Map(m) = &item.value else {
         return Err(kind("jetcore", item, "a block"));
@@ -265,6 +270,7 @@ fn jetcore(s: &mut FileSettings, item: &Item) -> Result<(), String> {
             "shards" => s.shards = Some(positive(k, v)? as usize),
             "sync" => s.sync = Some(string(k, v)?),
             "segment_bytes" => s.segment_bytes = Some(positive(k, v)? as u64),
+            "index_cache_bytes" => s.index_cache_bytes = Some(positive(k, v)? as u64),
             _ => return Err(unknown(&format!("jetcore.{k}"), v)),
         }
     }
@@ -381,7 +387,7 @@ mod tests {
             "listen: 127.0.0.1:4333\nserver_name: n1\nmax_payload: 2MB\n\
                     ping_interval: \"30s\"\nping_max: 3\ndebug: true\n\
                     jetstream {\n store_dir: /data/js\n domain: edge\n sync_interval: always\n}\n\
-                    jetcore { shards: 2, segment_bytes: 1mb }",
+                    jetcore { shards: 2, segment_bytes: 1mb, index_cache_bytes: 8mb }",
         )
         .unwrap();
         assert_eq!(s.host.as_deref(), Some("127.0.0.1"));
@@ -395,6 +401,7 @@ mod tests {
         assert_eq!(s.domain.as_deref(), Some("edge"));
         assert_eq!(s.sync.as_deref(), Some("always"));
         assert_eq!((s.shards, s.segment_bytes), (Some(2), Some(1 << 20)));
+        assert_eq!(s.index_cache_bytes, Some(8 << 20));
         let s = of("port: 4222\njetstream: enabled\nping_interval: 120").unwrap();
         assert_eq!((s.port, s.jetstream), (Some(4222), Some(true)));
         assert_eq!(s.ping_interval.as_deref(), Some("120s"));

@@ -22,6 +22,7 @@ use crate::shard::Shard;
 /// this shard owns (blocking scan, before the shard accepts clients), starts
 /// the background loops, and installs JetStream in the shard.
 pub async fn open(shard: &Rc<Shard>, root: PathBuf, sync: SyncMode) -> Result<Rc<Js>, String> {
+    crate::js::store::index::set_cache_budget(shard.cfg.index_cache_bytes);
     let js = Js::new(shard.clone(), root, sync);
     if shard.js.set(js.clone()).is_err() {
         unreachable!("JetStream opened twice on shard {}", shard.id);

@@ -7,8 +7,10 @@
 //! sequence between first and last, bounded by the stream's own limits, plus
 //! the cached bodies (`bodies`).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use ahash::AHashMap;
 use bytes::Bytes;
@@ -16,7 +18,8 @@ use bytes::Bytes;
 use crate::js::store::bodies::Bodies;
 use crate::js::store::segindex::{SegIndex, Summary};
 use crate::limits::REMOVED_LOG_MAX;
-use cold::{ChunkCache, Cold, Reader};
+use cache::{ChunkCache, ChunkKey};
+use cold::{Chunk, Cold, Reader};
 use pages::{Page, Pages};
 
 #[derive(Debug, Clone, Copy)]
@@ -146,10 +149,10 @@ pub struct Removed {
 pub struct Index {
     /// An entry per sequence from the first to the last, in pages.
     pages: Pages,
-    /// Decoded chunks of cold pages.
-    cache: ChunkCache,
-    /// Ids given to cold pages so far.
-    page_ids: u64,
+    /// Decoded chunks of cold pages: the shard's cache, and the chunk read
+    /// last.
+    cache: Rc<ChunkCache>,
+    last: RefCell<Option<(ChunkKey, Rc<Chunk>)>>,
     pub msgs: u64,
     pub bytes: u64,
     /// Interior deleted entries.
@@ -190,8 +193,8 @@ impl Index {
     pub fn new(memory: bool, first_seq: u64) -> Index {
         Index {
             pages: Pages::new(first_seq.max(1)),
-            cache: ChunkCache::default(),
-            page_ids: 0,
+            cache: ChunkCache::shard(),
+            last: RefCell::new(None),
             msgs: 0,
             bytes: 0,
             deleted: 0,
@@ -235,6 +238,7 @@ impl Index {
     fn reader(&self) -> Reader<'_> {
         Reader {
             cache: &self.cache,
+            last: &self.last,
             subjects: &self.subjects,
         }
     }
@@ -393,17 +397,25 @@ impl Index {
         self.msgs += s.msgs;
         self.bytes += s.bytes;
         self.last_ts = s.last_ts;
-        self.page_ids += 1;
-        self.pages
-            .push_cold(Cold::from_summary(self.page_ids, seg, s, path));
+        let id = self.cache.page_id();
+        self.pages.push_cold(Cold::from_summary(id, seg, s, path));
         true
     }
 
     /// No entry; the next sequence is `first`.
     fn clear(&mut self, first: u64) {
+        self.forget(&self.pages.cold_ids());
         self.pages.clear(first);
-        self.cache.clear();
         self.deleted = 0;
+    }
+
+    /// Forgets what dropped cold pages `ids` have in the cache.
+    fn forget(&self, ids: &[u64]) {
+        self.cache.forget(ids);
+        let mut last = self.last.borrow_mut();
+        if last.as_ref().is_some_and(|(k, _)| ids.contains(&k.0)) {
+            *last = None;
+        }
     }
 
     /// The entry for `m`, counted into the totals and its subject.
@@ -492,9 +504,7 @@ impl Index {
     fn trim_front(&mut self) {
         let mut dropped = Vec::new();
         self.deleted -= self.pages.trim_front(&mut dropped);
-        for id in dropped {
-            self.cache.forget(id);
-        }
+        self.forget(&dropped);
         if self.pages.is_empty() {
             self.deleted = 0;
         }
@@ -577,8 +587,8 @@ impl Index {
         let Page::Hot(h) = &self.pages.pages[i] else {
             return false;
         };
-        self.page_ids += 1;
-        match Cold::freeze(self.page_ids, h.lo, &h.entries, seg, ix, path) {
+        let id = self.cache.page_id();
+        match Cold::freeze(id, h.lo, &h.entries, seg, ix, path) {
             Some(c) => {
                 self.pages.pages[i] = Page::Cold(Box::new(c));
                 true
@@ -747,6 +757,19 @@ impl Index {
     }
 }
 
+/// Sets this shard's budget for decoded cold-page chunks (`cache`).
+pub fn set_cache_budget(bytes: u64) {
+    ChunkCache::set_budget(bytes);
+}
+
+impl Drop for Index {
+    /// A stream's pages leave the shard's cache with it.
+    fn drop(&mut self) {
+        self.forget(&self.pages.cold_ids());
+    }
+}
+
+mod cache;
 mod cold;
 mod pages;
 mod query;

@@ -5,9 +5,9 @@
 //! entries that differ from the file: moved by compaction or refilled by
 //! recovery (`moved`), and the messages with flags (`flags`). An entry is
 //! read by decoding its chunk from the file (one pread), and decoded chunks
-//! are kept in a small cache per stream (`ChunkCache`).
+//! are kept in the shard's cache (`cache`).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -15,6 +15,7 @@ use std::rc::Rc;
 use ahash::AHashMap;
 use bytes::Bytes;
 
+use super::cache::{ChunkCache, ChunkKey};
 use super::Entry;
 use crate::js::store::record::{KIND_MOVED, KIND_MSG};
 use crate::js::store::segindex::{self, Mark, SegIndex, Summary};
@@ -22,10 +23,6 @@ use crate::js::store::segindex::{self, Mark, SegIndex, Summary};
 /// Message records per chunk: the unit decoded and cached (~40 KiB decoded,
 /// ~5 KiB read); a mark (64 bytes) per chunk stays in memory.
 pub use crate::js::store::segindex::CHUNK;
-/// Decoded chunks a stream keeps (at most ~1.3 MiB).
-const CHUNKS_MAX: usize = 32;
-/// Subject tables of index files a stream keeps (one per cold page read).
-const TABLES_MAX: usize = 4;
 
 /// The first sequence and time of a chunk, where it starts in the file, and
 /// the checksum of its bytes (checked on every read).
@@ -87,76 +84,31 @@ impl Chunk {
     fn get(&self, seq: u64) -> Option<Entry> {
         self.position(seq).ok().map(|i| self.entries[i])
     }
+
+    /// Memory it takes.
+    pub fn bytes(&self) -> u64 {
+        (self.seqs.capacity() * 8 + self.entries.capacity() * std::mem::size_of::<Entry>()) as u64
+            + 64
+    }
+
+    /// `n` entries (for tests of the cache).
+    #[cfg(test)]
+    pub fn filled(n: usize) -> Chunk {
+        Chunk {
+            seqs: (1..=n as u64).collect(),
+            entries: vec![Entry::gap(); n],
+        }
+    }
 }
 
-/// Decoded chunks and subject tables of a stream's cold pages, least
-/// recently used first out. Bounds: `CHUNKS_MAX` and `TABLES_MAX`.
-#[derive(Debug, Default)]
-pub struct ChunkCache {
-    chunks: Lru<ChunkKey, Rc<Chunk>>,
-    tables: Lru<u64, Rc<Vec<Bytes>>>,
-    tick: Cell<u64>,
-    /// The chunk used last (sequential readers stay in one for a chunk of reads).
-    last: RefCell<Option<(ChunkKey, Rc<Chunk>)>>,
-}
-
-/// A chunk: its page's id and its number in the page.
-type ChunkKey = (u64, u32);
-
-/// What reading a cold page takes: the stream's chunk cache, and its
-/// subjects' ids (a decoded entry names its subject by id).
+/// What reading a cold page takes: the shard's chunk cache, the chunk the
+/// stream read last, and its subjects' ids (a decoded entry names its
+/// subject by id).
 #[derive(Clone, Copy)]
 pub struct Reader<'a> {
     pub cache: &'a ChunkCache,
+    pub last: &'a RefCell<Option<(ChunkKey, Rc<Chunk>)>>,
     pub subjects: &'a AHashMap<Bytes, u32>,
-}
-
-/// Values with the tick they were last used at.
-type Lru<K, V> = RefCell<AHashMap<K, (V, u64)>>;
-
-fn touch<K: Copy + Eq + std::hash::Hash, V: Clone>(
-    map: &Lru<K, V>,
-    key: K,
-    tick: u64,
-) -> Option<V> {
-    let mut m = map.borrow_mut();
-    let (v, t) = m.get_mut(&key)?;
-    *t = tick;
-    Some(v.clone())
-}
-
-fn keep<K: Copy + Eq + std::hash::Hash, V>(map: &Lru<K, V>, key: K, v: V, tick: u64, max: usize) {
-    let mut m = map.borrow_mut();
-    if m.len() >= max {
-        // A linear pass over a few dozen entries: cheaper than an ordered list.
-        if let Some(old) = m.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
-            m.remove(&old);
-        }
-    }
-    m.insert(key, (v, tick));
-}
-
-impl ChunkCache {
-    fn next_tick(&self) -> u64 {
-        self.tick.set(self.tick.get() + 1);
-        self.tick.get()
-    }
-
-    /// Forgets everything (the pages were dropped).
-    pub fn clear(&self) {
-        *self.last.borrow_mut() = None;
-        self.chunks.borrow_mut().clear();
-        self.tables.borrow_mut().clear();
-    }
-
-    /// Forgets a page's chunks (it was dropped).
-    pub fn forget(&self, id: u64) {
-        if self.last.borrow().as_ref().is_some_and(|(k, _)| k.0 == id) {
-            *self.last.borrow_mut() = None;
-        }
-        self.chunks.borrow_mut().retain(|k, _| k.0 != id);
-        self.tables.borrow_mut().remove(&id);
-    }
 }
 
 impl Cold {
@@ -528,24 +480,22 @@ impl Cold {
     /// Chunk `c`, from the cache or the file.
     fn chunk(&self, c: usize, rd: Reader) -> Option<Rc<Chunk>> {
         let key = (self.id, c as u32);
-        if let Some((k, ch)) = &*rd.cache.last.borrow() {
+        if let Some((k, ch)) = &*rd.last.borrow() {
             if *k == key {
                 return Some(ch.clone());
             }
         }
-        let tick = rd.cache.next_tick();
-        let found = touch(&rd.cache.chunks, key, tick);
-        let found = match found {
+        let found = match rd.cache.chunk(key) {
             Some(ch) => Ok(ch),
-            None => self.load(c, rd, tick).map(|ch| {
+            None => self.load(c, rd).map(|ch| {
                 let ch = Rc::new(ch);
-                keep(&rd.cache.chunks, key, ch.clone(), tick, CHUNKS_MAX);
+                rd.cache.keep_chunk(key, ch.clone());
                 ch
             }),
         };
         match found {
             Ok(ch) => {
-                *rd.cache.last.borrow_mut() = Some((key, ch.clone()));
+                *rd.last.borrow_mut() = Some((key, ch.clone()));
                 Some(ch)
             }
             Err(e) => {
@@ -568,12 +518,12 @@ impl Cold {
         }
     }
 
-    fn load(&self, c: usize, rd: Reader, tick: u64) -> std::io::Result<Chunk> {
-        let table = match touch(&rd.cache.tables, self.id, tick) {
+    fn load(&self, c: usize, rd: Reader) -> std::io::Result<Chunk> {
+        let table = match rd.cache.table(self.id) {
             Some(t) => t,
             None => {
                 let t = Rc::new(segindex::read_table(&self.path, self.records_at)?);
-                keep(&rd.cache.tables, self.id, t.clone(), tick, TABLES_MAX);
+                rd.cache.keep_table(self.id, t.clone());
                 t
             }
         };

@@ -135,6 +135,15 @@ impl Pages {
         }));
     }
 
+    /// The ids of the cold pages.
+    pub fn cold_ids(&self) -> Vec<u64> {
+        let cold = |p: &Page| match p {
+            Page::Cold(c) => Some(c.id()),
+            Page::Hot(_) => None,
+        };
+        self.pages.iter().filter_map(cold).collect()
+    }
+
     /// Adds a cold page right after the last sequence.
     pub fn push_cold(&mut self, c: Cold) {
         assert_eq!(c.lo, self.last() + 1, "a page after the last");

@@ -496,7 +496,7 @@ fn a_segment_taken_from_its_summary_answers_as_one_replayed() {
     let (at, _) = ix.records_span();
     file[at as usize + 100] ^= 0x01;
     std::fs::write(segindex::index_path(dir.path(), 1), &file).unwrap();
-    whole.cache.clear();
+    whole.forget(&whole.pages.cold_ids());
     assert!(whole.is_live(10) && whole.entry(10).is_none());
     // Noted, so that the next start rebuilds the file from its segment.
     assert!(segindex::damaged_path(dir.path(), 1).exists());
