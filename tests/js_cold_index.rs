@@ -143,12 +143,26 @@ async fn a_stream_mostly_on_disk_reads_back_whole() {
     // More messages: the last segment's new entries, then new segments.
     publish(&js, N + 1..=N + MORE).await;
     check(&js, true, N + MORE).await;
+    // Every chunk read (with DMA for gets and consumers) passed its checks.
+    no_damage(dir.path());
     server.kill9();
 
     let server = Server::start_js(1, dir.path(), &ARGS);
     let js = jetstream::new(server.client().await);
     check(&js, true, N + MORE).await;
     check_kv(&js).await;
+    no_damage(dir.path());
+}
+
+/// No index file was found damaged when read (`<first>.idx.bad`).
+fn no_damage(dir: &std::path::Path) {
+    let streams = dir.join("jetstream/streams");
+    for s in std::fs::read_dir(streams).unwrap() {
+        for f in std::fs::read_dir(s.unwrap().path()).unwrap() {
+            let name = f.unwrap().file_name().into_string().unwrap();
+            assert!(!name.ends_with(".bad"), "{name}");
+        }
+    }
 }
 
 async fn publish(js: &jetstream::Context, seqs: std::ops::RangeInclusive<u64>) {

@@ -66,7 +66,8 @@ pub(crate) fn select(s: &Stream, req: &GetRequest, from: Option<u64>) -> Result<
     if let Some(f) = from {
         return Ok(ix.next_matching(f, None));
     }
-    Ok(ix.entry(req.seq).map(|_| req.seq))
+    // Liveness alone: the entry itself is read by the load that follows.
+    Ok(ix.is_live(req.seq).then_some(req.seq))
 }
 
 /// `STREAM.MSG.GET.<stream>`.

@@ -137,6 +137,16 @@ pub struct NewEntry<'a> {
     pub flags: u8,
 }
 
+/// A read of a cold page's chunk (`Index::chunk_to_read`).
+pub struct ChunkRead {
+    seq: u64,
+    page: u64,
+    chunk: usize,
+    pub path: PathBuf,
+    pub at: u64,
+    pub len: u64,
+}
+
 /// What a removal took away (for byte accounting and segment bookkeeping).
 #[derive(Debug, Clone, Copy)]
 pub struct Removed {
@@ -231,6 +241,34 @@ impl Index {
                 .filter(|e| !e.deleted())
                 .copied(),
             Page::Cold(c) => c.get(seq, self.reader()),
+        }
+    }
+
+    /// The read (with DMA, by the caller) that finding live `seq`'s entry
+    /// takes, if its page is cold and its chunk not cached; hand the bytes
+    /// to `chunk_read`. Without it the lookup reads them itself, blocking.
+    pub fn chunk_to_read(&self, seq: u64) -> Option<ChunkRead> {
+        let Page::Cold(c) = &self.pages.pages[self.pages.find(seq)?] else {
+            return None;
+        };
+        let (chunk, at, len) = c.chunk_to_read(seq, self.reader())?;
+        Some(ChunkRead {
+            seq,
+            page: c.id(),
+            chunk,
+            path: c.path().clone(),
+            at,
+            len,
+        })
+    }
+
+    /// A chunk read for `chunk_to_read`, into the cache (if its page is
+    /// still there).
+    pub fn chunk_read(&self, r: &ChunkRead, bytes: &[u8]) {
+        if let Some(Page::Cold(c)) = self.pages.find(r.seq).map(|i| &self.pages.pages[i]) {
+            if c.id() == r.page {
+                c.chunk_read(r.chunk, bytes, self.reader());
+            }
         }
     }
 

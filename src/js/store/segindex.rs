@@ -672,6 +672,20 @@ pub fn read_table(path: &Path, records_at: u64) -> std::io::Result<Vec<Bytes>> {
     Ok(out)
 }
 
+/// `len` bytes of the file at `path` from `at`, through the DMA API (a
+/// running shard's read).
+pub async fn read_span_dma(path: &Path, at: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let io = |e: glommio::GlommioError<()>| std::io::Error::other(e.to_string());
+    let file = glommio::io::DmaFile::open(path).await.map_err(io)?;
+    let read = file.read_at(at, len as usize).await.map_err(io);
+    let _ = file.close().await;
+    let bytes = read?;
+    if bytes.len() as u64 != len {
+        return Err(std::io::Error::other("short read"));
+    }
+    Ok(bytes.to_vec())
+}
+
 /// `len` bytes of the file at `path` from `at` (blocking pread).
 pub fn read_span(path: &Path, at: u64, len: u64) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;

@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::js::store::index::StoredMsg;
 use crate::js::store::record;
+use crate::js::store::segindex;
 use crate::js::store::segment as filelog;
 use crate::js::stream::Stream;
 use crate::limits::STREAM_CACHE_BYTES;
@@ -61,8 +62,21 @@ impl Stream {
         }
     }
 
+    /// Reads, with DMA, the index chunk the entry of `seq` needs if it is on
+    /// disk and not cached, so that the lookup after it does not block the
+    /// shard on a read (on failure the lookup reads it, and reports).
+    async fn read_index_chunk(&self, seq: u64) {
+        let Some(r) = self.ix.borrow().chunk_to_read(seq) else {
+            return;
+        };
+        if let Ok(bytes) = segindex::read_span_dma(&r.path, r.at, r.len).await {
+            self.ix.borrow().chunk_read(&r, &bytes);
+        }
+    }
+
     /// Reads message `seq` (cache, else disk, verifying the record).
     pub async fn load(&self, seq: u64) -> Option<StoredMsg> {
+        self.read_index_chunk(seq).await;
         let (seg, off, len, subj_len) = {
             let ix = self.ix.borrow();
             if let Some(m) = ix.cached(seq) {
@@ -135,6 +149,7 @@ impl Stream {
     /// ahead this way instead of one read per message). Only records the
     /// index still points at are returned; the cache is left alone.
     pub async fn load_run(&self, seq: u64, window: usize) -> Vec<StoredMsg> {
+        self.read_index_chunk(seq).await;
         let (seg, off) = {
             let ix = self.ix.borrow();
             if let Some(m) = ix.cached(seq) {

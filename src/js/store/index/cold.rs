@@ -250,6 +250,10 @@ impl Cold {
         self.id
     }
 
+    pub fn path(&self) -> &PathBuf {
+        &self.path
+    }
+
     /// True when the segment holds no live record of `seq`.
     fn is_dead(&self, seq: u64) -> bool {
         if self.dead.is_empty() {
@@ -485,16 +489,54 @@ impl Cold {
                 return Some(ch.clone());
             }
         }
-        let found = match rd.cache.chunk(key) {
-            Some(ch) => Ok(ch),
-            None => self.load(c, rd).map(|ch| {
+        if let Some(ch) = rd.cache.chunk(key) {
+            *rd.last.borrow_mut() = Some((key, ch.clone()));
+            return Some(ch);
+        }
+        let (at, len) = self.chunk_span(c);
+        let bytes = segindex::read_span(&self.path, at, len);
+        self.keep(c, bytes.and_then(|b| self.decode(c, &b, rd)), rd)
+    }
+
+    /// Where the chunk holding live `seq` is in the file, if it is not
+    /// cached: (chunk, file offset, length), for a caller to read it with
+    /// DMA and hand it to `chunk_read`.
+    pub fn chunk_to_read(&self, seq: u64, rd: Reader) -> Option<(usize, u64, u64)> {
+        if seq < self.lo || seq > self.hi || self.is_dead(seq) {
+            return None;
+        }
+        let c = self.chunk_of(seq);
+        let key = (self.id, c as u32);
+        let last = rd.last.borrow().as_ref().is_some_and(|(k, _)| *k == key);
+        if last || rd.cache.chunk(key).is_some() {
+            return None;
+        }
+        let (at, len) = self.chunk_span(c);
+        Some((c, at, len))
+    }
+
+    /// Chunk `c`, read by the caller (`bytes`), into the cache.
+    pub fn chunk_read(&self, c: usize, bytes: &[u8], rd: Reader) {
+        self.keep(c, self.decode(c, bytes, rd), rd);
+    }
+
+    /// File offset and length of chunk `c`.
+    fn chunk_span(&self, c: usize) -> (u64, u64) {
+        let at = u64::from(self.marks[c].mark.at);
+        let to = self
+            .marks
+            .get(c + 1)
+            .map_or(self.records_len, |m| u64::from(m.mark.at));
+        (self.records_at + at, to - at)
+    }
+
+    /// A chunk decoded (or why not) into the cache, or reported.
+    fn keep(&self, c: usize, got: std::io::Result<Chunk>, rd: Reader) -> Option<Rc<Chunk>> {
+        let key = (self.id, c as u32);
+        match got {
+            Ok(ch) => {
                 let ch = Rc::new(ch);
                 rd.cache.keep_chunk(key, ch.clone());
-                ch
-            }),
-        };
-        match found {
-            Ok(ch) => {
                 *rd.last.borrow_mut() = Some((key, ch.clone()));
                 Some(ch)
             }
@@ -518,7 +560,8 @@ impl Cold {
         }
     }
 
-    fn load(&self, c: usize, rd: Reader) -> std::io::Result<Chunk> {
+    /// Chunk `c` from its bytes, checked against its checksum.
+    fn decode(&self, c: usize, bytes: &[u8], rd: Reader) -> std::io::Result<Chunk> {
         let table = match rd.cache.table(self.id) {
             Some(t) => t,
             None => {
@@ -528,18 +571,12 @@ impl Cold {
             }
         };
         let from = self.marks[c];
-        let to = self
-            .marks
-            .get(c + 1)
-            .map_or(self.records_len, |m| u64::from(m.mark.at));
-        let at = u64::from(from.mark.at);
-        let bytes = segindex::read_span(&self.path, self.records_at + at, to - at)?;
         let damaged = |why| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
-        if crc32c::crc32c(&bytes) != from.crc {
+        if crc32c::crc32c(bytes) != from.crc {
             return Err(damaged("checksum of a chunk"));
         }
         let mut chunk = Chunk::default();
-        let whole = segindex::decode_run(self.seg, &table, &bytes, from.mark, |r| {
+        let whole = segindex::decode_run(self.seg, &table, bytes, from.mark, |r| {
             if !matches!(r.kind, KIND_MSG | KIND_MOVED) || r.seq < self.base || r.seq > self.hi {
                 return;
             }
