@@ -14,6 +14,14 @@ use bytes::Bytes;
 
 /// At most this many window slots (32 bytes each) in a file stream.
 const WINDOW_SLOTS_MAX: usize = 1 << 20;
+/// What a body costs besides its bytes: its slot, and the rest of its
+/// record in the buffer it is a slice of (kept alive with it).
+const BODY_OVERHEAD: u64 = 80;
+
+/// Memory a body holds, as the budget counts it.
+fn cost(d: &Bytes) -> u64 {
+    d.len() as u64 + BODY_OVERHEAD
+}
 
 #[derive(Debug, Default)]
 pub struct Bodies {
@@ -45,7 +53,7 @@ impl Bodies {
             self.first = seq;
         }
         if seq < self.first {
-            let len = data.len() as u64;
+            let len = cost(&data);
             if self.older.insert(seq, data).is_none() {
                 self.bytes += len;
             }
@@ -54,7 +62,7 @@ impl Bodies {
         let i = (seq - self.first) as usize;
         if i == self.window.len() {
             // The usual case: the next message.
-            self.bytes += data.len() as u64;
+            self.bytes += cost(&data);
             self.live += 1;
             self.window.push_back(Some(data));
             return;
@@ -63,7 +71,7 @@ impl Bodies {
             self.window.resize(i + 1, None);
         }
         if self.window[i].is_none() {
-            self.bytes += data.len() as u64;
+            self.bytes += cost(&data);
             self.live += 1;
             self.window[i] = Some(data);
         }
@@ -82,7 +90,7 @@ impl Bodies {
             self.older.remove(&seq)
         };
         if let Some(d) = gone {
-            self.bytes -= d.len() as u64;
+            self.bytes -= cost(&d);
         }
         self.trim();
     }
@@ -92,7 +100,7 @@ impl Bodies {
     pub fn evict(&mut self, max: u64) {
         while self.bytes > max {
             if let Some((_, d)) = self.older.pop_first() {
-                self.bytes -= d.len() as u64;
+                self.bytes -= cost(&d);
             } else if !self.pop_front() {
                 break;
             }
@@ -109,7 +117,7 @@ impl Bodies {
             Some(slot) => {
                 self.first += 1;
                 if let Some(d) = slot {
-                    self.bytes -= d.len() as u64;
+                    self.bytes -= cost(&d);
                     self.live -= 1;
                 }
                 true
@@ -141,24 +149,24 @@ mod tests {
         for seq in 10..20 {
             c.put(seq, b(10));
         }
-        assert_eq!((c.bytes, c.get(10).unwrap().len()), (100, 10));
+        assert_eq!((c.bytes, c.get(10).unwrap().len()), (10 * 90, 10));
         // A body read back from below the window.
         c.put(3, b(5));
-        assert_eq!((c.bytes, c.get(3).map(Bytes::len)), (105, Some(5)));
+        assert_eq!((c.bytes, c.get(3).map(Bytes::len)), (10 * 90 + 85, Some(5)));
         c.remove(12);
-        assert_eq!((c.bytes, c.get(12)), (95, None));
+        assert_eq!((c.bytes, c.get(12)), (9 * 90 + 85, None));
         // The read-back body goes first, then the window's oldest.
-        c.evict(80);
+        c.evict(8 * 90);
         assert_eq!(c.get(3), None);
         assert_eq!(c.get(10), None);
         assert!(c.get(11).is_some());
-        assert_eq!(c.bytes, 80);
+        assert_eq!(c.bytes, 8 * 90);
         // Putting twice counts once.
         c.put(13, b(10));
-        assert_eq!(c.bytes, 80);
+        assert_eq!(c.bytes, 8 * 90);
         // The slot of 12 (removed) goes with 11, as nothing is left before 13.
         c.remove(11);
-        assert_eq!((c.first, c.bytes), (13, 70));
+        assert_eq!((c.first, c.bytes), (13, 7 * 90));
         for seq in 13..20 {
             c.remove(seq);
         }

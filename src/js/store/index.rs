@@ -262,12 +262,14 @@ impl Index {
         })
     }
 
-    /// A chunk read for `chunk_to_read`, into the cache (if its page is
-    /// still there).
-    pub fn chunk_read(&self, r: &ChunkRead, bytes: &[u8]) {
+    /// A chunk read for `chunk_to_read`, into the shard's cache (`shared`:
+    /// a random read) or only as the stream's last (a sequential reader's,
+    /// which would only push out what others use), if its page is still
+    /// there.
+    pub fn chunk_read(&self, r: &ChunkRead, bytes: &[u8], shared: bool) {
         if let Some(Page::Cold(c)) = self.pages.find(r.seq).map(|i| &self.pages.pages[i]) {
             if c.id() == r.page {
-                c.chunk_read(r.chunk, bytes, self.reader());
+                c.chunk_read(r.chunk, bytes, self.reader(), shared);
             }
         }
     }

@@ -65,23 +65,25 @@ impl Stream {
     /// Reads, with DMA, the index chunk the entry of `seq` needs if it is on
     /// disk and not cached, so that the lookup after it does not block the
     /// shard on a read (on failure the lookup reads it, and reports).
-    async fn read_index_chunk(&self, seq: u64) {
+    /// `shared`: kept in the shard's cache (else only as the stream's last
+    /// chunk: a sequential reader's).
+    async fn read_index_chunk(&self, seq: u64, shared: bool) {
         let Some(r) = self.ix.borrow().chunk_to_read(seq) else {
             return;
         };
         if let Ok(bytes) = segindex::read_span_dma(&r.path, r.at, r.len).await {
-            self.ix.borrow().chunk_read(&r, &bytes);
+            self.ix.borrow().chunk_read(&r, &bytes, shared);
         }
     }
 
     /// Reads message `seq` (cache, else disk, verifying the record).
     pub async fn load(&self, seq: u64) -> Option<StoredMsg> {
-        self.read_index_chunk(seq).await;
+        if let Some(m) = self.ix.borrow().cached(seq) {
+            return Some(m);
+        }
+        self.read_index_chunk(seq, true).await;
         let (seg, off, len, subj_len) = {
             let ix = self.ix.borrow();
-            if let Some(m) = ix.cached(seq) {
-                return Some(m);
-            }
             let e = ix.entry(seq)?;
             let subj_len = ix.subject_of(&e).len();
             (
@@ -149,12 +151,12 @@ impl Stream {
     /// ahead this way instead of one read per message). Only records the
     /// index still points at are returned; the cache is left alone.
     pub async fn load_run(&self, seq: u64, window: usize) -> Vec<StoredMsg> {
-        self.read_index_chunk(seq).await;
+        if let Some(m) = self.ix.borrow().cached(seq) {
+            return vec![m];
+        }
+        self.read_index_chunk(seq, false).await;
         let (seg, off) = {
             let ix = self.ix.borrow();
-            if let Some(m) = ix.cached(seq) {
-                return vec![m];
-            }
             match ix.entry(seq) {
                 Some(e) => (e.seg, e.off()),
                 None => return Vec::new(),

@@ -495,7 +495,7 @@ impl Cold {
         }
         let (at, len) = self.chunk_span(c);
         let bytes = segindex::read_span(&self.path, at, len);
-        self.keep(c, bytes.and_then(|b| self.decode(c, &b, rd)), rd)
+        self.keep(c, bytes.and_then(|b| self.decode(c, &b, rd)), rd, true)
     }
 
     /// Where the chunk holding live `seq` is in the file, if it is not
@@ -515,9 +515,10 @@ impl Cold {
         Some((c, at, len))
     }
 
-    /// Chunk `c`, read by the caller (`bytes`), into the cache.
-    pub fn chunk_read(&self, c: usize, bytes: &[u8], rd: Reader) {
-        self.keep(c, self.decode(c, bytes, rd), rd);
+    /// Chunk `c`, read by the caller (`bytes`), into the cache (`shared`)
+    /// or only as the stream's last.
+    pub fn chunk_read(&self, c: usize, bytes: &[u8], rd: Reader, shared: bool) {
+        self.keep(c, self.decode(c, bytes, rd), rd, shared);
     }
 
     /// File offset and length of chunk `c`.
@@ -531,12 +532,20 @@ impl Cold {
     }
 
     /// A chunk decoded (or why not) into the cache, or reported.
-    fn keep(&self, c: usize, got: std::io::Result<Chunk>, rd: Reader) -> Option<Rc<Chunk>> {
+    fn keep(
+        &self,
+        c: usize,
+        got: std::io::Result<Chunk>,
+        rd: Reader,
+        shared: bool,
+    ) -> Option<Rc<Chunk>> {
         let key = (self.id, c as u32);
         match got {
             Ok(ch) => {
                 let ch = Rc::new(ch);
-                rd.cache.keep_chunk(key, ch.clone());
+                if shared {
+                    rd.cache.keep_chunk(key, ch.clone());
+                }
                 *rd.last.borrow_mut() = Some((key, ch.clone()));
                 Some(ch)
             }
