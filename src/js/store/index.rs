@@ -9,17 +9,15 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use ahash::AHashMap;
 use bytes::Bytes;
 
 use crate::js::store::bodies::Bodies;
-use crate::js::store::segindex::{SegIndex, Summary};
 use crate::limits::REMOVED_LOG_MAX;
 use cache::{ChunkCache, ChunkKey};
-use cold::{Chunk, Cold, Reader};
+use cold::{Chunk, Reader};
 use pages::{Page, Pages};
 
 #[derive(Debug, Clone, Copy)]
@@ -137,16 +135,6 @@ pub struct NewEntry<'a> {
     pub flags: u8,
 }
 
-/// A read of a cold page's chunk (`Index::chunk_to_read`).
-pub struct ChunkRead {
-    seq: u64,
-    page: u64,
-    chunk: usize,
-    pub path: PathBuf,
-    pub at: u64,
-    pub len: u64,
-}
-
 /// What a removal took away (for byte accounting and segment bookkeeping).
 #[derive(Debug, Clone, Copy)]
 pub struct Removed {
@@ -241,36 +229,6 @@ impl Index {
                 .filter(|e| !e.deleted())
                 .copied(),
             Page::Cold(c) => c.get(seq, self.reader()),
-        }
-    }
-
-    /// The read (with DMA, by the caller) that finding live `seq`'s entry
-    /// takes, if its page is cold and its chunk not cached; hand the bytes
-    /// to `chunk_read`. Without it the lookup reads them itself, blocking.
-    pub fn chunk_to_read(&self, seq: u64) -> Option<ChunkRead> {
-        let Page::Cold(c) = &self.pages.pages[self.pages.find(seq)?] else {
-            return None;
-        };
-        let (chunk, at, len) = c.chunk_to_read(seq, self.reader())?;
-        Some(ChunkRead {
-            seq,
-            page: c.id(),
-            chunk,
-            path: c.path().clone(),
-            at,
-            len,
-        })
-    }
-
-    /// A chunk read for `chunk_to_read`, into the shard's cache (`shared`:
-    /// a random read) or only as the stream's last (a sequential reader's,
-    /// which would only push out what others use), if its page is still
-    /// there.
-    pub fn chunk_read(&self, r: &ChunkRead, bytes: &[u8], shared: bool) {
-        if let Some(Page::Cold(c)) = self.pages.find(r.seq).map(|i| &self.pages.pages[i]) {
-            if c.id() == r.page {
-                c.chunk_read(r.chunk, bytes, self.reader(), shared);
-            }
         }
     }
 
@@ -413,49 +371,11 @@ impl Index {
         self.last_ts = m.ts;
     }
 
-    /// Takes segment `seg`'s messages whole from its index file's summary
-    /// (`s`, the file at `path`) as a cold page: as appending each one and
-    /// freezing the segment would (false: not after the last sequence, or a
-    /// memory stream; nothing changed).
-    pub fn append_summary(&mut self, seg: u64, s: &Summary, path: PathBuf) -> bool {
-        let after = s.lo > self.last_seq() || (self.pages.is_empty() && s.lo >= self.first_seq());
-        if self.memory || !after {
-            return false;
-        }
-        if self.msgs == 0 {
-            self.clear(s.lo);
-        }
-        while self.last_seq() + 1 < s.lo {
-            self.pages.push_back(Entry::gap(), None);
-            self.deleted += 1;
-        }
-        for (name, n) in s.names.iter().zip(&s.subjects) {
-            if n.count > 0 {
-                self.intern_slow(name, n.count, n.first, n.last);
-            }
-        }
-        self.msgs += s.msgs;
-        self.bytes += s.bytes;
-        self.last_ts = s.last_ts;
-        let id = self.cache.page_id();
-        self.pages.push_cold(Cold::from_summary(id, seg, s, path));
-        true
-    }
-
     /// No entry; the next sequence is `first`.
     fn clear(&mut self, first: u64) {
         self.forget(&self.pages.cold_ids());
         self.pages.clear(first);
         self.deleted = 0;
-    }
-
-    /// Forgets what dropped cold pages `ids` have in the cache.
-    fn forget(&self, ids: &[u64]) {
-        self.cache.forget(ids);
-        let mut last = self.last.borrow_mut();
-        if last.as_ref().is_some_and(|(k, _)| ids.contains(&k.0)) {
-            *last = None;
-        }
     }
 
     /// The entry for `m`, counted into the totals and its subject.
@@ -615,26 +535,6 @@ impl Index {
                 .put(m.seq, e),
         }
         self.deleted -= 1;
-    }
-
-    /// Leaves segment `seg`'s entries in its index file (`ix`, at `path`),
-    /// if they are all as that file has them; false if they stay in memory.
-    pub fn freeze(&mut self, seg: u64, ix: &SegIndex, path: PathBuf) -> bool {
-        let hot = |p: &Page| matches!(p, Page::Hot(h) if h.owner == Some(seg));
-        let Some(i) = self.pages.pages.iter().rposition(hot) else {
-            return false;
-        };
-        let Page::Hot(h) = &self.pages.pages[i] else {
-            return false;
-        };
-        let id = self.cache.page_id();
-        match Cold::freeze(id, h.lo, &h.entries, seg, ix, path) {
-            Some(c) => {
-                self.pages.pages[i] = Page::Cold(Box::new(c));
-                true
-            }
-            None => false,
-        }
     }
 
     /// Live messages per segment, as (segment, count) runs.
@@ -797,21 +697,11 @@ impl Index {
     }
 }
 
-/// Sets this shard's budget for decoded cold-page chunks (`cache`).
-pub fn set_cache_budget(bytes: u64) {
-    ChunkCache::set_budget(bytes);
-}
-
-impl Drop for Index {
-    /// A stream's pages leave the shard's cache with it.
-    fn drop(&mut self) {
-        self.forget(&self.pages.cold_ids());
-    }
-}
-
 mod cache;
 mod cold;
 mod pages;
+mod paging;
+pub use paging::{set_cache_budget, ChunkRead};
 mod query;
 // Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
