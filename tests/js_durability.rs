@@ -235,6 +235,17 @@ fn publish_until_killed(
 
 #[test]
 fn kill_9_while_publishing_loses_no_acknowledged_message() {
+    kill_9_while_publishing("none");
+}
+
+/// The same with segments packed as they are sealed (`compression: "s2"`):
+/// kills land while segments are being packed, too.
+#[test]
+fn kill_9_while_publishing_and_packing_loses_no_acknowledged_message() {
+    kill_9_while_publishing("s2");
+}
+
+fn kill_9_while_publishing(compression: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut all_acked: HashMap<u64, u64> = HashMap::new();
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
@@ -242,11 +253,10 @@ fn kill_9_while_publishing_loses_no_acknowledged_message() {
         let server = Server::start_js(2, dir.path(), &["--segment_bytes", "65536"]);
         let mut r = raw(&server);
         if round == 0 {
-            req(
-                &mut r,
-                "$JS.API.STREAM.CREATE.D",
-                r#"{"name":"D","subjects":["d.>"],"allow_direct":true}"#,
+            let cfg = format!(
+                r#"{{"name":"D","subjects":["d.>"],"allow_direct":true,"compression":"{compression}"}}"#
             );
+            req(&mut r, "$JS.API.STREAM.CREATE.D", &cfg);
         }
         let acked = Arc::new(Mutex::new(HashMap::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -316,6 +326,20 @@ fn kill_9_while_publishing_loses_no_acknowledged_message() {
         }
         all_acked.extend(acked);
         server.kill9();
+    }
+    if compression == "s2" {
+        let d = dir.path().join("jetstream/streams/D");
+        let packed = std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sz")
+            })
+            .count();
+        assert!(packed > 0, "sealed segments were packed");
     }
 }
 
