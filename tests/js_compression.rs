@@ -161,4 +161,21 @@ async fn a_compressed_stream_reads_back_whole_and_takes_less_disk() {
     let mut s = js.get_stream("Z").await.unwrap();
     let info = s.info().await.unwrap();
     assert_eq!((info.state.messages, info.state.last_sequence), (N - 1, N));
+    server.kill9();
+
+    // A sealed segment left as written (a crash before it was packed) is
+    // packed at the next start.
+    let sz = files(dir.path(), "Z", "sz");
+    let mut raw = jetcore::js::store::packed::read_whole(&sz[1]).unwrap();
+    raw.resize(raw.len().next_multiple_of(4096), 0);
+    let seg = sz[1].with_extension("seg");
+    std::fs::write(&seg, &raw).unwrap();
+    std::fs::remove_file(&sz[1]).unwrap();
+    let server = Server::start_js(1, dir.path(), &ARGS);
+    let t0 = Instant::now();
+    while !sz[1].exists() || seg.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "not packed again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check(&jetstream::new(server.client().await), true).await;
 }

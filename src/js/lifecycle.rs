@@ -65,6 +65,7 @@ pub async fn open(shard: &Rc<Shard>, root: PathBuf, sync: SyncMode) -> Result<Rc
         if owner == shard.id {
             let stream = recover_stream(&js, path, meta).await?;
             start_stream(&js, stream.clone());
+            stream.pack_sealed();
             for c in consumer::recover(&stream) {
                 api::consumer::start(&js, &stream, c);
             }

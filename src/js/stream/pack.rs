@@ -16,10 +16,42 @@ use crate::js::stream::Stream;
 impl Stream {
     /// Packs sealed segment `first`, if the stream compresses and it is
     /// still there, sealed and not packed; a failure is logged and leaves
-    /// the segment as it is. The segment is not removed meanwhile.
+    /// the segment as it is. The segment is not removed meanwhile. A copy
+    /// made stale by an erase is made again (a few times at most).
     pub(super) async fn pack(&self, first: u64) {
-        if self.cfg.borrow().compression != "s2" || !self.dir.exists() {
+        for _ in 0..3 {
+            if !self.pack_once(first).await {
+                return;
+            }
+        }
+    }
+
+    /// Packs every sealed segment not packed yet (at start-up: a crash cut
+    /// packing short, or the stream took `s2` since), one after another, in
+    /// the background.
+    pub fn pack_sealed(self: &Rc<Self>) {
+        if self.cfg.borrow().compression != "s2" {
             return;
+        }
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let todo: Vec<u64> = me.log.borrow().as_ref().map_or(Vec::new(), |l| {
+                let raw = |(k, s): (&u64, &crate::js::store::segment::Segment)| {
+                    (*k != l.active && s.packed.is_none()).then_some(*k)
+                };
+                l.segs.iter().filter_map(raw).collect()
+            });
+            for first in todo {
+                me.pack(first).await;
+            }
+        })
+        .detach();
+    }
+
+    /// One try of `pack`: true when its copy was stale (try again).
+    async fn pack_once(&self, first: u64) -> bool {
+        if self.cfg.borrow().compression != "s2" || !self.dir.exists() {
+            return false;
         }
         let seg = self.log.borrow_mut().as_mut().and_then(|l| {
             let active = l.active;
@@ -29,7 +61,7 @@ impl Stream {
             Some((file, s.size, s.erased))
         });
         let Some((file, size, erased)) = seg else {
-            return;
+            return false;
         };
         let packed = match read_raw(file, size).await {
             Ok(raw) => write_packed(&self.dir, first, &raw).await,
@@ -50,16 +82,20 @@ impl Stream {
                     ))
                 }
                 (s, p) => {
+                    let stale = s.as_ref().is_some_and(|s| s.erased != erased) && p.is_ok();
                     if let Some(s) = s {
                         s.packing = false;
                     }
-                    Err(p.err())
+                    Err((p.err(), stale))
                 }
             }
         };
         match raw_path {
-            Ok(raw) => remove(&self.dir, &raw).await,
-            Err(e) => {
+            Ok(raw) => {
+                remove(&self.dir, &raw).await;
+                false
+            }
+            Err((e, stale)) => {
                 remove(&self.dir, &packed_path(&self.dir, first)).await;
                 if let Some(e) = e {
                     crate::warn!(
@@ -67,6 +103,7 @@ impl Stream {
                         self.name
                     );
                 }
+                stale
             }
         }
     }
