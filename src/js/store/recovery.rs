@@ -261,6 +261,10 @@ impl Scan<'_> {
                 // on as it is written), a new index file holds these records
                 // too. Only the last record's head is kept, and ix has it.
                 let rebuild = past || last;
+                if rebuild {
+                    // Exactly what the file had: no doubling slack to keep.
+                    build.reserve(ix.records_span().1 as usize);
+                }
                 for r in ix.iter() {
                     let r = r.expect("checked when loaded");
                     if rebuild {

@@ -163,6 +163,11 @@ impl Builder {
         self.first
     }
 
+    /// Room for `n` more bytes of records, exactly.
+    pub fn reserve(&mut self, n: usize) {
+        self.records.reserve_exact(n);
+    }
+
     /// Segment bytes its records span.
     pub fn covered(&self) -> u64 {
         self.covered
