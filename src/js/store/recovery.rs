@@ -100,16 +100,7 @@ pub fn recover(
             };
             if each(whole) {
                 scan.last_msg_seq = s.hi;
-                let seg = Segment {
-                    path,
-                    file: None,
-                    packed: None,
-                    erased: 0,
-                    packing: false,
-                    size: s.covered,
-                    live: 0,
-                    markers: false,
-                };
+                let seg = Segment::found(path, s.covered, false);
                 segs.insert(first, seg);
                 building = None;
                 continue;
@@ -277,16 +268,7 @@ impl Scan<'_> {
                     }
                 }
                 if !past {
-                    let seg = Segment {
-                        path,
-                        file: None,
-                    packed: None,
-                erased: 0,
-                packing: false,
-                        size: start as u64,
-                        live: 0,
-                        markers,
-                    };
+                    let seg = Segment::found(path, start as u64, markers);
                     return Ok((seg, last.then_some(build), Some(ix)));
                 }
             }
@@ -327,16 +309,7 @@ impl Scan<'_> {
                 path.display()
             );
         }
-        let seg = Segment {
-            path,
-            file: None,
-            packed: None,
-            erased: 0,
-            packing: false,
-            size: end as u64,
-            live: 0,
-            markers: markers || more,
-        };
+        let seg = Segment::found(path, end as u64, markers || more);
         let index = written
             .ok()
             .and_then(|_| SegIndex::parse_built(first, bytes::Bytes::from(file)).ok());

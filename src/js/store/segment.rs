@@ -61,6 +61,21 @@ pub enum SegRead {
 }
 
 impl Segment {
+    /// A segment found at start-up (`size` bytes of records; `markers`: it
+    /// holds delete or floor records), its files not open yet.
+    pub fn found(path: PathBuf, size: u64, markers: bool) -> Segment {
+        Segment {
+            path,
+            file: None,
+            packed: None,
+            erased: 0,
+            packing: false,
+            size,
+            live: 0,
+            markers,
+        }
+    }
+
     /// Closes its files (explicitly, as glommio asks; readers holding one
     /// keep it open until they are done).
     async fn close(&mut self) {

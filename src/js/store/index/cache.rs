@@ -50,6 +50,22 @@ fn table_bytes(t: &[Bytes]) -> u64 {
     t.iter().map(|b| b.len() as u64 + 32).sum::<u64>() + 24
 }
 
+impl Held {
+    /// `key`, used last at `old`, is used again at `tick`.
+    fn used(&mut self, old: u64, tick: u64, key: Key) {
+        self.order.remove(&old);
+        self.order.insert(tick, key);
+    }
+
+    /// Drops `key`; the bytes it held.
+    fn drop_key(&mut self, key: Key) -> u64 {
+        match key {
+            Key::Chunk(k) => self.chunks.remove(&k).map_or(0, |(c, _)| c.bytes()),
+            Key::Table(id) => self.tables.remove(&id).map_or(0, |(t, _)| table_bytes(&t)),
+        }
+    }
+}
+
 impl ChunkCache {
     pub fn new(budget: u64) -> ChunkCache {
         ChunkCache {
@@ -95,8 +111,7 @@ impl ChunkCache {
         let mut h = self.held.borrow_mut();
         let (c, t) = h.chunks.get_mut(&key)?;
         let (c, old) = (c.clone(), std::mem::replace(t, tick));
-        h.order.remove(&old);
-        h.order.insert(tick, Key::Chunk(key));
+        h.used(old, tick, Key::Chunk(key));
         Some(c)
     }
 
@@ -105,8 +120,7 @@ impl ChunkCache {
         let mut h = self.held.borrow_mut();
         let (v, t) = h.tables.get_mut(&id)?;
         let (v, old) = (v.clone(), std::mem::replace(t, tick));
-        h.order.remove(&old);
-        h.order.insert(tick, Key::Table(id));
+        h.used(old, tick, Key::Table(id));
         Some(v)
     }
 
@@ -145,10 +159,7 @@ impl ChunkCache {
             let Some((_, key)) = h.order.pop_first() else {
                 break;
             };
-            h.bytes -= match key {
-                Key::Chunk(k) => h.chunks.remove(&k).map_or(0, |(c, _)| c.bytes()),
-                Key::Table(id) => h.tables.remove(&id).map_or(0, |(t, _)| table_bytes(&t)),
-            };
+            h.bytes -= h.drop_key(key);
         }
     }
 
@@ -170,10 +181,7 @@ impl ChunkCache {
             .collect();
         for (t, key) in gone {
             h.order.remove(&t);
-            h.bytes -= match key {
-                Key::Chunk(k) => h.chunks.remove(&k).map_or(0, |(c, _)| c.bytes()),
-                Key::Table(id) => h.tables.remove(&id).map_or(0, |(t, _)| table_bytes(&t)),
-            };
+            h.bytes -= h.drop_key(key);
         }
     }
 }
