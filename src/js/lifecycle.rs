@@ -129,7 +129,7 @@ async fn recover_stream(js: &Js, dir: PathBuf, meta: Meta) -> Result<Rc<Stream>,
                     false
                 }
                 Replayed::Indexed { first, index, path } => {
-                    cold += usize::from(replay.ix.freeze(first, index, path));
+                    cold += usize::from(replay.ix.freeze(first, index, None, path));
                     false
                 }
                 Replayed::Whole { summary, path } => {

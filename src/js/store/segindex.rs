@@ -42,7 +42,7 @@ use bytes::Bytes;
 use crate::js::store::recovery::Recovered;
 
 mod summary;
-pub use summary::{ChunkSum, SubjectSum, Summary, CHUNK};
+pub use summary::{entry_sum, ChunkSum, Run, SubjectSum, Summary, CHUNK};
 
 const MAGIC: &[u8; 4] = b"JCIX";
 const VERSION: u32 = 3;
@@ -286,6 +286,13 @@ impl Builder {
         ) {
             self.markers = true;
         }
+    }
+
+    /// Its message records in runs (`Cold::freeze` checks a hot page
+    /// against them), taken once the file's bytes are made; None if they
+    /// came out of order.
+    pub fn take_runs(&mut self) -> Option<Vec<Run>> {
+        self.tally.take_runs()
     }
 
     /// The file's bytes.
@@ -556,8 +563,19 @@ impl SegIndex {
     pub fn iter_marked(
         &self,
     ) -> impl Iterator<Item = Result<(Mark, Recovered<'_>), &'static str>> + '_ {
-        let mut at = 0usize;
-        let mut p = Prev::default();
+        self.iter_marked_from(Mark {
+            at: 0,
+            prev: Prev::default(),
+        })
+    }
+
+    /// The records from `from` on, with the mark each one decodes from.
+    pub fn iter_marked_from(
+        &self,
+        from: Mark,
+    ) -> impl Iterator<Item = Result<(Mark, Recovered<'_>), &'static str>> + '_ {
+        let mut at = (from.at as usize).min(self.records.len());
+        let mut p = from.prev;
         let b = &self.records;
         std::iter::from_fn(move || {
             if at == b.len() {

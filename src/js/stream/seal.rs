@@ -35,13 +35,14 @@ impl Stream {
                 let Some((first, file, size, built)) = next else {
                     break;
                 };
-                let Some(bytes) = write_index(&dir, &name, first, file, size, built).await else {
+                let written = write_index(&dir, &name, first, file, size, built).await;
+                let Some((bytes, runs)) = written else {
                     continue;
                 };
                 // Its entries now live in the file (checked against it).
                 if let Ok(index) = SegIndex::parse_built(first, Bytes::from(bytes)) {
                     let path = segindex::index_path(&dir, first);
-                    ix.borrow_mut().freeze(first, &index, path);
+                    ix.borrow_mut().freeze(first, &index, runs.as_deref(), path);
                     me.pack(first).await;
                 }
             }
@@ -64,8 +65,9 @@ impl Stream {
 }
 
 /// Writes the index file of segment `first` (from `built` when it covers the
-/// segment's `size` bytes, else read back) and returns its bytes; a failure
-/// is logged (start-up then scans that segment, as without an index file).
+/// segment's `size` bytes, else read back) and returns its bytes, and the
+/// builder's runs of message records; a failure is logged (start-up then
+/// scans that segment, as without an index file).
 async fn write_index(
     dir: &std::path::Path,
     stream: &str,
@@ -73,17 +75,17 @@ async fn write_index(
     file: Rc<DmaFile>,
     size: u64,
     built: Option<segindex::Builder>,
-) -> Option<Vec<u8>> {
-    let bytes = match built.filter(|b| b.first() == first && b.covered() == size) {
-        Some(b) => b.finish(),
-        None => read_back(stream, first, file, size, dir).await?,
+) -> Option<(Vec<u8>, Option<Vec<segindex::Run>>)> {
+    let (bytes, runs) = match built.filter(|b| b.first() == first && b.covered() == size) {
+        Some(mut b) => (b.finish(), b.take_runs()),
+        None => (read_back(stream, first, file, size, dir).await?, None),
     };
     // A stream deleted meanwhile took its directory: nothing to write.
     if !dir.exists() {
         return None;
     }
     match segindex::write(dir, first, &bytes).await {
-        Ok(()) => Some(bytes),
+        Ok(()) => Some((bytes, runs)),
         Err(e) => {
             crate::warn!(
                 "JetStream stream '{stream}': writing the index file of segment {first}: {e}"

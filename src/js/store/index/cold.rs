@@ -8,7 +8,7 @@
 //! are kept in the shard's cache (`cache`).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -18,7 +18,8 @@ use bytes::Bytes;
 use super::cache::{ChunkCache, ChunkKey};
 use super::Entry;
 use crate::js::store::record::{KIND_MOVED, KIND_MSG};
-use crate::js::store::segindex::{self, Mark, SegIndex, Summary};
+use crate::js::store::recovery::Recovered;
+use crate::js::store::segindex::{self, Mark, Run, SegIndex, Summary};
 
 /// Message records per chunk: the unit decoded and cached (~40 KiB decoded,
 /// ~5 KiB read); a mark (64 bytes) per chunk stays in memory.
@@ -117,102 +118,35 @@ impl Cold {
     /// live one in that segment exactly: the same offset, lengths and time,
     /// the message records of the page's sequences in ascending order (live
     /// entries in other segments, moved by compaction, are kept as they
-    /// are). None otherwise (the page stays in memory).
+    /// are). None otherwise (the page stays in memory). `runs`: the
+    /// builder's runs of the file's message records, if it has them.
     pub fn freeze(
         id: u64,
         lo: u64,
-        entries: &std::collections::VecDeque<Entry>,
+        entries: &VecDeque<Entry>,
         seg: u64,
         ix: &SegIndex,
+        runs: Option<&[Run]>,
         path: PathBuf,
     ) -> Option<Cold> {
-        let n = entries.len() as u64;
-        if n == 0 {
+        if entries.is_empty() {
             return None;
         }
-        let hi = lo + n - 1;
-        let mut dead = vec![u64::MAX; n.div_ceil(64) as usize];
-        let mut marks = Vec::new();
-        let mut flags = BTreeMap::new();
-        let (mut records, mut matched, mut prev, mut ts_hi) = (0usize, 0u64, 0u64, i64::MIN);
-        for r in ix.iter_marked() {
-            let (mark, r) = r.ok()?;
-            if !matches!(r.kind, KIND_MSG | KIND_MOVED) || r.seq < lo || r.seq > hi {
-                continue;
+        // The builder's runs spare decoding the file; a run that does not
+        // match (an entry moved away since, say) falls back to decoding.
+        let by_runs = runs.and_then(|runs| {
+            let mut f = Freezer::new(lo, entries, seg);
+            f.runs(runs, ix)?;
+            f.finish(id, ix, path.clone())
+        });
+        by_runs.or_else(|| {
+            let mut f = Freezer::new(lo, entries, seg);
+            for r in ix.iter_marked() {
+                let (mark, r) = r.ok()?;
+                f.record(mark, &r)?;
             }
-            if r.seq <= prev {
-                return None;
-            }
-            prev = r.seq;
-            if records % CHUNK == 0 {
-                marks.push(ChunkMark {
-                    seq: r.seq,
-                    ts: r.ts,
-                    mark,
-                    crc: 0,
-                });
-            }
-            records += 1;
-            ts_hi = ts_hi.max(r.ts);
-            let i = r.seq - lo;
-            let e = &entries[i as usize];
-            if e.deleted() || e.seg != seg {
-                continue; // dead, or moved elsewhere (kept in `moved` below)
-            }
-            if e.off() != r.off
-                || e.len as usize != r.len
-                || e.hdr_len() as usize != r.hdr_len
-                || e.ts != r.ts
-            {
-                return None;
-            }
-            dead[(i / 64) as usize] &= !(1 << (i % 64));
-            matched += 1;
-            if e.flags() != 0 {
-                flags.insert(r.seq, e.flags());
-            }
-        }
-        // Live entries elsewhere stay as they are; every other one was matched.
-        let mut moved = BTreeMap::new();
-        let mut here = 0u64;
-        for (seq, e) in (lo..).zip(entries).filter(|(_, e)| !e.deleted()) {
-            if e.seg == seg {
-                here += 1;
-            } else {
-                moved.insert(seq, *e);
-            }
-        }
-        if matched != here {
-            return None;
-        }
-        let (records_at, records_len) = ix.records_span();
-        let records = ix.records();
-        for c in 0..marks.len() {
-            let end = marks
-                .get(c + 1)
-                .map_or(records.len(), |m| m.mark.at as usize);
-            marks[c].crc = crc32c::crc32c(&records[marks[c].mark.at as usize..end]);
-        }
-        let mut page = Cold {
-            id,
-            lo,
-            hi,
-            base: lo,
-            seg,
-            path,
-            records_at,
-            records_len,
-            dead,
-            live: matched,
-            marks,
-            ts_hi,
-            moved,
-            flags,
-        };
-        if matched == 0 || matched == n {
-            page.dead = Vec::new(); // none live, or all
-        }
-        Some(page)
+            f.finish(id, ix, path)
+        })
     }
 
     /// A cold page for a plain segment taken whole from its index file's
@@ -606,5 +540,199 @@ impl Cold {
             return Err(damaged("a damaged record"));
         }
         Ok(chunk)
+    }
+}
+
+/// A hot page's entries checked against its segment's index file, a record
+/// (`record`) or a builder's run of message records (`run`) at a time, into
+/// the parts of a cold page (`finish`).
+pub(super) struct Freezer<'a> {
+    lo: u64,
+    hi: u64,
+    seg: u64,
+    entries: &'a VecDeque<Entry>,
+    dead: Vec<u64>,
+    marks: Vec<ChunkMark>,
+    flags: BTreeMap<u64, u8>,
+    /// Records of the page taken one at a time (a mark every `CHUNK`).
+    records: usize,
+    /// Live entries found as the file has them.
+    matched: u64,
+    /// The last sequence taken.
+    prev: u64,
+    ts_hi: i64,
+}
+
+impl<'a> Freezer<'a> {
+    pub(super) fn new(lo: u64, entries: &'a VecDeque<Entry>, seg: u64) -> Freezer<'a> {
+        let n = entries.len() as u64;
+        Freezer {
+            lo,
+            hi: lo + n - 1,
+            seg,
+            entries,
+            dead: vec![u64::MAX; n.div_ceil(64) as usize],
+            marks: Vec::new(),
+            flags: BTreeMap::new(),
+            records: 0,
+            matched: 0,
+            prev: 0,
+            ts_hi: i64::MIN,
+        }
+    }
+
+    /// Live entry `e` of `seq` is as the file has it.
+    fn live(&mut self, seq: u64, e: &Entry) {
+        let i = seq - self.lo;
+        self.dead[(i / 64) as usize] &= !(1 << (i % 64));
+        self.matched += 1;
+        if e.flags() != 0 {
+            self.flags.insert(seq, e.flags());
+        }
+    }
+
+    /// Record `r` (decoded from `mark`); None if its entry says otherwise.
+    fn record(&mut self, mark: Mark, r: &Recovered) -> Option<()> {
+        if !matches!(r.kind, KIND_MSG | KIND_MOVED) || r.seq < self.lo || r.seq > self.hi {
+            return Some(());
+        }
+        if r.seq <= self.prev {
+            return None;
+        }
+        self.prev = r.seq;
+        if self.records.is_multiple_of(CHUNK) {
+            self.marks.push(ChunkMark {
+                seq: r.seq,
+                ts: r.ts,
+                mark,
+                crc: 0,
+            });
+        }
+        self.records += 1;
+        self.ts_hi = self.ts_hi.max(r.ts);
+        let e = self.entries[(r.seq - self.lo) as usize];
+        if e.deleted() || e.seg != self.seg {
+            return Some(()); // dead, or moved elsewhere (kept in `moved`)
+        }
+        if e.off() != r.off
+            || e.len as usize != r.len
+            || e.hdr_len() as usize != r.hdr_len
+            || e.ts != r.ts
+        {
+            return None;
+        }
+        self.live(r.seq, &e);
+        Some(())
+    }
+
+    /// The builder's runs of the file's message records: a run wholly in
+    /// the page is checked by its sum, the one the page starts in (its front
+    /// trimmed) record by record, and those below the page skipped.
+    pub(super) fn runs(&mut self, runs: &[Run], ix: &SegIndex) -> Option<()> {
+        for (c, run) in runs.iter().enumerate() {
+            let next = runs.get(c + 1);
+            let end = next.map_or(u64::MAX, |n| n.seq);
+            if end <= self.lo {
+                continue;
+            }
+            if run.seq >= self.lo {
+                self.run(run, end)?;
+                continue;
+            }
+            let stop = next.map_or(ix.records().len(), |n| n.mark.at as usize);
+            for r in ix.iter_marked_from(run.mark) {
+                let (mark, r) = r.ok()?;
+                if mark.at as usize >= stop {
+                    break;
+                }
+                self.record(mark, &r)?;
+            }
+        }
+        Some(())
+    }
+
+    /// Run `run`, whose sequences end below `end`: its records' sum is that
+    /// of the entries it names (the page's entries in this segment, live or
+    /// deleted, in its range).
+    fn run(&mut self, run: &Run, end: u64) -> Option<()> {
+        if run.seq <= self.prev || run.seq > self.hi {
+            return None;
+        }
+        self.marks.push(ChunkMark {
+            seq: run.seq,
+            ts: run.ts,
+            mark: run.mark,
+            crc: 0,
+        });
+        let to = end.min(self.hi + 1);
+        let (mut n, mut sum) = (0u32, 0u64);
+        for seq in run.seq..to {
+            let e = self.entries[(seq - self.lo) as usize];
+            if e.seg != self.seg {
+                continue; // a gap, or live in another segment
+            }
+            n += 1;
+            let len = u64::from(e.len);
+            let hdr = u64::from(e.hdr_len());
+            sum = sum.wrapping_add(segindex::entry_sum(seq, e.off(), len, hdr, e.ts));
+            if !e.deleted() {
+                self.live(seq, &e);
+            }
+        }
+        if n != run.msgs || sum != run.sum {
+            return None;
+        }
+        self.prev = to - 1;
+        self.ts_hi = self.ts_hi.max(run.ts_hi);
+        Some(())
+    }
+
+    /// The cold page, if every live entry of this segment was found.
+    fn finish(mut self, id: u64, ix: &SegIndex, path: PathBuf) -> Option<Cold> {
+        // Live entries elsewhere stay as they are; every other one was matched.
+        let mut moved = BTreeMap::new();
+        let mut here = 0u64;
+        let live = (self.lo..).zip(self.entries).filter(|(_, e)| !e.deleted());
+        for (seq, e) in live {
+            if e.seg == self.seg {
+                here += 1;
+            } else {
+                moved.insert(seq, *e);
+            }
+        }
+        if self.matched != here {
+            return None;
+        }
+        let (records_at, records_len) = ix.records_span();
+        let records = ix.records();
+        for c in 0..self.marks.len() {
+            let end = self
+                .marks
+                .get(c + 1)
+                .map_or(records.len(), |m| m.mark.at as usize);
+            let at = self.marks[c].mark.at as usize;
+            self.marks[c].crc = crc32c::crc32c(&records[at..end]);
+        }
+        let n = self.hi - self.lo + 1;
+        let mut page = Cold {
+            id,
+            lo: self.lo,
+            hi: self.hi,
+            base: self.lo,
+            seg: self.seg,
+            path,
+            records_at,
+            records_len,
+            dead: self.dead,
+            live: self.matched,
+            marks: self.marks,
+            ts_hi: self.ts_hi,
+            moved,
+            flags: self.flags,
+        };
+        if page.live == 0 || page.live == n {
+            page.dead = Vec::new(); // none live, or all
+        }
+        Some(page)
     }
 }

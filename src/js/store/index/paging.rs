@@ -9,7 +9,7 @@ use super::cache::ChunkCache;
 use super::cold::Cold;
 use super::pages::Page;
 use super::{Entry, Index};
-use crate::js::store::segindex::{SegIndex, Summary};
+use crate::js::store::segindex::{Run, SegIndex, Summary};
 
 /// A read of a cold page's chunk (`Index::chunk_to_read`).
 pub struct ChunkRead {
@@ -82,8 +82,9 @@ impl Index {
     }
 
     /// Leaves segment `seg`'s entries in its index file (`ix`, at `path`),
-    /// if they are all as that file has them; false if they stay in memory.
-    pub fn freeze(&mut self, seg: u64, ix: &SegIndex, path: PathBuf) -> bool {
+    /// if they are all as that file has them (checked against the `runs` its
+    /// builder took, else by decoding it); false if they stay in memory.
+    pub fn freeze(&mut self, seg: u64, ix: &SegIndex, runs: Option<&[Run]>, path: PathBuf) -> bool {
         let hot = |p: &Page| matches!(p, Page::Hot(h) if h.owner == Some(seg));
         let Some(i) = self.pages.pages.iter().rposition(hot) else {
             return false;
@@ -92,7 +93,7 @@ impl Index {
             return false;
         };
         let id = self.cache.page_id();
-        match Cold::freeze(id, h.lo, &h.entries, seg, ix, path) {
+        match Cold::freeze(id, h.lo, &h.entries, seg, ix, runs, path) {
             Some(c) => {
                 self.pages.pages[i] = Page::Cold(Box::new(c));
                 true
@@ -103,6 +104,9 @@ impl Index {
 
     /// Forgets what dropped cold pages `ids` have in the cache.
     pub(super) fn forget(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
         self.cache.forget(ids);
         let mut last = self.last.borrow_mut();
         if last.as_ref().is_some_and(|(k, _)| ids.contains(&k.0)) {

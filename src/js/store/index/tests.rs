@@ -1,7 +1,9 @@
 //! Unit tests of the index (and of cold pages against their index files).
 // Unit tests only: each unwrap() here is an assertion on a fixed input.
 
+use super::cold::Freezer;
 use super::*;
+use crate::js::store::segindex::{self, Builder, Run, SegIndex};
 
 fn e(
     seq: u64,
@@ -182,15 +184,32 @@ fn an_entry_stays_small() {
 
 /// Two indexes of the same messages: `cold` leaves segment 1's entries in
 /// its index file (under `dir`), `hot` keeps them in memory; `before` is
-/// done to both before the freeze.
+/// done to both before the freeze, which checks the entries against the
+/// builder's runs (`runs`) or by decoding the file.
 fn twins(dir: &std::path::Path) -> (Index, Index) {
-    twins_with(dir, |_| {})
+    twins_with(dir, true, |_| {})
 }
 
-fn twins_with(dir: &std::path::Path, before: impl Fn(&mut Index)) -> (Index, Index) {
+fn twins_with(dir: &std::path::Path, runs: bool, before: impl Fn(&mut Index)) -> (Index, Index) {
+    let (mut cold, mut hot, ix, built) = twins_unfrozen(dir);
+    let runs = if runs {
+        Some(built.expect("runs in order"))
+    } else {
+        None
+    };
+    before(&mut cold);
+    before(&mut hot);
+    let path = segindex::index_path(dir, 1);
+    assert!(cold.freeze(1, &ix, runs.as_deref(), path.clone()));
+    assert!(!cold.freeze(1, &ix, runs.as_deref(), path), "frozen once");
+    (cold, hot)
+}
+
+/// The twins before the freeze, segment 1's index file (written under
+/// `dir`) and its builder's runs.
+fn twins_unfrozen(dir: &std::path::Path) -> (Index, Index, SegIndex, Option<Vec<Run>>) {
     use crate::js::store::record::{KIND_DELETE, KIND_MSG};
     use crate::js::store::recovery::Recovered;
-    use crate::js::store::segindex::{self, Builder, SegIndex};
     let (mut cold, mut hot) = (Index::new(false, 1), Index::new(false, 1));
     let mut build = Builder::new(1);
     let names = ["a.x", "a.y", "b.x", "a.z", "c"];
@@ -251,14 +270,7 @@ fn twins_with(dir: &std::path::Path, before: impl Fn(&mut Index)) -> (Index, Ind
     let file = build.finish();
     segindex::write_blocking(dir, 1, &file).unwrap();
     let ix = SegIndex::parse(1, Bytes::from(file)).unwrap();
-    before(&mut cold);
-    before(&mut hot);
-    assert!(cold.freeze(1, &ix, segindex::index_path(dir, 1)));
-    assert!(
-        !cold.freeze(1, &ix, segindex::index_path(dir, 1)),
-        "frozen once"
-    );
-    (cold, hot)
+    (cold, hot, ix, build.take_runs())
 }
 
 fn same(cold: &Index, hot: &Index) {
@@ -342,8 +354,20 @@ fn same(cold: &Index, hot: &Index) {
 
 #[test]
 fn a_cold_page_answers_as_the_entries_in_memory_did() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut cold, mut hot) = twins(dir.path());
+    // Checked against the builder's runs or by decoding the file; whole, or
+    // trimmed at the front into the second run (1025 messages in the first).
+    for (runs, trim) in [(true, 0), (false, 0), (true, 1030), (false, 1030)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (cold, hot) = twins_with(dir.path(), runs, |ix| {
+            for seq in 1..=trim {
+                ix.remove(seq);
+            }
+        });
+        answers_alike(cold, hot);
+    }
+}
+
+fn answers_alike(mut cold: Index, mut hot: Index) {
     same(&cold, &hot);
     // Deletes at the front (the cold page is trimmed), inside, and of a
     // subject's last message; flags changed; a message moved by compaction.
@@ -386,38 +410,75 @@ fn a_cold_page_answers_as_the_entries_in_memory_did() {
 fn a_page_that_differs_from_its_file_stays_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (_, mut hot) = twins(dir.path());
-    let raw = std::fs::read(crate::js::store::segindex::index_path(dir.path(), 1)).unwrap();
-    let ix = crate::js::store::segindex::SegIndex::parse(1, Bytes::from(raw)).unwrap();
-    let path = crate::js::store::segindex::index_path(dir.path(), 1);
+    let raw = std::fs::read(segindex::index_path(dir.path(), 1)).unwrap();
+    let ix = SegIndex::parse(1, Bytes::from(raw)).unwrap();
+    let path = segindex::index_path(dir.path(), 1);
     // A record of the segment that is not where the file says.
     hot.relocate(10, Location { seg: 1, off: 5 });
-    assert!(!hot.freeze(1, &ix, path.clone()));
+    assert!(!hot.freeze(1, &ix, None, path.clone()));
     // No page of that segment.
-    assert!(!hot.freeze(77, &ix, path));
+    assert!(!hot.freeze(77, &ix, None, path));
 }
 
 #[test]
 fn entries_moved_before_the_freeze_stay_as_they_are() {
+    // With runs, the moved entries make their runs differ: the file is
+    // decoded instead.
+    for runs in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (cold, hot) = twins_with(dir.path(), runs, |ix| {
+            ix.relocate(10, Location { seg: 1201, off: 99 });
+            ix.relocate(
+                600,
+                Location {
+                    seg: 1201,
+                    off: 199,
+                },
+            );
+        });
+        same(&cold, &hot);
+        assert_eq!(cold.entry(600).map(|e| (e.seg, e.off())), Some((1201, 199)));
+    }
+}
+
+#[test]
+fn runs_check_a_page_without_its_file_and_catch_any_difference() {
     let dir = tempfile::tempdir().unwrap();
-    let (cold, hot) = twins_with(dir.path(), |ix| {
-        ix.relocate(10, Location { seg: 1201, off: 99 });
-        ix.relocate(
-            600,
-            Location {
-                seg: 1201,
-                off: 199,
-            },
-        );
-    });
-    same(&cold, &hot);
-    assert_eq!(cold.entry(600).map(|e| (e.seg, e.off())), Some((1201, 199)));
+    let (_, hot, ix, runs) = twins_unfrozen(dir.path());
+    let runs = runs.expect("runs in order");
+    assert_eq!(runs.len(), 2, "1025 + 175 messages in segment 1");
+    let Page::Hot(h) = &hot.pages.pages[0] else {
+        panic!("a hot page")
+    };
+    let check = |runs: &[Run], ix: &SegIndex| {
+        let mut f = Freezer::new(h.lo, &h.entries, 1);
+        f.runs(runs, ix).is_some()
+    };
+    assert!(check(&runs, &ix));
+    // Whole runs are not decoded: an index file with no record passes.
+    let empty = SegIndex::parse(1, Bytes::from(Builder::new(1).finish())).unwrap();
+    assert!(check(&runs, &empty));
+    // A run's sum or count that is not the entries' fails.
+    for k in 0..2 {
+        let mut bad = runs.clone();
+        bad[k].sum ^= 1 << 40;
+        assert!(!check(&bad, &ix), "sum of run {k}");
+        let mut bad = runs.clone();
+        bad[k].msgs -= 1;
+        assert!(!check(&bad, &ix), "count of run {k}");
+    }
+    // So does one entry's offset, length or time.
+    let mut entries = h.entries.clone();
+    entries[5].len += 1;
+    let mut f = Freezer::new(h.lo, &entries, 1);
+    assert!(f.runs(&runs, &ix).is_none());
 }
 
 #[test]
 fn an_unreadable_cold_page_is_no_panic() {
     let dir = tempfile::tempdir().unwrap();
     let (mut cold, _) = twins(dir.path());
-    std::fs::remove_file(crate::js::store::segindex::index_path(dir.path(), 1)).unwrap();
+    std::fs::remove_file(segindex::index_path(dir.path(), 1)).unwrap();
     // The message is unreadable (logged), the rest answers.
     assert!(cold.entry(10).is_none());
     assert!(cold.entry(1300).is_some());
@@ -433,7 +494,7 @@ fn an_unreadable_cold_page_is_no_panic() {
 fn a_segment_taken_from_its_summary_answers_as_one_replayed() {
     use crate::js::store::record::{encoded_len, KIND_MSG};
     use crate::js::store::recovery::Recovered;
-    use crate::js::store::segindex::{self, Builder, SegIndex, Summary};
+    use crate::js::store::segindex::Summary;
     let dir = tempfile::tempdir().unwrap();
     let (mut whole, mut replayed) = (Index::new(false, 1), Index::new(false, 1));
     let mut build = Builder::new(1);
@@ -472,7 +533,7 @@ fn a_segment_taken_from_its_summary_answers_as_one_replayed() {
         "not after the last"
     );
     let ix = SegIndex::parse(1, Bytes::from(file)).unwrap();
-    assert!(replayed.freeze(1, &ix, path));
+    assert!(replayed.freeze(1, &ix, None, path));
     same(&whole, &replayed);
     let state = |ix: &Index, n: &str| ix.subject(n.as_bytes()).map(|s| (s.count, s.first, s.last));
     for n in names {

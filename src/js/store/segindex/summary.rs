@@ -51,6 +51,33 @@ pub struct ChunkSum {
     pub crc: u32,
 }
 
+/// Up to `CHUNK` message records as a builder took them, whatever else the
+/// segment holds: where the first one is, and a checksum of what a hot index
+/// entry says of each (`entry_sum`), so that a hot page going cold is checked
+/// against its index file without decoding it (`Cold::freeze`).
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub seq: u64,
+    pub ts: i64,
+    pub mark: Mark,
+    pub msgs: u32,
+    pub sum: u64,
+    pub ts_hi: i64,
+}
+
+/// One message record's part of a run's checksum: its sequence, offset,
+/// lengths and time, mixed so that a difference in any shows. A sum of these
+/// does not depend on order, so entries are summed in sequence order and
+/// records in file order.
+#[inline]
+pub fn entry_sum(seq: u64, off: u64, len: u64, hdr_len: u64, ts: i64) -> u64 {
+    let x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ off.rotate_left(23)
+        ^ ((len << 32) | hdr_len).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ (ts as u64).rotate_left(41);
+    x ^ (x >> 31)
+}
+
 /// The summary as records are added to a builder.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -63,8 +90,14 @@ pub struct Tally {
     ts_hi: i64,
     last_ts: i64,
     subjects: Vec<SubjectSum>,
-    /// Chunk starts; checksums are taken when the file is finished.
-    chunks: Vec<(u64, i64, Mark)>,
+    /// The message records in runs of `CHUNK`; in a plain segment the
+    /// summary's chunks (their checksums are taken when the file is
+    /// finished).
+    runs: Vec<Run>,
+    /// A message record came with a sequence not above the one before: the
+    /// runs do not describe the file in order.
+    unordered: bool,
+    last_msg: u64,
 }
 
 impl Tally {
@@ -72,6 +105,9 @@ impl Tally {
     /// `mark`; `kept`: it has headers recovery reads.
     #[inline]
     pub fn add(&mut self, r: &Recovered, subj: u32, kept: bool, mark: Mark) {
+        if r.kind == KIND_MSG {
+            self.add_to_run(r, mark);
+        }
         // Only a plain segment's summary is read: once it is not, nothing more
         // to count (a key-value stream's segments stop at the first delete).
         if self.mixed {
@@ -80,9 +116,6 @@ impl Tally {
         if r.kind != KIND_MSG || kept || (self.msgs > 0 && r.seq != self.hi.wrapping_add(1)) {
             self.mixed = true;
             return;
-        }
-        if self.msgs.is_multiple_of(CHUNK as u64) {
-            self.chunks.push((r.seq, r.ts, mark));
         }
         if self.msgs == 0 {
             self.lo = r.seq;
@@ -106,10 +139,40 @@ impl Tally {
         s.last = r.seq;
     }
 
+    #[inline]
+    fn add_to_run(&mut self, r: &Recovered, mark: Mark) {
+        self.unordered |= !self.runs.is_empty() && r.seq <= self.last_msg;
+        self.last_msg = r.seq;
+        let run = match self.runs.last_mut() {
+            Some(run) if run.msgs < CHUNK as u32 => run,
+            _ => {
+                self.runs.push(Run {
+                    seq: r.seq,
+                    ts: r.ts,
+                    mark,
+                    msgs: 0,
+                    sum: 0,
+                    ts_hi: r.ts,
+                });
+                self.runs.last_mut().expect("just pushed")
+            }
+        };
+        let sum = entry_sum(r.seq, r.off, r.len as u64, r.hdr_len as u64, r.ts);
+        run.msgs += 1;
+        run.sum = run.sum.wrapping_add(sum);
+        run.ts_hi = run.ts_hi.max(r.ts);
+    }
+
+    /// The runs of message records (None if they came out of order).
+    pub fn take_runs(&mut self) -> Option<Vec<Run>> {
+        let runs = std::mem::take(&mut self.runs);
+        (!self.unordered).then_some(runs)
+    }
+
     /// The summary's bytes for `subjects` table entries and these `records`.
     pub fn encode(&self, subjects: usize, records: &[u8]) -> Vec<u8> {
         let plain = !self.mixed && self.msgs > 0;
-        let chunks = if plain { &self.chunks[..] } else { &[] };
+        let chunks = if plain { &self.runs[..] } else { &[] };
         // Not plain: nothing reads the counts (partial), so none is written.
         let subjects = if plain { subjects } else { 0 };
         let mut out = Vec::with_capacity(FIXED + subjects * PER_SUBJECT + chunks.len() * PER_CHUNK);
@@ -126,14 +189,16 @@ impl Tally {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
-        for (c, (seq, ts, mark)) in chunks.iter().enumerate() {
-            let end = chunks.get(c + 1).map_or(records.len(), |n| n.2.at as usize);
-            let crc = crc32c::crc32c(&records[mark.at as usize..end]);
-            out.extend_from_slice(&seq.to_le_bytes());
-            out.extend_from_slice(&ts.to_le_bytes());
-            out.extend_from_slice(&mark.at.to_le_bytes());
+        for (c, run) in chunks.iter().enumerate() {
+            let end = chunks
+                .get(c + 1)
+                .map_or(records.len(), |n| n.mark.at as usize);
+            let crc = crc32c::crc32c(&records[run.mark.at as usize..end]);
+            out.extend_from_slice(&run.seq.to_le_bytes());
+            out.extend_from_slice(&run.ts.to_le_bytes());
+            out.extend_from_slice(&run.mark.at.to_le_bytes());
             out.extend_from_slice(&crc.to_le_bytes());
-            put_prev(&mut out, &mark.prev);
+            put_prev(&mut out, &run.mark.prev);
         }
         out
     }
