@@ -221,8 +221,15 @@ impl Index {
     }
 
     /// Live message `seq`'s entry (read from a cold page's file if need be).
+    #[inline]
     pub fn entry(&self, seq: u64) -> Option<Entry> {
-        match &self.pages.pages[self.pages.find(seq)?] {
+        self.entry_in(self.pages.find(seq)?, seq)
+    }
+
+    /// `entry`, with the page that holds `seq` found.
+    #[inline]
+    fn entry_in(&self, page: usize, seq: u64) -> Option<Entry> {
+        match &self.pages.pages[page] {
             Page::Hot(h) => h
                 .entries
                 .get((seq - h.lo) as usize)
@@ -402,7 +409,7 @@ impl Index {
     /// Removes message `seq`; None if it is not there.
     pub fn remove(&mut self, seq: u64) -> Option<Removed> {
         let page = self.pages.find(seq)?;
-        let e = self.entry(seq)?;
+        let e = self.entry_in(page, seq)?;
         let (size, seg, id) = (self.size_of(&e), e.seg, e.subj);
         match &mut self.pages.pages[page] {
             Page::Hot(h) => h.entries[(seq - h.lo) as usize].set_deleted(),
@@ -436,7 +443,8 @@ impl Index {
             let mut last = seq;
             while last > self.first_seq() {
                 last -= 1;
-                if self.is_live(last) && self.entry(last).is_some_and(|e| e.subj == id) {
+                // A dead sequence has no entry (no file read).
+                if self.entry(last).is_some_and(|e| e.subj == id) {
                     break;
                 }
             }
@@ -464,7 +472,9 @@ impl Index {
     fn trim_front(&mut self) {
         let mut dropped = Vec::new();
         self.deleted -= self.pages.trim_front(&mut dropped);
-        self.forget(&dropped);
+        if !dropped.is_empty() {
+            self.forget(&dropped);
+        }
         if self.pages.is_empty() {
             self.deleted = 0;
         }
@@ -641,7 +651,8 @@ impl Index {
             (s.first.max(self.first_seq()), s.last)
         };
         while seq <= last {
-            if self.is_live(seq) && self.entry(seq).is_some_and(|e| e.subj == id) {
+            // A dead sequence has no entry (no file read).
+            if self.entry(seq).is_some_and(|e| e.subj == id) {
                 break;
             }
             seq += 1;

@@ -44,8 +44,10 @@ impl Page {
 #[derive(Debug)]
 pub struct Pages {
     pub pages: VecDeque<Page>,
-    /// The first sequence when there is no page.
-    next: u64,
+    /// The front page's `lo` and the back page's `hi`, kept here because
+    /// every lookup asks (with no page: the next sequence, and one less).
+    first: u64,
+    last: u64,
     /// The page found last (a reader moving through a stream stays in one).
     hint: std::cell::Cell<usize>,
 }
@@ -54,17 +56,18 @@ impl Pages {
     pub fn new(first: u64) -> Pages {
         Pages {
             pages: VecDeque::new(),
-            next: first,
+            first,
+            last: first - 1,
             hint: std::cell::Cell::new(0),
         }
     }
 
     pub fn first(&self) -> u64 {
-        self.pages.front().map_or(self.next, Page::lo)
+        self.first
     }
 
     pub fn last(&self) -> u64 {
-        self.pages.back().map_or(self.next - 1, Page::hi)
+        self.last
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,12 +77,14 @@ impl Pages {
     /// No page; the next sequence is `first`.
     pub fn clear(&mut self, first: u64) {
         self.pages.clear();
-        self.next = first;
+        self.first = first;
+        self.last = first - 1;
     }
 
     /// The page holding `seq`.
+    #[inline]
     pub fn find(&self, seq: u64) -> Option<usize> {
-        if seq < self.first() || seq > self.last() {
+        if seq < self.first || seq > self.last {
             return None;
         }
         // Most lookups are in the last (hot) page, or where the last one was.
@@ -119,15 +124,18 @@ impl Pages {
 
     /// Adds `e` as the next sequence, in segment `owner`'s page (None: a
     /// deleted sequence, any hot page takes it).
+    #[inline]
     pub fn push_back(&mut self, e: Entry, owner: Option<u64>) {
         if let Some(Page::Hot(h)) = self.pages.back_mut() {
             if owner.is_none() || h.owner.is_none() || h.owner == owner {
                 h.owner = h.owner.or(owner);
                 h.entries.push_back(e);
+                self.last += 1;
                 return;
             }
         }
-        let lo = self.last() + 1;
+        self.last += 1;
+        let lo = self.last;
         self.pages.push_back(Page::Hot(Hot {
             lo,
             owner,
@@ -146,7 +154,8 @@ impl Pages {
 
     /// Adds a cold page right after the last sequence.
     pub fn push_cold(&mut self, c: Cold) {
-        assert_eq!(c.lo, self.last() + 1, "a page after the last");
+        assert_eq!(c.lo, self.last + 1, "a page after the last");
+        self.last = c.hi;
         self.pages.push_back(Page::Cold(Box::new(c)));
     }
 
@@ -157,6 +166,7 @@ impl Pages {
             return;
         }
         let gaps = (first - seq) as usize;
+        self.first = seq;
         match self.pages.front_mut() {
             Some(Page::Hot(h)) => {
                 for _ in 0..gaps {
@@ -174,26 +184,28 @@ impl Pages {
 
     /// Drops dead sequences at the front so the first is live (or no page
     /// is left); returns how many went, and the cold pages dropped (by id).
+    #[inline]
     pub fn trim_front(&mut self, dropped: &mut Vec<u64>) -> u64 {
         let mut n = 0;
         while let Some(p) = self.pages.front_mut() {
-            let next = p.hi() + 1;
             match p {
                 Page::Hot(h) => {
-                    while h.entries.front().is_some_and(|e| e.deleted()) {
+                    let before = h.entries.len();
+                    while h.entries.front().is_some_and(Entry::deleted) {
                         h.entries.pop_front();
-                        h.lo += 1;
-                        n += 1;
                     }
+                    let k = (before - h.entries.len()) as u64;
+                    h.lo += k;
+                    n += k;
                     if !h.entries.is_empty() {
-                        return n;
+                        break;
                     }
                 }
                 Page::Cold(c) => match c.next_live(c.lo) {
                     Some(s) => {
                         n += s - c.lo;
                         c.lo = s;
-                        return n;
+                        break;
                     }
                     None => {
                         n += c.hi - c.lo + 1;
@@ -202,8 +214,8 @@ impl Pages {
                 },
             }
             self.pages.pop_front();
-            self.next = next;
         }
+        self.first += n;
         n
     }
 }
