@@ -241,6 +241,9 @@ impl Cold {
 
     /// The first live sequence ≥ `from` in the page.
     pub fn next_live(&self, from: u64) -> Option<u64> {
+        if self.moved.is_empty() {
+            return self.next_live_in_file(from);
+        }
         let moved = self.moved.range(from..).next().map(|(s, _)| *s);
         match (moved, self.next_live_in_file(from)) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -309,8 +312,20 @@ impl Cold {
         if self.is_dead(seq) {
             return self.moved.get(&seq).copied();
         }
-        let mut e = self.chunk(self.chunk_of(seq), rd)?.get(seq)?;
-        e.set_flags(self.flags.get(&seq).copied().unwrap_or(0));
+        let c = self.chunk_of(seq);
+        // The chunk read last (a reader moving through the page) without
+        // taking a reference to it.
+        let last = match &*rd.last.borrow() {
+            Some((k, ch)) if *k == (self.id, c as u32) => Some(ch.get(seq)),
+            _ => None,
+        };
+        let mut e = match last {
+            Some(e) => e?,
+            None => self.chunk(c, rd)?.get(seq)?,
+        };
+        if !self.flags.is_empty() {
+            e.set_flags(self.flags.get(&seq).copied().unwrap_or(0));
+        }
         Some(e)
     }
 
@@ -518,12 +533,26 @@ impl Cold {
         if crc32c::crc32c(bytes) != from.crc {
             return Err(damaged("checksum of a chunk"));
         }
-        let mut chunk = Chunk::default();
+        let mut chunk = Chunk {
+            seqs: Vec::with_capacity(CHUNK),
+            entries: Vec::with_capacity(CHUNK),
+        };
+        // Runs of one subject (the table entry itself, by address) map to
+        // the index's id once, not by a hash lookup per record.
+        let mut memo: Option<(*const u8, usize, u32)> = None;
         let whole = segindex::decode_run(self.seg, &table, bytes, from.mark, |r| {
             if !matches!(r.kind, KIND_MSG | KIND_MOVED) || r.seq < self.base || r.seq > self.hi {
                 return;
             }
-            let id = rd.subjects.get(r.subject).copied().unwrap_or(u32::MAX);
+            let here = (r.subject.as_ptr(), r.subject.len());
+            let id = match memo {
+                Some((at, len, id)) if (at, len) == here => id,
+                _ => {
+                    let id = rd.subjects.get(r.subject).copied().unwrap_or(u32::MAX);
+                    memo = Some((here.0, here.1, id));
+                    id
+                }
+            };
             let mut e = Entry {
                 ts: r.ts,
                 seg: self.seg,
