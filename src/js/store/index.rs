@@ -663,8 +663,10 @@ impl Index {
 
     /// Cached data of `seq`, if any.
     pub fn cached(&self, seq: u64) -> Option<StoredMsg> {
-        let e = self.entry(seq)?;
+        // The body first: a replay from disk asks for many that are not
+        // cached, and finding the entry of a cold page costs more.
         let data = self.bodies.get(seq)?.clone();
+        let e = self.entry(seq)?;
         Some(StoredMsg {
             seq,
             ts: e.ts,
