@@ -12,32 +12,44 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-/// At most this many window slots (32 bytes each) in a file stream.
+/// At most this many window slots (48 bytes each) in a file stream.
 const WINDOW_SLOTS_MAX: usize = 1 << 20;
 /// What a body costs besides its bytes: its slot, and the rest of its
 /// record in the buffer it is a slice of (kept alive with it).
-const BODY_OVERHEAD: u64 = 80;
+const BODY_OVERHEAD: u64 = 96;
+
+/// A kept message: its bytes (headers, then payload) and what serving it
+/// takes besides, so that a cached message needs no index entry (which,
+/// in a sealed segment, is read from its index file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    pub data: Bytes,
+    pub ts: i64,
+    /// The index's subject id (live while the message is).
+    pub subj: u32,
+    pub hdr_len: u32,
+}
 
 /// Memory a body holds, as the budget counts it.
-fn cost(d: &Bytes) -> u64 {
-    d.len() as u64 + BODY_OVERHEAD
+fn cost(b: &Body) -> u64 {
+    b.data.len() as u64 + BODY_OVERHEAD
 }
 
 #[derive(Debug, Default)]
 pub struct Bodies {
     /// Sequence of `window[0]`.
     first: u64,
-    window: VecDeque<Option<Bytes>>,
+    window: VecDeque<Option<Body>>,
     /// Bodies in the window.
     live: usize,
     /// Bodies below the window, read back from disk.
-    older: BTreeMap<u64, Bytes>,
+    older: BTreeMap<u64, Body>,
     /// Bytes held (both parts).
     pub bytes: u64,
 }
 
 impl Bodies {
-    pub fn get(&self, seq: u64) -> Option<&Bytes> {
+    pub fn get(&self, seq: u64) -> Option<&Body> {
         if seq >= self.first {
             self.window.get((seq - self.first) as usize)?.as_ref()
         } else {
@@ -46,7 +58,7 @@ impl Bodies {
     }
 
     /// Keeps `data` as the body of `seq` (unless it has one).
-    pub fn put(&mut self, seq: u64, data: Bytes) {
+    pub fn put(&mut self, seq: u64, data: Body) {
         if self.live == 0 && seq >= self.first {
             // Nothing in the window: it starts over at `seq`.
             self.window.clear();
@@ -139,8 +151,13 @@ impl Bodies {
 mod tests {
     use super::*;
 
-    fn b(n: usize) -> Bytes {
-        Bytes::from(vec![7u8; n])
+    fn b(n: usize) -> Body {
+        Body {
+            data: Bytes::from(vec![7u8; n]),
+            ts: 1,
+            subj: 0,
+            hdr_len: 0,
+        }
     }
 
     #[test]
@@ -149,24 +166,26 @@ mod tests {
         for seq in 10..20 {
             c.put(seq, b(10));
         }
-        assert_eq!((c.bytes, c.get(10).unwrap().len()), (10 * 90, 10));
+        let (ten, five) = (10 + BODY_OVERHEAD, 5 + BODY_OVERHEAD);
+        assert_eq!((c.bytes, c.get(10).unwrap().data.len()), (10 * ten, 10));
         // A body read back from below the window.
         c.put(3, b(5));
-        assert_eq!((c.bytes, c.get(3).map(Bytes::len)), (10 * 90 + 85, Some(5)));
+        let len = c.get(3).map(|b| b.data.len());
+        assert_eq!((c.bytes, len), (10 * ten + five, Some(5)));
         c.remove(12);
-        assert_eq!((c.bytes, c.get(12)), (9 * 90 + 85, None));
+        assert_eq!((c.bytes, c.get(12)), (9 * ten + five, None));
         // The read-back body goes first, then the window's oldest.
-        c.evict(8 * 90);
+        c.evict(8 * ten);
         assert_eq!(c.get(3), None);
         assert_eq!(c.get(10), None);
         assert!(c.get(11).is_some());
-        assert_eq!(c.bytes, 8 * 90);
+        assert_eq!(c.bytes, 8 * ten);
         // Putting twice counts once.
         c.put(13, b(10));
-        assert_eq!(c.bytes, 8 * 90);
+        assert_eq!(c.bytes, 8 * ten);
         // The slot of 12 (removed) goes with 11, as nothing is left before 13.
         c.remove(11);
-        assert_eq!((c.first, c.bytes), (13, 7 * 90));
+        assert_eq!((c.first, c.bytes), (13, 7 * ten));
         for seq in 13..20 {
             c.remove(seq);
         }

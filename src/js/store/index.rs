@@ -14,7 +14,7 @@ use std::rc::Rc;
 use ahash::AHashMap;
 use bytes::Bytes;
 
-use crate::js::store::bodies::Bodies;
+use crate::js::store::bodies::{Bodies, Body};
 use crate::limits::REMOVED_LOG_MAX;
 use cache::{ChunkCache, ChunkKey};
 use cold::{Chunk, Reader};
@@ -389,7 +389,13 @@ impl Index {
     fn new_entry(&mut self, m: &NewEntry) -> Entry {
         let subj = self.intern(m.subject, m.seq);
         if let Some(d) = &m.data {
-            self.cache(m.seq, d.clone());
+            let body = Body {
+                data: d.clone(),
+                ts: m.ts,
+                subj,
+                hdr_len: m.hdr_len as u32,
+            };
+            self.bodies.put(m.seq, body);
         }
         self.msgs += 1;
         self.bytes += msg_size(self.memory, m.subject.len(), m.hdr_len, m.len - m.hdr_len);
@@ -462,6 +468,7 @@ impl Index {
         if let Some(c) = self.pages.cold_mut(seq) {
             c.kill(seq);
         }
+        self.uncache(seq);
         self.msgs -= 1;
         self.deleted += 1;
         self.removals += 1;
@@ -662,22 +669,18 @@ impl Index {
     }
 
     /// Cached data of `seq`, if any.
+    /// A body is kept only while its message is live (a removal drops it),
+    /// and with what its entry would say, so no entry is looked up.
     pub fn cached(&self, seq: u64) -> Option<StoredMsg> {
-        // The body first: a replay from disk asks for many that are not
-        // cached, and finding the entry of a cold page costs more.
-        let data = self.bodies.get(seq)?.clone();
-        let e = self.entry(seq)?;
+        let b = self.bodies.get(seq)?;
+        let subject = self.subj.get(b.subj as usize)?.as_ref()?.subject.clone();
         Some(StoredMsg {
             seq,
-            ts: e.ts,
-            subject: self.subject_of(&e).clone(),
-            hdr_len: e.hdr_len() as usize,
-            data,
+            ts: b.ts,
+            subject,
+            hdr_len: b.hdr_len as usize,
+            data: b.data.clone(),
         })
-    }
-
-    fn cache(&mut self, seq: u64, data: Bytes) {
-        self.bodies.put(seq, data);
     }
 
     fn uncache(&mut self, seq: u64) {
@@ -692,10 +695,19 @@ impl Index {
         }
     }
 
-    /// Sets the cached bytes of `seq` after reading it from disk.
-    pub fn fill_cache(&mut self, seq: u64, data: Bytes) {
-        if !self.memory && self.is_live(seq) {
-            self.cache(seq, data);
+    /// Keeps message `m`, read from disk, in the cache (if it is live).
+    pub fn fill_cache(&mut self, m: &StoredMsg) {
+        if self.memory || !self.is_live(m.seq) {
+            return;
+        }
+        if let Some(&subj) = self.subjects.get(&m.subject) {
+            let body = Body {
+                data: m.data.clone(),
+                ts: m.ts,
+                subj,
+                hdr_len: m.hdr_len as u32,
+            };
+            self.bodies.put(m.seq, body);
         }
     }
 

@@ -111,16 +111,15 @@ impl Stream {
                     && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED)
                     && r.subject.len() == subj_len =>
             {
-                let data = Bytes::copy_from_slice(r.data);
                 let msg = StoredMsg {
                     seq,
                     ts: r.ts,
                     subject: Bytes::copy_from_slice(r.subject),
                     hdr_len: r.hdr_len,
-                    data: data.clone(),
+                    data: Bytes::copy_from_slice(r.data),
                 };
                 let mut ix = self.ix.borrow_mut();
-                ix.fill_cache(seq, data);
+                ix.fill_cache(&msg);
                 ix.evict(STREAM_CACHE_BYTES);
                 Some(msg)
             }

@@ -565,3 +565,29 @@ fn a_segment_taken_from_its_summary_answers_as_one_replayed() {
     assert_eq!(at(&whole), at(&replayed));
     assert!(at(&whole).is_some());
 }
+
+#[test]
+fn a_cached_message_is_served_without_its_entry_and_never_once_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cold, mut hot) = twins(dir.path());
+    let read = |seq: u64| StoredMsg {
+        seq,
+        ts: 1000 + seq as i64 / 3,
+        subject: b(["a.x", "a.y", "b.x", "a.z", "c"][(seq * 7 % 5) as usize]),
+        hdr_len: 0,
+        data: Bytes::from(vec![b'x'; (seq % 40) as usize]),
+    };
+    // As a read from disk leaves it; then the index file goes, so no entry
+    // of the cold page can be read, and the body is still served.
+    cold.fill_cache(&read(10));
+    std::fs::remove_file(segindex::index_path(dir.path(), 1)).unwrap();
+    assert!(cold.entry(10).is_none());
+    assert_eq!(cold.cached(10), Some(read(10)));
+    // A removed message's body goes with it; a dead one is never kept.
+    hot.fill_cache(&read(11));
+    assert_eq!(hot.cached(11), Some(read(11)));
+    assert!(hot.remove(11).is_some());
+    assert_eq!(hot.cached(11), None);
+    hot.fill_cache(&read(11));
+    assert_eq!(hot.cached(11), None);
+}
