@@ -66,6 +66,16 @@ impl Held {
     }
 }
 
+/// The value held under `key`, marked used at `tick`, and the tick it had.
+fn touch<K: std::hash::Hash + Eq, V: Clone>(
+    map: &mut AHashMap<K, (V, u64)>,
+    key: &K,
+    tick: u64,
+) -> Option<(V, u64)> {
+    let (v, t) = map.get_mut(key)?;
+    Some((v.clone(), std::mem::replace(t, tick)))
+}
+
 impl ChunkCache {
     pub fn new(budget: u64) -> ChunkCache {
         ChunkCache {
@@ -109,8 +119,7 @@ impl ChunkCache {
     pub fn chunk(&self, key: ChunkKey) -> Option<Rc<Chunk>> {
         let tick = self.next_tick();
         let mut h = self.held.borrow_mut();
-        let (c, t) = h.chunks.get_mut(&key)?;
-        let (c, old) = (c.clone(), std::mem::replace(t, tick));
+        let (c, old) = touch(&mut h.chunks, &key, tick)?;
         h.used(old, tick, Key::Chunk(key));
         Some(c)
     }
@@ -118,8 +127,7 @@ impl ChunkCache {
     pub fn table(&self, id: u64) -> Option<Rc<Vec<Bytes>>> {
         let tick = self.next_tick();
         let mut h = self.held.borrow_mut();
-        let (v, t) = h.tables.get_mut(&id)?;
-        let (v, old) = (v.clone(), std::mem::replace(t, tick));
+        let (v, old) = touch(&mut h.tables, &id, tick)?;
         h.used(old, tick, Key::Table(id));
         Some(v)
     }

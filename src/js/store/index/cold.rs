@@ -312,17 +312,7 @@ impl Cold {
         if self.is_dead(seq) {
             return self.moved.get(&seq).copied();
         }
-        let c = self.chunk_of(seq);
-        // The chunk read last (a reader moving through the page) without
-        // taking a reference to it.
-        let last = match &*rd.last.borrow() {
-            Some((k, ch)) if *k == (self.id, c as u32) => Some(ch.get(seq)),
-            _ => None,
-        };
-        let mut e = match last {
-            Some(e) => e?,
-            None => self.chunk(c, rd)?.get(seq)?,
-        };
+        let mut e = self.chunk(self.chunk_of(seq), rd)?.get(seq)?;
         if !self.flags.is_empty() {
             e.set_flags(self.flags.get(&seq).copied().unwrap_or(0));
         }

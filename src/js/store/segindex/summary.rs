@@ -143,19 +143,18 @@ impl Tally {
     fn add_to_run(&mut self, r: &Recovered, mark: Mark) {
         self.unordered |= !self.runs.is_empty() && r.seq <= self.last_msg;
         self.last_msg = r.seq;
-        let run = match self.runs.last_mut() {
-            Some(run) if run.msgs < CHUNK as u32 => run,
-            _ => {
-                self.runs.push(Run {
-                    seq: r.seq,
-                    ts: r.ts,
-                    mark,
-                    msgs: 0,
-                    sum: 0,
-                    ts_hi: r.ts,
-                });
-                self.runs.last_mut().expect("just pushed")
-            }
+        if self.runs.last().is_none_or(|run| run.msgs == CHUNK as u32) {
+            self.runs.push(Run {
+                seq: r.seq,
+                ts: r.ts,
+                mark,
+                msgs: 0,
+                sum: 0,
+                ts_hi: r.ts,
+            });
+        }
+        let Some(run) = self.runs.last_mut() else {
+            return;
         };
         let sum = entry_sum(r.seq, r.off, r.len as u64, r.hdr_len as u64, r.ts);
         run.msgs += 1;
