@@ -157,8 +157,8 @@ pub fn info(shard: &Shard, c: &Consumer, kind: &str) -> Vec<u8> {
     }
     out.push_str(&format!(
         "\"stream_name\":{},\"name\":{},\"created\":\"{}\",\"config\":",
-        str_json(&c.stream.name),
-        str_json(&c.name),
+        json::quote(&c.stream.name),
+        json::quote(&c.name),
         rfc3339(c.created)
     ));
     out.push_str(
@@ -210,10 +210,6 @@ pub fn info(shard: &Shard, c: &Consumer, kind: &str) -> Vec<u8> {
     out.push_str(&priority::info_json(&cfg, c.pin().as_ref()));
     out.push('}');
     out.into_bytes()
-}
-
-fn str_json(s: &str) -> String {
-    String::from_utf8(json::go_escape(serde_json::to_vec(s).expect("string"))).expect("utf8")
 }
 
 /// Where a create request came in: the parts of its subject.
@@ -524,8 +520,8 @@ fn action_advisory(shard: &Shard, stream: &str, name: &str, action: &str) {
         ),
         consumer::random_token(shard, 22),
         rfc3339(now_nanos()),
-        str_json(stream),
-        str_json(name),
+        json::quote(stream),
+        json::quote(name),
         action
     );
     let verb = if action == "create" {
@@ -625,7 +621,7 @@ fn names(js: &Js, stream: &str, reply: &Bytes, body: &[u8], list: bool) {
             if list {
                 String::from_utf8(info(&js.shard, c, "list")).expect("utf8")
             } else {
-                str_json(&c.name)
+                json::quote(&c.name)
             }
         })
         .collect();

@@ -241,17 +241,13 @@ pub fn info_json(cfg: &ConsumerConfig, pin: Option<&Pin>) -> String {
     let Some(g) = cfg.priority_groups.first() else {
         return String::new();
     };
-    let mut out = format!(",\"priority_groups\":[{{\"group\":{}", quote(g));
+    let mut out = format!(",\"priority_groups\":[{{\"group\":{}", json::quote(g));
     if let Some(p) = pin {
-        out.push_str(&format!(",\"pinned_client_id\":{}", quote(&p.id)));
+        out.push_str(&format!(",\"pinned_client_id\":{}", json::quote(&p.id)));
     }
     let at = pin.map_or(0, |p| p.at);
     out.push_str(&format!(",\"pinned_ts\":\"{}\"}}]", rfc3339(at)));
     out
-}
-
-fn quote(s: &str) -> String {
-    String::from_utf8(json::go_escape(serde_json::to_vec(s).expect("string"))).expect("utf8")
 }
 
 impl Consumer {
@@ -271,10 +267,10 @@ impl Consumer {
             ),
             random_token(shard, 22),
             rfc3339(now_nanos()),
-            quote(&self.stream.name),
-            quote(&self.name),
-            quote(group),
-            quote(&pin.id)
+            json::quote(&self.stream.name),
+            json::quote(&self.name),
+            json::quote(group),
+            json::quote(&pin.id)
         );
         self.advise(shard, "PINNED", &body);
     }
@@ -290,9 +286,9 @@ impl Consumer {
             ),
             random_token(shard, 22),
             rfc3339(now_nanos()),
-            quote(&self.stream.name),
-            quote(&self.name),
-            quote(group),
+            json::quote(&self.stream.name),
+            json::quote(&self.name),
+            json::quote(group),
             reason
         );
         self.advise(shard, "UNPINNED", &body);

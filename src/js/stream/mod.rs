@@ -153,6 +153,8 @@ struct WriteState {
 pub struct Stream {
     pub uid: u32,
     pub name: String,
+    /// `name` as a JSON string, for pub acks.
+    name_json: String,
     pub dir: PathBuf,
     pub cfg: RefCell<StreamConfig>,
     pub created: i64,
@@ -259,23 +261,30 @@ impl Stream {
 }
 
 /// nats-server's pub ack: `{"stream":S[,"domain":D],"seq":N[,"duplicate": true]}`.
-pub fn pub_ack(stream: &str, domain: Option<&str>, seq: u64, duplicate: bool) -> Vec<u8> {
-    let quote = |s: &str| crate::js::types::json::go_escape(serde_json::to_vec(s).expect("string"));
-    let name = quote(stream);
+/// A pub ack: `name` is the stream's name as a JSON string (quoted once,
+/// when the stream is made; an ack is one allocation).
+pub fn pub_ack(name: &[u8], domain: Option<&str>, seq: u64, duplicate: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + name.len());
     out.extend_from_slice(b"{\"stream\":");
-    out.extend_from_slice(&name);
+    out.extend_from_slice(name);
     if let Some(d) = domain {
         out.extend_from_slice(b",\"domain\":");
-        out.extend_from_slice(&quote(d));
+        out.extend_from_slice(ack_quote(d).as_bytes());
     }
-    out.extend_from_slice(format!(",\"seq\":{seq}").as_bytes());
+    out.extend_from_slice(b",\"seq\":");
+    crate::protocol::ops::push_decimal(&mut out, seq);
     if duplicate {
         // nats-server writes this one field with a space after the colon.
         out.extend_from_slice(b",\"duplicate\": true");
     }
     out.push(b'}');
     out
+}
+
+/// A name in a pub ack: nats-server quotes it as Go's `%q` does, which
+/// (unlike its JSON encoder) leaves `<`, `>` and `&` as they are.
+fn ack_quote(s: &str) -> String {
+    serde_json::to_string(s).expect("string")
 }
 
 pub fn pub_err(stream: &str, e: &ApiError) -> Vec<u8> {
@@ -309,6 +318,7 @@ impl Stream {
         let s = Stream {
             uid,
             name: cfg.name.clone(),
+            name_json: ack_quote(&cfg.name),
             dir,
             cfg: RefCell::new(cfg.clone()),
             created,
@@ -385,7 +395,7 @@ impl Stream {
     /// A pub ack for `seq` (`duplicate`: of a message stored before).
     pub fn ack(&self, seq: u64, duplicate: bool) -> Vec<u8> {
         let domain = self.domain.get().and_then(|d| d.as_deref());
-        pub_ack(&self.name, domain, seq, duplicate)
+        pub_ack(self.name_json.as_bytes(), domain, seq, duplicate)
     }
 
     /// Remembers a recovered message id (start-up).
@@ -457,5 +467,31 @@ impl Stream {
         {
             s.live += n;
         }
+    }
+}
+
+// Unit tests only: each unwrap() here is an assertion on a fixed input.
+#[cfg(test)]
+mod tests {
+    use super::{ack_quote, pub_ack};
+
+    #[test]
+    fn pub_ack_bytes_are_nats_servers() {
+        let ack = |name: &str, domain, seq, dup| {
+            String::from_utf8(pub_ack(ack_quote(name).as_bytes(), domain, seq, dup)).unwrap()
+        };
+        assert_eq!(
+            ack("ORDERS", None, 7, false),
+            r#"{"stream":"ORDERS","seq":7}"#
+        );
+        assert_eq!(
+            ack("ORDERS", Some("hub"), u64::MAX, true),
+            r#"{"stream":"ORDERS","domain":"hub","seq":18446744073709551615,"duplicate": true}"#
+        );
+        // Quoted as Go's %q does, as nats-server 2.15 answers: no HTML escapes.
+        assert_eq!(
+            ack("a&b<c>", None, 0, false),
+            r#"{"stream":"a&b<c>","seq":0}"#
+        );
     }
 }

@@ -132,6 +132,11 @@ pub fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     go_escape(raw)
 }
 
+/// `s` as a JSON string, escaped as Go escapes it.
+pub fn quote(s: &str) -> String {
+    String::from_utf8(go_escape(serde_json::to_vec(s).expect("string"))).expect("utf8")
+}
+
 /// Escapes `<`, `>`, `&`, U+2028 and U+2029 as Go does. They can only occur
 /// inside strings in serde_json's output, so a byte-level pass is exact.
 pub fn go_escape(raw: Vec<u8>) -> Vec<u8> {
