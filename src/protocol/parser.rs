@@ -301,10 +301,8 @@ fn split_args(line: &Bytes, start: usize) -> Args {
     };
     let mut at = start;
     while at < line.len() {
-        let end = line[at..]
-            .iter()
-            .position(|b| *b == b' ' || *b == b'\t')
-            .map_or(line.len(), |i| i + at);
+        // memchr2 scans a word at a time: subjects and inboxes are long.
+        let end = memchr::memchr2(b' ', b'\t', &line[at..]).map_or(line.len(), |i| i + at);
         if args.count < args.items.len() {
             args.items[args.count] = line.slice(at..end);
         }
