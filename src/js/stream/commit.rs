@@ -20,9 +20,10 @@ impl Stream {
         base: u64,
         batch: &Bytes,
     ) -> Vec<Outgoing> {
-        let mut replies = Vec::new();
+        let mut replies = Vec::with_capacity(pending.len());
         let per_subject = self.cfg.borrow().max_msgs_per_subject;
-        let mut touched: Vec<Bytes> = Vec::new();
+        let mut touched: Vec<Bytes> =
+            Vec::with_capacity(if per_subject > 0 { pending.len() } else { 0 });
         for p in pending {
             match p {
                 Pending::Msg(m) => {

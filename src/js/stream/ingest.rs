@@ -247,6 +247,11 @@ impl Stream {
             let mut w = self.w.borrow_mut();
             assert!(a.seq >= w.next_seq, "sequences are given in order");
             w.next_seq = a.seq + 1;
+            w.make_room(if file {
+                record::encoded_len(a.subject.len(), a.msg.len())
+            } else {
+                0
+            });
             let rel = w.staged.len();
             if file {
                 record::encode(

@@ -148,6 +148,31 @@ struct WriteState {
     markers_staged: bool,
     /// Records to overwrite once nothing is in flight.
     erases: Vec<Erase>,
+    /// Recent batches' staged bytes and publishes (at most `HINT_BYTES`,
+    /// `HINT_PENDING`): the next batch reserves that much at its first
+    /// message instead of growing by doubling, which copied every byte twice.
+    hint: (usize, usize),
+}
+
+const HINT_BYTES: usize = 1 << 20;
+const HINT_PENDING: usize = 4096;
+
+impl WriteState {
+    /// Room for `bytes` more staged bytes and one more pending entry: when
+    /// either is full below its hint, straight to the hint and an eighth
+    /// more (one entry past it would double it).
+    fn make_room(&mut self, bytes: usize) {
+        let (hint_bytes, n) = self.hint;
+        let len = self.pending.len();
+        if len == self.pending.capacity() && len < n {
+            self.pending.reserve(n + n / 8 - len);
+        }
+        let len = self.staged.len();
+        if self.staged.capacity() - len < bytes && len < hint_bytes {
+            self.staged
+                .reserve((hint_bytes + hint_bytes / 8).max(len + bytes) - len);
+        }
+    }
 }
 
 pub struct Stream {
@@ -473,7 +498,25 @@ impl Stream {
 // Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests {
-    use super::{ack_quote, pub_ack};
+    use super::{ack_quote, pub_ack, WriteState};
+
+    #[test]
+    fn a_batch_grows_straight_to_the_hint() {
+        let mut w = WriteState::default();
+        w.make_room(100); // no hint yet: the writer's own growth
+        assert_eq!((w.staged.capacity(), w.pending.capacity()), (0, 0));
+        w.hint = (1000, 10);
+        w.staged.extend_from_slice(&[0; 100]);
+        w.staged.shrink_to_fit();
+        w.make_room(100);
+        assert!(w.staged.capacity() >= 1125, "{}", w.staged.capacity());
+        assert!(w.pending.capacity() >= 11, "{}", w.pending.capacity());
+        // Past the hint, growth is Vec's own.
+        let cap = w.staged.capacity();
+        w.staged.resize(cap, 0);
+        w.make_room(10);
+        assert_eq!(w.staged.capacity(), cap);
+    }
 
     #[test]
     fn pub_ack_bytes_are_nats_servers() {

@@ -32,6 +32,7 @@ impl Stream {
     pub(super) fn stage(&self, kind: u8, seq: u64) {
         if self.is_file() {
             let mut w = self.w.borrow_mut();
+            w.make_room(record::encoded_len(0, 0));
             record::encode(
                 &mut w.staged,
                 kind,
@@ -150,8 +151,15 @@ impl Stream {
         self: &Rc<Self>,
         flights: &mut VecDeque<Flight>,
     ) -> Option<Vec<Outgoing>> {
-        let (staged, pending, next_seq, markers) = {
+        let (mut staged, pending, next_seq, markers) = {
             let mut w = self.w.borrow_mut();
+            // The largest recent batch, decaying: batches of a steady load
+            // alternate in size as the writer catches up.
+            let decay = |h: usize, n: usize, max: usize| n.max(h - h / 16).min(max);
+            w.hint = (
+                decay(w.hint.0, w.staged.len(), super::HINT_BYTES),
+                decay(w.hint.1, w.pending.len(), super::HINT_PENDING),
+            );
             (
                 std::mem::take(&mut w.staged),
                 std::mem::take(&mut w.pending),
@@ -159,6 +167,11 @@ impl Stream {
                 std::mem::take(&mut w.markers_staged),
             )
         };
+        // Cached bodies keep the batch's allocation: no more than twice
+        // its bytes, as growth by doubling left it.
+        if staged.capacity() > 2 * staged.len() {
+            staged.shrink_to_fit();
+        }
         if !self.is_file() || staged.is_empty() {
             // Nothing to write (memory stream, or only waiters): commit in order.
             if flights.is_empty() {
