@@ -724,6 +724,7 @@ impl Index {
 
 mod cache;
 mod cold;
+mod deadset;
 mod pages;
 mod paging;
 pub use paging::{set_cache_budget, ChunkRead};

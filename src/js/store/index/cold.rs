@@ -1,7 +1,7 @@
 //! Cold pages: the entries of a sealed segment left on disk, in its index
 //! file (`segindex`), once that file is written and checked against them.
-//! In memory a cold page keeps one bit per sequence (no live record of it in
-//! the segment), a mark every `CHUNK` records to decode from, and the few
+//! In memory a cold page keeps its dead sequences (no live record of them in
+//! the segment: `deadset`), a mark every `CHUNK` records to decode from, and the few
 //! entries that differ from the file: moved by compaction or refilled by
 //! recovery (`moved`), and the messages with flags (`flags`). An entry is
 //! read by decoding its chunk from the file (one pread), and decoded chunks
@@ -16,6 +16,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 
 use super::cache::{ChunkCache, ChunkKey};
+use super::deadset::DeadSet;
 use super::Entry;
 use crate::js::store::record::{KIND_MOVED, KIND_MSG};
 use crate::js::store::recovery::Recovered;
@@ -42,18 +43,18 @@ pub struct Cold {
     /// Sequences covered: `lo` moves up as the front is trimmed.
     pub lo: u64,
     pub hi: u64,
-    /// Sequence of bit 0 of `dead`.
+    /// `lo` when the page went cold: chunks decode the records from it.
     base: u64,
     pub seg: u64,
     path: PathBuf,
     records_at: u64,
     records_len: u64,
-    /// A set bit: the sequence has no live record in this segment (deleted,
-    /// never stored here, or moved). Empty when no bit is set (`live` > 0:
-    /// every sequence of the page live there, as in a segment nothing was
-    /// removed from; made at the first removal) or none is clear (`live` 0).
-    dead: Vec<u64>,
-    /// Clear bits in `dead`.
+    /// The sequences with no live record in this segment (deleted, never
+    /// stored here, or moved). Empty when none is (`live` > 0: every
+    /// sequence of the page live there, as in a segment nothing was removed
+    /// from) or every one is (`live` 0).
+    dead: DeadSet,
+    /// Sequences of the page not in `dead`.
     pub live: u64,
     marks: Vec<ChunkMark>,
     /// The largest time of a message record in the page.
@@ -171,7 +172,7 @@ impl Cold {
             path,
             records_at: s.records_at,
             records_len: s.records_len,
-            dead: Vec::new(), // every sequence live
+            dead: DeadSet::default(), // every sequence live
             live: s.msgs,
             marks,
             ts_hi: s.ts_hi,
@@ -193,33 +194,25 @@ impl Cold {
         if self.dead.is_empty() {
             return self.live == 0;
         }
-        let i = seq - self.base;
-        self.dead[(i / 64) as usize] & (1 << (i % 64)) != 0
+        self.dead.contains(seq)
     }
 
     fn set_dead(&mut self, seq: u64) {
         if self.is_dead(seq) {
             return;
         }
-        if self.dead.is_empty() {
-            // The first removal from a page of live sequences: its bits.
-            let n = self.hi - self.base + 1;
-            self.dead = vec![0; n.div_ceil(64) as usize];
-            if !n.is_multiple_of(64) {
-                self.dead[(n / 64) as usize] = u64::MAX << (n % 64);
-            }
-            for q in self.base..self.lo {
-                let i = q - self.base;
-                self.dead[(i / 64) as usize] |= 1 << (i % 64);
-            }
-        }
-        let i = seq - self.base;
-        self.dead[(i / 64) as usize] |= 1 << (i % 64);
+        self.dead.insert(seq, self.lo, self.hi);
         self.live -= 1;
         self.flags.remove(&seq);
         if self.live == 0 {
-            self.dead = Vec::new();
+            self.dead = DeadSet::default();
         }
+    }
+
+    /// Memory its dead sequences take.
+    #[cfg(test)]
+    pub fn dead_bytes(&self) -> usize {
+        self.dead.bytes()
     }
 
     /// Whether `seq` (in the page) is a live message.
@@ -386,22 +379,11 @@ impl Cold {
 
     /// The first sequence ≥ `from` with a live record in the segment.
     fn next_live_in_file(&self, from: u64) -> Option<u64> {
+        let s = from.max(self.lo);
         if self.dead.is_empty() {
-            let s = from.max(self.lo);
             return (self.live > 0 && s <= self.hi).then_some(s);
         }
-        let mut i = from.max(self.lo) - self.base;
-        let end = self.hi - self.base;
-        while i <= end {
-            let w = self.dead[(i / 64) as usize] >> (i % 64);
-            if w == u64::MAX >> (i % 64) {
-                i = (i / 64 + 1) * 64;
-                continue;
-            }
-            let s = i + u64::from((!w).trailing_zeros());
-            return (s <= end).then_some(self.base + s);
-        }
-        None
+        self.dead.next_absent(s, self.hi)
     }
 
     /// The first sequence of the page with a time ≥ `ts` (live or not), if
@@ -742,7 +724,7 @@ impl<'a> Freezer<'a> {
             path,
             records_at,
             records_len,
-            dead: self.dead,
+            dead: DeadSet::from_bits(self.lo, n, self.dead),
             live: self.matched,
             marks: self.marks,
             ts_hi: self.ts_hi,
@@ -750,7 +732,7 @@ impl<'a> Freezer<'a> {
             flags: self.flags,
         };
         if page.live == 0 || page.live == n {
-            page.dead = Vec::new(); // none live, or all
+            page.dead = DeadSet::default(); // none live, or all
         }
         Some(page)
     }

@@ -407,6 +407,36 @@ fn answers_alike(mut cold: Index, mut hot: Index) {
 }
 
 #[test]
+fn contiguous_deletes_in_a_cold_page_cost_a_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cold, mut hot) = twins(dir.path());
+    let dead_bytes = |ix: &Index| match &ix.pages.pages[0] {
+        Page::Cold(c) => c.dead_bytes(),
+        Page::Hot(_) => panic!("a cold page"),
+    };
+    // A purge by subject of a block, another block, then the gap between.
+    for seq in (100..=700).chain(900..=1100).chain(701..=899) {
+        assert_eq!(
+            cold.remove(seq).is_some(),
+            hot.remove(seq).is_some(),
+            "{seq}"
+        );
+    }
+    assert!(dead_bytes(&cold) <= 64, "{}", dead_bytes(&cold));
+    same(&cold, &hot);
+    // Scattered deletes turn the ranges into one bit a sequence.
+    for seq in (2..99).step_by(2) {
+        assert_eq!(
+            cold.remove(seq).is_some(),
+            hot.remove(seq).is_some(),
+            "{seq}"
+        );
+    }
+    assert_eq!(dead_bytes(&cold), 1200usize.div_ceil(64) * 8);
+    same(&cold, &hot);
+}
+
+#[test]
 fn a_page_that_differs_from_its_file_stays_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (_, mut hot) = twins(dir.path());
