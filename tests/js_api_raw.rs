@@ -735,3 +735,33 @@ fn consumer_api_and_pull_match_nats_server_bytes() {
         );
     }
 }
+
+/// Several application instances starting at once each create the same
+/// stream (and a client retries a create that timed out): every identical
+/// create is answered with the stream's info, as nats-server answers, even
+/// while the first is still making the stream's files; so is a request
+/// about the stream right behind them.
+#[test]
+fn identical_creates_in_flight_together_all_succeed() {
+    for shards in [1, 2] {
+        let (_server, mut raw, _dir) = setup(shards);
+        // One write: the server reads them together.
+        let cfg = r#"{"name":"SAME","subjects":["same.>"]}"#;
+        let inbox = raw.inbox.clone();
+        let create = format!(
+            "PUB $JS.API.STREAM.CREATE.SAME {inbox}.x {}\r\n{cfg}\r\n",
+            cfg.len()
+        );
+        let mut out = create.repeat(4);
+        out.push_str(&format!("PUB $JS.API.STREAM.INFO.SAME {inbox}.x 0\r\n\r\n"));
+        raw.send(out.as_bytes());
+        for i in 0..5 {
+            let body = String::from_utf8(raw.read_msg().1).unwrap();
+            assert!(
+                !body.contains("\"error\""),
+                "{shards} shards, answer {i}: {body}"
+            );
+            assert!(body.contains("\"name\":\"SAME\""), "{body}");
+        }
+    }
+}

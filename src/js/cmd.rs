@@ -27,6 +27,7 @@ impl Js {
             }
             JsCmd::Create { entry, reply } => self.create_owned(*entry, reply).await,
             JsCmd::CreateSame { name, reply } => {
+                self.made_ready(&name).await;
                 match self.stream(&name) {
                     Some(s) => {
                         let info =

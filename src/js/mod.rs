@@ -78,6 +78,12 @@ pub struct Js {
     /// API requests handled here and those answered with an error (account info).
     pub api_total: Cell<u64>,
     pub api_errors: Cell<u64>,
+    /// Streams this shard is making (files being written): commands and
+    /// API requests about them wait for `made`, which fires as each is done,
+    /// as nats-server serialises them (a second identical create gets the
+    /// stream's info, not `stream not found`).
+    pub(crate) making: RefCell<ahash::AHashSet<String>>,
+    pub(crate) made: crate::notify::Event,
     /// The server's storage limits, [memory, file] bytes (computed at start).
     pub limits: (i64, i64),
     /// Room left under them, shared with this shard's streams.
@@ -102,6 +108,8 @@ impl Js {
             next_remote_sub: Cell::new(1),
             api_total: Cell::new(0),
             api_errors: Cell::new(0),
+            making: RefCell::new(Default::default()),
+            made: Default::default(),
             limits,
             room: Rc::new(stream::limits::Room::default()),
             me: me.clone(),
@@ -140,6 +148,13 @@ impl Js {
     /// An owned stream by name.
     pub fn stream(&self, name: &str) -> Option<Rc<Stream>> {
         self.streams.borrow().get(name).cloned()
+    }
+
+    /// Returns once stream `name` is not being made on this shard.
+    pub async fn made_ready(&self, name: &str) {
+        while self.making.borrow().contains(name) {
+            self.made.wait().await;
+        }
     }
 
     /// Sends `cmd` to shard `target`; to this shard, it is handled at once.

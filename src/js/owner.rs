@@ -173,6 +173,14 @@ pub fn set_interest(shard: &Shard, subject: &Bytes, queue: Option<&Bytes>, key: 
 impl Js {
     pub(crate) async fn create_owned(&self, entry: CatalogEntry, reply: Bytes) {
         let name = entry.config.name.clone();
+        self.making.borrow_mut().insert(name.clone());
+        self.make(entry, reply).await;
+        self.making.borrow_mut().remove(&name);
+        self.made.notify_all();
+    }
+
+    async fn make(&self, entry: CatalogEntry, reply: Bytes) {
+        let name = entry.config.name.clone();
         let dir = self.streams_dir().join(&name);
         let made = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
@@ -244,6 +252,7 @@ impl Js {
     }
 
     pub(crate) async fn update_owned(&self, entry: CatalogEntry, reply: Bytes) {
+        self.made_ready(&entry.config.name).await;
         let s = self.streams.borrow().get(&entry.config.name).cloned();
         let Some(stream) = s else {
             api::reply_err(
@@ -297,6 +306,7 @@ impl Js {
     }
 
     pub(crate) async fn delete_owned(&self, name: &str, reply: Bytes) {
+        self.made_ready(name).await;
         let s = self.streams.borrow_mut().remove(name);
         let Some(stream) = s else {
             api::reply_err(

@@ -139,6 +139,11 @@ pub async fn handle(js: &Rc<Js>, req: ApiRequest) {
         js.shard.flush_mesh().await;
         return;
     }
+    // A request about a stream being made here waits for it (the create's
+    // answer goes first, as the requests came).
+    if let Some(name) = stream_of(&req.subject[b"$JS.API.".len()..]) {
+        js.made_ready(name).await;
+    }
     match tokens.as_slice() {
         ["INFO"] => info::account_info(js, reply).await,
         ["STREAM", "CREATE", name] => meta::create(js, name, reply, &body),
