@@ -51,7 +51,7 @@ def main():
     n = int(sys.argv[3])
     rows = int(sys.argv[4]) if len(sys.argv) > 4 else 30
     ta, tb = sum(a.values()), sum(b.values())
-    print(f"instructions per message: {ta / n:.0f} vs {tb / n:.0f} ({ta / tb - 1:+.1%})")
+    print(f"instructions per message: {ta / n:.0f} (a) vs {tb / n:.0f} (b): b is {tb / ta - 1:+.1%}")
     for k in sorted(set(a) | set(b), key=lambda k: -abs(a[k] - b[k]))[:rows]:
         print(f"{(a[k] - b[k]) / n:9.1f} {a[k] / n:9.1f} {b[k] / n:9.1f}  {k[:140]}")
 

@@ -212,6 +212,10 @@ pub struct Stream {
     /// ingest bounds: it holds only what is staged or in flight. Emptied as
     /// writes commit; cleared, and consumers rewound, when a write fails.
     preview: RefCell<VecDeque<StoredMsg>>,
+    /// Where recent runs read by `load_run` ended (at most `RUN_ENDS_MAX`):
+    /// a sequential reader's next run starts there without its entry, which
+    /// for a sealed segment would cost an index file read.
+    run_ends: RefCell<VecDeque<read::RunEnd>>,
     /// Where the stream's mirror or sources stand in their origins.
     pub positions: RefCell<Positions>,
     /// Their saved copy (file streams), and whether it is behind.
@@ -366,6 +370,7 @@ impl Stream {
             consumers: RefCell::new(std::collections::BTreeMap::new()),
             interest_checked: Cell::new(next - 1),
             preview: RefCell::new(VecDeque::new()),
+            run_ends: RefCell::new(VecDeque::new()),
             positions: RefCell::new(Positions::default()),
             positions_slots,
             positions_dirty: Cell::new(false),

@@ -11,6 +11,19 @@ use crate::js::store::segment as filelog;
 use crate::js::stream::Stream;
 use crate::limits::STREAM_CACHE_BYTES;
 
+/// The end of a run `load_run` returned: the record after its last message
+/// starts at `off` in segment `seg`; a run from `next` can start there.
+#[derive(Debug, Clone, Copy)]
+pub struct RunEnd {
+    next: u64,
+    seg: u64,
+    off: u64,
+}
+
+/// Run ends a stream remembers: one per sequential reader (consumers
+/// replaying, sources reading), the oldest forgotten.
+const RUN_ENDS_MAX: usize = 8;
+
 impl Stream {
     /// The first previewed (accepted, not yet committed) message at or after
     /// `from` whose subject passes `keep`.
@@ -153,12 +166,23 @@ impl Stream {
         if let Some(m) = self.ix.borrow().cached(seq) {
             return vec![m];
         }
-        self.read_index_chunk(seq, false).await;
-        let (seg, off) = {
-            let ix = self.ix.borrow();
-            match ix.entry(seq) {
-                Some(e) => (e.seg, e.off()),
-                None => return Vec::new(),
+        let hint = {
+            let mut ends = self.run_ends.borrow_mut();
+            let at = ends.iter().position(|r| r.next == seq);
+            at.and_then(|i| ends.remove(i))
+        };
+        let (seg, off) = match hint {
+            // Where the run before ended: its record is checked against the
+            // index below like any other (`live_at`), with no entry read.
+            Some(h) if self.ix.borrow().is_live(seq) => (h.seg, h.off),
+            Some(_) => return Vec::new(),
+            None => {
+                self.read_index_chunk(seq, false).await;
+                let ix = self.ix.borrow();
+                match ix.entry(seq) {
+                    Some(e) => (e.seg, e.off()),
+                    None => return Vec::new(),
+                }
             }
         };
         let Some(file) = self
@@ -189,13 +213,14 @@ impl Stream {
         let bytes = &buf[..];
         let mut out = Vec::new();
         let mut pos = (off - start) as usize;
+        let mut end = off;
         {
             let ix = self.ix.borrow();
             while pos < bytes.len() {
                 match record::decode(&bytes[pos..], crate::limits::RECORD_BYTES_MAX) {
                     record::Decoded::Record(r, n) => {
                         let here = start + pos as u64;
-                        let live = ix.live_at(r.seq, seg, here);
+                        let live = r.seq >= seq && ix.live_at(r.seq, seg, here);
                         if live && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED) {
                             let at = |part: &[u8]| {
                                 let from = part.as_ptr() as usize - bytes.as_ptr() as usize;
@@ -208,6 +233,7 @@ impl Stream {
                                 hdr_len: r.hdr_len,
                                 data: at(r.data),
                             });
+                            end = here + n as u64;
                         }
                         pos += n;
                     }
@@ -219,6 +245,17 @@ impl Stream {
         }
         if out.first().map(|m| m.seq) != Some(seq) {
             return self.load(seq).await.into_iter().collect();
+        }
+        if let Some(last) = out.last() {
+            let mut ends = self.run_ends.borrow_mut();
+            if ends.len() == RUN_ENDS_MAX {
+                ends.pop_front();
+            }
+            ends.push_back(RunEnd {
+                next: last.seq + 1,
+                seg,
+                off: end,
+            });
         }
         out
     }
