@@ -171,6 +171,14 @@ impl Stream {
             let at = ends.iter().position(|r| r.next == seq);
             at.and_then(|i| ends.remove(i))
         };
+        // A run that ended at its segment's end: the next is in another.
+        let inside = |h: &RunEnd| {
+            let log = self.log.borrow();
+            log.as_ref()
+                .and_then(|l| l.segs.get(&h.seg))
+                .is_some_and(|s| h.off < s.size)
+        };
+        let hint = hint.filter(inside);
         let (seg, off) = match hint {
             // Where the run before ended: its record is checked against the
             // index below like any other (`live_at`), with no entry read.
