@@ -160,8 +160,10 @@ impl Stream {
 
     /// Reads message `seq` and the live messages stored after it in the same
     /// segment, about `window` bytes in one read (sequential consumers read
-    /// ahead this way instead of one read per message). Only records the
-    /// index still points at are returned; the cache is left alone.
+    /// ahead this way instead of one read per message): consecutive live
+    /// messages (the next one's record may be elsewhere, as a message moved by
+    /// compaction is). Only records the index still points at are returned;
+    /// the cache is left alone.
     pub async fn load_run(&self, seq: u64, window: usize) -> Vec<StoredMsg> {
         if let Some(m) = self.ix.borrow().cached(seq) {
             return vec![m];
@@ -178,21 +180,33 @@ impl Stream {
                 .and_then(|l| l.segs.get(&h.seg))
                 .is_some_and(|s| h.off < s.size)
         };
-        let hint = hint.filter(inside);
-        let (seg, off) = match hint {
-            // Where the run before ended: its record is checked against the
-            // index below like any other (`live_at`), with no entry read.
-            Some(h) if self.ix.borrow().is_live(seq) => (h.seg, h.off),
-            Some(_) => return Vec::new(),
-            None => {
-                self.read_index_chunk(seq, false).await;
-                let ix = self.ix.borrow();
-                match ix.entry(seq) {
-                    Some(e) => (e.seg, e.off()),
-                    None => return Vec::new(),
-                }
+        let mut out = Vec::new();
+        if let Some(h) = hint.filter(inside) {
+            if !self.ix.borrow().is_live(seq) {
+                return out;
             }
-        };
+            // Where the run before ended: its records are checked against the
+            // index like any other (`live_at`), with no entry read. Only dead
+            // records there (the segment's tail): read through the index.
+            out = self.read_run(seq, h.seg, h.off, window).await;
+        }
+        if out.is_empty() {
+            self.read_index_chunk(seq, false).await;
+            let at = self.ix.borrow().entry(seq).map(|e| (e.seg, e.off()));
+            let Some((seg, off)) = at else {
+                return out;
+            };
+            out = self.read_run(seq, seg, off, window).await;
+        }
+        if out.first().map(|m| m.seq) != Some(seq) {
+            return self.load(seq).await.into_iter().collect();
+        }
+        out
+    }
+
+    /// `load_run` from `off` in segment `seg`: the live messages there from
+    /// `seq` on, consecutive (remembering where they end).
+    async fn read_run(&self, seq: u64, seg: u64, off: u64, window: usize) -> Vec<StoredMsg> {
         let Some(file) = self
             .log
             .borrow()
@@ -219,7 +233,7 @@ impl Stream {
         // Messages are slices of the one read buffer: no copy per message.
         let buf = Bytes::from(bytes);
         let bytes = &buf[..];
-        let mut out = Vec::new();
+        let mut out: Vec<StoredMsg> = Vec::new();
         let mut pos = (off - start) as usize;
         let mut end = off;
         {
@@ -228,8 +242,17 @@ impl Stream {
                 match record::decode(&bytes[pos..], crate::limits::RECORD_BYTES_MAX) {
                     record::Decoded::Record(r, n) => {
                         let here = start + pos as u64;
-                        let live = r.seq >= seq && ix.live_at(r.seq, seg, here);
-                        if live && matches!(r.kind, record::KIND_MSG | record::KIND_MOVED) {
+                        let msg = matches!(r.kind, record::KIND_MSG | record::KIND_MOVED);
+                        if msg && r.seq >= seq && ix.live_at(r.seq, seg, here) {
+                            // The live message after the last one, or the run ends.
+                            let want = match out.last() {
+                                None => seq,
+                                Some(m) if r.seq == m.seq + 1 => r.seq,
+                                Some(m) => ix.next_matching(m.seq + 1, None).unwrap_or(0),
+                            };
+                            if r.seq != want {
+                                break;
+                            }
                             let at = |part: &[u8]| {
                                 let from = part.as_ptr() as usize - bytes.as_ptr() as usize;
                                 buf.slice(from..from + part.len())
@@ -250,9 +273,6 @@ impl Stream {
                     _ => break,
                 }
             }
-        }
-        if out.first().map(|m| m.seq) != Some(seq) {
-            return self.load(seq).await.into_iter().collect();
         }
         if let Some(last) = out.last() {
             let mut ends = self.run_ends.borrow_mut();
