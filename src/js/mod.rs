@@ -294,6 +294,11 @@ impl JetStream for Js {
             } => return self.tap_credit(origin, tap, stored, msgs, bytes),
             JsCmd::TapClose { origin, tap } => return self.tap_close(origin, tap),
             JsCmd::LeafUp => return self.leaf_up(),
+            // Being made from now: what arrives before its task runs waits.
+            JsCmd::Create { entry, reply } => {
+                self.making.borrow_mut().insert(entry.config.name.clone());
+                JsCmd::Create { entry, reply }
+            }
             other => other,
         };
         let js = self.me();

@@ -173,7 +173,7 @@ pub fn set_interest(shard: &Shard, subject: &Bytes, queue: Option<&Bytes>, key: 
 impl Js {
     pub(crate) async fn create_owned(&self, entry: CatalogEntry, reply: Bytes) {
         let name = entry.config.name.clone();
-        self.making.borrow_mut().insert(name.clone());
+        self.making.borrow_mut().insert(name.clone()); // (and since it came: `command`)
         self.make(entry, reply).await;
         self.making.borrow_mut().remove(&name);
         self.made.notify_all();
