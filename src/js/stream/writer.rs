@@ -155,7 +155,7 @@ impl Stream {
             let mut w = self.w.borrow_mut();
             // The largest recent batch, decaying: batches of a steady load
             // alternate in size as the writer catches up.
-            let decay = |h: usize, n: usize, max: usize| n.max(h - h / 16).min(max);
+            let decay = |h: usize, n: usize, max: usize| n.max(h - h.div_ceil(16)).min(max);
             w.hint = (
                 decay(w.hint.0, w.staged.len(), super::HINT_BYTES),
                 decay(w.hint.1, w.pending.len(), super::HINT_PENDING),

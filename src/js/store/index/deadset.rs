@@ -5,6 +5,9 @@
 
 /// See the module doc. Sequences below the page's first (its front trimmed)
 /// may be either; nobody asks about them.
+/// Ranges kept at most (16 KiB), however large the page.
+const RANGES_MAX: usize = 1024;
+
 #[derive(Debug)]
 pub enum DeadSet {
     /// Ascending, disjoint, never adjacent, inclusive.
@@ -31,7 +34,7 @@ impl DeadSet {
             starts += (w & !((w << 1) | carry)).count_ones() as usize;
             carry = w >> 63;
         }
-        if starts * 16 > words.len() * 8 {
+        if starts * 16 > words.len() * 8 || starts > RANGES_MAX {
             return DeadSet::Bits { base, words };
         }
         let mut ranges = Vec::with_capacity(starts);
@@ -90,8 +93,9 @@ impl DeadSet {
                     (false, true) => r[p].0 = seq,
                     (false, false) => r.insert(p, (seq, seq)),
                 }
+                // Also past RANGES_MAX: an insert shifts the ranges after it.
                 let bits_bytes = (hi - lo + 1).div_ceil(64) * 8;
-                if r.len() as u64 * 16 > bits_bytes {
+                if r.len() as u64 * 16 > bits_bytes || r.len() > RANGES_MAX {
                     *self = self.to_bits(lo, hi);
                 }
             }
@@ -157,7 +161,7 @@ impl DeadSet {
 // Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests {
-    use super::DeadSet;
+    use super::{DeadSet, RANGES_MAX};
     use std::collections::BTreeSet;
 
     fn check(set: &DeadSet, model: &BTreeSet<u64>, lo: u64, hi: u64) {
@@ -212,6 +216,25 @@ mod tests {
         assert_eq!(set.next_absent(hi, hi), None); // 4096 = 1 + 3 * 1365: dead
         assert_eq!(set.next_absent(hi - 1, hi), Some(hi - 1));
         assert!(!set.is_empty());
+    }
+
+    #[test]
+    fn a_large_page_keeps_at_most_ranges_max_ranges() {
+        let (lo, hi) = (1, 10_000_000);
+        let (mut set, mut model) = (DeadSet::default(), BTreeSet::new());
+        for seq in (lo..).step_by(1000).take(RANGES_MAX) {
+            set.insert(seq, lo, hi);
+            model.insert(seq);
+        }
+        assert!(matches!(&set, DeadSet::Ranges(r) if r.len() == RANGES_MAX));
+        set.insert(hi, lo, hi);
+        model.insert(hi);
+        assert!(matches!(set, DeadSet::Bits { .. }));
+        for seq in model.iter().copied().chain([2, 999, 1002, hi - 1]) {
+            assert_eq!(set.contains(seq), model.contains(&seq), "{seq}");
+        }
+        assert_eq!(set.next_absent(1, hi), Some(2));
+        assert_eq!(set.next_absent(hi, hi), None);
     }
 
     #[test]
