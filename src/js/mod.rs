@@ -150,9 +150,11 @@ impl Js {
         self.streams.borrow().get(name).cloned()
     }
 
-    /// Returns once stream `name` is not being made on this shard.
+    /// Returns once stream `name` is here or not being made on this shard
+    /// (one still here is the one a request means: a delete and a create of
+    /// the same name sent together delete the old one, not the new).
     pub async fn made_ready(&self, name: &str) {
-        while self.making.borrow().contains(name) {
+        while self.stream(name).is_none() && self.making.borrow().contains(name) {
             self.made.wait().await;
         }
     }
