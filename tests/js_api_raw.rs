@@ -765,3 +765,38 @@ fn identical_creates_in_flight_together_all_succeed() {
         }
     }
 }
+
+/// A delete sent right behind a create applies after it: the delete removes
+/// the stream just made (it is not answered `stream not found` while the
+/// create is still making the stream's files, leaving the stream). nats-server
+/// 2.15 answers this race either way, depending on timing.
+#[test]
+fn a_delete_behind_a_create_in_flight_deletes_the_new_stream() {
+    for shards in [1, 2] {
+        let (_server, mut raw, _dir) = setup(shards);
+        let inbox = raw.inbox.clone();
+        let cfg = r#"{"name":"GONE","subjects":["gone.>"]}"#;
+        let out = format!(
+            "PUB $JS.API.STREAM.CREATE.GONE {inbox}.c {}\r\n{cfg}\r\n\
+             PUB $JS.API.STREAM.DELETE.GONE {inbox}.d 0\r\n\r\n",
+            cfg.len()
+        );
+        raw.send(out.as_bytes());
+        let mut answers: Vec<String> = (0..2)
+            .map(|_| String::from_utf8(raw.read_msg().1).unwrap())
+            .collect();
+        answers.sort(); // create_response before delete_response
+        assert!(
+            !answers[0].contains("\"error\""),
+            "{shards} shards: {}",
+            answers[0]
+        );
+        assert!(
+            answers[1].contains("\"success\":true"),
+            "{shards} shards: {}",
+            answers[1]
+        );
+        let names = req(&mut raw, "$JS.API.STREAM.NAMES", "");
+        assert!(!names.contains("GONE"), "{shards} shards: {names}");
+    }
+}
