@@ -336,7 +336,12 @@ impl Index {
     }
 
     pub fn subject_of(&self, e: &Entry) -> &Bytes {
-        &self.subj[e.subj as usize]
+        self.subject_named(e.subj)
+    }
+
+    /// The subject of id `id` (a live message's).
+    fn subject_named(&self, id: u32) -> &Bytes {
+        &self.subj[id as usize]
             .as_ref()
             .expect("live subject")
             .subject
@@ -421,7 +426,7 @@ impl Index {
             Page::Hot(h) => h.entries[(seq - h.lo) as usize].set_deleted(),
             Page::Cold(c) => c.kill(seq),
         }
-        self.uncache(seq);
+        self.bodies.remove(seq);
         self.msgs -= 1;
         self.bytes -= size;
         self.deleted += 1;
@@ -430,11 +435,7 @@ impl Index {
             if self.recent_removed.len() == REMOVED_LOG_MAX {
                 self.recent_removed.pop_front();
             }
-            let subject = self.subj[id as usize]
-                .as_ref()
-                .expect("live subject")
-                .subject
-                .clone();
+            let subject = self.subject_named(id).clone();
             self.recent_removed.push_back((seq, subject));
         }
         let s = self.subj[id as usize].as_mut().expect("live subject");
@@ -468,7 +469,7 @@ impl Index {
         if let Some(c) = self.pages.cold_mut(seq) {
             c.kill(seq);
         }
-        self.uncache(seq);
+        self.bodies.remove(seq);
         self.msgs -= 1;
         self.deleted += 1;
         self.removals += 1;
@@ -479,9 +480,7 @@ impl Index {
     fn trim_front(&mut self) {
         let mut dropped = Vec::new();
         self.deleted -= self.pages.trim_front(&mut dropped);
-        if !dropped.is_empty() {
-            self.forget(&dropped);
-        }
+        self.forget(&dropped);
         if self.pages.is_empty() {
             self.deleted = 0;
         }
@@ -681,10 +680,6 @@ impl Index {
             hdr_len: b.hdr_len as usize,
             data: b.data.clone(),
         })
-    }
-
-    fn uncache(&mut self, seq: u64) {
-        self.bodies.remove(seq);
     }
 
     /// Drops cached bytes of the oldest messages until at most `max` are held

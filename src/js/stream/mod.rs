@@ -290,8 +290,8 @@ impl Stream {
 }
 
 /// nats-server's pub ack: `{"stream":S[,"domain":D],"seq":N[,"duplicate": true]}`.
-/// A pub ack: `name` is the stream's name as a JSON string (quoted once,
-/// when the stream is made; an ack is one allocation).
+/// `name` is S already quoted (once, when the stream is made): an ack is one
+/// allocation.
 pub fn pub_ack(name: &[u8], domain: Option<&str>, seq: u64, duplicate: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + name.len());
     out.extend_from_slice(b"{\"stream\":");
