@@ -9,6 +9,9 @@
 //! Outgoing messages collect in one open batch per peer; `flush` sends every
 //! non-empty batch. A full channel suspends the flushing task (back-pressure on
 //! the connection whose input produced the messages); nothing is dropped.
+//! One batch per peer is on its way at a time: another flush waits for it
+//! (its messages join the open batch meanwhile), so batches arrive in the
+//! order they were made even when several tasks flush while a channel is full.
 
 use std::cell::{Cell, RefCell};
 
@@ -26,6 +29,10 @@ pub struct Mesh {
     /// publish is adding targets to.
     current: RefCell<Vec<Option<(u64, usize)>>>,
     publish_seq: Cell<u64>,
+    /// Per peer: a flush is waiting for room in its channel.
+    sending: RefCell<Vec<bool>>,
+    /// Fired when such a send finished.
+    sent: crate::notify::Event,
 }
 
 /// Receiving ends, handed to the shard's receiver tasks at startup.
@@ -50,6 +57,8 @@ impl Mesh {
             open: RefCell::new((0..peers).map(|p| new_batch(id, p as u16)).collect()),
             current: RefCell::new(vec![None; peers]),
             publish_seq: Cell::new(0),
+            sending: RefCell::new(vec![false; peers]),
+            sent: Default::default(),
         }
     }
 
@@ -153,6 +162,10 @@ impl Mesh {
             if peer == usize::from(self.id) {
                 continue;
             }
+            // An earlier batch must go first.
+            while self.sending.borrow()[peer] {
+                self.sent.wait().await;
+            }
             let batch = {
                 let mut open = self.open.borrow_mut();
                 if open[peer].msgs.is_empty() {
@@ -161,6 +174,7 @@ impl Mesh {
                 self.current.borrow_mut()[peer] = None;
                 std::mem::replace(&mut open[peer], new_batch(self.id, peer as u16))
             };
+            let _sending = Sending::new(self, peer);
             if self.data_tx.send_to(peer, batch).await.is_err() {
                 // Only happens when a peer has stopped during shutdown.
                 crate::debug!("shard {}: peer {peer} gone, batch dropped", self.id);
@@ -178,6 +192,27 @@ impl Mesh {
         {
             crate::debug!("shard {}: peer {peer} gone, barrier ack dropped", self.id);
         }
+    }
+}
+
+/// A send to one peer in progress; done when dropped (also when the
+/// flushing future is dropped mid-send).
+struct Sending<'a> {
+    mesh: &'a Mesh,
+    peer: usize,
+}
+
+impl<'a> Sending<'a> {
+    fn new(mesh: &'a Mesh, peer: usize) -> Self {
+        mesh.sending.borrow_mut()[peer] = true;
+        Sending { mesh, peer }
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.mesh.sending.borrow_mut()[self.peer] = false;
+        self.mesh.sent.notify_all();
     }
 }
 
