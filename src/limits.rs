@@ -204,6 +204,20 @@ pub const API_LIST_PAGE: usize = 256;
 /// Longest the coordinator waits for every shard's part of a listing.
 pub const GATHER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Connection moves (issue 13): a client whose publishes, read after read,
+/// all reach one other shard (a stream there, or a client) moves to it, so
+/// that its traffic stops crossing cores and waking them. A read with more
+/// publishes than `MOVE_READ_PUBS_MAX` breaks the run: a client that busy
+/// gains more from a second core than it pays in hand-offs.
+pub const MOVE_READ_PUBS_MAX: u32 = 8;
+/// Reads in a run before a move. Toward a client newer than itself a
+/// connection waits `MOVE_READS_YIELD`: of two clients talking to each
+/// other the newer one moves first, so they never swap shards.
+pub const MOVE_READS: u32 = 64;
+pub const MOVE_READS_YIELD: u32 = 4 * MOVE_READS;
+/// Least time between two moves of one connection.
+pub const MOVE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Group-commit writes a stream keeps in flight at once. The writer handles
 /// more (each starts on a fresh 4 KiB block, acks still go in order), but one
 /// measured best: with 4, writes got smaller and shards parked more often

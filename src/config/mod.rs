@@ -92,6 +92,10 @@ struct Cli {
     /// Shards (executors, one per core); default: online CPUs
     #[arg(long = "shards")]
     shards: Option<usize>,
+    /// Keep every client on the shard that accepted it (by default a client
+    /// whose publishes all go to one other shard moves there)
+    #[arg(long = "no_conn_moves")]
+    no_conn_moves: bool,
     /// Interval between server PINGs (Go duration, e.g. 2m, 500ms; bare number = seconds)
     #[arg(long = "ping_interval", default_value = "2m")]
     ping_interval: String,
@@ -217,6 +221,8 @@ pub struct Config {
     pub port: u16,
     pub name: Option<String>,
     pub shards: usize,
+    /// Clients may move to the shard their publishes go to (`--no_conn_moves`: never).
+    pub conn_moves: bool,
     pub log_level: crate::log::Level,
     pub ping_interval: Duration,
     pub ping_max: u32,
@@ -589,6 +595,7 @@ fn validate(cli: Cli) -> Result<Config, String> {
         port,
         name: cli.name,
         shards,
+        conn_moves: !cli.no_conn_moves,
         log_level,
         ping_interval,
         ping_max: cli.ping_max,

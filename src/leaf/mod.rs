@@ -6,7 +6,7 @@
 //!
 //! Remote `i` is dialled by shard `i % shards`; every shard accepts on the
 //! leaf port (SO_REUSEPORT, as the client port). A leaf connection lives on
-//! its shard for its whole life, like a client's.
+//! its shard for its whole life (clients may move; a leaf connection never does).
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -446,5 +446,14 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
         conn.send_err(e.text());
     };
     let handle = |conn: &Rc<Conn>, op| shard.leaf_op(conn, op);
-    drive(shard, conn, first, |buf| parser.next(buf), handle, refuse).await;
+    drive(
+        shard,
+        conn,
+        first,
+        |buf| parser.next(buf),
+        handle,
+        refuse,
+        None,
+    )
+    .await;
 }

@@ -2,9 +2,10 @@
 //! subscriptions and options, and how it is closed. The tasks that drive it are
 //! in `net::session`.
 //!
-//! A connection lives on the shard that accepted it, for its whole life. Its read
-//! loop, write loop and ping timer are three tasks on that shard sharing one
-//! `Rc<Conn>`; no borrow of its `RefCell`s is held across an await.
+//! A connection is served on one shard at a time: the one that accepted it,
+//! until it moves (`router::moving`). Its read loop, write loop and ping timer
+//! are three tasks on that shard sharing one `Rc<Conn>`; no borrow of its
+//! `RefCell`s is held across an await.
 //!
 //! Closing: whoever decides to close (parser error, stale ping, slow consumer,
 //! shutdown) marks the outbound queue closing (or discarding) and shuts the socket's
@@ -19,7 +20,9 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use glommio::net::TcpStream;
 
-use crate::limits::STALL_WAIT_MAX;
+use crate::limits::{
+    MOVE_COOLDOWN, MOVE_READS, MOVE_READS_YIELD, MOVE_READ_PUBS_MAX, STALL_WAIT_MAX,
+};
 use crate::net::outbound::Outbound;
 use crate::notify::Notify;
 use crate::protocol::connect::ConnectOpts;
@@ -52,6 +55,103 @@ pub struct LocalSub {
     pub delivered: u64,
 }
 
+/// Where a connection is in a move between shards (`router::moving`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Moving {
+    /// Served here.
+    #[default]
+    Home,
+    /// Old shard: reading stopped, peers moving its interest, queue draining.
+    Leaving,
+    /// Old shard: handed over; its tasks here end.
+    Gone,
+    /// New shard: socket here, state not yet; deliveries are staged.
+    Arriving,
+}
+
+/// What a connection's publishes reached, read by read, to decide a move.
+#[derive(Debug, Clone, Copy)]
+pub struct Aim {
+    /// Publishes in the current read, and where they went: `NOWHERE` yet,
+    /// one peer shard, or `MIXED` (this shard, or more than one).
+    pub pubs: u32,
+    pub dest: u16,
+    /// A client connection newer than this one was among the targets.
+    pub newer: bool,
+    /// The run of reads whose publishes all went to shard `run_to` only.
+    pub run_to: u16,
+    pub run: u32,
+    /// When it last moved (None: never).
+    pub moved_at: Option<Instant>,
+}
+
+impl Aim {
+    pub const NOWHERE: u16 = u16::MAX;
+    pub const MIXED: u16 = u16::MAX - 1;
+}
+
+impl Aim {
+    /// Ends a read: its publishes extend the run or break it. Returns the
+    /// shard to move to once the run is long enough (`MOVE_READS`; toward
+    /// a newer client, `MOVE_READS_YIELD`) and no move was made lately.
+    pub fn end_read(&mut self) -> Option<u16> {
+        let (pubs, dest, newer) = (self.pubs, self.dest, self.newer);
+        (self.pubs, self.dest, self.newer) = (0, Aim::NOWHERE, false);
+        if pubs == 0 || dest == Aim::NOWHERE {
+            return None; // nothing published, or nothing listened
+        }
+        if pubs > MOVE_READ_PUBS_MAX || dest == Aim::MIXED {
+            self.run = 0;
+            return None;
+        }
+        if dest != self.run_to {
+            (self.run_to, self.run) = (dest, 0);
+        }
+        self.run = self.run.saturating_add(1);
+        let need = if newer { MOVE_READS_YIELD } else { MOVE_READS };
+        if self.run < need {
+            return None;
+        }
+        if self.moved_at.is_some_and(|t| t.elapsed() < MOVE_COOLDOWN) {
+            return None;
+        }
+        Some(dest)
+    }
+}
+
+impl Default for Aim {
+    fn default() -> Self {
+        Aim {
+            pubs: 0,
+            dest: Aim::NOWHERE,
+            newer: false,
+            run_to: Aim::NOWHERE,
+            run: 0,
+            moved_at: None,
+        }
+    }
+}
+
+/// Deliveries to an arriving connection, held in order until its state
+/// comes (at most `max_pending` bytes; past that it is a slow consumer).
+#[derive(Debug, Default)]
+pub struct Staged {
+    pub buf: Vec<u8>,
+    pub items: Vec<StagedMsg>,
+    pub overflow: bool,
+}
+
+/// One staged delivery: its subscription, and the lengths of its subject,
+/// reply, header block and message, back to back in `Staged::buf`.
+#[derive(Debug, Clone, Copy)]
+pub struct StagedMsg {
+    pub sub: u32,
+    pub subject: u32,
+    pub reply: Option<u32>,
+    pub hdr_len: Option<usize>,
+    pub msg: u32,
+}
+
 /// Per-connection protocol state, touched only by this shard.
 #[derive(Debug, Default)]
 pub struct ConnState {
@@ -75,6 +175,9 @@ pub struct ConnState {
     /// its name (empty without authentication).
     pub perms: Option<crate::auth::perms::ConnPerms>,
     pub user: String,
+    /// The `Server::auth_gen` its user and permissions were last checked
+    /// against (a connection that moved during a reload is checked again).
+    pub auth_gen: u64,
 }
 
 pub struct Conn {
@@ -117,6 +220,11 @@ pub struct Conn {
     pub tls: Option<RefCell<rustls::Connection>>,
     /// A leaf connection's state (None: a client).
     pub link: Option<RefCell<crate::net::link::LinkState>>,
+    /// Moves between shards: where it is in one, what its publishes reach,
+    /// and what arrived for it before its state did.
+    pub moving: Cell<Moving>,
+    pub aim: Cell<Aim>,
+    pub staged: RefCell<Staged>,
 }
 
 impl Conn {
@@ -144,7 +252,30 @@ impl Conn {
             nonce: None,
             tls: None,
             link: None,
+            moving: Cell::new(Moving::Home),
+            aim: Cell::new(Aim::default()),
+            staged: RefCell::new(Staged::default()),
         }
+    }
+
+    /// One of this read's publishes reached shard `to` (`Aim::MIXED`: this
+    /// one), for connection `cid` (`JS_CID`: a stream).
+    pub fn aim_at(&self, to: u16, cid: u64) {
+        let mut a = self.aim.get();
+        a.dest = if a.dest == Aim::NOWHERE || a.dest == to {
+            to
+        } else {
+            Aim::MIXED
+        };
+        a.newer |= cid > self.cid;
+        self.aim.set(a);
+    }
+
+    /// The client published once more in this read.
+    pub fn count_pub(&self) {
+        let mut a = self.aim.get();
+        a.pubs = a.pubs.saturating_add(1);
+        self.aim.set(a);
     }
 
     /// Queues raw protocol bytes and wakes the writer.
@@ -174,8 +305,9 @@ impl Conn {
         self.wake_writer.notify();
     }
 
+    /// Closing, or moved to another shard: its tasks here end.
     pub fn is_closing(&self) -> bool {
-        self.st.borrow().close_reason.is_some()
+        self.moving.get() == Moving::Gone || self.st.borrow().close_reason.is_some()
     }
 
     /// Closes after flushing what is queued. Safe to call more than once.
@@ -243,5 +375,68 @@ pub async fn stall_while_full(target: &Conn) {
             return;
         }
         futures_lite::future::or(target.drained.wait(), glommio::timer::sleep(left)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ends `n` reads of one publish each, all to `to` (`newer`: toward a
+    /// newer client); the shard the last one says to move to.
+    fn reads(aim: &mut Aim, n: u32, pubs: u32, to: u16, newer: bool) -> Option<u16> {
+        let mut last = None;
+        for _ in 0..n {
+            (aim.pubs, aim.dest, aim.newer) = (pubs, to, newer);
+            last = aim.end_read();
+        }
+        last
+    }
+
+    #[test]
+    fn a_run_of_reads_to_one_shard_moves_there() {
+        let mut aim = Aim::default();
+        assert_eq!(reads(&mut aim, MOVE_READS - 1, 1, 3, false), None);
+        assert_eq!(reads(&mut aim, 1, 1, 3, false), Some(3));
+    }
+
+    #[test]
+    fn toward_a_newer_client_the_run_is_longer() {
+        let mut aim = Aim::default();
+        assert_eq!(reads(&mut aim, MOVE_READS_YIELD - 1, 1, 2, true), None);
+        assert_eq!(reads(&mut aim, 1, 1, 2, true), Some(2));
+    }
+
+    #[test]
+    fn busy_mixed_or_other_reads_break_the_run() {
+        let mut aim = Aim::default();
+        reads(&mut aim, MOVE_READS - 1, 1, 1, false);
+        reads(&mut aim, 1, MOVE_READ_PUBS_MAX + 1, 1, false);
+        assert_eq!(reads(&mut aim, MOVE_READS - 1, 1, 1, false), None);
+        reads(&mut aim, 1, 1, Aim::MIXED, false);
+        assert_eq!(reads(&mut aim, MOVE_READS - 1, 1, 1, false), None);
+        reads(&mut aim, 1, 1, 2, false);
+        assert_eq!(reads(&mut aim, MOVE_READS - 1, 1, 1, false), None);
+        assert_eq!(reads(&mut aim, 1, 1, 1, false), Some(1));
+    }
+
+    #[test]
+    fn reads_without_publishes_or_listeners_change_nothing() {
+        let mut aim = Aim::default();
+        reads(&mut aim, MOVE_READS - 1, 1, 1, false);
+        reads(&mut aim, 5, 0, Aim::NOWHERE, false);
+        reads(&mut aim, 5, 2, Aim::NOWHERE, false);
+        assert_eq!(reads(&mut aim, 1, 1, 1, false), Some(1));
+    }
+
+    #[test]
+    fn no_second_move_within_the_cooldown() {
+        let mut aim = Aim {
+            moved_at: Some(Instant::now()),
+            ..Aim::default()
+        };
+        assert_eq!(reads(&mut aim, MOVE_READS * 2, 1, 1, false), None);
+        aim.moved_at = Instant::now().checked_sub(MOVE_COOLDOWN);
+        assert_eq!(reads(&mut aim, 1, 1, 1, false), Some(1));
     }
 }

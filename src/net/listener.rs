@@ -1,6 +1,6 @@
 //! Per-shard accept loop. Every shard binds the client port itself (SO_REUSEPORT),
-//! so the kernel spreads connections over shards; a connection stays where it
-//! was accepted.
+//! so the kernel spreads connections over shards; a client may later move to
+//! the shard its publishes go to (`router::moving`).
 
 use std::rc::Rc;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! `Shard::handle_op`), the write loop (outbound queue → socket) and the ping
 //! timer. They share the connection's `Rc<Conn>` (see `net::conn`).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -63,12 +64,34 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     shard.add_conn(conn.clone());
     shard.count_accept();
-    glommio::spawn_local(write_loop(conn.clone())).detach();
-    glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
     if let Some(a) = &auth {
         glommio::spawn_local(auth_timer(shard.clone(), conn.clone(), a.timeout)).detach();
     }
-    read_loop(&shard, &conn, first).await;
+    run(shard, conn, first).await;
+}
+
+/// Starts the tasks of connections that moved to this shard
+/// (`router::moving`), as they arrive.
+pub async fn adopt_loop(shard: Rc<Shard>) {
+    loop {
+        shard.arrivals.wait().await;
+        let arrived = std::mem::take(&mut *shard.arrived.borrow_mut());
+        for conn in arrived {
+            glommio::spawn_local(run(shard.clone(), conn, BytesMut::new())).detach();
+        }
+    }
+}
+
+/// Serves a connection until it closes, or moves to another shard (whose
+/// `adopt_loop` then runs this again).
+async fn run(shard: Rc<Shard>, conn: Rc<Conn>, first: BytesMut) {
+    let cid = conn.cid;
+    glommio::spawn_local(write_loop(conn.clone())).detach();
+    glommio::spawn_local(ping_loop(shard.clone(), conn.clone())).detach();
+    if read_loop(&shard, &conn, first).await {
+        return; // moved: served on another shard now
+    }
+    let clients = &shard.server.clients;
     if conn.st.borrow().close_reason.is_none() {
         conn.close(CloseReason::ClientClosed);
     }
@@ -82,8 +105,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     );
 }
 
-async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
-    let mut parser = Parser::new(shard.cfg.max_payload, shard.cfg.max_control_line);
+/// A client's read loop; true when the connection moved to another shard.
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) -> bool {
+    let parser = RefCell::new(Parser::new(
+        shard.cfg.max_payload,
+        shard.cfg.max_control_line,
+    ));
     let refuse = |conn: &Conn, e: crate::protocol::parser::ParseError| {
         crate::debug!("{} - cid:{} - protocol error: {e:?}", conn.peer, conn.cid);
         if let Some(text) = e.text() {
@@ -91,7 +118,9 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
         }
     };
     let handle = |conn: &Rc<Conn>, op| shard.handle_op(conn, op);
-    drive(shard, conn, first, |buf| parser.next(buf), handle, refuse).await;
+    let next = |buf: &mut BytesMut| parser.borrow_mut().next(buf);
+    let idle = || parser.borrow().idle();
+    drive(shard, conn, first, next, handle, refuse, Some(&idle)).await
 }
 
 /// A connection's read loop, whatever its protocol: reads (decrypting with
@@ -99,6 +128,9 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, first: BytesMut) {
 /// `handle`, doing what it asks; bad input is answered by `refuse` (which
 /// logs and queues the `-ERR`) and closes the connection. Between reads,
 /// what the ops queued for peers goes out and congested readers hold it back.
+/// A client (`idle` given: whether its parser holds no part of an op) moves
+/// to another shard between reads when `Shard::move_target` says so; true
+/// then.
 pub(crate) async fn drive<O, E>(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
@@ -106,7 +138,8 @@ pub(crate) async fn drive<O, E>(
     mut next: impl FnMut(&mut BytesMut) -> Result<Option<O>, E>,
     handle: impl Fn(&Rc<Conn>, O) -> Flow,
     refuse: impl Fn(&Conn, E),
-) {
+    idle: Option<&dyn Fn() -> bool>,
+) -> bool {
     let mut buf = first;
     buf.reserve(READ_CHUNK_BYTES);
     // TLS: ciphertext is read here, then decrypted into `buf`.
@@ -114,7 +147,7 @@ pub(crate) async fn drive<O, E>(
     let mut pending = !buf.is_empty();
     loop {
         if !fill(conn, &mut buf, &mut raw, &mut pending).await {
-            return;
+            return false;
         }
         loop {
             let op = match next(&mut buf) {
@@ -124,15 +157,22 @@ pub(crate) async fn drive<O, E>(
                     refuse(conn, e);
                     conn.close(CloseReason::ProtocolError);
                     shard.flush_mesh().await;
-                    return;
+                    return false;
                 }
             };
             if !follow(shard, conn, handle(conn, op)).await {
-                return;
+                return false;
             }
         }
         if !after_read(shard, conn).await {
-            return;
+            return false;
+        }
+        let Some(idle) = idle else { continue };
+        if let Some(to) = shard.move_target(conn) {
+            // Only between ops: nothing of the next one is read yet.
+            if buf.is_empty() && raw.is_empty() && idle() && shard.move_out(conn, to).await {
+                return true;
+            }
         }
     }
 }
@@ -190,7 +230,7 @@ pub(crate) async fn write_loop(conn: Rc<Conn>) {
     loop {
         let have = {
             let mut out = conn.out.borrow_mut();
-            if out.discard || (out.buf.is_empty() && out.closing) {
+            if out.discard || (out.buf.is_empty() && (out.closing || out.moved)) {
                 break;
             }
             if !out.buf.is_empty() {
@@ -245,7 +285,14 @@ pub(crate) async fn write_loop(conn: Rc<Conn>) {
             return;
         }
     }
-    conn.shutdown_socket(libc::SHUT_RDWR);
+    // A connection that moved (and is not closing) goes on on its new shard.
+    let moved = {
+        let out = conn.out.borrow();
+        out.moved && !out.closing && !out.discard
+    };
+    if !moved {
+        conn.shutdown_socket(libc::SHUT_RDWR);
+    }
 }
 
 pub(crate) async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {

@@ -123,6 +123,12 @@ impl Parser {
         }
     }
 
+    /// Holds no part of an op (no control line waiting for its payload, no
+    /// line partly searched): with an empty buffer, a clean place to stop.
+    pub fn idle(&self) -> bool {
+        self.awaiting.is_none() && self.scanned == 0
+    }
+
     /// Takes the next complete op off the front of `buf`; `Ok(None)` means more
     /// bytes are needed. After an error the connection must be closed.
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ParseError> {

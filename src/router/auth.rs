@@ -13,12 +13,17 @@ impl Shard {
     /// Checks a CONNECT's credentials when authentication is configured;
     /// false: the client was refused and is being closed.
     pub(super) fn authenticate(&self, conn: &Conn, opts: &ConnectOpts) -> bool {
+        // Read before the users: a reload in between makes it look older.
+        let gen = self
+            .server
+            .auth_gen
+            .load(std::sync::atomic::Ordering::SeqCst);
         let Some(auth) = self.server.auth() else {
             return true;
         };
         match self.identify(conn, opts, &auth) {
             Some(id) => {
-                adopt(conn, id);
+                adopt(conn, id, gen);
                 true
             }
             None => {
@@ -65,11 +70,15 @@ impl Shard {
         if self.server.auth.is_none() || conn.st.borrow().connected {
             return true;
         }
+        let gen = self
+            .server
+            .auth_gen
+            .load(std::sync::atomic::Ordering::SeqCst);
         let Some(auth) = self.server.auth() else {
             return true;
         };
         if let Some(id) = auth.check(&ConnectOpts::default(), "") {
-            adopt(conn, id);
+            adopt(conn, id, gen);
             conn.st.borrow_mut().connected = true;
             return true;
         }
@@ -89,6 +98,10 @@ impl Shard {
     /// (Authorization Violation) and closed; the others take their user's new
     /// permissions, and lose the subscriptions these no longer allow.
     pub fn reauthorize(&self) {
+        let gen = self
+            .server
+            .auth_gen
+            .load(std::sync::atomic::Ordering::SeqCst);
         let Some(auth) = self.server.auth() else {
             return;
         };
@@ -98,7 +111,9 @@ impl Shard {
                 let st = conn.st.borrow();
                 (st.connected, st.opts.clone(), st.user.clone())
             };
-            if !connected || conn.is_closing() {
+            // A connection mid-move is checked on its new shard.
+            let moving = conn.moving.get() != crate::net::conn::Moving::Home;
+            if !connected || conn.is_closing() || moving {
                 continue;
             }
             let Some(id) = self.identify(&conn, &opts, &auth) else {
@@ -109,7 +124,7 @@ impl Shard {
                 conn.close(CloseReason::AuthViolation);
                 continue;
             };
-            adopt(&conn, id);
+            adopt(&conn, id, gen);
             let subs: Vec<(u32, Bytes, Option<Bytes>, Bytes)> = {
                 let st = conn.st.borrow();
                 st.subs
@@ -202,9 +217,11 @@ impl Shard {
     }
 }
 
-/// The connection is now `id`'s: its user name and permissions.
-fn adopt(conn: &Conn, id: crate::auth::Identity) {
+/// The connection is now `id`'s: its user name and permissions, as of
+/// reload generation `gen`.
+fn adopt(conn: &Conn, id: crate::auth::Identity, gen: u64) {
     let mut st = conn.st.borrow_mut();
+    st.auth_gen = gen;
     st.perms = id.perms.map(ConnPerms::new);
     st.user = id.name;
 }

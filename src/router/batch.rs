@@ -172,6 +172,18 @@ impl Shard {
                     }
                     continue;
                 }
+                ShardMsg::Move(m) => {
+                    self.apply_move(from, *m);
+                    continue;
+                }
+                ShardMsg::MoveAck { cid } => {
+                    self.barrier_acked(msg::BarrierAck { cid });
+                    continue;
+                }
+                ShardMsg::Arrive(a) => {
+                    self.apply_arrive(*a);
+                    continue;
+                }
                 ShardMsg::Barrier { cid } => {
                     let mesh = self.mesh.as_ref().expect("barrier implies a mesh");
                     mesh.ack(from, cid).await;

@@ -13,6 +13,7 @@ mod auth;
 mod batch;
 mod leaf;
 mod leaf_hello;
+mod moving;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,7 +21,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::limits::MESH_PACK_MAX;
-use crate::net::conn::{CloseReason, Conn, Flow, LocalSub};
+use crate::net::conn::{Aim, CloseReason, Conn, Flow, LocalSub, Moving};
 use crate::net::outbound::Verdict;
 use crate::protocol::connect::ConnectOpts;
 use crate::protocol::ops;
@@ -160,6 +161,7 @@ impl Shard {
         }
         // The +OK precedes any delivery this publish causes on the same connection.
         self.ok(conn);
+        conn.count_pub();
         let (delivered, full) = self.publish(Some(conn), echo, &p);
         if !delivered && no_responders {
             if let Some(reply) = &p.reply {
@@ -348,6 +350,9 @@ impl Shard {
             full |= f;
         }
         if !leaves.is_empty() {
+            if let Some(conn) = from {
+                conn.aim_at(Aim::MIXED, 0);
+            }
             let (d, f) = self.route_leaves(from, p, match_on, leaves, pub_seq);
             delivered |= d;
             full |= f;
@@ -362,6 +367,14 @@ impl Shard {
         p: &PubOp,
         pub_seq: u64,
     ) -> (bool, bool) {
+        if let Some(conn) = from {
+            let to = if key.shard == self.id {
+                Aim::MIXED
+            } else {
+                key.shard
+            };
+            conn.aim_at(to, key.cid);
+        }
         if key.shard == self.id && key.cid == JS_CID {
             let congested =
                 self.jetstream()
@@ -450,6 +463,9 @@ impl Shard {
         let Some(conn) = self.conns.borrow().get(&cid).cloned() else {
             return Delivered::No;
         };
+        if conn.moving.get() == Moving::Arriving {
+            return self.stage(&conn, sub, subject, reply, hdr_len, msg);
+        }
         let (verdict, done) = {
             let mut guard = conn.st.borrow_mut();
             let st = &mut *guard;
@@ -482,7 +498,8 @@ impl Shard {
             (verdict, done)
         };
         conn.wake_writer.notify();
-        if done {
+        // Leaving: its interest is already the new shard's, which drops it.
+        if done && conn.moving.get() == Moving::Home {
             self.drop_sub(&conn, sub);
         }
         match verdict {

@@ -84,6 +84,8 @@ pub async fn run(
         stats_gathers: Default::default(),
         live_changed: Default::default(),
         links: RefCell::new(Vec::new()),
+        arrived: RefCell::new(Vec::new()),
+        arrivals: crate::notify::Notify::new(),
         me: me.clone(),
     });
     if let Some(receivers) = receivers {
@@ -121,6 +123,9 @@ pub async fn run(
         crate::info!("Server is ready");
     }
     let accept = glommio::spawn_local(crate::net::listener::accept_loop(shard.clone(), listener));
+    if shard.mesh.is_some() {
+        glommio::spawn_local(crate::net::session::adopt_loop(shard.clone())).detach();
+    }
     let mut accept = Some(accept);
     let mut leaf_accept = crate::leaf::start(&shard)?;
     let mut auth_gen = server.auth_gen.load(Ordering::SeqCst);

@@ -258,6 +258,11 @@ pub struct Shard {
     /// Leaf connections on this shard whose interest exchange has begun:
     /// each is told of every change to the interest replica.
     pub links: RefCell<Vec<Rc<Conn>>>,
+    /// Connections that moved here and have their state, waiting for their
+    /// tasks to start (`net::session::adopt_loop`); one entry per move in
+    /// flight, each a connection already counted against the limits.
+    pub arrived: RefCell<Vec<Rc<Conn>>>,
+    pub arrivals: crate::notify::Notify,
     pub(crate) me: std::rc::Weak<Shard>,
 }
 

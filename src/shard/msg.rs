@@ -128,6 +128,59 @@ pub enum ShardMsg {
     /// Asks the receiver to confirm (on the reply mesh) that it applied everything
     /// this shard sent before; lets PONG mean "your SUBs are in force everywhere".
     Barrier { cid: u64 },
+    /// A connection's old shard → every other shard: it moves to `to` (see
+    /// `router::moving`). Each receiver moves its subscriptions there in its
+    /// replica, then answers `MoveAck`; `to` gets the socket with it.
+    Move(Box<Move>),
+    /// The answer to `Move`, on the data mesh: everything the receiver sent
+    /// to the connection's old shard before it is ahead of this.
+    MoveAck { cid: u64 },
+    /// Old shard → new, once every peer answered and the connection's queue
+    /// there is written: its state; it starts reading on the new shard.
+    Arrive(Box<Arrive>),
+}
+
+/// See `ShardMsg::Move`.
+#[derive(Debug)]
+pub struct Move {
+    pub cid: u64,
+    pub to: u16,
+    pub subs: Vec<MovedSub>,
+    /// Only in the message to `to`.
+    pub socket: Option<MovedSocket>,
+}
+
+/// One subscription of a moving connection (`SubKey::sub`, its subject and
+/// queue group).
+#[derive(Debug, Clone)]
+pub struct MovedSub {
+    pub sub: u32,
+    pub subject: Bytes,
+    pub queue: Option<Bytes>,
+}
+
+/// A moving connection's socket (a duplicate of the old shard's
+/// descriptor) and what its new `Conn` is made with.
+#[derive(Debug)]
+pub struct MovedSocket {
+    pub fd: std::os::fd::OwnedFd,
+    pub peer: String,
+    pub ip: String,
+    pub start: i64,
+    pub last_activity: i64,
+    pub rtt: std::time::Duration,
+    pub ping_sent: Option<std::time::Instant>,
+}
+
+/// See `ShardMsg::Arrive`. `state` is the connection's `net::conn::ConnState`
+/// (a layer above this one, so carried as `Any` and taken back by the
+/// receiver); `out_msgs` and `out_bytes` its monitoring counters.
+#[derive(Debug)]
+pub struct Arrive {
+    pub cid: u64,
+    pub state: Box<dyn std::any::Any + Send>,
+    pub out_msgs: u64,
+    pub out_bytes: u64,
 }
 
 /// See `ShardMsg::Leaf`.

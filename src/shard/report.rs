@@ -168,7 +168,12 @@ impl Shard {
     /// This shard's answer to `ask`.
     /// (Leaf connections count once their handshake is done.)
     pub fn stats_part(&self, ask: StatsAsk) -> StatsPart {
-        let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+        // One arriving from another shard is still counted there.
+        let arriving = |c: &&Rc<Conn>| c.moving.get() == crate::net::conn::Moving::Arriving;
+        let conns: Vec<Rc<Conn>> = {
+            let all = self.conns.borrow();
+            all.values().filter(|c| !arriving(c)).cloned().collect()
+        };
         let mut part = StatsPart {
             counters: self.stats.borrow().closed,
             trie: self.interest.borrow().stats(),

@@ -203,10 +203,7 @@ impl Server {
     pub fn raw_on(&self, shard: usize) -> Raw {
         for _ in 0..200 {
             let raw = self.raw();
-            let info: serde_json::Value =
-                serde_json::from_str(raw.info.trim_start_matches("INFO ").trim()).unwrap();
-            let cid = info["client_id"].as_u64().unwrap() as usize;
-            if self.nats_server || cid % self.shards == shard {
+            if self.nats_server || raw.cid() as usize % self.shards == shard {
                 return raw;
             }
         }
@@ -251,6 +248,13 @@ impl Raw {
         assert!(line.starts_with("INFO {"), "{line}");
         raw.info = line;
         raw
+    }
+
+    /// The connection's id (`client_id` in its INFO).
+    pub fn cid(&self) -> u64 {
+        let info: serde_json::Value =
+            serde_json::from_str(self.info.trim_start_matches("INFO ").trim()).unwrap();
+        info["client_id"].as_u64().unwrap()
     }
 
     pub fn send(&mut self, bytes: &[u8]) {

@@ -1,0 +1,194 @@
+//! Clients moving to the shard their publishes go to (issue 13): a client
+//! whose publishes, one read after another, all reach one other shard moves
+//! there. Nothing it sends or receives is lost, duplicated or reordered
+//! across the move; its subscriptions, counts and stream acks go with it.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::Subscriber;
+use common::Server;
+use futures::StreamExt;
+
+/// Debug log line of a move: "<peer> - cid:<cid> - moved to shard <n>".
+fn moved(cid: u64, to: usize) -> String {
+    format!("cid:{cid} - moved to shard {to}")
+}
+
+/// Takes `n` messages off `sub`, which must be "0", "1", ... in order.
+async fn in_order(sub: &mut Subscriber, n: usize, what: &str) {
+    for i in 0..n {
+        in_order_from(sub, i, what).await;
+    }
+}
+
+/// Takes the next message off `sub`, which must be `i`.
+async fn in_order_from(sub: &mut Subscriber, i: usize, what: &str) {
+    let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: message {i} in time"))
+        .expect("subscription open");
+    assert_eq!(m.payload, i.to_string(), "{what}: message {i}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_moves_to_its_subscriber_and_both_ways_stay_in_order() {
+    for shards in [2, 4] {
+        let server = Server::start_with(shards, &["-D"]);
+        let sink = server.client_on(0).await;
+        let mut sunk = sink.subscribe("to.sink").await.unwrap();
+        sink.flush().await.unwrap();
+        let mover = server.client_on(1).await;
+        let mut fed = mover.subscribe("to.mover").await.unwrap();
+        mover.flush().await.unwrap();
+        common::sync_interest(&sink, &mover).await;
+        // Another client feeds the mover all along, so deliveries to it
+        // arrive before, during and after the move.
+        let feeder = server.client_on(1).await;
+        common::sync_interest(&mover, &feeder).await;
+        const FED: usize = 3000;
+        let feeding = tokio::spawn(async move {
+            for i in 0..FED {
+                feeder
+                    .publish("to.mover", i.to_string().into())
+                    .await
+                    .unwrap();
+                if i % 10 == 9 {
+                    feeder.flush().await.unwrap();
+                }
+            }
+            feeder.flush().await.unwrap();
+        });
+        // One publish per read (the next goes once the last arrived): the
+        // pattern that moves a client, for longer than the longest run it
+        // may need, whichever of the two is newer.
+        const SENT: usize = 600;
+        for i in 0..SENT {
+            mover
+                .publish("to.sink", i.to_string().into())
+                .await
+                .unwrap();
+            mover.flush().await.unwrap();
+            in_order_from(&mut sunk, i, "mover -> sink").await;
+        }
+        in_order(&mut fed, FED, "feeder -> mover").await;
+        feeding.await.unwrap();
+        let cid = mover.server_info().client_id;
+        let line = server.wait_log(&moved(cid, 0), Duration::from_secs(5));
+        assert!(
+            line.is_some(),
+            "{shards} shards: the mover (cid {cid}) moved"
+        );
+        // Served where it is now: a request round trip, and its subscription.
+        sink.publish("to.mover", "after".into()).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), fed.next()).await;
+        assert_eq!(m.unwrap().unwrap().payload, "after");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_moves_to_its_responder() {
+    let server = Server::start_with(2, &["-D"]);
+    let responder = server.client_on(0).await;
+    let mut requests = responder.subscribe("svc").await.unwrap();
+    responder.flush().await.unwrap();
+    let requester = server.client_on(1).await;
+    common::sync_interest(&responder, &requester).await;
+    tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            let reply = m.reply.expect("a request");
+            responder.publish(reply, m.payload).await.unwrap();
+        }
+    });
+    for i in 0..400 {
+        let r = requester
+            .request("svc", i.to_string().into())
+            .await
+            .unwrap();
+        assert_eq!(r.payload, i.to_string());
+    }
+    let cid = requester.server_info().client_id;
+    let line = server.wait_log(&moved(cid, 0), Duration::from_secs(5));
+    assert!(line.is_some(), "the requester (cid {cid}) moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_jetstream_publisher_moves_to_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &["-D"]);
+    let client = server.client_on(1).await;
+    let js = async_nats::jetstream::new(client.clone());
+    // A fresh server's first stream is on shard 0.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "M".into(),
+        subjects: vec!["m.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for i in 0..600u64 {
+        let ack = js.publish("m.x", i.to_string().into()).await.unwrap();
+        assert_eq!(ack.await.unwrap().sequence, i + 1);
+    }
+    let cid = client.server_info().client_id;
+    let line = server.wait_log(&moved(cid, 0), Duration::from_secs(5));
+    assert!(line.is_some(), "the publisher (cid {cid}) moved");
+    let mut stream = js.get_stream("M").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 600);
+}
+
+/// An auto-unsubscribe count (`UNSUB <sid> <max>`) is kept across a move.
+#[test]
+fn an_unsub_count_goes_with_the_connection() {
+    let server = Server::start_with(2, &["-D"]);
+    let mut sink = server.raw_on(0);
+    sink.send(b"CONNECT {\"verbose\":false}\r\nSUB sink 1\r\n");
+    sink.flush();
+    let mut feeder = server.raw_on(0);
+    feeder.send(b"CONNECT {\"verbose\":false}\r\n");
+    feeder.flush();
+    let mut mover = server.raw_on(1);
+    mover.send(b"CONNECT {\"verbose\":false}\r\nSUB inbox 7\r\nUNSUB 7 5\r\n");
+    mover.flush();
+    let cid = mover.cid();
+    feeder.send(b"PUB inbox 1\r\na\r\nPUB inbox 1\r\nb\r\nPUB inbox 1\r\nc\r\n");
+    feeder.flush();
+    let got = mover.flush();
+    assert_eq!(got.matches("MSG inbox 7").count(), 3, "{got}");
+    for _ in 0..300 {
+        mover.send(b"PUB sink 1\r\nx\r\n");
+        assert!(mover.flush().is_empty());
+    }
+    let line = server.wait_log(&moved(cid, 0), Duration::from_secs(5));
+    assert!(line.is_some(), "the mover (cid {cid}) moved");
+    for m in ["d", "e", "f", "g", "h"] {
+        feeder.send(format!("PUB inbox 1\r\n{m}\r\n").as_bytes());
+    }
+    feeder.flush();
+    let got = mover.flush();
+    assert_eq!(got.matches("MSG inbox 7").count(), 2, "{got}");
+    assert!(
+        got.contains("\r\nd\r\n") && got.contains("\r\ne\r\n"),
+        "{got}"
+    );
+    let none = mover.flush();
+    assert!(none.is_empty(), "{none}");
+}
+
+#[test]
+fn no_conn_moves_keeps_every_client_where_it_was_accepted() {
+    let server = Server::start_with(2, &["-D", "--no_conn_moves"]);
+    let mut sink = server.raw_on(0);
+    sink.send(b"CONNECT {\"verbose\":false}\r\nSUB sink 1\r\n");
+    sink.flush();
+    let mut mover = server.raw_on(1);
+    mover.send(b"CONNECT {\"verbose\":false}\r\n");
+    mover.flush();
+    for _ in 0..300 {
+        mover.send(b"PUB sink 1\r\nx\r\n");
+        assert!(mover.flush().is_empty());
+    }
+    let line = server.wait_log("moved to shard", Duration::from_secs(1));
+    assert_eq!(line, None);
+}
