@@ -215,6 +215,10 @@ pub const MOVE_READ_PUBS_MAX: u32 = 8;
 /// other the newer one moves first, so they never swap shards.
 pub const MOVE_READS: u32 = 64;
 pub const MOVE_READS_YIELD: u32 = 4 * MOVE_READS;
+/// A client with more subscriptions than this stays: every shard moves each
+/// of them in its interest replica (a fan-in service, most likely, whose
+/// traffic comes from everywhere anyway).
+pub const MOVE_SUBS_MAX: usize = 1024;
 /// Least time between two moves of one connection.
 pub const MOVE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(1);
 

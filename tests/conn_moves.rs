@@ -34,6 +34,7 @@ async fn in_order_from(sub: &mut Subscriber, i: usize, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_moves_to_its_subscriber_and_both_ways_stay_in_order() {
+    const FED: usize = 3000;
     for shards in [2, 4] {
         let server = Server::start_with(shards, &["-D"]);
         let sink = server.client_on(0).await;
@@ -41,25 +42,28 @@ async fn a_publisher_moves_to_its_subscriber_and_both_ways_stay_in_order() {
         sink.flush().await.unwrap();
         let mover = server.client_on(1).await;
         let mut fed = mover.subscribe("to.mover").await.unwrap();
+        let mut fed_far = mover.subscribe("to.mover.far").await.unwrap();
         mover.flush().await.unwrap();
         common::sync_interest(&sink, &mover).await;
-        // Another client feeds the mover all along, so deliveries to it
-        // arrive before, during and after the move.
-        let feeder = server.client_on(1).await;
-        common::sync_interest(&mover, &feeder).await;
-        const FED: usize = 3000;
-        let feeding = tokio::spawn(async move {
-            for i in 0..FED {
-                feeder
-                    .publish("to.mover", i.to_string().into())
-                    .await
-                    .unwrap();
-                if i % 10 == 9 {
-                    feeder.flush().await.unwrap();
+        // Other clients feed the mover all along, so deliveries to it arrive
+        // before, during and after the move: one on its first shard, one on
+        // a third shard where there is one (its deliveries reach the new
+        // shard by another channel than the move's).
+        let far = if shards > 2 { 2 } else { 0 };
+        let mut feeding = Vec::new();
+        for (on, subject) in [(1, "to.mover"), (far, "to.mover.far")] {
+            let feeder = server.client_on(on).await;
+            common::sync_interest(&mover, &feeder).await;
+            feeding.push(tokio::spawn(async move {
+                for i in 0..FED {
+                    feeder.publish(subject, i.to_string().into()).await.unwrap();
+                    if i % 10 == 9 {
+                        feeder.flush().await.unwrap();
+                    }
                 }
-            }
-            feeder.flush().await.unwrap();
-        });
+                feeder.flush().await.unwrap();
+            }));
+        }
         // One publish per read (the next goes once the last arrived): the
         // pattern that moves a client, for longer than the longest run it
         // may need, whichever of the two is newer.
@@ -73,7 +77,10 @@ async fn a_publisher_moves_to_its_subscriber_and_both_ways_stay_in_order() {
             in_order_from(&mut sunk, i, "mover -> sink").await;
         }
         in_order(&mut fed, FED, "feeder -> mover").await;
-        feeding.await.unwrap();
+        in_order(&mut fed_far, FED, "far feeder -> mover").await;
+        for f in feeding {
+            f.await.unwrap();
+        }
         let cid = mover.server_info().client_id;
         let line = server.wait_log(&moved(cid, 0), Duration::from_secs(5));
         assert!(

@@ -311,7 +311,11 @@ impl Conn {
     }
 
     /// Closes after flushing what is queued. Safe to call more than once.
+    /// A connection that moved away is closed by its new shard, not here.
     pub fn close(&self, reason: CloseReason) {
+        if self.moving.get() == Moving::Gone {
+            return;
+        }
         if self.mark_closing(reason) {
             self.shutdown_socket(libc::SHUT_RD);
         }
@@ -319,6 +323,9 @@ impl Conn {
 
     /// Closes at once, dropping queued output (slow consumer, failed write).
     pub fn kill(&self, reason: CloseReason) {
+        if self.moving.get() == Moving::Gone {
+            return;
+        }
         {
             let mut out = self.out.borrow_mut();
             out.discard = true;

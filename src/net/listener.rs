@@ -10,7 +10,6 @@ use glommio::net::TcpListener;
 use crate::shard::Shard;
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    let per_shard_max = crate::limits::CONNECTIONS_MAX / usize::from(shard.count);
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -24,7 +23,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         if shard.stopping.get() {
             return;
         }
-        if shard.conns.borrow().len() >= per_shard_max {
+        // The whole server's bound: clients that moved may fill one shard.
+        let open = shard
+            .server
+            .clients
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if open >= crate::limits::CONNECTIONS_MAX {
             crate::warn!("Maximum connections exceeded, refusing a client");
             glommio::spawn_local(refuse(stream)).detach();
             continue;

@@ -98,6 +98,18 @@ impl Shard {
     /// (Authorization Violation) and closed; the others take their user's new
     /// permissions, and lose the subscriptions these no longer allow.
     pub fn reauthorize(&self) {
+        let conns: Vec<std::rc::Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+        for conn in conns {
+            self.reauthorize_one(&conn);
+        }
+        // The interest removed above reaches the other shards.
+        let shard = self.me();
+        glommio::spawn_local(async move { shard.flush_mesh().await }).detach();
+    }
+
+    /// `reauthorize` for one connection (also one that moved here while a
+    /// reload happened); the caller sends what it queued for peers.
+    pub(crate) fn reauthorize_one(&self, conn: &Conn) {
         let gen = self
             .server
             .auth_gen
@@ -105,26 +117,25 @@ impl Shard {
         let Some(auth) = self.server.auth() else {
             return;
         };
-        let conns: Vec<std::rc::Rc<Conn>> = self.conns.borrow().values().cloned().collect();
-        for conn in conns {
-            let (connected, opts, user) = {
-                let st = conn.st.borrow();
-                (st.connected, st.opts.clone(), st.user.clone())
-            };
-            // A connection mid-move is checked on its new shard.
-            let moving = conn.moving.get() != crate::net::conn::Moving::Home;
-            if !connected || conn.is_closing() || moving {
-                continue;
+        let (connected, opts, user) = {
+            let st = conn.st.borrow();
+            (st.connected, st.opts.clone(), st.user.clone())
+        };
+        // A connection mid-move is checked on its new shard.
+        let moving = conn.moving.get() != crate::net::conn::Moving::Home;
+        if !connected || conn.is_closing() || moving {
+            return;
+        }
+        let Some(id) = self.identify(conn, &opts, &auth) else {
+            if user.is_empty() || auth.has_user(&user) {
+                conn.send_err("Authorization Violation");
             }
-            let Some(id) = self.identify(&conn, &opts, &auth) else {
-                if user.is_empty() || auth.has_user(&user) {
-                    conn.send_err("Authorization Violation");
-                }
-                crate::debug!("{} - cid:{} - closed by a reload", conn.peer, conn.cid);
-                conn.close(CloseReason::AuthViolation);
-                continue;
-            };
-            adopt(&conn, id, gen);
+            crate::debug!("{} - cid:{} - closed by a reload", conn.peer, conn.cid);
+            conn.close(CloseReason::AuthViolation);
+            return;
+        };
+        {
+            adopt(conn, id, gen);
             let subs: Vec<(u32, Bytes, Option<Bytes>, Bytes)> = {
                 let st = conn.st.borrow();
                 st.subs
@@ -144,7 +155,7 @@ impl Shard {
                             String::from_utf8_lossy(&subject),
                             String::from_utf8_lossy(&sid)
                         ));
-                        self.drop_sub(&conn, sub);
+                        self.drop_sub(conn, sub);
                     }
                     other => {
                         let check = other.is_some_and(|(_, c)| c);
@@ -155,9 +166,6 @@ impl Shard {
                 }
             }
         }
-        // The interest removed above reaches the other shards.
-        let shard = self.me();
-        glommio::spawn_local(async move { shard.flush_mesh().await }).detach();
     }
 
     /// Whether a publish to `subject` is refused by the connection's

@@ -6,12 +6,14 @@
 //! traffic then stays on one core instead of waking another for every
 //! message. The steps keep every order a client can see:
 //! 1. The old shard stops reading the connection (between ops), moves its
-//!    interest to the new shard in its own replica and sends `Move` to every
-//!    peer. The new shard's `Move` carries a duplicate of the socket; it makes
-//!    the `Conn` there, which stages what is delivered to it.
-//! 2. Each peer moves the interest in its replica and answers `MoveAck` on
-//!    the data mesh: whatever it routed to the old shard before is ahead of
-//!    the answer, and whatever it routes later goes to the new shard.
+//!    interest to the new shard in its own replica and sends `Move` to the
+//!    new shard, with a duplicate of the socket: it makes the `Conn` there,
+//!    which stages what is delivered to it, moves the interest and answers.
+//! 2. Only then (so that no delivery reaches the new shard before its `Conn`)
+//!    `Move` goes to every other peer. Each moves the interest in its replica
+//!    and answers `MoveAck` on the data mesh: whatever it routed to the old
+//!    shard before is ahead of the answer, and whatever it routes later goes
+//!    to the new shard.
 //! 3. With every answer in, the old shard writes out the connection's queue,
 //!    sends its state (`Arrive`) and forgets it. The new shard replays the
 //!    staged deliveries through that state (auto-unsubscribe counts,
@@ -26,10 +28,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::limits::MOVE_SUBS_MAX;
 use crate::net::conn::{CloseReason, Conn, ConnState, Moving, StagedMsg};
 use crate::router::Delivered;
 use crate::shard::msg::{Arrive, Move, MovedSocket, MovedSub, ShardMsg, SubKey};
-use crate::shard::Shard;
+use crate::shard::{Shard, LAME_DUCK};
 
 impl Shard {
     /// Ends a read of client `conn`: the shard it should move to now, if any.
@@ -45,8 +48,10 @@ impl Shard {
             // A TLS session is not handed over (yet): it stays.
             && conn.tls.is_none()
             && conn.st.borrow().connected
+            && conn.st.borrow().subs.len() <= MOVE_SUBS_MAX
             && !conn.is_closing()
-            && !self.stopping.get();
+            && !self.stopping.get()
+            && !LAME_DUCK.load(Ordering::Relaxed);
         movable.then_some(to)
     }
 
@@ -78,7 +83,7 @@ impl Shard {
             subs.collect()
         };
         self.move_interest(conn.cid, self.id, to, &subs);
-        let mut socket = Some(MovedSocket {
+        let socket = MovedSocket {
             fd,
             peer: conn.peer.clone(),
             ip: conn.ip.clone(),
@@ -86,21 +91,28 @@ impl Shard {
             last_activity: conn.last_activity.get(),
             rtt: conn.rtt.get(),
             ping_sent: conn.ping_sent.get(),
-        });
-        for peer in (0..self.count).filter(|p| *p != self.id) {
-            let m = Move {
-                cid: conn.cid,
-                to,
-                subs: subs.clone(),
-                socket: if peer == to { socket.take() } else { None },
-            };
-            mesh.push(peer, ShardMsg::Move(Box::new(m)));
-        }
-        self.flush_mesh().await;
-        // A stopping shard's peers may no longer answer: look up now and then.
-        while conn.barrier_acks.get() < mesh.peers() - 1 && !self.stopping.get() {
-            let tick = glommio::timer::sleep(Duration::from_millis(100));
-            futures_lite::future::or(conn.barrier_done.wait(), tick).await;
+            nonce: conn.nonce.clone(),
+        };
+        let others = (0..self.count).filter(|p| *p != self.id && *p != to);
+        let steps = [(vec![to], Some(socket)), (others.collect(), None)];
+        let mut asked = 0;
+        for (peers, mut socket) in steps {
+            for peer in peers {
+                let m = Move {
+                    cid: conn.cid,
+                    to,
+                    subs: subs.clone(),
+                    socket: socket.take(),
+                };
+                mesh.push(peer, ShardMsg::Move(Box::new(m)));
+                asked += 1;
+            }
+            self.flush_mesh().await;
+            // A stopping shard's peers may no longer answer: look up now and then.
+            while conn.barrier_acks.get() < asked && !self.stopping.get() {
+                let tick = glommio::timer::sleep(Duration::from_millis(100));
+                futures_lite::future::or(conn.barrier_done.wait(), tick).await;
+            }
         }
         // Everything delivered here is queued: let the writer finish it (a
         // closing connection's too: its last words go out before the socket
@@ -179,6 +191,7 @@ impl Shard {
         conn.last_activity.set(s.last_activity);
         conn.rtt.set(s.rtt);
         conn.ping_sent.set(s.ping_sent);
+        conn.nonce = s.nonce;
         conn.moving.set(Moving::Arriving);
         self.conns.borrow_mut().insert(cid, Rc::new(conn));
     }
@@ -218,8 +231,11 @@ impl Shard {
         let Some(conn) = self.conns.borrow().get(&a.cid).cloned() else {
             return; // closed while arriving (the shard is stopping)
         };
-        let state: Box<ConnState> = a.state.downcast().expect("Arrive carries a ConnState");
+        let mut state: Box<ConnState> = a.state.downcast().expect("Arrive carries a ConnState");
         let stale_auth = state.auth_gen != self.server.auth_gen.load(Ordering::SeqCst);
+        // Closed here while it arrived (shutdown), or on the old shard.
+        let closed_here = conn.st.borrow().close_reason;
+        state.close_reason = state.close_reason.or(closed_here);
         let closing = state.close_reason.is_some();
         *conn.st.borrow_mut() = *state;
         {
@@ -267,7 +283,7 @@ impl Shard {
             self.drop_sub(&conn, sub);
         }
         if stale_auth {
-            self.reauthorize(); // a reload while it moved
+            self.reauthorize_one(&conn); // a reload while it moved
         }
         self.arrived.borrow_mut().push(conn);
         self.arrivals.notify();

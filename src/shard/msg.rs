@@ -170,6 +170,8 @@ pub struct MovedSocket {
     pub last_activity: i64,
     pub rtt: std::time::Duration,
     pub ping_sent: Option<std::time::Instant>,
+    /// The INFO's nonce, which an NKey user signed (checked again on reload).
+    pub nonce: Option<String>,
 }
 
 /// See `ShardMsg::Arrive`. `state` is the connection's `net::conn::ConnState`
