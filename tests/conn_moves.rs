@@ -16,6 +16,14 @@ fn moved(cid: u64, to: usize) -> String {
     format!("cid:{cid} - moved to shard {to}")
 }
 
+/// A raw connection on `shard`, connected, `then` sent and in force.
+fn raw_on(server: &Server, shard: usize, then: &str) -> common::Raw {
+    let mut raw = server.raw_on(shard);
+    raw.send(format!("CONNECT {{\"verbose\":false}}\r\n{then}").as_bytes());
+    raw.flush();
+    raw
+}
+
 /// Takes `n` messages off `sub`, which must be "0", "1", ... in order.
 async fn in_order(sub: &mut Subscriber, n: usize, what: &str) {
     for i in 0..n {
@@ -149,15 +157,9 @@ async fn a_sync_jetstream_publisher_moves_to_its_stream() {
 #[test]
 fn an_unsub_count_goes_with_the_connection() {
     let server = Server::start_with(2, &["-D"]);
-    let mut sink = server.raw_on(0);
-    sink.send(b"CONNECT {\"verbose\":false}\r\nSUB sink 1\r\n");
-    sink.flush();
-    let mut feeder = server.raw_on(0);
-    feeder.send(b"CONNECT {\"verbose\":false}\r\n");
-    feeder.flush();
-    let mut mover = server.raw_on(1);
-    mover.send(b"CONNECT {\"verbose\":false}\r\nSUB inbox 7\r\nUNSUB 7 5\r\n");
-    mover.flush();
+    let _sink = raw_on(&server, 0, "SUB sink 1\r\n");
+    let mut feeder = raw_on(&server, 0, "");
+    let mut mover = raw_on(&server, 1, "SUB inbox 7\r\nUNSUB 7 5\r\n");
     let cid = mover.cid();
     feeder.send(b"PUB inbox 1\r\na\r\nPUB inbox 1\r\nb\r\nPUB inbox 1\r\nc\r\n");
     feeder.flush();
@@ -186,12 +188,8 @@ fn an_unsub_count_goes_with_the_connection() {
 #[test]
 fn no_conn_moves_keeps_every_client_where_it_was_accepted() {
     let server = Server::start_with(2, &["-D", "--no_conn_moves"]);
-    let mut sink = server.raw_on(0);
-    sink.send(b"CONNECT {\"verbose\":false}\r\nSUB sink 1\r\n");
-    sink.flush();
-    let mut mover = server.raw_on(1);
-    mover.send(b"CONNECT {\"verbose\":false}\r\n");
-    mover.flush();
+    let _sink = raw_on(&server, 0, "SUB sink 1\r\n");
+    let mut mover = raw_on(&server, 1, "");
     for _ in 0..300 {
         mover.send(b"PUB sink 1\r\nx\r\n");
         assert!(mover.flush().is_empty());

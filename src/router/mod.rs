@@ -506,16 +506,21 @@ impl Shard {
             Verdict::Ok => Delivered::Yes,
             Verdict::Stall => Delivered::Stalled,
             Verdict::Slow => {
-                crate::warn!(
-                    "{} - cid:{} - Slow Consumer Detected: MaxPending of {} exceeded",
-                    conn.peer,
-                    conn.cid,
-                    self.cfg.max_pending
-                );
-                conn.kill(CloseReason::SlowConsumer);
+                self.slow_consumer(&conn);
                 Delivered::Yes
             }
         }
+    }
+
+    /// Cuts `conn`, whose queue passed `max_pending`, as nats-server does.
+    pub(crate) fn slow_consumer(&self, conn: &Conn) {
+        crate::warn!(
+            "{} - cid:{} - Slow Consumer Detected: MaxPending of {} exceeded",
+            conn.peer,
+            conn.cid,
+            self.cfg.max_pending
+        );
+        conn.kill(CloseReason::SlowConsumer);
     }
 
     /// Sends the 503 status to the publisher's own subscription on `reply`.

@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::limits::MOVE_SUBS_MAX;
-use crate::net::conn::{CloseReason, Conn, ConnState, Moving, StagedMsg};
+use crate::net::conn::{Conn, ConnState, Moving, StagedMsg};
 use crate::router::Delivered;
 use crate::shard::msg::{Arrive, Move, MovedSocket, MovedSub, ShardMsg, SubKey};
 use crate::shard::{Shard, LAME_DUCK};
@@ -250,13 +250,7 @@ impl Shard {
         conn.aim.set(aim);
         let staged = std::mem::take(&mut *conn.staged.borrow_mut());
         if staged.overflow && !closing {
-            crate::warn!(
-                "{} - cid:{} - Slow Consumer Detected: MaxPending of {} exceeded",
-                conn.peer,
-                conn.cid,
-                self.cfg.max_pending
-            );
-            conn.kill(CloseReason::SlowConsumer);
+            self.slow_consumer(&conn);
         } else if !closing {
             let mut at = 0;
             for m in &staged.items {
