@@ -29,9 +29,6 @@ pub struct Outbound {
     pub closing: bool,
     /// Queued output is thrown away (slow consumer, dead socket).
     pub discard: bool,
-    /// The connection moved to another shard: the writer here ends once the
-    /// queue is empty, leaving the socket open.
-    pub moved: bool,
     /// Messages (MSG/HMSG) queued, and their payload bytes (headers included),
     /// for monitoring: counted here, where the queue is borrowed anyway.
     pub msgs: u64,
@@ -46,7 +43,6 @@ impl Outbound {
             cap,
             closing: false,
             discard: false,
-            moved: false,
             msgs: 0,
             bytes: 0,
         }

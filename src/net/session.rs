@@ -227,10 +227,13 @@ pub(crate) async fn write_loop(conn: Rc<Conn>) {
     let mut writing: Vec<u8> = Vec::new();
     // TLS records of `writing` (reused, like it).
     let mut cipher: Vec<u8> = Vec::new();
+    // Moved to another shard: once the queue is empty the writer here ends,
+    // leaving the socket open for the new shard.
+    let gone = || conn.moving.get() == crate::net::conn::Moving::Gone;
     loop {
         let have = {
             let mut out = conn.out.borrow_mut();
-            if out.discard || (out.buf.is_empty() && (out.closing || out.moved)) {
+            if out.discard || (out.buf.is_empty() && (out.closing || gone())) {
                 break;
             }
             if !out.buf.is_empty() {
@@ -288,7 +291,7 @@ pub(crate) async fn write_loop(conn: Rc<Conn>) {
     // A connection that moved (and is not closing) goes on on its new shard.
     let moved = {
         let out = conn.out.borrow();
-        out.moved && !out.closing && !out.discard
+        gone() && !out.closing && !out.discard
     };
     if !moved {
         conn.shutdown_socket(libc::SHUT_RDWR);

@@ -47,9 +47,10 @@ impl Shard {
             && conn.link.is_none()
             // A TLS session is not handed over (yet): it stays.
             && conn.tls.is_none()
-            && conn.st.borrow().connected
-            && conn.st.borrow().subs.len() <= MOVE_SUBS_MAX
-            && !conn.is_closing()
+            && {
+                let st = conn.st.borrow();
+                st.connected && st.subs.len() <= MOVE_SUBS_MAX && st.close_reason.is_none()
+            }
             && !self.stopping.get()
             && !LAME_DUCK.load(Ordering::Relaxed);
         movable.then_some(to)
@@ -128,8 +129,7 @@ impl Shard {
             futures_lite::future::or(conn.drained.wait(), conn.closed.wait()).await;
         }
         let (out_msgs, out_bytes) = {
-            let mut out = conn.out.borrow_mut();
-            out.moved = true;
+            let out = conn.out.borrow();
             (out.msgs, out.bytes)
         };
         let state = std::mem::take(&mut *conn.st.borrow_mut());
