@@ -868,9 +868,17 @@ async fn js_publisher(
             }
             sent += 1;
         }
+        // A full buffer with room left in the window: write it and go on
+        // filling, as a client's async publish does (nats.go blocks only on
+        // its pending limit). Draining first would hold large messages to a
+        // few in flight whatever the window.
+        let more = out.len() >= 64 * 1024 && sent < count && sent - acked < spec.window as u64;
         if !out.is_empty() {
             writer.write_all(&out).await?;
             out.clear();
+        }
+        if more {
+            continue;
         }
         // At a rate, wait for acks only until the next message is due.
         let wait = match rate {
