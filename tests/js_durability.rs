@@ -235,22 +235,31 @@ fn publish_until_killed(
 
 #[test]
 fn kill_9_while_publishing_loses_no_acknowledged_message() {
-    kill_9_while_publishing("none");
+    kill_9_while_publishing("none", &[]);
+}
+
+/// Interval mode acks a write once it is in the page cache, as nats-server
+/// does: a killed process loses none of it, though no sync ran (the interval
+/// is longer than the test).
+#[test]
+fn kill_9_in_interval_mode_loses_no_acknowledged_message() {
+    kill_9_while_publishing("none", &["--sync", "interval=1m"]);
 }
 
 /// The same with segments packed as they are sealed (`compression: "s2"`):
 /// kills land while segments are being packed, too.
 #[test]
 fn kill_9_while_publishing_and_packing_loses_no_acknowledged_message() {
-    kill_9_while_publishing("s2");
+    kill_9_while_publishing("s2", &[]);
 }
 
-fn kill_9_while_publishing(compression: &str) {
+fn kill_9_while_publishing(compression: &str, sync: &[&str]) {
+    let args = [&["--segment_bytes", "65536"], sync].concat();
     let dir = tempfile::tempdir().unwrap();
     let mut all_acked: HashMap<u64, u64> = HashMap::new();
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     for round in 0..4u64 {
-        let server = Server::start_js(2, dir.path(), &["--segment_bytes", "65536"]);
+        let server = Server::start_js(2, dir.path(), &args);
         let mut r = raw(&server);
         if round == 0 {
             let cfg = format!(
@@ -277,7 +286,7 @@ fn kill_9_while_publishing(compression: &str) {
             "round {round}: some publishes were acknowledged"
         );
 
-        let server = Server::start_js(2, dir.path(), &["--segment_bytes", "65536"]);
+        let server = Server::start_js(2, dir.path(), &args);
         let mut r = raw(&server);
         let st = state(&mut r, "D");
         let first = st["first_seq"].as_u64().unwrap();
@@ -818,6 +827,46 @@ fn interval_sync_mode_stores_and_recovers_the_same_way() {
         (Some(300), Some(300))
     );
     assert_eq!(get(&mut r, "IV", 150).unwrap().1, payload(149));
+}
+
+/// Interval mode writes small batches through the page cache and large ones
+/// direct; alternating, each rewrites the last block the other wrote.
+#[test]
+fn interval_mode_alternating_small_and_large_writes_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--sync", "interval=1m"];
+    let body = |i: u64| -> Vec<u8> {
+        let n = if i % 2 == 1 {
+            300 * 1024
+        } else {
+            100 + i as usize
+        };
+        (0..n as u64).map(|k| (k * 31 + i) as u8).collect()
+    };
+    let server = Server::start_js(1, dir.path(), &args);
+    let mut r = raw(&server);
+    req(
+        &mut r,
+        "$JS.API.STREAM.CREATE.MX",
+        r#"{"name":"MX","subjects":["mx"]}"#,
+    );
+    for i in 0..40u64 {
+        let ack = String::from_utf8(r.request("mx", None, &body(i)).1).unwrap();
+        assert_eq!(ack, format!(r#"{{"stream":"MX","seq":{}}}"#, i + 1));
+    }
+    // No sync has run: what the page cache holds must survive the process.
+    server.kill9();
+    let server = Server::start_js(1, dir.path(), &args);
+    let mut r = raw(&server);
+    assert_eq!(state(&mut r, "MX")["messages"].as_u64(), Some(40));
+    for i in 0..40u64 {
+        assert_eq!(
+            get(&mut r, "MX", i + 1).unwrap().1,
+            body(i),
+            "seq {}",
+            i + 1
+        );
+    }
 }
 
 #[test]

@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 
 use crate::js::store::packed::Packed;
-use crate::limits::DMA_IO_MAX;
+use crate::limits::{CACHED_WRITE_MAX, DMA_IO_MAX};
 use crate::limits::{SEGMENT_DELETE_CHUNK, SEGMENT_DELETE_PACE};
 
 /// The unit of every DMA read and write, and of segment offsets' alignment.
@@ -37,6 +37,9 @@ pub struct Segment {
     pub path: PathBuf,
     /// The file as written (None once packed, and while not open).
     pub file: Option<Rc<DmaFile>>,
+    /// The same file through the page cache: interval mode's appends go this
+    /// way (see `FileLog::prepare`); the active segment only.
+    pub cached: Option<Rc<BufferedFile>>,
     /// The segment compressed at rest (`packed`), once it is.
     pub packed: Option<Rc<Packed>>,
     /// Erases begun and finished so far: a packed copy made while one ran is
@@ -67,6 +70,7 @@ impl Segment {
         Segment {
             path,
             file: None,
+            cached: None,
             packed: None,
             erased: 0,
             packing: false,
@@ -79,6 +83,9 @@ impl Segment {
     /// Closes its files (explicitly, as glommio asks; readers holding one
     /// keep it open until they are done).
     async fn close(&mut self) {
+        if let Some(Ok(f)) = self.cached.take().map(Rc::try_unwrap) {
+            let _ = f.close().await;
+        }
         let packed = self.packed.take().and_then(|p| Rc::try_unwrap(p).ok());
         for f in [self.file.take(), packed.map(|p| p.file)]
             .into_iter()
@@ -146,6 +153,8 @@ pub struct FileLog {
     /// its first record; None when not known, and the segment is read back
     /// when it is sealed). About 5 bytes a message of that one segment.
     pub building: Option<crate::js::store::segindex::Builder>,
+    /// The segment a page-cache handle was last opened (or tried) for.
+    cached_tried: Option<u64>,
 }
 
 /// The log state before a write, to go back to if it fails.
@@ -162,10 +171,12 @@ impl Restore {
     }
 }
 
-/// One group-commit write: aligned buffers for consecutive file ranges.
+/// One group-commit write: aligned buffers for consecutive file ranges, or
+/// (interval mode) the same bytes in one write through the page cache.
 pub struct WriteJob {
     file: Rc<DmaFile>,
     chunks: Vec<(u64, glommio::io::DmaBuffer)>,
+    cached: Option<(Rc<BufferedFile>, u64, Vec<u8>)>,
     sync: bool,
 }
 
@@ -184,11 +195,22 @@ impl WriteJob {
         WriteJob {
             file,
             chunks,
+            cached: None,
             sync: false,
         }
     }
 
     pub async fn run(self) -> std::io::Result<()> {
+        if let Some((file, pos, data)) = self.cached {
+            let want = data.len();
+            let n = file.write_at(data, pos).await?;
+            if n != want {
+                return Err(std::io::Error::other(format!(
+                    "short write: {n} of {want} bytes"
+                )));
+            }
+            return Ok(());
+        }
         if self.chunks.len() == 1 {
             let (pos, buf) = self.chunks.into_iter().next().expect("one chunk");
             let want = buf.len();
@@ -250,6 +272,7 @@ impl FileLog {
             Segment {
                 path,
                 file: Some(Rc::new(file)),
+                cached: None,
                 packed: None,
                 erased: 0,
                 packing: false,
@@ -341,6 +364,23 @@ impl FileLog {
         let padded = align_up(total as u64) as usize;
         let mut chunks = Vec::new();
         let mut done = 0usize;
+        // Interval mode acks a small write once it is in the kernel, as
+        // nats-server does: the page cache keeps it through a crash of the
+        // process, and the periodic fdatasync (of the inode, whichever
+        // descriptor) takes it to the disk. Same bytes and padding as a
+        // direct write, so the file reads the same either way. Larger writes
+        // stay direct: one copy fewer, and no page-cache churn at full load.
+        let cached = match (&seg.cached, self.sync) {
+            (Some(c), false) if padded <= CACHED_WRITE_MAX => {
+                let mut data = Vec::with_capacity(padded);
+                data.extend_from_slice(prefix);
+                data.extend_from_slice(staged);
+                data.resize(padded, 0);
+                done = padded;
+                Some((c.clone(), start, data))
+            }
+            _ => None,
+        };
         while done < padded {
             let n = (padded - done).min(DMA_IO_MAX);
             let mut buf = file.alloc_dma_buffer(n);
@@ -369,6 +409,7 @@ impl FileLog {
             WriteJob {
                 file,
                 chunks,
+                cached,
                 sync: false,
             },
             staged_at,
@@ -414,6 +455,24 @@ impl FileLog {
         self.reserved_end = restore.reserved_end;
         if let Some(seg) = self.segs.get_mut(&self.active) {
             seg.size = restore.reserved_end;
+        }
+    }
+
+    /// Interval mode: the active segment, when it has no page-cache handle
+    /// yet and none was tried for it (the writer opens one before writing).
+    pub fn wants_cached(&mut self) -> Option<(u64, PathBuf)> {
+        if self.sync || self.cached_tried == Some(self.active) {
+            return None;
+        }
+        self.cached_tried = Some(self.active);
+        let s = self.segs.get(&self.active)?;
+        (s.cached.is_none() && s.file.is_some()).then(|| (self.active, s.path.clone()))
+    }
+
+    /// Interval mode: writes to segment `seg` go through `file` from now on.
+    pub fn set_cached(&mut self, seg: u64, file: BufferedFile) {
+        if let Some(s) = self.segs.get_mut(&seg) {
+            s.cached = Some(Rc::new(file));
         }
     }
 
@@ -590,6 +649,18 @@ pub async fn preallocate(file: &DmaFile, bytes: u64) {
     }
 }
 
+/// Opens a segment for writes through the page cache (interval mode).
+pub async fn open_cached(path: &Path) -> std::io::Result<BufferedFile> {
+    OpenOptions::new()
+        .write(true)
+        .buffered_open(path)
+        .await
+        .map_err(|e| match e {
+            glommio::GlommioError::IoError(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })
+}
+
 /// Opens a segment for O_DIRECT I/O; with `dsync` every write returns only once
 /// it is on stable storage (O_DSYNC: the write is its own fdatasync).
 pub async fn open_dma(path: &Path, dsync: bool) -> std::io::Result<DmaFile> {
@@ -647,6 +718,7 @@ impl FileLog {
             reserved_end: 0,
             inflight: 0,
             building: None,
+            cached_tried: None,
         };
         // A packed last segment is sealed: writes go to a new one.
         let last = log.segs.iter().next_back();

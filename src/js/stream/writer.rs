@@ -341,16 +341,40 @@ impl Stream {
             let bytes = self.log.borrow().as_ref().map_or(0, |l| l.segment_bytes);
             filelog::preallocate(&file, bytes).await;
             filelog::sync_dir_async(&dir).await?;
-            let sealed = self
-                .log
-                .borrow_mut()
-                .as_mut()
-                .and_then(|l| l.take_active_index());
+            let (sealed, old_cached) = match self.log.borrow_mut().as_mut() {
+                Some(l) => {
+                    let cached = l.segs.get_mut(&l.active).and_then(|s| s.cached.take());
+                    (l.take_active_index(), cached)
+                }
+                None => (None, None),
+            };
             if let Some(l) = self.log.borrow_mut().as_mut() {
                 l.install(next_seq, path, file);
             }
+            // Synced above; nothing writes to the sealed segment again.
+            if let Some(Ok(f)) = old_cached.map(Rc::try_unwrap) {
+                let _ = f.close().await;
+            }
             if let Some(segment) = sealed {
                 self.sealed(segment);
+            }
+        }
+        let want = self
+            .log
+            .borrow_mut()
+            .as_mut()
+            .and_then(|l| l.wants_cached());
+        if let Some((seg, path)) = want {
+            match filelog::open_cached(&path).await {
+                Ok(f) => {
+                    if let Some(l) = self.log.borrow_mut().as_mut() {
+                        l.set_cached(seg, f);
+                    }
+                }
+                Err(e) => crate::warn!(
+                    "JetStream stream '{}': writes stay direct, not through the page cache: {e}",
+                    self.name
+                ),
             }
         }
         let (job, seg, base, restore) = {
