@@ -154,7 +154,9 @@ struct WriteState {
     hint: (usize, usize),
 }
 
-const HINT_BYTES: usize = 1 << 20;
+/// A quarter of what a stream may hold staged: large messages make batches of
+/// megabytes, and each doubling past the hint copied the batch again.
+const HINT_BYTES: usize = crate::limits::STREAM_INGEST_BYTES / 4;
 const HINT_PENDING: usize = 4096;
 
 impl WriteState {
