@@ -227,6 +227,12 @@ pub const MOVE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(1)
 /// ~30 µs instead of the device's ~80 µs); a larger one is written direct.
 pub const CACHED_WRITE_MAX: usize = 128 * 1024;
 
+/// A group-commit write at least this large (and not through the page cache)
+/// goes to the device from the stream's staging memory itself, starting a
+/// fresh block; a smaller one is copied behind the partial last block.
+pub const STAGED_DIRECT_MIN: usize = 512 * 1024;
+const _: () = assert!(STAGED_DIRECT_MIN > CACHED_WRITE_MAX);
+
 /// Group-commit writes a stream keeps in flight at once. The writer handles
 /// more (each starts on a fresh 4 KiB block, acks still go in order), but one
 /// measured best: with 4, writes got smaller and shards parked more often

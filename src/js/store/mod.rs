@@ -9,3 +9,4 @@ pub mod recovery;
 pub mod segindex;
 pub mod segment;
 pub mod slots;
+pub mod stagebuf;

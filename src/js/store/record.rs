@@ -50,7 +50,7 @@ pub fn encoded_len(subject: usize, data: usize) -> usize {
 
 /// Appends one record to `out`.
 pub fn encode(
-    out: &mut Vec<u8>,
+    out: &mut impl Out,
     kind: u8,
     seq: u64,
     ts: i64,
@@ -63,8 +63,7 @@ pub fn encode(
     out.reserve(len);
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
-    out.push(kind);
-    out.push(0);
+    out.extend_from_slice(&[kind, 0]);
     out.extend_from_slice(&(subject.len() as u16).to_le_bytes());
     out.extend_from_slice(&(hdr_len as u32).to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -73,6 +72,30 @@ pub fn encode(
     out.extend_from_slice(data);
     let crc = crc32c::crc32c(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Where records are encoded: a `Vec`, or a stream's aligned staging.
+pub trait Out: std::ops::DerefMut<Target = [u8]> {
+    fn reserve(&mut self, more: usize);
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn reserve(&mut self, more: usize) {
+        Vec::reserve(self, more)
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes)
+    }
+}
+
+impl Out for crate::js::store::stagebuf::StageBuf {
+    fn reserve(&mut self, more: usize) {
+        crate::js::store::stagebuf::StageBuf::reserve(self, more)
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        crate::js::store::stagebuf::StageBuf::extend_from_slice(self, bytes)
+    }
 }
 
 /// What lies at a position of a segment.

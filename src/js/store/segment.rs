@@ -12,10 +12,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use bytes::Bytes;
 use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 
 use crate::js::store::packed::Packed;
-use crate::limits::{CACHED_WRITE_MAX, DMA_IO_MAX};
+use crate::limits::{CACHED_WRITE_MAX, DMA_IO_MAX, STAGED_DIRECT_MIN};
 use crate::limits::{SEGMENT_DELETE_CHUNK, SEGMENT_DELETE_PACE};
 
 /// The unit of every DMA read and write, and of segment offsets' alignment.
@@ -338,12 +339,16 @@ impl FileLog {
         self.segs.remove(&first)
     }
 
-    /// Builds the write for `staged` records. With no write in flight they follow
-    /// the carry (the partial last block is rewritten whole); with writes in
-    /// flight they start at the next block, so concurrent writes never touch the
-    /// same block (the gap is zeros, which recovery skips). Returns the job, the
-    /// file offset of the first staged byte, and the state to restore if it fails.
-    pub fn prepare(&mut self, staged: &[u8]) -> (WriteJob, u64, Restore) {
+    /// Builds the write for the first `len` bytes of `frozen` (staged records,
+    /// zero-padded to a block: `StageBuf::freeze`). With no write in flight
+    /// they follow the carry (the partial last block is rewritten whole); with
+    /// writes in flight, or a batch of `STAGED_DIRECT_MIN` or more (written
+    /// from `frozen` itself, no copy), they start at the next block, so
+    /// concurrent writes never touch the same block (the gap is zeros, which
+    /// recovery skips). Returns the job, the file offset of the first staged
+    /// byte, and the state to restore if it fails.
+    pub fn prepare(&mut self, frozen: &Bytes, len: usize) -> (WriteJob, u64, Restore) {
+        let staged = &frozen[..len];
         assert!(
             self.carry_base <= self.reserved_end,
             "the carry lies within what was issued"
@@ -355,7 +360,12 @@ impl FileLog {
         };
         let seg = &self.segs[&self.active];
         let file = seg.file.clone().expect("active segment is open");
-        let (start, prefix): (u64, &[u8]) = if self.inflight == 0 {
+        let cache_it = seg.cached.is_some() && !self.sync && len <= CACHED_WRITE_MAX;
+        // A large batch goes from its own memory, so it starts a block: the
+        // gap after the last write's end (< 4 KiB, under 1% of the batch) is
+        // padding, as after a concurrent write.
+        let in_place = len >= STAGED_DIRECT_MIN && !cache_it;
+        let (start, prefix): (u64, &[u8]) = if self.inflight == 0 && !in_place {
             (self.carry_base, &self.carry)
         } else {
             (align_up(self.reserved_end), &[])
@@ -364,14 +374,22 @@ impl FileLog {
         let padded = align_up(total as u64) as usize;
         let mut chunks = Vec::new();
         let mut done = 0usize;
+        if in_place {
+            while done < padded {
+                let n = (padded - done).min(DMA_IO_MAX);
+                let buf = glommio::io::DmaBuffer::from_owner(frozen.slice(done..done + n));
+                chunks.push((start + done as u64, buf));
+                done += n;
+            }
+        }
         // Interval mode acks a small write once it is in the kernel, as
         // nats-server does: the page cache keeps it through a crash of the
         // process, and the periodic fdatasync (of the inode, whichever
         // descriptor) takes it to the disk. Same bytes and padding as a
         // direct write, so the file reads the same either way. Larger writes
         // stay direct: one copy fewer, and no page-cache churn at full load.
-        let cached = match (&seg.cached, self.sync) {
-            (Some(c), false) if padded <= CACHED_WRITE_MAX => {
+        let cached = match &seg.cached {
+            Some(c) if cache_it => {
                 let mut data = Vec::with_capacity(padded);
                 data.extend_from_slice(prefix);
                 data.extend_from_slice(staged);

@@ -46,6 +46,7 @@ use crate::js::source::tap::Tap;
 use crate::js::store::index::{Index, StoredMsg};
 use crate::js::store::segment::FileLog;
 use crate::js::store::slots::Slots;
+use crate::js::store::stagebuf::StageBuf;
 use crate::js::types::errors::ApiError;
 use crate::js::types::stream_config::StreamConfig;
 use crate::limits::{STREAM_INGEST_BYTES, STREAM_INGEST_MSGS};
@@ -132,7 +133,7 @@ pub enum LinkEvent {
 
 #[derive(Default)]
 struct WriteState {
-    staged: Vec<u8>,
+    staged: StageBuf,
     pending: Vec<Pending>,
     /// Next sequence to assign (provisional).
     next_seq: u64,
@@ -518,9 +519,9 @@ mod tests {
         w.make_room(100);
         assert!(w.staged.capacity() >= 1125, "{}", w.staged.capacity());
         assert!(w.pending.capacity() >= 11, "{}", w.pending.capacity());
-        // Past the hint, growth is Vec's own.
+        // Past the hint, growth is the buffer's own.
         let cap = w.staged.capacity();
-        w.staged.resize(cap, 0);
+        w.staged.extend_from_slice(&vec![0; cap - w.staged.len()]);
         w.make_room(10);
         assert_eq!(w.staged.capacity(), cap);
     }

@@ -188,6 +188,7 @@ impl Stream {
             });
             return None;
         }
+        let (frozen, len) = staged.freeze();
         // A new segment is named by the first message it will hold.
         let first = pending
             .iter()
@@ -196,9 +197,9 @@ impl Stream {
                 _ => None,
             })
             .unwrap_or(next_seq);
-        match self.launch(&staged, first).await {
+        match self.launch(&frozen, len, first).await {
             Ok((task, seg, base, restore)) => {
-                let end = base + staged.len() as u64;
+                let end = base + len as u64;
                 if markers {
                     if let Some(s) = self
                         .log
@@ -216,7 +217,7 @@ impl Stream {
                     base,
                     end,
                     restore: Some(restore),
-                    batch: Bytes::from(staged),
+                    batch: frozen.slice(..len),
                 });
                 None
             }
@@ -315,7 +316,8 @@ impl Stream {
     /// offset of the first staged byte and the restore point.
     pub(super) async fn launch(
         self: &Rc<Self>,
-        staged: &[u8],
+        frozen: &Bytes,
+        len: usize,
         next_seq: u64,
     ) -> std::io::Result<(
         glommio::Task<std::io::Result<()>>,
@@ -380,7 +382,7 @@ impl Stream {
         let (job, seg, base, restore) = {
             let mut log = self.log.borrow_mut();
             let log = log.as_mut().expect("file stream");
-            let (job, base, restore) = log.prepare(staged);
+            let (job, base, restore) = log.prepare(frozen, len);
             (job, log.active, base, restore)
         };
         Ok((glommio::spawn_local(job.run()), seg, base, restore))

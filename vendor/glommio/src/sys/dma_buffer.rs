@@ -53,6 +53,17 @@ pub(crate) enum BufferStorage {
     Sys(SysAlloc),
     Uring(UringBuffer),
     EventFd(*mut u8),
+    // jetcore: memory the caller owns and keeps alive in the buffer (read-only).
+    Owned(OwnedMemory),
+}
+
+// jetcore: the owner of a buffer made by `DmaBuffer::from_owner`.
+pub(crate) struct OwnedMemory(Box<dyn AsRef<[u8]>>);
+
+impl std::fmt::Debug for OwnedMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OwnedMemory({} bytes)", (*self.0).as_ref().len())
+    }
 }
 
 impl BufferStorage {
@@ -61,6 +72,7 @@ impl BufferStorage {
             BufferStorage::Sys(x) => x.as_ptr(),
             BufferStorage::Uring(x) => x.as_ptr(),
             BufferStorage::EventFd(x) => *x as *const u8,
+            BufferStorage::Owned(x) => (*x.0).as_ref().as_ptr(),
         }
     }
 
@@ -69,6 +81,7 @@ impl BufferStorage {
             BufferStorage::Sys(x) => x.as_mut_ptr(),
             BufferStorage::Uring(x) => x.as_mut_ptr(),
             BufferStorage::EventFd(x) => *x,
+            BufferStorage::Owned(_) => panic!("a DmaBuffer made from_owner is read-only"),
         }
     }
 }
@@ -96,6 +109,20 @@ impl DmaBuffer {
             size,
             trim: 0,
         })
+    }
+
+    /// jetcore: a buffer over memory the caller already holds, for writes
+    /// only (reading into it, or `as_bytes_mut`, panics). The memory must be
+    /// aligned and sized for Direct I/O (4096 bytes, as glommio's own); the
+    /// owner is kept until the buffer is dropped, after the I/O completed.
+    pub fn from_owner<T: AsRef<[u8]> + 'static>(owner: T) -> DmaBuffer {
+        let bytes = owner.as_ref();
+        assert!(
+            (bytes.as_ptr() as usize).is_multiple_of(4096) && bytes.len().is_multiple_of(4096),
+            "DmaBuffer::from_owner needs 4096-aligned memory, whole blocks"
+        );
+        let size = bytes.len();
+        DmaBuffer::with_storage(size, BufferStorage::Owned(OwnedMemory(Box::new(owner))))
     }
 
     pub(crate) fn with_storage(size: usize, storage: BufferStorage) -> DmaBuffer {
