@@ -793,6 +793,23 @@ fn messages_beyond_the_cache_are_read_back_from_disk() {
     assert_eq!(b, body(2));
 }
 
+/// Creates stream `name` on `subject` and publishes `body(0..n)` to it, one
+/// acknowledged publish at a time.
+fn create_and_publish(
+    r: &mut Raw,
+    name: &str,
+    subject: &str,
+    n: u64,
+    body: impl Fn(u64) -> Vec<u8>,
+) {
+    let cfg = format!(r#"{{"name":"{name}","subjects":["{subject}"]}}"#);
+    req(r, &format!("$JS.API.STREAM.CREATE.{name}"), &cfg);
+    for i in 0..n {
+        let ack = String::from_utf8(r.request(subject, None, &body(i)).1).unwrap();
+        assert_eq!(ack, format!(r#"{{"stream":"{name}","seq":{}}}"#, i + 1));
+    }
+}
+
 #[test]
 fn interval_sync_mode_stores_and_recovers_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
@@ -807,15 +824,7 @@ fn interval_sync_mode_stores_and_recovers_the_same_way() {
         server.startup_log
     );
     let mut r = raw(&server);
-    req(
-        &mut r,
-        "$JS.API.STREAM.CREATE.IV",
-        r#"{"name":"IV","subjects":["iv"]}"#,
-    );
-    for i in 0..300u64 {
-        let ack = String::from_utf8(r.request("iv", None, &payload(i)).1).unwrap();
-        assert_eq!(ack, format!(r#"{{"stream":"IV","seq":{}}}"#, i + 1));
-    }
+    create_and_publish(&mut r, "IV", "iv", 300, payload);
     // Let at least one periodic sync run, then stop hard.
     std::thread::sleep(Duration::from_millis(300));
     server.kill9();
@@ -844,15 +853,7 @@ fn alternating_small_and_large_writes_lose_nothing() {
         };
         let server = Server::start_js(1, dir.path(), &args);
         let mut r = raw(&server);
-        req(
-            &mut r,
-            "$JS.API.STREAM.CREATE.MX",
-            r#"{"name":"MX","subjects":["mx"]}"#,
-        );
-        for i in 0..40u64 {
-            let ack = String::from_utf8(r.request("mx", None, &body(i)).1).unwrap();
-            assert_eq!(ack, format!(r#"{{"stream":"MX","seq":{}}}"#, i + 1));
-        }
+        create_and_publish(&mut r, "MX", "mx", 40, body);
         for i in 0..40u64 {
             assert_eq!(
                 get(&mut r, "MX", i + 1).unwrap().1,

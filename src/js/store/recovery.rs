@@ -414,6 +414,12 @@ impl Scan<'_> {
                     pos += n;
                     end = pos;
                 }
+                // A record that ended 1-3 bytes short of a block, then a write
+                // that started on the next one: the zeros are too few for a
+                // length, so the length read spans into that write.
+                Decoded::Bad(_) if gap_before_next_block(buf, pos, self.max_record) => {
+                    pos = align_up(pos as u64) as usize;
+                }
                 Decoded::Bad(why) => match resync(buf, pos + 1, self.max_record, self.last_msg_seq)
                 {
                     Some(next) => {
@@ -444,6 +450,19 @@ impl Scan<'_> {
 
 /// Finds the next offset ≥ `from` holding a valid record that continues the
 /// sequence, or None.
+/// Fewer than 4 bytes, all zero, from `pos` to the end of its block, and a
+/// whole record at the start of the next: padding, not damage.
+fn gap_before_next_block(buf: &[u8], pos: usize, max_record: usize) -> bool {
+    let next = align_up(pos as u64) as usize;
+    next - pos < 4
+        && next < buf.len()
+        && buf[pos..next].iter().all(|&b| b == 0)
+        && matches!(
+            record::decode(&buf[next..], max_record),
+            Decoded::Record(..)
+        )
+}
+
 fn resync(buf: &[u8], from: usize, max_record: usize, last_seq: u64) -> Option<usize> {
     (from..buf.len().saturating_sub(record::HEADER)).find(|&p| {
         let kind = buf[p + 8];
@@ -464,6 +483,48 @@ fn resync(buf: &[u8], from: usize, max_record: usize, last_seq: u64) -> Option<u
 // Unit tests only: each unwrap() here is an assertion on a fixed input.
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_ending_short_of_a_block_then_a_write_on_the_next_is_padding() {
+        use crate::js::store::record::{encode, encoded_len, KIND_MSG};
+        let dir = tempfile::tempdir().unwrap();
+        let sized = |file: &mut Vec<u8>, seq, len| {
+            encode(
+                file,
+                KIND_MSG,
+                seq,
+                10,
+                b"a",
+                0,
+                &vec![7; len - encoded_len(1, 0)],
+            );
+        };
+        let mut file = Vec::new();
+        // Ends 2 bytes short of the block (too few zeros for a length); the
+        // next write starts on the next block.
+        sized(&mut file, 1, 4094);
+        file.resize(4096, 0);
+        // Ends 1 byte short; the next record follows at once, and its length
+        // (512) has a zero low byte: that byte is not padding.
+        sized(&mut file, 2, 4095);
+        sized(&mut file, 3, 512);
+        assert_eq!(file[8191], 0);
+        file.resize(12_288, 0);
+        sized(&mut file, 4, 100);
+        assert!(super::gap_before_next_block(&file, 4094, 1 << 20));
+        assert!(!super::gap_before_next_block(&file, 8191, 1 << 20));
+        let path = dir.path().join(crate::js::store::segment::segment_name(1));
+        std::fs::write(&path, &file).unwrap();
+        let mut recs = Vec::new();
+        super::recover(dir.path(), "T", 1 << 20, |r| {
+            if let super::Replayed::Record(r) = r {
+                recs.push((r.seq, r.off))
+            }
+            false
+        })
+        .unwrap();
+        assert_eq!(recs, vec![(1, 0), (2, 4096), (3, 8191), (4, 12_288)]);
+    }
+
     #[test]
     fn recovery_skips_padding_between_overlapped_writes_and_cuts_a_torn_tail() {
         use crate::js::store::record::{encode, KIND_MSG};

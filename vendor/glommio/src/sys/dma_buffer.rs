@@ -57,12 +57,17 @@ pub(crate) enum BufferStorage {
     Owned(OwnedMemory),
 }
 
-// jetcore: the owner of a buffer made by `DmaBuffer::from_owner`.
-pub(crate) struct OwnedMemory(Box<dyn AsRef<[u8]>>);
+// jetcore: the memory of a buffer made by `DmaBuffer::from_owner`, read once
+// (an owner's `as_ref` is not trusted to answer the same twice), and the
+// boxed owner that keeps it alive.
+pub(crate) struct OwnedMemory {
+    ptr: *const u8,
+    _owner: Box<dyn AsRef<[u8]>>,
+}
 
 impl std::fmt::Debug for OwnedMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OwnedMemory({} bytes)", (*self.0).as_ref().len())
+        write!(f, "OwnedMemory({:p})", self.ptr)
     }
 }
 
@@ -72,7 +77,7 @@ impl BufferStorage {
             BufferStorage::Sys(x) => x.as_ptr(),
             BufferStorage::Uring(x) => x.as_ptr(),
             BufferStorage::EventFd(x) => *x as *const u8,
-            BufferStorage::Owned(x) => (*x.0).as_ref().as_ptr(),
+            BufferStorage::Owned(x) => x.ptr,
         }
     }
 
@@ -116,13 +121,15 @@ impl DmaBuffer {
     /// aligned and sized for Direct I/O (4096 bytes, as glommio's own); the
     /// owner is kept until the buffer is dropped, after the I/O completed.
     pub fn from_owner<T: AsRef<[u8]> + 'static>(owner: T) -> DmaBuffer {
-        let bytes = owner.as_ref();
+        // Boxed first: the slice is taken where the owner will stay.
+        let owner: Box<dyn AsRef<[u8]>> = Box::new(owner);
+        let bytes = (*owner).as_ref();
+        let (ptr, size) = (bytes.as_ptr(), bytes.len());
         assert!(
-            (bytes.as_ptr() as usize).is_multiple_of(4096) && bytes.len().is_multiple_of(4096),
+            (ptr as usize).is_multiple_of(4096) && size.is_multiple_of(4096),
             "DmaBuffer::from_owner needs 4096-aligned memory, whole blocks"
         );
-        let size = bytes.len();
-        DmaBuffer::with_storage(size, BufferStorage::Owned(OwnedMemory(Box::new(owner))))
+        DmaBuffer::with_storage(size, BufferStorage::Owned(OwnedMemory { ptr, _owner: owner }))
     }
 
     pub(crate) fn with_storage(size: usize, storage: BufferStorage) -> DmaBuffer {
