@@ -471,3 +471,64 @@ fn monitoring_over_https_uses_the_client_tls_settings() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
     }
 }
+
+/// A TLS client moves to the shard it talks to (issue 13) with its session:
+/// requests and replies, small and large, go on through the same TLS
+/// connection after the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_requester_moves_to_its_responder_with_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "a");
+    let args = [
+        "--tls",
+        "--tlscert",
+        s(&p.cert),
+        "--tlskey",
+        s(&p.key),
+        "-D",
+    ];
+    let server = Server::start_with(2, &args);
+    let on = |shard: usize| {
+        let (ca, port) = (p.ca.clone(), server.port);
+        async move {
+            for _ in 0..200 {
+                let c = async_nats::ConnectOptions::new()
+                    .add_root_certificates(ca.clone())
+                    .require_tls(true)
+                    .connect(format!("tls://localhost:{port}"))
+                    .await
+                    .unwrap();
+                if c.server_info().client_id as usize % 2 == shard {
+                    return c;
+                }
+            }
+            panic!("no TLS connection landed on shard {shard}");
+        }
+    };
+    let responder = on(0).await;
+    let mut requests = responder.subscribe("svc").await.unwrap();
+    let requester = on(1).await;
+    common::sync_interest(&responder, &requester).await;
+    tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            let reply = m.reply.expect("a request");
+            responder.publish(reply, m.payload).await.unwrap();
+        }
+    });
+    let cid = requester.server_info().client_id;
+    for i in 0..600usize {
+        // Now and then a body of several TLS records.
+        let body = if i % 50 == 7 {
+            vec![b'x'; 100_000 + i]
+        } else {
+            i.to_string().into_bytes()
+        };
+        let r = requester.request("svc", body.clone().into()).await.unwrap();
+        assert_eq!(r.payload.as_ref(), &body[..], "request {i}");
+    }
+    let line = server.wait_log(
+        &format!("cid:{cid} - moved to shard 0"),
+        Duration::from_secs(5),
+    );
+    assert!(line.is_some(), "the TLS requester (cid {cid}) moved");
+}

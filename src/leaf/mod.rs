@@ -372,7 +372,7 @@ async fn dial_tls(
         let mut session = session()?;
         let work = crate::net::io::tls_handshake(&conn.stream, &mut session, first, false);
         crate::net::io::within(timeout, work).await?;
-        conn.tls = Some(RefCell::new(rustls::Connection::Client(session)));
+        *conn.tls.get_mut() = Some(rustls::Connection::Client(session));
         return Ok(None);
     }
     let info = crate::net::io::within(LEAF_INFO_WAIT, read_info(conn, first)).await?;
@@ -381,7 +381,7 @@ async fn dial_tls(
         let mut session = session()?;
         let work = crate::net::io::tls_handshake(&conn.stream, &mut session, first, false);
         crate::net::io::within(timeout, work).await?;
-        conn.tls = Some(RefCell::new(rustls::Connection::Client(session)));
+        *conn.tls.get_mut() = Some(rustls::Connection::Client(session));
     }
     Ok(Some(info))
 }

@@ -216,8 +216,9 @@ pub struct Conn {
     /// The nonce sent in INFO for NKey users to sign.
     pub nonce: Option<String>,
     /// The TLS session once the handshake is done (None: plaintext); a
-    /// client session only on a leaf connection we dialled.
-    pub tls: Option<RefCell<rustls::Connection>>,
+    /// client session only on a leaf connection we dialled. Taken out when
+    /// the connection moves to another shard, which goes on with it.
+    pub tls: RefCell<Option<rustls::Connection>>,
     /// A leaf connection's state (None: a client).
     pub link: Option<RefCell<crate::net::link::LinkState>>,
     /// Moves between shards: where it is in one, what its publishes reach,
@@ -250,7 +251,7 @@ impl Conn {
             rtt: Cell::new(Duration::ZERO),
             ping_sent: Cell::new(None),
             nonce: None,
-            tls: None,
+            tls: RefCell::new(None),
             link: None,
             moving: Cell::new(Moving::Home),
             aim: Cell::new(Aim::default()),

@@ -241,17 +241,18 @@ pub(crate) async fn write_loop(conn: Rc<Conn>) {
                 out.in_flight = writing.len();
             }
             // TLS records with no plaintext behind them (alerts, key updates).
-            let records = conn.tls.as_ref().is_some_and(|t| t.borrow().wants_write());
+            let records = conn.tls.borrow().as_ref().is_some_and(|t| t.wants_write());
             out.in_flight > 0 || records
         };
         if !have {
             conn.wake_writer.wait().await;
             continue;
         }
-        let result = match &conn.tls {
+        let sealed = (conn.tls.borrow_mut().as_mut())
+            .map(|tls| crate::tls::encrypt_any(tls, &writing, &mut cipher));
+        let result = match sealed {
             None => crate::net::io::write_all(&conn.stream, &writing).await,
-            Some(tls) => {
-                let sealed = crate::tls::encrypt_any(&mut tls.borrow_mut(), &writing, &mut cipher);
+            Some(sealed) => {
                 let result = match sealed {
                     Ok(()) => crate::net::io::write_all(&conn.stream, &cipher).await,
                     Err(e) => Err(e),
@@ -334,16 +335,23 @@ pub(crate) async fn ping_loop(shard: Rc<Shard>, conn: Rc<Conn>) {
 /// Reads what the socket has into `buf` (decrypting with TLS); false when
 /// the connection is closed or broken.
 async fn read_some(conn: &Conn, buf: &mut BytesMut, raw: &mut BytesMut) -> bool {
-    let Some(tls) = &conn.tls else {
+    if conn.tls.borrow().is_none() {
         return matches!(crate::net::io::read_into(&conn.stream, buf).await, Ok(n) if n > 0);
-    };
+    }
     raw.clear();
     raw.reserve(READ_CHUNK_BYTES);
     if !matches!(crate::net::io::read_into(&conn.stream, raw).await, Ok(n) if n > 0) {
         return false;
     }
-    let opened = crate::tls::decrypt_any(&mut tls.borrow_mut(), raw, buf);
-    if tls.borrow().wants_write() {
+    let mut tls = conn.tls.borrow_mut();
+    let Some(tls) = tls.as_mut() else {
+        return false; // never: only a move takes the session, and not while reading
+    };
+    // Every byte read goes into the session and every plaintext byte comes
+    // out: a connection moving between reads leaves nothing behind.
+    let opened = crate::tls::decrypt_any(tls, raw, buf);
+    raw.clear();
+    if tls.wants_write() {
         conn.wake_writer.notify(); // records for the peer (alerts, key updates)
     }
     opened.is_ok()
@@ -367,7 +375,7 @@ pub(crate) async fn start_tls(
     let mut session = tls.session().map_err(|e| e.to_string())?;
     let work = crate::net::io::tls_handshake(&conn.stream, &mut session, plain, true);
     crate::net::io::within(tls.timeout, work).await?;
-    conn.tls = Some(std::cell::RefCell::new(rustls::Connection::Server(session)));
+    *conn.tls.get_mut() = Some(rustls::Connection::Server(session));
     Ok(())
 }
 

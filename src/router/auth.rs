@@ -236,8 +236,8 @@ fn adopt(conn: &Conn, id: crate::auth::Identity, gen: u64) {
 
 /// The names in the client's TLS certificate (None: no TLS or no certificate).
 fn cert_names(conn: &Conn) -> Option<crate::auth::certmap::CertNames> {
-    let tls = conn.tls.as_ref()?.borrow();
-    let rustls::Connection::Server(tls) = &*tls else {
+    let tls = conn.tls.borrow();
+    let Some(rustls::Connection::Server(tls)) = &*tls else {
         return None;
     };
     let cert = tls.peer_certificates()?.first()?;

@@ -119,7 +119,7 @@ impl Shard {
                     conn.close(CloseReason::ProtocolError);
                     return Flow::Close;
                 }
-                if info.tls_required && conn.tls.is_none() {
+                if info.tls_required && conn.tls.borrow().is_none() {
                     crate::error!(
                         "{} - lid:{} - Leafnode hub requires TLS: give the remote a tls \
                          block with the hub's ca_file",

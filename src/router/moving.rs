@@ -45,8 +45,8 @@ impl Shard {
             && self.mesh.is_some()
             && to < self.count
             && conn.link.is_none()
-            // A TLS session is not handed over (yet): it stays.
-            && conn.tls.is_none()
+            // A TLS session goes with the connection once its handshake is over.
+            && conn.tls.borrow().as_ref().is_none_or(|t| !t.is_handshaking())
             && {
                 let st = conn.st.borrow();
                 st.connected && st.subs.len() <= MOVE_SUBS_MAX && st.close_reason.is_none()
@@ -133,6 +133,10 @@ impl Shard {
             (out.msgs, out.bytes)
         };
         let state = std::mem::take(&mut *conn.st.borrow_mut());
+        // The writer here is idle (its queue is written out) and reading
+        // stopped with every decrypted byte taken: the session, with any
+        // part of a record still in it, goes on on the new shard.
+        let tls = conn.tls.borrow_mut().take();
         conn.moving.set(Moving::Gone);
         conn.wake_writer.notify();
         conn.closed.notify_all();
@@ -141,6 +145,7 @@ impl Shard {
         let arrive = Arrive {
             cid: conn.cid,
             state: Box::new(state),
+            tls,
             out_msgs,
             out_bytes,
         };
@@ -238,6 +243,7 @@ impl Shard {
         state.close_reason = state.close_reason.or(closed_here);
         let closing = state.close_reason.is_some();
         *conn.st.borrow_mut() = *state;
+        *conn.tls.borrow_mut() = a.tls;
         {
             let mut out = conn.out.borrow_mut();
             out.msgs += a.out_msgs;

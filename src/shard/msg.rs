@@ -181,6 +181,8 @@ pub struct MovedSocket {
 pub struct Arrive {
     pub cid: u64,
     pub state: Box<dyn std::any::Any + Send>,
+    /// The connection's TLS session (None: plaintext).
+    pub tls: Option<rustls::Connection>,
     pub out_msgs: u64,
     pub out_bytes: u64,
 }

@@ -110,12 +110,14 @@ fn conn_info(conn: &Conn, subs: bool) -> ConnInfo {
         version: st.opts.version.clone(),
         tls_version: conn
             .tls
+            .borrow()
             .as_ref()
-            .map_or(String::new(), |t| crate::tls::version_name(&t.borrow())),
+            .map_or(String::new(), |t| crate::tls::version_name(t)),
         tls_cipher_suite: conn
             .tls
+            .borrow()
             .as_ref()
-            .map_or(String::new(), |t| crate::tls::suite_name(&t.borrow())),
+            .map_or(String::new(), |t| crate::tls::suite_name(t)),
         user: st.user.clone(),
         subs,
     }
