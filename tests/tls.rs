@@ -17,24 +17,21 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Server flags for TLS with `p`'s certificate, then `more`.
+fn tls_args<'a>(p: &'a common::pki::Pki, more: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["--tls", "--tlscert", s(&p.cert), "--tlskey", s(&p.key)],
+        more,
+    ]
+    .concat()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_publish_subscribe_and_use_jetstream_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let p = pki(dir.path(), "a");
     let store = dir.path().join("js");
-    let server = Server::start_js(
-        2,
-        &store,
-        &[
-            "--tls",
-            "--tlscert",
-            s(&p.cert),
-            "--tlskey",
-            s(&p.key),
-            "-m",
-            "-1",
-        ],
-    );
+    let server = Server::start_js(2, &store, &tls_args(&p, &["-m", "-1"]));
     let connect = || {
         async_nats::ConnectOptions::new()
             .add_root_certificates(p.ca.clone())
@@ -479,15 +476,7 @@ fn monitoring_over_https_uses_the_client_tls_settings() {
 async fn a_tls_requester_moves_to_its_responder_with_its_session() {
     let dir = tempfile::tempdir().unwrap();
     let p = pki(dir.path(), "a");
-    let args = [
-        "--tls",
-        "--tlscert",
-        s(&p.cert),
-        "--tlskey",
-        s(&p.key),
-        "-D",
-    ];
-    let server = Server::start_with(2, &args);
+    let server = Server::start_with(2, &tls_args(&p, &["-D"]));
     let on = |shard: usize| {
         let (ca, port) = (p.ca.clone(), server.port);
         async move {
