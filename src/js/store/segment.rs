@@ -184,15 +184,13 @@ pub struct WriteJob {
 impl WriteJob {
     /// A write of `data` (block-aligned position, whole blocks) at `pos`.
     pub fn single(file: Rc<DmaFile>, pos: u64, data: &[u8]) -> WriteJob {
-        let mut chunks = Vec::new();
-        let mut done = 0;
-        while done < data.len() {
-            let n = (data.len() - done).min(DMA_IO_MAX);
-            let mut buf = file.alloc_dma_buffer(n);
-            buf.as_bytes_mut().copy_from_slice(&data[done..done + n]);
-            chunks.push((pos + done as u64, buf));
-            done += n;
-        }
+        let chunks = pieces(data.len())
+            .map(|(at, n)| {
+                let mut buf = file.alloc_dma_buffer(n);
+                buf.as_bytes_mut().copy_from_slice(&data[at..at + n]);
+                (pos + at as u64, buf)
+            })
+            .collect();
         WriteJob {
             file,
             chunks,
@@ -372,40 +370,32 @@ impl FileLog {
         };
         let total = prefix.len() + staged.len();
         let padded = align_up(total as u64) as usize;
-        let mut chunks = Vec::new();
-        let mut done = 0usize;
-        if in_place {
-            while done < padded {
-                let n = (padded - done).min(DMA_IO_MAX);
-                let buf = glommio::io::DmaBuffer::from_owner(frozen.slice(done..done + n));
-                chunks.push((start + done as u64, buf));
-                done += n;
-            }
-        }
         // Interval mode acks a small write once it is in the kernel, as
         // nats-server does: the page cache keeps it through a crash of the
         // process, and the periodic fdatasync (of the inode, whichever
         // descriptor) takes it to the disk. Same bytes and padding as a
         // direct write, so the file reads the same either way. Larger writes
         // stay direct: one copy fewer, and no page-cache churn at full load.
-        let cached = match &seg.cached {
-            Some(c) if cache_it => {
-                let mut data = Vec::with_capacity(padded);
-                data.extend_from_slice(prefix);
-                data.extend_from_slice(staged);
-                data.resize(padded, 0);
-                done = padded;
-                Some((c.clone(), start, data))
-            }
-            _ => None,
-        };
-        while done < padded {
-            let n = (padded - done).min(DMA_IO_MAX);
-            let mut buf = file.alloc_dma_buffer(n);
-            fill(buf.as_bytes_mut(), done, prefix, staged);
-            chunks.push((start + done as u64, buf));
-            done += n;
-        }
+        let cached = seg.cached.clone().filter(|_| cache_it).map(|c| {
+            let mut data = Vec::with_capacity(padded);
+            data.extend_from_slice(prefix);
+            data.extend_from_slice(staged);
+            data.resize(padded, 0);
+            (c, start, data)
+        });
+        let direct = if cached.is_some() { 0 } else { padded };
+        let chunks = pieces(direct)
+            .map(|(at, n)| {
+                let buf = if in_place {
+                    glommio::io::DmaBuffer::from_owner(frozen.slice(at..at + n))
+                } else {
+                    let mut buf = file.alloc_dma_buffer(n);
+                    fill(buf.as_bytes_mut(), at, prefix, staged);
+                    buf
+                };
+                (start + at as u64, buf)
+            })
+            .collect();
         let staged_at = start + prefix.len() as u64;
         let end = staged_at + staged.len() as u64;
         // The next write issued after this one completes rewrites its last block.
@@ -618,6 +608,13 @@ pub async fn read_at(file: &DmaFile, off: u64, len: usize) -> std::io::Result<Op
 
 /// Copies bytes `[from, from + out.len())` of `carry ++ staged` into `out`,
 /// zero-filling past their end.
+/// Offset and length of each DMA piece of a `len`-byte write.
+fn pieces(len: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..len)
+        .step_by(DMA_IO_MAX)
+        .map(move |at| (at, (len - at).min(DMA_IO_MAX)))
+}
+
 fn fill(out: &mut [u8], from: usize, carry: &[u8], staged: &[u8]) {
     let mut at = 0;
     if from < carry.len() {
