@@ -204,6 +204,11 @@ pub const API_LIST_PAGE: usize = 256;
 /// Longest the coordinator waits for every shard's part of a listing.
 pub const GATHER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Monitoring gathers at most this many times while a moving client is in no
+/// shard's answer, pausing `GATHER_MOVE_PAUSE` between tries.
+pub const GATHER_MOVE_TRIES: usize = 4;
+pub const GATHER_MOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Connection moves (issue 13): a client whose publishes, read after read,
 /// all reach one other shard (a stream there, or a client) moves to it, so
 /// that its traffic stops crossing cores and waking them. A read with more

@@ -185,6 +185,55 @@ fn an_unsub_count_goes_with_the_connection() {
     assert!(none.is_empty(), "{none}");
 }
 
+/// While clients move, monitoring counts each of them once: the last step
+/// of a move (its state on the way to the new shard) is not a moment where
+/// it is on neither shard.
+#[test]
+fn monitoring_counts_a_moving_client_once() {
+    const MOVERS: usize = 24;
+    let server = Server::start_with(2, &["-D", "-m", "-1"]);
+    let port = common::monitor::monitor_port(&server);
+    let _sink = raw_on(&server, 0, "SUB sink 1\r\n");
+    let mut movers: Vec<common::Raw> = (0..MOVERS).map(|_| raw_on(&server, 1, "")).collect();
+    for m in &mut movers {
+        // One write per publish and its PING (as clients send them), not
+        // held back waiting for the last one's ack.
+        m.stream.set_nodelay(true).unwrap();
+        assert!(m.flush().is_empty());
+    }
+    let expected = MOVERS as u64 + 1;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut polls = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let varz = common::monitor::get(port, "/varz");
+                assert_eq!(varz["connections"], expected, "poll {polls}: {varz}");
+                let connz = common::monitor::get(port, "/connz?limit=100");
+                assert_eq!(connz["num_connections"], expected, "poll {polls}: {connz}");
+                polls += 1;
+            }
+            polls
+        })
+    };
+    // Each mover publishes one message a read, round robin, until all moved.
+    for _ in 0..200 {
+        for m in &mut movers {
+            m.send(b"PUB sink 1\r\nx\r\n");
+            let got = m.flush();
+            assert!(got.is_empty(), "{got}");
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let polls = poller.join().expect("every poll counted each client once");
+    assert!(polls > 0);
+    for m in &movers {
+        let line = server.wait_log(&moved(m.cid(), 0), Duration::from_secs(5));
+        assert!(line.is_some(), "cid {} moved", m.cid());
+    }
+}
+
 #[test]
 fn no_conn_moves_keeps_every_client_where_it_was_accepted() {
     let server = Server::start_with(2, &["-D", "--no_conn_moves"]);

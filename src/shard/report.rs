@@ -4,10 +4,13 @@
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use crate::net::conn::{CloseReason, Conn};
+use crate::limits::{GATHER_MOVE_PAUSE, GATHER_MOVE_TRIES};
+use crate::net::conn::{CloseReason, Conn, Moving};
 use crate::shard::msg::ShardMsg;
 use crate::shard::stats::CLOSED_SUBS_MAX;
-use crate::shard::stats::{unix_nanos, ConnInfo, StatsAsk, StatsPart, SubInfo, CLOSED_CONNS_MAX};
+use crate::shard::stats::{
+    misses_a_mover, unix_nanos, ConnInfo, StatsAsk, StatsPart, SubInfo, CLOSED_CONNS_MAX,
+};
 use crate::shard::Shard;
 
 fn reason_text(r: Option<CloseReason>) -> &'static str {
@@ -170,16 +173,24 @@ impl Shard {
     /// This shard's answer to `ask`.
     /// (Leaf connections count once their handshake is done.)
     pub fn stats_part(&self, ask: StatsAsk) -> StatsPart {
-        // One arriving from another shard is still counted there.
-        let arriving = |c: &&Rc<Conn>| c.moving.get() == crate::net::conn::Moving::Arriving;
-        let conns: Vec<Rc<Conn>> = {
-            let all = self.conns.borrow();
-            all.values().filter(|c| !arriving(c)).cloned().collect()
-        };
+        // One arriving from another shard is counted there until its state
+        // is here; `gather_stats` asks again if it was counted nowhere.
         let mut part = StatsPart {
             counters: self.stats.borrow().closed,
             trie: self.interest.borrow().stats(),
             ..StatsPart::default()
+        };
+        let conns: Vec<Rc<Conn>> = {
+            let all = self.conns.borrow();
+            for c in all.values() {
+                match c.moving.get() {
+                    Moving::Leaving => part.leaving.push(c.cid),
+                    Moving::Arriving => part.arriving.push(c.cid),
+                    Moving::Home | Moving::Gone => {}
+                }
+            }
+            let here = |c: &&Rc<Conn>| c.moving.get() != Moving::Arriving;
+            all.values().filter(here).cloned().collect()
         };
         let c = &mut part.counters;
         // Leaf connections are servers, not clients: counted in traffic,
@@ -234,8 +245,23 @@ impl Shard {
     }
 
     /// Gathers every shard's answer to `ask`, this shard's first. Only the
-    /// shard serving monitoring (shard 0) gathers.
+    /// shard serving monitoring (shard 0) gathers. A client whose move
+    /// was between its two shards' answers (handed over by the old one, not
+    /// yet taken up by the new one) is in no part: then it asks again, a
+    /// bounded number of times (a move's last step is one mesh hop).
     pub async fn gather_stats(&self, ask: StatsAsk) -> Vec<StatsPart> {
+        let mut tries = 1;
+        loop {
+            let parts = self.gather_stats_once(ask).await;
+            if tries == GATHER_MOVE_TRIES || !misses_a_mover(&parts) {
+                return parts;
+            }
+            tries += 1;
+            glommio::timer::sleep(GATHER_MOVE_PAUSE).await;
+        }
+    }
+
+    async fn gather_stats_once(&self, ask: StatsAsk) -> Vec<StatsPart> {
         let mut parts = vec![self.stats_part(ask)];
         let peers = usize::from(self.count) - 1;
         let Some(mesh) = &self.mesh else {

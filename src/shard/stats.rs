@@ -143,6 +143,19 @@ pub struct StatsPart {
     pub subs: Vec<SubInfo>,
     pub leafs: Vec<LeafInfo>,
     pub trie: crate::subject::trie::TrieStats,
+    /// Clients moving away (still counted here) and arriving (counted on
+    /// the shard they leave until their state is here), by cid.
+    pub leaving: Vec<u64>,
+    pub arriving: Vec<u64>,
+}
+
+/// Whether `parts` miss a moving client: one arriving whose old shard
+/// had already handed it over (so none of them counts it).
+pub fn misses_a_mover(parts: &[StatsPart]) -> bool {
+    parts
+        .iter()
+        .flat_map(|p| &p.arriving)
+        .any(|cid| !parts.iter().any(|p| p.leaving.contains(cid)))
 }
 
 /// A shard's own monitoring state (its `stats` field).
@@ -157,4 +170,28 @@ pub struct ShardStats {
 pub fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(leaving: &[u64], arriving: &[u64]) -> StatsPart {
+        StatsPart {
+            leaving: leaving.to_vec(),
+            arriving: arriving.to_vec(),
+            ..StatsPart::default()
+        }
+    }
+
+    #[test]
+    fn a_mover_is_missed_only_when_its_old_shard_handed_it_over() {
+        // No move, or one still counted on its old shard (leaving there).
+        assert!(!misses_a_mover(&[part(&[], &[]), part(&[], &[])]));
+        assert!(!misses_a_mover(&[part(&[7], &[]), part(&[], &[7])]));
+        assert!(!misses_a_mover(&[part(&[7], &[]), part(&[], &[])]));
+        // Arriving, and its old shard's answer no longer has it.
+        assert!(misses_a_mover(&[part(&[], &[]), part(&[], &[7])]));
+        assert!(misses_a_mover(&[part(&[8], &[]), part(&[], &[7, 8])]));
+    }
 }
