@@ -34,6 +34,8 @@ pub struct Options {
     /// `--sync` for jetcore (default: its own, `always`).
     pub sync: Option<String>,
     pub workers: usize,
+    /// `--pin-workers` for every run (see `Spec::pin_workers`).
+    pub pin_workers: bool,
     pub command: String,
 }
 
@@ -294,6 +296,7 @@ fn spec_for(name: &str, opts: &Options, server: String, nats_rate: Option<f64>) 
         stream: "BENCH".into(),
         storage: "file".into(),
         workers: opts.workers,
+        pin_workers: opts.pin_workers,
         keys: 1000,
         consume: ConsumeSpec::default(),
         copy: CopySpec::default(),

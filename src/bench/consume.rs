@@ -716,6 +716,7 @@ mod tests {
             stream: "S".into(),
             storage: "file".into(),
             workers: 1,
+            pin_workers: false,
             keys: 1,
             consume: ConsumeSpec {
                 kind,

@@ -86,6 +86,11 @@ pub struct Spec {
     pub stream: String,
     pub storage: String,
     pub workers: usize,
+    /// Pin each load-generator executor to a CPU (`--pin-workers`). Off by
+    /// default: nats.go's `nats bench` runs on Go's unpinned threads, and a
+    /// pinned worker shares its CPU with whichever server thread is pinned
+    /// there while another CPU may idle.
+    pub pin_workers: bool,
     /// Key-value modes: distinct keys.
     pub keys: usize,
     /// `js consume`: consumers are `subs` clients.
@@ -324,7 +329,12 @@ fn run_roles(spec: &Spec) -> Result<Outcome, String> {
         let ready = ready.clone();
         let tx = tx.clone();
         let shared = shared.clone();
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(w % cpus))
+        let placement = if spec.pin_workers {
+            Placement::Fixed(w % cpus)
+        } else {
+            Placement::Unbound
+        };
+        let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("bench-{w}"))
             .io_memory(256 * 1024)
             .spawn(move || worker(spec, roles, ready, shared, tx))

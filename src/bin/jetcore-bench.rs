@@ -150,6 +150,10 @@ struct Common {
     /// Load-generator executors (default: online CPUs)
     #[arg(long)]
     workers: Option<usize>,
+    /// Pin each load-generator executor to a CPU (default: the kernel places
+    /// them, as Go's runtime does for `nats bench`)
+    #[arg(long)]
+    pin_workers: bool,
     /// Key-value: distinct keys
     #[arg(long, default_value_t = 1000)]
     keys: usize,
@@ -222,6 +226,9 @@ struct CompareArgs {
     /// Load-generator executors
     #[arg(long)]
     workers: Option<usize>,
+    /// Pin each load-generator executor to a CPU (default: unpinned)
+    #[arg(long)]
+    pin_workers: bool,
 }
 
 fn main() {
@@ -347,6 +354,7 @@ fn run_spec(mode: Mode, c: Common, consume: ConsumeSpec, copy: CopySpec) -> Resu
         stream: c.stream.clone(),
         storage: c.storage.clone(),
         workers: workers(c.workers),
+        pin_workers: c.pin_workers,
         keys: c.keys,
         consume,
         copy,
@@ -427,6 +435,7 @@ fn compare_cmd(c: CompareArgs) -> Result<(), String> {
         placement: placement(c.placement.as_deref(), c.shards),
         sync: c.jetcore_sync,
         workers: workers(c.workers),
+        pin_workers: c.pin_workers,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     if c.placement.as_deref() != Some("both") {
