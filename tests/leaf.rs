@@ -58,6 +58,11 @@ fn nats_hub(dir: &Path, port: u16) -> Server {
 
 /// jetcore (domain `edge`, 2 shards) dialling a hub's leaf port.
 fn jetcore_leaf(dir: &Path, hub_port: u16) -> Server {
+    jetcore_leaf_with(dir, hub_port, &[])
+}
+
+/// `jetcore_leaf` with `extra` arguments.
+fn jetcore_leaf_with(dir: &Path, hub_port: u16, extra: &[&str]) -> Server {
     let c = conf(
         dir,
         "edge.conf",
@@ -68,16 +73,15 @@ fn jetcore_leaf(dir: &Path, hub_port: u16) -> Server {
         ),
     );
     let store = dir.join("edge");
-    Server::start_with(
-        2,
-        &[
-            "-c",
-            c.to_str().unwrap(),
-            "-js",
-            "-sd",
-            store.to_str().unwrap(),
-        ],
-    )
+    let mut args = vec![
+        "-c",
+        c.to_str().unwrap(),
+        "-js",
+        "-sd",
+        store.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(2, &args)
 }
 
 fn linked(s: &Server) {
@@ -244,6 +248,69 @@ async fn jetcore_as_leaf_of_a_nats_server_hub() {
     linked(&edge);
     core_traffic(&edge, &hub).await;
     domains(&edge, &hub).await;
+}
+
+/// A client whose requests all cross the leaf connection, on another shard,
+/// moves to that shard (as it would toward a stream there): its round trips
+/// then stay on one core. Every request is answered, in order, throughout.
+#[tokio::test]
+async fn a_requester_moves_to_the_shard_of_the_leaf_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let hub = nats_hub(dir.path(), port);
+    let edge = jetcore_leaf_with(dir.path(), port, &["-D"]);
+    let created = "Leafnode connection created for account";
+    let line = edge
+        .startup_log
+        .iter()
+        .find(|l| l.contains(created))
+        .cloned()
+        .or_else(|| edge.wait_log(created, Duration::from_secs(10)))
+        .expect("the leaf connection came up");
+    let lid: u64 = line
+        .split("lid:")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // client_id = counter x shards + shard
+    let leaf_shard = (lid % 2) as usize;
+    let n = hub.client().await;
+    let mut requests = n.subscribe("svc").await.unwrap();
+    n.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            n.publish(m.reply.expect("a request"), m.payload)
+                .await
+                .unwrap();
+        }
+    });
+    let requester = edge.client_on(1 - leaf_shard).await;
+    // The hub's interest reaches the leaf a moment after the SUB.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while requester.request("svc", "probe".into()).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hub's interest arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..400 {
+        let r = requester
+            .request("svc", i.to_string().into())
+            .await
+            .unwrap();
+        assert_eq!(r.payload, i.to_string());
+    }
+    let cid = requester.server_info().client_id;
+    let moved = format!("cid:{cid} - moved to shard {leaf_shard}");
+    assert!(
+        edge.wait_log(&moved, Duration::from_secs(5)).is_some(),
+        "the requester (cid {cid}) moved to the leaf's shard {leaf_shard}"
+    );
 }
 
 #[tokio::test]

@@ -66,6 +66,11 @@ pub(crate) struct Hits {
 }
 
 impl Hits {
+    /// The shards of the leaf connections hit.
+    pub(crate) fn shards(&self) -> impl Iterator<Item = u16> + '_ {
+        self.list.iter().map(|(k, _)| k.shard)
+    }
+
     pub(crate) fn add(&mut self, origin: &Origin, key: SubKey, queue: Option<&[u8]>) {
         if origin.reaches(&key) {
             self.list.push((key, queue.map(Into::into)));

@@ -350,8 +350,13 @@ impl Shard {
             full |= f;
         }
         if !leaves.is_empty() {
+            // A leaf connection never moves: a client whose publishes all
+            // go to one on another shard moves there, as toward a stream.
             if let Some(conn) = from {
-                conn.aim_at(Aim::MIXED, 0);
+                for shard in leaves.shards() {
+                    let to = if shard == self.id { Aim::MIXED } else { shard };
+                    conn.aim_at(to, 0);
+                }
             }
             let (d, f) = self.route_leaves(from, p, match_on, leaves, pub_seq);
             delivered |= d;
