@@ -8,7 +8,8 @@
 # jetcore runs with PLACEMENT (same: the publisher on the shard holding the
 # leaf connection; cross: on the other one; default: where the kernel puts it).
 # Leaf server CPU per message comes from /proc (utime + stime). Writes one
-# JSON per run and summary.tsv into OUT.
+# JSON per run and summary.tsv into OUT. PIN=1 pins the load generator's
+# executors (`--pin-workers`; by default the kernel places them).
 #
 #   ROUNDS=3 PLACEMENT=cross scripts/leaf-ab.sh
 set -euo pipefail
@@ -64,6 +65,7 @@ run() {
     fi
     wait_port $LEAF
     for _ in $(seq 100); do grep -q "Leafnode connection created" "$WORK/leaf.log" && break; sleep 0.05; done
+    [[ ${PIN:-0} == 1 ]] && args+=(--pin-workers)
     local json="$OUT/$leaf-$scenario-$round.json" c0 c1 h0 h1 msgs
     c0=$(cpu_secs "$pid")
     h0=$(cpu_secs "$HUB_PID")

@@ -6,7 +6,8 @@
 #   tls    jetcore with TLS (a self-signed certificate made with openssl);
 # the same for nats-server when NATS=1. VARIANTS picks some ("open tls").
 # Rounds alternate. Writes one JSON per run and summary.tsv (msgs/s, server
-# CPU µs per message) into OUT.
+# CPU µs per message) into OUT. PIN=1 pins the load generator's executors
+# (`--pin-workers`; by default the kernel places them, as Go's runtime does).
 #
 #   NATS=1 SHARDS=1 ROUNDS=3 scripts/security-ab.sh
 set -euo pipefail
@@ -55,7 +56,9 @@ run() {
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
     local json="$OUT/$server-$variant-$round.json" c0 c1
     c0=$(cpu_secs "$pid")
-    "$BENCH" pubsub --server "$target" --msgs "$MSGS" --size 128 --json "$json" bench.x >/dev/null
+    local pin=()
+    [[ ${PIN:-0} == 1 ]] && pin=(--pin-workers)
+    "$BENCH" pubsub --server "$target" --msgs "$MSGS" --size 128 --json "$json" "${pin[@]}" bench.x >/dev/null
     c1=$(cpu_secs "$pid")
     kill "$pid" && wait "$pid" 2>/dev/null || true
     python3 - "$json" "$server" "$variant" "$round" "$c0" "$c1" "$MSGS" >>"$OUT/summary.tsv" <<'EOF'
