@@ -58,7 +58,7 @@ run() {
     c0=$(cpu_secs "$pid")
     local pin=()
     [[ ${PIN:-0} == 1 ]] && pin=(--pin-workers)
-    "$BENCH" pubsub --server "$target" --msgs "$MSGS" --size 128 --json "$json" "${pin[@]}" bench.x >/dev/null
+    "$BENCH" pubsub --server "$target" --msgs "$MSGS" --size 128 --json "$json" ${pin[@]+"${pin[@]}"} bench.x >/dev/null
     c1=$(cpu_secs "$pid")
     kill "$pid" && wait "$pid" 2>/dev/null || true
     python3 - "$json" "$server" "$variant" "$round" "$c0" "$c1" "$MSGS" >>"$OUT/summary.tsv" <<'EOF'

@@ -204,16 +204,17 @@ pub const API_LIST_PAGE: usize = 256;
 /// Longest the coordinator waits for every shard's part of a listing.
 pub const GATHER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Monitoring gathers at most this many times while a moving client is in no
-/// shard's answer, pausing `GATHER_MOVE_PAUSE` between tries.
+/// Monitoring gathers at most this many times while a client's move is seen
+/// on one side only (`shard::stats::moves_in_transit`).
 pub const GATHER_MOVE_TRIES: usize = 4;
+/// The pause before gathering again: a hand-over is one mesh hop.
 pub const GATHER_MOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Connection moves (issue 13): a client whose publishes, read after read,
-/// all reach one other shard (a stream there, or a client) moves to it, so
-/// that its traffic stops crossing cores and waking them. A read with more
-/// publishes than `MOVE_READ_PUBS_MAX` breaks the run: a client that busy
-/// gains more from a second core than it pays in hand-offs.
+/// all reach one other shard (a stream, a client or a leaf connection there)
+/// moves to it, so that its traffic stops crossing cores and waking them. A
+/// read with more publishes than `MOVE_READ_PUBS_MAX` breaks the run: a
+/// client that busy gains more from a second core than it pays in hand-offs.
 pub const MOVE_READ_PUBS_MAX: u32 = 8;
 /// Reads in a run before a move. Toward a client newer than itself a
 /// connection waits `MOVE_READS_YIELD`: of two clients talking to each

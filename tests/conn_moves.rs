@@ -116,13 +116,7 @@ async fn a_requester_moves_to_its_responder() {
             responder.publish(reply, m.payload).await.unwrap();
         }
     });
-    for i in 0..400 {
-        let r = requester
-            .request("svc", i.to_string().into())
-            .await
-            .unwrap();
-        assert_eq!(r.payload, i.to_string());
-    }
+    common::echo_requests(&requester, "svc", 400).await;
     let cid = requester.server_info().client_id;
     let line = server.wait_log(&moved(cid, 0), Duration::from_secs(5));
     assert!(line.is_some(), "the requester (cid {cid}) moved");
@@ -185,52 +179,70 @@ fn an_unsub_count_goes_with_the_connection() {
     assert!(none.is_empty(), "{none}");
 }
 
-/// While clients move, monitoring counts each of them once: the last step
-/// of a move (its state on the way to the new shard) is not a moment where
-/// it is on neither shard.
+/// While clients move, monitoring counts each of them once: a gather that
+/// caught a hand-over halfway (the client on neither shard, or on both)
+/// asks again. On 2 shards the moves go to the shard that gathers; on 3
+/// they go between two others.
 #[test]
 fn monitoring_counts_a_moving_client_once() {
     const MOVERS: usize = 24;
-    let server = Server::start_with(2, &["-D", "-m", "-1"]);
-    let port = common::monitor::monitor_port(&server);
-    let _sink = raw_on(&server, 0, "SUB sink 1\r\n");
-    let mut movers: Vec<common::Raw> = (0..MOVERS).map(|_| raw_on(&server, 1, "")).collect();
-    for m in &mut movers {
-        // One write per publish and its PING (as clients send them), not
-        // held back waiting for the last one's ack.
-        m.stream.set_nodelay(true).unwrap();
-        assert!(m.flush().is_empty());
-    }
-    let expected = MOVERS as u64 + 1;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let poller = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut polls = 0;
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let varz = common::monitor::get(port, "/varz");
-                assert_eq!(varz["connections"], expected, "poll {polls}: {varz}");
-                let connz = common::monitor::get(port, "/connz?limit=100");
-                assert_eq!(connz["num_connections"], expected, "poll {polls}: {connz}");
-                polls += 1;
-            }
-            polls
-        })
-    };
-    // Each mover publishes one message a read, round robin, until all moved.
-    for _ in 0..200 {
+    for (shards, sink_on) in [(2, 0), (3, 2)] {
+        let server = Server::start_with(shards, &["-D", "-m", "-1"]);
+        let port = common::monitor::monitor_port(&server);
+        let _sink = raw_on(&server, sink_on, "SUB sink 1\r\n");
+        let mut movers: Vec<common::Raw> = (0..MOVERS).map(|_| raw_on(&server, 1, "")).collect();
         for m in &mut movers {
-            m.send(b"PUB sink 1\r\nx\r\n");
-            let got = m.flush();
-            assert!(got.is_empty(), "{got}");
+            // One write per publish and its PING (as clients send them), not
+            // held back waiting for the last one's ack.
+            m.stream.set_nodelay(true).unwrap();
+            assert!(m.flush().is_empty());
         }
-    }
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let polls = poller.join().expect("every poll counted each client once");
-    assert!(polls > 0);
-    for m in &movers {
-        let line = server.wait_log(&moved(m.cid(), 0), Duration::from_secs(5));
-        assert!(line.is_some(), "cid {} moved", m.cid());
+        let expected = MOVERS as u64 + 1;
+        // Connections that landed on another shard first close as they go.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while common::monitor::get(port, "/varz")["connections"] != expected {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{expected} connections"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut polls = 0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let varz = common::monitor::get(port, "/varz");
+                    assert_eq!(varz["connections"], expected, "poll {polls}: {varz}");
+                    let connz = common::monitor::get(port, "/connz?limit=100");
+                    assert_eq!(connz["num_connections"], expected, "poll {polls}: {connz}");
+                    polls += 1;
+                }
+                polls
+            })
+        };
+        // Each mover publishes one message a read, round robin, until all
+        // moved (toward a newer client, the sink's cid may be higher than a
+        // mover's, a run is `MOVE_READS_YIELD` = 256 reads).
+        for _ in 0..300 {
+            for m in &mut movers {
+                m.send(b"PUB sink 1\r\nx\r\n");
+                let got = m.flush();
+                assert!(got.is_empty(), "{got}");
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let polls = poller.join().expect("every poll counted each client once");
+        assert!(polls > 0);
+        // They move in any order; each log line is read once.
+        let mut left: Vec<u64> = movers.iter().map(|m| m.cid()).collect();
+        while !left.is_empty() {
+            let to = format!("moved to shard {sink_on}");
+            let line = server.wait_log(&to, Duration::from_secs(5));
+            let line = line.unwrap_or_else(|| panic!("{shards} shards: {left:?} moved"));
+            left.retain(|&cid| !line.contains(&moved(cid, sink_on)));
+        }
     }
 }
 

@@ -87,7 +87,7 @@ pub struct Spec {
     pub storage: String,
     pub workers: usize,
     /// Pin each load-generator executor to a CPU (`--pin-workers`). Off by
-    /// default: nats.go's `nats bench` runs on Go's unpinned threads, and a
+    /// default: `nats bench` (natscli, on nats.go) runs on Go's unpinned threads, and a
     /// pinned worker shares its CPU with whichever server thread is pinned
     /// there while another CPU may idle.
     pub pin_workers: bool,

@@ -181,7 +181,7 @@ impl Shard {
                     continue;
                 }
                 ShardMsg::Arrive(a) => {
-                    self.apply_arrive(*a);
+                    self.apply_arrive(from, *a);
                     continue;
                 }
                 ShardMsg::Barrier { cid } => {

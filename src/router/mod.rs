@@ -355,7 +355,7 @@ impl Shard {
             if let Some(conn) = from {
                 for shard in leaves.shards() {
                     let to = if shard == self.id { Aim::MIXED } else { shard };
-                    conn.aim_at(to, 0);
+                    conn.aim_at(to, JS_CID);
                 }
             }
             let (d, f) = self.route_leaves(from, p, match_on, leaves, pub_seq);
@@ -378,7 +378,9 @@ impl Shard {
             } else {
                 key.shard
             };
-            conn.aim_at(to, key.cid);
+            // A leaf connection never moves: toward it, as toward a stream.
+            let cid = if msg::is_leaf(&key) { JS_CID } else { key.cid };
+            conn.aim_at(to, cid);
         }
         if key.shard == self.id && key.cid == JS_CID {
             let congested =

@@ -141,6 +141,7 @@ impl Shard {
         conn.wake_writer.notify();
         conn.closed.notify_all();
         self.conns.borrow_mut().remove(&conn.cid);
+        crate::shard::stats::count_move(&mut self.stats.borrow_mut().handed, to);
         crate::debug!("{} - cid:{} - moved to shard {to}", conn.peer, conn.cid);
         let arrive = Arrive {
             cid: conn.cid,
@@ -232,7 +233,8 @@ impl Shard {
     }
 
     /// The state of a connection that moved here: it is served from now on.
-    pub(crate) fn apply_arrive(&self, a: Arrive) {
+    pub(crate) fn apply_arrive(&self, from: u16, a: Arrive) {
+        crate::shard::stats::count_move(&mut self.stats.borrow_mut().taken, from);
         let Some(conn) = self.conns.borrow().get(&a.cid).cloned() else {
             return; // closed while arriving (the shard is stopping)
         };

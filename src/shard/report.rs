@@ -9,7 +9,7 @@ use crate::net::conn::{CloseReason, Conn, Moving};
 use crate::shard::msg::ShardMsg;
 use crate::shard::stats::CLOSED_SUBS_MAX;
 use crate::shard::stats::{
-    misses_a_mover, unix_nanos, ConnInfo, StatsAsk, StatsPart, SubInfo, CLOSED_CONNS_MAX,
+    moves_in_transit, unix_nanos, ConnInfo, StatsAsk, StatsPart, SubInfo, CLOSED_CONNS_MAX,
 };
 use crate::shard::Shard;
 
@@ -174,23 +174,22 @@ impl Shard {
     /// (Leaf connections count once their handshake is done.)
     pub fn stats_part(&self, ask: StatsAsk) -> StatsPart {
         // One arriving from another shard is counted there until its state
-        // is here; `gather_stats` asks again if it was counted nowhere.
-        let mut part = StatsPart {
-            counters: self.stats.borrow().closed,
-            trie: self.interest.borrow().stats(),
-            ..StatsPart::default()
-        };
+        // is here (`gather_stats` asks again when a move was caught halfway).
+        let arriving = |c: &&Rc<Conn>| c.moving.get() == Moving::Arriving;
         let conns: Vec<Rc<Conn>> = {
             let all = self.conns.borrow();
-            for c in all.values() {
-                match c.moving.get() {
-                    Moving::Leaving => part.leaving.push(c.cid),
-                    Moving::Arriving => part.arriving.push(c.cid),
-                    Moving::Home | Moving::Gone => {}
-                }
+            all.values().filter(|c| !arriving(c)).cloned().collect()
+        };
+        let mut part = {
+            let stats = self.stats.borrow();
+            StatsPart {
+                counters: stats.closed,
+                trie: self.interest.borrow().stats(),
+                shard: self.id,
+                handed: stats.handed.clone(),
+                taken: stats.taken.clone(),
+                ..StatsPart::default()
             }
-            let here = |c: &&Rc<Conn>| c.moving.get() != Moving::Arriving;
-            all.values().filter(here).cloned().collect()
         };
         let c = &mut part.counters;
         // Leaf connections are servers, not clients: counted in traffic,
@@ -245,15 +244,16 @@ impl Shard {
     }
 
     /// Gathers every shard's answer to `ask`, this shard's first. Only the
-    /// shard serving monitoring (shard 0) gathers. A client whose move
-    /// was between its two shards' answers (handed over by the old one, not
-    /// yet taken up by the new one) is in no part: then it asks again, a
-    /// bounded number of times (a move's last step is one mesh hop).
+    /// shard serving monitoring (shard 0) gathers. A client whose hand-over
+    /// fell between its two shards' answers is in neither part or in both
+    /// (`moves_in_transit`): then it asks again, a bounded number of times (a
+    /// hand-over is one mesh hop). Not after a part timed out.
     pub async fn gather_stats(&self, ask: StatsAsk) -> Vec<StatsPart> {
         let mut tries = 1;
         loop {
             let parts = self.gather_stats_once(ask).await;
-            if tries == GATHER_MOVE_TRIES || !misses_a_mover(&parts) {
+            let complete = parts.len() == usize::from(self.count);
+            if tries == GATHER_MOVE_TRIES || !complete || !moves_in_transit(&parts) {
                 return parts;
             }
             tries += 1;

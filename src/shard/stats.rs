@@ -143,19 +143,34 @@ pub struct StatsPart {
     pub subs: Vec<SubInfo>,
     pub leafs: Vec<LeafInfo>,
     pub trie: crate::subject::trie::TrieStats,
-    /// Clients moving away (still counted here) and arriving (counted on
-    /// the shard they leave until their state is here), by cid.
-    pub leaving: Vec<u64>,
-    pub arriving: Vec<u64>,
+    /// The answering shard, and its `ShardStats::handed` and `taken`.
+    pub shard: u16,
+    pub handed: Vec<u64>,
+    pub taken: Vec<u64>,
 }
 
-/// Whether `parts` miss a moving client: one arriving whose old shard
-/// had already handed it over (so none of them counts it).
-pub fn misses_a_mover(parts: &[StatsPart]) -> bool {
-    parts
-        .iter()
-        .flat_map(|p| &p.arriving)
-        .any(|cid| !parts.iter().any(|p| p.leaving.contains(cid)))
+/// Whether `parts` saw a client's move on one side only: its old shard had
+/// handed it over and its new shard had not taken it up yet (counted by
+/// neither), or the other way round (counted by both). Each pair of shards
+/// hands over in order, so equal counts on both sides mean each move is
+/// seen from the same side by both.
+pub fn moves_in_transit(parts: &[StatsPart]) -> bool {
+    parts.iter().any(|a| {
+        parts.iter().any(|b| {
+            let handed = a.handed.get(usize::from(b.shard)).copied().unwrap_or(0);
+            let taken = b.taken.get(usize::from(a.shard)).copied().unwrap_or(0);
+            handed != taken
+        })
+    })
+}
+
+/// Adds one to `counts[shard]`.
+pub fn count_move(counts: &mut Vec<u64>, shard: u16) {
+    let i = usize::from(shard);
+    if counts.len() <= i {
+        counts.resize(i + 1, 0);
+    }
+    counts[i] += 1;
 }
 
 /// A shard's own monitoring state (its `stats` field).
@@ -164,6 +179,10 @@ pub struct ShardStats {
     /// Counters of connections that closed, plus slow consumers and accepts.
     pub closed: Counters,
     pub closed_conns: VecDeque<ConnInfo>,
+    /// Clients moved to each shard (by index) and taken up from each: what a
+    /// monitoring gather compares to see a move caught halfway.
+    pub handed: Vec<u64>,
+    pub taken: Vec<u64>,
 }
 
 /// Unix nanoseconds of `t`.
@@ -176,22 +195,43 @@ pub fn unix_nanos(t: SystemTime) -> i64 {
 mod tests {
     use super::*;
 
-    fn part(leaving: &[u64], arriving: &[u64]) -> StatsPart {
+    fn part(shard: u16, handed: &[u64], taken: &[u64]) -> StatsPart {
         StatsPart {
-            leaving: leaving.to_vec(),
-            arriving: arriving.to_vec(),
+            shard,
+            handed: handed.to_vec(),
+            taken: taken.to_vec(),
             ..StatsPart::default()
         }
     }
 
     #[test]
-    fn a_mover_is_missed_only_when_its_old_shard_handed_it_over() {
-        // No move, or one still counted on its old shard (leaving there).
-        assert!(!misses_a_mover(&[part(&[], &[]), part(&[], &[])]));
-        assert!(!misses_a_mover(&[part(&[7], &[]), part(&[], &[7])]));
-        assert!(!misses_a_mover(&[part(&[7], &[]), part(&[], &[])]));
-        // Arriving, and its old shard's answer no longer has it.
-        assert!(misses_a_mover(&[part(&[], &[]), part(&[], &[7])]));
-        assert!(misses_a_mover(&[part(&[8], &[]), part(&[], &[7, 8])]));
+    fn a_move_seen_on_one_side_only_is_in_transit() {
+        // No moves; or shard 1 handed 2 clients to shard 2, which took both.
+        assert!(!moves_in_transit(&[part(0, &[], &[]), part(1, &[], &[])]));
+        let both = [
+            part(0, &[], &[]),
+            part(1, &[0, 0, 2], &[]),
+            part(2, &[], &[0, 2]),
+        ];
+        assert!(!moves_in_transit(&both));
+        // Handed, not yet taken up: counted by neither.
+        let neither = [
+            part(0, &[], &[]),
+            part(1, &[0, 0, 3], &[]),
+            part(2, &[], &[0, 2]),
+        ];
+        assert!(moves_in_transit(&neither));
+        // Taken up, and the old shard answered before it handed over: by both.
+        let twice = [
+            part(0, &[], &[]),
+            part(1, &[0, 0, 2], &[]),
+            part(2, &[], &[0, 3]),
+        ];
+        assert!(moves_in_transit(&twice));
+        // A count beyond the other side's vector is a count against zero.
+        assert!(moves_in_transit(&[
+            part(0, &[0, 1], &[]),
+            part(1, &[], &[])
+        ]));
     }
 }

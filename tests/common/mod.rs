@@ -396,6 +396,18 @@ impl Raw {
 /// The shard counts every cross-shard scenario runs with.
 pub const SHARD_COUNTS: [usize; 3] = [1, 2, 4];
 
+/// `n` requests to `subject`, one at a time (nats.go's pattern), each
+/// answered with its own body by an echoing responder.
+pub async fn echo_requests(requester: &async_nats::Client, subject: &'static str, n: usize) {
+    for i in 0..n {
+        let r = requester
+            .request(subject, i.to_string().into())
+            .await
+            .unwrap();
+        assert_eq!(r.payload, i.to_string());
+    }
+}
+
 /// Makes sure the subscriptions `subscriber` made so far are in force where
 /// `publisher` publishes. async-nats's `flush()` only writes the socket buffer
 /// (no PING round trip), so a test must not rely on it alone: a probe
