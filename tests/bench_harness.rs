@@ -77,15 +77,32 @@ fn every_mode_completes_and_counts_add_up() {
     assert_eq!(summary["pub_msgs"], 5000);
     assert_eq!(summary["sub_msgs"], 15000);
     assert_eq!(summary["latency"]["count"], 15000);
+    // The record says how the load generator ran: unpinned unless asked.
+    assert_eq!(summary["pinned_workers"], false);
+    assert!(summary["command"].as_str().unwrap().contains("pubsub"));
     assert!(std::fs::read_to_string(&hgrm)
         .unwrap()
         .contains("Total count    =        15000]"));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
 
     let (ok, out, err) = bench(&[
-        "request", "-s", &addr, "--msgs", "500", "--size", "16", "--pub", "2",
+        "request",
+        "-s",
+        &addr,
+        "--msgs",
+        "500",
+        "--size",
+        "16",
+        "--pub",
+        "2",
+        "--pin-workers",
+        "--json",
+        json.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(summary["pinned_workers"], true);
     assert_eq!(count_in("[", &out).iter().sum::<u64>(), 500, "{out}");
     assert!(out.contains("(500 samples)"), "{out}");
 }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use jetcore::bench::compare::{self, Options};
 use jetcore::bench::consume::{ConsumeKind, ConsumeSpec};
 use jetcore::bench::latency::hgrm;
-use jetcore::bench::report::{render, summarize, svg};
+use jetcore::bench::report::{render, summarize, svg, Summary};
 use jetcore::bench::run::{run, CopySpec, Mode, Spec, TtlSpec};
 use jetcore::bench::wire::Placement;
 
@@ -231,6 +231,16 @@ struct CompareArgs {
     pin_workers: bool,
 }
 
+/// A single run's `--json`: the summary's fields, and how the load generator
+/// ran (so a record says whether its executors were pinned).
+#[derive(serde::Serialize)]
+struct RunRecord {
+    #[serde(flatten)]
+    summary: Summary,
+    pinned_workers: bool,
+    command: String,
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -375,7 +385,12 @@ fn run_spec(mode: Mode, c: Common, consume: ConsumeSpec, copy: CopySpec) -> Resu
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &c.json {
-        let json = serde_json::to_string_pretty(&summarize(&outcome)).expect("summary serializes");
+        let record = RunRecord {
+            summary: summarize(&outcome),
+            pinned_workers: c.pin_workers,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        };
+        let json = serde_json::to_string_pretty(&record).expect("summary serializes");
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &c.svg {
