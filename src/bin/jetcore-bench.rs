@@ -241,6 +241,11 @@ struct RunRecord {
     command: String,
 }
 
+/// The command line as run, for the records.
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -388,7 +393,7 @@ fn run_spec(mode: Mode, c: Common, consume: ConsumeSpec, copy: CopySpec) -> Resu
         let record = RunRecord {
             summary: summarize(&outcome),
             pinned_workers: c.pin_workers,
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: command_line(),
         };
         let json = serde_json::to_string_pretty(&record).expect("summary serializes");
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -451,7 +456,7 @@ fn compare_cmd(c: CompareArgs) -> Result<(), String> {
         sync: c.jetcore_sync,
         workers: workers(c.workers),
         pin_workers: c.pin_workers,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: command_line(),
     };
     if c.placement.as_deref() != Some("both") {
         return compare::compare(&opts);

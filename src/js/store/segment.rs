@@ -606,8 +606,6 @@ pub async fn read_at(file: &DmaFile, off: u64, len: usize) -> std::io::Result<Op
     Ok(Some(out[skip..skip + len].to_vec()))
 }
 
-/// Copies bytes `[from, from + out.len())` of `carry ++ staged` into `out`,
-/// zero-filling past their end.
 /// Offset and length of each DMA piece of a `len`-byte write.
 fn pieces(len: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..len)
@@ -615,6 +613,8 @@ fn pieces(len: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |at| (at, (len - at).min(DMA_IO_MAX)))
 }
 
+/// Copies bytes `[from, from + out.len())` of `carry ++ staged` into `out`,
+/// zero-filling past their end.
 fn fill(out: &mut [u8], from: usize, carry: &[u8], staged: &[u8]) {
     let mut at = 0;
     if from < carry.len() {
