@@ -146,13 +146,15 @@ impl Parser {
         if nl > self.control_line_max + VERB_MAX + 1 {
             return Err(too_long_or_unknown(buf));
         }
-        let line = buf.split_to(nl + 1).freeze();
+        let mut line = buf.split_to(nl + 1).freeze();
         let end = if nl > 0 && line[nl - 1] == b'\r' {
             nl - 1
         } else {
             nl
         };
-        self.control_line(line.slice(..end), buf)
+        // Narrowing in place takes no reference count (a slice would).
+        line.truncate(end);
+        self.control_line(line, buf)
     }
 
     fn control_line(
@@ -185,21 +187,27 @@ impl Parser {
             // A verb with nothing after it is not an op nats-server knows.
             return Err(ParseError::UnknownOp);
         }
-        let args = || split_args(&line, rest_start);
-        if verb.eq_ignore_ascii_case(b"PUB") {
-            self.start_pub(args(), false, buf)
-        } else if verb.eq_ignore_ascii_case(b"HPUB") {
-            self.start_pub(args(), true, buf)
-        } else if verb.eq_ignore_ascii_case(b"SUB") {
-            parse_sub(args()).map(Some)
-        } else if verb.eq_ignore_ascii_case(b"UNSUB") {
-            parse_unsub(args()).map(Some)
-        } else if verb.eq_ignore_ascii_case(b"INFO") || verb.eq_ignore_ascii_case(b"+OK") {
-            Ok(Some(ClientOp::Ignored))
-        } else if verb.eq_ignore_ascii_case(b"-ERR") {
-            Err(ParseError::ClientError)
-        } else {
-            Err(ParseError::UnknownOp)
+        // Which op, decided before the line moves into its arguments.
+        let op = [
+            b"PUB" as &[u8],
+            b"HPUB",
+            b"SUB",
+            b"UNSUB",
+            b"INFO",
+            b"+OK",
+            b"-ERR",
+        ]
+        .iter()
+        .position(|v| verb.eq_ignore_ascii_case(v));
+        let args = || split_args(line, rest_start);
+        match op {
+            Some(0) => self.start_pub(args(), false, buf),
+            Some(1) => self.start_pub(args(), true, buf),
+            Some(2) => parse_sub(args()).map(Some),
+            Some(3) => parse_unsub(args()).map(Some),
+            Some(4 | 5) => Ok(Some(ClientOp::Ignored)),
+            Some(_) => Err(ParseError::ClientError),
+            None => Err(ParseError::UnknownOp),
         }
     }
 
@@ -228,8 +236,8 @@ impl Parser {
         if total > self.payload_max {
             return Err(ParseError::PayloadTooBig);
         }
-        let reply = (names == 2).then(|| args.get(1).clone());
-        let [subject, ..] = args.items;
+        let reply = (names == 2).then(|| args.slice(1));
+        let subject = args.into_item(0);
         self.awaiting = Some(AwaitPayload {
             subject,
             reply,
@@ -287,35 +295,50 @@ fn skip_blanks(line: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// Up to four arguments of a control line (HPUB has the most), without
-/// allocating; `count` says how many were present, even past four.
+/// Up to four arguments of a control line (HPUB has the most), as ranges of
+/// it, without allocating; `count` says how many were present, even past four.
+/// Each `Bytes` taken from the line is a reference count on the read buffer (an
+/// atomic operation): a PUB takes one, its subject, by narrowing the line itself.
 struct Args {
-    items: [Bytes; 4],
+    line: Bytes,
+    items: [(usize, usize); 4],
     count: usize,
 }
 
 impl Args {
-    fn get(&self, i: usize) -> &Bytes {
-        &self.items[i]
+    fn get(&self, i: usize) -> &[u8] {
+        let (start, end) = self.items[i];
+        &self.line[start..end]
+    }
+
+    fn slice(&self, i: usize) -> Bytes {
+        let (start, end) = self.items[i];
+        self.line.slice(start..end)
+    }
+
+    /// Argument `i` made of the line itself (the others are left unusable).
+    fn into_item(mut self, i: usize) -> Bytes {
+        let (start, end) = self.items[i];
+        self.line.truncate(end);
+        self.line.advance(start);
+        self.line
     }
 }
 
-fn split_args(line: &Bytes, start: usize) -> Args {
-    let mut args = Args {
-        items: Default::default(),
-        count: 0,
-    };
+fn split_args(line: Bytes, start: usize) -> Args {
+    let mut items = [(0, 0); 4];
+    let mut count = 0;
     let mut at = start;
     while at < line.len() {
         // memchr2 scans a word at a time: subjects and inboxes are long.
         let end = memchr::memchr2(b' ', b'\t', &line[at..]).map_or(line.len(), |i| i + at);
-        if args.count < args.items.len() {
-            args.items[args.count] = line.slice(at..end);
+        if count < items.len() {
+            items[count] = (at, end);
         }
-        args.count += 1;
-        at = skip_blanks(line, end);
+        count += 1;
+        at = skip_blanks(&line, end);
     }
-    args
+    Args { line, items, count }
 }
 
 /// A decimal size: digits only, no sign, no overflow.
@@ -334,32 +357,31 @@ fn parse_size(digits: &[u8]) -> Option<usize> {
 }
 
 fn parse_sub(args: Args) -> Result<ClientOp, ParseError> {
-    let count = args.count;
-    let [a, b, c, _] = args.items;
-    match count {
+    match args.count {
         2 => Ok(ClientOp::Sub {
-            subject: a,
+            subject: args.slice(0),
             queue: None,
-            sid: b,
+            sid: args.slice(1),
         }),
         3 => Ok(ClientOp::Sub {
-            subject: a,
-            queue: Some(b),
-            sid: c,
+            subject: args.slice(0),
+            queue: Some(args.slice(1)),
+            sid: args.slice(2),
         }),
         _ => Err(ParseError::BadSubArgs),
     }
 }
 
 fn parse_unsub(args: Args) -> Result<ClientOp, ParseError> {
-    let count = args.count;
-    let [sid, max, ..] = args.items;
-    match count {
-        1 => Ok(ClientOp::Unsub { sid, max: None }),
+    match args.count {
+        1 => Ok(ClientOp::Unsub {
+            sid: args.into_item(0),
+            max: None,
+        }),
         // A max that is not a positive number unsubscribes at once (as 0 does).
         2 => Ok(ClientOp::Unsub {
-            sid,
-            max: Some(parse_size(&max).unwrap_or(0) as u64),
+            max: Some(parse_size(args.get(1)).unwrap_or(0) as u64),
+            sid: args.into_item(0),
         }),
         _ => Err(ParseError::BadUnsubArgs),
     }

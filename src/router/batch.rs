@@ -2,6 +2,7 @@
 //! replica, messages to their targets on this shard, JetStream and
 //! monitoring traffic to their handlers.
 
+use std::ops::Range;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -130,6 +131,22 @@ impl Shard {
                 } => {
                     let lens = (at, subject_len, reply_len, msg_len);
                     let list = &batch_targets[targets.0 as usize..targets.1 as usize];
+                    if list
+                        .iter()
+                        .all(|t| t.cid != JS_CID && !msg::is_leaf_target(t))
+                    {
+                        // Clients only: they copy what they take, so no `Bytes`
+                        // (each a reference count, an atomic operation) is cut.
+                        let (subject, reply, msg) = unpack_slices(&packed, lens);
+                        let hdr_len = hdr_len.map(|h| h as usize);
+                        for t in list {
+                            let d = self.deliver_local(t.cid, t.sub, subject, reply, hdr_len, msg);
+                            if let Delivered::Stalled = d {
+                                stalled = Some(t.cid);
+                            }
+                        }
+                        continue;
+                    }
                     let (subject, reply, msg) = unpack(&packed, lens, list);
                     (subject, reply, hdr_len, msg, targets)
                 }
@@ -224,25 +241,50 @@ impl Shard {
 /// A `Packed` message's subject, reply and body, cut from its batch's
 /// buffer. A stream keeps what it stores until the write commits: when one of
 /// `targets` stores it, it gets its own copy, not a slice pinning the batch.
-fn unpack(
-    packed: &Bytes,
+/// Where a `Packed` message's subject, reply and body sit in its batch's buffer.
+fn ranges(
     (at, subject_len, reply_len, msg_len): (u32, u32, u32, u32),
-    targets: &[Target],
-) -> (Bytes, Option<Bytes>, Bytes) {
+) -> (Range<usize>, Option<Range<usize>>, Range<usize>) {
     let at = at as usize;
     let subject_end = at + subject_len as usize;
     let reply_end = match reply_len {
         u32::MAX => subject_end,
         n => subject_end + n as usize,
     };
-    let end = reply_end + msg_len as usize;
+    let reply = (reply_len != u32::MAX).then_some(subject_end..reply_end);
+    (
+        at..subject_end,
+        reply,
+        reply_end..reply_end + msg_len as usize,
+    )
+}
+
+/// `unpack` as borrowed slices of the batch's buffer.
+fn unpack_slices(packed: &[u8], lens: (u32, u32, u32, u32)) -> (&[u8], Option<&[u8]>, &[u8]) {
+    let (subject, reply, msg) = ranges(lens);
+    (&packed[subject], reply.map(|r| &packed[r]), &packed[msg])
+}
+
+/// A `Packed` message's subject, reply and body, cut from its batch's
+/// buffer. A stream keeps what it stores until the write commits: when one of
+/// `targets` stores it, it gets its own copy, not a slice pinning the batch.
+fn unpack(
+    packed: &Bytes,
+    lens: (u32, u32, u32, u32),
+    targets: &[Target],
+) -> (Bytes, Option<Bytes>, Bytes) {
+    let (subject, reply, msg) = ranges(lens);
+    let at = subject.start;
     let stored = |t: &Target| t.cid == JS_CID && msg::stores(t.sub);
     let own = if targets.iter().any(stored) {
-        Bytes::copy_from_slice(&packed[at..end])
+        Bytes::copy_from_slice(&packed[at..msg.end])
     } else {
-        packed.slice(at..end)
+        packed.slice(at..msg.end)
     };
-    let (reply_end, subject_end) = (reply_end - at, subject_end - at);
-    let reply = (reply_len != u32::MAX).then(|| own.slice(subject_end..reply_end));
-    (own.slice(..subject_end), reply, own.slice(reply_end..))
+    let reply = reply.map(|r| own.slice(r.start - at..r.end - at));
+    (
+        own.slice(..subject.end - at),
+        reply,
+        own.slice(msg.start - at..),
+    )
 }

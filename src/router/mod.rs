@@ -492,7 +492,6 @@ impl Shard {
             }
             s.delivered += 1;
             let done = s.max.is_some_and(|max| s.delivered >= max);
-            let sid = s.sid.clone();
             // A client that did not announce headers gets the payload only.
             let (hdr_len, msg) = match hdr_len {
                 Some(h) if !st.opts.headers => (None, &msg[h..]),
@@ -501,7 +500,7 @@ impl Shard {
             let verdict = conn
                 .out
                 .borrow_mut()
-                .push_msg(subject, &sid, reply, hdr_len, msg);
+                .push_msg(subject, &s.sid, reply, hdr_len, msg);
             (verdict, done)
         };
         conn.wake_writer.notify();
