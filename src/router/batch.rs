@@ -101,6 +101,7 @@ impl Shard {
         } = batch;
         // Slices of it go to streams as `Bytes`; dropped here when none did.
         let packed = Bytes::from(packed);
+        let pin = pin_for_streams(&msgs, &batch_targets, packed.len());
         let mut stalled: Option<u64> = None;
         let mut stalled_stream: Option<u32> = None;
         for msg in msgs {
@@ -147,7 +148,7 @@ impl Shard {
                         }
                         continue;
                     }
-                    let (subject, reply, msg) = unpack(&packed, lens, list);
+                    let (subject, reply, msg) = unpack(&packed, lens, list, pin);
                     (subject, reply, hdr_len, msg, targets)
                 }
                 ShardMsg::Deliver {
@@ -265,26 +266,125 @@ fn unpack_slices(packed: &[u8], lens: (u32, u32, u32, u32)) -> (&[u8], Option<&[
     (&packed[subject], reply.map(|r| &packed[r]), &packed[msg])
 }
 
+/// Whether a target stores what it receives (and keeps it until written).
+fn stored(t: &Target) -> bool {
+    t.cid == JS_CID && msg::stores(t.sub)
+}
+
+/// Whether streams may keep slices of a batch's packed buffer (of `len`
+/// bytes), pinning all of it until their writes commit: only when what they
+/// store is at least half of it, so a pinned buffer is never more than twice
+/// what streams hold. Else each stored message is copied out (an allocation
+/// each): a batch of mostly core traffic is freed once applied.
+fn pin_for_streams(msgs: &[ShardMsg], targets: &[Target], len: usize) -> bool {
+    let stored_bytes: usize = msgs
+        .iter()
+        .map(|m| match m {
+            ShardMsg::Packed {
+                subject_len,
+                reply_len,
+                msg_len,
+                targets: (from, to),
+                ..
+            } if targets[*from as usize..*to as usize].iter().any(stored) => {
+                let reply = if *reply_len == u32::MAX {
+                    0
+                } else {
+                    *reply_len
+                };
+                (subject_len + reply + msg_len) as usize
+            }
+            _ => 0,
+        })
+        .sum();
+    stored_bytes * 2 >= len
+}
+
 /// A `Packed` message's subject, reply and body, cut from its batch's
 /// buffer. A stream keeps what it stores until the write commits: when one of
-/// `targets` stores it, it gets its own copy, not a slice pinning the batch.
+/// `targets` stores it and the batch may not be pinned (`pin`), it gets its
+/// own copy.
 fn unpack(
     packed: &Bytes,
     lens: (u32, u32, u32, u32),
     targets: &[Target],
+    pin: bool,
 ) -> (Bytes, Option<Bytes>, Bytes) {
     let (subject, reply, msg) = ranges(lens);
     let at = subject.start;
-    let stored = |t: &Target| t.cid == JS_CID && msg::stores(t.sub);
-    let own = if targets.iter().any(stored) {
-        Bytes::copy_from_slice(&packed[at..msg.end])
-    } else {
-        packed.slice(at..msg.end)
-    };
+    if pin || !targets.iter().any(stored) {
+        let reply = reply.map(|r| packed.slice(r));
+        return (packed.slice(subject), reply, packed.slice(msg));
+    }
+    let own = Bytes::copy_from_slice(&packed[at..msg.end]);
     let reply = reply.map(|r| own.slice(r.start - at..r.end - at));
     (
         own.slice(..subject.end - at),
         reply,
         own.slice(msg.start - at..),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packed(at: u32, len: u32, targets: (u32, u32)) -> ShardMsg {
+        ShardMsg::Packed {
+            at,
+            subject_len: 3,
+            reply_len: u32::MAX,
+            hdr_len: None,
+            msg_len: len - 3,
+            targets,
+        }
+    }
+
+    #[test]
+    fn streams_pin_a_batch_only_when_they_store_half_of_it() {
+        let client = Target { cid: 7, sub: 1 };
+        let stream = Target {
+            cid: JS_CID,
+            sub: 1,
+        };
+        let api = Target {
+            cid: JS_CID,
+            sub: 1 | !msg::UID_MASK,
+        };
+        let targets = [client, stream, api];
+        // 100 bytes for a client and 100 for a stream: half, pinned.
+        let msgs = [packed(0, 100, (0, 1)), packed(100, 100, (1, 2))];
+        assert!(pin_for_streams(&msgs, &targets, 200));
+        // 101 bytes for clients: each stored message gets its own copy.
+        let msgs = [packed(0, 101, (0, 1)), packed(101, 100, (1, 2))];
+        assert!(!pin_for_streams(&msgs, &targets, 201));
+        // An internal subscription that does not store counts as a client.
+        let msgs = [packed(0, 100, (2, 3)), packed(100, 100, (1, 2))];
+        assert!(pin_for_streams(&msgs, &targets, 200));
+        let msgs = [packed(0, 150, (2, 3)), packed(150, 100, (1, 2))];
+        assert!(!pin_for_streams(&msgs, &targets, 250));
+    }
+
+    #[test]
+    fn unpack_copies_only_what_may_not_pin_the_batch() {
+        let buf = Bytes::from_static(b"xxsubjreplybody");
+        let lens = (2, 4, 5, 4);
+        let stream = [Target {
+            cid: JS_CID,
+            sub: 1,
+        }];
+        for pin in [true, false] {
+            let (s, r, m) = unpack(&buf, lens, &stream, pin);
+            assert_eq!(
+                (&s[..], r.as_deref(), &m[..]),
+                (&b"subj"[..], Some(&b"reply"[..]), &b"body"[..])
+            );
+            let inside = buf.as_ptr_range().contains(&s.as_ptr());
+            assert_eq!(inside, pin, "pin {pin}");
+        }
+        assert_eq!(
+            unpack_slices(&buf, (2, 4, u32::MAX, 9)),
+            (&b"subj"[..], None, &b"replybody"[..])
+        );
+    }
 }
