@@ -266,9 +266,14 @@ impl Stream {
             }
             w.msgs += 1;
             w.bytes += a.size;
-            let e = w.subj_pending.entry(a.subject.clone()).or_insert((0, 0));
-            e.0 += 1;
-            e.1 = a.seq;
+            // A clone for the key only when the subject is new (each clone is
+            // an atomic reference count).
+            match w.subj_pending.get_mut(a.subject) {
+                Some(e) => *e = (e.0 + 1, a.seq),
+                None => {
+                    w.subj_pending.insert(a.subject.clone(), (1, a.seq));
+                }
+            }
             if let Some(id) = &a.msg_id {
                 w.ids.insert(id.clone(), a.seq);
             }
