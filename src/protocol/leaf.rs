@@ -182,16 +182,21 @@ impl LeafParser {
             b"-ERR" => LeafOp::Err(rest(verb_end)),
             b"INFO" => LeafOp::Info(rest(verb_end)),
             b"CONNECT" => LeafOp::Connect(rest(verb_end)),
+            // Kept for the interest's life: copies, as a slice would keep the
+            // whole read buffer it came in.
             b"LS+" => match args[..] {
                 [s] => LeafOp::Sub {
-                    subject: arg(s),
+                    subject: Bytes::copy_from_slice(s),
                     queue: None,
                 },
                 [s, q, w] => {
                     let w = parse_size(w).ok_or(LeafError::BadArgs)?;
                     LeafOp::Sub {
-                        subject: arg(s),
-                        queue: Some((arg(q), w.clamp(1, u32::MAX as usize) as u32)),
+                        subject: Bytes::copy_from_slice(s),
+                        queue: Some((
+                            Bytes::copy_from_slice(q),
+                            w.clamp(1, u32::MAX as usize) as u32,
+                        )),
                     }
                 }
                 _ => return Err(LeafError::BadArgs),
@@ -584,6 +589,22 @@ mod tests {
                 LeafOp::Ok,
             ]
         );
+    }
+
+    #[test]
+    fn interest_does_not_pin_the_read_buffer() {
+        let mut p = LeafParser::new(1024, 4096);
+        let mut buf = BytesMut::from(&b"LS+ a.b q 2\r\n"[..]);
+        let range = buf.as_ptr_range();
+        let Ok(Some(LeafOp::Sub {
+            subject,
+            queue: Some((queue, 2)),
+        })) = p.next(&mut buf)
+        else {
+            panic!("an LS+ with a queue")
+        };
+        assert_eq!((&subject[..], &queue[..]), (&b"a.b"[..], &b"q"[..]));
+        assert!(!range.contains(&subject.as_ptr()) && !range.contains(&queue.as_ptr()));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! its state between calls, so input may be split anywhere across reads: a control
 //! line waits in the buffer until its line feed arrives (never more than
 //! `max_control_line` bytes), and a parsed PUB/HPUB header waits for its payload
-//! without being parsed again. Payloads, subjects and sids are `Bytes` slices of the
-//! read buffer: no copy and no allocation per message.
+//! without being parsed again. A PUB's payload, subject and reply are `Bytes` slices
+//! of the read buffer: no copy and no allocation per message. A SUB's subject,
+//! queue and sid are copies, as a subscription keeps them for its whole life.
 //!
 //! Invariant: the parser does no I/O and never buffers beyond the caller's buffer.
 //!
@@ -187,27 +188,21 @@ impl Parser {
             // A verb with nothing after it is not an op nats-server knows.
             return Err(ParseError::UnknownOp);
         }
-        // Which op, decided before the line moves into its arguments.
-        let op = [
-            b"PUB" as &[u8],
-            b"HPUB",
-            b"SUB",
-            b"UNSUB",
-            b"INFO",
-            b"+OK",
-            b"-ERR",
-        ]
-        .iter()
-        .position(|v| verb.eq_ignore_ascii_case(v));
-        let args = || split_args(line, rest_start);
-        match op {
-            Some(0) => self.start_pub(args(), false, buf),
-            Some(1) => self.start_pub(args(), true, buf),
-            Some(2) => parse_sub(args()).map(Some),
-            Some(3) => parse_unsub(args()).map(Some),
-            Some(4 | 5) => Ok(Some(ClientOp::Ignored)),
-            Some(_) => Err(ParseError::ClientError),
-            None => Err(ParseError::UnknownOp),
+        // Each branch moves the line into its arguments (no reference count).
+        if verb.eq_ignore_ascii_case(b"PUB") {
+            self.start_pub(split_args(line, rest_start), false, buf)
+        } else if verb.eq_ignore_ascii_case(b"HPUB") {
+            self.start_pub(split_args(line, rest_start), true, buf)
+        } else if verb.eq_ignore_ascii_case(b"SUB") {
+            parse_sub(split_args(line, rest_start)).map(Some)
+        } else if verb.eq_ignore_ascii_case(b"UNSUB") {
+            parse_unsub(split_args(line, rest_start)).map(Some)
+        } else if verb.eq_ignore_ascii_case(b"INFO") || verb.eq_ignore_ascii_case(b"+OK") {
+            Ok(Some(ClientOp::Ignored))
+        } else if verb.eq_ignore_ascii_case(b"-ERR") {
+            Err(ParseError::ClientError)
+        } else {
+            Err(ParseError::UnknownOp)
         }
     }
 
@@ -297,8 +292,9 @@ fn skip_blanks(line: &[u8], mut at: usize) -> usize {
 
 /// Up to four arguments of a control line (HPUB has the most), as ranges of
 /// it, without allocating; `count` says how many were present, even past four.
-/// Each `Bytes` taken from the line is a reference count on the read buffer (an
-/// atomic operation): a PUB takes one, its subject, by narrowing the line itself.
+/// Each `Bytes` sliced from the line is one more reference count on the read
+/// buffer (an atomic operation): a PUB's subject is the line itself narrowed,
+/// so only a reply is sliced.
 struct Args {
     line: Bytes,
     items: [(usize, usize); 4],
@@ -356,17 +352,20 @@ fn parse_size(digits: &[u8]) -> Option<usize> {
     Some(n)
 }
 
+/// A subscription keeps its subject, queue and sid for its whole life, on
+/// every shard: copies, as a slice would keep the whole read buffer it came in.
 fn parse_sub(args: Args) -> Result<ClientOp, ParseError> {
+    let own = |i| Bytes::copy_from_slice(args.get(i));
     match args.count {
         2 => Ok(ClientOp::Sub {
-            subject: args.slice(0),
+            subject: own(0),
             queue: None,
-            sid: args.slice(1),
+            sid: own(1),
         }),
         3 => Ok(ClientOp::Sub {
-            subject: args.slice(0),
-            queue: Some(args.slice(1)),
-            sid: args.slice(2),
+            subject: own(0),
+            queue: Some(own(1)),
+            sid: own(2),
         }),
         _ => Err(ParseError::BadSubArgs),
     }
@@ -379,10 +378,13 @@ fn parse_unsub(args: Args) -> Result<ClientOp, ParseError> {
             max: None,
         }),
         // A max that is not a positive number unsubscribes at once (as 0 does).
-        2 => Ok(ClientOp::Unsub {
-            max: Some(parse_size(args.get(1)).unwrap_or(0) as u64),
-            sid: args.into_item(0),
-        }),
+        2 => {
+            let max = Some(parse_size(args.get(1)).unwrap_or(0) as u64);
+            Ok(ClientOp::Unsub {
+                sid: args.into_item(0),
+                max,
+            })
+        }
         _ => Err(ParseError::BadUnsubArgs),
     }
 }

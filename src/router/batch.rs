@@ -99,9 +99,10 @@ impl Shard {
             packed,
             ..
         } = batch;
+        // A `Bytes` keeps the vector's whole capacity alive.
+        let pin = pin_for_streams(&msgs, &batch_targets, packed.capacity());
         // Slices of it go to streams as `Bytes`; dropped here when none did.
         let packed = Bytes::from(packed);
-        let pin = pin_for_streams(&msgs, &batch_targets, packed.len());
         let mut stalled: Option<u64> = None;
         let mut stalled_stream: Option<u32> = None;
         for msg in msgs {
@@ -239,9 +240,6 @@ impl Shard {
     }
 }
 
-/// A `Packed` message's subject, reply and body, cut from its batch's
-/// buffer. A stream keeps what it stores until the write commits: when one of
-/// `targets` stores it, it gets its own copy, not a slice pinning the batch.
 /// Where a `Packed` message's subject, reply and body sit in its batch's buffer.
 fn ranges(
     (at, subject_len, reply_len, msg_len): (u32, u32, u32, u32),
@@ -271,33 +269,32 @@ fn stored(t: &Target) -> bool {
     t.cid == JS_CID && msg::stores(t.sub)
 }
 
-/// Whether streams may keep slices of a batch's packed buffer (of `len`
-/// bytes), pinning all of it until their writes commit: only when what they
-/// store is at least half of it, so a pinned buffer is never more than twice
-/// what streams hold. Else each stored message is copied out (an allocation
-/// each): a batch of mostly core traffic is freed once applied.
-fn pin_for_streams(msgs: &[ShardMsg], targets: &[Target], len: usize) -> bool {
+/// Whether streams may keep slices of a batch's packed buffer (an allocation
+/// of `capacity` bytes), pinning all of it until their writes commit: only
+/// when what is sent to them is at least half of it, so a pinned buffer is
+/// about twice what streams hold at most (less what they refuse). Else each
+/// stored message is copied out (an allocation each): a batch of mostly core
+/// traffic is freed once applied. Nothing a stream keeps past its commit is
+/// a slice (`stage_msg` copies the pending-subject key).
+fn pin_for_streams(msgs: &[ShardMsg], targets: &[Target], capacity: usize) -> bool {
     let stored_bytes: usize = msgs
         .iter()
         .map(|m| match m {
             ShardMsg::Packed {
+                at,
                 subject_len,
                 reply_len,
                 msg_len,
                 targets: (from, to),
                 ..
             } if targets[*from as usize..*to as usize].iter().any(stored) => {
-                let reply = if *reply_len == u32::MAX {
-                    0
-                } else {
-                    *reply_len
-                };
-                (subject_len + reply + msg_len) as usize
+                let (subject, _, msg) = ranges((*at, *subject_len, *reply_len, *msg_len));
+                msg.end - subject.start
             }
             _ => 0,
         })
         .sum();
-    stored_bytes * 2 >= len
+    stored_bytes * 2 >= capacity
 }
 
 /// A `Packed` message's subject, reply and body, cut from its batch's

@@ -266,12 +266,14 @@ impl Stream {
             }
             w.msgs += 1;
             w.bytes += a.size;
-            // A clone for the key only when the subject is new (each clone is
-            // an atomic reference count).
             match w.subj_pending.get_mut(a.subject) {
                 Some(e) => *e = (e.0 + 1, a.seq),
                 None => {
-                    w.subj_pending.insert(a.subject.clone(), (1, a.seq));
+                    // A copy: the key stays while the subject has messages in
+                    // flight, which on a busy subject is as long as it is
+                    // busy; a slice would pin the whole read buffer or batch.
+                    let key = Bytes::copy_from_slice(a.subject);
+                    w.subj_pending.insert(key, (1, a.seq));
                 }
             }
             if let Some(id) = &a.msg_id {

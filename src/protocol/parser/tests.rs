@@ -306,3 +306,31 @@ fn run_chunks(chunks: &[&[u8]]) -> (Vec<ClientOp>, Option<ParseError>) {
     }
     (ops, None)
 }
+
+#[test]
+fn a_pub_slices_the_read_buffer_and_a_sub_copies_it() {
+    let mut parser = Parser::new(1024, 4096);
+    let mut buf = BytesMut::from(&b"PUB a.b _INBOX.1 2\r\nhi\r\nSUB a.* q 9\r\n"[..]);
+    let range = buf.as_ptr_range();
+    let inside = |b: &Bytes| range.contains(&b.as_ptr());
+    let Ok(Some(ClientOp::Pub(p))) = parser.next(&mut buf) else {
+        panic!("a PUB")
+    };
+    assert_eq!((&p.subject[..], &p.msg[..]), (&b"a.b"[..], &b"hi"[..]));
+    assert_eq!(p.reply.as_deref(), Some(&b"_INBOX.1"[..]));
+    assert!(inside(&p.subject) && inside(&p.msg) && p.reply.as_ref().is_some_and(inside));
+    let Ok(Some(ClientOp::Sub {
+        subject,
+        queue: Some(queue),
+        sid,
+    })) = parser.next(&mut buf)
+    else {
+        panic!("a SUB with a queue")
+    };
+    assert_eq!(
+        (&subject[..], &queue[..], &sid[..]),
+        (&b"a.*"[..], &b"q"[..], &b"9"[..])
+    );
+    // Kept for the subscription's life: none pins the read buffer.
+    assert!(!inside(&subject) && !inside(&queue) && !inside(&sid));
+}
