@@ -13,18 +13,20 @@ use crate::shard::Shard;
 
 impl Shard {
     /// Delivers one message from a peer's batch to its targets on this shard.
-    #[allow(clippy::too_many_arguments)]
+    /// Clients and leaf connections copy what they take, so they get slices;
+    /// a stream gets `Bytes` (each a reference count, an atomic operation),
+    /// cut once for all its targets.
     fn deliver_remote(
         &self,
         list: &[Target],
-        subject: &Bytes,
-        reply: Option<&Bytes>,
+        body: &Body,
         hdr_len: Option<u32>,
-        msg: &Bytes,
         stalled: &mut Option<u64>,
         stalled_stream: &mut Option<u32>,
     ) {
         let hdr_len = hdr_len.map(|h| h as usize);
+        let (subject, reply, msg) = body.slices();
+        let mut owned = None;
         let mut at = 0;
         while at < list.len() {
             let t = &list[at];
@@ -48,16 +50,16 @@ impl Shard {
                 continue;
             }
             if t.cid == JS_CID {
+                let (subject, reply, msg) = owned.get_or_insert_with(|| body.bytes(list));
                 if self
                     .jetstream()
-                    .deliver(t.sub, subject, reply, hdr_len, msg)
+                    .deliver(t.sub, subject, reply.as_ref(), hdr_len, msg)
                 {
                     *stalled_stream = Some(t.sub);
                 }
                 continue;
             }
-            let outcome =
-                self.deliver_local(t.cid, t.sub, subject, reply.map(|r| &r[..]), hdr_len, msg);
+            let outcome = self.deliver_local(t.cid, t.sub, subject, reply, hdr_len, msg);
             if let Delivered::Stalled = outcome {
                 *stalled = Some(t.cid);
             }
@@ -106,7 +108,7 @@ impl Shard {
         let mut stalled: Option<u64> = None;
         let mut stalled_stream: Option<u32> = None;
         for msg in msgs {
-            let (subject, reply, hdr_len, msg, targets) = match msg {
+            let (body, hdr_len, targets) = match msg {
                 ShardMsg::Sub {
                     key,
                     subject,
@@ -131,26 +133,12 @@ impl Shard {
                     msg_len,
                     targets,
                 } => {
-                    let lens = (at, subject_len, reply_len, msg_len);
-                    let list = &batch_targets[targets.0 as usize..targets.1 as usize];
-                    if list
-                        .iter()
-                        .all(|t| t.cid != JS_CID && !msg::is_leaf_target(t))
-                    {
-                        // Clients only: they copy what they take, so no `Bytes`
-                        // (each a reference count, an atomic operation) is cut.
-                        let (subject, reply, msg) = unpack_slices(&packed, lens);
-                        let hdr_len = hdr_len.map(|h| h as usize);
-                        for t in list {
-                            let d = self.deliver_local(t.cid, t.sub, subject, reply, hdr_len, msg);
-                            if let Delivered::Stalled = d {
-                                stalled = Some(t.cid);
-                            }
-                        }
-                        continue;
-                    }
-                    let (subject, reply, msg) = unpack(&packed, lens, list, pin);
-                    (subject, reply, hdr_len, msg, targets)
+                    let body = Body::Packed {
+                        packed: &packed,
+                        lens: (at, subject_len, reply_len, msg_len),
+                        pin,
+                    };
+                    (body, hdr_len, targets)
                 }
                 ShardMsg::Deliver {
                     subject,
@@ -158,7 +146,7 @@ impl Shard {
                     hdr_len,
                     msg,
                     targets,
-                } => (subject, reply, hdr_len, msg, targets),
+                } => (Body::Own(subject, reply, msg), hdr_len, targets),
                 ShardMsg::Api(req) => {
                     self.jetstream().api(req);
                     continue;
@@ -210,15 +198,7 @@ impl Shard {
                 }
             };
             let list = &batch_targets[targets.0 as usize..targets.1 as usize];
-            self.deliver_remote(
-                list,
-                &subject,
-                reply.as_ref(),
-                hdr_len,
-                &msg,
-                &mut stalled,
-                &mut stalled_stream,
-            );
+            self.deliver_remote(list, &body, hdr_len, &mut stalled, &mut stalled_stream);
         }
         self.after_batch(stalled, stalled_stream).await;
     }
@@ -236,6 +216,36 @@ impl Shard {
         }
         if let Some(cid) = stalled {
             self.stall_on(cid).await;
+        }
+    }
+}
+
+/// A message from a peer's batch: its own `Bytes` (a `Deliver`), or its place
+/// in the batch's packed buffer.
+enum Body<'a> {
+    Own(Bytes, Option<Bytes>, Bytes),
+    Packed {
+        packed: &'a Bytes,
+        lens: (u32, u32, u32, u32),
+        /// Whether streams may keep slices of `packed` (`pin_for_streams`).
+        pin: bool,
+    },
+}
+
+impl Body<'_> {
+    /// Subject, reply and message, borrowed.
+    fn slices(&self) -> (&[u8], Option<&[u8]>, &[u8]) {
+        match self {
+            Body::Own(subject, reply, msg) => (subject, reply.as_deref(), msg),
+            Body::Packed { packed, lens, .. } => unpack_slices(packed, *lens),
+        }
+    }
+
+    /// Subject, reply and message as `Bytes`, for a stream among `targets`.
+    fn bytes(&self, targets: &[Target]) -> (Bytes, Option<Bytes>, Bytes) {
+        match self {
+            Body::Own(subject, reply, msg) => (subject.clone(), reply.clone(), msg.clone()),
+            Body::Packed { packed, lens, pin } => unpack(packed, *lens, targets, *pin),
         }
     }
 }

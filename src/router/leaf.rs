@@ -379,10 +379,10 @@ impl Shard {
         &self,
         cid: u64,
         targets: &[Target],
-        subject: &Bytes,
-        reply: Option<&Bytes>,
+        subject: &[u8],
+        reply: Option<&[u8]>,
         hdr_len: Option<usize>,
-        msg: &Bytes,
+        msg: &[u8],
     ) -> Delivered {
         let Some(conn) = self.conns.borrow().get(&cid).cloned() else {
             return Delivered::No;
@@ -395,15 +395,7 @@ impl Shard {
                 .collect()
         };
         let queues: Vec<&[u8]> = queues.iter().map(|q| &q[..]).collect();
-        self.deliver_leaf(
-            cid,
-            subject,
-            subject,
-            reply.map(|r| &r[..]),
-            hdr_len,
-            msg,
-            &queues,
-        )
+        self.deliver_leaf(cid, subject, subject, reply, hdr_len, msg, &queues)
     }
 
     /// A leaf connection is going: it no longer follows interest changes.
