@@ -99,10 +99,17 @@ impl Shard {
             msgs,
             targets: batch_targets,
             packed,
+            stored_bytes,
             ..
         } = batch;
-        // A `Bytes` keeps the vector's whole capacity alive.
-        let pin = pin_for_streams(&msgs, &batch_targets, packed.capacity());
+        // Streams may keep slices of the packed buffer (pinning all of it, its
+        // whole capacity, until their writes commit) when what it holds for
+        // them is at least half of it: a pinned buffer is then about twice
+        // what streams hold at most. Else each stored message is copied out
+        // (an allocation each), and a batch of mostly core traffic is freed
+        // once applied. Nothing a stream keeps past its commit is a slice
+        // (`stage_msg` copies the pending-subject key).
+        let pin = stored_bytes * 2 >= packed.capacity();
         // Slices of it go to streams as `Bytes`; dropped here when none did.
         let packed = Bytes::from(packed);
         let mut stalled: Option<u64> = None;
@@ -227,7 +234,7 @@ enum Body<'a> {
     Packed {
         packed: &'a Bytes,
         lens: (u32, u32, u32, u32),
-        /// Whether streams may keep slices of `packed` (`pin_for_streams`).
+        /// Whether streams may keep slices of `packed` (`apply_batch`).
         pin: bool,
     },
 }
@@ -279,34 +286,6 @@ fn stored(t: &Target) -> bool {
     t.cid == JS_CID && msg::stores(t.sub)
 }
 
-/// Whether streams may keep slices of a batch's packed buffer (an allocation
-/// of `capacity` bytes), pinning all of it until their writes commit: only
-/// when what is sent to them is at least half of it, so a pinned buffer is
-/// about twice what streams hold at most (less what they refuse). Else each
-/// stored message is copied out (an allocation each): a batch of mostly core
-/// traffic is freed once applied. Nothing a stream keeps past its commit is
-/// a slice (`stage_msg` copies the pending-subject key).
-fn pin_for_streams(msgs: &[ShardMsg], targets: &[Target], capacity: usize) -> bool {
-    let stored_bytes: usize = msgs
-        .iter()
-        .map(|m| match m {
-            ShardMsg::Packed {
-                at,
-                subject_len,
-                reply_len,
-                msg_len,
-                targets: (from, to),
-                ..
-            } if targets[*from as usize..*to as usize].iter().any(stored) => {
-                let (subject, _, msg) = ranges((*at, *subject_len, *reply_len, *msg_len));
-                msg.end - subject.start
-            }
-            _ => 0,
-        })
-        .sum();
-    stored_bytes * 2 >= capacity
-}
-
 /// A `Packed` message's subject, reply and body, cut from its batch's
 /// buffer. A stream keeps what it stores until the write commits: when one of
 /// `targets` stores it and the batch may not be pinned (`pin`), it gets its
@@ -335,42 +314,6 @@ fn unpack(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn packed(at: u32, len: u32, targets: (u32, u32)) -> ShardMsg {
-        ShardMsg::Packed {
-            at,
-            subject_len: 3,
-            reply_len: u32::MAX,
-            hdr_len: None,
-            msg_len: len - 3,
-            targets,
-        }
-    }
-
-    #[test]
-    fn streams_pin_a_batch_only_when_they_store_half_of_it() {
-        let client = Target { cid: 7, sub: 1 };
-        let stream = Target {
-            cid: JS_CID,
-            sub: 1,
-        };
-        let api = Target {
-            cid: JS_CID,
-            sub: 1 | !msg::UID_MASK,
-        };
-        let targets = [client, stream, api];
-        // 100 bytes for a client and 100 for a stream: half, pinned.
-        let msgs = [packed(0, 100, (0, 1)), packed(100, 100, (1, 2))];
-        assert!(pin_for_streams(&msgs, &targets, 200));
-        // 101 bytes for clients: each stored message gets its own copy.
-        let msgs = [packed(0, 101, (0, 1)), packed(101, 100, (1, 2))];
-        assert!(!pin_for_streams(&msgs, &targets, 201));
-        // An internal subscription that does not store counts as a client.
-        let msgs = [packed(0, 100, (2, 3)), packed(100, 100, (1, 2))];
-        assert!(pin_for_streams(&msgs, &targets, 200));
-        let msgs = [packed(0, 150, (2, 3)), packed(150, 100, (1, 2))];
-        assert!(!pin_for_streams(&msgs, &targets, 250));
-    }
 
     #[test]
     fn unpack_copies_only_what_may_not_pin_the_batch() {

@@ -18,7 +18,7 @@ use std::cell::{Cell, RefCell};
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::limits::{MESH_BATCH_BYTES_MAX, MESH_BATCH_MSGS_MAX};
-use crate::shard::msg::{BarrierAck, Batch, ShardMsg, Target};
+use crate::shard::msg::{self, BarrierAck, Batch, ShardMsg, Target, JS_CID};
 
 pub struct Mesh {
     id: u16,
@@ -26,8 +26,9 @@ pub struct Mesh {
     ack_tx: Senders<BarrierAck>,
     open: RefCell<Vec<Batch>>,
     /// Per peer: (publish number, index in `msgs`) of the Deliver that the current
-    /// publish is adding targets to.
-    current: RefCell<Vec<Option<(u64, usize)>>>,
+    /// publish is adding targets to, and whether a storing target of it was
+    /// counted in `Batch::stored_bytes`.
+    current: RefCell<Vec<Option<(u64, usize, bool)>>>,
     publish_seq: Cell<u64>,
     /// Per peer: a flush is waiting for room in its channel.
     sending: RefCell<Vec<bool>>,
@@ -92,8 +93,8 @@ impl Mesh {
         let batch = &mut open[usize::from(peer)];
         let mut current = self.current.borrow_mut();
         let slot = &mut current[usize::from(peer)];
-        let index = match *slot {
-            Some((s, index)) if s == seq => index,
+        let (index, counted) = match *slot {
+            Some((s, index, counted)) if s == seq => (index, counted),
             _ => {
                 let start = batch.targets.len() as u32;
                 let before = batch.packed.len();
@@ -112,10 +113,11 @@ impl Mesh {
                     _ => {}
                 }
                 batch.msgs.push(msg);
-                *slot = Some((seq, batch.msgs.len() - 1));
-                batch.msgs.len() - 1
+                (batch.msgs.len() - 1, false)
             }
         };
+        let counted = count_stored(batch, index, counted, &target);
+        *slot = Some((seq, index, counted));
         batch.targets.push(target);
         if let Some(ShardMsg::Deliver { targets, .. } | ShardMsg::Packed { targets, .. }) =
             batch.msgs.get_mut(index)
@@ -224,6 +226,52 @@ fn new_batch(from: u16, to: u16) -> Batch {
     }
 }
 
+/// Adds message `index` to `batch.stored_bytes` if `target` stores it and it
+/// is not `counted` yet (once per message, whatever number of streams store
+/// it); whether it is counted now.
+fn count_stored(batch: &mut Batch, index: usize, counted: bool, target: &Target) -> bool {
+    if counted || target.cid != JS_CID || !msg::stores(target.sub) {
+        return counted;
+    }
+    batch.stored_bytes += batch.msgs.get(index).map_or(0, ShardMsg::packed_len);
+    true
+}
+
 fn is_full(batch: &Batch) -> bool {
     batch.msgs.len() >= MESH_BATCH_MSGS_MAX || batch.bytes >= MESH_BATCH_BYTES_MAX
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_message_counts_once_and_only_for_a_storing_target() {
+        let mut batch = new_batch(0, 1);
+        batch.msgs.push(ShardMsg::Packed {
+            at: 0,
+            subject_len: 3,
+            reply_len: 5,
+            hdr_len: None,
+            msg_len: 10,
+            targets: (0, 0),
+        });
+        let client = Target { cid: 9, sub: 1 };
+        let stream = Target {
+            cid: JS_CID,
+            sub: 1,
+        };
+        let ack = Target {
+            cid: JS_CID,
+            sub: 1 | !msg::UID_MASK,
+        };
+        assert!(!count_stored(&mut batch, 0, false, &client));
+        assert!(!count_stored(&mut batch, 0, false, &ack));
+        assert_eq!(batch.stored_bytes, 0);
+        assert!(count_stored(&mut batch, 0, false, &stream));
+        assert_eq!(batch.stored_bytes, 18);
+        // A second stream storing the same message adds nothing.
+        assert!(count_stored(&mut batch, 0, true, &stream));
+        assert_eq!(batch.stored_bytes, 18);
+    }
 }

@@ -365,6 +365,9 @@ pub struct Batch {
     pub targets: Vec<Target>,
     /// The bytes of every `Packed` message (one allocation per batch).
     pub packed: Vec<u8>,
+    /// Bytes of `packed` taken by messages that a stream stores (each counted
+    /// once): whether the receiver lets streams keep slices of `packed`.
+    pub stored_bytes: usize,
     /// Payload bytes held, to bound batch size.
     pub bytes: usize,
 }
@@ -373,6 +376,29 @@ pub struct Batch {
 #[derive(Debug, Clone, Copy)]
 pub struct BarrierAck {
     pub cid: u64,
+}
+
+impl ShardMsg {
+    /// Bytes a `Packed` message takes in its batch's `packed` buffer; 0 for
+    /// any other.
+    pub fn packed_len(&self) -> usize {
+        match self {
+            ShardMsg::Packed {
+                subject_len,
+                reply_len,
+                msg_len,
+                ..
+            } => {
+                let reply = if *reply_len == u32::MAX {
+                    0
+                } else {
+                    *reply_len
+                };
+                (subject_len + reply + msg_len) as usize
+            }
+            _ => 0,
+        }
+    }
 }
 
 // Channel memory grows with this enum: keep it small.
