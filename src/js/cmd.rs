@@ -83,10 +83,10 @@ impl Js {
     pub fn broadcast_catalog(&self, name: &str, entry: Option<&CatalogEntry>) {
         if let Some(mesh) = &self.shard.mesh {
             mesh.broadcast(|| {
-                ShardMsg::Js(JsCmd::Catalog {
+                ShardMsg::Js(Box::new(JsCmd::Catalog {
                     name: name.to_string(),
                     entry: entry.map(|e| Box::new(e.clone())),
-                })
+                }))
             });
         }
     }
@@ -103,10 +103,10 @@ impl Js {
         let id = self.gathers.open(peers);
         if let Some(mesh) = &self.shard.mesh {
             mesh.broadcast(|| {
-                ShardMsg::Js(JsCmd::Gather {
+                ShardMsg::Js(Box::new(JsCmd::Gather {
                     id,
                     ask: ask.clone(),
-                })
+                }))
             });
         }
         self.shard.flush_mesh().await;

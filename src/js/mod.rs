@@ -164,7 +164,7 @@ impl Js {
         if target == self.shard.id {
             self.command(cmd);
         } else {
-            self.shard.push_to(target, ShardMsg::Js(cmd));
+            self.shard.push_to(target, ShardMsg::Js(Box::new(cmd)));
         }
     }
 
@@ -173,7 +173,7 @@ impl Js {
         if target == self.shard.id {
             self.api(req);
         } else {
-            self.shard.push_to(target, ShardMsg::Api(req));
+            self.shard.push_to(target, ShardMsg::Api(Box::new(req)));
         }
     }
 }

@@ -17,7 +17,9 @@ use crate::js::types::errors::ApiError;
 use crate::js::types::json;
 use crate::js::types::stream_config::StreamConfig;
 use crate::js::{api, consumer, Js};
-use crate::shard::msg::{JsCmd, ShardMsg, SubKey, ACK_BIT, DIRECT_BIT, FC_BIT, JS_CID, NEXT_BIT};
+use crate::shard::msg::{
+    Interest, JsCmd, ShardMsg, SubKey, ACK_BIT, DIRECT_BIT, FC_BIT, JS_CID, NEXT_BIT,
+};
 use crate::shard::Shard;
 
 /// Stream metadata persisted beside the data (`meta.json`).
@@ -154,17 +156,17 @@ pub fn set_interest(shard: &Shard, subject: &Bytes, queue: Option<&Bytes>, key: 
         mesh.broadcast(|| {
             let (subject, queue) = (subject.clone(), queue.cloned());
             if add {
-                ShardMsg::Sub {
+                ShardMsg::Sub(Box::new(Interest {
                     key,
                     subject,
                     queue,
-                }
+                }))
             } else {
-                ShardMsg::Unsub {
+                ShardMsg::Unsub(Box::new(Interest {
                     key,
                     subject,
                     queue,
-                }
+                }))
             }
         });
     }

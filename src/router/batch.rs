@@ -116,20 +116,12 @@ impl Shard {
         let mut stalled_stream: Option<u32> = None;
         for msg in msgs {
             let (body, hdr_len, targets) = match msg {
-                ShardMsg::Sub {
-                    key,
-                    subject,
-                    queue,
-                } => {
-                    self.peer_interest(from, key, &subject, queue.as_ref(), true);
+                ShardMsg::Sub(i) => {
+                    self.peer_interest(from, i.key, &i.subject, i.queue.as_ref(), true);
                     continue;
                 }
-                ShardMsg::Unsub {
-                    key,
-                    subject,
-                    queue,
-                } => {
-                    self.peer_interest(from, key, &subject, queue.as_ref(), false);
+                ShardMsg::Unsub(i) => {
+                    self.peer_interest(from, i.key, &i.subject, i.queue.as_ref(), false);
                     continue;
                 }
                 ShardMsg::Packed {
@@ -147,19 +139,22 @@ impl Shard {
                     };
                     (body, hdr_len, targets)
                 }
-                ShardMsg::Deliver {
-                    subject,
-                    reply,
-                    hdr_len,
-                    msg,
-                    targets,
-                } => (Body::Own(subject, reply, msg), hdr_len, targets),
+                ShardMsg::Deliver(d) => {
+                    let msg::Delivery {
+                        subject,
+                        reply,
+                        hdr_len,
+                        msg,
+                        targets,
+                    } = *d;
+                    (Body::Own(subject, reply, msg), hdr_len, targets)
+                }
                 ShardMsg::Api(req) => {
-                    self.jetstream().api(req);
+                    self.jetstream().api(*req);
                     continue;
                 }
                 ShardMsg::Js(cmd) => {
-                    self.jetstream().command(cmd);
+                    self.jetstream().command(*cmd);
                     continue;
                 }
                 ShardMsg::Stats { id, ask } => {

@@ -274,7 +274,7 @@ impl Shard {
                 }
                 shard.jetstream().leaf_up();
                 for peer in (0..shard.count).filter(|p| *p != shard.id) {
-                    shard.push_to(peer, ShardMsg::Js(JsCmd::LeafUp));
+                    shard.push_to(peer, ShardMsg::Js(Box::new(JsCmd::LeafUp)));
                 }
             })
             .detach();

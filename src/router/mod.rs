@@ -429,13 +429,13 @@ impl Shard {
                 |packed| {
                     let reply_len = p.reply.as_ref().map_or(0, Bytes::len);
                     if p.subject.len() + reply_len + p.msg.len() > MESH_PACK_MAX {
-                        return ShardMsg::Deliver {
+                        return ShardMsg::Deliver(Box::new(msg::Delivery {
                             subject: p.subject.clone(),
                             reply: p.reply.clone(),
                             hdr_len: p.hdr_len.map(|h| h as u32),
                             msg: p.msg.clone(),
                             targets: (0, 0),
-                        };
+                        }));
                     }
                     let at = packed.len() as u32;
                     packed.extend_from_slice(&p.subject);
@@ -648,10 +648,12 @@ impl Shard {
         assert!(was_there, "local subscription missing from interest");
         if let Some(mesh) = &self.mesh {
             conn.peers_behind.set(true);
-            mesh.broadcast(|| ShardMsg::Unsub {
-                key,
-                subject: s.subject.clone(),
-                queue: s.queue.clone(),
+            mesh.broadcast(|| {
+                ShardMsg::Unsub(Box::new(msg::Interest {
+                    key,
+                    subject: s.subject.clone(),
+                    queue: s.queue.clone(),
+                }))
             });
         }
     }

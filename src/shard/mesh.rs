@@ -100,11 +100,9 @@ impl Mesh {
                 let before = batch.packed.len();
                 let mut msg = make(&mut batch.packed);
                 match &mut msg {
-                    ShardMsg::Deliver {
-                        targets, msg: body, ..
-                    } => {
-                        *targets = (start, start);
-                        batch.bytes += body.len();
+                    ShardMsg::Deliver(d) => {
+                        d.targets = (start, start);
+                        batch.bytes += d.msg.len();
                     }
                     ShardMsg::Packed { targets, .. } => {
                         *targets = (start, start);
@@ -119,10 +117,10 @@ impl Mesh {
         let counted = count_stored(batch, index, counted, &target);
         *slot = Some((seq, index, counted));
         batch.targets.push(target);
-        if let Some(ShardMsg::Deliver { targets, .. } | ShardMsg::Packed { targets, .. }) =
-            batch.msgs.get_mut(index)
-        {
-            targets.1 += 1;
+        match batch.msgs.get_mut(index) {
+            Some(ShardMsg::Deliver(d)) => d.targets.1 += 1,
+            Some(ShardMsg::Packed { targets, .. }) => targets.1 += 1,
+            _ => {}
         }
         is_full(batch)
     }

@@ -74,26 +74,16 @@ pub struct Target {
 pub enum ShardMsg {
     /// Sent by the shard owning a connection to every other shard when it
     /// subscribes; the receiver adds the key to its interest replica.
-    Sub {
-        key: SubKey,
-        subject: Bytes,
-        queue: Option<Bytes>,
-    },
+    /// Boxed, as every variant larger than `Packed`: a batch holds a
+    /// `ShardMsg` per message, which the receiving core reads from memory
+    /// the sending core wrote (cache misses by the line).
+    Sub(Box<Interest>),
     /// Counterpart of `Sub` (UNSUB, auto-unsubscribe reached, connection closed).
-    Unsub {
-        key: SubKey,
-        subject: Bytes,
-        queue: Option<Bytes>,
-    },
-    /// A published message for subscriptions on the receiving shard, sent at most
-    /// once per message per shard; `targets` indexes `Batch::targets`.
-    Deliver {
-        subject: Bytes,
-        reply: Option<Bytes>,
-        hdr_len: Option<u32>,
-        msg: Bytes,
-        targets: (u32, u32),
-    },
+    Unsub(Box<Interest>),
+    /// A published message too long to pack (over `MESH_PACK_MAX`), for
+    /// subscriptions on the receiving shard, sent at most once per message per
+    /// shard.
+    Deliver(Box<Delivery>),
     /// A `Deliver` whose subject, reply and message were copied into the
     /// batch's `packed` buffer, back to back from `at`.
     Packed {
@@ -107,9 +97,9 @@ pub enum ShardMsg {
     },
     /// A `$JS.API` request (as the client sent it) for the receiving shard to
     /// answer: it owns the stream, or coordinates the catalogue.
-    Api(ApiRequest),
+    Api(Box<ApiRequest>),
     /// JetStream control between shards.
-    Js(JsCmd),
+    Js(Box<JsCmd>),
     /// Shard serving monitoring → every other shard: answer gather `id`.
     Stats {
         id: u64,
@@ -138,6 +128,24 @@ pub enum ShardMsg {
     /// Old shard → new, once every peer answered and the connection's queue
     /// there is written: its state; it starts reading on the new shard.
     Arrive(Box<Arrive>),
+}
+
+/// See `ShardMsg::Sub`.
+#[derive(Debug)]
+pub struct Interest {
+    pub key: SubKey,
+    pub subject: Bytes,
+    pub queue: Option<Bytes>,
+}
+
+/// See `ShardMsg::Deliver`; `targets` indexes `Batch::targets`.
+#[derive(Debug)]
+pub struct Delivery {
+    pub subject: Bytes,
+    pub reply: Option<Bytes>,
+    pub hdr_len: Option<u32>,
+    pub msg: Bytes,
+    pub targets: (u32, u32),
 }
 
 /// See `ShardMsg::Move`.
@@ -402,4 +410,4 @@ impl ShardMsg {
 }
 
 // Channel memory grows with this enum: keep it small.
-const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 112);
+const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 40);
