@@ -14,8 +14,8 @@ use crate::shard::Shard;
 impl Shard {
     /// Delivers one message from a peer's batch to its targets on this shard.
     /// Clients and leaf connections copy what they take, so they get slices;
-    /// a stream gets `Bytes` (each a reference count, an atomic operation),
-    /// cut once for all its targets.
+    /// a stream gets `Bytes` (each a reference count, an atomic operation), of
+    /// a packed message cut once for all its targets.
     fn deliver_remote(
         &self,
         list: &[Target],
@@ -50,7 +50,14 @@ impl Shard {
                 continue;
             }
             if t.cid == JS_CID {
-                let (subject, reply, msg) = owned.get_or_insert_with(|| body.bytes(list));
+                let (subject, reply, msg) = match body {
+                    Body::Own(subject, reply, msg) => (subject, reply, msg),
+                    Body::Packed { packed, lens, pin } => {
+                        let (s, r, m) =
+                            owned.get_or_insert_with(|| unpack(packed, *lens, list, *pin));
+                        (&*s, &*r, &*m)
+                    }
+                };
                 if self
                     .jetstream()
                     .deliver(t.sub, subject, reply.as_ref(), hdr_len, msg)
@@ -242,14 +249,6 @@ impl Body<'_> {
             Body::Packed { packed, lens, .. } => unpack_slices(packed, *lens),
         }
     }
-
-    /// Subject, reply and message as `Bytes`, for a stream among `targets`.
-    fn bytes(&self, targets: &[Target]) -> (Bytes, Option<Bytes>, Bytes) {
-        match self {
-            Body::Own(subject, reply, msg) => (subject.clone(), reply.clone(), msg.clone()),
-            Body::Packed { packed, lens, pin } => unpack(packed, *lens, targets, *pin),
-        }
-    }
 }
 
 /// Where a `Packed` message's subject, reply and body sit in its batch's buffer.
@@ -276,11 +275,6 @@ fn unpack_slices(packed: &[u8], lens: (u32, u32, u32, u32)) -> (&[u8], Option<&[
     (&packed[subject], reply.map(|r| &packed[r]), &packed[msg])
 }
 
-/// Whether a target stores what it receives (and keeps it until written).
-fn stored(t: &Target) -> bool {
-    t.cid == JS_CID && msg::stores(t.sub)
-}
-
 /// A `Packed` message's subject, reply and body, cut from its batch's
 /// buffer. A stream keeps what it stores until the write commits: when one of
 /// `targets` stores it and the batch may not be pinned (`pin`), it gets its
@@ -293,7 +287,7 @@ fn unpack(
 ) -> (Bytes, Option<Bytes>, Bytes) {
     let (subject, reply, msg) = ranges(lens);
     let at = subject.start;
-    if pin || !targets.iter().any(stored) {
+    if pin || !targets.iter().any(Target::stores) {
         let reply = reply.map(|r| packed.slice(r));
         return (packed.slice(subject), reply, packed.slice(msg));
     }

@@ -18,17 +18,16 @@ use std::cell::{Cell, RefCell};
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::limits::{MESH_BATCH_BYTES_MAX, MESH_BATCH_MSGS_MAX};
-use crate::shard::msg::{self, BarrierAck, Batch, ShardMsg, Target, JS_CID};
+use crate::shard::msg::{BarrierAck, Batch, ShardMsg, Target};
 
 pub struct Mesh {
     id: u16,
     data_tx: Senders<Batch>,
     ack_tx: Senders<BarrierAck>,
     open: RefCell<Vec<Batch>>,
-    /// Per peer: (publish number, index in `msgs`) of the Deliver that the current
-    /// publish is adding targets to, and whether a storing target of it was
-    /// counted in `Batch::stored_bytes`.
-    current: RefCell<Vec<Option<(u64, usize, bool)>>>,
+    /// Per peer: the message (`Packed` or `Deliver`) the current publish is
+    /// adding targets to.
+    current: RefCell<Vec<Option<Current>>>,
     publish_seq: Cell<u64>,
     /// Per peer: a flush is waiting for room in its channel.
     sending: RefCell<Vec<bool>>,
@@ -90,39 +89,9 @@ impl Mesh {
         make: impl FnOnce(&mut Vec<u8>) -> ShardMsg,
     ) -> bool {
         let mut open = self.open.borrow_mut();
-        let batch = &mut open[usize::from(peer)];
         let mut current = self.current.borrow_mut();
-        let slot = &mut current[usize::from(peer)];
-        let (index, counted) = match *slot {
-            Some((s, index, counted)) if s == seq => (index, counted),
-            _ => {
-                let start = batch.targets.len() as u32;
-                let before = batch.packed.len();
-                let mut msg = make(&mut batch.packed);
-                match &mut msg {
-                    ShardMsg::Deliver(d) => {
-                        d.targets = (start, start);
-                        batch.bytes += d.msg.len();
-                    }
-                    ShardMsg::Packed { targets, .. } => {
-                        *targets = (start, start);
-                        batch.bytes += batch.packed.len() - before;
-                    }
-                    _ => {}
-                }
-                batch.msgs.push(msg);
-                (batch.msgs.len() - 1, false)
-            }
-        };
-        let counted = count_stored(batch, index, counted, &target);
-        *slot = Some((seq, index, counted));
-        batch.targets.push(target);
-        match batch.msgs.get_mut(index) {
-            Some(ShardMsg::Deliver(d)) => d.targets.1 += 1,
-            Some(ShardMsg::Packed { targets, .. }) => targets.1 += 1,
-            _ => {}
-        }
-        is_full(batch)
+        let peer = usize::from(peer);
+        add_target(&mut open[peer], &mut current[peer], seq, target, make)
     }
 
     /// Queues `msg` for every peer.
@@ -224,15 +193,67 @@ fn new_batch(from: u16, to: u16) -> Batch {
     }
 }
 
-/// Adds message `index` to `batch.stored_bytes` if `target` stores it and it
-/// is not `counted` yet (once per message, whatever number of streams store
-/// it); whether it is counted now.
-fn count_stored(batch: &mut Batch, index: usize, counted: bool, target: &Target) -> bool {
-    if counted || target.cid != JS_CID || !msg::stores(target.sub) {
-        return counted;
+/// The message of one peer's open batch that a publish is adding targets to.
+#[derive(Clone, Copy)]
+struct Current {
+    /// The publish (`Mesh::begin_publish`).
+    seq: u64,
+    /// Its index in `Batch::msgs`.
+    index: usize,
+    /// Bytes it took in `Batch::packed` (0 for a `Deliver`).
+    packed: usize,
+    /// Whether a stream among its targets was counted in `Batch::stored_bytes`.
+    stored: bool,
+}
+
+/// `Mesh::add_target` on one peer's open batch and its current message.
+fn add_target(
+    batch: &mut Batch,
+    slot: &mut Option<Current>,
+    seq: u64,
+    target: Target,
+    make: impl FnOnce(&mut Vec<u8>) -> ShardMsg,
+) -> bool {
+    let mut cur = match *slot {
+        Some(c) if c.seq == seq => c,
+        _ => {
+            let start = batch.targets.len() as u32;
+            let before = batch.packed.len();
+            let mut msg = make(&mut batch.packed);
+            let packed = batch.packed.len() - before;
+            match &mut msg {
+                ShardMsg::Deliver(d) => {
+                    d.targets = (start, start);
+                    batch.bytes += d.msg.len();
+                }
+                ShardMsg::Packed { targets, .. } => {
+                    *targets = (start, start);
+                    batch.bytes += packed;
+                }
+                _ => {}
+            }
+            batch.msgs.push(msg);
+            Current {
+                seq,
+                index: batch.msgs.len() - 1,
+                packed,
+                stored: false,
+            }
+        }
+    };
+    // Counted once per message, whatever number of streams store it.
+    if !cur.stored && target.stores() {
+        batch.stored_bytes += cur.packed;
+        cur.stored = true;
     }
-    batch.stored_bytes += batch.msgs.get(index).map_or(0, ShardMsg::packed_len);
-    true
+    *slot = Some(cur);
+    batch.targets.push(target);
+    match batch.msgs.get_mut(cur.index) {
+        Some(ShardMsg::Deliver(d)) => d.targets.1 += 1,
+        Some(ShardMsg::Packed { targets, .. }) => targets.1 += 1,
+        _ => {}
+    }
+    is_full(batch)
 }
 
 fn is_full(batch: &Batch) -> bool {
@@ -242,34 +263,83 @@ fn is_full(batch: &Batch) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::msg::{ACK_BIT, JS_CID, LINK_KIND};
+
+    /// Packs `len` bytes as one message with no reply.
+    fn pack(len: u32) -> impl FnOnce(&mut Vec<u8>) -> ShardMsg {
+        move |packed: &mut Vec<u8>| {
+            let at = packed.len() as u32;
+            packed.resize(packed.len() + len as usize, b'x');
+            ShardMsg::Packed {
+                at,
+                subject_len: 1,
+                reply_len: u32::MAX,
+                hdr_len: None,
+                msg_len: len - 1,
+                targets: (0, 0),
+            }
+        }
+    }
 
     #[test]
-    fn a_stored_message_counts_once_and_only_for_a_storing_target() {
+    fn bytes_for_streams_count_once_per_message() {
         let mut batch = new_batch(0, 1);
-        batch.msgs.push(ShardMsg::Packed {
-            at: 0,
-            subject_len: 3,
-            reply_len: 5,
-            hdr_len: None,
-            msg_len: 10,
-            targets: (0, 0),
-        });
+        let mut slot = None;
         let client = Target { cid: 9, sub: 1 };
-        let stream = Target {
+        let stream = |uid| Target {
             cid: JS_CID,
-            sub: 1,
+            sub: uid,
         };
         let ack = Target {
             cid: JS_CID,
-            sub: 1 | !msg::UID_MASK,
+            sub: 1 | ACK_BIT,
         };
-        assert!(!count_stored(&mut batch, 0, false, &client));
-        assert!(!count_stored(&mut batch, 0, false, &ack));
-        assert_eq!(batch.stored_bytes, 0);
-        assert!(count_stored(&mut batch, 0, false, &stream));
-        assert_eq!(batch.stored_bytes, 18);
-        // A second stream storing the same message adds nothing.
-        assert!(count_stored(&mut batch, 0, true, &stream));
-        assert_eq!(batch.stored_bytes, 18);
+        let link = Target {
+            cid: JS_CID,
+            sub: 1 | LINK_KIND,
+        };
+        // Publish 1: a client, two streams: its 10 bytes count once.
+        add_target(&mut batch, &mut slot, 1, client, pack(10));
+        add_target(&mut batch, &mut slot, 1, stream(1), pack(99));
+        add_target(&mut batch, &mut slot, 1, stream(2), pack(99));
+        assert_eq!((batch.msgs.len(), batch.targets.len()), (1, 3));
+        assert_eq!(batch.stored_bytes, 10);
+        // Publish 2 (an ack, a link's copy) stores nothing.
+        add_target(&mut batch, &mut slot, 2, ack, pack(20));
+        add_target(&mut batch, &mut slot, 2, link, pack(20));
+        assert_eq!(batch.stored_bytes, 10);
+        // Publish 3, made while publish 2 was routed (a reply): a message of
+        // its own; then publish 2 again starts another copy for its stream.
+        add_target(&mut batch, &mut slot, 3, stream(1), pack(7));
+        add_target(&mut batch, &mut slot, 2, stream(1), pack(20));
+        assert_eq!(batch.stored_bytes, 10 + 7 + 20);
+        assert_eq!(batch.packed.len(), 10 + 20 + 7 + 20);
+        assert!(matches!(
+            batch.msgs[0],
+            ShardMsg::Packed {
+                targets: (0, 3),
+                ..
+            }
+        ));
+        assert!(matches!(
+            batch.msgs[1],
+            ShardMsg::Packed {
+                targets: (3, 5),
+                ..
+            }
+        ));
+        // A message too long to pack takes no packed bytes.
+        let long = |_: &mut Vec<u8>| {
+            ShardMsg::Deliver(Box::new(crate::shard::msg::Delivery {
+                subject: bytes::Bytes::from_static(b"s"),
+                reply: None,
+                hdr_len: None,
+                msg: bytes::Bytes::from(vec![0; 20_000]),
+                targets: (0, 0),
+            }))
+        };
+        add_target(&mut batch, &mut slot, 4, stream(1), long);
+        assert_eq!(batch.stored_bytes, 37);
+        assert_eq!(batch.bytes, 10 + 20 + 7 + 20 + 20_000);
     }
 }

@@ -70,19 +70,29 @@ pub struct Target {
     pub sub: u32,
 }
 
+impl Target {
+    /// Whether it stores what it receives (a stream's own subjects), keeping
+    /// the message until its write commits.
+    pub fn stores(&self) -> bool {
+        self.cid == JS_CID && stores(self.sub)
+    }
+}
+
+/// What one shard sends another, in a `Batch`. Every variant larger than
+/// `Packed` is boxed: a batch holds a `ShardMsg` per message, which the
+/// receiving core reads from memory the sending core wrote (cache misses by
+/// the line).
 #[derive(Debug)]
 pub enum ShardMsg {
     /// Sent by the shard owning a connection to every other shard when it
     /// subscribes; the receiver adds the key to its interest replica.
-    /// Boxed, as every variant larger than `Packed`: a batch holds a
-    /// `ShardMsg` per message, which the receiving core reads from memory
-    /// the sending core wrote (cache misses by the line).
     Sub(Box<Interest>),
     /// Counterpart of `Sub` (UNSUB, auto-unsubscribe reached, connection closed).
     Unsub(Box<Interest>),
     /// A published message too long to pack (over `MESH_PACK_MAX`), for
-    /// subscriptions on the receiving shard, sent at most once per message per
-    /// shard.
+    /// subscriptions on the receiving shard: once per publish per shard (a
+    /// publish made while routing it, such as a stream's reply, may make the
+    /// rest of its targets take another).
     Deliver(Box<Delivery>),
     /// A `Deliver` whose subject, reply and message were copied into the
     /// batch's `packed` buffer, back to back from `at`.
@@ -113,7 +123,6 @@ pub enum ShardMsg {
     /// A message for leaf connection `cid` on the receiving shard, matched
     /// on `matched` (its LMSG subject), shown with `subject` (a JetStream
     /// delivery's stored subject), for the far side's `queues`.
-    /// Boxed: rarer than `Deliver`, and larger.
     Leaf(Box<LeafDelivery>),
     /// Asks the receiver to confirm (on the reply mesh) that it applied everything
     /// this shard sent before; lets PONG mean "your SUBs are in force everywhere".
@@ -384,29 +393,6 @@ pub struct Batch {
 #[derive(Debug, Clone, Copy)]
 pub struct BarrierAck {
     pub cid: u64,
-}
-
-impl ShardMsg {
-    /// Bytes a `Packed` message takes in its batch's `packed` buffer; 0 for
-    /// any other.
-    pub fn packed_len(&self) -> usize {
-        match self {
-            ShardMsg::Packed {
-                subject_len,
-                reply_len,
-                msg_len,
-                ..
-            } => {
-                let reply = if *reply_len == u32::MAX {
-                    0
-                } else {
-                    *reply_len
-                };
-                (subject_len + reply + msg_len) as usize
-            }
-            _ => 0,
-        }
-    }
 }
 
 // Channel memory grows with this enum: keep it small.
