@@ -66,9 +66,9 @@ pub(crate) struct Hits {
 }
 
 impl Hits {
-    /// The shards of the leaf connections hit.
-    pub(crate) fn shards(&self) -> impl Iterator<Item = u16> + '_ {
-        self.list.iter().map(|(k, _)| k.shard)
+    /// The leaf connections' subscriptions hit.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &SubKey> + '_ {
+        self.list.iter().map(|(k, _)| k)
     }
 
     pub(crate) fn add(&mut self, origin: &Origin, key: SubKey, queue: Option<&[u8]>) {

@@ -350,12 +350,10 @@ impl Shard {
             full |= f;
         }
         if !leaves.is_empty() {
-            // A leaf connection never moves: a client whose publishes all
-            // go to one on another shard moves there, as toward a stream.
+            // Every leaf connection hit, here, as `route` aims at other keys.
             if let Some(conn) = from {
-                for shard in leaves.shards() {
-                    let to = if shard == self.id { Aim::MIXED } else { shard };
-                    conn.aim_at(to, JS_CID);
+                for key in leaves.keys() {
+                    aim_toward(conn, self.id, key);
                 }
             }
             let (d, f) = self.route_leaves(from, p, match_on, leaves, pub_seq);
@@ -372,15 +370,9 @@ impl Shard {
         p: &PubOp,
         pub_seq: u64,
     ) -> (bool, bool) {
-        if let Some(conn) = from {
-            let to = if key.shard == self.id {
-                Aim::MIXED
-            } else {
-                key.shard
-            };
-            // A leaf connection never moves: toward it, as toward a stream.
-            let cid = if msg::is_leaf(&key) { JS_CID } else { key.cid };
-            conn.aim_at(to, cid);
+        // Leaf keys (from `route_leaves`) were aimed at in `publish_matched`.
+        if let Some(conn) = from.filter(|_| !msg::is_leaf(&key)) {
+            aim_toward(conn, self.id, &key);
         }
         if key.shard == self.id && key.cid == JS_CID {
             let congested =
@@ -657,4 +649,17 @@ impl Shard {
             });
         }
     }
+}
+
+/// Counts a publish of `conn` toward `key`'s shard in its move decision (this
+/// shard's own keys: toward none). A leaf connection never moves: a client is
+/// aimed at one as at a stream, to move to its shard.
+fn aim_toward(conn: &Conn, here: u16, key: &SubKey) {
+    let to = if key.shard == here {
+        Aim::MIXED
+    } else {
+        key.shard
+    };
+    let cid = if msg::is_leaf(key) { JS_CID } else { key.cid };
+    conn.aim_at(to, cid);
 }
