@@ -10,3 +10,4 @@ pub mod segindex;
 pub mod segment;
 pub mod slots;
 pub mod stagebuf;
+pub mod write_job;

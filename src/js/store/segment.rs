@@ -16,6 +16,8 @@ use bytes::Bytes;
 use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 
 use crate::js::store::packed::Packed;
+pub use crate::js::store::write_job::WriteJob;
+use crate::js::store::write_job::{fill, piece_max, pieces};
 use crate::limits::{CACHED_WRITE_MAX, DMA_IO_MAX, STAGED_DIRECT_MIN};
 use crate::limits::{SEGMENT_DELETE_CHUNK, SEGMENT_DELETE_PACE};
 
@@ -172,91 +174,6 @@ impl Restore {
     }
 }
 
-/// One group-commit write: aligned buffers for consecutive file ranges, or
-/// (interval mode) the same bytes in one write through the page cache.
-pub struct WriteJob {
-    file: Rc<DmaFile>,
-    chunks: Vec<(u64, glommio::io::DmaBuffer)>,
-    cached: Option<(Rc<BufferedFile>, u64, Vec<u8>)>,
-    sync: bool,
-}
-
-impl WriteJob {
-    /// A write of `data` (block-aligned position, whole blocks) at `pos`.
-    pub fn single(file: Rc<DmaFile>, pos: u64, data: &[u8]) -> WriteJob {
-        let chunks = pieces(data.len())
-            .map(|(at, n)| {
-                let mut buf = file.alloc_dma_buffer(n);
-                buf.as_bytes_mut().copy_from_slice(&data[at..at + n]);
-                (pos + at as u64, buf)
-            })
-            .collect();
-        WriteJob {
-            file,
-            chunks,
-            cached: None,
-            sync: false,
-        }
-    }
-
-    pub async fn run(self) -> std::io::Result<()> {
-        if let Some((file, pos, data)) = self.cached {
-            let want = data.len();
-            let n = file.write_at(data, pos).await?;
-            if n != want {
-                return Err(std::io::Error::other(format!(
-                    "short write: {n} of {want} bytes"
-                )));
-            }
-            return Ok(());
-        }
-        if self.chunks.len() == 1 {
-            let (pos, buf) = self.chunks.into_iter().next().expect("one chunk");
-            let want = buf.len();
-            let n = self.file.write_at(buf, pos).await?;
-            if n != want {
-                return Err(std::io::Error::other(format!(
-                    "short write: {n} of {want} bytes"
-                )));
-            }
-            if self.sync {
-                self.file.fdatasync().await?;
-            }
-            return Ok(());
-        }
-        // Every chunk is submitted before any is awaited, so they are in flight together.
-        let handles: Vec<_> = self
-            .chunks
-            .into_iter()
-            .map(|(pos, buf)| {
-                let file = self.file.clone();
-                glommio::spawn_local(async move {
-                    let want = buf.len();
-                    let n = file.write_at(buf, pos).await?;
-                    if n != want {
-                        return Err(std::io::Error::other(format!(
-                            "short write: {n} of {want} bytes"
-                        )));
-                    }
-                    Ok::<(), std::io::Error>(())
-                })
-            })
-            .collect();
-        let mut result = Ok(());
-        for h in handles {
-            if let Err(e) = h.await {
-                result = Err(e);
-            }
-        }
-        result?;
-        let file = self.file;
-        if self.sync {
-            file.fdatasync().await?;
-        }
-        Ok(())
-    }
-}
-
 impl FileLog {
     /// True when the active segment is full and the next write should roll
     /// (only once nothing is in flight).
@@ -384,7 +301,7 @@ impl FileLog {
             (c, start, data)
         });
         let direct = if cached.is_some() { 0 } else { padded };
-        let chunks = pieces(direct)
+        let chunks = pieces(direct, piece_max(&file))
             .map(|(at, n)| {
                 let buf = if in_place {
                     glommio::io::DmaBuffer::from_owner(frozen.slice(at..at + n))
@@ -412,17 +329,8 @@ impl FileLog {
         self.carry_base = new_base;
         self.reserved_end = end;
         self.inflight += 1;
-        // Synchronous mode opens files O_DSYNC: no separate fdatasync needed.
-        (
-            WriteJob {
-                file,
-                chunks,
-                cached,
-                sync: false,
-            },
-            staged_at,
-            restore,
-        )
+        // Synchronous mode opens files O_DSYNC: each piece is its own fdatasync.
+        (WriteJob::new(file, chunks, cached), staged_at, restore)
     }
 
     /// Applies bytes rewritten at `start` of segment `seg` to the carry, if
@@ -606,31 +514,6 @@ pub async fn read_at(file: &DmaFile, off: u64, len: usize) -> std::io::Result<Op
     Ok(Some(out[skip..skip + len].to_vec()))
 }
 
-/// Offset and length of each DMA piece of a `len`-byte write.
-fn pieces(len: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..len)
-        .step_by(DMA_IO_MAX)
-        .map(move |at| (at, (len - at).min(DMA_IO_MAX)))
-}
-
-/// Copies bytes `[from, from + out.len())` of `carry ++ staged` into `out`,
-/// zero-filling past their end.
-fn fill(out: &mut [u8], from: usize, carry: &[u8], staged: &[u8]) {
-    let mut at = 0;
-    if from < carry.len() {
-        let n = (carry.len() - from).min(out.len());
-        out[..n].copy_from_slice(&carry[from..from + n]);
-        at = n;
-    }
-    let s_from = (from + at).saturating_sub(carry.len());
-    if s_from < staged.len() && at < out.len() {
-        let n = (staged.len() - s_from).min(out.len() - at);
-        out[at..at + n].copy_from_slice(&staged[s_from..s_from + n]);
-        at += n;
-    }
-    out[at..].fill(0);
-}
-
 pub fn segment_name(first: u64) -> String {
     format!("{first:020}.seg")
 }
@@ -769,29 +652,5 @@ impl FileLog {
             }
         }
         Ok(log)
-    }
-}
-
-// Unit tests only: each unwrap() here is an assertion on a fixed input.
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn fill_joins_carry_and_staged_then_zeros() {
-        let carry = b"abc";
-        let staged = b"defgh";
-        for from in 0..10 {
-            for len in 0..10 {
-                let mut out = vec![9u8; len];
-                super::fill(&mut out, from, carry, staged);
-                let all: Vec<u8> = b"abcdefgh"
-                    .iter()
-                    .copied()
-                    .chain(std::iter::repeat(0))
-                    .skip(from)
-                    .take(len)
-                    .collect();
-                assert_eq!(out, all, "from {from} len {len}");
-            }
-        }
     }
 }

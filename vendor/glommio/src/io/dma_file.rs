@@ -522,6 +522,12 @@ impl DmaFile {
         self.o_direct_alignment
     }
 
+    /// jetcore: the largest single request the file's device takes
+    /// (`max_sectors_kb`), so a caller can size its writes to it.
+    pub fn max_sectors_size(&self) -> usize {
+        self.max_sectors_size
+    }
+
     /// Erases a range from the file without changing the size. Check the man
     /// page for [`fallocate`] for a list of the supported filesystems.
     /// Partial blocks are zeroed while whole blocks are simply unmapped
