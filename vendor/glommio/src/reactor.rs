@@ -119,26 +119,32 @@ impl Timers {
         self.timers.insert((when, id), waker);
     }
 
-    /// Return the duration until next event and the number of
+    /// Return the time now, the next timer's deadline and the number of
     /// ready and woke timers.
-    fn process_timers(&mut self) -> (Option<Duration>, usize) {
+    fn process_timers(&mut self) -> (Instant, Option<Instant>, usize) {
         let now = Instant::now();
 
-        // Split timers into ready and pending timers.
-        let pending = self.timers.split_off(&(now, 0));
-        let ready = mem::replace(&mut self.timers, pending);
-        let woke = ready.len();
-        for (_, waker) in ready {
-            wake!(waker);
-        }
-
-        // Calculate the duration until the next event.
-        let next = self
+        // jetcore: split the timers only when one is due; `split_off` builds
+        // a new tree on every executor loop iteration otherwise.
+        let due = self
             .timers
             .keys()
             .next()
-            .map(|(when, _)| when.saturating_duration_since(now));
-        (next, woke)
+            .is_some_and(|(when, _)| *when < now);
+        let mut woke = 0;
+        if due {
+            // Split timers into ready and pending timers.
+            let pending = self.timers.split_off(&(now, 0));
+            let ready = mem::replace(&mut self.timers, pending);
+            woke = ready.len();
+            for (_, waker) in ready {
+                wake!(waker);
+            }
+        }
+
+        // The next event's deadline.
+        let next = self.timers.keys().next().map(|(when, _)| *when);
+        (now, next, woke)
     }
 }
 
@@ -817,7 +823,7 @@ impl Reactor {
     /// Processes ready timers and extends the list of wakers to wake.
     ///
     /// Returns the duration until the next timer
-    fn process_timers(&self) -> (Option<Duration>, usize) {
+    fn process_timers(&self) -> (Instant, Option<Instant>, usize) {
         let mut timers = self.timers.borrow_mut();
         timers.process_timers()
     }
@@ -852,27 +858,27 @@ impl Reactor {
     pub(crate) fn spin_poll_io(&self) -> io::Result<bool> {
         let mut woke = 0;
         self.sys.poll_io(&mut woke)?;
-        woke += self.process_timers().1;
+        woke += self.process_timers().2;
         woke += self.process_shared_channels();
 
         Ok(woke > 0)
     }
 
-    fn process_external_events(&self) -> (Option<Duration>, usize) {
-        let (next_timer, mut woke) = self.process_timers();
+    fn process_external_events(&self) -> (Instant, Option<Instant>, usize) {
+        let (now, next_timer, mut woke) = self.process_timers();
         woke += self.process_shared_channels();
-        (next_timer, woke)
+        (now, next_timer, woke)
     }
 
     /// Processes new events, blocking until the first event or the timeout.
     pub(crate) fn react(&self, timeout: impl Fn() -> Option<Duration>) -> io::Result<bool> {
         // Process ready timers.
-        let (next_timer, woke) = self.process_external_events();
+        let (now, next_timer, woke) = self.process_external_events();
 
         // Block on I/O events.
-        match self
-            .sys
-            .wait(timeout, next_timer, woke, || self.process_shared_channels())
+        match self.sys.wait(timeout, now, next_timer, woke, || {
+            self.process_shared_channels()
+        })
         {
             // Don't wait for the next loop to process timers or shared channels
             Ok(true) => {

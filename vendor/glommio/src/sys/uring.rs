@@ -1230,6 +1230,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// jetcore: when the latency timer above fires.
+    latency_timer_at: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1361,6 +1363,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_at: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1805,7 +1808,8 @@ impl Reactor {
     pub(crate) fn wait<Preempt, F>(
         &self,
         preempt_timer: Preempt,
-        user_timer: Option<Duration>,
+        now: Instant,
+        user_deadline: Option<Instant>,
         mut woke: usize,
         process_remote_channels: F,
     ) -> io::Result<bool>
@@ -1829,8 +1833,30 @@ impl Reactor {
         // re-armed it on every executor loop iteration (two io_uring_enter
         // calls); it then fires at most one preempt period after it was
         // armed: an early yield at worst.
+        // jetcore: a park keeps one still armed too, unless it would fire
+        // after the next user timer is due. glommio cancelled it and armed
+        // the user timer anew on every park (two io_uring_enter calls per
+        // park); now a park costs none while the armed timer serves. One
+        // that fires before the user timer is due wakes the executor once
+        // for nothing, and the park after that arms the user timer.
+        let user_timer = user_deadline.map(|at| at.saturating_duration_since(now));
         if preempt_timer().is_none() {
-            drop(self.latency_preemption_timeout_src.take());
+            let armed = self
+                .latency_preemption_timeout_src
+                .take()
+                .filter(|t| t.result().is_none());
+            let serves = match (self.latency_timer_at.get(), user_deadline) {
+                (Some(fires), Some(due)) => fires <= due,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            match armed {
+                Some(t) if serves => self.latency_preemption_timeout_src.set(Some(t)),
+                other => {
+                    drop(other);
+                    self.latency_timer_at.set(None);
+                }
+            }
         }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
@@ -1871,9 +1897,17 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                // jetcore: unless one kept above fires first.
+                let kept = self.latency_preemption_timeout_src.take();
+                match kept {
+                    Some(t) => self.latency_preemption_timeout_src.set(Some(t)),
+                    None => {
+                        self.latency_preemption_timeout_src
+                            .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                        self.latency_timer_at.set(user_deadline);
+                        assert!(flush_rings!(lat_ring)? > 0);
+                    }
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1911,6 +1945,7 @@ impl Reactor {
                 None => {
                     self.latency_preemption_timeout_src
                         .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                    self.latency_timer_at.set(Some(now + preempt));
                     flush_rings!(lat_ring, main_ring)?;
                 }
             }
