@@ -1230,8 +1230,10 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
-    /// jetcore: when the latency timer above fires.
+    /// jetcore: when the latency timer above fires, and whether a park armed
+    /// it for a user timer (else it is a preempt timer).
     latency_timer_at: Cell<Option<Instant>>,
+    latency_timer_user: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1364,6 +1366,7 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             latency_timer_at: Cell::new(None),
+            latency_timer_user: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1831,25 +1834,26 @@ impl Reactor {
         // jetcore: a poll between task queues (a preempt timer asked for)
         // keeps the one still armed (below), where glommio cancelled and
         // re-armed it on every executor loop iteration (two io_uring_enter
-        // calls); it then fires at most one preempt period after it was
-        // armed: an early yield at worst.
-        // jetcore: a park keeps one still armed too, unless it would fire
-        // after the next user timer is due. glommio cancelled it and armed
+        // calls). That may be a user timer a park armed: a long run then
+        // yields when it is due (or when the throughput timer fires), not
+        // one preempt period after the run began.
+        // jetcore: a park keeps a user timer it armed before, while that is
+        // still the next one due (or none is). glommio cancelled it and armed
         // the user timer anew on every park (two io_uring_enter calls per
-        // park); now a park costs none while the armed timer serves. One
-        // that fires before the user timer is due wakes the executor once
-        // for nothing, and the park after that arms the user timer.
+        // park). A preempt timer is cancelled as before: kept, it would wake
+        // an idle executor every preempt period.
         let user_timer = user_deadline.map(|at| at.saturating_duration_since(now));
         if preempt_timer().is_none() {
             let armed = self
                 .latency_preemption_timeout_src
                 .take()
                 .filter(|t| t.result().is_none());
-            let serves = match (self.latency_timer_at.get(), user_deadline) {
-                (Some(fires), Some(due)) => fires <= due,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
+            let serves = self.latency_timer_user.get()
+                && match (self.latency_timer_at.get(), user_deadline) {
+                    (Some(fires), Some(due)) => fires <= due,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
             match armed {
                 Some(t) if serves => self.latency_preemption_timeout_src.set(Some(t)),
                 other => {
@@ -1905,6 +1909,7 @@ impl Reactor {
                         self.latency_preemption_timeout_src
                             .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
                         self.latency_timer_at.set(user_deadline);
+                        self.latency_timer_user.set(true);
                         assert!(flush_rings!(lat_ring)? > 0);
                     }
                 }
@@ -1946,6 +1951,7 @@ impl Reactor {
                     self.latency_preemption_timeout_src
                         .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
                     self.latency_timer_at.set(Some(now + preempt));
+                    self.latency_timer_user.set(false);
                     flush_rings!(lat_ring, main_ring)?;
                 }
             }
