@@ -822,7 +822,7 @@ impl Reactor {
 
     /// Processes ready timers and extends the list of wakers to wake.
     ///
-    /// Returns the duration until the next timer
+    /// Returns the time now, the next timer's deadline and the number woken.
     fn process_timers(&self) -> (Instant, Option<Instant>, usize) {
         let mut timers = self.timers.borrow_mut();
         timers.process_timers()

@@ -1230,10 +1230,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
-    /// jetcore: when the latency timer above fires, and whether a park armed
-    /// it for a user timer (else it is a preempt timer).
-    latency_timer_at: Cell<Option<Instant>>,
-    latency_timer_user: Cell<bool>,
+    /// jetcore: when the latency timer above fires, if a park armed it for a
+    /// user timer (None for a preempt timer).
+    latency_user_at: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1365,8 +1364,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
-            latency_timer_at: Cell::new(None),
-            latency_timer_user: Cell::new(false),
+            latency_user_at: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1830,35 +1828,36 @@ impl Reactor {
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // Cancel the old timer if we may sleep (a park: no preempt timer
-        // asked for): otherwise we'll wake up when it expires.
+        // asked for), unless it is a user timer still serving (below):
+        // otherwise we'll wake up when it expires.
         // jetcore: a poll between task queues (a preempt timer asked for)
         // keeps the one still armed (below), where glommio cancelled and
         // re-armed it on every executor loop iteration (two io_uring_enter
         // calls). That may be a user timer a park armed: a long run then
         // yields when it is due (or when the throughput timer fires), not
         // one preempt period after the run began.
-        // jetcore: a park keeps a user timer it armed before, while that is
-        // still the next one due (or none is). glommio cancelled it and armed
-        // the user timer anew on every park (two io_uring_enter calls per
-        // park). A preempt timer is cancelled as before: kept, it would wake
-        // an idle executor every preempt period.
+        // jetcore: a park keeps a user timer it armed before while that fires
+        // no later than the next user timer is due (one dropped or moved
+        // later costs one early wake-up). glommio cancelled it and armed the
+        // user timer anew on every park (two io_uring_enter calls per park).
+        // A preempt timer is cancelled as before: kept, it would wake an idle
+        // executor every preempt period.
         let user_timer = user_deadline.map(|at| at.saturating_duration_since(now));
         if preempt_timer().is_none() {
             let armed = self
                 .latency_preemption_timeout_src
                 .take()
                 .filter(|t| t.result().is_none());
-            let serves = self.latency_timer_user.get()
-                && match (self.latency_timer_at.get(), user_deadline) {
-                    (Some(fires), Some(due)) => fires <= due,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                };
+            let serves = match (self.latency_user_at.get(), user_deadline) {
+                (Some(fires), Some(due)) => fires <= due,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
             match armed {
                 Some(t) if serves => self.latency_preemption_timeout_src.set(Some(t)),
                 other => {
                     drop(other);
-                    self.latency_timer_at.set(None);
+                    self.latency_user_at.set(None);
                 }
             }
         }
@@ -1901,15 +1900,19 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                // jetcore: unless one kept above fires first.
-                let kept = self.latency_preemption_timeout_src.take();
+                // jetcore: unless one kept above fires first, and has not
+                // fired since: the rings were consumed after that choice, and
+                // a timer whose completion was taken there would wake no one.
+                let kept = self
+                    .latency_preemption_timeout_src
+                    .take()
+                    .filter(|t| t.result().is_none());
                 match kept {
                     Some(t) => self.latency_preemption_timeout_src.set(Some(t)),
                     None => {
                         self.latency_preemption_timeout_src
                             .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                        self.latency_timer_at.set(user_deadline);
-                        self.latency_timer_user.set(true);
+                        self.latency_user_at.set(user_deadline);
                         assert!(flush_rings!(lat_ring)? > 0);
                     }
                 }
@@ -1950,8 +1953,7 @@ impl Reactor {
                 None => {
                     self.latency_preemption_timeout_src
                         .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-                    self.latency_timer_at.set(Some(now + preempt));
-                    self.latency_timer_user.set(false);
+                    self.latency_user_at.set(None);
                     flush_rings!(lat_ring, main_ring)?;
                 }
             }
