@@ -17,9 +17,7 @@ use crate::js::types::errors::ApiError;
 use crate::js::types::json;
 use crate::js::types::stream_config::StreamConfig;
 use crate::js::{api, consumer, Js};
-use crate::shard::msg::{
-    Interest, JsCmd, ShardMsg, SubKey, ACK_BIT, DIRECT_BIT, FC_BIT, JS_CID, NEXT_BIT,
-};
+use crate::shard::msg::{JsCmd, ShardMsg, SubKey, ACK_BIT, DIRECT_BIT, FC_BIT, JS_CID, NEXT_BIT};
 use crate::shard::Shard;
 
 /// Stream metadata persisted beside the data (`meta.json`).
@@ -153,22 +151,7 @@ pub fn set_interest(shard: &Shard, subject: &Bytes, queue: Option<&Bytes>, key: 
         shard.interest_remove(subject, queue, key);
     }
     if let Some(mesh) = &shard.mesh {
-        mesh.broadcast(|| {
-            let (subject, queue) = (subject.clone(), queue.cloned());
-            if add {
-                ShardMsg::Sub(Box::new(Interest {
-                    key,
-                    subject,
-                    queue,
-                }))
-            } else {
-                ShardMsg::Unsub(Box::new(Interest {
-                    key,
-                    subject,
-                    queue,
-                }))
-            }
-        });
+        mesh.broadcast(|| ShardMsg::interest(add, key, subject, queue));
     }
 }
 

@@ -119,13 +119,7 @@ impl Shard {
         self.interest_add(subject, queue, key);
         self.mesh.as_ref().is_some_and(|mesh| {
             conn.peers_behind.set(true);
-            mesh.broadcast(|| {
-                ShardMsg::Sub(Box::new(msg::Interest {
-                    key,
-                    subject: subject.clone(),
-                    queue: queue.cloned(),
-                }))
-            })
+            mesh.broadcast(|| ShardMsg::interest(true, key, subject, queue))
         })
     }
 

@@ -640,13 +640,7 @@ impl Shard {
         assert!(was_there, "local subscription missing from interest");
         if let Some(mesh) = &self.mesh {
             conn.peers_behind.set(true);
-            mesh.broadcast(|| {
-                ShardMsg::Unsub(Box::new(msg::Interest {
-                    key,
-                    subject: s.subject.clone(),
-                    queue: s.queue.clone(),
-                }))
-            });
+            mesh.broadcast(|| ShardMsg::interest(false, key, &s.subject, s.queue.as_ref()));
         }
     }
 }

@@ -147,6 +147,22 @@ pub struct Interest {
     pub queue: Option<Bytes>,
 }
 
+impl ShardMsg {
+    /// `Sub` (`add`) or `Unsub` of `key` on `subject` and `queue`.
+    pub fn interest(add: bool, key: SubKey, subject: &Bytes, queue: Option<&Bytes>) -> ShardMsg {
+        let i = Box::new(Interest {
+            key,
+            subject: subject.clone(),
+            queue: queue.cloned(),
+        });
+        if add {
+            ShardMsg::Sub(i)
+        } else {
+            ShardMsg::Unsub(i)
+        }
+    }
+}
+
 /// See `ShardMsg::Deliver`; `targets` indexes `Batch::targets`.
 #[derive(Debug)]
 pub struct Delivery {

@@ -7,6 +7,10 @@ use glommio::io::{BufferedFile, DmaBuffer, DmaFile};
 
 use crate::limits::{DMA_IO_MAX, DMA_WRITE_MAX};
 
+// `piece_size` clamps between the two (a panic if reversed), in whole blocks.
+const _: () = assert!(DMA_IO_MAX <= DMA_WRITE_MAX);
+const _: () = assert!((DMA_WRITE_MAX as u64).is_multiple_of(super::segment::BLOCK));
+
 /// One group-commit write: aligned buffers for consecutive file ranges, or
 /// (interval mode) the same bytes in one write through the page cache.
 pub struct WriteJob {

@@ -1844,10 +1844,7 @@ impl Reactor {
         // executor every preempt period.
         let user_timer = user_deadline.map(|at| at.saturating_duration_since(now));
         if preempt_timer().is_none() {
-            let armed = self
-                .latency_preemption_timeout_src
-                .take()
-                .filter(|t| t.result().is_none());
+            let armed = self.take_pending_latency_timer();
             let serves = match (self.latency_user_at.get(), user_deadline) {
                 (Some(fires), Some(due)) => fires <= due,
                 (Some(_), None) => true,
@@ -1903,11 +1900,7 @@ impl Reactor {
                 // jetcore: unless one kept above fires first, and has not
                 // fired since: the rings were consumed after that choice, and
                 // a timer whose completion was taken there would wake no one.
-                let kept = self
-                    .latency_preemption_timeout_src
-                    .take()
-                    .filter(|t| t.result().is_none());
-                match kept {
+                match self.take_pending_latency_timer() {
                     Some(t) => self.latency_preemption_timeout_src.set(Some(t)),
                     None => {
                         self.latency_preemption_timeout_src
@@ -1944,11 +1937,7 @@ impl Reactor {
 
         if let Some(preempt) = preempt_timer() {
             // jetcore: armed only if none is pending (see above).
-            let armed = self
-                .latency_preemption_timeout_src
-                .take()
-                .filter(|t| t.result().is_none());
-            match armed {
+            match self.take_pending_latency_timer() {
                 Some(t) => self.latency_preemption_timeout_src.set(Some(t)),
                 None => {
                     self.latency_preemption_timeout_src
@@ -1967,6 +1956,14 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// jetcore: the latency timer, if it has not fired (a fired one is
+    /// dropped: nothing to cancel).
+    fn take_pending_latency_timer(&self) -> Option<Source> {
+        self.latency_preemption_timeout_src
+            .take()
+            .filter(|t| t.result().is_none())
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
