@@ -220,9 +220,19 @@ pub const GATHER_MOVE_PAUSE: std::time::Duration = std::time::Duration::from_mil
 /// Connection moves (issue 13): a client whose publishes, read after read,
 /// all reach one other shard (a stream, a client or a leaf connection there)
 /// moves to it, so that its traffic stops crossing cores and waking them. A
-/// read with more publishes than `MOVE_READ_PUBS_MAX` breaks the run: a
-/// client that busy gains more from a second core than it pays in hand-offs.
+/// read with more publishes than `MOVE_READ_PUBS_MAX` to a client or leaf
+/// connection breaks the run: that work splits well over two cores (one
+/// parses and matches, the other writes). Busy reads all to JetStream do not
+/// break it: a stream's shard does most of the work and answers every
+/// publish, so each crosses twice and wakes both shards.
 pub const MOVE_READ_PUBS_MAX: u32 = 8;
+/// A busy run moves only onto a shard that used less than this share of a
+/// core (per mille) over its last `SHUTDOWN_POLL`: many busy publishers to
+/// one stream must not all pile onto its shard.
+pub const MOVE_BUSY_LOAD_MAX: u32 = 500;
+/// What a busy client's move adds to its new shard's load until that shard
+/// measures again, so that clients deciding meanwhile count it.
+pub const MOVE_BUSY_LOAD_CLAIM: u32 = 250;
 /// Reads in a run before a move. Toward a client newer than itself a
 /// connection waits `MOVE_READS_YIELD`: of two clients talking to each
 /// other the newer one moves first, so they never swap shards.

@@ -147,6 +147,53 @@ async fn a_sync_jetstream_publisher_moves_to_its_stream() {
     assert_eq!(stream.info().await.unwrap().state.messages, 600);
 }
 
+/// A busy async publisher (more than `MOVE_READ_PUBS_MAX` publishes a read),
+/// all to a stream on another shard, moves there too while that shard has
+/// room: each of its publishes crossed twice (the message and its ack).
+/// Every ack comes back, in order, before and after the move.
+#[test]
+fn a_busy_jetstream_publisher_moves_to_its_stream() {
+    const BATCH: usize = 32;
+    const ROUNDS: usize = 120;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &["-D"]);
+    let mut setup = server.raw_on(0);
+    setup.setup_requests();
+    // A fresh server's first stream is on shard 0.
+    let (_, created) = setup.request(
+        "$JS.API.STREAM.CREATE.B",
+        None,
+        br#"{"name":"B","subjects":["b.>"]}"#,
+    );
+    assert!(!String::from_utf8_lossy(&created).contains("error"));
+    let mut publisher = raw_on(&server, 1, "SUB acks.* 1\r\n");
+    publisher.flush();
+    let cid = publisher.cid();
+    let mut seq = 0;
+    for _ in 0..ROUNDS {
+        // One write of BATCH publishes: one read on the server.
+        let batch: String = (0..BATCH)
+            .map(|i| format!("PUB b.x acks.{i} 1\r\nx\r\n"))
+            .collect();
+        publisher.send(batch.as_bytes());
+        for i in 0..BATCH {
+            let head = publisher.read_line();
+            assert!(head.starts_with(&format!("MSG acks.{i} 1 ")), "{head}");
+            seq += 1;
+            let ack = publisher.read_line();
+            let got = ack.split("\"seq\":").nth(1).and_then(|r| {
+                let digits = r.split(|c: char| !c.is_ascii_digit()).next()?;
+                digits.parse::<u64>().ok()
+            });
+            assert_eq!(got, Some(seq), "{ack}");
+        }
+        // Paced, so that the stream's shard stays well under its room.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let line = server.wait_log(&moved(cid, 0), Duration::from_secs(5));
+    assert!(line.is_some(), "the publisher (cid {cid}) moved");
+}
+
 /// An auto-unsubscribe count (`UNSUB <sid> <max>`) is kept across a move.
 #[test]
 fn an_unsub_count_goes_with_the_connection() {

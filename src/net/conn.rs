@@ -78,9 +78,13 @@ pub struct Aim {
     pub dest: u16,
     /// A client connection newer than this one was among the targets.
     pub newer: bool,
-    /// The run of reads whose publishes all went to shard `run_to` only.
+    /// A client or leaf connection (not JetStream) was among the targets.
+    pub clients: bool,
+    /// The run of reads whose publishes all went to shard `run_to` only;
+    /// `busy`: some had more than `MOVE_READ_PUBS_MAX`, all to JetStream.
     pub run_to: u16,
     pub run: u32,
+    pub busy: bool,
     /// When it last moved (None: never).
     pub moved_at: Option<Instant>,
 }
@@ -93,21 +97,24 @@ impl Aim {
 impl Aim {
     /// Ends a read: its publishes extend the run or break it. Returns the
     /// shard to move to once the run is long enough (`MOVE_READS`; toward
-    /// a newer client, `MOVE_READS_YIELD`) and no move was made lately.
-    pub fn end_read(&mut self) -> Option<u16> {
-        let (pubs, dest, newer) = (self.pubs, self.dest, self.newer);
-        (self.pubs, self.dest, self.newer) = (0, Aim::NOWHERE, false);
+    /// a newer client, `MOVE_READS_YIELD`) and no move was made lately, and
+    /// whether the run was busy (the new shard must have room for it).
+    pub fn end_read(&mut self) -> Option<(u16, bool)> {
+        let (pubs, dest, newer, clients) = (self.pubs, self.dest, self.newer, self.clients);
+        (self.pubs, self.dest, self.newer, self.clients) = (0, Aim::NOWHERE, false, false);
         if pubs == 0 || dest == Aim::NOWHERE {
             return None; // nothing published, or nothing listened
         }
-        if pubs > MOVE_READ_PUBS_MAX || dest == Aim::MIXED {
-            self.run = 0;
+        let busy = pubs > MOVE_READ_PUBS_MAX;
+        if (busy && clients) || dest == Aim::MIXED {
+            (self.run, self.busy) = (0, false);
             return None;
         }
         if dest != self.run_to {
-            (self.run_to, self.run) = (dest, 0);
+            (self.run_to, self.run, self.busy) = (dest, 0, false);
         }
         self.run = self.run.saturating_add(1);
+        self.busy |= busy;
         let need = if newer { MOVE_READS_YIELD } else { MOVE_READS };
         if self.run < need {
             return None;
@@ -115,7 +122,7 @@ impl Aim {
         if self.moved_at.is_some_and(|t| t.elapsed() < MOVE_COOLDOWN) {
             return None;
         }
-        Some(dest)
+        Some((dest, self.busy))
     }
 }
 
@@ -125,8 +132,10 @@ impl Default for Aim {
             pubs: 0,
             dest: Aim::NOWHERE,
             newer: false,
+            clients: false,
             run_to: Aim::NOWHERE,
             run: 0,
+            busy: false,
             moved_at: None,
         }
     }
@@ -260,8 +269,9 @@ impl Conn {
     }
 
     /// One of this read's publishes reached shard `to` (`Aim::MIXED`: this
-    /// one), for connection `cid` (`JS_CID`: a stream).
-    pub fn aim_at(&self, to: u16, cid: u64) {
+    /// one), for connection `cid` (`JS_CID`: JetStream; `client`: a client or
+    /// leaf connection).
+    pub fn aim_at(&self, to: u16, cid: u64, client: bool) {
         let mut a = self.aim.get();
         a.dest = if a.dest == Aim::NOWHERE || a.dest == to {
             to
@@ -269,6 +279,7 @@ impl Conn {
             Aim::MIXED
         };
         a.newer |= cid > self.cid;
+        a.clients |= client;
         self.aim.set(a);
     }
 
@@ -390,15 +401,59 @@ pub async fn stall_while_full(target: &Conn) {
 mod tests {
     use super::*;
 
-    /// Ends `n` reads of one publish each, all to `to` (`newer`: toward a
-    /// newer client); the shard the last one says to move to.
+    /// Ends `n` reads of `pubs` publishes each, all to a client on `to`
+    /// (`newer`: a newer one); the shard the last one says to move to.
     fn reads(aim: &mut Aim, n: u32, pubs: u32, to: u16, newer: bool) -> Option<u16> {
+        run(aim, n, pubs, to, newer, true).map(|(to, _)| to)
+    }
+
+    /// `reads`, to a client (`clients`) or to JetStream; with whether the run
+    /// was busy.
+    fn run(
+        aim: &mut Aim,
+        n: u32,
+        pubs: u32,
+        to: u16,
+        newer: bool,
+        clients: bool,
+    ) -> Option<(u16, bool)> {
         let mut last = None;
         for _ in 0..n {
-            (aim.pubs, aim.dest, aim.newer) = (pubs, to, newer);
+            (aim.pubs, aim.dest, aim.newer, aim.clients) = (pubs, to, newer, clients);
             last = aim.end_read();
         }
         last
+    }
+
+    #[test]
+    fn busy_reads_all_to_jetstream_move_as_a_busy_run() {
+        let busy = MOVE_READ_PUBS_MAX + 1;
+        let mut aim = Aim::default();
+        assert_eq!(run(&mut aim, MOVE_READS - 1, busy, 2, false, false), None);
+        assert_eq!(run(&mut aim, 1, 1, 2, false, false), Some((2, true)));
+        // A run of quiet reads is not busy; one busy read makes it so.
+        let mut aim = Aim::default();
+        assert_eq!(
+            run(&mut aim, MOVE_READS, 1, 2, false, false),
+            Some((2, false))
+        );
+        let mut aim = Aim::default();
+        run(&mut aim, 1, busy, 2, false, false);
+        assert_eq!(
+            run(&mut aim, MOVE_READS - 1, 1, 2, false, false),
+            Some((2, true))
+        );
+        // Another shard starts a new run, quiet again.
+        run(&mut aim, 1, busy, 2, false, false);
+        assert_eq!(
+            run(&mut aim, MOVE_READS, 1, 3, false, false),
+            Some((3, false))
+        );
+        // A busy read that reached a client (or leaf connection) breaks it.
+        let mut aim = Aim::default();
+        run(&mut aim, MOVE_READS - 1, busy, 2, false, false);
+        run(&mut aim, 1, busy, 2, false, true);
+        assert_eq!(run(&mut aim, MOVE_READS - 1, 1, 2, false, false), None);
     }
 
     #[test]

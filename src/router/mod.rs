@@ -655,5 +655,5 @@ fn aim_toward(conn: &Conn, here: u16, key: &SubKey) {
         key.shard
     };
     let cid = if msg::is_leaf(key) { JS_CID } else { key.cid };
-    conn.aim_at(to, cid);
+    conn.aim_at(to, cid, key.cid != JS_CID);
 }

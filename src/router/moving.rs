@@ -25,10 +25,10 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::limits::MOVE_SUBS_MAX;
+use crate::limits::{MOVE_BUSY_LOAD_CLAIM, MOVE_BUSY_LOAD_MAX, MOVE_SUBS_MAX};
 use crate::net::conn::{Conn, ConnState, Moving, StagedMsg};
 use crate::router::Delivered;
 use crate::shard::msg::{Arrive, Move, MovedSocket, MovedSub, ShardMsg, SubKey};
@@ -40,7 +40,7 @@ impl Shard {
         let mut aim = conn.aim.get();
         let to = aim.end_read();
         conn.aim.set(aim);
-        let to = to?;
+        let (to, busy) = to?;
         let movable = self.cfg.conn_moves
             && self.mesh.is_some()
             && to < self.count
@@ -52,7 +52,8 @@ impl Shard {
                 st.connected && st.subs.len() <= MOVE_SUBS_MAX && st.close_reason.is_none()
             }
             && !self.stopping.get()
-            && !LAME_DUCK.load(Ordering::Relaxed);
+            && !LAME_DUCK.load(Ordering::Relaxed)
+            && (!busy || has_room(&self.server.shard_load[usize::from(to)]));
         movable.then_some(to)
     }
 
@@ -72,6 +73,9 @@ impl Shard {
                 return false;
             }
         };
+        if conn.aim.get().busy {
+            claim_room(&self.server.shard_load[usize::from(to)]);
+        }
         conn.moving.set(Moving::Leaving);
         conn.barrier_acks.set(0);
         let subs: Vec<MovedSub> = {
@@ -289,5 +293,37 @@ impl Shard {
         }
         self.arrived.borrow_mut().push(conn);
         self.arrivals.notify();
+    }
+}
+
+/// Whether a shard whose load is `load` has room for a busy client
+/// (`MOVE_BUSY_LOAD_MAX`).
+fn has_room(load: &AtomicU32) -> bool {
+    load.load(Ordering::Relaxed) < MOVE_BUSY_LOAD_MAX
+}
+
+/// Counts a busy client that is moving onto a shard until the shard
+/// measures its load again, so that clients deciding meanwhile see it.
+fn claim_room(load: &AtomicU32) {
+    load.fetch_add(MOVE_BUSY_LOAD_CLAIM, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_clients_move_onto_a_shard_only_while_it_has_room() {
+        let load = AtomicU32::new(0);
+        let mut moved = 0;
+        while has_room(&load) {
+            claim_room(&load);
+            moved += 1;
+        }
+        assert_eq!(moved, MOVE_BUSY_LOAD_MAX.div_ceil(MOVE_BUSY_LOAD_CLAIM));
+        load.store(MOVE_BUSY_LOAD_MAX, Ordering::Relaxed);
+        assert!(!has_room(&load));
+        load.store(MOVE_BUSY_LOAD_MAX - 1, Ordering::Relaxed);
+        assert!(has_room(&load));
     }
 }

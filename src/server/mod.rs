@@ -106,6 +106,7 @@ fn run_server(cfg: Config) -> i32 {
         clients: AtomicUsize::new(0),
         lame_duck_done: AtomicUsize::new(0),
         js_usage: (0..cfg.shards).map(|_| Default::default()).collect(),
+        shard_load: (0..cfg.shards).map(|_| Default::default()).collect(),
         live: crate::shard::Live::new(&cfg),
         auth: auth.map(|a| std::sync::RwLock::new(Arc::new(a))),
         auth_gen: std::sync::atomic::AtomicU64::new(0),

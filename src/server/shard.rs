@@ -130,8 +130,10 @@ pub async fn run(
     let mut leaf_accept = crate::leaf::start(&shard)?;
     let mut auth_gen = server.auth_gen.load(Ordering::SeqCst);
     let mut loaded = server.live.config_loaded();
+    let mut load = crate::shard::stats::LoadMeter::new();
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(crate::limits::SHUTDOWN_POLL).await;
+        server.shard_load[id as usize].store(load.sample(), Ordering::Relaxed);
         let gen = server.auth_gen.load(Ordering::SeqCst);
         if gen != auth_gen {
             auth_gen = gen;

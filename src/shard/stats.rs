@@ -13,7 +13,7 @@
 //! `CLOSED_SUBS_MAX` subscriptions.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Closed connections remembered per shard (nats-server's `max_closed_clients`).
 pub const CLOSED_CONNS_MAX: usize = 10_000;
@@ -191,6 +191,52 @@ pub fn unix_nanos(t: SystemTime) -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// How busy the calling thread was between two samples: CPU time over wall
+/// time, per mille of a core.
+#[derive(Debug)]
+pub struct LoadMeter {
+    cpu: Duration,
+    at: Instant,
+}
+
+impl LoadMeter {
+    pub fn new() -> Self {
+        LoadMeter {
+            cpu: thread_cpu(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Per mille of a core used since the last sample (or `new`).
+    pub fn sample(&mut self) -> u32 {
+        let (cpu, at) = (thread_cpu(), Instant::now());
+        let used = cpu.saturating_sub(self.cpu).as_micros();
+        let wall = at.duration_since(self.at).as_micros().max(1);
+        (self.cpu, self.at) = (cpu, at);
+        (used * 1000 / wall).min(1000) as u32
+    }
+}
+
+impl Default for LoadMeter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// CPU time of the calling thread (zero if the clock cannot be read).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +279,20 @@ mod tests {
             part(0, &[0, 1], &[]),
             part(1, &[], &[])
         ]));
+    }
+
+    #[test]
+    fn load_is_the_share_of_a_core_the_thread_used() {
+        let mut meter = LoadMeter::new();
+        std::thread::sleep(Duration::from_millis(30));
+        let asleep = meter.sample();
+        assert!(asleep < 200, "asleep: {asleep}");
+        let until = Instant::now() + Duration::from_millis(30);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        // Tests running beside it may take the core for part of the spin.
+        let spinning = meter.sample();
+        assert!(spinning > 50 && spinning > asleep, "spinning: {spinning}");
     }
 }
