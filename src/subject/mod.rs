@@ -79,6 +79,13 @@ pub fn overlaps(a: &[u8], b: &[u8]) -> bool {
 
 /// True when every literal subject `sub` matches is matched by `sup` too.
 pub fn is_subset(sub: &[u8], sup: &[u8]) -> bool {
+    // A literal first token of `sup` must be `sub`'s too: most subjects
+    // checked against deny lists (`$JS.API.>`, ...) end here, per message.
+    if let (Some(a), Some(b)) = (sub.first(), sup.first()) {
+        if a != b && *b != b'*' && *b != b'>' {
+            return false;
+        }
+    }
     let mut x = sub.split(|c| *c == b'.');
     let mut y = sup.split(|c| *c == b'.');
     loop {
@@ -103,6 +110,10 @@ mod tests {
         assert!(sub("a.b", "a.*") && sub("a.*", "a.>") && sub("a.b.c", ">") && sub("a.*", "a.*"));
         assert!(!sub("a.>", "a.*") && !sub("a.*", "a.b") && !sub("a.>", "a.b.>"));
         assert!(!sub("cs.a.>", "cs.*.b") && !sub("cs.*.b", "cs.a.>"));
+        // First tokens that differ, or a wildcard against a literal.
+        assert!(!sub("leaf.x", "$JS.API.>") && !sub("*.x", "a.x") && !sub(">", "a.>"));
+        assert!(sub("*.x", "*.x") && sub("*.x", ">") && sub("a", "*") && sub("*x.y", "*x.*"));
+        assert!(sub("*x.y", "*.*") && !sub("*.y", "*x.*"));
     }
 
     fn check_sub(subject: &str, expected: bool) {
