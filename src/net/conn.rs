@@ -21,7 +21,8 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 
 use crate::limits::{
-    MOVE_COOLDOWN, MOVE_READS, MOVE_READS_YIELD, MOVE_READ_PUBS_MAX, STALL_WAIT_MAX,
+    MOVE_BUSY_READS, MOVE_COOLDOWN, MOVE_READS, MOVE_READS_YIELD, MOVE_READ_PUBS_MAX,
+    STALL_WAIT_MAX,
 };
 use crate::net::outbound::Outbound;
 use crate::notify::Notify;
@@ -115,7 +116,11 @@ impl Aim {
         }
         self.run = self.run.saturating_add(1);
         self.busy |= busy;
-        let need = if newer { MOVE_READS_YIELD } else { MOVE_READS };
+        let need = match (newer, self.busy) {
+            (true, _) => MOVE_READS_YIELD,
+            (false, true) => MOVE_BUSY_READS,
+            (false, false) => MOVE_READS,
+        };
         if self.run < need {
             return None;
         }
@@ -429,31 +434,32 @@ mod tests {
     fn busy_reads_all_to_jetstream_move_as_a_busy_run() {
         let busy = MOVE_READ_PUBS_MAX + 1;
         let mut aim = Aim::default();
-        assert_eq!(run(&mut aim, MOVE_READS - 1, busy, 2, false, false), None);
+        assert_eq!(
+            run(&mut aim, MOVE_BUSY_READS - 1, busy, 2, false, false),
+            None
+        );
         assert_eq!(run(&mut aim, 1, 1, 2, false, false), Some((2, true)));
-        // A run of quiet reads is not busy; one busy read makes it so.
+        // A run of quiet reads is not busy: it takes `MOVE_READS`.
         let mut aim = Aim::default();
-        assert_eq!(
-            run(&mut aim, MOVE_READS, 1, 2, false, false),
-            Some((2, false))
-        );
+        assert_eq!(run(&mut aim, MOVE_READS - 1, 1, 2, false, false), None);
+        assert_eq!(run(&mut aim, 1, 1, 2, false, false), Some((2, false)));
+        // One busy read makes the run busy.
         let mut aim = Aim::default();
         run(&mut aim, 1, busy, 2, false, false);
-        assert_eq!(
-            run(&mut aim, MOVE_READS - 1, 1, 2, false, false),
-            Some((2, true))
-        );
+        let last = run(&mut aim, MOVE_BUSY_READS - 1, 1, 2, false, false);
+        assert_eq!(last, Some((2, true)));
         // Another shard starts a new run, quiet again.
-        run(&mut aim, 1, busy, 2, false, false);
-        assert_eq!(
-            run(&mut aim, MOVE_READS, 1, 3, false, false),
-            Some((3, false))
-        );
-        // A busy read that reached a client (or leaf connection) breaks it.
         let mut aim = Aim::default();
-        run(&mut aim, MOVE_READS - 1, busy, 2, false, false);
+        run(&mut aim, 1, busy, 2, false, false);
+        assert_eq!(run(&mut aim, MOVE_READS - 1, 1, 3, false, false), None);
+        assert_eq!(run(&mut aim, 1, 1, 3, false, false), Some((3, false)));
+        // A busy read that reached a client (or leaf connection) breaks it,
+        // and what follows is quiet.
+        let mut aim = Aim::default();
+        run(&mut aim, MOVE_BUSY_READS - 1, busy, 2, false, false);
         run(&mut aim, 1, busy, 2, false, true);
         assert_eq!(run(&mut aim, MOVE_READS - 1, 1, 2, false, false), None);
+        assert_eq!(run(&mut aim, 1, 1, 2, false, false), Some((2, false)));
     }
 
     #[test]
