@@ -154,7 +154,7 @@ async fn a_sync_jetstream_publisher_moves_to_its_stream() {
 #[test]
 fn a_busy_jetstream_publisher_moves_to_its_stream() {
     const BATCH: usize = 32;
-    const ROUNDS: usize = 120;
+    const ROUNDS: usize = 60;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_js(2, dir.path(), &["-D"]);
     let mut setup = server.raw_on(0);
@@ -187,8 +187,9 @@ fn a_busy_jetstream_publisher_moves_to_its_stream() {
             });
             assert_eq!(got, Some(seq), "{ack}");
         }
-        // Paced, so that the stream's shard stays well under its room.
-        std::thread::sleep(Duration::from_millis(2));
+        // Paced, so that the stream's shard stays well under its room (half
+        // a core) even in a debug build on a loaded machine.
+        std::thread::sleep(Duration::from_millis(5));
     }
     let line = server.wait_log(&moved(cid, 0), Duration::from_secs(5));
     assert!(line.is_some(), "the publisher (cid {cid}) moved");

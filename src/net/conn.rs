@@ -82,7 +82,8 @@ pub struct Aim {
     /// A client or leaf connection (not JetStream) was among the targets.
     pub clients: bool,
     /// The run of reads whose publishes all went to shard `run_to` only;
-    /// `busy`: some had more than `MOVE_READ_PUBS_MAX`, all to JetStream.
+    /// `busy`: some had more than `MOVE_READ_PUBS_MAX`, all to JetStream (it
+    /// stays so for the rest of the run: it moves sooner, onto room only).
     pub run_to: u16,
     pub run: u32,
     pub busy: bool,
@@ -274,8 +275,8 @@ impl Conn {
     }
 
     /// One of this read's publishes reached shard `to` (`Aim::MIXED`: this
-    /// one), for connection `cid` (`JS_CID`: JetStream; `client`: a client or
-    /// leaf connection).
+    /// one), for connection `cid` (`JS_CID`: JetStream or a leaf connection,
+    /// never newer), a client or leaf connection when `client`.
     pub fn aim_at(&self, to: u16, cid: u64, client: bool) {
         let mut a = self.aim.get();
         a.dest = if a.dest == Aim::NOWHERE || a.dest == to {

@@ -4,7 +4,11 @@
 //! stream, a responder) lives on one shard. A client whose publishes, read
 //! after read, all reach one other shard (`net::conn::Aim`) moves there: its
 //! traffic then stays on one core instead of waking another for every
-//! message. The steps keep every order a client can see:
+//! message. A busy client (more than `MOVE_READ_PUBS_MAX` publishes in a
+//! read) moves only when its busy reads all go to JetStream there, and only
+//! while that shard has room (`stats::ShardLoad`): many busy publishers to
+//! one stream must not pile onto its shard. The steps keep every order a
+//! client can see:
 //! 1. The old shard stops reading the connection (between ops), moves its
 //!    interest to the new shard in its own replica and sends `Move` to the
 //!    new shard, with a duplicate of the socket: it makes the `Conn` there,
@@ -25,10 +29,10 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::limits::{MOVE_BUSY_LOAD_CLAIM, MOVE_BUSY_LOAD_MAX, MOVE_SUBS_MAX};
+use crate::limits::MOVE_SUBS_MAX;
 use crate::net::conn::{Conn, ConnState, Moving, StagedMsg};
 use crate::router::Delivered;
 use crate::shard::msg::{Arrive, Move, MovedSocket, MovedSub, ShardMsg, SubKey};
@@ -53,17 +57,22 @@ impl Shard {
             }
             && !self.stopping.get()
             && !LAME_DUCK.load(Ordering::Relaxed)
-            && (!busy || has_room(&self.server.shard_load[usize::from(to)]));
+            && (!busy || self.server.shard_load[usize::from(to)].has_room());
         movable.then_some(to)
     }
 
     /// Moves `conn`, whose read loop stopped between ops, to shard `to`.
-    /// False when it could not start (the socket could not be duplicated):
-    /// the connection stays and goes on here.
+    /// False when it could not start (a busy client found the room on `to`
+    /// taken, or the socket could not be duplicated): the connection stays
+    /// and goes on here.
     pub async fn move_out(self: &Rc<Self>, conn: &Rc<Conn>, to: u16) -> bool {
         let Some(mesh) = &self.mesh else {
             return false;
         };
+        // The room `move_target` saw may be gone: another shard took it.
+        if conn.aim.get().busy && !self.server.shard_load[usize::from(to)].claim() {
+            return false;
+        }
         let raw = conn.stream.borrow().as_raw_fd();
         // SAFETY: `raw` belongs to the connection's stream, open while `conn` lives.
         let fd = match unsafe { BorrowedFd::borrow_raw(raw) }.try_clone_to_owned() {
@@ -73,9 +82,6 @@ impl Shard {
                 return false;
             }
         };
-        if conn.aim.get().busy {
-            claim_room(&self.server.shard_load[usize::from(to)]);
-        }
         conn.moving.set(Moving::Leaving);
         conn.barrier_acks.set(0);
         let subs: Vec<MovedSub> = {
@@ -293,37 +299,5 @@ impl Shard {
         }
         self.arrived.borrow_mut().push(conn);
         self.arrivals.notify();
-    }
-}
-
-/// Whether a shard whose load is `load` has room for a busy client
-/// (`MOVE_BUSY_LOAD_MAX`).
-fn has_room(load: &AtomicU32) -> bool {
-    load.load(Ordering::Relaxed) < MOVE_BUSY_LOAD_MAX
-}
-
-/// Counts a busy client that is moving onto a shard until the shard
-/// measures its load again, so that clients deciding meanwhile see it.
-fn claim_room(load: &AtomicU32) {
-    load.fetch_add(MOVE_BUSY_LOAD_CLAIM, Ordering::Relaxed);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn busy_clients_move_onto_a_shard_only_while_it_has_room() {
-        let load = AtomicU32::new(0);
-        let mut moved = 0;
-        while has_room(&load) {
-            claim_room(&load);
-            moved += 1;
-        }
-        assert_eq!(moved, MOVE_BUSY_LOAD_MAX.div_ceil(MOVE_BUSY_LOAD_CLAIM));
-        load.store(MOVE_BUSY_LOAD_MAX, Ordering::Relaxed);
-        assert!(!has_room(&load));
-        load.store(MOVE_BUSY_LOAD_MAX - 1, Ordering::Relaxed);
-        assert!(has_room(&load));
     }
 }

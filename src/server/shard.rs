@@ -133,7 +133,7 @@ pub async fn run(
     let mut load = crate::shard::stats::LoadMeter::new();
     while !SHUTDOWN.load(Ordering::Relaxed) {
         glommio::timer::sleep(crate::limits::SHUTDOWN_POLL).await;
-        server.shard_load[id as usize].store(load.sample(), Ordering::Relaxed);
+        server.shard_load[usize::from(id)].publish(load.sample());
         let gen = server.auth_gen.load(Ordering::SeqCst);
         if gen != auth_gen {
             auth_gen = gen;

@@ -200,9 +200,9 @@ pub struct Server {
     /// each `EXPIRY_TICK`, read by the others to know the server's total
     /// against `max_memory_store`/`max_file_store` (never per message).
     pub js_usage: Vec<[std::sync::atomic::AtomicU64; 2]>,
-    /// CPU each shard used over its last `SHUTDOWN_POLL`, per mille of a core
-    /// (`stats::LoadMeter`): whether a busy client may move onto it.
-    pub shard_load: Vec<std::sync::atomic::AtomicU32>,
+    /// How busy each shard is (`stats::ShardLoad`): whether a busy client may
+    /// move onto it.
+    pub shard_load: Vec<crate::shard::stats::ShardLoad>,
     /// What a reload may change.
     pub live: Live,
     /// Authentication, when configured (None: anyone may connect). A reload

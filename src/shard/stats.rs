@@ -13,7 +13,10 @@
 //! `CLOSED_SUBS_MAX` subscriptions.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::limits::{MOVE_BUSY_LOAD_CLAIM, MOVE_BUSY_LOAD_MAX};
 
 /// Closed connections remembered per shard (nats-server's `max_closed_clients`).
 pub const CLOSED_CONNS_MAX: usize = 10_000;
@@ -191,6 +194,49 @@ pub fn unix_nanos(t: SystemTime) -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// How busy a shard is, for deciding whether a busy client may move onto it
+/// (`MOVE_BUSY_LOAD_MAX`), per mille of a core: what it measured over its
+/// last `SHUTDOWN_POLL`, and what the clients moving onto it since claimed.
+#[derive(Debug, Default)]
+pub struct ShardLoad {
+    measured: AtomicU32,
+    claimed: AtomicU32,
+}
+
+impl ShardLoad {
+    /// The shard's new measure. Claims made during the period it covers are
+    /// carried over once, on top: their clients may have arrived too late in
+    /// it to show.
+    pub fn publish(&self, sample: u32) {
+        let claimed = self.claimed.swap(0, Ordering::Relaxed);
+        self.measured
+            .store(sample.saturating_add(claimed), Ordering::Relaxed);
+    }
+
+    fn now(&self) -> u32 {
+        let measured = self.measured.load(Ordering::Relaxed);
+        measured.saturating_add(self.claimed.load(Ordering::Relaxed))
+    }
+
+    /// Whether a busy client would find room.
+    pub fn has_room(&self) -> bool {
+        self.now() < MOVE_BUSY_LOAD_MAX
+    }
+
+    /// Takes room for a busy client (`MOVE_BUSY_LOAD_CLAIM`), unless there is
+    /// none left: two shards moving clients here at once cannot both take
+    /// the last of it.
+    pub fn claim(&self) -> bool {
+        let measured = self.measured.load(Ordering::Relaxed);
+        self.claimed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (measured.saturating_add(c) < MOVE_BUSY_LOAD_MAX)
+                    .then(|| c.saturating_add(MOVE_BUSY_LOAD_CLAIM))
+            })
+            .is_ok()
+    }
+}
+
 /// How busy the calling thread was between two samples: CPU time over wall
 /// time, per mille of a core.
 #[derive(Debug)]
@@ -287,12 +333,35 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         let asleep = meter.sample();
         assert!(asleep < 200, "asleep: {asleep}");
-        let until = Instant::now() + Duration::from_millis(30);
-        while Instant::now() < until {
+        // Spin until the thread has had 10 ms of CPU (tests beside it may
+        // hold the core for a while), at most 5 s.
+        let (start, until) = (thread_cpu(), Instant::now() + Duration::from_secs(5));
+        while thread_cpu().saturating_sub(start) < Duration::from_millis(10)
+            && Instant::now() < until
+        {
             std::hint::spin_loop();
         }
-        // Tests running beside it may take the core for part of the spin.
         let spinning = meter.sample();
-        assert!(spinning > 50 && spinning > asleep, "spinning: {spinning}");
+        assert!(spinning > asleep, "spinning: {spinning}, asleep: {asleep}");
+    }
+
+    #[test]
+    fn busy_clients_take_room_until_none_is_left_and_claims_outlast_one_measure() {
+        let load = ShardLoad::default();
+        let mut moved = 0;
+        while load.has_room() {
+            assert!(load.claim());
+            moved += 1;
+        }
+        assert_eq!(moved, MOVE_BUSY_LOAD_MAX.div_ceil(MOVE_BUSY_LOAD_CLAIM));
+        assert!(!load.claim(), "no room left");
+        // The next measure saw little of the clients that moved: their
+        // claims still count on top of it, and are gone after the next.
+        load.publish(100);
+        assert!(!load.has_room());
+        load.publish(100);
+        assert!(load.has_room());
+        load.publish(MOVE_BUSY_LOAD_MAX);
+        assert!(!load.has_room() && !load.claim());
     }
 }
