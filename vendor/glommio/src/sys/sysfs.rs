@@ -101,11 +101,7 @@ impl BlockDevice {
     }
 
     fn new(dev_id: (usize, usize)) -> BlockDevice {
-        // /sys/dev/block/major:minor is a symlink to the device in /sys/devices/
-        // However if this a partition, we actually want to look at the main device.
-        // So minor is always zero.
-        let dir_path = format!("/sys/dev/block/{}:{}", dev_id.0, 0);
-        let dir = match canonicalize(Path::new(dir_path.as_str())) {
+        let dir = match queue_device_dir(Path::new("/sys/dev/block"), dev_id.0, dev_id.1) {
             Ok(path) => path,
             Err(x) => match x.kind() {
                 io::ErrorKind::NotFound => return BlockDevice::in_memory(),
@@ -186,6 +182,24 @@ impl BlockDevice {
 
     pub(crate) fn set_iopoll_support(major: usize, minor: usize, supported: bool) {
         set_block_property!(DEV_MAP, iopoll, major, minor, Some(supported))
+    }
+}
+
+/// The sysfs directory of the device whose request queue serves block device
+/// `major:minor` (under `sys_dev_block`, normally `/sys/dev/block`): the
+/// device itself, or the disk of a partition. jetcore: upstream looked up
+/// `major:0` for every device, which is another disk for the partitions of
+/// any but the first disk of a major (`sdb1` is 8:17, 8:0 is `sda`) and for
+/// every device-mapper or NVMe device after the first: its block sizes
+/// (O_DIRECT alignment), request size and cache mode were read from the
+/// wrong device, and a missing one made a real disk look like memory.
+fn queue_device_dir(sys_dev_block: &Path, major: usize, minor: usize) -> io::Result<PathBuf> {
+    // /sys/dev/block/major:minor is a symlink to the device in /sys/devices/;
+    // a partition's directory sits in its disk's and has a `partition` file.
+    let dir = canonicalize(sys_dev_block.join(format!("{major}:{minor}")))?;
+    match dir.parent() {
+        Some(disk) if dir.join("partition").exists() => Ok(disk.to_path_buf()),
+        _ => Ok(dir),
     }
 }
 
@@ -574,6 +588,31 @@ pub(super) mod test_helpers {
 #[cfg(test)]
 mod test {
     use super::{test_helpers::*, *};
+
+    #[test]
+    fn a_partition_is_served_by_its_own_disks_queue() {
+        let root = std::env::temp_dir().join(format!("glommio-sysfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let disks = root.join("devices");
+        for disk in ["sda", "sdb"] {
+            std::fs::create_dir_all(disks.join(disk).join("queue")).unwrap();
+        }
+        std::fs::create_dir_all(disks.join("sdb/sdb1")).unwrap();
+        std::fs::write(disks.join("sdb/sdb1/partition"), "1\n").unwrap();
+        let links = root.join("dev/block");
+        std::fs::create_dir_all(&links).unwrap();
+        for (id, target) in [("8:0", "sda"), ("8:16", "sdb"), ("8:17", "sdb/sdb1")] {
+            std::os::unix::fs::symlink(disks.join(target), links.join(id)).unwrap();
+        }
+        let sdb = canonicalize(disks.join("sdb")).unwrap();
+        assert_eq!(queue_device_dir(&links, 8, 17).unwrap(), sdb);
+        assert_eq!(queue_device_dir(&links, 8, 16).unwrap(), sdb);
+        let sda = canonicalize(disks.join("sda")).unwrap();
+        assert_eq!(queue_device_dir(&links, 8, 0).unwrap(), sda);
+        let missing = queue_device_dir(&links, 8, 32).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn hex_bit_iterator() -> io::Result<()> {
