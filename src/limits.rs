@@ -211,10 +211,13 @@ pub const API_LIST_PAGE: usize = 256;
 /// Longest the coordinator waits for every shard's part of a listing.
 pub const GATHER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Monitoring gathers at most this many times while a client's move is seen
-/// on one side only (`shard::stats::moves_in_transit`).
-pub const GATHER_MOVE_TRIES: usize = 4;
-/// The pause before gathering again: a hand-over is one mesh hop.
+/// Monitoring gathers again while a client's move is seen on one side only
+/// (`shard::stats::moves_in_transit`), for at most this long. A hand-over is
+/// one mesh hop, but on a loaded machine with more shards than cores a hop
+/// can wait out the other shard's time slice: four tries 1 ms apart were
+/// not always enough in CI.
+pub const GATHER_MOVE_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+/// The pause before gathering again.
 pub const GATHER_MOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Connection moves (issue 13): a client whose publishes, read after read,

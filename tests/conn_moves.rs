@@ -153,10 +153,18 @@ async fn a_sync_jetstream_publisher_moves_to_its_stream() {
 /// Every ack comes back, in order, before and after the move.
 #[test]
 fn a_busy_jetstream_publisher_moves_to_its_stream() {
+    for shards in [2, 4] {
+        busy_publisher_moves(shards);
+    }
+}
+
+/// `a_busy_jetstream_publisher_moves_to_its_stream` on `shards` shards, the
+/// publisher on the last one.
+fn busy_publisher_moves(shards: usize) {
     const BATCH: usize = 32;
     const ROUNDS: usize = 60;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_js(2, dir.path(), &["-D"]);
+    let server = Server::start_js(shards, dir.path(), &["-D"]);
     let mut setup = server.raw_on(0);
     setup.setup_requests();
     // A fresh server's first stream is on shard 0.
@@ -166,7 +174,7 @@ fn a_busy_jetstream_publisher_moves_to_its_stream() {
         br#"{"name":"B","subjects":["b.>"]}"#,
     );
     assert!(!String::from_utf8_lossy(&created).contains("error"));
-    let mut publisher = raw_on(&server, 1, "SUB acks.* 1\r\n");
+    let mut publisher = raw_on(&server, shards - 1, "SUB acks.* 1\r\n");
     publisher.flush();
     let cid = publisher.cid();
     let mut seq = 0;
@@ -185,14 +193,17 @@ fn a_busy_jetstream_publisher_moves_to_its_stream() {
                 let digits = r.split(|c: char| !c.is_ascii_digit()).next()?;
                 digits.parse::<u64>().ok()
             });
-            assert_eq!(got, Some(seq), "{ack}");
+            assert_eq!(got, Some(seq), "{shards} shards: {ack}");
         }
         // Paced, so that the stream's shard stays well under its room (half
         // a core) even in a debug build on a loaded machine.
         std::thread::sleep(Duration::from_millis(5));
     }
     let line = server.wait_log(&moved(cid, 0), Duration::from_secs(5));
-    assert!(line.is_some(), "the publisher (cid {cid}) moved");
+    assert!(
+        line.is_some(),
+        "{shards} shards: the publisher (cid {cid}) moved"
+    );
 }
 
 /// An auto-unsubscribe count (`UNSUB <sid> <max>`) is kept across a move.

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use crate::limits::{GATHER_MOVE_PAUSE, GATHER_MOVE_TRIES};
+use crate::limits::{GATHER_MOVE_PAUSE, GATHER_MOVE_WAIT_MAX};
 use crate::net::conn::{CloseReason, Conn, Moving};
 use crate::shard::msg::ShardMsg;
 use crate::shard::stats::CLOSED_SUBS_MAX;
@@ -246,17 +246,16 @@ impl Shard {
     /// Gathers every shard's answer to `ask`, this shard's first. Only the
     /// shard serving monitoring (shard 0) gathers. A client whose hand-over
     /// fell between its two shards' answers is in neither part or in both
-    /// (`moves_in_transit`): then it asks again, a bounded number of times (a
-    /// hand-over is one mesh hop). Not after a part timed out.
+    /// (`moves_in_transit`): then it asks again, for at most
+    /// `GATHER_MOVE_WAIT_MAX`. Not after a part timed out.
     pub async fn gather_stats(&self, ask: StatsAsk) -> Vec<StatsPart> {
-        let mut tries = 1;
+        let started = std::time::Instant::now();
         loop {
             let parts = self.gather_stats_once(ask).await;
             let complete = parts.len() == usize::from(self.count);
-            if tries == GATHER_MOVE_TRIES || !complete || !moves_in_transit(&parts) {
+            if !complete || !moves_in_transit(&parts) || started.elapsed() >= GATHER_MOVE_WAIT_MAX {
                 return parts;
             }
-            tries += 1;
             glommio::timer::sleep(GATHER_MOVE_PAUSE).await;
         }
     }
