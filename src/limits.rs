@@ -234,12 +234,13 @@ pub const MOVE_READ_PUBS_MAX: u32 = 8;
 /// runs kept about twice the context switches per message after the move
 /// (0.022-0.026 against 0.011); moved 16 reads in, none of 8 did.
 pub const MOVE_BUSY_READS: u32 = 16;
-/// A busy run moves only onto a shard that used less than this share of a
-/// core (per mille) over its last `SHUTDOWN_POLL`: many busy publishers to
-/// one stream must not all pile onto its shard.
+/// A busy run moves only onto a shard whose load (per mille of a core: what
+/// it used over its last `SHUTDOWN_POLL`, plus the claims below) is under
+/// this: many busy publishers to one stream must not all pile onto its shard.
 pub const MOVE_BUSY_LOAD_MAX: u32 = 500;
-/// What a busy client's move adds to its new shard's load until that shard
-/// measures again, so that clients deciding meanwhile count it.
+/// What a busy client's move claims of its new shard's load, counted until
+/// that shard has measured twice (`shard::stats::ShardLoad`), so that clients
+/// deciding meanwhile count it.
 pub const MOVE_BUSY_LOAD_CLAIM: u32 = 250;
 /// Reads in a run before a move. Toward a client newer than itself a
 /// connection waits `MOVE_READS_YIELD`: of two clients talking to each
