@@ -1175,3 +1175,61 @@ async fn min_version_and_isolation_on_the_leaf_port() {
     let got = quiet.until("PONG");
     assert!(!got.iter().any(|l| l.contains("from.a")), "{got:?}");
 }
+
+/// Interest from a nats-server leaf reaches every shard of a jetcore hub in
+/// the order the leaf sent it: once a probe subscribed after a subscription
+/// gets through from a client on either shard, so do that client's messages
+/// to the subscription, round after round, with the client's runs of
+/// publishes growing (each message is waited for).
+#[tokio::test]
+async fn interest_from_a_leaf_reaches_every_shard_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let store = dir.path().join("hubjs");
+    let c = conf(
+        dir.path(),
+        "hub.conf",
+        &format!("server_name: hub\nleafnodes {{ listen: \"127.0.0.1:{port}\" }}\n"),
+    );
+    let hub = Server::start_with(
+        2,
+        &[
+            "-c",
+            c.to_str().unwrap(),
+            "-js",
+            "-sd",
+            store.to_str().unwrap(),
+        ],
+    );
+    let lc = conf(
+        dir.path(),
+        "nleaf.conf",
+        &format!(
+            "server_name: edge\nleafnodes {{ remotes: [ {{ url: \"nats://127.0.0.1:{port}\" }} ] }}\n"
+        ),
+    );
+    let leaf = Server::start_nats(&dir.path().join("nleaf"), &["-c", lc.to_str().unwrap()]);
+    linked(&hub);
+    let n = leaf.client().await;
+    for shard in 0..2 {
+        let j = hub.client_on(shard).await;
+        for round in 0..40 {
+            let subject = format!("g.{shard}.{round}");
+            let mut sub = n.subscribe(subject.clone()).await.unwrap();
+            common::sync_interest(&n, &j).await;
+            for i in 0..=round * 3 {
+                j.publish(subject.clone(), i.to_string().into())
+                    .await
+                    .unwrap();
+                j.flush().await.unwrap();
+            }
+            for i in 0..=round * 3 {
+                let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("{subject}: message {i} in time"))
+                    .expect("subscription open");
+                assert_eq!(m.payload, i.to_string(), "{subject}");
+            }
+        }
+    }
+}

@@ -415,7 +415,13 @@ pub async fn echo_requests(requester: &async_nats::Client, subject: &'static str
 /// shards, and once a probe message gets through, everything before it has too.
 pub async fn sync_interest(subscriber: &async_nats::Client, publisher: &async_nats::Client) {
     use futures::StreamExt;
-    let probe = format!("_probe.{}", subscriber.server_info().client_id);
+    // A subject of its own each time: with one subject per client, a probe
+    // could reach the subscriber through the interest of the previous probe
+    // (its unsubscribe still on the way to the publisher's server) before
+    // the interest this call waits for had arrived.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("_probe.{}.{n}", subscriber.server_info().client_id);
     let mut sub = subscriber
         .subscribe(probe.clone())
         .await
