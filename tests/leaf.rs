@@ -1185,30 +1185,19 @@ async fn min_version_and_isolation_on_the_leaf_port() {
 async fn interest_from_a_leaf_reaches_every_shard_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let store = dir.path().join("hubjs");
-    let c = conf(
+    let hub = jetcore_conf(
         dir.path(),
         "hub.conf",
         &format!("server_name: hub\nleafnodes {{ listen: \"127.0.0.1:{port}\" }}\n"),
-    );
-    let hub = Server::start_with(
         2,
-        &[
-            "-c",
-            c.to_str().unwrap(),
-            "-js",
-            "-sd",
-            store.to_str().unwrap(),
-        ],
     );
-    let lc = conf(
+    let leaf = nats_conf(
         dir.path(),
         "nleaf.conf",
         &format!(
             "server_name: edge\nleafnodes {{ remotes: [ {{ url: \"nats://127.0.0.1:{port}\" }} ] }}\n"
         ),
     );
-    let leaf = Server::start_nats(&dir.path().join("nleaf"), &["-c", lc.to_str().unwrap()]);
     linked(&hub);
     let n = leaf.client().await;
     for shard in 0..2 {

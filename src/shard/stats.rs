@@ -213,14 +213,10 @@ impl ShardLoad {
             .store(sample.saturating_add(claimed), Ordering::Relaxed);
     }
 
-    fn now(&self) -> u32 {
-        let measured = self.measured.load(Ordering::Relaxed);
-        measured.saturating_add(self.claimed.load(Ordering::Relaxed))
-    }
-
     /// Whether a busy client would find room.
     pub fn has_room(&self) -> bool {
-        self.now() < MOVE_BUSY_LOAD_MAX
+        let measured = self.measured.load(Ordering::Relaxed);
+        measured.saturating_add(self.claimed.load(Ordering::Relaxed)) < MOVE_BUSY_LOAD_MAX
     }
 
     /// Takes room for a busy client (`MOVE_BUSY_LOAD_CLAIM`), unless there is
