@@ -83,6 +83,62 @@ async fn create_info_list_and_delete_durable_and_ephemeral() {
     assert_eq!(stream_state(&e.js, "S").await.consumer_count, 1);
 }
 
+/// Where a new consumer starts once the first messages are gone: `all` and a start
+/// sequence before the first message start at the first one left, and info reports
+/// the sequence before it as delivered and acknowledged (nats-server 2.15.1's numbers).
+#[tokio::test]
+async fn a_new_consumer_starts_at_the_first_message_left() {
+    let e = env(1).await;
+    let mut s = make_stream(&e.js, "S", &["s.>"]).await;
+    for i in 0..5 {
+        publish(&e.js, &format!("s.{}", i % 2), format!("m{i}")).await;
+    }
+    let starts = |policy: DeliverPolicy| pull::Config {
+        deliver_policy: policy,
+        ack_policy: AckPolicy::Explicit,
+        ..Default::default()
+    };
+    let seq = |n| DeliverPolicy::ByStartSequence { start_sequence: n };
+    // (policy, delivered and floor, pending) after each removal.
+    let check = |s: jetstream::stream::Stream, cases: Vec<(DeliverPolicy, u64, u64)>| async move {
+        for (policy, before, pending) in cases {
+            let c = s.create_consumer(starts(policy)).await.unwrap();
+            let i = info(&c).await;
+            assert_eq!(
+                (pos(&i.delivered), pos(&i.ack_floor), i.num_pending),
+                ((0, before), (0, before), pending),
+                "{policy:?}"
+            );
+            s.delete_consumer(&i.name).await.unwrap();
+        }
+    };
+    check(s.clone(), vec![(DeliverPolicy::All, 0, 5), (seq(3), 2, 3)]).await;
+    s.purge().keep(3).await.unwrap();
+    check(s.clone(), vec![(DeliverPolicy::All, 2, 3), (seq(2), 2, 3)]).await;
+    s.delete_message(3).await.unwrap();
+    check(
+        s.clone(),
+        vec![(DeliverPolicy::All, 3, 2), (seq(3), 3, 2), (seq(5), 4, 1)],
+    )
+    .await;
+    // The first message a consumer starting before it gets is the first one left.
+    let c = s.create_consumer(starts(seq(1))).await.unwrap();
+    let mut batch = c.fetch().max_messages(1).messages().await.unwrap();
+    let m = batch.try_next().await.unwrap().unwrap();
+    assert_eq!(m.info().unwrap().stream_sequence, 4);
+    s.purge().await.unwrap();
+    check(
+        s.clone(),
+        vec![
+            (DeliverPolicy::All, 5, 0),
+            (seq(3), 5, 0),
+            (seq(100), 99, 0),
+            (DeliverPolicy::New, 5, 0),
+        ],
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn create_action_semantics_and_config_errors() {
     let e = env(1).await;

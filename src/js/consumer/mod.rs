@@ -119,7 +119,9 @@ fn positioned(cfg: &ConsumerConfig, ix: &Index, next_seq: u64, filters: &[Bytes]
             .unwrap_or(last + 1),
         // After every accepted message, committed or still in flight.
         DeliverPolicy::New => next_seq,
-        DeliverPolicy::ByStartSeq => cfg.opt_start_seq,
+        // A start before the first message starts at the first (as
+        // nats-server reports it: delivered is the sequence before).
+        DeliverPolicy::ByStartSeq => cfg.opt_start_seq.max(first),
         DeliverPolicy::ByStartTime => ix
             .first_at_or_after(cfg.start_time_nanos())
             .unwrap_or(last + 1),
@@ -136,10 +138,9 @@ fn positioned(cfg: &ConsumerConfig, ix: &Index, next_seq: u64, filters: &[Bytes]
         DeliverPolicy::LastPerSubject => last + 1,
         _ => start,
     });
-    st.delivered_stream = match cfg.deliver() {
-        DeliverPolicy::All => StreamSeq(0),
-        _ => StreamSeq(start.saturating_sub(1)),
-    };
+    // Before the start: with the first messages purged or deleted, `all`
+    // reports the sequence before the first one left, as nats-server does.
+    st.delivered_stream = StreamSeq(start.saturating_sub(1));
     st.floor_stream = st.delivered_stream;
     st.recount(ix, filters);
     st
