@@ -103,6 +103,52 @@ async fn stream_lifecycle_through_the_client_on_every_shard_count() {
     }
 }
 
+/// `api.total` and `api.errors` in account info count requests as nats-server 2.15.1
+/// does: a found message of `STREAM.MSG.GET` is answered outside the API layer and not
+/// counted, nor are direct gets and pull requests; every other answer is. Streams on
+/// both shards, so forwarded requests count once.
+#[tokio::test]
+async fn api_request_counts_follow_nats_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_js(2, dir.path(), &[]);
+    let js = jetstream::new(server.client().await);
+    let counts = || async {
+        let r = js.query_account().await.unwrap().requests;
+        (r.total, r.errors)
+    };
+    let mut streams = Vec::new();
+    for owner in 0..2 {
+        let mut c = cfg(&format!("S{owner}"), &[&format!("s{owner}.>")]);
+        c.allow_direct = true;
+        streams.push(js.create_stream(c).await.unwrap());
+        js.publish(format!("s{owner}.a"), "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // Each step's change, less the account info that reads it.
+    let mut before = counts().await;
+    let mut step = |what: &str, after: (u64, u64), want: (u64, u64)| {
+        assert_eq!((after.0 - before.0 - 1, after.1 - before.1), want, "{what}");
+        before = after;
+    };
+    for s in &streams {
+        s.get_raw_message(1).await.unwrap();
+        step("msg get", counts().await, (0, 0));
+        s.get_raw_message(9).await.unwrap_err();
+        step("msg get missing", counts().await, (1, 1));
+        s.direct_get(1).await.unwrap();
+        step("direct get", counts().await, (0, 0));
+        s.direct_get(9).await.unwrap_err();
+        step("direct get missing", counts().await, (0, 0));
+        s.get_info().await.unwrap();
+        step("stream info", counts().await, (1, 0));
+    }
+    js.get_stream("NOPE").await.unwrap_err();
+    step("stream info missing", counts().await, (1, 1));
+}
+
 #[tokio::test]
 async fn update_limits_and_policies() {
     let dir = tempfile::tempdir().unwrap();
