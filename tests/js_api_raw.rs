@@ -800,3 +800,86 @@ fn a_delete_behind_a_create_in_flight_deletes_the_new_stream() {
         assert!(!names.contains("GONE"), "{shards} shards: {names}");
     }
 }
+
+/// Subjects of clustered servers get nats-server's 10010 answer; subjects it does not
+/// serve get no answer and are not counted in `api.total`; a payload of whitespace
+/// alone is not empty (info and delete refuse it), `{ }` is.
+#[test]
+fn clustering_subjects_unknown_subjects_and_empty_payloads_match_nats_server() {
+    for shards in [1, 2] {
+        let (_server, mut raw, _dir) = setup(shards);
+        req(
+            &mut raw,
+            "$JS.API.STREAM.CREATE.A",
+            r#"{"name":"A","subjects":["a.>"]}"#,
+        );
+        req(
+            &mut raw,
+            "$JS.API.CONSUMER.CREATE.A.C",
+            r#"{"stream_name":"A","config":{"name":"C"}}"#,
+        );
+        let clustered = |kind: &str| {
+            format!(
+                r#"{{"type":"io.nats.jetstream.api.v1.{kind}","error":{{"code":503,"err_code":10010,"description":"JetStream clustering support required"}}}}"#
+            )
+        };
+        for (subject, body, kind) in [
+            (
+                "$JS.API.STREAM.LEADER.STEPDOWN.A",
+                "",
+                "stream_leader_stepdown_response",
+            ),
+            (
+                "$JS.API.STREAM.LEADER.STEPDOWN.NONE",
+                "",
+                "stream_leader_stepdown_response",
+            ),
+            (
+                "$JS.API.STREAM.PEER.REMOVE.A",
+                r#"{"peer":"x"}"#,
+                "stream_remove_peer_response",
+            ),
+            (
+                "$JS.API.CONSUMER.LEADER.STEPDOWN.A.C",
+                "",
+                "consumer_leader_stepdown_response",
+            ),
+        ] {
+            assert_eq!(req(&mut raw, subject, body), clustered(kind), "{subject}");
+        }
+        let not_empty = |kind: &str| {
+            format!(
+                r#"{{"type":"io.nats.jetstream.api.v1.{kind}","error":{{"code":400,"err_code":10038,"description":"expected an empty request payload"}}}}"#
+            )
+        };
+        let got = req(&mut raw, "$JS.API.CONSUMER.INFO.A.C", " ");
+        assert_eq!(got, not_empty("consumer_info_response"));
+        let got = req(&mut raw, "$JS.API.CONSUMER.INFO.A.C", " { } ");
+        assert!(
+            got.contains(r#""name":"C""#) && !got.contains("error"),
+            "{got}"
+        );
+        let got = req(&mut raw, "$JS.API.STREAM.DELETE.A", "\r\n");
+        assert_eq!(got, not_empty("stream_delete_response"));
+        let api = |raw: &mut Raw| {
+            let v: serde_json::Value = serde_json::from_str(&req(raw, "$JS.API.INFO", "")).unwrap();
+            (
+                v["api"]["total"].as_u64().unwrap(),
+                v["api"]["errors"].as_u64().unwrap(),
+            )
+        };
+        let before = api(&mut raw);
+        for subject in [
+            "$JS.API.NOPE",
+            "$JS.API.STREAM.TEMPLATE.NAMES",
+            "$JS.API.META.LEADER.STEPDOWN",
+            "$JS.API.CONSUMER.INFO.A",
+        ] {
+            raw.send_request(subject, None, b"");
+        }
+        // Counted: the stepdown's error and the account info reading it.
+        req(&mut raw, "$JS.API.STREAM.LEADER.STEPDOWN.A", "");
+        let after = api(&mut raw);
+        assert_eq!((after.0 - before.0, after.1 - before.1), (2, 1));
+    }
+}

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use crate::js::api::reply_err;
+use crate::js::api::{empty_request, reply_err};
 use crate::js::types::catalog::CatalogEntry;
 use crate::js::types::errors::ApiError;
 use crate::js::types::json;
@@ -204,22 +204,8 @@ pub fn update(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
 /// `STREAM.DELETE.<name>` on the coordinator.
 pub fn delete(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
     let kind = "stream_delete_response";
-    let trimmed: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    if !trimmed.is_empty() && trimmed != b"{}" {
-        return reply_err(
-            js,
-            reply,
-            kind,
-            &ApiError {
-                code: 400,
-                err_code: 10038,
-                description: "expected an empty request payload".into(),
-            },
-        );
+    if !empty_request(body) {
+        return reply_err(js, reply, kind, &ApiError::not_empty_request());
     }
     // The entry stays until the owner has removed the files (`JsCmd::Forget`), so
     // a create of the same name cannot race with the deletion.

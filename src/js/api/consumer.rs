@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::js::api::info::with_levels;
-use crate::js::api::reply_err;
+use crate::js::api::{empty_request, reply_err};
 use crate::js::consumer::{self, priority, Consumer, Meta};
 use crate::js::stream::Stream;
 use crate::js::types::consumer_config::{ConsumerConfig, PriorityPolicy};
@@ -109,15 +109,14 @@ pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8], hd
                 pause(js, &s, name, reply, body).await;
             }
         }
-        // nats-server does not answer other consumer subjects (e.g. INFO.<s>).
-        _ => {}
+        ["CONSUMER", "LEADER", "STEPDOWN", _, _] => {
+            let kind = "consumer_leader_stepdown_response";
+            reply_err(js, reply, kind, &ApiError::clustering_required());
+        }
+        // nats-server does not answer (nor count) other consumer subjects
+        // (e.g. INFO.<s>).
+        _ => super::uncount(js),
     }
-}
-
-/// An empty payload (or `{}`), as nats-server wants for info and delete.
-fn empty_request(body: &[u8]) -> bool {
-    let t = body.trim_ascii();
-    t.is_empty() || t == b"{}"
 }
 
 fn lookup(stream: &Stream, name: &str) -> Option<Rc<Consumer>> {

@@ -110,6 +110,19 @@ pub(crate) fn may_remove(
     }
 }
 
+/// A request nats-server does not count in `api.total`: one to a subject it
+/// does not serve, or a found `STREAM.MSG.GET` (answered outside its API layer).
+pub(crate) fn uncount(js: &Js) {
+    js.api_total.set(js.api_total.get() - 1);
+}
+
+/// A payload nats-server takes as empty for info and delete: none at all, or
+/// JSON that decodes to an empty object (`{}`, `{ }`); whitespace alone is not.
+pub(crate) fn empty_request(body: &[u8]) -> bool {
+    body.is_empty()
+        || serde_json::from_slice::<serde_json::Map<_, _>>(body).is_ok_and(|m| m.is_empty())
+}
+
 /// Answers `reply` with error `e` in the envelope of `kind`, and counts it.
 pub fn reply_err(js: &Js, reply: &Bytes, kind: &str, e: &ApiError) {
     js.api_errors.set(js.api_errors.get() + 1);
@@ -171,9 +184,13 @@ pub async fn handle(js: &Rc<Js>, req: ApiRequest) {
                 msg::delete(js, &s, reply, &body).await;
             }
         }
+        ["STREAM", "LEADER", "STEPDOWN", _] | ["STREAM", "PEER", "REMOVE", _] => {
+            let kind = response_kind(&tokens);
+            reply_err(js, reply, kind, &ApiError::clustering_required());
+        }
         ["CONSUMER", ..] => consumer::handle(js, &tokens, reply, &body, req.headers()).await,
-        // nats-server does not answer unknown API subjects.
-        _ => {}
+        // nats-server does not answer (nor count) unknown API subjects.
+        _ => uncount(js),
     }
     js.shard.flush_mesh().await;
 }
@@ -190,6 +207,9 @@ fn response_kind(tokens: &[&str]) -> &'static str {
         ["STREAM", "PURGE", ..] => "stream_purge_response",
         ["STREAM", "MSG", "GET", ..] => "stream_msg_get_response",
         ["STREAM", "MSG", "DELETE", ..] => "stream_msg_delete_response",
+        ["STREAM", "LEADER", "STEPDOWN", ..] => "stream_leader_stepdown_response",
+        ["STREAM", "PEER", "REMOVE", ..] => "stream_remove_peer_response",
+        ["CONSUMER", "LEADER", "STEPDOWN", ..] => "consumer_leader_stepdown_response",
         ["CONSUMER", "CREATE" | "DURABLE", ..] => "consumer_create_response",
         ["CONSUMER", "INFO", ..] => "consumer_info_response",
         ["CONSUMER", "DELETE", ..] => "consumer_delete_response",

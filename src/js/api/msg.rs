@@ -116,9 +116,8 @@ pub async fn get(js: &Js, s: &Stream, reply: &Bytes, body: &[u8]) {
         out.push_str(&format!(",\"data\":\"{}\"", json::base64(m.payload())));
     }
     out.push_str(&format!(",\"time\":\"{}\"}}}}", rfc3339(m.ts)));
-    // nats-server sends a found message outside its API layer: `api.total`
-    // counts only the failed gets.
-    js.api_total.set(js.api_total.get() - 1);
+    // Counted only when it fails, as on nats-server.
+    super::uncount(js);
     js.shard.reply(reply, None, out.as_bytes());
 }
 

@@ -137,6 +137,10 @@ impl ApiError {
     pub fn ttl_disabled() -> Self {
         e(400, 10166, "per-message TTL is disabled")
     }
+    /// Leader stepdowns and peer removals on a server without clustering.
+    pub fn clustering_required() -> Self {
+        e(503, 10010, "JetStream clustering support required")
+    }
     pub fn not_empty_request() -> Self {
         e(400, 10038, "expected an empty request payload")
     }
