@@ -883,3 +883,135 @@ fn clustering_subjects_unknown_subjects_and_empty_payloads_match_nats_server() {
         assert_eq!((after.0 - before.0, after.1 - before.1), (2, 1));
     }
 }
+
+/// `jetstream { strict: true }` (nats-server's default since 2.12): a request with a
+/// field nats-server does not know is refused with 10025, naming the field as sent, at
+/// any depth; user metadata and `pedantic` are known; direct gets and pull requests
+/// are not checked. Without it, jetcore ignores unknown fields (its default).
+#[test]
+fn strict_mode_refuses_unknown_fields_as_nats_server_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("strict.conf");
+    std::fs::write(&conf, "jetstream { strict: true }\n").unwrap();
+    let store = dir.path().join("js");
+    let server = Server::start_js(2, &store, &["-c", conf.to_str().unwrap()]);
+    let mut raw = server.raw();
+    raw.setup_requests();
+    req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.S",
+        r#"{"name":"S","subjects":["s.>"],"allow_direct":true}"#,
+    );
+    req(
+        &mut raw,
+        "$JS.API.CONSUMER.CREATE.S.C",
+        r#"{"stream_name":"S","config":{"name":"C"}}"#,
+    );
+    raw.request("s.1", None, b"x");
+    let refused = |kind: &str, field: &str, tail: &str| {
+        format!(
+            r#"{{"type":"io.nats.jetstream.api.v1.{kind}","error":{{"code":400,"err_code":10025,"description":"invalid JSON: json: unknown field \"{field}\""}}{tail}}}"#
+        )
+    };
+    let paged = r#","total":0,"offset":0,"limit":0"#;
+    for (subject, body, want) in [
+        (
+            "$JS.API.STREAM.CREATE.T",
+            r#"{"name":"T","subjects":["t"],"zz":1}"#,
+            refused("stream_create_response", "zz", ""),
+        ),
+        (
+            "$JS.API.STREAM.CREATE.T",
+            r#"{"name":"T","subjects":["t"],"sources":[{"name":"S","Zz":1}]}"#,
+            refused("stream_create_response", "Zz", ""),
+        ),
+        (
+            "$JS.API.STREAM.CREATE.T",
+            r#"{"name":"T","subjects":["t"],"placement":{"zz":1}}"#,
+            refused("stream_create_response", "zz", ""),
+        ),
+        (
+            "$JS.API.STREAM.INFO.S",
+            r#"{"zz":1}"#,
+            refused("stream_info_response", "zz", paged),
+        ),
+        (
+            "$JS.API.STREAM.NAMES",
+            r#"{"zz":1}"#,
+            refused(
+                "stream_names_response",
+                "zz",
+                &format!("{paged},\"streams\":null"),
+            ),
+        ),
+        (
+            "$JS.API.STREAM.PURGE.S",
+            r#"{"zz":1}"#,
+            refused("stream_purge_response", "zz", r#","purged":0"#),
+        ),
+        (
+            "$JS.API.STREAM.MSG.GET.S",
+            r#"{"seq":1,"zz":1}"#,
+            refused("stream_msg_get_response", "zz", ""),
+        ),
+        (
+            "$JS.API.STREAM.MSG.DELETE.S",
+            r#"{"seq":9,"zz":1}"#,
+            refused("stream_msg_delete_response", "zz", ""),
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.S.D",
+            r#"{"stream_name":"S","config":{"name":"D","zz":1}}"#,
+            refused("consumer_create_response", "zz", ""),
+        ),
+        (
+            "$JS.API.CONSUMER.CREATE.S.D",
+            r#"{"stream_name":"S","config":{"name":"D"},"zz":1}"#,
+            refused("consumer_create_response", "zz", ""),
+        ),
+        (
+            "$JS.API.CONSUMER.NAMES.S",
+            r#"{"zz":1}"#,
+            refused(
+                "consumer_names_response",
+                "zz",
+                &format!("{paged},\"consumers\":[]"),
+            ),
+        ),
+        (
+            "$JS.API.CONSUMER.PAUSE.S.C",
+            r#"{"zz":1}"#,
+            refused(
+                "consumer_pause_response",
+                "zz",
+                r#","paused":false,"pause_until":"0001-01-01T00:00:00Z""#,
+            ),
+        ),
+    ] {
+        assert_eq!(req(&mut raw, subject, body), want, "{subject} {body}");
+    }
+    let made = req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.T",
+        r#"{"name":"T","subjects":["t"],"pedantic":true,"metadata":{"zz":"1"}}"#,
+    );
+    assert!(made.contains(r#""did_create":true"#), "{made}");
+    let (_, got) = raw.request("$JS.API.DIRECT.GET.S", None, br#"{"seq":1,"zz":1}"#);
+    assert_eq!(got, b"x");
+    let (_, got) = raw.request(
+        "$JS.API.CONSUMER.MSG.NEXT.S.C",
+        None,
+        br#"{"batch":1,"expires":2000000000,"zz":1}"#,
+    );
+    assert_eq!(got, b"x");
+    if common::reference_server().is_none() {
+        // jetcore's default: unknown fields ignored.
+        let (_server, mut raw, _dir) = setup(1);
+        let made = req(
+            &mut raw,
+            "$JS.API.STREAM.CREATE.T",
+            r#"{"name":"T","subjects":["t"],"zz":1}"#,
+        );
+        assert!(made.contains(r#""did_create":true"#), "{made}");
+    }
+}

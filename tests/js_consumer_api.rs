@@ -89,7 +89,7 @@ async fn create_info_list_and_delete_durable_and_ephemeral() {
 #[tokio::test]
 async fn a_new_consumer_starts_at_the_first_message_left() {
     let e = env(1).await;
-    let mut s = make_stream(&e.js, "S", &["s.>"]).await;
+    let s = make_stream(&e.js, "S", &["s.>"]).await;
     for i in 0..5 {
         publish(&e.js, &format!("s.{}", i % 2), format!("m{i}")).await;
     }

@@ -46,6 +46,8 @@ pub struct FileSettings {
     /// `jetstream { max_memory_store, max_file_store }` (bytes; negative: the default).
     pub max_memory_store: Option<i64>,
     pub max_file_store: Option<i64>,
+    /// `jetstream { strict }`: refuse API requests with unknown fields.
+    pub js_strict: Option<bool>,
     pub syslog: Option<bool>,
     pub remote_syslog: Option<String>,
     pub log_size_limit: Option<i64>,
@@ -103,6 +105,7 @@ impl FileSettings {
             self.jetstream != old.jetstream || self.store_dir != old.store_dir,
         );
         check("jetstream.domain", self.domain != old.domain);
+        check("jetstream.strict", self.js_strict != old.js_strict);
         check(
             "jetstream.max_memory_store/max_file_store",
             self.max_memory_store != old.max_memory_store
@@ -244,6 +247,7 @@ fn jetstream(s: &mut FileSettings, key: &str, item: &Item) -> Result<(), String>
                     }
                     "max_file_store" | "max_file" => s.max_file_store = Some(int(k, v)?),
                     "enabled" | "enable" => s.jetstream = Some(boolean(k, v)?),
+                    "strict" => s.js_strict = Some(boolean(k, v)?),
                     "sync_interval" | "sync" => {
                         s.sync = Some(match &v.value {
                             Value::Str(t) if t.eq_ignore_ascii_case("always") => "always".into(),
@@ -418,7 +422,12 @@ mod tests {
         assert_eq!((s.http_host, s.http_port), (None, Some(8223)));
         assert!(of("http: [1]").is_err());
         let s = of("jetstream { sync_interval: \"2m\" }").unwrap();
-        assert_eq!(s.sync.as_deref(), Some("interval=2m"));
+        assert_eq!(s.sync.as_deref(), Some("interval=2m"));        let strict = of("jetstream { strict: true }").unwrap();
+        assert_eq!(strict.js_strict, Some(true));
+        let lenient = of("jetstream { store_dir: /d, strict: false }").unwrap();
+        assert_eq!(lenient.js_strict, Some(false));
+        assert_eq!(lenient.restart_only_changes(&strict), ["jetstream", "jetstream.strict"]);
+        assert!(of("jetstream { strict: maybe }").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::shard::msg::JsCmd;
 /// `STREAM.CREATE.<name>` on the coordinator.
 pub fn create(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
     let kind = "stream_create_response";
-    let mut cfg = match StreamConfig::decode(body) {
+    let mut cfg = match StreamConfig::decode(body, js.strict) {
         Ok(c) => c,
         Err(e) if e.err_code == 10025 && body.iter().all(|b| b.is_ascii_whitespace()) => {
             return reply_err(js, reply, kind, &ApiError::name_mismatch())
@@ -146,7 +146,7 @@ pub fn update(js: &Js, name: &str, reply: &Bytes, body: &[u8]) {
     let kind = "stream_update_response";
     // An empty update names no stream (nats-server's answer, not a JSON error).
     let empty = body.iter().all(|b| b.is_ascii_whitespace());
-    let mut cfg = match StreamConfig::decode(if empty { b"{}" } else { body }) {
+    let mut cfg = match StreamConfig::decode(if empty { b"{}" } else { body }, js.strict) {
         Ok(c) => c,
         Err(e) => return reply_err(js, reply, kind, &e),
     };

@@ -78,6 +78,9 @@ pub struct Js {
     /// API requests handled here and those answered with an error (account info).
     pub api_total: Cell<u64>,
     pub api_errors: Cell<u64>,
+    /// `jetstream { strict: true }`: API requests with fields nats-server does
+    /// not know are refused (10025), as nats-server's default strict mode does.
+    pub strict: bool,
     /// Streams this shard is making (files being written): commands and
     /// API requests about them wait for `made`, which fires as each is done,
     /// as nats-server serialises them (a second identical create gets the
@@ -94,6 +97,7 @@ pub struct Js {
 impl Js {
     pub fn new(shard: Rc<Shard>, root: PathBuf, sync: SyncMode) -> Rc<Js> {
         let limits = monitor::account_limits(&shard.cfg);
+        let strict = shard.cfg.file_settings.js_strict.unwrap_or(false);
         Rc::new_cyclic(|me| Js {
             shard,
             root,
@@ -108,6 +112,7 @@ impl Js {
             next_remote_sub: Cell::new(1),
             api_total: Cell::new(0),
             api_errors: Cell::new(0),
+            strict,
             making: RefCell::new(Default::default()),
             made: Default::default(),
             limits,

@@ -236,7 +236,7 @@ async fn create(js: &Rc<Js>, at: CreateAt<'_>, reply: &Bytes, body: &[u8], hdr: 
         action,
         name,
         mut cfg,
-    } = match decode_create(&at, body, generated) {
+    } = match decode_create(&at, body, generated, js.strict) {
         Ok(w) => w,
         Err(e) => return err(e),
     };
@@ -283,8 +283,13 @@ async fn create(js: &Rc<Js>, at: CreateAt<'_>, reply: &Bytes, body: &[u8], hdr: 
 
 /// Decodes a create request and settles the consumer's name from the
 /// subject, the config's `name` and `durable_name`, or `generated`.
-fn decode_create(at: &CreateAt, body: &[u8], generated: String) -> Result<Wanted, ApiError> {
-    let req = ConsumerConfig::decode_request(body)?;
+fn decode_create(
+    at: &CreateAt,
+    body: &[u8],
+    generated: String,
+    strict: bool,
+) -> Result<Wanted, ApiError> {
+    let req = ConsumerConfig::decode_request(body, strict)?;
     if req.stream_name != at.stream {
         return Err(ApiError::name_mismatch());
     }
@@ -596,7 +601,7 @@ fn names(js: &Js, stream: &str, reply: &Bytes, body: &[u8], list: bool) {
     struct Req {
         offset: i64,
     }
-    let req: Req = match json::decode_as(body) {
+    let req: Req = match json::decode_checked(body, js.strict) {
         Ok(r) => r,
         Err(e) => return reply_err(js, reply, kind, &ApiError::invalid_json(&e)),
     };
@@ -638,7 +643,7 @@ async fn pause(js: &Rc<Js>, stream: &Rc<Stream>, name: &str, reply: &Bytes, body
     struct Req {
         pause_until: Option<String>,
     }
-    let req: Req = match json::decode_as(body) {
+    let req: Req = match json::decode_checked(body, js.strict) {
         Ok(r) => r,
         Err(e) => return reply_err(js, reply, kind, &ApiError::invalid_json(&e)),
     };

@@ -78,7 +78,7 @@ pub(crate) fn decode_request<T: serde::de::DeserializeOwned>(
     kind: &str,
     body: &[u8],
 ) -> Option<T> {
-    match json::decode_as(body) {
+    match json::decode_checked(body, js.strict) {
         Ok(r) => Some(r),
         Err(e) => {
             reply_err(js, reply, kind, &ApiError::invalid_json(&e));

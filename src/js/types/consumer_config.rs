@@ -215,7 +215,8 @@ impl ConsumerConfig {
     }
 
     /// Decodes the `config` object of a create request (Go rules).
-    pub fn decode_request(body: &[u8]) -> Result<CreateRequest, ApiError> {
+    /// `strict`: a field nats-server does not know is refused (10025).
+    pub fn decode_request(body: &[u8], strict: bool) -> Result<CreateRequest, ApiError> {
         let mut v = if body.iter().all(u8::is_ascii_whitespace) {
             Value::Object(serde_json::Map::new())
         } else {
@@ -242,8 +243,8 @@ impl ConsumerConfig {
             }
             map.remove("pedantic");
         }
-        serde_json::from_value::<CreateRequest>(v)
-            .map_err(|e| ApiError::invalid_json(&e.to_string()))
+        crate::js::types::json::from_value::<CreateRequest>(v, body, strict)
+            .map_err(|e| ApiError::invalid_json(&e))
     }
 
     /// Fills defaults and checks the config as nats-server does on create
@@ -673,7 +674,7 @@ mod tests {
 
     fn norm(json: &str) -> Result<ConsumerConfig, ApiError> {
         let body = format!("{{\"stream_name\":\"S\",\"config\":{json}}}");
-        let req = ConsumerConfig::decode_request(body.as_bytes())?;
+        let req = ConsumerConfig::decode_request(body.as_bytes(), false)?;
         let mut c = req.config.unwrap_or_default();
         c.normalize(&StreamConfig::default())?;
         Ok(c)

@@ -111,8 +111,64 @@ impl<'de> Visitor<'de> for GoVisitor {
     }
 }
 
-/// Decodes a request body into `T` with Go's rules; an empty body is `{}`.
-pub fn decode_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+/// `T` from a value decoded from `body`. `strict` refuses a field `T` does not
+/// have, as nats-server does in strict mode (its default since 2.12): the
+/// first one is named as sent, the way Go's `DisallowUnknownFields` names it.
+pub fn from_value<T: serde::de::DeserializeOwned>(
+    v: Value,
+    body: &[u8],
+    strict: bool,
+) -> Result<T, String> {
+    if !strict {
+        return serde_json::from_value(v).map_err(|e| e.to_string());
+    }
+    let mut unknown = None;
+    let t = serde_ignored::deserialize(v, |path| {
+        if let (None, serde_ignored::Path::Map { key, .. }) = (&unknown, path) {
+            unknown = Some(key.clone());
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    match unknown {
+        Some(key) => {
+            let key = key_as_sent(body, &key).unwrap_or(key);
+            Err(format!("json: unknown field {}", quote(&key)))
+        }
+        None => Ok(t),
+    }
+}
+
+/// The first object key in `body` that matches `key` without regard to case
+/// (keys are folded to lower case while decoding).
+fn key_as_sent(body: &[u8], key: &str) -> Option<String> {
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while end < body.len() && body[end] != b'"' {
+            end += if body[end] == b'\\' { 2 } else { 1 };
+        }
+        let text = &body[start..end.min(body.len())];
+        let colon = body[(end + 1).min(body.len())..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace());
+        if colon == Some(&b':') && text.eq_ignore_ascii_case(key.as_bytes()) {
+            return String::from_utf8(text.to_vec()).ok();
+        }
+        i = end + 1;
+    }
+    None
+}
+
+/// `decode_as`, refusing unknown fields when `strict`.
+pub fn decode_checked<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    strict: bool,
+) -> Result<T, String> {
     let trimmed = bytes.iter().all(|b| b.is_ascii_whitespace());
     let v = if trimmed {
         Value::Object(Map::new())
@@ -123,7 +179,14 @@ pub fn decode_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Stri
             v => v,
         }
     };
-    serde_json::from_value(v).map_err(|e| e.to_string())
+    from_value(v, bytes, strict)
+}
+
+/// Decodes a request body into `T` with Go's rules; an empty body is `{}`.
+/// Unknown fields are ignored (requests nats-server never checks strictly:
+/// pull requests, direct gets, unpin).
+pub fn decode_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    decode_checked(bytes, false)
 }
 
 /// Serializes like Go's encoding/json: HTML-sensitive characters escaped.
@@ -389,5 +452,53 @@ mod tests {
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"hi"), "aGk=");
         assert_eq!(base64(b"NATS/1.0\r\n\r\n"), "TkFUUy8xLjANCg0K");
+    }
+
+    #[derive(serde::Deserialize, Debug, Default)]
+    #[serde(default)]
+    struct Outer {
+        name: String,
+        inner: Option<Inner>,
+        list: Vec<Inner>,
+        metadata: Option<std::collections::BTreeMap<String, String>>,
+    }
+
+    #[derive(serde::Deserialize, Debug, Default)]
+    #[serde(default)]
+    struct Inner {
+        seq: u64,
+    }
+
+    #[test]
+    fn strict_names_the_first_unknown_field_as_sent() {
+        let strict = |b: &str| decode_checked::<Outer>(b.as_bytes(), true).map(|o| o.name);
+        assert_eq!(
+            strict(r#"{"Name":"a","metadata":{"Any":"x"}}"#).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            strict(r#"{"name":"a","Extra":1}"#).unwrap_err(),
+            r#"json: unknown field "Extra""#
+        );
+        assert_eq!(
+            strict(r#"{"inner":{"seq":1,"ZZ":2}}"#).unwrap_err(),
+            r#"json: unknown field "ZZ""#
+        );
+        // A value spelled like the key is not taken for it.
+        assert_eq!(
+            strict(r#"{"name":"zz","list":[{"seq":1},{"zZ" : 3}]}"#).unwrap_err(),
+            r#"json: unknown field "zZ""#
+        );
+        // Lenient: ignored.
+        let o = decode_checked::<Outer>(br#"{"name":"a","extra":{"x":1}}"#, false).unwrap();
+        assert_eq!(o.name, "a");
+        assert!(o.inner.is_none() && o.list.is_empty() && o.metadata.is_none());
+    }
+
+    #[test]
+    fn key_as_sent_skips_values_and_escapes() {
+        let body = br#"{"a\"b":"Key","x":"KEY" , "kEy" :1}"#;
+        assert_eq!(key_as_sent(body, "key").as_deref(), Some("kEy"));
+        assert_eq!(key_as_sent(body, "nope"), None);
     }
 }

@@ -50,6 +50,23 @@ pub struct ConsumerLimits {
 
 /// Stream configuration as nats-server stores and echoes it (field order is
 /// nats-server's). Objects we do not act on are kept as raw JSON to echo.
+/// Where a clustered server would place the stream; kept and echoed (a single
+/// server has nowhere else to put it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    #[serde(skip_serializing_if = "no_tags")]
+    pub tags: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub preferred: String,
+}
+
+fn no_tags(t: &Option<Vec<String>>) -> bool {
+    t.as_ref().is_none_or(Vec::is_empty)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StreamConfig {
@@ -73,7 +90,7 @@ pub struct StreamConfig {
     #[serde(skip_serializing_if = "is_zero_i64")]
     pub duplicate_window: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub placement: Option<Value>,
+    pub placement: Option<Placement>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<StreamSource>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,7 +198,8 @@ impl StreamConfig {
 
     /// Decodes a request body (Go rules) into a config with nats-server's
     /// defaults for missing fields. Errors are the API errors to answer with.
-    pub fn decode(body: &[u8]) -> Result<StreamConfig, ApiError> {
+    /// `strict`: a field nats-server does not know is refused (10025).
+    pub fn decode(body: &[u8], strict: bool) -> Result<StreamConfig, ApiError> {
         if body.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(ApiError::invalid_json("unexpected end of JSON input"));
         }
@@ -200,8 +218,8 @@ impl StreamConfig {
         }
         // `pedantic` belongs to the request wrapper, not the config.
         map.remove("pedantic");
-        serde_json::from_value::<StreamConfig>(v)
-            .map_err(|e| ApiError::invalid_json(&e.to_string()))
+        crate::js::types::json::from_value::<StreamConfig>(v, body, strict)
+            .map_err(|e| ApiError::invalid_json(&e))
     }
 
     /// Fills defaults and checks the config the way nats-server does on create
@@ -378,12 +396,15 @@ impl StreamConfig {
         self.check_external()?;
         self.check_transform()?;
         self.check_republish()?;
-        if self
-            .placement
-            .as_ref()
-            .is_some_and(|p| p.as_object().is_some_and(|o| o.is_empty()))
-        {
-            self.placement = None;
+        if let Some(p) = &self.placement {
+            if !p.preferred.is_empty() {
+                return bad("preferred server not permitted in placement");
+            }
+            // As nats-server keeps it: `{}` is no placement, an empty list of
+            // tags keeps an (empty) placement.
+            if p.cluster.is_empty() && p.tags.is_none() {
+                self.placement = None;
+            }
         }
         if let Some(m) = &self.metadata {
             let size: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -656,7 +677,7 @@ mod tests {
     use super::*;
 
     fn cfg(json: &str) -> Result<StreamConfig, ApiError> {
-        let mut c = StreamConfig::decode(json.as_bytes())?;
+        let mut c = StreamConfig::decode(json.as_bytes(), false)?;
         c.normalize(1 << 20)?;
         Ok(c)
     }
