@@ -422,11 +422,15 @@ mod tests {
         assert_eq!((s.http_host, s.http_port), (None, Some(8223)));
         assert!(of("http: [1]").is_err());
         let s = of("jetstream { sync_interval: \"2m\" }").unwrap();
-        assert_eq!(s.sync.as_deref(), Some("interval=2m"));        let strict = of("jetstream { strict: true }").unwrap();
+        assert_eq!(s.sync.as_deref(), Some("interval=2m"));
+        let strict = of("jetstream { strict: true }").unwrap();
         assert_eq!(strict.js_strict, Some(true));
         let lenient = of("jetstream { store_dir: /d, strict: false }").unwrap();
         assert_eq!(lenient.js_strict, Some(false));
-        assert_eq!(lenient.restart_only_changes(&strict), ["jetstream", "jetstream.strict"]);
+        assert_eq!(
+            lenient.restart_only_changes(&strict),
+            ["jetstream", "jetstream.strict"]
+        );
         assert!(of("jetstream { strict: maybe }").is_err());
     }
 
