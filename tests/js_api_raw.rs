@@ -844,9 +844,33 @@ fn clustering_subjects_unknown_subjects_and_empty_payloads_match_nats_server() {
                 "",
                 "consumer_leader_stepdown_response",
             ),
+            (
+                "$JS.API.STREAM.PEER.EVACUATE.A",
+                "",
+                "stream_evacuate_peer_response",
+            ),
+            (
+                "$JS.API.STREAM.CANCEL_MOVE.A",
+                "",
+                "stream_cancel_move_response",
+            ),
+            (
+                "$JS.API.CONSUMER.PEER.REMOVE.A.C",
+                "",
+                "consumer_remove_peer_response",
+            ),
+            (
+                "$JS.API.CONSUMER.PEER.EVACUATE.A.C",
+                "",
+                "consumer_evacuate_peer_response",
+            ),
         ] {
             assert_eq!(req(&mut raw, subject, body), clustered(kind), "{subject}");
         }
+        // Before the API level is looked at.
+        let level = b"NATS/1.0\r\nNats-Required-Api-Level: 99\r\n\r\n";
+        let (_, got) = raw.request("$JS.API.STREAM.LEADER.STEPDOWN.A", Some(level), b"");
+        assert_eq!(mask(&got), clustered("stream_leader_stepdown_response"));
         let not_empty = |kind: &str| {
             format!(
                 r#"{{"type":"io.nats.jetstream.api.v1.{kind}","error":{{"code":400,"err_code":10038,"description":"expected an empty request payload"}}}}"#
@@ -874,8 +898,10 @@ fn clustering_subjects_unknown_subjects_and_empty_payloads_match_nats_server() {
             "$JS.API.STREAM.TEMPLATE.NAMES",
             "$JS.API.META.LEADER.STEPDOWN",
             "$JS.API.CONSUMER.INFO.A",
+            "$JS.API.CONSUMER.INFO.A.C.x",
         ] {
             raw.send_request(subject, None, b"");
+            raw.send_request(subject, Some(level), b"");
         }
         // Counted: the stepdown's error and the account info reading it.
         req(&mut raw, "$JS.API.STREAM.LEADER.STEPDOWN.A", "");

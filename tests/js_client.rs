@@ -106,7 +106,7 @@ async fn stream_lifecycle_through_the_client_on_every_shard_count() {
 /// `api.total` and `api.errors` in account info count requests as nats-server 2.15.1
 /// does: a found message of `STREAM.MSG.GET` is answered outside the API layer and not
 /// counted, nor are direct gets and pull requests; every other answer is. Streams on
-/// both shards, so forwarded requests count once.
+/// both shards: account info sums what each shard counted.
 #[tokio::test]
 async fn api_request_counts_follow_nats_server() {
     let dir = tempfile::tempdir().unwrap();

@@ -53,7 +53,7 @@ pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8], hd
             };
             create(js, at, reply, body, hdr).await;
         }
-        ["CONSUMER", "INFO" | "DELETE", ..] if !empty_request(body) => {
+        ["CONSUMER", "INFO" | "DELETE", _, _] if !empty_request(body) => {
             let kind = if tokens[1] == "INFO" {
                 "consumer_info_response"
             } else {
@@ -109,13 +109,8 @@ pub async fn handle(js: &Rc<Js>, tokens: &[&str], reply: &Bytes, body: &[u8], hd
                 pause(js, &s, name, reply, body).await;
             }
         }
-        ["CONSUMER", "LEADER", "STEPDOWN", _, _] => {
-            let kind = "consumer_leader_stepdown_response";
-            reply_err(js, reply, kind, &ApiError::clustering_required());
-        }
-        // nats-server does not answer (nor count) other consumer subjects
-        // (e.g. INFO.<s>).
-        _ => super::uncount(js),
+        // `api::served` lets only these through.
+        _ => {}
     }
 }
 

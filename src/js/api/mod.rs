@@ -110,8 +110,9 @@ pub(crate) fn may_remove(
     }
 }
 
-/// A request nats-server does not count in `api.total`: one to a subject it
-/// does not serve, or a found `STREAM.MSG.GET` (answered outside its API layer).
+/// Takes back the count of a request this shard does not answer through the
+/// API: one forwarded to its stream's owner (which counts it), or a found
+/// `STREAM.MSG.GET` (nats-server answers it outside its API layer).
 pub(crate) fn uncount(js: &Js) {
     js.api_total.set(js.api_total.get() - 1);
 }
@@ -135,7 +136,17 @@ pub async fn handle(js: &Rc<Js>, req: ApiRequest) {
     let reply = &req.reply;
     let rest = String::from_utf8_lossy(&req.subject[b"$JS.API.".len()..]).into_owned();
     let tokens: Vec<&str> = rest.split('.').collect();
+    // nats-server has no subscription there: no answer, not counted.
+    let Some((kind, clustered)) = served(&tokens) else {
+        return;
+    };
     js.api_total.set(js.api_total.get() + 1);
+    if clustered {
+        // Answered before any other check, as on a server without clustering.
+        reply_err(js, reply, kind, &ApiError::clustering_required());
+        js.shard.flush_mesh().await;
+        return;
+    }
     // A level this server does not reach, or one that is not a number.
     let level = req
         .headers()
@@ -147,7 +158,6 @@ pub async fn handle(js: &Rc<Js>, req: ApiRequest) {
                 .and_then(|l| l.parse::<i64>().ok())
         });
     if level.is_some_and(|l| l.is_none_or(|l| l > API_LEVEL as i64)) {
-        let kind = response_kind(&tokens);
         reply_err(js, reply, kind, &ApiError::required_api_level());
         js.shard.flush_mesh().await;
         return;
@@ -184,40 +194,51 @@ pub async fn handle(js: &Rc<Js>, req: ApiRequest) {
                 msg::delete(js, &s, reply, &body).await;
             }
         }
-        ["STREAM", "LEADER", "STEPDOWN", _] | ["STREAM", "PEER", "REMOVE", _] => {
-            let kind = response_kind(&tokens);
-            reply_err(js, reply, kind, &ApiError::clustering_required());
-        }
         ["CONSUMER", ..] => consumer::handle(js, &tokens, reply, &body, req.headers()).await,
-        // nats-server does not answer (nor count) unknown API subjects.
-        _ => uncount(js),
+        // Served subjects are all matched above.
+        _ => {}
     }
     js.shard.flush_mesh().await;
 }
 
-fn response_kind(tokens: &[&str]) -> &'static str {
-    match tokens {
+/// The API subjects nats-server serves (its subscriptions, token for token):
+/// the kind of their answers, and whether they need clustering (answered 10010).
+/// Snapshots, restores and consumer resets are not served here yet.
+fn served(tokens: &[&str]) -> Option<(&'static str, bool)> {
+    let kind = match tokens {
         ["INFO"] => "account_info_response",
-        ["STREAM", "CREATE", ..] => "stream_create_response",
-        ["STREAM", "UPDATE", ..] => "stream_update_response",
-        ["STREAM", "DELETE", ..] => "stream_delete_response",
-        ["STREAM", "NAMES", ..] => "stream_names_response",
-        ["STREAM", "LIST", ..] => "stream_list_response",
-        ["STREAM", "INFO", ..] => "stream_info_response",
-        ["STREAM", "PURGE", ..] => "stream_purge_response",
-        ["STREAM", "MSG", "GET", ..] => "stream_msg_get_response",
-        ["STREAM", "MSG", "DELETE", ..] => "stream_msg_delete_response",
-        ["STREAM", "LEADER", "STEPDOWN", ..] => "stream_leader_stepdown_response",
-        ["STREAM", "PEER", "REMOVE", ..] => "stream_remove_peer_response",
-        ["CONSUMER", "LEADER", "STEPDOWN", ..] => "consumer_leader_stepdown_response",
-        ["CONSUMER", "CREATE" | "DURABLE", ..] => "consumer_create_response",
-        ["CONSUMER", "INFO", ..] => "consumer_info_response",
-        ["CONSUMER", "DELETE", ..] => "consumer_delete_response",
-        ["CONSUMER", "NAMES", ..] => "consumer_names_response",
-        ["CONSUMER", "LIST", ..] => "consumer_list_response",
-        ["CONSUMER", "PAUSE", ..] => "consumer_pause_response",
-        _ => "system_response",
-    }
+        ["STREAM", "CREATE", _] => "stream_create_response",
+        ["STREAM", "UPDATE", _] => "stream_update_response",
+        ["STREAM", "DELETE", _] => "stream_delete_response",
+        ["STREAM", "NAMES"] => "stream_names_response",
+        ["STREAM", "LIST"] => "stream_list_response",
+        ["STREAM", "INFO", _] => "stream_info_response",
+        ["STREAM", "PURGE", _] => "stream_purge_response",
+        ["STREAM", "MSG", "GET", _] => "stream_msg_get_response",
+        ["STREAM", "MSG", "DELETE", _] => "stream_msg_delete_response",
+        ["CONSUMER", "CREATE", _, ..] => "consumer_create_response",
+        ["CONSUMER", "DURABLE", "CREATE", _, _] => "consumer_create_response",
+        ["CONSUMER", "INFO", _, _] => "consumer_info_response",
+        ["CONSUMER", "DELETE", _, _] => "consumer_delete_response",
+        ["CONSUMER", "NAMES", _] => "consumer_names_response",
+        ["CONSUMER", "LIST", _] => "consumer_list_response",
+        ["CONSUMER", "PAUSE", _, _] => "consumer_pause_response",
+        ["CONSUMER", "UNPIN", _, _] => "consumer_unpin_response",
+        _ => {
+            let kind = match tokens {
+                ["STREAM", "LEADER", "STEPDOWN", _] => "stream_leader_stepdown_response",
+                ["STREAM", "PEER", "REMOVE", _] => "stream_remove_peer_response",
+                ["STREAM", "PEER", "EVACUATE", _] => "stream_evacuate_peer_response",
+                ["STREAM", "CANCEL_MOVE", _] => "stream_cancel_move_response",
+                ["CONSUMER", "LEADER", "STEPDOWN", _, _] => "consumer_leader_stepdown_response",
+                ["CONSUMER", "PEER", "REMOVE", _, _] => "consumer_remove_peer_response",
+                ["CONSUMER", "PEER", "EVACUATE", _, _] => "consumer_evacuate_peer_response",
+                _ => return None,
+            };
+            return Some((kind, true));
+        }
+    };
+    Some((kind, false))
 }
 
 /// The stream if this shard owns it. Otherwise the coordinator forwards the
@@ -230,8 +251,7 @@ fn find_stream(js: &Js, name: &str, kind: &str, req: &ApiRequest) -> Option<Rc<S
     let owner = js.catalog.borrow().get(name).map(|e| e.owner);
     match owner {
         Some(o) if o != js.shard.id && js.shard.id == 0 => {
-            // The owner counts it.
-            js.api_total.set(js.api_total.get() - 1);
+            uncount(js);
             js.send_api(o, req.clone());
         }
         _ => reply_err(js, &req.reply, kind, &ApiError::stream_not_found()),
