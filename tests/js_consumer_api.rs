@@ -139,6 +139,113 @@ async fn a_new_consumer_starts_at_the_first_message_left() {
     .await;
 }
 
+/// Start positions with filters, where nats-server 2.15.1 puts them: `last` and
+/// `last_per_subject` matching nothing, `last_per_subject` on a stream keeping one
+/// message per subject (as `all`), and `by_start_time` skipping to the first
+/// message the filter takes. Stream F holds 3..=6 (f.2, f.0, f.1, f.2), stream G
+/// 4..=6 (g.0, g.1, g.2).
+#[tokio::test]
+async fn filtered_start_positions_match_nats_server() {
+    let e = env(2).await;
+    let api = |subject: String, body: Value| {
+        let client = e.client.clone();
+        async move {
+            let m = client
+                .request(subject, body.to_string().into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&m.payload).unwrap()
+        }
+    };
+    api(
+        "$JS.API.STREAM.CREATE.F".into(),
+        json!({"name": "F", "subjects": ["f.>"]}),
+    )
+    .await;
+    api(
+        "$JS.API.STREAM.CREATE.G".into(),
+        json!({"name": "G", "subjects": ["g.>"], "max_msgs_per_subject": 1}),
+    )
+    .await;
+    for i in 0..6 {
+        publish(&e.js, &format!("f.{}", i % 3), "x").await;
+        publish(&e.js, &format!("g.{}", i % 3), "x").await;
+    }
+    api("$JS.API.STREAM.PURGE.F".into(), json!({"keep": 4})).await;
+    let epoch = "2000-01-01T00:00:00Z";
+    for (stream, cfg, delivered, pending) in [
+        (
+            "F",
+            json!({"deliver_policy": "last", "filter_subject": "f.none"}),
+            2,
+            0,
+        ),
+        (
+            "F",
+            json!({"deliver_policy": "last_per_subject", "filter_subject": "f.none"}),
+            5,
+            0,
+        ),
+        (
+            "F",
+            json!({"deliver_policy": "last", "filter_subject": "f.1"}),
+            4,
+            1,
+        ),
+        (
+            "F",
+            json!({"deliver_policy": "last_per_subject", "filter_subjects": ["f.0", "f.2"]}),
+            3,
+            2,
+        ),
+        (
+            "G",
+            json!({"deliver_policy": "last_per_subject", "filter_subject": "g.1"}),
+            3,
+            1,
+        ),
+        (
+            "G",
+            json!({"deliver_policy": "last_per_subject", "filter_subject": "g.none"}),
+            3,
+            0,
+        ),
+        (
+            "G",
+            json!({"deliver_policy": "last_per_subject", "filter_subject": "g.>"}),
+            3,
+            3,
+        ),
+        (
+            "F",
+            json!({"deliver_policy": "by_start_time", "opt_start_time": epoch, "filter_subject": "f.1"}),
+            4,
+            1,
+        ),
+        (
+            "F",
+            json!({"deliver_policy": "all", "filter_subject": "f.1"}),
+            2,
+            1,
+        ),
+    ] {
+        let mut config = cfg.clone();
+        config["ack_policy"] = json!("explicit");
+        let body = json!({"stream_name": stream, "config": config});
+        let i = api(format!("$JS.API.CONSUMER.CREATE.{stream}"), body).await;
+        let got = (
+            &i["delivered"]["stream_seq"],
+            &i["ack_floor"]["stream_seq"],
+            &i["num_pending"],
+        );
+        assert_eq!(
+            got,
+            (&json!(delivered), &json!(delivered), &json!(pending)),
+            "{cfg}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn create_action_semantics_and_config_errors() {
     let e = env(1).await;

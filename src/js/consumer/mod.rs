@@ -106,40 +106,52 @@ fn filters_of(cfg: &ConsumerConfig) -> Vec<Bytes> {
 }
 
 /// A new consumer's state: positioned by its deliver policy on `ix`
-/// (`next_seq`: the sequence the stream gives next, accepted or not).
-fn positioned(cfg: &ConsumerConfig, ix: &Index, next_seq: u64, filters: &[Bytes]) -> State {
+/// (`next_seq`: the sequence the stream gives next, accepted or not;
+/// `one_per_subject`: the stream keeps one message per subject), where
+/// nats-server starts it.
+fn positioned(
+    cfg: &ConsumerConfig,
+    ix: &Index,
+    next_seq: u64,
+    filters: &[Bytes],
+    one_per_subject: bool,
+) -> State {
     let mut st = State::new(Nanos::now());
     let (first, last) = (ix.first_seq(), ix.last_seq());
     let start = match cfg.deliver() {
         DeliverPolicy::All => first,
+        // With nothing matching, from the first message.
         DeliverPolicy::Last => ix
             .last_per_subject(filters)
             .last()
             .copied()
-            .unwrap_or(last + 1),
+            .unwrap_or(first),
         // After every accepted message, committed or still in flight.
         DeliverPolicy::New => next_seq,
-        // A start before the first message starts at the first (as
-        // nats-server reports it: delivered is the sequence before).
-        DeliverPolicy::ByStartSeq => cfg.opt_start_seq.max(first),
+        DeliverPolicy::ByStartSeq => cfg.opt_start_seq,
+        // The first message from then on that the filters take.
         DeliverPolicy::ByStartTime => ix
             .first_at_or_after(cfg.start_time_nanos())
+            .and_then(|s| ix.next_filtered(s, filters))
             .unwrap_or(last + 1),
+        // Every message is the last of its subject: as `all`.
+        DeliverPolicy::LastPerSubject if one_per_subject => first,
         DeliverPolicy::LastPerSubject => {
             st.lps = ix
                 .last_per_subject(filters)
                 .into_iter()
                 .map(StreamSeq)
                 .collect();
-            st.lps.front().map_or(last + 1, |s| s.0)
+            st.lps.front().map_or(last, |s| s.0)
         }
     };
+    // Never before the first message left (purged or deleted ones).
+    let start = start.max(first);
     st.cursor = StreamSeq(match cfg.deliver() {
-        DeliverPolicy::LastPerSubject => last + 1,
+        DeliverPolicy::LastPerSubject if !one_per_subject => last + 1,
         _ => start,
     });
-    // Before the start: with the first messages purged or deleted, `all`
-    // reports the sequence before the first one left, as nats-server does.
+    // Info reports the sequence before the start as delivered and acknowledged.
     st.delivered_stream = StreamSeq(start.saturating_sub(1));
     st.floor_stream = st.delivered_stream;
     st.recount(ix, filters);
@@ -156,7 +168,8 @@ impl Consumer {
         dir: Option<PathBuf>,
     ) -> Consumer {
         let filters = filters_of(&cfg);
-        let st = positioned(&cfg, &stream.ix.borrow(), stream.next_seq(), &filters);
+        let one = stream.cfg.borrow().max_msgs_per_subject == 1;
+        let st = positioned(&cfg, &stream.ix.borrow(), stream.next_seq(), &filters, one);
         Consumer {
             ack_prefix: format!("$JS.ACK.{}.{name}.", stream.name).into_bytes(),
             ack_arena: RefCell::new(bytes::BytesMut::new()),
