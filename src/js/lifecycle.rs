@@ -43,13 +43,14 @@ pub async fn open(shard: &Rc<Shard>, root: PathBuf, sync: SyncMode) -> Result<Rc
     for path in names {
         let raw = std::fs::read(path.join("meta.json"))
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let meta: Meta = match serde_json::from_slice(&raw) {
-            Ok(m) => m,
-            Err(e) => {
-                crate::error!("JetStream: skipping {}: bad meta.json: {e}", path.display());
-                continue;
-            }
-        };
+        let meta: Meta =
+            match serde_json::from_slice(&raw).or_else(|e| placement_dropped(&raw).ok_or(e)) {
+                Ok(m) => m,
+                Err(e) => {
+                    crate::error!("JetStream: skipping {}: bad meta.json: {e}", path.display());
+                    continue;
+                }
+            };
         max_uid = max_uid.max(meta.uid);
         let owner = meta.shard % shard.count;
         let entry = CatalogEntry {
@@ -242,5 +243,41 @@ impl Js {
             }
             s.close(true).await;
         }
+    }
+}
+
+/// A meta.json written before placements were typed may hold one nats-server
+/// would refuse (any JSON was kept then): the stream loads without it.
+fn placement_dropped(raw: &[u8]) -> Option<Meta> {
+    let mut v: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    v.get_mut("config")?.as_object_mut()?.remove("placement")?;
+    serde_json::from_value(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::js::types::stream_config::StreamConfig;
+
+    #[test]
+    fn an_old_untyped_placement_is_dropped_not_the_stream() {
+        let cfg = StreamConfig::decode(br#"{"name":"S","subjects":["s"]}"#, false).unwrap();
+        let meta = Meta {
+            uid: 7,
+            shard: 1,
+            created: 5,
+            config: cfg,
+        };
+        let mut v = serde_json::to_value(&meta).unwrap();
+        v["config"]["placement"] = serde_json::json!("anywhere");
+        let raw = serde_json::to_vec(&v).unwrap();
+        assert!(serde_json::from_slice::<Meta>(&raw).is_err());
+        let m = placement_dropped(&raw).unwrap();
+        assert_eq!(
+            (m.uid, m.config.name.as_str(), m.config.placement),
+            (7, "S", None)
+        );
+        // Nothing to drop: not taken for a fix.
+        assert!(placement_dropped(br#"{"uid":1}"#).is_none());
     }
 }

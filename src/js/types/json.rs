@@ -113,7 +113,7 @@ impl<'de> Visitor<'de> for GoVisitor {
 
 /// `T` from a value decoded from `body`. `strict` refuses a field `T` does not
 /// have, as nats-server does in strict mode (its default since 2.12): the
-/// first one is named as sent, the way Go's `DisallowUnknownFields` names it.
+/// first one in `body` is named as sent, as Go's `DisallowUnknownFields` does.
 pub fn from_value<T: serde::de::DeserializeOwned>(
     v: Value,
     body: &[u8],
@@ -122,25 +122,82 @@ pub fn from_value<T: serde::de::DeserializeOwned>(
     if !strict {
         return serde_json::from_value(v).map_err(|e| e.to_string());
     }
-    let mut unknown = None;
-    let t = serde_ignored::deserialize(v, |path| {
-        if let (None, serde_ignored::Path::Map { key, .. }) = (&unknown, path) {
-            unknown = Some(key.clone());
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    match unknown {
-        Some(key) => {
-            let key = key_as_sent(body, &key).unwrap_or(key);
-            Err(format!("json: unknown field {}", quote(&key)))
-        }
+    let mut unknown: Vec<Vec<Step>> = Vec::new();
+    let t = serde_ignored::deserialize(v, |path| unknown.push(steps(&path)))
+        .map_err(|e| e.to_string())?;
+    if unknown.is_empty() {
+        return Ok(t);
+    }
+    // Keys were folded to lower case: find each as sent, and the first in the body.
+    let sent: Option<Value> = serde_json::from_slice(body).ok();
+    let named = unknown
+        .iter()
+        .filter_map(|path| {
+            let key = match path.last() {
+                Some(Step::Key(k)) => k.clone(),
+                _ => return None,
+            };
+            let key = sent
+                .as_ref()
+                .and_then(|v| key_as_sent(v, path))
+                .unwrap_or(key);
+            Some((key_position(body, &key).unwrap_or(usize::MAX), key))
+        })
+        .min();
+    match named {
+        Some((_, key)) => Err(format!("json: unknown field {}", quote(&key))),
         None => Ok(t),
     }
 }
 
-/// The first object key in `body` that matches `key` without regard to case
-/// (keys are folded to lower case while decoding).
-fn key_as_sent(body: &[u8], key: &str) -> Option<String> {
+/// One step of a path into a JSON value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+fn steps(path: &serde_ignored::Path) -> Vec<Step> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => {
+            let mut out = steps(parent);
+            out.push(Step::Index(*index));
+            out
+        }
+        Path::Map { parent, key } => {
+            let mut out = steps(parent);
+            out.push(Step::Key(key.clone()));
+            out
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => steps(parent),
+    }
+}
+
+/// The key at the end of `path` as `sent` spells it (paths carry the folded keys).
+fn key_as_sent(sent: &Value, path: &[Step]) -> Option<String> {
+    let mut at = sent;
+    let mut name = None;
+    for step in path {
+        at = match (step, at) {
+            (Step::Index(i), Value::Array(a)) => a.get(*i)?,
+            (Step::Key(k), Value::Object(o)) => {
+                let (key, v) = o.iter().find(|(key, _)| key.eq_ignore_ascii_case(k))?;
+                name = Some(key.clone());
+                v
+            }
+            _ => return None,
+        };
+    }
+    name
+}
+
+/// Where `key` first appears as an object key in `body` (a quoted string
+/// followed by a colon).
+fn key_position(body: &[u8], key: &str) -> Option<usize> {
     let mut i = 0;
     while i < body.len() {
         if body[i] != b'"' {
@@ -156,8 +213,8 @@ fn key_as_sent(body: &[u8], key: &str) -> Option<String> {
         let colon = body[(end + 1).min(body.len())..]
             .iter()
             .find(|b| !b.is_ascii_whitespace());
-        if colon == Some(&b':') && text.eq_ignore_ascii_case(key.as_bytes()) {
-            return String::from_utf8(text.to_vec()).ok();
+        if colon == Some(&b':') && text == key.as_bytes() {
+            return Some(i);
         }
         i = end + 1;
     }
@@ -496,9 +553,21 @@ mod tests {
     }
 
     #[test]
-    fn key_as_sent_skips_values_and_escapes() {
-        let body = br#"{"a\"b":"Key","x":"KEY" , "kEy" :1}"#;
-        assert_eq!(key_as_sent(body, "key").as_deref(), Some("kEy"));
-        assert_eq!(key_as_sent(body, "nope"), None);
+    fn key_position_skips_values_and_escapes() {
+        let body = br#"{"a\"b":"kEy","x":"kEy" , "kEy" :1}"#;
+        assert_eq!(key_position(body, "kEy"), Some(26));
+        assert_eq!(key_position(body, "nope"), None);
+    }
+
+    #[test]
+    fn strict_names_the_unknown_field_where_it_is_and_first_in_the_body() {
+        let strict = |b: &str| decode_checked::<Outer>(b.as_bytes(), true).unwrap_err();
+        // Two unknown fields: the first sent, not the first in sorted order.
+        assert_eq!(strict(r#"{"zz":1,"aa":2}"#), r#"json: unknown field "zz""#);
+        // A known key elsewhere spelled alike is not the one named.
+        assert_eq!(
+            strict(r#"{"Name":"n","list":[{"seq":1,"NAME":2}]}"#),
+            r#"json: unknown field "NAME""#
+        );
     }
 }

@@ -48,8 +48,6 @@ pub struct ConsumerLimits {
     pub max_ack_pending: i64,
 }
 
-/// Stream configuration as nats-server stores and echoes it (field order is
-/// nats-server's). Objects we do not act on are kept as raw JSON to echo.
 /// Where a clustered server would place the stream; kept and echoed (a single
 /// server has nowhere else to put it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +65,8 @@ fn no_tags(t: &Option<Vec<String>>) -> bool {
     t.as_ref().is_none_or(Vec::is_empty)
 }
 
+/// Stream configuration as nats-server stores and echoes it (field order is
+/// nats-server's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StreamConfig {
