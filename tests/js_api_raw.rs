@@ -378,6 +378,30 @@ fn publish_acks_and_header_checks_match_nats_server_bytes() {
         pubh(&mut raw, "dns.b", &[], "3"),
         r#"{"stream":"DNS","seq":2}"#
     );
+    // A rollup replaces its subject's messages: the per-subject limit lets it in.
+    req(
+        &mut raw,
+        "$JS.API.STREAM.CREATE.DNR",
+        r#"{"name":"DNR","subjects":["dnr.>"],"discard":"new","max_msgs_per_subject":1,"discard_new_per_subject":true,"allow_rollup_hdrs":true}"#,
+    );
+    assert_eq!(
+        pubh(&mut raw, "dnr.a", &[], "1"),
+        r#"{"stream":"DNR","seq":1}"#
+    );
+    assert_eq!(
+        pubh(&mut raw, "dnr.a", &[], "2"),
+        r#"{"error":{"code":503,"err_code":10077,"description":"maximum messages per subject exceeded"},"stream":"DNR","seq":0}"#
+    );
+    let sub = [("Nats-Rollup", "sub")];
+    assert_eq!(
+        pubh(&mut raw, "dnr.a", &sub, "3"),
+        r#"{"stream":"DNR","seq":2}"#
+    );
+    let all = [("Nats-Rollup", "all")];
+    assert_eq!(
+        pubh(&mut raw, "dnr.a", &all, "4"),
+        r#"{"stream":"DNR","seq":3}"#
+    );
     req(
         &mut raw,
         "$JS.API.STREAM.CREATE.DNB",

@@ -363,7 +363,7 @@ impl Publish<'_> {
             }
         };
         let size = msg_size(cfg.memory(), subject.len(), hdr.len(), len - hdr.len());
-        if let Err(e) = self.check_limits(subject, size) {
+        if let Err(e) = self.check_limits(subject, size, rollup) {
             return refuse(e);
         }
         // Read once with the other headers; refused this late, as there.
@@ -423,7 +423,7 @@ impl Publish<'_> {
             _ => Rollup::None,
         };
         let size = msg_size(cfg.memory(), subject.len(), hdr.len(), len - hdr.len());
-        if let Err(e) = self.check_limits(subject, size) {
+        if let Err(e) = self.check_limits(subject, size, rollup) {
             return refuse(e);
         }
         // Stored as it came; an unreadable TTL is no TTL.
@@ -524,8 +524,10 @@ impl Publish<'_> {
     }
 
     /// Discard new: the limits refuse what would exceed them. A message
-    /// larger than max_bytes is refused whatever the discard policy.
-    fn check_limits(&self, subject: &[u8], size: u64) -> Result<(), ApiError> {
+    /// larger than max_bytes is refused whatever the discard policy. A rollup
+    /// replaces its subject's messages: the per-subject limit lets it in, as
+    /// on nats-server (the stream's own limits do not).
+    fn check_limits(&self, subject: &[u8], size: u64, rollup: Rollup) -> Result<(), ApiError> {
         let (cfg, ix, w) = (self.cfg, self.ix, self.w);
         let full = |what| Err(ApiError::store_failed(what));
         if cfg.discard_new() {
@@ -535,7 +537,8 @@ impl Publish<'_> {
             if cfg.max_bytes > 0 && ix.bytes + w.bytes + size > cfg.max_bytes as u64 {
                 return full("maximum bytes exceeded");
             }
-            if cfg.discard_new_per_subject && cfg.max_msgs_per_subject > 0 {
+            if cfg.discard_new_per_subject && cfg.max_msgs_per_subject > 0 && rollup == Rollup::None
+            {
                 let have = ix.subject(subject).map_or(0, |s| s.count)
                     + w.subj_pending.get(subject).map_or(0, |p| p.0);
                 if have >= cfg.max_msgs_per_subject as u64 {
