@@ -59,6 +59,41 @@ async fn interest_retention_keeps_a_message_until_every_consumer_acked() {
     assert_eq!((st.messages, st.first_sequence), (0, 5));
 }
 
+/// A limits stream updated to interest retention, as nats-server does it: with no
+/// consumer every message goes; otherwise what every consumer taking it acked goes
+/// and what no consumer takes stays. The update's answer already shows it.
+#[tokio::test]
+async fn a_stream_made_interest_drops_what_no_consumer_needs() {
+    for shards in [1, 2] {
+        let e = env(shards).await;
+        let s = e.js.create_stream(stream_cfg("L", &["l.>"])).await.unwrap();
+        for subject in ["l.a", "l.b", "l.a", "l.b"] {
+            publish(&e.js, subject, "x").await;
+        }
+        let mut only_a = durable("A");
+        only_a.filter_subject = "l.a".into();
+        let a = s.create_consumer(only_a).await.unwrap();
+        let first = fetch(&a, 1).await.remove(0);
+        first.double_ack().await.unwrap();
+        let mut cfg = stream_cfg("L", &["l.>"]);
+        cfg.retention = RetentionPolicy::Interest;
+        let info = e.js.update_stream(cfg).await.unwrap();
+        // Gone: the l.a that A acked (1).
+        let st = &info.state;
+        assert_eq!(
+            (st.messages, st.first_sequence, st.last_sequence),
+            (3, 2, 4),
+            "{shards} shards"
+        );
+        let mut cfg = stream_cfg("N", &["n.>"]);
+        e.js.create_stream(cfg.clone()).await.unwrap();
+        publish(&e.js, "n.a", "x").await;
+        cfg.retention = RetentionPolicy::Interest;
+        let st = e.js.update_stream(cfg).await.unwrap().state;
+        assert_eq!((st.messages, st.first_sequence), (0, 2), "{shards} shards");
+    }
+}
+
 #[tokio::test]
 async fn workqueue_retention_removes_on_ack_and_refuses_overlaps() {
     let e = env(1).await;

@@ -278,6 +278,7 @@ impl Js {
         self.sync_holds();
         stream.enforce_limits();
         let (new, was) = (&entry.config, &old.config);
+        consumer::retain_after_update(&stream, was.retention()).await;
         if (new.allow_msg_ttl && !was.allow_msg_ttl)
             || (new.subject_delete_marker_ttl > 0 && was.subject_delete_marker_ttl == 0)
         {

@@ -52,7 +52,9 @@ use crate::shard::Shard;
 
 pub use advisory::{go_duration, random_token};
 pub use persist::{consumers_dir, recover, write_meta, Meta};
-pub use retention::{after_commit, retain_after_removal, retain_check, retain_sweep, rewind_all};
+pub use retention::{
+    after_commit, retain_after_removal, retain_after_update, retain_check, retain_sweep, rewind_all,
+};
 use state::{matches_any, State};
 
 pub struct Consumer {

@@ -10,6 +10,12 @@ use crate::limits::RETAIN_SWEEP_CHUNK;
 
 /// Interest and workqueue retention: removes `seqs` that no consumer needs.
 pub fn retain_check(stream: &Stream, seqs: impl IntoIterator<Item = u64>) {
+    retain_where(stream, seqs, true);
+}
+
+/// `retain_check`; `uninterested_go`: an interest stream also drops what no
+/// consumer is interested in (not so after an update, below).
+fn retain_where(stream: &Stream, seqs: impl IntoIterator<Item = u64>, uninterested_go: bool) {
     let retention = stream.cfg.borrow().retention();
     if retention == Retention::Limits {
         return;
@@ -38,7 +44,8 @@ pub fn retain_check(stream: &Stream, seqs: impl IntoIterator<Item = u64>) {
             .any(|c| c.wants(&subject))
             || stream.taps.borrow().values().any(|t| t.wants(&subject));
         // A workqueue keeps what no consumer has taken yet.
-        if !needed && (interested || retention == Retention::Interest) {
+        let uninterested_go = uninterested_go && retention == Retention::Interest;
+        if !needed && (interested || uninterested_go) {
             any |= stream.remove_and_record(seq);
         }
     }
@@ -90,7 +97,23 @@ pub async fn retain_after_removal(stream: &Stream, gone: &Consumer) {
     if stream.cfg.borrow().retention() != Retention::Interest {
         return;
     }
-    let mut from = gone.st.borrow().lowest_needed().0;
+    let from = gone.st.borrow().lowest_needed().0;
+    retain_from(stream, from, true).await;
+}
+
+/// After an update made a limits stream an interest one, as nats-server does
+/// then: with no consumer every message goes; otherwise those every
+/// consumer taking them acked, and what none takes stays.
+pub async fn retain_after_update(stream: &Stream, was: Retention) {
+    if was != Retention::Interest && stream.cfg.borrow().retention() == Retention::Interest {
+        let none = stream.consumers.borrow().is_empty() && stream.taps.borrow().is_empty();
+        retain_from(stream, 0, none).await;
+    }
+}
+
+/// Checks every message from `from` on, a chunk at a time (a big stream does
+/// not stall the shard).
+async fn retain_from(stream: &Stream, mut from: u64, uninterested_go: bool) {
     // Messages committed from now on are checked by `after_commit`.
     let end = stream.ix.borrow().last_seq();
     loop {
@@ -103,7 +126,7 @@ pub async fn retain_after_removal(stream: &Stream, gone: &Consumer) {
             return;
         }
         let to = last.min(from + RETAIN_SWEEP_CHUNK - 1);
-        retain_check(stream, from..=to);
+        retain_where(stream, from..=to, uninterested_go);
         from = to + 1;
         glommio::yield_if_needed().await;
     }
