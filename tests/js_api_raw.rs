@@ -509,6 +509,26 @@ fn get_delete_purge_and_direct_get_match_nats_server_bytes() {
         b"NATS/1.0 204 EOB\r\nNats-Num-Pending: 1\r\nNats-Last-Sequence: 3\r\n\r\n"
     );
     assert!(b.is_empty());
+    // max_bytes: a message goes while fewer bytes (subject, headers, payload) went
+    // before it: 7 then 14 of 8, and 7 of 7.
+    for (max, seqs) in [(8, 2u64), (7, 1)] {
+        let body = format!(r#"{{"seq":1,"batch":4,"max_bytes":{max}}}"#);
+        raw.send_request("$JS.API.DIRECT.GET.DG", None, body.as_bytes());
+        for seq in 1..=seqs {
+            let (h, _) = raw.read_msg();
+            let h = String::from_utf8(h).unwrap();
+            assert!(
+                h.contains(&format!("Nats-Sequence: {seq}\r\n")),
+                "{max}: {h}"
+            );
+        }
+        let (h, _) = raw.read_msg();
+        let want = format!(
+            "NATS/1.0 204 EOB\r\nNats-Num-Pending: {}\r\nNats-Last-Sequence: {seqs}\r\n\r\n",
+            4 - seqs
+        );
+        assert_eq!(String::from_utf8(h).unwrap(), want, "{max}");
+    }
     let (h, b) = raw.request("$JS.API.DIRECT.GET.DG.dg.x", None, b"");
     assert!(String::from_utf8(h)
         .unwrap()

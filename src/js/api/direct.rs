@@ -220,11 +220,12 @@ async fn direct_get(
             remaining = remaining.saturating_sub(1);
             continue;
         };
-        let size = (m.data.len() + m.subject.len()) as i64;
-        if req.max_bytes > 0 && sent > 0 && bytes + size > req.max_bytes {
+        // As nats-server counts: a message goes while fewer than max_bytes
+        // (subjects, headers and payloads) went before it.
+        if req.max_bytes > 0 && bytes >= req.max_bytes {
             break;
         }
-        bytes += size;
+        bytes += (m.data.len() + m.subject.len()) as i64;
         remaining = remaining.saturating_sub(1);
         let pending = remaining;
         let h = direct_headers(&s.name, &m, Some((pending, last)), req.no_hdr);
