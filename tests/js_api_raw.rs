@@ -402,6 +402,55 @@ fn publish_acks_and_header_checks_match_nats_server_bytes() {
         pubh(&mut raw, "dnr.a", &all, "4"),
         r#"{"stream":"DNR","seq":3}"#
     );
+    // A subject at its limit: the message will replace the subject's first, so
+    // max_msgs lets it in, and max_bytes unless it is larger than that first; with
+    // discard_new_per_subject the per-subject refusal comes first.
+    let exceeded = |what: &str, stream: &str| {
+        format!(
+            r#"{{"error":{{"code":503,"err_code":10077,"description":"maximum {what} exceeded"}},"stream":"{stream}","seq":0}}"#
+        )
+    };
+    for (name, cfg) in [
+        ("DM", r#""max_msgs":1"#),
+        (
+            "DP",
+            r#""max_msgs":1,"discard_new_per_subject":true,"allow_rollup_hdrs":true"#,
+        ),
+        ("DB", r#""max_bytes":60"#),
+    ] {
+        let lower = name.to_lowercase();
+        let body = format!(
+            r#"{{"name":"{name}","subjects":["{lower}.>"],"discard":"new","max_msgs_per_subject":1,{cfg}}}"#
+        );
+        req(&mut raw, &format!("$JS.API.STREAM.CREATE.{name}"), &body);
+        let subj = format!("{lower}.a");
+        assert_eq!(
+            pubh(&mut raw, &subj, &[], "x"),
+            format!(r#"{{"stream":"{name}","seq":1}}"#)
+        );
+        let again = pubh(&mut raw, &subj, &[], "y");
+        let bigger = pubh(&mut raw, &subj, &[], "yyyyyyyyyyyyyyyyyyyy");
+        match name {
+            "DM" => {
+                assert_eq!(again, r#"{"stream":"DM","seq":2}"#);
+                assert_eq!(bigger, r#"{"stream":"DM","seq":3}"#);
+                assert_eq!(pubh(&mut raw, "dm.b", &[], "w"), exceeded("messages", "DM"));
+            }
+            "DP" => {
+                assert_eq!(again, exceeded("messages per subject", "DP"));
+                assert_eq!(bigger, exceeded("messages per subject", "DP"));
+                assert_eq!(
+                    pubh(&mut raw, "dp.a", &sub, "z"),
+                    r#"{"stream":"DP","seq":2}"#
+                );
+                assert_eq!(pubh(&mut raw, "dp.b", &[], "w"), exceeded("messages", "DP"));
+            }
+            _ => {
+                assert_eq!(again, r#"{"stream":"DB","seq":2}"#);
+                assert_eq!(bigger, exceeded("bytes", "DB"));
+            }
+        }
+    }
     req(
         &mut raw,
         "$JS.API.STREAM.CREATE.DNB",
@@ -510,9 +559,10 @@ fn get_delete_purge_and_direct_get_match_nats_server_bytes() {
     );
     assert!(b.is_empty());
     // max_bytes: a message goes while fewer bytes (subject, headers, payload) went
-    // before it: 7 then 14 of 8, and 7 of 7.
-    for (max, seqs) in [(8, 2u64), (7, 1)] {
-        let body = format!(r#"{{"seq":1,"batch":4,"max_bytes":{max}}}"#);
+    // before it: 7 then 14 of 8; 7 of 7; 7, 14, 23 then the 4th of 24; a negative
+    // one stops after the first.
+    for (max, seqs) in [(8, 2u64), (7, 1), (24, 4), (-1, 1)] {
+        let body = format!(r#"{{"seq":1,"batch":5,"max_bytes":{max}}}"#);
         raw.send_request("$JS.API.DIRECT.GET.DG", None, body.as_bytes());
         for seq in 1..=seqs {
             let (h, _) = raw.read_msg();

@@ -523,27 +523,34 @@ impl Publish<'_> {
         Ok(())
     }
 
-    /// Discard new: the limits refuse what would exceed them. A message
-    /// larger than max_bytes is refused whatever the discard policy. A rollup
-    /// replaces its subject's messages: the per-subject limit lets it in, as
-    /// on nats-server (the stream's own limits do not).
+    /// Discard new: the limits refuse what would exceed them, as nats-server
+    /// checks them. A subject at its per-subject limit is refused with
+    /// `discard_new_per_subject` unless the message is a rollup (it replaces
+    /// the subject's messages); otherwise the message will replace the
+    /// subject's first, so `max_msgs` does not refuse it, and `max_bytes` only
+    /// when it is larger than that first. A message larger than max_bytes is
+    /// refused whatever the discard policy.
     fn check_limits(&self, subject: &[u8], size: u64, rollup: Rollup) -> Result<(), ApiError> {
         let (cfg, ix, w) = (self.cfg, self.ix, self.w);
         let full = |what| Err(ApiError::store_failed(what));
         if cfg.discard_new() {
-            if cfg.max_msgs > 0 && ix.msgs + w.msgs >= cfg.max_msgs as u64 {
-                return full("maximum messages exceeded");
-            }
-            if cfg.max_bytes > 0 && ix.bytes + w.bytes + size > cfg.max_bytes as u64 {
-                return full("maximum bytes exceeded");
-            }
-            if cfg.discard_new_per_subject && cfg.max_msgs_per_subject > 0 && rollup == Rollup::None
-            {
+            let per = cfg.max_msgs_per_subject;
+            let at_subject_limit = per > 0 && {
                 let have = ix.subject(subject).map_or(0, |s| s.count)
                     + w.subj_pending.get(subject).map_or(0, |p| p.0);
-                if have >= cfg.max_msgs_per_subject as u64 {
-                    return full("maximum messages per subject exceeded");
-                }
+                have >= per as u64
+            };
+            if at_subject_limit && cfg.discard_new_per_subject && rollup == Rollup::None {
+                return full("maximum messages per subject exceeded");
+            }
+            if !at_subject_limit && cfg.max_msgs > 0 && ix.msgs + w.msgs >= cfg.max_msgs as u64 {
+                return full("maximum messages exceeded");
+            }
+            if cfg.max_bytes > 0
+                && ix.bytes + w.bytes + size > cfg.max_bytes as u64
+                && !(at_subject_limit && first_size(ix, subject).is_some_and(|f| f >= size))
+            {
+                return full("maximum bytes exceeded");
             }
         }
         if cfg.max_bytes > 0 && size > cfg.max_bytes as u64 {
@@ -551,6 +558,16 @@ impl Publish<'_> {
         }
         Ok(())
     }
+}
+
+/// The stored size of `subject`'s first live message (a read of a cold page
+/// at worst: only asked when a subject at its limit meets `max_bytes`).
+fn first_size(ix: &Index, subject: &[u8]) -> Option<u64> {
+    let s = ix.subject(subject)?;
+    (s.first.max(ix.first_seq())..=s.last)
+        .filter_map(|seq| ix.entry(seq))
+        .find(|e| &ix.subject_of(e)[..] == subject)
+        .map(|e| ix.size_of(&e))
 }
 
 /// A header's value; an empty one counts as absent, as on nats-server.
