@@ -279,6 +279,11 @@ impl Js {
         stream.enforce_limits();
         let (new, was) = (&entry.config, &old.config);
         consumer::retain_after_update(&stream, was.retention()).await;
+        if stream.closed.get() {
+            // Deleted while its messages were swept: that answer went first.
+            let e = ApiError::stream_not_found();
+            return api::reply_err(self, &reply, "stream_update_response", &e);
+        }
         if (new.allow_msg_ttl && !was.allow_msg_ttl)
             || (new.subject_delete_marker_ttl > 0 && was.subject_delete_marker_ttl == 0)
         {

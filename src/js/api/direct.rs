@@ -220,11 +220,6 @@ async fn direct_get(
             remaining = remaining.saturating_sub(1);
             continue;
         };
-        // As nats-server counts: a message goes while fewer than max_bytes
-        // (subjects, headers and payloads) went before it.
-        if req.max_bytes > 0 && bytes >= req.max_bytes {
-            break;
-        }
         bytes += (m.data.len() + m.subject.len()) as i64;
         remaining = remaining.saturating_sub(1);
         let pending = remaining;
@@ -233,6 +228,11 @@ async fn direct_get(
         sent += 1;
         last = seq;
         from = seq + 1;
+        // As nats-server counts: no more once max_bytes (subjects, headers
+        // and payloads) went; a negative one stops after the first.
+        if req.max_bytes != 0 && bytes >= req.max_bytes {
+            break;
+        }
     }
     if sent == 0 {
         return status(shard, reply, "404 Message Not Found");

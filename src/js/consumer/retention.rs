@@ -1,7 +1,8 @@
 //! Interest and workqueue retention: a message goes once no consumer needs it
 //! (interest), or once a consumer that takes its subject acknowledged it
 //! (workqueue); checked when acks settle messages, after commits, when a
-//! consumer is removed, and at start-up.
+//! consumer is removed, when an update makes a stream an interest one, and at
+//! start-up.
 
 use crate::js::consumer::Consumer;
 use crate::js::stream::Stream;
@@ -14,12 +15,13 @@ pub fn retain_check(stream: &Stream, seqs: impl IntoIterator<Item = u64>) {
 }
 
 /// `retain_check`; `uninterested_go`: an interest stream also drops what no
-/// consumer is interested in (not so after an update, below).
+/// consumer is interested in (after an update, only when it has no consumer).
 fn retain_where(stream: &Stream, seqs: impl IntoIterator<Item = u64>, uninterested_go: bool) {
     let retention = stream.cfg.borrow().retention();
     if retention == Retention::Limits {
         return;
     }
+    let uninterested_go = uninterested_go && retention == Retention::Interest;
     let mut any = false;
     for seq in seqs {
         let subject = match stream.ix.borrow().subject_at(seq) {
@@ -44,7 +46,6 @@ fn retain_where(stream: &Stream, seqs: impl IntoIterator<Item = u64>, uninterest
             .any(|c| c.wants(&subject))
             || stream.taps.borrow().values().any(|t| t.wants(&subject));
         // A workqueue keeps what no consumer has taken yet.
-        let uninterested_go = uninterested_go && retention == Retention::Interest;
         if !needed && (interested || uninterested_go) {
             any |= stream.remove_and_record(seq);
         }
