@@ -579,6 +579,27 @@ fn get_delete_purge_and_direct_get_match_nats_server_bytes() {
         );
         assert_eq!(String::from_utf8(h).unwrap(), want, "{max}");
     }
+    // multi_last counts max_bytes the same way: the last of dg.y (2), dg.x (3) and
+    // dg.h (4); 7 then 16 of 8.
+    for (max, seqs) in [(0, vec![2u64, 3, 4]), (8, vec![2, 3])] {
+        let body = format!(r#"{{"multi_last":["dg.*"],"max_bytes":{max}}}"#);
+        raw.send_request("$JS.API.DIRECT.GET.DG", None, body.as_bytes());
+        for seq in &seqs {
+            let (h, _) = raw.read_msg();
+            let h = String::from_utf8(h).unwrap();
+            assert!(
+                h.contains(&format!("Nats-Sequence: {seq}\r\n")),
+                "{max}: {h}"
+            );
+        }
+        let (h, _) = raw.read_msg();
+        let want = format!(
+            "NATS/1.0 204 EOB\r\nNats-Num-Pending: {}\r\nNats-Last-Sequence: {}\r\nNats-UpTo-Sequence: 4\r\n\r\n",
+            3 - seqs.len(),
+            seqs[seqs.len() - 1]
+        );
+        assert_eq!(String::from_utf8(h).unwrap(), want, "{max}");
+    }
     let (h, b) = raw.request("$JS.API.DIRECT.GET.DG.dg.x", None, b"");
     assert!(String::from_utf8(h)
         .unwrap()

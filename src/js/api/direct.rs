@@ -228,9 +228,7 @@ async fn direct_get(
         sent += 1;
         last = seq;
         from = seq + 1;
-        // As nats-server counts: no more once max_bytes (subjects, headers
-        // and payloads) went; a negative one stops after the first.
-        if req.max_bytes != 0 && bytes >= req.max_bytes {
+        if bytes_done(&req, bytes) {
             break;
         }
     }
@@ -246,6 +244,12 @@ async fn direct_get(
         ],
     );
     shard.reply(reply, Some(&block), &[]);
+}
+
+/// As nats-server counts a batch: no more once `max_bytes` (subjects, headers
+/// and payloads) went; a negative one stops after the first message.
+fn bytes_done(req: &GetRequest, bytes: i64) -> bool {
+    req.max_bytes != 0 && bytes >= req.max_bytes
 }
 
 async fn multi_last(shard: &Shard, s: &Stream, reply: &Bytes, req: &GetRequest) {
@@ -290,15 +294,21 @@ async fn multi_last(shard: &Shard, s: &Stream, reply: &Bytes, req: &GetRequest) 
     };
     let mut last = 0;
     let total = seqs.len();
+    let (mut taken, mut bytes) = (0, 0i64);
     for (i, seq) in seqs.iter().take(limit).enumerate() {
+        taken = i + 1;
         if let Some(m) = s.load(*seq).await {
             let pending = (total - i - 1) as u64;
             let h = direct_headers(&s.name, &m, Some((pending, last)), req.no_hdr);
             shard.reply(reply, h.as_deref(), m.payload());
             last = *seq;
+            bytes += (m.data.len() + m.subject.len()) as i64;
+            if bytes_done(req, bytes) {
+                break;
+            }
         }
     }
-    let pending = total.saturating_sub(limit) as u64;
+    let pending = (total - taken) as u64;
     let block = headers::block(
         Some("204 EOB"),
         &[
