@@ -72,6 +72,22 @@ fn req(raw: &mut Raw, subject: &str, body: &str) -> String {
     mask(&raw.request(subject, None, body.as_bytes()).1)
 }
 
+/// Sends direct get `body` to stream DG and checks the answers: the messages
+/// `seqs` in order, then the end-of-batch header block `eob`.
+fn direct_batch(raw: &mut Raw, body: &str, seqs: &[u64], eob: &str) {
+    raw.send_request("$JS.API.DIRECT.GET.DG", None, body.as_bytes());
+    for seq in seqs {
+        let (h, _) = raw.read_msg();
+        let h = String::from_utf8(h).unwrap();
+        assert!(
+            h.contains(&format!("Nats-Sequence: {seq}\r\n")),
+            "{body}: {h}"
+        );
+    }
+    let (h, _) = raw.read_msg();
+    assert_eq!(String::from_utf8(h).unwrap(), eob, "{body}");
+}
+
 const MINIMAL_CONFIG: &str = r#"{"name":"A","subjects":["a.\u003e"],"retention":"limits","max_consumers":-1,"max_msgs":-1,"max_bytes":-1,"max_age":0,"max_msgs_per_subject":-1,"max_msg_size":-1,"discard":"old","storage":"file","num_replicas":1,"duplicate_window":120000000000,"compression":"none","allow_direct":false,"mirror_direct":false,"sealed":false,"deny_delete":false,"deny_purge":false,"allow_rollup_hdrs":false,"consumer_limits":{},"allow_msg_ttl":false,"metadata":{"_nats.level":"5","_nats.req.level":"0","_nats.ver":"2.15.1"}}"#;
 
 #[test]
@@ -563,42 +579,22 @@ fn get_delete_purge_and_direct_get_match_nats_server_bytes() {
     // one stops after the first.
     for (max, seqs) in [(8, 2u64), (7, 1), (24, 4), (-1, 1)] {
         let body = format!(r#"{{"seq":1,"batch":5,"max_bytes":{max}}}"#);
-        raw.send_request("$JS.API.DIRECT.GET.DG", None, body.as_bytes());
-        for seq in 1..=seqs {
-            let (h, _) = raw.read_msg();
-            let h = String::from_utf8(h).unwrap();
-            assert!(
-                h.contains(&format!("Nats-Sequence: {seq}\r\n")),
-                "{max}: {h}"
-            );
-        }
-        let (h, _) = raw.read_msg();
-        let want = format!(
+        let eob = format!(
             "NATS/1.0 204 EOB\r\nNats-Num-Pending: {}\r\nNats-Last-Sequence: {seqs}\r\n\r\n",
             4 - seqs
         );
-        assert_eq!(String::from_utf8(h).unwrap(), want, "{max}");
+        direct_batch(&mut raw, &body, &(1..=seqs).collect::<Vec<_>>(), &eob);
     }
     // multi_last counts max_bytes the same way: the last of dg.y (2), dg.x (3) and
     // dg.h (4); 7 then 16 of 8.
     for (max, seqs) in [(0, vec![2u64, 3, 4]), (8, vec![2, 3])] {
         let body = format!(r#"{{"multi_last":["dg.*"],"max_bytes":{max}}}"#);
-        raw.send_request("$JS.API.DIRECT.GET.DG", None, body.as_bytes());
-        for seq in &seqs {
-            let (h, _) = raw.read_msg();
-            let h = String::from_utf8(h).unwrap();
-            assert!(
-                h.contains(&format!("Nats-Sequence: {seq}\r\n")),
-                "{max}: {h}"
-            );
-        }
-        let (h, _) = raw.read_msg();
-        let want = format!(
+        let eob = format!(
             "NATS/1.0 204 EOB\r\nNats-Num-Pending: {}\r\nNats-Last-Sequence: {}\r\nNats-UpTo-Sequence: 4\r\n\r\n",
             3 - seqs.len(),
             seqs[seqs.len() - 1]
         );
-        assert_eq!(String::from_utf8(h).unwrap(), want, "{max}");
+        direct_batch(&mut raw, &body, &seqs, &eob);
     }
     let (h, b) = raw.request("$JS.API.DIRECT.GET.DG.dg.x", None, b"");
     assert!(String::from_utf8(h)

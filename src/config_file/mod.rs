@@ -423,6 +423,7 @@ mod tests {
         assert!(of("http: [1]").is_err());
         let s = of("jetstream { sync_interval: \"2m\" }").unwrap();
         assert_eq!(s.sync.as_deref(), Some("interval=2m"));
+        // Test code: an unwrap that fails is the test failing.
         let strict = of("jetstream { strict: true }").unwrap();
         assert_eq!(strict.js_strict, Some(true));
         let lenient = of("jetstream { store_dir: /d, strict: false }").unwrap();

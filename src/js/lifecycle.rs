@@ -259,6 +259,7 @@ mod tests {
     use super::*;
     use crate::js::types::stream_config::StreamConfig;
 
+    // Test code: an unwrap that fails is the test failing.
     #[test]
     fn an_old_untyped_placement_is_dropped_not_the_stream() {
         let cfg = StreamConfig::decode(br#"{"name":"S","subjects":["s"]}"#, false).unwrap();

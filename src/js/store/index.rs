@@ -652,18 +652,23 @@ impl Index {
     /// The first live sequence of a subject, repairing the lazy `first`.
     pub fn first_of(&mut self, subject: &[u8]) -> Option<u64> {
         let id = *self.subjects.get(subject)?;
-        let (mut seq, last) = {
-            let s = self.subj[id as usize].as_ref()?;
-            (s.first.max(self.first_seq()), s.last)
-        };
-        while seq <= last {
+        let seq = self.first_live(subject)?;
+        self.subj[id as usize].as_mut()?.first = seq;
+        Some(seq)
+    }
+
+    /// `first_of` without the repair (past the subject's last when none is left).
+    pub fn first_live(&self, subject: &[u8]) -> Option<u64> {
+        let id = *self.subjects.get(subject)?;
+        let s = self.subj[id as usize].as_ref()?;
+        let mut seq = s.first.max(self.first_seq());
+        while seq <= s.last {
             // A dead sequence has no entry (no file read).
             if self.entry(seq).is_some_and(|e| e.subj == id) {
                 break;
             }
             seq += 1;
         }
-        self.subj[id as usize].as_mut()?.first = seq;
         Some(seq)
     }
 

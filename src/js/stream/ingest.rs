@@ -563,11 +563,8 @@ impl Publish<'_> {
 /// The stored size of `subject`'s first live message (a read of a cold page
 /// at worst: only asked when a subject at its limit meets `max_bytes`).
 fn first_size(ix: &Index, subject: &[u8]) -> Option<u64> {
-    let s = ix.subject(subject)?;
-    (s.first.max(ix.first_seq())..=s.last)
-        .filter_map(|seq| ix.entry(seq))
-        .find(|e| &ix.subject_of(e)[..] == subject)
-        .map(|e| ix.size_of(&e))
+    let e = ix.entry(ix.first_live(subject)?)?;
+    Some(ix.size_of(&e))
 }
 
 /// A header's value; an empty one counts as absent, as on nats-server.

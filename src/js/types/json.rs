@@ -526,6 +526,7 @@ mod tests {
         seq: u64,
     }
 
+    // Test code: an unwrap that fails is the test failing.
     #[test]
     fn strict_names_the_first_unknown_field_as_sent() {
         let strict = |b: &str| decode_checked::<Outer>(b.as_bytes(), true).map(|o| o.name);
